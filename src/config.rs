@@ -1,0 +1,318 @@
+//! The network config stored at `<prefix>/config`: flannel's JSON schema, defaults and validation.
+//!
+//! Parsing is pure so every rule can be unit tested. Field names are matched case-insensitively
+//! and unknown keys are ignored, as Go's `encoding/json` does for flanneld.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// The UDP port the Linux kernel (and flannel) uses for VXLAN when none is configured.
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+
+/// Why a network config was rejected. Each message names the field and the rule.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("network config is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("network config must be a JSON object")]
+    NotObject,
+    #[error("network config: field \"{field}\" is required")]
+    Missing { field: &'static str },
+    #[error("network config: field \"{field}\" {rule} (got {got})")]
+    Invalid { field: &'static str, rule: String, got: String },
+    #[error("network config: Backend.Type \"{0}\" is not supported: weft implements the \"vxlan\" backend")]
+    UnsupportedBackend(String),
+}
+
+/// The validated network config, with flannel's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub network: Ipv4Network,
+    pub subnet_len: u8,
+    pub subnet_min: Ipv4Addr,
+    pub subnet_max: Ipv4Addr,
+    pub backend: VxlanConfig,
+}
+
+/// The `Backend` object for `"Type": "vxlan"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanConfig {
+    pub vni: u32,
+    pub port: u16,
+    /// Device MTU; `None` means underlay MTU − 50.
+    pub mtu: Option<u32>,
+    pub gbp: bool,
+    pub learning: bool,
+    pub direct_routing: bool,
+}
+
+impl NetworkConfig {
+    /// Parses and validates the JSON text stored in etcd.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::NotJson(e.to_string()))?;
+        let Value::Object(fields) = lowercase_keys(value) else {
+            return Err(ConfigError::NotObject);
+        };
+        let network = parse_network(&fields)?;
+        let subnet_len = subnet_len(&fields, network)?;
+        let (subnet_min, subnet_max) = subnet_range(&fields, network, subnet_len)?;
+        let backend = parse_backend(fields.get("backend"))?;
+        Ok(Self { network, subnet_len, subnet_min, subnet_max, backend })
+    }
+
+    /// The number of addresses in one host subnet.
+    pub fn subnet_size(&self) -> u32 {
+        1u32 << (32 - self.subnet_len)
+    }
+}
+
+/// Go's JSON decoder matches keys case-insensitively; lowercasing once lets us look keys up
+/// exactly. Nested objects (Backend) are lowercased too.
+pub(crate) fn lowercase_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v))).collect(),
+        ),
+        other => other,
+    }
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>, got: impl ToString) -> ConfigError {
+    ConfigError::Invalid { field, rule: rule.into(), got: got.to_string() }
+}
+
+fn parse_network(fields: &Map<String, Value>) -> Result<Ipv4Network, ConfigError> {
+    let raw = match fields.get("network") {
+        None | Some(Value::Null) => return Err(ConfigError::Missing { field: "Network" }),
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(invalid("Network", "must be a CIDR string like \"10.5.0.0/16\"", other)),
+    };
+    let parsed: Ipv4Network = raw
+        .parse()
+        .ok()
+        .filter(|_| raw.contains('/'))
+        .ok_or_else(|| invalid("Network", "must be an IPv4 CIDR like \"10.5.0.0/16\"", raw))?;
+    if parsed.prefix() > 28 {
+        return Err(invalid("Network", "is too small: the longest usable prefix is /28", raw));
+    }
+    // Like Go's net.ParseCIDR, "10.5.3.0/16" means the network 10.5.0.0/16.
+    Ok(Ipv4Network::new(parsed.network(), parsed.prefix()).expect("prefix already checked"))
+}
+
+fn subnet_len(fields: &Map<String, Value>, network: Ipv4Network) -> Result<u8, ConfigError> {
+    let Some(len) = optional_uint(fields, "subnetlen", "SubnetLen")? else {
+        return Ok(if network.prefix() <= 22 { 24 } else { network.prefix() + 2 });
+    };
+    if len == 0 {
+        return Ok(if network.prefix() <= 22 { 24 } else { network.prefix() + 2 });
+    }
+    if len > 30 {
+        return Err(invalid("SubnetLen", "must be at most 30 (each host needs 4 addresses)", len));
+    }
+    if len < u64::from(network.prefix()) + 2 {
+        let rule = format!(
+            "must be at least /{} so the Network /{} holds at least four subnets",
+            network.prefix() + 2,
+            network.prefix()
+        );
+        return Err(invalid("SubnetLen", rule, len));
+    }
+    Ok(len as u8)
+}
+
+fn subnet_range(
+    fields: &Map<String, Value>,
+    network: Ipv4Network,
+    subnet_len: u8,
+) -> Result<(Ipv4Addr, Ipv4Addr), ConfigError> {
+    let size = 1u32 << (32 - subnet_len);
+    let first = u32::from(network.network());
+    let last_subnet = u32::from(network.broadcast()) - (size - 1);
+    // The first subnet is skipped by default: its .0 address would be the Network's own address.
+    let min = optional_ip(fields, "subnetmin", "SubnetMin", network)?.unwrap_or(first + size);
+    let max = optional_ip(fields, "subnetmax", "SubnetMax", network)?.unwrap_or(last_subnet);
+    let mask = u32::MAX << (32 - subnet_len);
+    for (field, value) in [("SubnetMin", min), ("SubnetMax", max)] {
+        if value & mask != value {
+            let rule = format!("must be aligned to a /{subnet_len} boundary");
+            return Err(invalid(field, rule, Ipv4Addr::from(value)));
+        }
+    }
+    if min > max {
+        return Err(invalid("SubnetMin", "must not be above SubnetMax", Ipv4Addr::from(min)));
+    }
+    Ok((Ipv4Addr::from(min), Ipv4Addr::from(max)))
+}
+
+fn optional_ip(
+    fields: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+    network: Ipv4Network,
+) -> Result<Option<u32>, ConfigError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let ip: Ipv4Addr =
+                s.parse().map_err(|_| invalid(field, "must be an IPv4 address", s))?;
+            if !network.contains(ip) {
+                return Err(invalid(field, format!("must be inside the Network {network}"), s));
+            }
+            Ok(Some(u32::from(ip)))
+        }
+        Some(other) => Err(invalid(field, "must be an IPv4 address string", other)),
+    }
+}
+
+fn optional_uint(
+    fields: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<u64>, ConfigError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            n.as_u64().map(Some).ok_or_else(|| invalid(field, "must be a non-negative integer", n))
+        }
+        Some(other) => Err(invalid(field, "must be a non-negative integer", other)),
+    }
+}
+
+fn optional_bool(
+    fields: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<bool, ConfigError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(invalid(field, "must be true or false", other)),
+    }
+}
+
+fn parse_backend(backend: Option<&Value>) -> Result<VxlanConfig, ConfigError> {
+    let empty = Map::new();
+    let fields = match backend {
+        // flanneld would default to "udp"; weft only speaks vxlan, so an absent Backend means vxlan.
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(map)) => map,
+        Some(other) => return Err(invalid("Backend", "must be an object like {\"Type\":\"vxlan\"}", other)),
+    };
+    match fields.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("vxlan") => {}
+        Some(Value::String(t)) => return Err(ConfigError::UnsupportedBackend(t.clone())),
+        Some(other) => return Err(invalid("Backend.Type", "must be the string \"vxlan\"", other)),
+    }
+    let vni = match optional_uint(fields, "vni", "Backend.VNI")? {
+        None | Some(0) => 1,
+        Some(v) if v < 1 << 24 => v as u32,
+        Some(v) => return Err(invalid("Backend.VNI", "must be below 16777216 (24 bits)", v)),
+    };
+    let port = match optional_uint(fields, "port", "Backend.Port")? {
+        None | Some(0) => DEFAULT_VXLAN_PORT,
+        Some(p) if p <= u64::from(u16::MAX) => p as u16,
+        Some(p) => return Err(invalid("Backend.Port", "must be a UDP port (1-65535)", p)),
+    };
+    let mtu = match optional_uint(fields, "mtu", "Backend.MTU")? {
+        None | Some(0) => None,
+        Some(m) if (68..=65535).contains(&m) => Some(m as u32),
+        Some(m) => return Err(invalid("Backend.MTU", "must be between 68 and 65535", m)),
+    };
+    Ok(VxlanConfig {
+        vni,
+        port,
+        mtu,
+        gbp: optional_bool(fields, "gbp", "Backend.GBP")?,
+        learning: optional_bool(fields, "learning", "Backend.Learning")?,
+        direct_routing: optional_bool(fields, "directrouting", "Backend.DirectRouting")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> NetworkConfig {
+        NetworkConfig::parse(text).unwrap()
+    }
+
+    fn error(text: &str) -> String {
+        NetworkConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_for_a_slash_16() {
+        let cfg = parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        assert_eq!(cfg.network.to_string(), "10.5.0.0/16");
+        assert_eq!(cfg.subnet_len, 24);
+        assert_eq!(cfg.subnet_min, Ipv4Addr::new(10, 5, 1, 0));
+        assert_eq!(cfg.subnet_max, Ipv4Addr::new(10, 5, 255, 0));
+        assert_eq!(
+            cfg.backend,
+            VxlanConfig { vni: 1, port: 8472, mtu: None, gbp: false, learning: false, direct_routing: false }
+        );
+    }
+
+    #[test]
+    fn small_networks_get_quarter_subnets() {
+        assert_eq!(parse(r#"{"Network":"10.5.0.0/22"}"#).subnet_len, 24);
+        assert_eq!(parse(r#"{"Network":"10.5.0.0/23"}"#).subnet_len, 25);
+        let cfg = parse(r#"{"Network":"10.5.0.0/28"}"#);
+        assert_eq!((cfg.subnet_len, cfg.subnet_min, cfg.subnet_max), (30, Ipv4Addr::new(10, 5, 0, 4), Ipv4Addr::new(10, 5, 0, 12)));
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_unknown_keys_ignored() {
+        let cfg = parse(
+            r#"{"network":"10.6.0.0/16","SUBNETLEN":26,"extra":1,
+                "backend":{"type":"VXLAN","vni":7,"port":4789,"mtu":1400,"GBP":true,"directrouting":true}}"#,
+        );
+        assert_eq!(cfg.subnet_len, 26);
+        assert_eq!(cfg.backend.vni, 7);
+        assert_eq!(cfg.backend.port, 4789);
+        assert_eq!(cfg.backend.mtu, Some(1400));
+        assert!(cfg.backend.gbp && cfg.backend.direct_routing && !cfg.backend.learning);
+    }
+
+    #[test]
+    fn explicit_subnet_range_and_canonical_network() {
+        let cfg = parse(r#"{"Network":"10.5.3.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.20.0"}"#);
+        assert_eq!(cfg.network.to_string(), "10.5.0.0/16");
+        assert_eq!((cfg.subnet_min, cfg.subnet_max), (Ipv4Addr::new(10, 5, 10, 0), Ipv4Addr::new(10, 5, 20, 0)));
+    }
+
+    #[test]
+    fn every_validation_error_names_its_field() {
+        let cases = [
+            ("not json", "not valid JSON"),
+            ("[1]", "must be a JSON object"),
+            ("{}", "\"Network\" is required"),
+            (r#"{"Network":"10.5.0.0"}"#, "\"Network\" must be an IPv4 CIDR"),
+            (r#"{"Network":"banana/16"}"#, "\"Network\" must be an IPv4 CIDR"),
+            (r#"{"Network":16}"#, "\"Network\" must be a CIDR string"),
+            (r#"{"Network":"10.5.0.0/29"}"#, "\"Network\" is too small"),
+            (r#"{"Network":"10.5.0.0/16","SubnetLen":31}"#, "\"SubnetLen\" must be at most 30"),
+            (r#"{"Network":"10.5.0.0/16","SubnetLen":17}"#, "\"SubnetLen\" must be at least /18"),
+            (r#"{"Network":"10.5.0.0/16","SubnetLen":"24"}"#, "\"SubnetLen\" must be a non-negative integer"),
+            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0"}"#, "\"SubnetMin\" must be inside the Network"),
+            (r#"{"Network":"10.5.0.0/16","SubnetMax":"x"}"#, "\"SubnetMax\" must be an IPv4 address"),
+            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.5"}"#, "\"SubnetMin\" must be aligned to a /24"),
+            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.2.0"}"#, "\"SubnetMin\" must not be above SubnetMax"),
+            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#, "Backend.Type \"host-gw\" is not supported"),
+            (r#"{"Network":"10.5.0.0/16","Backend":"vxlan"}"#, "\"Backend\" must be an object"),
+            (r#"{"Network":"10.5.0.0/16","Backend":{"VNI":16777216}}"#, "\"Backend.VNI\" must be below"),
+            (r#"{"Network":"10.5.0.0/16","Backend":{"Port":70000}}"#, "\"Backend.Port\" must be a UDP port"),
+            (r#"{"Network":"10.5.0.0/16","Backend":{"MTU":20}}"#, "\"Backend.MTU\" must be between"),
+            (r#"{"Network":"10.5.0.0/16","Backend":{"GBP":"yes"}}"#, "\"Backend.GBP\" must be true or false"),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(message.contains(expected), "{text}: got {message:?}, want {expected:?}");
+        }
+    }
+}

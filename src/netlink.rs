@@ -1,0 +1,502 @@
+//! Kernel objects through rtnetlink: the underlay interface, the VXLAN device, and the ARP, FDB
+//! and route entries on it. Each function's doc line names the `ip`/`bridge` command it mirrors.
+//!
+//! Every write is idempotent (`replace`, create-or-adopt), and only objects on our own device are
+//! read or changed.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use thiserror::Error;
+
+use crate::lease::MacAddr;
+use crate::reconcile::{ArpEntry, FdbEntry, KernelState, RouteEntry};
+
+/// VXLAN adds 50 bytes of headers (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const ENODEV: i32 = 19;
+const MAIN_TABLE: u32 = 254;
+
+/// A failed netlink operation, with the kernel's errno when it sent one.
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("netlink {op} failed: {source}")]
+    Request { op: &'static str, errno: Option<i32>, source: rtnetlink::Error },
+    #[error("no usable underlay interface: {0}")]
+    NoUnderlay(String),
+    #[error("the VXLAN device {0} disappeared while it was being configured")]
+    DeviceVanished(String),
+}
+
+fn request_error(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    move |source| {
+        let errno = match &source {
+            rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+            _ => None,
+        };
+        NetlinkError::Request { op, errno, source }
+    }
+}
+
+impl NetlinkError {
+    fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Request { errno, .. } => *errno,
+            _ => None,
+        }
+    }
+}
+
+/// The host interface VXLAN packets leave through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    pub name: String,
+    pub index: u32,
+    pub ip: Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// Everything the VXLAN device must be; a device that differs in any of these is recreated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    pub port: u16,
+    pub local: Ipv4Addr,
+    pub underlay_index: u32,
+    pub mtu: u32,
+    pub learning: bool,
+    pub gbp: bool,
+    /// The MAC to give a newly created device (an existing device keeps its own).
+    pub mac: MacAddr,
+}
+
+/// The VXLAN device as it is in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanDevice {
+    pub index: u32,
+    pub mac: MacAddr,
+}
+
+/// A handle on the kernel's routing netlink socket.
+#[derive(Clone)]
+pub struct Kernel {
+    handle: Handle,
+}
+
+impl Kernel {
+    /// Opens a netlink socket and spawns the task that drives it.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// `ip link show <name>`; `None` when there is no such link.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
+        let result = self.handle.link().get().match_name(name.to_string()).execute().try_next().await;
+        match result.map_err(request_error("get link")) {
+            Ok(link) => Ok(link),
+            Err(e) if e.errno() == Some(ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `ip -4 addr show`: every link with its IPv4 addresses, in index order.
+    async fn links_with_addresses(&self) -> Result<Vec<(LinkMessage, Vec<Ipv4Addr>)>, NetlinkError> {
+        let links: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(request_error("dump links"))?;
+        let addresses: Vec<_> =
+            self.handle.address().get().execute().try_collect().await.map_err(request_error("dump addresses"))?;
+        Ok(links
+            .into_iter()
+            .map(|link| {
+                let ips = addresses
+                    .iter()
+                    .filter(|a| a.header.index == link.header.index)
+                    .flat_map(|a| a.attributes.iter())
+                    .filter_map(|attr| match attr {
+                        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                    .collect();
+                (link, ips)
+            })
+            .collect())
+    }
+
+    /// Finds the underlay the way flanneld does: the first `--iface` that names an interface or
+    /// one of its addresses, else the first interface whose name or address matches
+    /// `--iface-regex`, else the interface of the default route.
+    pub async fn find_underlay(
+        &self,
+        ifaces: &[String],
+        iface_regex: &[regex::Regex],
+    ) -> Result<Underlay, NetlinkError> {
+        let links = self.links_with_addresses().await?;
+        let matches = |link: &LinkMessage, ips: &[Ipv4Addr], wanted: &dyn Fn(&str) -> bool| {
+            wanted(&link_name(link)) || ips.iter().any(|ip| wanted(&ip.to_string()))
+        };
+        let pick = |wanted: &dyn Fn(&str) -> bool| {
+            links.iter().find(|(link, ips)| !ips.is_empty() && matches(link, ips, wanted))
+        };
+        let found = if !ifaces.is_empty() {
+            ifaces.iter().find_map(|want| pick(&|s: &str| s == want))
+        } else if !iface_regex.is_empty() {
+            iface_regex.iter().find_map(|re| pick(&|s: &str| re.is_match(s)))
+        } else {
+            let index = self.default_route_interface().await?;
+            links.iter().find(|(link, ips)| Some(link.header.index) == index && !ips.is_empty())
+        };
+        let (link, ips) = found.ok_or_else(|| {
+            NetlinkError::NoUnderlay(if ifaces.is_empty() && iface_regex.is_empty() {
+                "there is no IPv4 default route; pass --iface".to_string()
+            } else {
+                format!("no interface with an IPv4 address matches --iface {ifaces:?} / --iface-regex {iface_regex:?}")
+            })
+        })?;
+        Ok(Underlay { name: link_name(link), index: link.header.index, ip: ips[0], mtu: link_mtu(link) })
+    }
+
+    /// `ip -4 route show default`: the output interface of the main table's default route.
+    async fn default_route_interface(&self) -> Result<Option<u32>, NetlinkError> {
+        let routes = self.dump_ipv4_routes().await?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE)
+            .find_map(route_oif))
+    }
+
+    async fn dump_ipv4_routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        self.handle.route().get(query).execute().try_collect().await.map_err(request_error("dump routes"))
+    }
+
+    /// `ip link add <name> type vxlan id <vni> local <ip> dev <underlay> dstport <port> nolearning`,
+    /// adopting an existing device that already matches and recreating one that does not.
+    pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
+        let mut mac = spec.mac;
+        if let Some(existing) = self.link_by_name(&spec.name).await? {
+            if let Some(existing_mac) = link_mac(&existing) {
+                mac = existing_mac; // peers already point at this MAC: keep it
+            }
+            if vxlan_matches(&existing, spec) {
+                return self.finish_device(&existing, spec, mac).await;
+            }
+            tracing::warn!(device = %spec.name, "existing VXLAN device has other settings; recreating it");
+            self.handle.link().del(existing.header.index).execute().await.map_err(request_error("delete link"))?;
+        }
+        let mut builder = LinkVxlan::new(&spec.name, spec.vni)
+            .dev(spec.underlay_index)
+            .local(spec.local)
+            .port(spec.port)
+            .learning(spec.learning)
+            .mtu(spec.mtu)
+            .address(mac.0.to_vec())
+            .up();
+        if spec.gbp {
+            builder = builder.gbp();
+        }
+        self.handle.link().add(builder.build()).execute().await.map_err(request_error("add vxlan link"))?;
+        tracing::info!(device = %spec.name, vni = spec.vni, local = %spec.local, %mac, "created VXLAN device");
+        let created = self.link_by_name(&spec.name).await?.ok_or_else(|| NetlinkError::DeviceVanished(spec.name.clone()))?;
+        Ok(VxlanDevice { index: created.header.index, mac })
+    }
+
+    /// `ip link set <name> mtu <mtu> up` when the MTU differs or the device is down.
+    async fn finish_device(&self, link: &LinkMessage, spec: &VxlanSpec, mac: MacAddr) -> Result<VxlanDevice, NetlinkError> {
+        let index = link.header.index;
+        if link_mtu(link) != spec.mtu || !link.header.flags.contains(LinkFlags::Up) {
+            let message = LinkUnspec::new_with_index(index).mtu(spec.mtu).up().build();
+            self.handle.link().set(message).execute().await.map_err(request_error("set link"))?;
+            tracing::info!(device = %spec.name, mtu = spec.mtu, "set VXLAN device MTU and up");
+        }
+        Ok(VxlanDevice { index, mac })
+    }
+
+    /// `ip addr replace <address> dev <device>`, removing any other IPv4 address from it (a
+    /// previous lease's subnet must not linger).
+    pub async fn ensure_address(&self, index: u32, address: Ipv4Network) -> Result<(), NetlinkError> {
+        let current: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error("dump addresses"))?;
+        let mut present = false;
+        for message in current {
+            let ip = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let Some(ip) = ip else { continue };
+            if ip == address.ip() && message.header.prefix_len == address.prefix() {
+                present = true;
+            } else {
+                tracing::info!(%ip, "removing stale address from the VXLAN device");
+                self.handle.address().del(message).execute().await.map_err(request_error("delete address"))?;
+            }
+        }
+        if !present {
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(address.ip()), address.prefix())
+                .replace()
+                .execute()
+                .await
+                .map_err(request_error("add address"))?;
+        }
+        Ok(())
+    }
+
+    /// `ip neigh show dev`, `bridge fdb show dev` and `ip route show dev` for our device, as
+    /// entries. Only permanent neighbours are ours; the kernel manages the rest.
+    pub async fn read_state(&self, index: u32) -> Result<KernelState, NetlinkError> {
+        let neighbours: Vec<NeighbourMessage> =
+            self.handle.neighbours().get().execute().try_collect().await.map_err(request_error("dump neighbours"))?;
+        let fdb_query = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge);
+        let fdb: Vec<NeighbourMessage> =
+            fdb_query.execute().try_collect().await.map_err(request_error("dump fdb"))?;
+        let routes = self.dump_ipv4_routes().await?;
+        let ours = |n: &&NeighbourMessage| n.header.ifindex == index && n.header.state == NeighbourState::Permanent;
+        Ok(KernelState {
+            arp: neighbours.iter().filter(ours).filter_map(arp_entry).collect(),
+            fdb: fdb.iter().filter(ours).filter_map(fdb_entry).collect(),
+            routes: routes
+                .iter()
+                .filter(|r| route_oif(r) == Some(index) && route_table(r) == MAIN_TABLE)
+                .filter_map(route_entry)
+                .collect(),
+        })
+    }
+
+    /// `ip neigh replace <ip> lladdr <mac> dev <device> nud permanent`
+    pub async fn replace_arp(&self, index: u32, entry: ArpEntry) -> Result<(), NetlinkError> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(entry.ip))
+            .link_layer_address(&entry.mac.0)
+            .replace()
+            .execute()
+            .await
+            .map_err(request_error("replace neighbour"))
+    }
+
+    /// `ip neigh del <ip> dev <device>`
+    pub async fn delete_arp(&self, index: u32, entry: ArpEntry) -> Result<(), NetlinkError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = index;
+        message.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(entry.ip)));
+        ignore_missing(self.handle.neighbours().del(message).execute().await.map_err(request_error("delete neighbour")))
+    }
+
+    /// `bridge fdb replace <mac> dev <device> dst <ip> self permanent`
+    pub async fn replace_fdb(&self, index: u32, entry: FdbEntry) -> Result<(), NetlinkError> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, &entry.mac.0)
+            .flags(NeighbourFlags::Own)
+            .destination(IpAddr::V4(entry.dst))
+            .replace()
+            .execute()
+            .await
+            .map_err(request_error("replace fdb entry"))
+    }
+
+    /// `bridge fdb del <mac> dev <device> dst <ip> self`
+    pub async fn delete_fdb(&self, index: u32, entry: FdbEntry) -> Result<(), NetlinkError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        message.header.ifindex = index;
+        message.header.flags = NeighbourFlags::Own;
+        message.attributes.push(NeighbourAttribute::LinkLayerAddress(entry.mac.0.to_vec()));
+        message.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(entry.dst)));
+        ignore_missing(self.handle.neighbours().del(message).execute().await.map_err(request_error("delete fdb entry")))
+    }
+
+    /// `ip route replace <subnet> via <gateway> dev <device> onlink`
+    pub async fn replace_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+        let route = route_message(index, entry.subnet, entry.gateway).onlink().build();
+        self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"))
+    }
+
+    /// `ip route del <subnet> via <gateway> dev <device>`
+    pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+        let route = route_message(index, entry.subnet, entry.gateway).build();
+        ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))
+    }
+}
+
+fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMessageBuilder<Ipv4Addr> {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(subnet.network(), subnet.prefix())
+        .gateway(gateway)
+        .output_interface(index)
+}
+
+/// Deleting something already gone is success: the goal state is reached.
+fn ignore_missing(result: Result<(), NetlinkError>) -> Result<(), NetlinkError> {
+    match result {
+        Err(e) if matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => Ok(()),
+        other => other,
+    }
+}
+
+fn link_name(link: &LinkMessage) -> String {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn link_mtu(link: &LinkMessage) -> u32 {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    }).unwrap_or(1500)
+}
+
+fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(bytes) => bytes.as_slice().try_into().ok().map(MacAddr),
+        _ => None,
+    })
+}
+
+/// Whether an existing link is a VXLAN device with exactly the settings of `spec` (MTU aside,
+/// which can be changed in place).
+fn vxlan_matches(link: &LinkMessage, spec: &VxlanSpec) -> bool {
+    let infos = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => Some(infos),
+        _ => None,
+    });
+    let Some(infos) = infos else { return false };
+    let is_vxlan = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
+    let data = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
+        _ => None,
+    });
+    let Some(data) = data.filter(|_| is_vxlan) else { return false };
+    let has = |wanted: InfoVxlan| data.contains(&wanted);
+    has(InfoVxlan::Id(spec.vni))
+        && has(InfoVxlan::Local(spec.local))
+        && has(InfoVxlan::Port(spec.port))
+        && has(InfoVxlan::Link(spec.underlay_index))
+        && has(InfoVxlan::Learning(spec.learning))
+        && data.contains(&InfoVxlan::Gbp) == spec.gbp
+}
+
+fn arp_entry(message: &NeighbourMessage) -> Option<ArpEntry> {
+    let mut ip = None;
+    let mut mac = None;
+    for attr in &message.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = bytes.as_slice().try_into().ok().map(MacAddr),
+            _ => {}
+        }
+    }
+    Some(ArpEntry { ip: ip?, mac: mac? })
+}
+
+/// FDB dumps carry the destination as raw bytes (`NeighbourAddress::Other`) because the
+/// bridge family has no IP address family of its own.
+fn fdb_entry(message: &NeighbourMessage) -> Option<FdbEntry> {
+    if !message.header.flags.contains(NeighbourFlags::Own) {
+        return None;
+    }
+    let mut dst = None;
+    let mut mac = None;
+    for attr in &message.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => dst = Some(*addr),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                dst = <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = bytes.as_slice().try_into().ok().map(MacAddr),
+            _ => {}
+        }
+    }
+    Some(FdbEntry { mac: mac?, dst: dst? })
+}
+
+fn route_table(route: &RouteMessage) -> u32 {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Table(t) => Some(*t),
+        _ => None,
+    }).unwrap_or(u32::from(route.header.table))
+}
+
+fn route_oif(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
+}
+
+fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
+    let mut destination = None;
+    let mut gateway = None;
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = Some(*ip),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            _ => {}
+        }
+    }
+    let subnet = Ipv4Network::new(destination?, route.header.destination_prefix_length).ok()?;
+    Some(RouteEntry {
+        subnet,
+        gateway: gateway?,
+        onlink: route.header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+/// A stable, locally administered MAC for a new device, derived from the host's public IP and
+/// the VNI, so a host that loses its device gets the same MAC back and its peers' ARP and FDB
+/// entries stay valid.
+pub fn derived_mac(public_ip: Ipv4Addr, vni: u32) -> MacAddr {
+    // FNV-1a: tiny, stable across releases, and good enough to spread hosts over 46 bits.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in public_ip.octets().into_iter().chain(vni.to_be_bytes()).chain(*b"weft") {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = hash.to_be_bytes();
+    MacAddr([(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_mac_is_stable_unicast_and_local() {
+        let a = derived_mac(Ipv4Addr::new(198, 18, 0, 11), 1);
+        assert_eq!(a, derived_mac(Ipv4Addr::new(198, 18, 0, 11), 1));
+        assert_ne!(a, derived_mac(Ipv4Addr::new(198, 18, 0, 12), 1));
+        assert_ne!(a, derived_mac(Ipv4Addr::new(198, 18, 0, 11), 2));
+        assert_eq!(a.0[0] & 0x01, 0, "unicast");
+        assert_eq!(a.0[0] & 0x02, 0x02, "locally administered");
+    }
+}

@@ -1,0 +1,229 @@
+//! Desired kernel state as a pure function of the leases, and the plan that moves the kernel there.
+//!
+//! The reconciler never replays lease events: it compares the whole desired state with what the
+//! kernel holds on our device and applies the difference. A restart, a missed watch event or a
+//! hand-deleted route all end in the same state.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use crate::config::NetworkConfig;
+use crate::lease::{Lease, LeaseSet, MacAddr, BACKEND_VXLAN};
+
+/// `ip neigh replace <ip> lladdr <mac> dev flannel.1 nud permanent`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ArpEntry {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// `bridge fdb replace <mac> dev flannel.1 dst <public ip> self permanent`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub dst: Ipv4Addr,
+}
+
+/// `ip route replace <subnet> via <subnet .0> dev flannel.1 onlink`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteEntry {
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub onlink: bool,
+}
+
+/// The ARP, FDB and route entries on our VXLAN device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelState {
+    pub arp: BTreeSet<ArpEntry>,
+    pub fdb: BTreeSet<FdbEntry>,
+    pub routes: BTreeSet<RouteEntry>,
+}
+
+impl KernelState {
+    pub fn entry_count(&self) -> usize {
+        self.arp.len() + self.fdb.len() + self.routes.len()
+    }
+}
+
+/// A peer lease we cannot program, and why; logged once by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedPeer {
+    pub subnet: Ipv4Network,
+    pub reason: String,
+}
+
+/// The entries every peer lease needs on this host. `own_subnet` and `own_ip` identify us so we
+/// never point traffic for our own subnet, or to our own address, into the tunnel.
+pub fn desired_state(
+    config: &NetworkConfig,
+    own_subnet: Ipv4Network,
+    own_ip: Ipv4Addr,
+    leases: &LeaseSet,
+) -> (KernelState, Vec<SkippedPeer>) {
+    let mut state = KernelState::default();
+    let mut skipped = Vec::new();
+    for lease in leases.leases.values().filter(|l| l.subnet != own_subnet) {
+        if let Err(reason) = check_peer(config, own_ip, lease) {
+            skipped.push(SkippedPeer { subnet: lease.subnet, reason });
+            continue;
+        }
+        let vtep = lease.subnet.network();
+        let mac = lease.attrs.backend_data.vtep_mac;
+        state.arp.insert(ArpEntry { ip: vtep, mac });
+        state.fdb.insert(FdbEntry { mac, dst: lease.attrs.public_ip });
+        state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true });
+    }
+    (state, skipped)
+}
+
+fn check_peer(config: &NetworkConfig, own_ip: Ipv4Addr, lease: &Lease) -> Result<(), String> {
+    let subnet = lease.subnet;
+    if !config.network.contains(subnet.network()) || subnet.prefix() < config.network.prefix() {
+        return Err(format!("subnet is outside the Network {}", config.network));
+    }
+    if !lease.attrs.backend_type.eq_ignore_ascii_case(BACKEND_VXLAN) {
+        return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type));
+    }
+    if lease.attrs.public_ip == own_ip {
+        return Err(format!("its PublicIP {own_ip} is this host's own address"));
+    }
+    Ok(())
+}
+
+/// What to change so the kernel matches the desired state. Additions use `replace`, so an entry
+/// whose key is still wanted (same neighbour IP, same route prefix) is overwritten in place rather
+/// than deleted first: traffic to that peer never sees a gap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub add: KernelState,
+    pub remove: KernelState,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.add.entry_count() == 0 && self.remove.entry_count() == 0
+    }
+}
+
+/// Computes the difference between what we want and what the kernel has.
+pub fn plan(desired: &KernelState, actual: &KernelState) -> Plan {
+    let wanted_ips: BTreeSet<Ipv4Addr> = desired.arp.iter().map(|e| e.ip).collect();
+    let wanted_prefixes: BTreeSet<Ipv4Network> = desired.routes.iter().map(|e| e.subnet).collect();
+    Plan {
+        add: KernelState {
+            arp: desired.arp.difference(&actual.arp).copied().collect(),
+            fdb: desired.fdb.difference(&actual.fdb).copied().collect(),
+            routes: desired.routes.difference(&actual.routes).copied().collect(),
+        },
+        remove: KernelState {
+            arp: actual.arp.iter().filter(|e| !wanted_ips.contains(&e.ip)).copied().collect(),
+            // A MAC can hold several destinations, so an FDB entry is only right if both match.
+            fdb: actual.fdb.difference(&desired.fdb).copied().collect(),
+            routes: actual.routes.iter().filter(|e| !wanted_prefixes.contains(&e.subnet)).copied().collect(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseAttrs;
+
+    fn config() -> NetworkConfig {
+        NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap()
+    }
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, last])
+    }
+
+    fn lease(subnet: &str, public_ip: [u8; 4], mac_last: u8) -> Lease {
+        Lease {
+            subnet: subnet.parse().unwrap(),
+            attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, mac(mac_last)),
+            etcd_lease: 7,
+            mod_revision: 1,
+        }
+    }
+
+    fn lease_set(leases: Vec<Lease>) -> LeaseSet {
+        LeaseSet { revision: 1, leases: leases.into_iter().map(|l| (l.subnet, l)).collect() }
+    }
+
+    const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+
+    fn desired(leases: Vec<Lease>) -> (KernelState, Vec<SkippedPeer>) {
+        desired_state(&config(), "10.5.1.0/24".parse().unwrap(), OWN_IP, &lease_set(leases))
+    }
+
+    #[test]
+    fn each_peer_gets_arp_fdb_and_route_but_not_us() {
+        let (state, skipped) = desired(vec![
+            lease("10.5.1.0/24", [198, 18, 0, 11], 1),
+            lease("10.5.2.0/24", [198, 18, 0, 12], 2),
+        ]);
+        assert!(skipped.is_empty());
+        let vtep = Ipv4Addr::new(10, 5, 2, 0);
+        assert_eq!(state.arp, BTreeSet::from([ArpEntry { ip: vtep, mac: mac(2) }]));
+        assert_eq!(state.fdb, BTreeSet::from([FdbEntry { mac: mac(2), dst: Ipv4Addr::new(198, 18, 0, 12) }]));
+        assert_eq!(
+            state.routes,
+            BTreeSet::from([RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true }])
+        );
+    }
+
+    #[test]
+    fn unusable_peers_are_skipped_with_a_reason() {
+        let mut other_backend = lease("10.5.4.0/24", [198, 18, 0, 14], 4);
+        other_backend.attrs.backend_type = "host-gw".into();
+        let (state, skipped) = desired(vec![
+            lease("10.6.3.0/24", [198, 18, 0, 13], 3),
+            other_backend,
+            lease("10.5.5.0/24", [198, 18, 0, 11], 5),
+            lease("10.5.6.0/24", [198, 18, 0, 16], 6),
+        ]);
+        let reason = |subnet: &str| {
+            skipped.iter().find(|s| s.subnet.to_string() == subnet).map(|s| s.reason.clone()).unwrap_or_default()
+        };
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(reason("10.6.3.0/24").contains("outside the Network"));
+        assert!(reason("10.5.4.0/24").contains("not vxlan"));
+        assert!(reason("10.5.5.0/24").contains("own address"));
+        assert_eq!(state.entry_count(), 3);
+    }
+
+    #[test]
+    fn plan_adds_missing_and_removes_unexplained_entries() {
+        let (want, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let (stale, _) = desired(vec![lease("10.5.3.0/24", [198, 18, 0, 13], 3)]);
+        let p = plan(&want, &stale);
+        assert_eq!(p.add, want);
+        assert_eq!(p.remove, stale);
+        assert!(plan(&want, &want).is_empty());
+    }
+
+    #[test]
+    fn changed_mac_replaces_arp_in_place_and_drops_the_old_fdb_entry() {
+        let (old, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let (new, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 9)]);
+        let p = plan(&new, &old);
+        assert_eq!(p.add.arp.len() + p.add.fdb.len(), 2);
+        assert!(p.add.routes.is_empty());
+        assert!(p.remove.arp.is_empty(), "ARP is replaced in place, not deleted");
+        assert_eq!(p.remove.fdb, old.fdb, "the old MAC's FDB entry must go");
+    }
+
+    #[test]
+    fn a_route_without_onlink_is_replaced_not_deleted() {
+        let (want, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let mut actual = want.clone();
+        let route = *actual.routes.iter().next().unwrap();
+        actual.routes = BTreeSet::from([RouteEntry { onlink: false, ..route }]);
+        let p = plan(&want, &actual);
+        assert_eq!(p.add.routes, want.routes);
+        assert!(p.remove.routes.is_empty());
+    }
+}
