@@ -192,6 +192,38 @@ pub fn subnet_fits(config: &NetworkConfig, subnet: Ipv4Network) -> bool {
         && subnet.network() <= config.subnet_max
 }
 
+/// What to do to get a lease, in flanneld's order of preference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A lease (or reservation) already carrying our PublicIP: take it over.
+    Existing(Lease),
+    /// A free subnet to create a new lease for.
+    Free(Ipv4Network),
+}
+
+/// Chooses our lease: an existing one with our PublicIP, else the `previous` subnet (from the
+/// last subnet.env) if it is still free, else a random free subnet. `occupied` holds every
+/// subnet that has a key, readable or not, so a malformed key is never handed out twice.
+/// `None` means the Network has no free subnet left.
+pub fn choose_claim(
+    config: &NetworkConfig,
+    public_ip: Ipv4Addr,
+    leases: &[Lease],
+    occupied: &BTreeSet<Ipv4Network>,
+    previous: Option<Ipv4Network>,
+) -> Option<Claim> {
+    let own = leases
+        .iter()
+        .find(|l| l.attrs.public_ip == public_ip && config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len);
+    if let Some(lease) = own {
+        return Some(Claim::Existing(lease.clone()));
+    }
+    if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !occupied.contains(s)) {
+        return Some(Claim::Free(subnet));
+    }
+    pick_free_subnet(config, occupied).map(Claim::Free)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +309,42 @@ mod tests {
         assert!(!subnet_fits(&config, "10.5.0.0/24".parse().unwrap()));
         assert!(!subnet_fits(&config, "10.5.1.0/25".parse().unwrap()));
         assert!(!subnet_fits(&config, "10.6.1.0/24".parse().unwrap()));
+    }
+
+    fn lease_for(subnet: &str, public_ip: [u8; 4]) -> Lease {
+        Lease {
+            subnet: subnet.parse().unwrap(),
+            attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, MacAddr([2, 0, 0, 0, 0, 1])),
+            etcd_lease: 0,
+            mod_revision: 3,
+        }
+    }
+
+    #[test]
+    fn claim_prefers_own_lease_then_previous_subnet_then_random() {
+        let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
+        let me = Ipv4Addr::new(198, 18, 0, 11);
+        let mine = lease_for("10.5.9.0/24", [198, 18, 0, 11]);
+        let other = lease_for("10.5.7.0/24", [198, 18, 0, 12]);
+        let occupied: BTreeSet<_> = [mine.subnet, other.subnet].into();
+        let previous = Some("10.5.3.0/24".parse().unwrap());
+        let leases = [other.clone(), mine.clone()];
+        assert_eq!(choose_claim(&config, me, &leases, &occupied, previous), Some(Claim::Existing(mine)));
+        let leases = [other.clone()];
+        assert_eq!(choose_claim(&config, me, &leases, &occupied, previous), Some(Claim::Free("10.5.3.0/24".parse().unwrap())));
+        let taken_previous = Some(other.subnet);
+        match choose_claim(&config, me, &leases, &occupied, taken_previous) {
+            Some(Claim::Free(s)) => assert!(!occupied.contains(&s) && subnet_fits(&config, s)),
+            other => panic!("expected a free subnet, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn claim_ignores_own_lease_from_another_network_and_reports_exhaustion() {
+        let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/28"}"#).unwrap();
+        let me = Ipv4Addr::new(198, 18, 0, 11);
+        let stale = lease_for("10.9.0.0/24", [198, 18, 0, 11]);
+        let occupied: BTreeSet<_> = candidate_subnets(&config).collect();
+        assert_eq!(choose_claim(&config, me, &[stale], &occupied, None), None);
     }
 }

@@ -1,6 +1,11 @@
 //! weft: a flannel-compatible VXLAN overlay network daemon (`weftd`).
+//!
+//! The library holds everything; `src/main.rs` only parses flags and starts [`daemon::run`].
 
 pub mod config;
+pub mod daemon;
 pub mod lease;
 pub mod netlink;
 pub mod reconcile;
+pub mod registry;
+pub mod subnet_env;

@@ -1,1 +1,210 @@
-fn main(){}
+//! `weftd`: command-line flags (flanneld's, in Go style, with `FLANNELD_*` variables) and start-up.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use tracing_subscriber::EnvFilter;
+
+use weft::daemon::{self, DaemonOptions};
+use weft::registry::EtcdOptions;
+
+/// weftd: a flannel-compatible VXLAN overlay network daemon.
+///
+/// Every flag may also be given as an environment variable FLANNELD_<FLAG> (upper case, dashes
+/// as underscores), used when the flag is not on the command line. Flags may be written Go style,
+/// with one dash or two, and `=value` or a separate value.
+#[derive(Debug, Parser)]
+#[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
+struct Flags {
+    /// Comma-separated etcd endpoints.
+    #[arg(long, env = "FLANNELD_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// etcd prefix holding the network config and the subnet leases.
+    #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
+    etcd_prefix: String,
+    /// TLS client key file for etcd.
+    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    etcd_keyfile: Option<PathBuf>,
+    /// TLS client certificate file for etcd.
+    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    etcd_certfile: Option<PathBuf>,
+    /// TLS CA file that signed etcd's server certificate.
+    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    etcd_cafile: Option<PathBuf>,
+    /// etcd user name for authentication.
+    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    etcd_username: Option<String>,
+    /// etcd password for authentication.
+    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    etcd_password: Option<String>,
+    /// Interface (name or IPv4 address) for inter-host traffic; repeat to give fallbacks.
+    /// Default: the interface of the default route.
+    #[arg(long, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
+    iface: Vec<String>,
+    /// Regex matched against interface names and addresses when --iface is not given;
+    /// repeatable.
+    #[arg(long, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
+    iface_regex: Vec<String>,
+    /// IP address other hosts use to reach this one. Default: the interface's address.
+    #[arg(long, env = "FLANNELD_PUBLIC_IP")]
+    public_ip: Option<Ipv4Addr>,
+    /// File to write the subnet environment to (docker's --bip and --mtu come from it).
+    #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
+    subnet_file: PathBuf,
+    /// Renew the lease this many minutes before it expires (1-1439).
+    #[arg(long, env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..1440))]
+    subnet_lease_renew_margin: u64,
+    /// Lifetime of the subnet lease in etcd, e.g. 24h, 30m, 20s (weft extension).
+    #[arg(long, env = "FLANNELD_SUBNET_LEASE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    subnet_lease_ttl: Duration,
+    /// How often to re-check the kernel against the leases, e.g. 10s (weft extension).
+    #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    resync_interval: Duration,
+    /// Set up IP masquerade for traffic leaving the overlay.
+    #[arg(long, env = "FLANNELD_IP_MASQ", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    ip_masq: bool,
+    /// Add FORWARD accept rules for the overlay network.
+    #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    iptables_forward_rules: bool,
+    /// Address the health endpoint listens on.
+    #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
+    healthz_ip: String,
+    /// Port of the health endpoint; 0 disables it.
+    #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
+    healthz_port: u16,
+    /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
+    #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
+    verbosity: u8,
+}
+
+/// Long flags that Go's flag package lets users write with a single dash.
+fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
+    let long_names: Vec<String> = Flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .chain(["help".to_string(), "version".to_string()])
+        .collect();
+    args.enumerate()
+        .map(|(i, arg)| {
+            let single_dash = i > 0 && arg.starts_with('-') && !arg.starts_with("--");
+            let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
+            if single_dash && long_names.iter().any(|n| n == name) {
+                format!("-{arg}")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
+    let iface_regex = flags
+        .iface_regex
+        .iter()
+        .map(|r| regex::Regex::new(r).with_context(|| format!("--iface-regex {r:?} is not a valid regular expression")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(DaemonOptions {
+        etcd: EtcdOptions {
+            endpoints: flags.etcd_endpoints,
+            prefix: flags.etcd_prefix,
+            username: flags.etcd_username,
+            password: flags.etcd_password,
+            ca_file: flags.etcd_cafile,
+            cert_file: flags.etcd_certfile,
+            key_file: flags.etcd_keyfile,
+        },
+        ifaces: flags.iface,
+        iface_regex,
+        public_ip: flags.public_ip,
+        subnet_file: flags.subnet_file,
+        lease_ttl: flags.subnet_lease_ttl,
+        renew_margin: Duration::from_secs(flags.subnet_lease_renew_margin * 60),
+        resync_interval: flags.resync_interval,
+        ip_masq: flags.ip_masq,
+    })
+}
+
+fn init_logging(verbosity: u8) {
+    let default = match verbosity {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = Flags::command().get_matches_from(go_style(std::env::args()));
+    let flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_logging(flags.verbosity);
+    if flags.healthz_port != 0 {
+        tracing::warn!("--healthz-port is accepted but the health endpoint is not implemented yet");
+    }
+    if flags.ip_masq || !flags.iptables_forward_rules {
+        tracing::warn!("--ip-masq and --iptables-forward-rules are accepted but iptables rules are not managed yet");
+    }
+    let result = options(flags).and_then(|options| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(daemon::run(options, shutdown_signal())).map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("weftd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Flags {
+        let args = std::iter::once("weftd").chain(args.iter().copied()).map(String::from);
+        let matches = Flags::command().try_get_matches_from(go_style(args)).unwrap();
+        Flags::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn go_style_single_and_double_dash_flags() {
+        let flags = parse(&["-etcd-endpoints=http://a:2379,http://b:2379", "--iface", "eth1", "-iface=10.0.0.5", "-ip-masq", "-v=2"]);
+        assert_eq!(flags.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(flags.iface, ["eth1", "10.0.0.5"]);
+        assert!(flags.ip_masq);
+        assert_eq!(flags.verbosity, 2);
+        let flags = parse(&["--ip-masq=false", "-subnet-lease-ttl", "30s", "--subnet-lease-renew-margin=5"]);
+        assert!(!flags.ip_masq);
+        assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(30));
+        assert_eq!(flags.subnet_lease_renew_margin, 5);
+    }
+
+    #[test]
+    fn flanneld_defaults() {
+        let flags = parse(&[]);
+        assert_eq!(flags.etcd_prefix, "/coreos.com/network");
+        assert_eq!(flags.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
+        assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
+        assert!(flags.iptables_forward_rules && !flags.ip_masq);
+    }
+}

@@ -1,0 +1,399 @@
+//! Wiring: start-up order, the task that holds our lease, the one task that writes the kernel,
+//! and shutdown.
+//!
+//! Tasks talk through `watch` channels carrying whole states (our lease, every lease), never
+//! events, so any task can fall behind or restart and still converge.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnetwork::Ipv4Network;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, NetworkConfig};
+use crate::lease::{Lease, LeaseAttrs, LeaseSet};
+use crate::netlink::{self, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::reconcile::{self, KernelState, Plan};
+use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
+use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
+
+/// Everything `weftd` needs, already parsed from flags and environment.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub etcd: EtcdOptions,
+    pub ifaces: Vec<String>,
+    pub iface_regex: Vec<regex::Regex>,
+    pub public_ip: Option<Ipv4Addr>,
+    pub subnet_file: PathBuf,
+    pub lease_ttl: Duration,
+    pub renew_margin: Duration,
+    pub resync_interval: Duration,
+    pub ip_masq: bool,
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    SubnetEnv(#[from] SubnetEnvError),
+}
+
+/// Runs the daemon until `shutdown` completes. On shutdown the device, its entries and our
+/// lease are left in place so a restarted daemon drops no packets.
+pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    tokio::select! {
+        result = serve(options) => result,
+        () = shutdown => {
+            tracing::info!("shutting down; the overlay stays in place");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
+    let kernel = Kernel::connect()?;
+    let underlay = kernel.find_underlay(&options.ifaces, &options.iface_regex).await?;
+    let public_ip = options.public_ip.unwrap_or(underlay.ip);
+    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
+
+    let registry = retry_etcd("connect to etcd", || Registry::connect(&options.etcd)).await;
+    let config = wait_for_config(&registry, &options.etcd.prefix).await?;
+    if config.backend.direct_routing {
+        tracing::warn!("Backend.DirectRouting is not implemented yet; every peer is reached through VXLAN");
+    }
+
+    let mut spec = VxlanSpec {
+        name: format!("flannel.{}", config.backend.vni),
+        vni: config.backend.vni,
+        port: config.backend.port,
+        local: underlay.ip,
+        underlay_index: underlay.index,
+        mtu: config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(netlink::VXLAN_OVERHEAD)),
+        learning: config.backend.learning,
+        gbp: config.backend.gbp,
+        mac: netlink::derived_mac(public_ip, config.backend.vni),
+    };
+    let device = kernel.ensure_vxlan(&spec).await?;
+    // A recreated device must come back with the MAC our lease advertises.
+    spec.mac = device.mac;
+
+    let attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
+    let previous = subnet_env::read_previous_subnet(&options.subnet_file);
+    let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
+
+    let (leases_tx, leases_rx) = watch::channel(LeaseSet::default());
+    let (own_tx, own_rx) = watch::channel(own);
+    tokio::spawn(registry.clone().follow_leases(leases_tx));
+    let keeper = LeaseKeeper { registry, config: config.clone(), attrs, ttl: options.lease_ttl, renew_margin: options.renew_margin };
+    tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
+
+    let reconciler = Reconciler { kernel, spec, config, public_ip, options, warned: HashSet::new() };
+    reconciler.run(own_rx, leases_rx).await
+}
+
+/// Retries an etcd operation until it succeeds, logging the outage once.
+async fn retry_etcd<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    let mut outage = Outage::default();
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                outage.recovered();
+                return value;
+            }
+            Err(e) => {
+                tracing::debug!(what, "etcd operation failed");
+                outage.failed(&e);
+            }
+        }
+        tokio::time::sleep(outage.backoff()).await;
+    }
+}
+
+/// Reads `<prefix>/config`, waiting (one try a second) while it is absent. An invalid config
+/// is an error: the operator must fix it, and guessing would split the cluster.
+async fn wait_for_config(registry: &Registry, prefix: &str) -> Result<NetworkConfig, DaemonError> {
+    let mut logged = false;
+    loop {
+        if let Some(text) = retry_etcd("read network config", || registry.network_config()).await {
+            let config = NetworkConfig::parse(&text)?;
+            tracing::info!(network = %config.network, subnet_len = config.subnet_len, vni = config.backend.vni, "network config loaded");
+            return Ok(config);
+        }
+        if !logged {
+            tracing::warn!(key = %format!("{}/config", prefix.trim_end_matches('/')), "network config not found in etcd; retrying every second until it is written");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Acquires a lease, riding out etcd outages; running out of subnets is fatal.
+async fn acquire(
+    registry: &Registry,
+    config: &NetworkConfig,
+    attrs: &LeaseAttrs,
+    ttl: Duration,
+    previous: Option<Ipv4Network>,
+) -> Result<Lease, RegistryError> {
+    let mut outage = Outage::default();
+    loop {
+        match registry.acquire(config, attrs, ttl, previous).await {
+            Ok(lease) => {
+                outage.recovered();
+                tracing::info!(subnet = %lease.subnet, reservation = lease.is_reservation(), "lease acquired");
+                return Ok(lease);
+            }
+            Err(e @ RegistryError::OutOfSubnets { .. }) => return Err(e),
+            Err(e) => outage.failed(&e),
+        }
+        tokio::time::sleep(outage.backoff()).await;
+    }
+}
+
+/// Holds our lease: renews it before it expires, and acquires it again if it disappears.
+struct LeaseKeeper {
+    registry: Registry,
+    config: NetworkConfig,
+    attrs: LeaseAttrs,
+    ttl: Duration,
+    renew_margin: Duration,
+}
+
+impl LeaseKeeper {
+    /// When to renew a lease granted (or renewed) at `since`. The margin is capped at half the
+    /// TTL so a short test TTL with flanneld's default 60 min margin does not renew in a loop.
+    fn renew_at(&self, since: Instant) -> Instant {
+        since + self.ttl - self.renew_margin.min(self.ttl / 2)
+    }
+
+    async fn run(self, own: watch::Sender<Lease>, mut leases: watch::Receiver<LeaseSet>) {
+        let mut renew_at = self.renew_at(Instant::now());
+        let mut outage = Outage::default();
+        loop {
+            let current = own.borrow().clone();
+            let renew = !current.is_reservation();
+            tokio::select! {
+                () = tokio::time::sleep_until(renew_at), if renew => {
+                    match self.registry.renew(current.etcd_lease).await {
+                        Ok(true) => {
+                            outage.recovered();
+                            tracing::info!(subnet = %current.subnet, "lease renewed");
+                            renew_at = self.renew_at(Instant::now());
+                        }
+                        Ok(false) => {
+                            tracing::warn!(subnet = %current.subnet, "lease expired in etcd; acquiring again");
+                            renew_at = self.reacquire(&own, current.subnet).await;
+                        }
+                        Err(e) => {
+                            outage.failed(&e);
+                            renew_at = Instant::now() + outage.backoff();
+                        }
+                    }
+                }
+                changed = leases.changed() => {
+                    if changed.is_err() {
+                        return; // the registry task is gone: the daemon is stopping
+                    }
+                    if lost(&current, &leases.borrow_and_update()) {
+                        tracing::warn!(subnet = %current.subnet, "our lease was deleted or taken over in etcd; acquiring again");
+                        renew_at = self.reacquire(&own, current.subnet).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acquires a lease again, preferring the subnet we had, and publishes it.
+    async fn reacquire(&self, own: &watch::Sender<Lease>, previous: Ipv4Network) -> Instant {
+        loop {
+            match acquire(&self.registry, &self.config, &self.attrs, self.ttl, Some(previous)).await {
+                Ok(lease) => {
+                    own.send_replace(lease);
+                    return self.renew_at(Instant::now());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot acquire a lease; keeping the current overlay and retrying in 10 s");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a lease set that is at least as new as our lease no longer holds it as ours.
+fn lost(own: &Lease, leases: &LeaseSet) -> bool {
+    if leases.revision < own.mod_revision {
+        return false; // the watch has not caught up with our own write yet
+    }
+    match leases.leases.get(&own.subnet) {
+        None => true,
+        Some(lease) => lease.attrs != own.attrs,
+    }
+}
+
+/// The one task that writes the kernel.
+struct Reconciler {
+    kernel: Kernel,
+    spec: VxlanSpec,
+    config: NetworkConfig,
+    public_ip: Ipv4Addr,
+    options: DaemonOptions,
+    /// Skipped peers already warned about, so a resync does not repeat the warning.
+    warned: HashSet<(Ipv4Network, String)>,
+}
+
+impl Reconciler {
+    async fn run(mut self, mut own: watch::Receiver<Lease>, mut leases: watch::Receiver<LeaseSet>) -> Result<(), DaemonError> {
+        // Reconciling against an empty set before the first listing would tear down every
+        // peer a restarted daemon left in place; wait for a real picture first.
+        while leases.borrow().revision == 0 {
+            leases.changed().await.expect("the lease follower runs as long as the daemon");
+        }
+        loop {
+            let own_lease = own.borrow_and_update().clone();
+            let lease_set = leases.borrow_and_update().clone();
+            if self.reconcile(&own_lease, &lease_set).await {
+                self.write_subnet_env(&own_lease)?;
+            }
+            tokio::select! {
+                _ = own.changed() => {}
+                _ = leases.changed() => {}
+                () = tokio::time::sleep(self.options.resync_interval) => {}
+            }
+        }
+    }
+
+    /// Moves the kernel to the desired state. Returns whether everything succeeded; failures are
+    /// logged here and retried on the next pass.
+    async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
+        let device = match self.ensure_device(own).await {
+            Ok(device) => device,
+            Err(e) => {
+                tracing::error!(error = %e, device = %self.spec.name, "cannot set up the VXLAN device; retrying");
+                return false;
+            }
+        };
+        let (desired, skipped) = reconcile::desired_state(&self.config, own.subnet, self.public_ip, leases);
+        for peer in skipped {
+            if self.warned.insert((peer.subnet, peer.reason.clone())) {
+                tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
+            }
+        }
+        let actual = match self.kernel.read_state(device.index).await {
+            Ok(actual) => actual,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
+                return false;
+            }
+        };
+        let plan = reconcile::plan(&desired, &actual);
+        if plan.is_empty() {
+            return true;
+        }
+        log_peer_changes(&plan);
+        self.apply(device.index, &plan).await
+    }
+
+    async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, NetlinkError> {
+        let device = self.kernel.ensure_vxlan(&self.spec).await?;
+        let address = Ipv4Network::new(own.subnet.network(), 32).expect("/32 is valid");
+        self.kernel.ensure_address(device.index, address).await?;
+        Ok(device)
+    }
+
+    /// Adds before removing, and ARP and FDB before the route, so a peer is reachable the
+    /// moment its route appears and a changed peer never goes dark.
+    async fn apply(&self, index: u32, plan: &Plan) -> bool {
+        let mut failures = 0;
+        let mut check = |result: Result<(), NetlinkError>, what: &str, entry: &dyn std::fmt::Debug| {
+            if let Err(e) = result {
+                failures += 1;
+                tracing::error!(error = %e, what, entry = ?entry, "kernel update failed; will retry");
+            }
+        };
+        for e in &plan.add.arp {
+            check(self.kernel.replace_arp(index, *e).await, "add arp", e);
+        }
+        for e in &plan.add.fdb {
+            check(self.kernel.replace_fdb(index, *e).await, "add fdb", e);
+        }
+        for e in &plan.add.routes {
+            check(self.kernel.replace_route(index, *e).await, "add route", e);
+        }
+        for e in &plan.remove.routes {
+            check(self.kernel.delete_route(index, *e).await, "remove route", e);
+        }
+        for e in &plan.remove.fdb {
+            check(self.kernel.delete_fdb(index, *e).await, "remove fdb", e);
+        }
+        for e in &plan.remove.arp {
+            check(self.kernel.delete_arp(index, *e).await, "remove arp", e);
+        }
+        failures == 0
+    }
+
+    fn write_subnet_env(&self, own: &Lease) -> Result<(), SubnetEnvError> {
+        let env = SubnetEnv { network: self.config.network, subnet: own.subnet, mtu: self.spec.mtu, ip_masq: self.options.ip_masq };
+        if env.write_if_changed(&self.options.subnet_file)? {
+            tracing::info!(path = %self.options.subnet_file.display(), subnet = %own.subnet, "wrote subnet file");
+        }
+        Ok(())
+    }
+}
+
+/// One line per peer whose route appears or disappears, and a count of the other repairs.
+fn log_peer_changes(plan: &Plan) {
+    for route in &plan.add.routes {
+        tracing::info!(subnet = %route.subnet, "peer route programmed");
+    }
+    for route in &plan.remove.routes {
+        tracing::info!(subnet = %route.subnet, "peer route removed");
+    }
+    let entries = |state: &KernelState| state.arp.len() + state.fdb.len();
+    tracing::debug!(arp_fdb_added = entries(&plan.add), arp_fdb_removed = entries(&plan.remove), "applied kernel changes");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::MacAddr;
+
+    fn own() -> Lease {
+        Lease {
+            subnet: "10.5.2.0/24".parse().unwrap(),
+            attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 2])),
+            etcd_lease: 9,
+            mod_revision: 10,
+        }
+    }
+
+    #[test]
+    fn lease_is_lost_only_once_the_watch_has_caught_up() {
+        let mine = own();
+        let empty_old = LeaseSet { revision: 9, leases: Default::default() };
+        assert!(!lost(&mine, &empty_old));
+        let empty_new = LeaseSet { revision: 11, leases: Default::default() };
+        assert!(lost(&mine, &empty_new));
+        let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into() };
+        assert!(!lost(&mine, &with_us));
+        let mut stolen = mine.clone();
+        stolen.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
+        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, stolen)].into() };
+        assert!(lost(&mine, &taken));
+    }
+}

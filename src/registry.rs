@@ -1,0 +1,420 @@
+//! etcd: the network config, acquiring and renewing our lease, and following every lease.
+//!
+//! Peers are followed level-triggered: list the subnets prefix, then watch from the listed
+//! revision + 1 so no event can fall between the two; on any watch loss or compaction, list
+//! again. The published [`LeaseSet`] is always a complete picture, never a stream of deltas.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use ipnetwork::Ipv4Network;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::NetworkConfig;
+use crate::lease::{self, Claim, Lease, LeaseAttrs, LeaseSet};
+
+/// How long one etcd request may take before we call etcd unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A failed etcd operation.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile { path: PathBuf, source: std::io::Error },
+    #[error("etcd {op} failed: {source}")]
+    Etcd { op: &'static str, source: etcd_client::Error },
+    #[error("etcd {op} timed out after {REQUEST_TIMEOUT:?}: is etcd reachable at the --etcd-endpoints?")]
+    Timeout { op: &'static str },
+    #[error("out of subnets: every subnet between SubnetMin {min} and SubnetMax {max} is leased; widen the Network or remove stale leases")]
+    OutOfSubnets { min: Ipv4Addr, max: Ipv4Addr },
+}
+
+/// How to reach etcd; mirrors flanneld's `--etcd-*` flags.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// A lease key whose value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedLease {
+    pub key: String,
+    pub mod_revision: i64,
+    pub error: String,
+}
+
+/// Every lease under `<prefix>/subnets/` at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseListing {
+    pub revision: i64,
+    pub leases: Vec<Lease>,
+    pub malformed: Vec<MalformedLease>,
+    /// Subnets that have a key, readable or not.
+    pub occupied: BTreeSet<Ipv4Network>,
+}
+
+/// A connected etcd client scoped to one key prefix.
+#[derive(Clone)]
+pub struct Registry {
+    client: Client,
+    prefix: String,
+}
+
+async fn deadline<T>(
+    op: &'static str,
+    future: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, RegistryError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, future).await {
+        Ok(result) => result.map_err(|source| RegistryError::Etcd { op, source }),
+        Err(_) => Err(RegistryError::Timeout { op }),
+    }
+}
+
+impl Registry {
+    /// Connects to the endpoints. The client fails over between them and reconnects on its own.
+    pub async fn connect(options: &EtcdOptions) -> Result<Self, RegistryError> {
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true);
+        if let (Some(user), Some(password)) = (&options.username, &options.password) {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = tls_options(options)? {
+            connect = connect.with_tls(tls);
+        }
+        let client = deadline("connect", Client::connect(&options.endpoints, Some(connect))).await?;
+        Ok(Self { client, prefix: options.prefix.trim_end_matches('/').to_string() })
+    }
+
+    fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    fn lease_key(&self, subnet: Ipv4Network) -> String {
+        format!("{}{}", self.subnets_prefix(), lease::subnet_key(subnet))
+    }
+
+    /// The raw network config text at `<prefix>/config`, or `None` if it is not there yet.
+    pub async fn network_config(&self) -> Result<Option<String>, RegistryError> {
+        let key = format!("{}/config", self.prefix);
+        let response = deadline("get config", self.client.kv_client().get(key, None)).await?;
+        Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Lists every lease under the subnets prefix in one request.
+    pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
+        let options = GetOptions::new().with_prefix();
+        let response =
+            deadline("list leases", self.client.kv_client().get(self.subnets_prefix(), Some(options))).await?;
+        let mut listing = LeaseListing {
+            revision: response.header().map(|h| h.revision()).unwrap_or_default(),
+            ..Default::default()
+        };
+        for kv in response.kvs() {
+            match self.decode(kv) {
+                Some(Ok(lease)) => {
+                    listing.occupied.insert(lease.subnet);
+                    listing.leases.push(lease);
+                }
+                Some(Err((subnet, malformed))) => {
+                    listing.occupied.extend(subnet);
+                    listing.malformed.push(malformed);
+                }
+                None => {}
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Decodes a key-value under the subnets prefix. `None` for keys that are not leases at all
+    /// (deeper paths); an error carries the subnet when the key itself was readable.
+    fn decode(&self, kv: &KeyValue) -> Option<Result<Lease, (Option<Ipv4Network>, MalformedLease)>> {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let name = key.strip_prefix(&self.subnets_prefix())?;
+        if name.contains('/') {
+            return None;
+        }
+        let malformed = |error: String| MalformedLease { key: key.clone(), mod_revision: kv.mod_revision(), error };
+        let subnet = match lease::parse_subnet_key(name) {
+            Ok(subnet) => subnet,
+            Err(e) => return Some(Err((None, malformed(e.to_string())))),
+        };
+        let text = String::from_utf8_lossy(kv.value());
+        Some(match LeaseAttrs::from_json(&text) {
+            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease: kv.lease(), mod_revision: kv.mod_revision() }),
+            Err(e) => Err((Some(subnet), malformed(e.to_string()))),
+        })
+    }
+
+    /// Acquires our lease in flanneld's order (see [`lease::choose_claim`]), retrying when
+    /// another host wins a race for the same subnet.
+    pub async fn acquire(
+        &self,
+        config: &NetworkConfig,
+        attrs: &LeaseAttrs,
+        ttl: Duration,
+        previous: Option<Ipv4Network>,
+    ) -> Result<Lease, RegistryError> {
+        loop {
+            let listing = self.list_leases().await?;
+            let claim = lease::choose_claim(config, attrs.public_ip, &listing.leases, &listing.occupied, previous)
+                .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
+            let won = match &claim {
+                Claim::Existing(existing) => self.take_over(existing, attrs, ttl).await?,
+                Claim::Free(subnet) => self.create(*subnet, attrs, ttl).await?,
+            };
+            match won {
+                Some(lease) => return Ok(lease),
+                None => {
+                    tracing::debug!(?claim, "lost a race for a subnet; choosing again");
+                    // A little jitter so hosts that collided do not collide again in lockstep.
+                    let jitter = rand::random::<u64>() % 50;
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+            }
+        }
+    }
+
+    /// Creates a lease only if the key does not exist (`version(key) == 0`). `None` if it does.
+    async fn create(&self, subnet: Ipv4Network, attrs: &LeaseAttrs, ttl: Duration) -> Result<Option<Lease>, RegistryError> {
+        let key = self.lease_key(subnet);
+        let etcd_lease = self.grant(ttl).await?;
+        let condition = Compare::version(key.clone(), CompareOp::Equal, 0);
+        let lease = Lease { subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0 };
+        self.put_if(condition, &key, lease).await
+    }
+
+    /// Rewrites an existing lease with our attributes, if nobody changed it since we read it.
+    /// A reservation stays a reservation (no etcd lease, never expires).
+    async fn take_over(&self, existing: &Lease, attrs: &LeaseAttrs, ttl: Duration) -> Result<Option<Lease>, RegistryError> {
+        let key = self.lease_key(existing.subnet);
+        let etcd_lease = if existing.is_reservation() { 0 } else { self.grant(ttl).await? };
+        let condition = Compare::mod_revision(key.clone(), CompareOp::Equal, existing.mod_revision);
+        let lease = Lease { subnet: existing.subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0 };
+        self.put_if(condition, &key, lease).await
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
+        let seconds = ttl.as_secs().max(1) as i64;
+        Ok(deadline("grant lease", self.client.lease_client().grant(seconds, None)).await?.id())
+    }
+
+    async fn put_if(&self, condition: Compare, key: &str, mut lease: Lease) -> Result<Option<Lease>, RegistryError> {
+        let options = (lease.etcd_lease != 0).then(|| PutOptions::new().with_lease(lease.etcd_lease));
+        let txn = Txn::new().when([condition]).and_then([TxnOp::put(key, lease.attrs.to_json(), options)]);
+        let response = deadline("lease transaction", self.client.kv_client().txn(txn)).await?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        lease.mod_revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        Ok(Some(lease))
+    }
+
+    /// Renews an etcd lease once. `false` means etcd no longer knows it (it expired).
+    pub async fn renew(&self, etcd_lease: i64) -> Result<bool, RegistryError> {
+        let (mut keeper, mut responses) =
+            deadline("keep lease alive", self.client.lease_client().keep_alive(etcd_lease)).await?;
+        deadline("keep lease alive", keeper.keep_alive()).await?;
+        let response = deadline("keep lease alive", responses.message()).await?;
+        Ok(response.is_some_and(|r| r.ttl() > 0))
+    }
+
+    /// Keeps `leases` equal to the leases in etcd, for as long as the task runs: list, then
+    /// watch from the next revision; after any failure, back off and list again.
+    pub async fn follow_leases(self, leases: watch::Sender<LeaseSet>) {
+        let mut outage = Outage::default();
+        let mut warned = HashSet::new();
+        loop {
+            match self.follow_once(&leases, &mut warned).await {
+                Ok(()) => outage.recovered(),
+                Err(e) => outage.failed(&e),
+            }
+            // Even a clean end of the watch waits a moment, so a server that keeps closing
+            // watches cannot turn this loop into a busy one.
+            tokio::time::sleep(outage.backoff().max(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// One list-then-watch cycle. Returns `Ok` when the watch ended in a way that needs a
+    /// re-list (compaction, cancel), `Err` when etcd failed.
+    async fn follow_once(
+        &self,
+        leases: &watch::Sender<LeaseSet>,
+        warned: &mut HashSet<(String, i64)>,
+    ) -> Result<(), RegistryError> {
+        let listing = self.list_leases().await?;
+        warn_malformed(&listing.malformed, warned);
+        let revision = listing.revision;
+        leases.send_modify(|set| replace_with_listing(set, listing));
+        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        let mut stream =
+            deadline("watch leases", self.client.watch_client().watch(self.subnets_prefix(), Some(options))).await?;
+        tracing::debug!(revision, "watching leases");
+        loop {
+            let message = stream.message().await.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?;
+            let Some(response) = message else { return Ok(()) };
+            if response.canceled() || response.compact_revision() > 0 {
+                tracing::info!(
+                    compact_revision = response.compact_revision(),
+                    reason = response.cancel_reason(),
+                    "lease watch was cancelled or compacted; listing again"
+                );
+                return Ok(());
+            }
+            let revision = response.header().map(|h| h.revision()).unwrap_or(revision);
+            let mut changes = Vec::new();
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match (event.event_type(), self.decode(kv)) {
+                    (_, None) => {}
+                    (EventType::Put, Some(Ok(lease))) => changes.push(Change::Put(lease)),
+                    (EventType::Put, Some(Err((_, bad)))) => warn_malformed(&[bad], warned),
+                    (EventType::Delete, Some(Ok(lease))) => changes.push(Change::Delete(lease.subnet)),
+                    (EventType::Delete, Some(Err((subnet, _)))) => changes.extend(subnet.map(Change::Delete)),
+                }
+            }
+            leases.send_modify(|set| {
+                set.revision = revision;
+                for change in changes {
+                    match change {
+                        Change::Put(lease) => set.leases.insert(lease.subnet, lease),
+                        Change::Delete(subnet) => set.leases.remove(&subnet),
+                    };
+                }
+            });
+        }
+    }
+}
+
+enum Change {
+    Put(Lease),
+    Delete(Ipv4Network),
+}
+
+/// Replaces the published set with a fresh listing. A key whose value became unreadable keeps
+/// its last good lease: bad input never removes good state.
+fn replace_with_listing(set: &mut LeaseSet, listing: LeaseListing) {
+    let mut leases: std::collections::BTreeMap<_, _> = listing.leases.into_iter().map(|l| (l.subnet, l)).collect();
+    for subnet in &listing.occupied {
+        if let (false, Some(previous)) = (leases.contains_key(subnet), set.leases.get(subnet)) {
+            leases.insert(*subnet, previous.clone());
+        }
+    }
+    set.revision = listing.revision;
+    set.leases = leases;
+}
+
+/// Warns once per malformed key version; a re-list or re-delivery does not repeat the warning.
+fn warn_malformed(malformed: &[MalformedLease], warned: &mut HashSet<(String, i64)>) {
+    for bad in malformed {
+        if warned.insert((bad.key.clone(), bad.mod_revision)) {
+            tracing::warn!(key = %bad.key, error = %bad.error, "skipping malformed lease; fix or delete the key");
+        }
+    }
+}
+
+/// Logs an etcd outage once when it starts and once when it ends, and paces retries.
+#[derive(Default)]
+pub struct Outage {
+    failures: u32,
+}
+
+impl Outage {
+    pub fn failed(&mut self, error: &RegistryError) {
+        if self.failures == 0 {
+            tracing::warn!(%error, "etcd unavailable; keeping the current overlay and retrying");
+        } else {
+            tracing::debug!(%error, failures = self.failures, "etcd still unavailable");
+        }
+        self.failures += 1;
+    }
+
+    pub fn recovered(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "etcd reachable again");
+        }
+        self.failures = 0;
+    }
+
+    /// 0 after success; then 200 ms doubling up to 5 s.
+    pub fn backoff(&self) -> Duration {
+        match self.failures {
+            0 => Duration::ZERO,
+            n => Duration::from_millis(200u64 << (n - 1).min(5)).min(Duration::from_secs(5)),
+        }
+    }
+}
+
+fn tls_options(options: &EtcdOptions) -> Result<Option<TlsOptions>, RegistryError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| RegistryError::TlsFile { path: path.clone(), source })
+    };
+    if options.ca_file.is_none() && options.cert_file.is_none() {
+        return Ok(None);
+    }
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &options.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&options.cert_file, &options.key_file) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::MacAddr;
+
+    fn lease(subnet: &str, last: u8) -> Lease {
+        Lease {
+            subnet: subnet.parse().unwrap(),
+            attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, last), 1, MacAddr([2, 0, 0, 0, 0, last])),
+            etcd_lease: 1,
+            mod_revision: 1,
+        }
+    }
+
+    #[test]
+    fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
+        let good = lease("10.5.2.0/24", 12);
+        let gone = lease("10.5.3.0/24", 13);
+        let mut set = LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into() };
+        let fresh = lease("10.5.4.0/24", 14);
+        let listing = LeaseListing {
+            revision: 9,
+            leases: vec![fresh.clone()],
+            malformed: vec![],
+            occupied: [good.subnet, fresh.subnet].into(),
+        };
+        replace_with_listing(&mut set, listing);
+        assert_eq!(set.revision, 9);
+        assert_eq!(set.leases.keys().copied().collect::<Vec<_>>(), vec![good.subnet, fresh.subnet]);
+    }
+
+    #[test]
+    fn outage_backoff_grows_then_caps() {
+        let mut outage = Outage::default();
+        assert_eq!(outage.backoff(), Duration::ZERO);
+        let error = RegistryError::Timeout { op: "test" };
+        let delays: Vec<_> = (0..8).map(|_| { outage.failed(&error); outage.backoff().as_millis() }).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        outage.recovered();
+        assert_eq!(outage.backoff(), Duration::ZERO);
+    }
+}

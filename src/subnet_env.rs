@@ -1,0 +1,120 @@
+//! `/run/flannel/subnet.env`: the file docker's bridge options are made from, in flanneld's
+//! exact format and line order, written atomically and only when it changes.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::Ipv4Network;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[error("cannot write {path}: {source}")]
+pub struct SubnetEnvError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// The four values flanneld writes for an IPv4-only network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetEnv {
+    pub network: Ipv4Network,
+    /// Our lease; written as its first host address (`10.5.72.1/24`), docker's `--bip`.
+    pub subnet: Ipv4Network,
+    pub mtu: u32,
+    pub ip_masq: bool,
+}
+
+impl SubnetEnv {
+    pub fn render(&self) -> String {
+        let gateway = Ipv4Addr::from(u32::from(self.subnet.network()) + 1);
+        format!(
+            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
+            self.network,
+            gateway,
+            self.subnet.prefix(),
+            self.mtu,
+            self.ip_masq
+        )
+    }
+
+    /// Writes the file through a temporary file and a rename, so readers never see half of
+    /// it. Returns whether the content changed.
+    pub fn write_if_changed(&self, path: &Path) -> Result<bool, SubnetEnvError> {
+        let content = self.render();
+        if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+            return Ok(false);
+        }
+        let error = |source| SubnetEnvError { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(".tmp");
+        let temp = PathBuf::from(temp);
+        let mut file = std::fs::File::create(&temp).map_err(error)?;
+        file.write_all(content.as_bytes()).map_err(error)?;
+        file.sync_all().map_err(error)?;
+        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(error)?;
+        std::fs::rename(&temp, path).map_err(error)?;
+        Ok(true)
+    }
+}
+
+/// The subnet named by `FLANNEL_SUBNET` in an existing file (flanneld's or ours), so a host
+/// asks for the same subnet again after its lease expired.
+pub fn read_previous_subnet(path: &Path) -> Option<Ipv4Network> {
+    let text = std::fs::read_to_string(path).ok()?;
+    parse_subnet(&text)
+}
+
+fn parse_subnet(text: &str) -> Option<Ipv4Network> {
+    let value = text.lines().find_map(|line| line.trim().strip_prefix("FLANNEL_SUBNET="))?;
+    let host: Ipv4Network = value.trim().trim_matches('"').parse().ok()?;
+    Ipv4Network::new(host.network(), host.prefix()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SubnetEnv {
+        SubnetEnv {
+            network: "10.5.0.0/16".parse().unwrap(),
+            subnet: "10.5.72.0/24".parse().unwrap(),
+            mtu: 1450,
+            ip_masq: false,
+        }
+    }
+
+    #[test]
+    fn renders_flanneld_format_and_order() {
+        assert_eq!(
+            sample().render(),
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        );
+    }
+
+    #[test]
+    fn reads_back_the_subnet() {
+        assert_eq!(parse_subnet(&sample().render()), Some("10.5.72.0/24".parse().unwrap()));
+        assert_eq!(parse_subnet("FLANNEL_NETWORK=10.5.0.0/16\n"), None);
+        assert_eq!(parse_subnet("FLANNEL_SUBNET=garbage\n"), None);
+    }
+
+    #[test]
+    fn writes_atomically_only_on_change() {
+        let dir = std::env::temp_dir().join(format!("weft-subnet-env-{}", std::process::id()));
+        let path = dir.join("nested/subnet.env");
+        let env = sample();
+        assert!(env.write_if_changed(&path).unwrap());
+        assert!(!env.write_if_changed(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), env.render());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        let changed = SubnetEnv { mtu: 1400, ..env };
+        assert!(changed.write_if_changed(&path).unwrap());
+        assert_eq!(read_previous_subnet(&path), Some("10.5.72.0/24".parse().unwrap()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
