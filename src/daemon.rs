@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
-use crate::netlink::{self, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::netlink::{self, Kernel, KernelEvents, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelState, Plan};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
@@ -98,8 +98,9 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let keeper = LeaseKeeper { registry, config: config.clone(), attrs, ttl: options.lease_ttl, renew_margin: options.renew_margin };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
 
-    let reconciler = Reconciler { kernel, spec, config, public_ip, options, warned: HashSet::new() };
-    reconciler.run(own_rx, leases_rx).await
+    let events = netlink::monitor()?;
+    let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, warned: HashSet::new() };
+    reconciler.run(own_rx, leases_rx, events).await
 }
 
 /// Retries an etcd operation until it succeeds, logging the outage once.
@@ -253,12 +254,19 @@ struct Reconciler {
     config: NetworkConfig,
     public_ip: Ipv4Addr,
     options: DaemonOptions,
+    /// The device's current index (it changes if the device is recreated).
+    device_index: u32,
     /// Skipped peers already warned about, so a resync does not repeat the warning.
     warned: HashSet<(Ipv4Network, String)>,
 }
 
 impl Reconciler {
-    async fn run(mut self, mut own: watch::Receiver<Lease>, mut leases: watch::Receiver<LeaseSet>) -> Result<(), DaemonError> {
+    async fn run(
+        mut self,
+        mut own: watch::Receiver<Lease>,
+        mut leases: watch::Receiver<LeaseSet>,
+        mut events: KernelEvents,
+    ) -> Result<(), DaemonError> {
         // Reconciling against an empty set before the first listing would tear down every
         // peer a restarted daemon left in place; wait for a real picture first.
         while leases.borrow().revision == 0 {
@@ -270,19 +278,39 @@ impl Reconciler {
             if self.reconcile(&own_lease, &lease_set).await {
                 self.write_subnet_env(&own_lease)?;
             }
-            tokio::select! {
-                _ = own.changed() => {}
-                _ = leases.changed() => {}
-                () = tokio::time::sleep(self.options.resync_interval) => {}
+            loop {
+                tokio::select! {
+                    _ = own.changed() => break,
+                    _ = leases.changed() => break,
+                    () = tokio::time::sleep(self.options.resync_interval) => break,
+                    Some(event) = futures::StreamExt::next(&mut events) => {
+                        if self.drain_events(event, &mut events) {
+                            break;
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Consumes every queued kernel notification; true if any of them touched our device.
+    /// Our own writes echo back here too, which costs one more (empty) reconcile pass.
+    fn drain_events(&self, first: (netlink::NetlinkEvent, rtnetlink::sys::SocketAddr), events: &mut KernelEvents) -> bool {
+        let mut ours = netlink::concerns_device(&first.0, self.device_index, &self.spec.name);
+        while let Ok((message, _)) = events.try_recv() {
+            ours |= netlink::concerns_device(&message, self.device_index, &self.spec.name);
+        }
+        ours
     }
 
     /// Moves the kernel to the desired state. Returns whether everything succeeded; failures are
     /// logged here and retried on the next pass.
     async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
         let device = match self.ensure_device(own).await {
-            Ok(device) => device,
+            Ok(device) => {
+                self.device_index = device.index;
+                device
+            }
             Err(e) => {
                 tracing::error!(error = %e, device = %self.spec.name, "cannot set up the VXLAN device; retrying");
                 return false;

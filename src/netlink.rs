@@ -15,7 +15,9 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use thiserror::Error;
 
 use crate::lease::MacAddr;
@@ -342,6 +344,34 @@ impl Kernel {
     pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
         let route = route_message(index, entry.subnet, entry.gateway).build();
         ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))
+    }
+}
+
+/// Kernel notifications, as `ip monitor link neigh route` prints them.
+pub type KernelEvents = futures::channel::mpsc::UnboundedReceiver<(NetlinkEvent, rtnetlink::sys::SocketAddr)>;
+
+/// One kernel notification.
+pub type NetlinkEvent = NetlinkMessage<RouteNetlinkMessage>;
+
+/// Subscribes to link, neighbour and IPv4 route notifications so a hand-deleted entry or device
+/// is repaired at once instead of at the next periodic resync.
+pub fn monitor() -> Result<KernelEvents, NetlinkError> {
+    let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
+    let (connection, _handle, events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
+    tokio::spawn(connection);
+    Ok(events)
+}
+
+/// Whether a notification concerns the device with this index or name.
+pub fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
+    let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
+    match inner {
+        RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
+            link.header.index == index || link_name(link) == name
+        }
+        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index,
+        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => route_oif(r) == Some(index),
+        _ => false,
     }
 }
 
