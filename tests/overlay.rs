@@ -1,0 +1,341 @@
+//! The overlay end to end: real `weftd` processes in host namespaces against a real etcd,
+//! checked the way an operator would — `ip`, `bridge`, `etcdctl` and ping between containers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::{poll, Host, Lab, Weftd};
+use serde_json::Value;
+
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const SUBNETS: &str = "/coreos.com/network/subnets/";
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// A lab with `hosts` hosts and CONFIG, and one weftd per host, all started at the same moment.
+fn cluster(hosts: usize) -> (Lab, Vec<Weftd>) {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let numbers: Vec<usize> = (0..hosts).map(|_| lab.add_host()).collect();
+    let daemons: Vec<Weftd> = numbers.iter().map(|&n| lab.start_weftd(n, &[])).collect();
+    for &n in &numbers {
+        wait_subnet_env(&lab, n);
+    }
+    (lab, daemons)
+}
+
+fn wait_subnet_env(lab: &Lab, n: usize) -> String {
+    poll(&format!("host {n}'s subnet.env"), CONVERGE, || {
+        lab.host(n).subnet_env().and_then(|env| env.get("FLANNEL_SUBNET").cloned())
+    })
+}
+
+/// What `ip neigh`, `bridge fdb` and `ip route` show on flannel.1.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tables {
+    arp: BTreeSet<(String, String)>,
+    fdb: BTreeSet<(String, String)>,
+    routes: BTreeSet<(String, String, bool)>,
+}
+
+fn str_field(entry: &Value, key: &str) -> String {
+    entry[key].as_str().unwrap_or_default().to_string()
+}
+
+fn has_flag(entry: &Value, key: &str, flag: &str) -> bool {
+    match &entry[key] {
+        Value::Array(flags) => flags.iter().any(|f| f.as_str().is_some_and(|f| f.eq_ignore_ascii_case(flag))),
+        Value::String(s) => s.eq_ignore_ascii_case(flag),
+        _ => false,
+    }
+}
+
+fn kernel_tables(host: &Host) -> Tables {
+    let list = |v: Value| v.as_array().cloned().unwrap_or_default();
+    let mut tables = Tables::default();
+    for n in list(host.ip_json(&["neigh", "show", "dev", "flannel.1"])) {
+        if has_flag(&n, "state", "PERMANENT") {
+            tables.arp.insert((str_field(&n, "dst"), str_field(&n, "lladdr")));
+        }
+    }
+    for f in list(host.bridge_json(&["fdb", "show", "dev", "flannel.1"])) {
+        tables.fdb.insert((str_field(&f, "mac"), str_field(&f, "dst")));
+    }
+    for r in list(host.ip_json(&["route", "show", "dev", "flannel.1"])) {
+        tables.routes.insert((str_field(&r, "dst"), str_field(&r, "gateway"), has_flag(&r, "flags", "onlink")));
+    }
+    tables
+}
+
+/// A lease as stored in etcd: (subnet, PublicIP, VtepMAC).
+fn leases(lab: &Lab) -> Vec<(String, String, String)> {
+    lab.etcd_get_prefix(SUBNETS)
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let subnet = key.strip_prefix(SUBNETS)?.replace('-', "/");
+            let v: Value = serde_json::from_str(&value).ok()?;
+            Some((subnet, v["PublicIP"].as_str()?.to_string(), v["BackendData"]["VtepMAC"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// The tables design.md §1 specifies for host `n`, from the leases in etcd: for every other
+/// lease, ARP `.0 → VtepMAC`, FDB `VtepMAC → PublicIP`, route `subnet via .0 onlink`.
+fn expected_tables(lab: &Lab, n: usize) -> Tables {
+    let own_ip = lab.host(n).underlay_ip.to_string();
+    let mut tables = Tables::default();
+    for (subnet, public_ip, mac) in leases(lab).into_iter().filter(|l| l.1 != own_ip) {
+        let vtep = subnet.split('/').next().unwrap().to_string();
+        tables.arp.insert((vtep.clone(), mac.clone()));
+        tables.fdb.insert((mac, public_ip));
+        tables.routes.insert((subnet, vtep, true));
+    }
+    tables
+}
+
+fn wait_tables_match(lab: &Lab, n: usize) {
+    poll(&format!("host {n}'s flannel.1 tables to match the leases"), CONVERGE, || {
+        (kernel_tables(lab.host(n)) == expected_tables(lab, n)).then_some(())
+    });
+}
+
+fn wait_ping(lab: &Lab, from: usize, to: Ipv4Addr) {
+    poll(&format!("container {from} to ping {to}"), CONVERGE, || lab.container_ping(from, to).then_some(()));
+}
+
+fn ping_all_pairs(lab: &Lab, hosts: &[usize]) {
+    for &from in hosts {
+        for &to in hosts.iter().filter(|&&to| to != from) {
+            wait_ping(lab, from, lab.container(to).ip);
+        }
+    }
+}
+
+fn lease_key_of(lab: &Lab, n: usize) -> String {
+    let subnet = wait_subnet_env(lab, n);
+    let (gateway, prefix) = common::parse_cidr(&subnet);
+    let network = common::nth_address(gateway, prefix, 0);
+    format!("{SUBNETS}{network}-{prefix}")
+}
+
+/// The link as `ip -d -j link show flannel.1` reports it.
+fn vxlan_link(host: &Host) -> Value {
+    host.ip_json(&["-d", "link", "show", "flannel.1"])[0].clone()
+}
+
+#[test]
+fn three_hosts_started_together_reach_each_other() {
+    let (mut lab, _daemons) = cluster(3);
+    for n in 1..=3 {
+        lab.attach_container(n);
+    }
+    ping_all_pairs(&lab, &[1, 2, 3]);
+    for n in 1..=3 {
+        wait_tables_match(&lab, n);
+        let tables = kernel_tables(lab.host(n));
+        assert_eq!((tables.arp.len(), tables.fdb.len(), tables.routes.len()), (2, 2, 2), "host {n}: {tables:?}");
+    }
+}
+
+#[test]
+fn device_and_etcd_values_are_what_flanneld_writes() {
+    let (lab, _daemons) = cluster(2);
+    let subnets: BTreeSet<String> = (1..=2).map(|n| wait_subnet_env(&lab, n)).collect();
+    assert_eq!(subnets.len(), 2, "hosts must get distinct subnets");
+    for n in 1..=2 {
+        let host = lab.host(n);
+        let key = lease_key_of(&lab, n);
+        let value = lab.etcd_get(&key).unwrap_or_else(|| panic!("no lease at {key}"));
+        // Byte for byte what flanneld writes: field names, order, types, null PublicIPv6.
+        let link = vxlan_link(host);
+        let mac = link["address"].as_str().unwrap();
+        let flanneld = format!(
+            r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#,
+            host.underlay_ip
+        );
+        assert_eq!(value, flanneld, "the lease value must match flanneld's, with flannel.1's MAC");
+
+        let vxlan = &link["linkinfo"]["info_data"];
+        assert_eq!(link["mtu"], 1450, "underlay MTU 1500 - 50");
+        assert_eq!(vxlan["id"], 1);
+        assert_eq!(vxlan["port"], 8472);
+        assert_eq!(vxlan["local"], host.underlay_ip.to_string());
+        assert_eq!(vxlan["learning"], false);
+        let address = &host.ip_json(&["-4", "addr", "show", "flannel.1"])[0]["addr_info"][0];
+        let (gateway, _) = common::parse_cidr(&wait_subnet_env(&lab, n));
+        assert_eq!(address["local"], common::nth_address(gateway, 24, 0).to_string());
+        assert_eq!(address["prefixlen"], 32);
+        assert_eq!(
+            host.subnet_env().unwrap().into_iter().collect::<Vec<_>>(),
+            [
+                ("FLANNEL_IPMASQ".to_string(), "false".to_string()),
+                ("FLANNEL_MTU".to_string(), "1450".to_string()),
+                ("FLANNEL_NETWORK".to_string(), "10.5.0.0/16".to_string()),
+                ("FLANNEL_SUBNET".to_string(), wait_subnet_env(&lab, n)),
+            ]
+        );
+        let text = std::fs::read_to_string(&host.subnet_file).unwrap();
+        let order: Vec<&str> = text.lines().map(|l| l.split('=').next().unwrap()).collect();
+        assert_eq!(order, ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ"]);
+    }
+}
+
+#[test]
+fn a_late_host_joins_and_its_deleted_lease_is_removed_everywhere() {
+    let (mut lab, mut daemons) = cluster(3);
+    let late = lab.add_host();
+    daemons.push(lab.start_weftd(late, &[]));
+    wait_subnet_env(&lab, late);
+    for n in 1..=late {
+        lab.attach_container(n);
+    }
+    ping_all_pairs(&lab, &[1, 2, 3, late]);
+
+    // Stop the late host's daemon (its lease stays), then delete its lease as an operator would.
+    daemons[late - 1].terminate();
+    let key = lease_key_of(&lab, late);
+    lab.etcd_del(&key);
+    let late_ip = lab.host(late).underlay_ip.to_string();
+    for n in 1..late {
+        wait_tables_match(&lab, n);
+        let tables = kernel_tables(lab.host(n));
+        assert!(tables.fdb.iter().all(|(_, dst)| *dst != late_ip), "host {n} kept an FDB entry for the late host");
+        assert_eq!(tables.routes.len(), 2, "host {n}: {tables:?}");
+    }
+}
+
+#[test]
+fn restarts_keep_the_subnet_and_subnet_env_names_the_subnet_to_ask_for() {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let first = lab.add_host();
+    let mut daemon = lab.start_weftd(first, &[]);
+    let subnet = wait_subnet_env(&lab, first);
+    assert!(daemon.terminate().success(), "SIGTERM must be a clean exit");
+    assert!(lab.host(first).ip_json(&["link", "show", "flannel.1"]).as_array().is_some_and(|l| l.len() == 1), "shutdown must leave the device");
+    std::fs::remove_file(&lab.host(first).subnet_file).unwrap();
+    let _daemon = lab.start_weftd(first, &[]);
+    assert_eq!(wait_subnet_env(&lab, first), subnet, "a restarted daemon keeps its lease");
+
+    // Our own lease deleted behind our back: weftd takes the same subnet again.
+    let key = lease_key_of(&lab, first);
+    lab.etcd_del(&key);
+    poll("the deleted lease to be re-acquired", CONVERGE, || lab.etcd_get(&key));
+
+    // A host whose subnet.env (from an earlier life) names a free subnet gets that subnet.
+    let second = lab.add_host();
+    let file = &lab.host(second).subnet_file;
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n").unwrap();
+    let _second = lab.start_weftd(second, &[]);
+    poll("host 2 to lease 10.5.77.0/24", CONVERGE, || lab.etcd_get(&format!("{SUBNETS}10.5.77.0-24")));
+    assert_eq!(wait_subnet_env(&lab, second), "10.5.77.1/24");
+}
+
+#[test]
+fn hand_deleted_route_arp_fdb_and_device_are_restored() {
+    let (mut lab, _daemons) = cluster(2);
+    lab.attach_container(1);
+    lab.attach_container(2);
+    wait_tables_match(&lab, 1);
+    let host = lab.host(1).clone();
+    let tables = kernel_tables(&host);
+    let (route, _, _) = tables.routes.iter().next().unwrap().clone();
+    let (vtep, _) = tables.arp.iter().next().unwrap().clone();
+    let (mac, dst) = tables.fdb.iter().next().unwrap().clone();
+
+    let run = |args: &[&str]| assert!(host.exec(args).status.success(), "{args:?} failed");
+    run(&["ip", "route", "del", &route, "dev", "flannel.1"]);
+    run(&["ip", "neigh", "del", &vtep, "dev", "flannel.1"]);
+    run(&["bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &dst, "self"]);
+    wait_tables_match(&lab, 1);
+
+    let mac_before = vxlan_link(&host)["address"].clone();
+    run(&["ip", "link", "del", "flannel.1"]);
+    wait_tables_match(&lab, 1);
+    assert_eq!(vxlan_link(&host)["address"], mac_before, "a recreated device keeps its MAC");
+    wait_ping(&lab, 1, lab.container(2).ip);
+    wait_ping(&lab, 2, lab.container(1).ip);
+}
+
+#[test]
+fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
+    let (mut lab, daemons) = cluster(2);
+    lab.attach_container(1);
+    lab.attach_container(2);
+    wait_ping(&lab, 1, lab.container(2).ip);
+    let good = kernel_tables(lab.host(1));
+
+    lab.etcd_put(&format!("{SUBNETS}10.5.200.0-24"), "this is not json");
+    lab.etcd_put(&format!("{SUBNETS}10.5.201.0-24"), r#"{"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#);
+    lab.etcd_put(&format!("{SUBNETS}10.5.202.0-24"), r#"{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}"#);
+    lab.etcd_put(&format!("{SUBNETS}10.9.0.0-24"), r#"{"PublicIP":"198.18.0.98","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}}"#);
+    lab.etcd_put(&format!("{SUBNETS}garbage-key"), "{}");
+    // A good peer's value overwritten with garbage keeps its last good entries.
+    lab.etcd_put(&lease_key_of(&lab, 2), "{broken");
+
+    let log = daemons[0].wait_log("10.9.0.0/24", CONVERGE);
+    for key in ["10.5.200.0-24", "10.5.201.0-24", "10.5.202.0-24", "garbage-key"] {
+        let warnings = poll(&format!("a warning for {key}"), CONVERGE, || {
+            let count = daemons[0].log().lines().filter(|l| l.contains("malformed lease") && l.contains(key)).count();
+            (count > 0).then_some(count)
+        });
+        assert_eq!(warnings, 1, "exactly one warning for {key}:\n{log}");
+    }
+    assert!(daemons[0].log().contains("outside the Network"), "{}", daemons[0].log());
+    assert_eq!(kernel_tables(lab.host(1)), good, "good peer entries must be kept");
+    wait_ping(&lab, 1, lab.container(2).ip);
+    let mut daemons = daemons;
+    assert!(daemons[0].is_running() && daemons[1].is_running());
+}
+
+#[test]
+fn a_bad_network_config_is_a_clear_error_and_a_missing_one_is_waited_for() {
+    let mut lab = Lab::new();
+    let n = lab.add_host();
+    let cases = [
+        ("not json at all", "not valid JSON"),
+        (r#"{"Network":"10.5.0.0/16","SubnetLen":31}"#, "\"SubnetLen\" must be at most 30"),
+        (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#, "Backend.Type \"udp\" is not supported"),
+    ];
+    for (config, message) in cases {
+        lab.put_network_config(config);
+        let mut daemon = lab.start_weftd(n, &[]);
+        let status = daemon.wait_exit(CONVERGE).unwrap_or_else(|| panic!("weftd kept running with config {config}"));
+        assert!(!status.success(), "config {config} must be fatal");
+        assert!(daemon.log().contains(message), "log must say {message:?}:\n{}", daemon.log());
+    }
+
+    lab.etcd_del(common::NETWORK_CONFIG_KEY);
+    let daemon = lab.start_weftd(n, &[]);
+    daemon.wait_log("network config not found", CONVERGE);
+    lab.put_network_config(CONFIG);
+    wait_subnet_env(&lab, n);
+}
+
+#[test]
+fn flanneld_environment_variables_are_read() {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let n = lab.add_host();
+    let bin = common::weftd_bin();
+    let bin = bin.to_str().unwrap();
+    let run = |env: &str| lab.host(n).exec(&["env", env, bin, "--etcd-endpoints", "http://127.0.0.1:1"]);
+    let out = run("FLANNELD_SUBNET_LEASE_RENEW_MARGIN=0");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--subnet-lease-renew-margin"), "{out:?}");
+    let out = run("FLANNELD_IFACE_REGEX=[unclosed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--iface-regex \"[unclosed\" is not a valid regular expression"), "{out:?}");
+    let out = run("FLANNELD_IFACE=no-such-interface");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-interface"), "{out:?}");
+
+    // A variable really configures the daemon: its leases land under FLANNELD_ETCD_PREFIX.
+    lab.etcd_put("/other/net/config", CONFIG);
+    let _daemon = lab.start_weftd_env(n, &[], &[("FLANNELD_ETCD_PREFIX", "/other/net")]);
+    poll("a lease under /other/net/subnets/", CONVERGE, || {
+        let leases = lab.etcd_get_prefix("/other/net/subnets/");
+        (leases.len() == 1).then_some(())
+    });
+    assert!(lab.etcd_get_prefix(SUBNETS).is_empty(), "nothing may be written under the default prefix");
+}
