@@ -1,0 +1,45 @@
+# weft: build, test and demo. Tests and the demo create network namespaces, so they need root
+# (design.md §3); `deps` installs the Debian packages they drive.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+# rustup installs cargo here, and non-login shells (CI, sudo) often lack it on PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CARGO ?= cargo
+DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler
+# Integration tests each run etcd and several daemons; more threads mostly adds contention.
+TEST_THREADS ?= 2
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: all deps build test demo clean
+
+all: build
+
+## deps: install the Debian packages that are missing (apt-get update only if needed)
+deps:
+	@missing=""; \
+	for pkg in $(DEB_PACKAGES); do \
+	  dpkg -s "$$pkg" 2>/dev/null | grep '^Status: install ok installed' >/dev/null || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found (looked in PATH and ~/.cargo/bin); install Rust with rustup" >&2; exit 1; }
+
+## build: every target (lib, weftd, tests, examples)
+build:
+	$(CARGO) build --all-targets
+
+## test: unit and integration tests; fails if any test fails
+test: deps
+	$(CARGO) test --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS)
+
+## demo: three hosts in namespaces pinging across the overlay (DEMO_KEEP=1 to look around)
+demo: deps build
+	$(CARGO) run --example demo
+
+clean:
+	$(CARGO) clean
