@@ -156,6 +156,7 @@ fn device_and_etcd_values_are_what_flanneld_writes() {
             host.underlay_ip
         );
         assert_eq!(value, flanneld, "the lease value must match flanneld's, with flannel.1's MAC");
+        assert_eq!(etcd_lease_of(&lab, &key).1, 24 * 3600, "leases live 24 h by default, as flanneld's");
 
         let vxlan = &link["linkinfo"]["info_data"];
         assert_eq!(link["mtu"], 1450, "underlay MTU 1500 - 50");
@@ -338,4 +339,70 @@ fn flanneld_environment_variables_are_read() {
         (leases.len() == 1).then_some(())
     });
     assert!(lab.etcd_get_prefix(SUBNETS).is_empty(), "nothing may be written under the default prefix");
+}
+
+/// The etcd lease a key is attached to (0 for none) and its granted TTL in seconds.
+fn etcd_lease_of(lab: &Lab, key: &str) -> (i64, i64) {
+    let out = lab.etcdctl(&["get", key, "-w", "json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("etcdctl get {key}: {out:?}"));
+    let id = json["kvs"][0]["lease"].as_i64().unwrap_or(0);
+    if id == 0 {
+        return (0, 0);
+    }
+    let out = lab.etcdctl(&["lease", "timetolive", &format!("{id:x}"), "-w", "json"]);
+    let ttl: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("etcdctl lease timetolive: {out:?}"));
+    (id, ttl["granted-ttl"].as_i64().unwrap_or(0))
+}
+
+#[test]
+fn reservations_are_honoured_leases_renew_and_exhaustion_is_a_clear_error() {
+    let mut lab = Lab::new();
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.3.0"}"#);
+    let (first, second, third) = (lab.add_host(), lab.add_host(), lab.add_host());
+    let reservation = |ip: Ipv4Addr| format!(r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}}}"#);
+    lab.etcd_put(&format!("{SUBNETS}10.5.3.0-24"), &reservation(lab.host(first).underlay_ip));
+    lab.etcd_put(&format!("{SUBNETS}10.5.2.0-24"), &reservation(Ipv4Addr::new(198, 18, 0, 99)));
+
+    // The host a reservation names takes it, and it stays a reservation (no etcd lease).
+    let _first = lab.start_weftd(first, &[]);
+    assert_eq!(wait_subnet_env(&lab, first), "10.5.3.1/24");
+    let key = format!("{SUBNETS}10.5.3.0-24");
+    poll("host 1 to write its MAC into its reservation", CONVERGE, || {
+        lab.etcd_get(&key).filter(|v| !v.contains("02:00:00:00:00:09"))
+    });
+    assert_eq!(etcd_lease_of(&lab, &key).0, 0, "a reservation must not get an expiring lease");
+
+    // Another host never takes someone else's reservation; its lease renews before the TTL.
+    let mut second_daemon = lab.start_weftd(second, &["--subnet-lease-ttl", "3s"]);
+    assert_eq!(wait_subnet_env(&lab, second), "10.5.1.1/24");
+    let key = format!("{SUBNETS}10.5.1.0-24");
+    let (lease, ttl) = etcd_lease_of(&lab, &key);
+    assert_eq!(ttl, 3, "the lease carries --subnet-lease-ttl");
+    poll("three renewals (more than one TTL)", CONVERGE, || {
+        (second_daemon.log().matches("lease renewed").count() >= 3).then_some(())
+    });
+    assert_eq!(etcd_lease_of(&lab, &key).0, lease, "the same lease is kept alive past its TTL");
+
+    // The third host finds no free subnet: a clear error and a non-zero exit.
+    let mut third_daemon = lab.start_weftd(third, &[]);
+    let status = third_daemon.wait_exit(CONVERGE).expect("weftd must exit when out of subnets");
+    assert!(!status.success());
+    assert!(third_daemon.log().contains("out of subnets"), "{}", third_daemon.log());
+    assert!(second_daemon.is_running());
+}
+
+#[test]
+fn a_peer_whose_vtep_mac_changed_leaves_no_stale_fdb_entry() {
+    let (lab, mut daemons) = cluster(2);
+    wait_tables_match(&lab, 1);
+    daemons[1].terminate();
+    let key = lease_key_of(&lab, 2);
+    let peer_ip = lab.host(2).underlay_ip;
+    let new_mac = "02:aa:bb:cc:dd:ee";
+    let value = format!(r#"{{"PublicIP":"{peer_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{new_mac}"}}}}"#);
+    lab.etcd_put(&key, &value);
+    wait_tables_match(&lab, 1);
+    let tables = kernel_tables(lab.host(1));
+    assert_eq!(tables.fdb, BTreeSet::from([(new_mac.to_string(), peer_ip.to_string())]), "only the new MAC may remain");
+    assert!(tables.arp.iter().all(|(_, mac)| mac == new_mac), "{tables:?}");
 }
