@@ -205,7 +205,14 @@ impl Registry {
         let etcd_lease = if existing.is_reservation() { 0 } else { self.grant(ttl).await? };
         let condition = Compare::mod_revision(key.clone(), CompareOp::Equal, existing.mod_revision);
         let lease = Lease { subnet: existing.subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0 };
-        self.put_if(condition, &key, lease).await
+        let taken = self.put_if(condition, &key, lease).await?;
+        if taken.is_some() && !existing.is_reservation() {
+            // The key now hangs on the new etcd lease; the old one would idle until it expires.
+            if let Err(error) = deadline("revoke old lease", self.client.lease_client().revoke(existing.etcd_lease)).await {
+                tracing::debug!(%error, "could not revoke the previous etcd lease; it will expire on its own");
+            }
+        }
+        Ok(taken)
     }
 
     async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
