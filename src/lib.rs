@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod docker_opts;
 pub mod lease;
 pub mod netlink;
 pub mod reconcile;

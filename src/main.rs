@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use weft::daemon::{self, DaemonOptions};
+use weft::docker_opts::{self, DockerOptsRequest};
 use weft::registry::EtcdOptions;
 
 /// weftd: a flannel-compatible VXLAN overlay network daemon.
@@ -83,6 +84,51 @@ struct Flags {
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
     #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
     verbosity: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Without a command, weftd runs the daemon.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write docker daemon options (--bip, --mtu, --ip-masq) from a subnet file, like
+    /// flannel's mk-docker-opts.sh. With neither -i nor -c, both kinds are written.
+    DockerOpts(DockerOptsFlags),
+}
+
+#[derive(Debug, Args)]
+struct DockerOptsFlags {
+    /// Subnet file to read.
+    #[arg(short = 'f', value_name = "SUBNET-FILE", default_value = "/run/flannel/subnet.env")]
+    subnet_file: PathBuf,
+    /// Docker environment file to write.
+    #[arg(short = 'd', value_name = "DOCKER-ENV-FILE", default_value = "/run/docker_opts.env")]
+    docker_env: PathBuf,
+    /// Write each option as its own variable, e.g. DOCKER_OPT_MTU="--mtu=1450".
+    #[arg(short = 'i')]
+    individual: bool,
+    /// Write all options combined into one variable (see -k).
+    #[arg(short = 'c')]
+    combined: bool,
+    /// Name of the combined variable.
+    #[arg(short = 'k', value_name = "COMBINED-KEY", default_value = "DOCKER_OPTS")]
+    combined_key: String,
+    /// Leave --ip-masq out (for old docker versions).
+    #[arg(short = 'm')]
+    no_ip_masq: bool,
+}
+
+impl DockerOptsFlags {
+    fn request(self) -> DockerOptsRequest {
+        DockerOptsRequest {
+            subnet_file: self.subnet_file,
+            docker_env: self.docker_env,
+            individual: self.individual,
+            combined: self.combined,
+            combined_key: self.combined_key,
+            ip_masq: !self.no_ip_masq,
+        }
+    }
 }
 
 /// Long flags that Go's flag package lets users write with a single dash.
@@ -155,7 +201,16 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let matches = Flags::command().get_matches_from(go_style(std::env::args()));
-    let flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(Command::DockerOpts(docker)) = flags.command.take() {
+        return match docker_opts::write_docker_opts(&docker.request()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("weftd docker-opts: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(flags.verbosity);
     if flags.healthz_port != 0 {
         tracing::warn!("--healthz-port is accepted but the health endpoint is not implemented yet");

@@ -38,27 +38,41 @@ impl SubnetEnv {
         )
     }
 
-    /// Writes the file through a temporary file and a rename, so readers never see half of
-    /// it. Returns whether the content changed.
+    /// Writes the file atomically; returns whether the content changed.
     pub fn write_if_changed(&self, path: &Path) -> Result<bool, SubnetEnvError> {
-        let content = self.render();
-        if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-            return Ok(false);
-        }
-        let error = |source| SubnetEnvError { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(error)?;
-        }
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(".tmp");
-        let temp = PathBuf::from(temp);
-        let mut file = std::fs::File::create(&temp).map_err(error)?;
-        file.write_all(content.as_bytes()).map_err(error)?;
-        file.sync_all().map_err(error)?;
-        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(error)?;
-        std::fs::rename(&temp, path).map_err(error)?;
-        Ok(true)
+        write_if_changed(path, &self.render())
     }
+}
+
+/// Writes `content` to `path` through a temporary file and a rename, so readers never see half
+/// of it, with mode 0644. Returns whether the content changed (an identical file is left alone).
+pub fn write_if_changed(path: &Path, content: &str) -> Result<bool, SubnetEnvError> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(false);
+    }
+    let error = |source| SubnetEnvError { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let mut file = std::fs::File::create(&temp).map_err(error)?;
+    file.write_all(content.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(error)?;
+    std::fs::rename(&temp, path).map_err(error)?;
+    Ok(true)
+}
+
+/// Parses `KEY=VALUE` lines (optionally quoted values), skipping blanks and comments.
+pub fn parse_env(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().trim_matches('"').to_string()))
+        .collect()
 }
 
 /// The subnet named by `FLANNEL_SUBNET` in an existing file (flanneld's or ours), so a host
@@ -69,8 +83,7 @@ pub fn read_previous_subnet(path: &Path) -> Option<Ipv4Network> {
 }
 
 fn parse_subnet(text: &str) -> Option<Ipv4Network> {
-    let value = text.lines().find_map(|line| line.trim().strip_prefix("FLANNEL_SUBNET="))?;
-    let host: Ipv4Network = value.trim().trim_matches('"').parse().ok()?;
+    let host: Ipv4Network = parse_env(text).get("FLANNEL_SUBNET")?.parse().ok()?;
     Ipv4Network::new(host.network(), host.prefix()).ok()
 }
 
