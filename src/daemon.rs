@@ -99,7 +99,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
 
     let events = netlink::monitor()?;
-    let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, warned: HashSet::new() };
+    let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, notified_ready: false, warned: HashSet::new() };
     reconciler.run(own_rx, leases_rx, events).await
 }
 
@@ -256,6 +256,8 @@ struct Reconciler {
     options: DaemonOptions,
     /// The device's current index (it changes if the device is recreated).
     device_index: u32,
+    /// Whether systemd has been told we are ready.
+    notified_ready: bool,
     /// Skipped peers already warned about, so a resync does not repeat the warning.
     warned: HashSet<(Ipv4Network, String)>,
 }
@@ -375,10 +377,18 @@ impl Reconciler {
         failures == 0
     }
 
-    fn write_subnet_env(&self, own: &Lease) -> Result<(), SubnetEnvError> {
+    /// Writes subnet.env, then tells systemd (`Type=notify`) we are ready: a unit ordered
+    /// after weftd.service can rely on the file existing and the overlay being programmed.
+    fn write_subnet_env(&mut self, own: &Lease) -> Result<(), SubnetEnvError> {
         let env = SubnetEnv { network: self.config.network, subnet: own.subnet, mtu: self.spec.mtu, ip_masq: self.options.ip_masq };
         if env.write_if_changed(&self.options.subnet_file)? {
             tracing::info!(path = %self.options.subnet_file.display(), subnet = %own.subnet, "wrote subnet file");
+        }
+        if !self.notified_ready {
+            if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(%error, "cannot notify systemd of readiness");
+            }
+            self.notified_ready = true;
         }
         Ok(())
     }
