@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, NetworkConfig};
+use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::netlink::{self, Kernel, KernelEvents, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelState, Plan};
@@ -34,6 +35,7 @@ pub struct DaemonOptions {
     pub renew_margin: Duration,
     pub resync_interval: Duration,
     pub ip_masq: bool,
+    pub iptables_forward_rules: bool,
 }
 
 /// Why the daemon stopped with an error.
@@ -97,6 +99,8 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     tokio::spawn(registry.clone().follow_leases(leases_tx));
     let keeper = LeaseKeeper { registry, config: config.clone(), attrs, ttl: options.lease_ttl, renew_margin: options.renew_margin };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
+    let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.resync_interval);
+    tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
     let events = netlink::monitor()?;
     let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, notified_ready: false, warned: HashSet::new() };

@@ -67,11 +67,11 @@ struct Flags {
     /// How often to re-check the kernel against the leases, e.g. 10s (weft extension).
     #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     resync_interval: Duration,
-    /// Set up IP masquerade for traffic leaving the overlay.
+    /// Masquerade traffic from the overlay to the outside (nat chain FLANNEL-POSTRTG).
     #[arg(long, env = "FLANNELD_IP_MASQ", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     ip_masq: bool,
-    /// Add FORWARD accept rules for the overlay network.
+    /// Accept overlay traffic in FORWARD (filter chain FLANNEL-FWD), even under a DROP policy.
     #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     iptables_forward_rules: bool,
@@ -175,6 +175,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         renew_margin: Duration::from_secs(flags.subnet_lease_renew_margin * 60),
         resync_interval: flags.resync_interval,
         ip_masq: flags.ip_masq,
+        iptables_forward_rules: flags.iptables_forward_rules,
     })
 }
 
@@ -214,9 +215,6 @@ fn main() -> ExitCode {
     init_logging(flags.verbosity);
     if flags.healthz_port != 0 {
         tracing::warn!("--healthz-port is accepted but the health endpoint is not implemented yet");
-    }
-    if flags.ip_masq || !flags.iptables_forward_rules {
-        tracing::warn!("--ip-masq and --iptables-forward-rules are accepted but iptables rules are not managed yet");
     }
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
