@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, NetworkConfig};
+use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::netlink::{self, Kernel, KernelEvents, NetlinkError, VxlanDevice, VxlanSpec};
@@ -36,6 +37,8 @@ pub struct DaemonOptions {
     pub resync_interval: Duration,
     pub ip_masq: bool,
     pub iptables_forward_rules: bool,
+    /// Where to serve /healthz and /readyz; `None` disables them.
+    pub healthz: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -49,6 +52,8 @@ pub enum DaemonError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     SubnetEnv(#[from] SubnetEnvError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
 }
 
 /// Runs the daemon until `shutdown` completes. On shutdown the device, its entries and our
@@ -64,12 +69,19 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
 }
 
 async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
+    let health = Health::default();
+    if let Some(addr) = options.healthz {
+        health::serve(addr, health.clone()).await?;
+    }
     let kernel = Kernel::connect()?;
     let underlay = kernel.find_underlay(&options.ifaces, &options.iface_regex).await?;
     let public_ip = options.public_ip.unwrap_or(underlay.ip);
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 
     let registry = retry_etcd("connect to etcd", || Registry::connect(&options.etcd)).await;
+    if options.healthz.is_some() {
+        tokio::spawn(health::probe_etcd(registry.clone(), health.clone(), Duration::from_secs(5)));
+    }
     let config = wait_for_config(&registry, &options.etcd.prefix).await?;
     if config.backend.direct_routing {
         tracing::warn!("Backend.DirectRouting is not implemented yet; every peer is reached through VXLAN");
@@ -103,7 +115,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
     let events = netlink::monitor()?;
-    let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, notified_ready: false, warned: HashSet::new() };
+    let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, health, notified_ready: false, warned: HashSet::new() };
     reconciler.run(own_rx, leases_rx, events).await
 }
 
@@ -260,6 +272,8 @@ struct Reconciler {
     options: DaemonOptions,
     /// The device's current index (it changes if the device is recreated).
     device_index: u32,
+    /// What /readyz reports.
+    health: Health,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
     /// Skipped peers already warned about, so a resync does not repeat the warning.
@@ -392,6 +406,7 @@ impl Reconciler {
             if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
                 tracing::warn!(%error, "cannot notify systemd of readiness");
             }
+            self.health.set_ready();
             self.notified_ready = true;
         }
         Ok(())

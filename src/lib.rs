@@ -5,6 +5,7 @@
 pub mod config;
 pub mod daemon;
 pub mod docker_opts;
+pub mod health;
 pub mod ipmasq;
 pub mod lease;
 pub mod netlink;

@@ -75,10 +75,11 @@ struct Flags {
     #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     iptables_forward_rules: bool,
-    /// Address the health endpoint listens on.
-    #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
-    healthz_ip: String,
-    /// Port of the health endpoint; 0 disables it.
+    /// Address /healthz and /readyz listen on (flanneld's default is 0.0.0.0; weft keeps
+    /// them local unless told otherwise).
+    #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "127.0.0.1")]
+    healthz_ip: std::net::IpAddr,
+    /// Port of /healthz and /readyz; 0 disables them.
     #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
     healthz_port: u16,
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
@@ -176,6 +177,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         resync_interval: flags.resync_interval,
         ip_masq: flags.ip_masq,
         iptables_forward_rules: flags.iptables_forward_rules,
+        healthz: (flags.healthz_port != 0).then(|| std::net::SocketAddr::new(flags.healthz_ip, flags.healthz_port)),
     })
 }
 
@@ -213,9 +215,6 @@ fn main() -> ExitCode {
         };
     }
     init_logging(flags.verbosity);
-    if flags.healthz_port != 0 {
-        tracing::warn!("--healthz-port is accepted but the health endpoint is not implemented yet");
-    }
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(daemon::run(options, shutdown_signal())).map_err(anyhow::Error::from)

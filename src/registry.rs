@@ -115,6 +115,12 @@ impl Registry {
         Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
+    /// A cheap request that succeeds only if etcd answers (`etcdctl get <prefix>/config --count-only`).
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let options = GetOptions::new().with_count_only();
+        deadline("ping", self.client.kv_client().get(format!("{}/config", self.prefix), Some(options))).await.map(|_| ())
+    }
+
     /// Lists every lease under the subnets prefix in one request.
     pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
         let options = GetOptions::new().with_prefix();
