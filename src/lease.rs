@@ -166,23 +166,27 @@ pub struct LeaseSet {
 }
 
 /// Picks a random subnet between SubnetMin and SubnetMax that no key in `taken` holds.
-/// Random choice keeps hosts that start together from all racing for the same subnet.
+/// Probing from a random start keeps hosts that start together from all racing for the same
+/// subnet, and costs at most `taken.len() + 1` probes however large the Network is.
 pub fn pick_free_subnet(config: &NetworkConfig, taken: &BTreeSet<Ipv4Network>) -> Option<Ipv4Network> {
-    let free: Vec<Ipv4Network> = candidate_subnets(config).filter(|s| !taken.contains(s)).collect();
-    if free.is_empty() {
-        return None;
-    }
-    Some(free[rand::rng().random_range(0..free.len())])
+    let count = subnet_count(config);
+    let start = rand::rng().random_range(0..count);
+    (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.contains(s))
+}
+
+/// How many subnets lie between SubnetMin and SubnetMax.
+fn subnet_count(config: &NetworkConfig) -> u32 {
+    (u32::from(config.subnet_max) - u32::from(config.subnet_min)) / config.subnet_size() + 1
+}
+
+fn nth_subnet(config: &NetworkConfig, n: u32) -> Ipv4Network {
+    let network = u32::from(config.subnet_min) + n * config.subnet_size();
+    Ipv4Network::new(Ipv4Addr::from(network), config.subnet_len).expect("valid prefix")
 }
 
 /// Every subnet the config allows, from SubnetMin to SubnetMax.
 pub fn candidate_subnets(config: &NetworkConfig) -> impl Iterator<Item = Ipv4Network> + '_ {
-    let size = config.subnet_size();
-    let first = u32::from(config.subnet_min);
-    let count = (u32::from(config.subnet_max) - first) / size + 1;
-    (0..count).map(move |i| {
-        Ipv4Network::new(Ipv4Addr::from(first + i * size), config.subnet_len).expect("valid prefix")
-    })
+    (0..subnet_count(config)).map(|n| nth_subnet(config, n))
 }
 
 /// Whether `subnet` is one the config could hand out (right size, inside the range).
