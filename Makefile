@@ -35,7 +35,7 @@ build:
 
 ## test: unit and integration tests; fails if any test fails
 test: deps
-	$(CARGO) test --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS) --show-output
 
 ## demo: three hosts in namespaces pinging across the overlay (DEMO_KEEP=1 to look around)
 demo: deps build
