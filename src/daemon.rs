@@ -19,6 +19,7 @@ use crate::config::{ConfigError, NetworkConfig};
 use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
+use crate::metrics::Metrics;
 use crate::netlink::{self, Kernel, KernelEvents, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelState, Plan};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
@@ -39,6 +40,8 @@ pub struct DaemonOptions {
     pub iptables_forward_rules: bool,
     /// Where to serve /healthz and /readyz; `None` disables them.
     pub healthz: Option<std::net::SocketAddr>,
+    /// Where to serve /metrics; `None` disables it.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -73,6 +76,10 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     if let Some(addr) = options.healthz {
         health::serve(addr, health.clone()).await?;
     }
+    let metrics = Metrics::new();
+    if let Some(addr) = options.metrics {
+        crate::metrics::serve(addr, metrics.clone()).await?;
+    }
     let kernel = Kernel::connect()?;
     let underlay = kernel.find_underlay(&options.ifaces, &options.iface_regex).await?;
     let public_ip = options.public_ip.unwrap_or(underlay.ip);
@@ -105,17 +112,37 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
     let previous = subnet_env::read_previous_subnet(&options.subnet_file);
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
+    metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
     let (leases_tx, leases_rx) = watch::channel(LeaseSet::default());
     let (own_tx, own_rx) = watch::channel(own);
-    tokio::spawn(registry.clone().follow_leases(leases_tx));
-    let keeper = LeaseKeeper { registry, config: config.clone(), attrs, ttl: options.lease_ttl, renew_margin: options.renew_margin };
+    tokio::spawn(registry.clone().follow_leases(leases_tx, metrics.clone()));
+    let keeper = LeaseKeeper {
+        registry,
+        config: config.clone(),
+        attrs,
+        ttl: options.lease_ttl,
+        renew_margin: options.renew_margin,
+        metrics: metrics.clone(),
+    };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.resync_interval);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
     let events = netlink::monitor()?;
-    let reconciler = Reconciler { kernel, spec, config, public_ip, options, device_index: device.index, health, notified_ready: false, warned: HashSet::new() };
+    let reconciler = Reconciler {
+        kernel,
+        spec,
+        config,
+        public_ip,
+        options,
+        device_index: device.index,
+        health,
+        metrics,
+        last_reconciled: None,
+        notified_ready: false,
+        warned: HashSet::new(),
+    };
     reconciler.run(own_rx, leases_rx, events).await
 }
 
@@ -189,6 +216,7 @@ struct LeaseKeeper {
     attrs: LeaseAttrs,
     ttl: Duration,
     renew_margin: Duration,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl LeaseKeeper {
@@ -210,6 +238,7 @@ impl LeaseKeeper {
                         Ok(true) => {
                             outage.recovered();
                             tracing::info!(subnet = %current.subnet, "lease renewed");
+                            self.metrics.set_lease_expiry(Some(self.ttl));
                             renew_at = self.renew_at(Instant::now());
                         }
                         Ok(false) => {
@@ -240,6 +269,7 @@ impl LeaseKeeper {
         loop {
             match acquire(&self.registry, &self.config, &self.attrs, self.ttl, Some(previous)).await {
                 Ok(lease) => {
+                    self.metrics.set_lease_expiry((!lease.is_reservation()).then_some(self.ttl));
                     own.send_replace(lease);
                     return self.renew_at(Instant::now());
                 }
@@ -274,6 +304,10 @@ struct Reconciler {
     device_index: u32,
     /// What /readyz reports.
     health: Health,
+    metrics: std::sync::Arc<Metrics>,
+    /// The (own subnet, lease revision) of the last successful pass: a later pass that still
+    /// has to change something, with neither changed, is repairing the kernel.
+    last_reconciled: Option<(Ipv4Network, i64)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
     /// Skipped peers already warned about, so a resync does not repeat the warning.
@@ -326,6 +360,15 @@ impl Reconciler {
     /// Moves the kernel to the desired state. Returns whether everything succeeded; failures are
     /// logged here and retried on the next pass.
     async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
+        self.metrics.reconcile_runs.inc();
+        let ok = self.reconcile_once(own, leases).await;
+        if !ok {
+            self.metrics.reconcile_errors.inc();
+        }
+        ok
+    }
+
+    async fn reconcile_once(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
         let device = match self.ensure_device(own).await {
             Ok(device) => {
                 self.device_index = device.index;
@@ -350,11 +393,30 @@ impl Reconciler {
             }
         };
         let plan = reconcile::plan(&desired, &actual);
-        if plan.is_empty() {
-            return true;
+        if !plan.is_empty() {
+            log_peer_changes(&plan);
+            if !self.apply(device.index, &plan).await {
+                return false;
+            }
         }
-        log_peer_changes(&plan);
-        self.apply(device.index, &plan).await
+        self.record(own, leases, &desired, &plan);
+        true
+    }
+
+    /// Updates the metrics after a successful pass.
+    fn record(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, plan: &Plan) {
+        self.metrics.set_programmed(desired);
+        let inputs = (own.subnet, leases.revision);
+        let changes = (plan.add.entry_count() + plan.remove.entry_count()) as u64;
+        if self.last_reconciled == Some(inputs) && changes > 0 {
+            self.metrics.entries_repaired.inc_by(changes);
+            tracing::info!(entries = changes, "repaired kernel entries");
+        } else if self.last_reconciled != Some(inputs) && changes > 0 {
+            if let Some(at) = leases.changed_at {
+                self.metrics.lease_to_kernel.observe(at.elapsed().as_secs_f64());
+            }
+        }
+        self.last_reconciled = Some(inputs);
     }
 
     async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, NetlinkError> {
@@ -442,15 +504,15 @@ mod tests {
     #[test]
     fn lease_is_lost_only_once_the_watch_has_caught_up() {
         let mine = own();
-        let empty_old = LeaseSet { revision: 9, leases: Default::default() };
+        let empty_old = LeaseSet { revision: 9, ..Default::default() };
         assert!(!lost(&mine, &empty_old));
-        let empty_new = LeaseSet { revision: 11, leases: Default::default() };
+        let empty_new = LeaseSet { revision: 11, ..Default::default() };
         assert!(lost(&mine, &empty_new));
-        let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into() };
+        let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into(), changed_at: None };
         assert!(!lost(&mine, &with_us));
         let mut stolen = mine.clone();
         stolen.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, stolen)].into() };
+        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, stolen)].into(), changed_at: None };
         assert!(lost(&mine, &taken));
     }
 }

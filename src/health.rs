@@ -18,7 +18,7 @@ use crate::registry::Registry;
 pub const ETCD_FRESHNESS: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Error)]
-#[error("cannot listen on {addr} for the health endpoint: {source}")]
+#[error("cannot listen on {addr}: {source}")]
 pub struct HealthError {
     pub addr: SocketAddr,
     pub source: std::io::Error,
@@ -64,17 +64,22 @@ impl Health {
     }
 }
 
-/// Binds at once (a taken port is a start-up error) and serves in the background.
+/// Serves `/healthz` and `/readyz` in the background.
 pub async fn serve(addr: SocketAddr, health: Health) -> Result<(), HealthError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError { addr, source })?;
     let (for_healthz, for_readyz) = (health.clone(), health);
     let app = Router::new()
         .route("/healthz", get(move || async move { for_healthz.healthz() }))
         .route("/readyz", get(move || async move { for_readyz.readyz() }));
-    tracing::info!(%addr, "serving /healthz and /readyz");
+    spawn_http(addr, app, "/healthz and /readyz").await
+}
+
+/// Binds at once (a taken port is a start-up error) and serves `app` in the background.
+pub(crate) async fn spawn_http(addr: SocketAddr, app: Router, what: &'static str) -> Result<(), HealthError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError { addr, source })?;
+    tracing::info!(%addr, what, "serving");
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "health endpoint stopped");
+            tracing::error!(%error, what, "HTTP endpoint stopped");
         }
     });
     Ok(())

@@ -163,6 +163,8 @@ impl Lease {
 pub struct LeaseSet {
     pub revision: i64,
     pub leases: BTreeMap<Ipv4Network, Lease>,
+    /// When the last change arrived from etcd (for the event-to-kernel latency metric).
+    pub changed_at: Option<std::time::Instant>,
 }
 
 /// Picks a random subnet between SubnetMin and SubnetMax that no key in `taken` holds.

@@ -8,6 +8,7 @@ pub mod docker_opts;
 pub mod health;
 pub mod ipmasq;
 pub mod lease;
+pub mod metrics;
 pub mod netlink;
 pub mod reconcile;
 pub mod registry;

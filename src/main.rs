@@ -82,6 +82,12 @@ struct Flags {
     /// Port of /healthz and /readyz; 0 disables them.
     #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
     healthz_port: u16,
+    /// Address /metrics listens on (weft extension).
+    #[arg(long, env = "FLANNELD_METRICS_IP", default_value = "127.0.0.1")]
+    metrics_ip: std::net::IpAddr,
+    /// Port of the Prometheus /metrics endpoint; 0 disables it (weft extension).
+    #[arg(long, env = "FLANNELD_METRICS_PORT", default_value_t = 0)]
+    metrics_port: u16,
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
     #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
     verbosity: u8,
@@ -178,6 +184,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         ip_masq: flags.ip_masq,
         iptables_forward_rules: flags.iptables_forward_rules,
         healthz: (flags.healthz_port != 0).then(|| std::net::SocketAddr::new(flags.healthz_ip, flags.healthz_port)),
+        metrics: (flags.metrics_port != 0).then(|| std::net::SocketAddr::new(flags.metrics_ip, flags.metrics_port)),
     })
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::NetworkConfig;
 use crate::lease::{self, Claim, Lease, LeaseAttrs, LeaseSet};
+use crate::metrics::Metrics;
 
 /// How long one etcd request may take before we call etcd unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -248,14 +249,19 @@ impl Registry {
 
     /// Keeps `leases` equal to the leases in etcd, for as long as the task runs: list, then
     /// watch from the next revision; after any failure, back off and list again.
-    pub async fn follow_leases(self, leases: watch::Sender<LeaseSet>) {
+    pub async fn follow_leases(self, leases: watch::Sender<LeaseSet>, metrics: std::sync::Arc<Metrics>) {
         let mut outage = Outage::default();
         let mut warned = HashSet::new();
         loop {
             match self.follow_once(&leases, &mut warned).await {
-                Ok(()) => outage.recovered(),
+                Ok(()) => {
+                    if outage.recovered() {
+                        metrics.etcd_reconnects.inc();
+                    }
+                }
                 Err(e) => outage.failed(&e),
             }
+            metrics.watch_restarts.inc();
             // Even a clean end of the watch waits a moment, so a server that keeps closing
             // watches cannot turn this loop into a busy one.
             tokio::time::sleep(outage.backoff().max(Duration::from_millis(100))).await;
@@ -302,6 +308,7 @@ impl Registry {
             }
             leases.send_modify(|set| {
                 set.revision = revision;
+                set.changed_at = Some(std::time::Instant::now());
                 for change in changes {
                     match change {
                         Change::Put(lease) => set.leases.insert(lease.subnet, lease),
@@ -329,6 +336,7 @@ fn replace_with_listing(set: &mut LeaseSet, listing: LeaseListing) {
     }
     set.revision = listing.revision;
     set.leases = leases;
+    set.changed_at = Some(std::time::Instant::now());
 }
 
 /// Warns once per malformed key version; a re-list or re-delivery does not repeat the warning.
@@ -356,11 +364,14 @@ impl Outage {
         self.failures += 1;
     }
 
-    pub fn recovered(&mut self) {
-        if self.failures > 0 {
+    /// Returns whether this ends an outage.
+    pub fn recovered(&mut self) -> bool {
+        let was_out = self.failures > 0;
+        if was_out {
             tracing::info!(failures = self.failures, "etcd reachable again");
         }
         self.failures = 0;
+        was_out
     }
 
     /// 0 after success; then 200 ms doubling up to 5 s.
@@ -407,7 +418,7 @@ mod tests {
     fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
         let good = lease("10.5.2.0/24", 12);
         let gone = lease("10.5.3.0/24", 13);
-        let mut set = LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into() };
+        let mut set = LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(), changed_at: None };
         let fresh = lease("10.5.4.0/24", 14);
         let listing = LeaseListing {
             revision: 9,

@@ -1,6 +1,8 @@
 //! `/healthz` and `/readyz`, queried from inside the host's namespace as a local agent would.
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use std::time::Duration;
 
@@ -8,19 +10,8 @@ use common::{poll, Host, Lab};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// `GET <path>` on 127.0.0.1:<port> inside the host namespace: (status line, body).
-fn get(host: &Host, port: u16, path: &str) -> Option<(String, String)> {
-    let script = format!(
-        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && cat <&3"
-    );
-    let out = host.exec(&["bash", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    let (head, body) = text.split_once("\n\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
-}
-
 fn status(host: &Host, port: u16, path: &str) -> Option<u16> {
-    get(host, port, path)?.0.split_whitespace().nth(1)?.parse().ok()
+    http::get(host, port, path).map(|(status, _)| status)
 }
 
 #[test]
@@ -33,8 +24,8 @@ fn readyz_waits_for_subnet_env_and_healthz_tracks_etcd() {
     // No network config yet: alive and talking to etcd, but not ready.
     daemon.wait_log("network config not found", DEADLINE);
     poll("/healthz to answer 200", DEADLINE, || (status(&host, 9301, "/healthz") == Some(200)).then_some(()));
-    let (line, body) = get(&host, 9301, "/readyz").expect("/readyz answers");
-    assert!(line.contains("503") && body.contains("subnet.env not written"), "{line} {body}");
+    let (code, body) = http::get(&host, 9301, "/readyz").expect("/readyz answers");
+    assert!(code == 503 && body.contains("subnet.env not written"), "{code} {body}");
 
     lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
     poll("/readyz to answer 200", DEADLINE, || (status(&host, 9301, "/readyz") == Some(200)).then_some(()));

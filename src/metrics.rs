@@ -1,0 +1,119 @@
+//! Prometheus metrics on `--metrics-ip:--metrics-port`, in the text exposition format.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::health::{spawn_http, HealthError};
+use crate::reconcile::KernelState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Everything weftd counts. Cheap to update from any task.
+pub struct Metrics {
+    registry: Registry,
+    pub peers: Gauge,
+    pub kernel_entries: Family<KindLabel, Gauge>,
+    pub reconcile_runs: Counter,
+    pub reconcile_errors: Counter,
+    pub entries_repaired: Counter,
+    pub lease_expiry: Gauge<f64, AtomicU64>,
+    pub etcd_reconnects: Counter,
+    pub watch_restarts: Counter,
+    pub lease_to_kernel: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("weft"),
+            peers: Gauge::default(),
+            kernel_entries: Family::default(),
+            reconcile_runs: Counter::default(),
+            reconcile_errors: Counter::default(),
+            entries_repaired: Counter::default(),
+            lease_expiry: Gauge::default(),
+            etcd_reconnects: Counter::default(),
+            watch_restarts: Counter::default(),
+            // 100 µs to ~3 s.
+            lease_to_kernel: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        };
+        let r = &mut metrics.registry;
+        r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
+        r.register("kernel_entries", "ARP, FDB and route entries on the VXLAN device", metrics.kernel_entries.clone());
+        r.register("reconcile_runs", "Reconcile passes", metrics.reconcile_runs.clone());
+        r.register("reconcile_errors", "Reconcile passes that failed", metrics.reconcile_errors.clone());
+        r.register("entries_repaired", "Kernel entries fixed while the leases were unchanged", metrics.entries_repaired.clone());
+        r.register_with_unit("lease_expiry_timestamp", "When our lease expires unless renewed (0 for a reservation)", Unit::Seconds, metrics.lease_expiry.clone());
+        r.register("etcd_reconnects", "Times etcd came back after being unreachable", metrics.etcd_reconnects.clone());
+        r.register("watch_restarts", "Times the lease watch was re-established with a fresh list", metrics.watch_restarts.clone());
+        r.register_with_unit("lease_event_to_kernel", "Time from a lease change arriving to the kernel matching it", Unit::Seconds, metrics.lease_to_kernel.clone());
+        Arc::new(metrics)
+    }
+
+    /// Records what the kernel holds after a successful reconcile.
+    pub fn set_programmed(&self, state: &KernelState) {
+        self.peers.set(state.routes.len() as i64);
+        for (kind, count) in [("arp", state.arp.len()), ("fdb", state.fdb.len()), ("route", state.routes.len())] {
+            self.kernel_entries.get_or_create(&KindLabel { kind }).set(count as i64);
+        }
+    }
+
+    /// Our lease now expires `ttl` from now; `None` for a reservation.
+    pub fn set_lease_expiry(&self, ttl: Option<Duration>) {
+        let at = ttl.map(|ttl| SystemTime::now() + ttl).map(|t| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        self.lease_expiry.set(at.unwrap_or(0.0));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves `/metrics` in the background; binding fails at once if the address is taken.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), HealthError> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()) }
+        }),
+    );
+    spawn_http(addr, app, "/metrics").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_every_metric_with_the_weft_prefix() {
+        let metrics = Metrics::new();
+        metrics.reconcile_runs.inc();
+        metrics.set_programmed(&KernelState::default());
+        metrics.lease_to_kernel.observe(0.002);
+        let text = metrics.encode();
+        for name in [
+            "weft_peers ", "weft_kernel_entries{kind=\"route\"} 0", "weft_reconcile_runs_total 1", "weft_reconcile_errors_total 0",
+            "weft_entries_repaired_total 0", "weft_lease_expiry_timestamp_seconds ", "weft_etcd_reconnects_total 0",
+            "weft_watch_restarts_total 0", "weft_lease_event_to_kernel_seconds_count 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
