@@ -379,7 +379,7 @@ impl Reconciler {
                 return false;
             }
         };
-        let (desired, skipped) = reconcile::desired_state(&self.config, own.subnet, self.public_ip, leases);
+        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases);
         for peer in skipped {
             if self.warned.insert((peer.subnet, peer.reason.clone())) {
                 tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");

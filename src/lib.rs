@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod netlink;
 pub mod reconcile;
 pub mod registry;
+pub mod status;
 pub mod subnet_env;

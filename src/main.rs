@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
 use weft::registry::EtcdOptions;
+use weft::status;
 
 /// weftd: a flannel-compatible VXLAN overlay network daemon.
 ///
@@ -23,36 +24,36 @@ use weft::registry::EtcdOptions;
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
     /// Comma-separated etcd endpoints.
-    #[arg(long, env = "FLANNELD_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379")]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
     /// etcd prefix holding the network config and the subnet leases.
-    #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
     etcd_prefix: String,
     /// TLS client key file for etcd.
-    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_KEYFILE")]
     etcd_keyfile: Option<PathBuf>,
     /// TLS client certificate file for etcd.
-    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_CERTFILE")]
     etcd_certfile: Option<PathBuf>,
     /// TLS CA file that signed etcd's server certificate.
-    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_CAFILE")]
     etcd_cafile: Option<PathBuf>,
     /// etcd user name for authentication.
-    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_USERNAME")]
     etcd_username: Option<String>,
     /// etcd password for authentication.
-    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    #[arg(long, global = true, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
     /// Interface (name or IPv4 address) for inter-host traffic; repeat to give fallbacks.
     /// Default: the interface of the default route.
-    #[arg(long, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
+    #[arg(long, global = true, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
     iface: Vec<String>,
     /// Regex matched against interface names and addresses when --iface is not given;
     /// repeatable.
-    #[arg(long, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
+    #[arg(long, global = true, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
     iface_regex: Vec<String>,
     /// IP address other hosts use to reach this one. Default: the interface's address.
-    #[arg(long, env = "FLANNELD_PUBLIC_IP")]
+    #[arg(long, global = true, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
     /// File to write the subnet environment to (docker's --bip and --mtu come from it).
     #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
@@ -101,6 +102,14 @@ enum Command {
     /// Write docker daemon options (--bip, --mtu, --ip-masq) from a subnet file, like
     /// flannel's mk-docker-opts.sh. With neither -i nor -c, both kinds are written.
     DockerOpts(DockerOptsFlags),
+    /// Show the overlay as etcd and this host's kernel see it: the network config, every lease,
+    /// and whether each peer's route, ARP and FDB entries are present and right. Exits 0 when
+    /// healthy, 1 when something is missing or wrong, 2 when it cannot tell (etcd unreachable).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +208,35 @@ fn init_logging(verbosity: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
+/// `weftd status`: exit 0 healthy, 1 unhealthy, 2 unable to tell.
+fn show_status(flags: Flags, json: bool) -> ExitCode {
+    let result = options(flags).and_then(|options| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let kernel = weft::netlink::Kernel::connect()?;
+            let public_ip = match options.public_ip {
+                Some(ip) => ip,
+                None => kernel.find_underlay(&options.ifaces, &options.iface_regex).await?.ip,
+            };
+            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, &kernel).await?))
+        })
+    });
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("status serializes"));
+            } else {
+                print!("{}", status::render(&report));
+            }
+            if report.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("weftd status: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
@@ -212,14 +250,18 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let matches = Flags::command().get_matches_from(go_style(std::env::args()));
     let mut flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Some(Command::DockerOpts(docker)) = flags.command.take() {
-        return match docker_opts::write_docker_opts(&docker.request()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("weftd docker-opts: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match flags.command.take() {
+        Some(Command::DockerOpts(docker)) => {
+            return match docker_opts::write_docker_opts(&docker.request()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weftd docker-opts: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Status { json }) => return show_status(flags, json),
+        None => {}
     }
     init_logging(flags.verbosity);
     let result = options(flags).and_then(|options| {

@@ -55,17 +55,18 @@ pub struct SkippedPeer {
     pub reason: String,
 }
 
-/// The entries every peer lease needs on this host. `own_subnet` and `own_ip` identify us so we
-/// never point traffic for our own subnet, or to our own address, into the tunnel.
+/// The entries every peer lease needs on this host. `own_subnet` (if we hold one) and `own_ip`
+/// identify us so we never point traffic for our own subnet, or to our own address, into the
+/// tunnel.
 pub fn desired_state(
     config: &NetworkConfig,
-    own_subnet: Ipv4Network,
+    own_subnet: Option<Ipv4Network>,
     own_ip: Ipv4Addr,
     leases: &LeaseSet,
 ) -> (KernelState, Vec<SkippedPeer>) {
     let mut state = KernelState::default();
     let mut skipped = Vec::new();
-    for lease in leases.leases.values().filter(|l| l.subnet != own_subnet) {
+    for lease in leases.leases.values().filter(|l| Some(l.subnet) != own_subnet) {
         if let Err(reason) = check_peer(config, own_ip, lease) {
             skipped.push(SkippedPeer { subnet: lease.subnet, reason });
             continue;
@@ -156,7 +157,7 @@ mod tests {
     const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 
     fn desired(leases: Vec<Lease>) -> (KernelState, Vec<SkippedPeer>) {
-        desired_state(&config(), "10.5.1.0/24".parse().unwrap(), OWN_IP, &lease_set(leases))
+        desired_state(&config(), Some("10.5.1.0/24".parse().unwrap()), OWN_IP, &lease_set(leases))
     }
 
     #[test]

@@ -122,6 +122,12 @@ impl Registry {
         deadline("ping", self.client.kv_client().get(format!("{}/config", self.prefix), Some(options))).await.map(|_| ())
     }
 
+    /// Seconds left on an etcd lease (`etcdctl lease timetolive`); `None` if it has expired.
+    pub async fn time_to_live(&self, etcd_lease: i64) -> Result<Option<i64>, RegistryError> {
+        let response = deadline("lease time to live", self.client.lease_client().time_to_live(etcd_lease, None)).await?;
+        Ok(Some(response.ttl()).filter(|ttl| *ttl >= 0))
+    }
+
     /// Lists every lease under the subnets prefix in one request.
     pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
         let options = GetOptions::new().with_prefix();

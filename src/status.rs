@@ -1,0 +1,265 @@
+//! `weftd status`: the network config, every lease, and — for this host — whether each peer's
+//! route, ARP and FDB entries are in the kernel and right. Needs etcd and the local kernel, not
+//! a running daemon. The assessment is a pure function of what was read, so it is unit tested.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::config::{ConfigError, NetworkConfig};
+use crate::lease::{Lease, LeaseSet};
+use crate::netlink::{Kernel, NetlinkError};
+use crate::reconcile::{self, KernelState};
+use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
+
+#[derive(Debug, Error)]
+pub enum StatusError {
+    #[error("cannot reach etcd at {endpoints}: {source}")]
+    Etcd { endpoints: String, source: RegistryError },
+    #[error("there is no network config at {0}; write one with etcdctl put")]
+    NoConfig(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read the kernel: {0}")]
+    Netlink(#[from] NetlinkError),
+}
+
+/// How one kernel entry compares with what the lease asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Ok,
+    Missing,
+    /// Present with other values (another MAC, gateway or destination).
+    Wrong,
+    /// Not applicable: our own lease, or a lease weftd skips.
+    #[serde(rename = "-")]
+    NotApplicable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseStatus {
+    pub subnet: Ipv4Network,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: String,
+    /// Seconds until the etcd lease expires; `None` for a reservation.
+    pub expires_in_seconds: Option<i64>,
+    pub reservation: bool,
+    pub this_host: bool,
+    /// Why weftd does not program this lease, if it does not.
+    pub skipped: Option<String>,
+    pub route: Check,
+    pub arp: Check,
+    pub fdb: Check,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub network: Ipv4Network,
+    pub subnet_len: u8,
+    pub vni: u32,
+    pub device: String,
+    pub public_ip: Ipv4Addr,
+    pub own_subnet: Option<Ipv4Network>,
+    pub leases: Vec<LeaseStatus>,
+    pub malformed: BTreeMap<String, String>,
+    /// Entries on the device that no lease explains.
+    pub unexplained: usize,
+    pub healthy: bool,
+}
+
+/// Everything `assess` needs, as read from etcd and the kernel.
+pub struct Observed {
+    pub config: NetworkConfig,
+    pub public_ip: Ipv4Addr,
+    pub leases: Vec<Lease>,
+    pub ttls: BTreeMap<i64, Option<i64>>,
+    pub malformed: Vec<MalformedLease>,
+    /// `None` when the device does not exist.
+    pub kernel: Option<KernelState>,
+}
+
+/// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
+/// entries are right, and nothing unexplained sits on the device.
+pub fn assess(observed: &Observed) -> Status {
+    let own_subnet = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip).map(|l| l.subnet);
+    let set = LeaseSet { leases: observed.leases.iter().map(|l| (l.subnet, l.clone())).collect(), ..Default::default() };
+    let (desired, skipped) = reconcile::desired_state(&observed.config, own_subnet, observed.public_ip, &set);
+    let skipped: BTreeMap<_, _> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+    let actual = observed.kernel.clone().unwrap_or_default();
+    let leases: Vec<LeaseStatus> = observed
+        .leases
+        .iter()
+        .map(|lease| {
+            let this_host = Some(lease.subnet) == own_subnet;
+            let skip = skipped.get(&lease.subnet).cloned();
+            let checked = !this_host && skip.is_none();
+            let (route, arp, fdb) = if checked { check_peer(lease, &actual) } else { (Check::NotApplicable, Check::NotApplicable, Check::NotApplicable) };
+            LeaseStatus {
+                subnet: lease.subnet,
+                public_ip: lease.attrs.public_ip,
+                vtep_mac: lease.attrs.backend_data.vtep_mac.to_string(),
+                expires_in_seconds: observed.ttls.get(&lease.etcd_lease).copied().flatten(),
+                reservation: lease.is_reservation(),
+                this_host,
+                skipped: skip,
+                route,
+                arp,
+                fdb,
+            }
+        })
+        .collect();
+    let unexplained = reconcile::plan(&desired, &actual).remove.entry_count();
+    let all_ok = leases.iter().all(|l| [l.route, l.arp, l.fdb].iter().all(|c| matches!(c, Check::Ok | Check::NotApplicable)));
+    Status {
+        network: observed.config.network,
+        subnet_len: observed.config.subnet_len,
+        vni: observed.config.backend.vni,
+        device: format!("flannel.{}", observed.config.backend.vni),
+        public_ip: observed.public_ip,
+        own_subnet,
+        leases,
+        malformed: observed.malformed.iter().map(|m| (m.key.clone(), m.error.clone())).collect(),
+        unexplained,
+        healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0,
+    }
+}
+
+fn check_peer(lease: &Lease, actual: &KernelState) -> (Check, Check, Check) {
+    let vtep = lease.subnet.network();
+    let mac = lease.attrs.backend_data.vtep_mac;
+    let route = match actual.routes.iter().find(|r| r.subnet == lease.subnet) {
+        Some(r) if r.gateway == vtep && r.onlink => Check::Ok,
+        Some(_) => Check::Wrong,
+        None => Check::Missing,
+    };
+    let arp = match actual.arp.iter().find(|a| a.ip == vtep) {
+        Some(a) if a.mac == mac => Check::Ok,
+        Some(_) => Check::Wrong,
+        None => Check::Missing,
+    };
+    let fdb = match actual.fdb.iter().filter(|f| f.mac == mac).map(|f| f.dst).collect::<Vec<_>>().as_slice() {
+        [dst] if *dst == lease.attrs.public_ip => Check::Ok,
+        [] => Check::Missing,
+        _ => Check::Wrong,
+    };
+    (route, arp, fdb)
+}
+
+/// Reads etcd and the kernel. `public_ip` identifies this host's lease.
+pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -> Result<Observed, StatusError> {
+    let unreachable = |source| StatusError::Etcd { endpoints: etcd.endpoints.join(","), source };
+    let registry = Registry::connect(etcd).await.map_err(unreachable)?;
+    let config_key = format!("{}/config", etcd.prefix.trim_end_matches('/'));
+    let text = registry.network_config().await.map_err(unreachable)?.ok_or(StatusError::NoConfig(config_key))?;
+    let config = NetworkConfig::parse(&text)?;
+    let listing = registry.list_leases().await.map_err(unreachable)?;
+    let mut ttls = BTreeMap::new();
+    for lease in listing.leases.iter().filter(|l| !l.is_reservation()) {
+        if !ttls.contains_key(&lease.etcd_lease) {
+            ttls.insert(lease.etcd_lease, registry.time_to_live(lease.etcd_lease).await.map_err(unreachable)?);
+        }
+    }
+    let device = format!("flannel.{}", config.backend.vni);
+    let kernel_state = match kernel.link_by_name(&device).await? {
+        Some(link) => Some(kernel.read_state(link.header.index).await?),
+        None => None,
+    };
+    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed: listing.malformed, kernel: kernel_state })
+}
+
+/// The human-readable report.
+pub fn render(status: &Status) -> String {
+    let mut out = format!(
+        "network    {} (subnets /{}, vxlan VNI {}, device {})\nthis host  {} -> {}\n\n",
+        status.network,
+        status.subnet_len,
+        status.vni,
+        status.device,
+        status.public_ip,
+        status.own_subnet.map_or("no lease".to_string(), |s| s.to_string()),
+    );
+    out.push_str(&format!("{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}\n", "SUBNET", "PUBLIC IP", "VTEP MAC", "EXPIRES", "ROUTE", "ARP", "FDB"));
+    for l in &status.leases {
+        let expires = match (l.reservation, l.expires_in_seconds) {
+            (true, _) => "reservation".to_string(),
+            (false, Some(s)) => format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60),
+            (false, None) => "expired".to_string(),
+        };
+        let word = |c: Check| match c {
+            Check::Ok => "ok",
+            Check::Missing => "MISSING",
+            Check::Wrong => "WRONG",
+            Check::NotApplicable => "-",
+        };
+        let note = if l.this_host { "  (this host)".to_string() } else { l.skipped.as_ref().map(|r| format!("  (skipped: {r})")).unwrap_or_default() };
+        out.push_str(&format!(
+            "{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}{note}\n",
+            l.subnet.to_string(), l.public_ip.to_string(), l.vtep_mac, expires, word(l.route), word(l.arp), word(l.fdb)
+        ));
+    }
+    for (key, error) in &status.malformed {
+        out.push_str(&format!("malformed  {key}: {error}\n"));
+    }
+    if status.unexplained > 0 {
+        out.push_str(&format!("{} entries on {} are not explained by any lease\n", status.unexplained, status.device));
+    }
+    out.push_str(if status.healthy { "\nhealthy\n" } else { "\nNOT healthy\n" });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{LeaseAttrs, MacAddr};
+    use crate::reconcile::{ArpEntry, FdbEntry, RouteEntry};
+
+    fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
+        Lease { subnet: subnet.parse().unwrap(), attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])), etcd_lease: 7, mod_revision: 1 }
+    }
+
+    fn observed(kernel: Option<KernelState>) -> Observed {
+        Observed {
+            config: NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap(),
+            public_ip: Ipv4Addr::new(198, 18, 0, 11),
+            leases: vec![lease("10.5.1.0/24", [198, 18, 0, 11], 1), lease("10.5.2.0/24", [198, 18, 0, 12], 2)],
+            ttls: [(7, Some(3600))].into(),
+            malformed: vec![],
+            kernel,
+        }
+    }
+
+    fn correct_kernel() -> KernelState {
+        let vtep = Ipv4Addr::new(10, 5, 2, 0);
+        KernelState {
+            arp: [ArpEntry { ip: vtep, mac: MacAddr([2, 0, 0, 0, 0, 2]) }].into(),
+            fdb: [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 12) }].into(),
+            routes: [RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true }].into(),
+        }
+    }
+
+    #[test]
+    fn a_correct_kernel_is_healthy() {
+        let status = assess(&observed(Some(correct_kernel())));
+        assert!(status.healthy, "{status:?}");
+        assert_eq!(status.own_subnet, Some("10.5.1.0/24".parse().unwrap()));
+        assert!(status.leases[0].this_host && status.leases[0].route == Check::NotApplicable);
+        assert_eq!((status.leases[1].route, status.leases[1].arp, status.leases[1].fdb), (Check::Ok, Check::Ok, Check::Ok));
+        assert!(render(&status).contains("healthy") && render(&status).contains("1h00m00s"));
+    }
+
+    #[test]
+    fn missing_and_wrong_entries_are_named() {
+        let mut kernel = correct_kernel();
+        kernel.routes.clear();
+        kernel.fdb = [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 99) }].into();
+        let status = assess(&observed(Some(kernel)));
+        assert!(!status.healthy);
+        assert_eq!((status.leases[1].route, status.leases[1].arp, status.leases[1].fdb), (Check::Missing, Check::Ok, Check::Wrong));
+        assert!(render(&status).contains("MISSING") && render(&status).contains("NOT healthy"));
+        assert!(!assess(&observed(None)).healthy, "no device is not healthy");
+    }
+}
