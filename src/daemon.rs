@@ -140,6 +140,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         health,
         metrics,
         last_reconciled: None,
+        last_leases: LeaseSet::default(),
         notified_ready: false,
         warned: HashSet::new(),
     };
@@ -310,6 +311,8 @@ struct Reconciler {
     last_reconciled: Option<(Ipv4Network, i64)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
+    /// The leases of the last pass, to log which peers came, went or changed.
+    last_leases: LeaseSet,
     /// Skipped peers already warned about, so a resync does not repeat the warning.
     warned: HashSet<(Ipv4Network, String)>,
 }
@@ -329,6 +332,8 @@ impl Reconciler {
         loop {
             let own_lease = own.borrow_and_update().clone();
             let lease_set = leases.borrow_and_update().clone();
+            log_peer_changes(&self.last_leases, &lease_set, own_lease.subnet);
+            self.last_leases = lease_set.clone();
             if self.reconcile(&own_lease, &lease_set).await {
                 self.write_subnet_env(&own_lease)?;
             }
@@ -394,7 +399,7 @@ impl Reconciler {
         };
         let plan = reconcile::plan(&desired, &actual);
         if !plan.is_empty() {
-            log_peer_changes(&plan);
+            tracing::debug!(added = plan.add.entry_count(), removed = plan.remove.entry_count(), "applying kernel changes");
             if !self.apply(device.index, &plan).await {
                 return false;
             }
@@ -475,16 +480,21 @@ impl Reconciler {
     }
 }
 
-/// One line per peer whose route appears or disappears, and a count of the other repairs.
-fn log_peer_changes(plan: &Plan) {
-    for route in &plan.add.routes {
-        tracing::info!(subnet = %route.subnet, "peer route programmed");
+/// One line per peer that appeared, left or changed between two lease sets (ours excluded).
+fn log_peer_changes(before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
+    let peers = |set: &LeaseSet| set.leases.values().filter(|l| l.subnet != own_subnet).map(|l| (l.subnet, l.attrs.clone())).collect::<std::collections::BTreeMap<_, _>>();
+    let (old, new) = (peers(before), peers(after));
+    for (subnet, attrs) in &new {
+        let (public_ip, vtep_mac) = (attrs.public_ip, attrs.backend_data.vtep_mac);
+        match old.get(subnet) {
+            None => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer added"),
+            Some(previous) if previous != attrs => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
+            Some(_) => {}
+        }
     }
-    for route in &plan.remove.routes {
-        tracing::info!(subnet = %route.subnet, "peer route removed");
+    for (subnet, attrs) in old.iter().filter(|(s, _)| !new.contains_key(*s)) {
+        tracing::info!(%subnet, public_ip = %attrs.public_ip, "peer removed");
     }
-    let entries = |state: &KernelState| state.arp.len() + state.fdb.len();
-    tracing::debug!(arp_fdb_added = entries(&plan.add), arp_fdb_removed = entries(&plan.remove), "applied kernel changes");
 }
 
 #[cfg(test)]

@@ -63,3 +63,29 @@ fn metrics_describe_the_cluster_and_count_repairs() {
     wait_metric(&host, "weft_peers", |v| v == 1.0);
     assert_eq!(scrape(&host)["weft_kernel_entries{kind=\"fdb\"}"], 1.0);
 }
+
+#[test]
+fn the_default_log_has_one_line_per_event_and_nothing_per_tick() {
+    let mut lab = Lab::new();
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+    let (a, b) = (lab.add_host(), lab.add_host());
+    let port = PORT.to_string();
+    let args = ["--metrics-port", port.as_str(), "--resync-interval", "100ms"];
+    let daemon = lab.start_weftd_env(a, &args, &[("RUST_LOG", "info")]);
+    let _peer = lab.start_weftd(b, &[]);
+    let host = lab.host(a).clone();
+    daemon.wait_log("peer added", DEADLINE);
+    daemon.wait_log("iptables rules installed", DEADLINE);
+    let settled = daemon.log();
+    let runs = wait_metric(&host, "weft_reconcile_runs_total", |_| true);
+    wait_metric(&host, "weft_reconcile_runs_total", |v| v >= runs + 10.0);
+    assert_eq!(daemon.log(), settled, "ten idle resyncs must log nothing at the default level");
+
+    let peer_ip = lab.host(b).underlay_ip.to_string();
+    let added: Vec<&str> = settled.lines().filter(|l| l.contains("peer added")).collect();
+    assert_eq!(added.len(), 1, "{settled}");
+    assert!(added[0].contains(&format!("public_ip={peer_ip}")) && added[0].contains("vtep_mac="), "key=value fields: {}", added[0]);
+    for event in ["lease acquired", "wrote subnet file", "network config loaded", "iptables rules installed"] {
+        assert_eq!(settled.matches(event).count(), 1, "{event} once:\n{settled}");
+    }
+}
