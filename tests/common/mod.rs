@@ -1,13 +1,19 @@
-//! Test lab (design.md §3): hosts as network namespaces on a shared underlay bridge, etcd in a
-//! namespace of its own, `weftd` processes and "container" namespaces, all removed on Drop.
+//! Test lab (design.md §3): hosts as network namespaces on a shared underlay bridge, etcd in
+//! namespaces of its own, `weftd` processes, "container" namespaces and background pings, all
+//! removed on Drop.
 //!
 //! Shared by the integration tests (`mod common;`) and `examples/demo.rs` (via `#[path]`), so it
-//! uses only std and serde_json and drives the system through `ip`, `bridge`, `etcd`, `etcdctl`
-//! and `ping`. Every name is derived from a per-lab id (`w` + 5 hex digits) so labs can run in
-//! parallel threads and processes. Needs root.
+//! uses only std and serde_json and drives the system through `ip`, `bridge`, `etcd`, `etcdctl`,
+//! `openssl` and `ping`. Every name is derived from a per-lab id (`w` + 5 hex digits) so labs can
+//! run in parallel threads and processes. Needs root.
+//!
+//! etcd runs in one of four modes (`EtcdMode`): a single plain member, a three-member cluster,
+//! client TLS with client certificates, or auth with users. The lab's own etcdctl helpers work in
+//! every mode; weftd is only given the endpoints, so tests pass credentials (right or wrong).
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::Read;
@@ -15,17 +21,23 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Underlay addresses: etcd is .2, host N is .(10+N).
+/// Underlay addresses: etcd member K is .(2+K), host N is .(10+N).
 const UNDERLAY_NET: [u8; 3] = [198, 18, 0];
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const ETCD_IP_BASE: u8 = 2;
 const HOST_IP_BASE: u8 = 10;
 const MAX_HOSTS: usize = 200;
 /// flannel's default key prefix, which weftd also uses.
 pub const NETWORK_CONFIG_KEY: &str = "/coreos.com/network/config";
+/// Users made in `EtcdMode::Auth`: root (role root) and weft (readwrite on `AUTH_PREFIX`).
+pub const ETCD_ROOT_USER: &str = "root";
+pub const ETCD_ROOT_PASSWORD: &str = "rootpw";
+pub const ETCD_WEFT_USER: &str = "weft";
+pub const ETCD_WEFT_PASSWORD: &str = "weftpw";
+const AUTH_PREFIX: &str = "/coreos.com/network/";
 const ETCD_START_TIMEOUT: Duration = Duration::from_secs(30);
 const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every lab's dir (logs, etcd data, subnet files, owner record) lives under this.
@@ -37,6 +49,68 @@ const OWNERLESS_GRACE: Duration = Duration::from_secs(60);
 type SharedChild = Arc<Mutex<Child>>;
 
 // ---------------------------------------------------------------------------------------------
+// etcd modes
+// ---------------------------------------------------------------------------------------------
+
+/// How the lab runs etcd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdMode {
+    /// One member at 198.18.0.2, plain HTTP, no auth.
+    Single,
+    /// Three members at 198.18.0.2, .3 and .4, each in a namespace of its own, peering over the
+    /// underlay (port 2380).
+    Cluster3,
+    /// One member serving client TLS that requires a client certificate (`Lab::tls_files`).
+    Tls,
+    /// One member with auth enabled: `ETCD_ROOT_USER` (role root) and `ETCD_WEFT_USER` (readwrite
+    /// on `/coreos.com/network/`).
+    Auth,
+}
+
+impl EtcdMode {
+    fn members(self) -> usize {
+        match self {
+            EtcdMode::Cluster3 => 3,
+            _ => 1,
+        }
+    }
+
+    fn scheme(self) -> &'static str {
+        match self {
+            EtcdMode::Tls => "https",
+            _ => "http",
+        }
+    }
+}
+
+/// PEM files made for `EtcdMode::Tls` (EC P-256, keys PKCS#8). etcd's own server certificate
+/// (IP SANs 198.18.0.2 and 127.0.0.1) is signed by `ca` too.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA that signed etcd's server certificate and the client certificate.
+    pub ca: PathBuf,
+    /// A client certificate (CN `weft`, clientAuth) signed by `ca`.
+    pub cert: PathBuf,
+    /// The client certificate's key.
+    pub key: PathBuf,
+    /// An unrelated CA, which etcd's server certificate does not chain to.
+    pub wrong_ca: PathBuf,
+}
+
+/// One etcd member: its namespace stays for the whole lab, its process may be stopped and
+/// restarted.
+struct EtcdMember {
+    /// etcd's `--name`.
+    name: String,
+    ns: String,
+    ip: Ipv4Addr,
+    data_dir: PathBuf,
+    log_name: String,
+    /// The latest process; None before the first start.
+    child: Mutex<Option<SharedChild>>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Lab
 // ---------------------------------------------------------------------------------------------
 
@@ -46,17 +120,28 @@ pub struct Lab {
     dir: PathBuf,
     /// Created namespaces in creation order; deleted in reverse.
     namespaces: Vec<String>,
-    /// etcd first, then every weftd; killed (in reverse) and reaped on Drop, even when a
-    /// `Weftd` handle outlives the lab.
+    /// etcd members, weftds and pings in start order; killed (in reverse) and reaped on Drop,
+    /// even when a `Weftd` or `PingRun` handle outlives the lab.
     children: Mutex<Vec<SharedChild>>,
-    etcd_pid: u32,
+    mode: EtcdMode,
+    etcd: Vec<EtcdMember>,
+    /// Set once `EtcdMode::Auth` has enabled auth; before that etcdctl must not send a user.
+    auth_enabled: bool,
+    /// Numbers the output files of pings.
+    pings: AtomicU32,
     hosts: Vec<Host>,
     containers: BTreeMap<usize, Container>,
 }
 
 impl Lab {
-    /// Creates the underlay namespace with bridge `br0` and starts a healthy etcd on it.
+    /// A lab with a single plain etcd (`EtcdMode::Single`).
     pub fn new() -> Lab {
+        Lab::with_etcd(EtcdMode::Single)
+    }
+
+    /// Creates the underlay namespace with bridge `br0` and starts a healthy etcd on it in
+    /// `mode` (for `Tls` first making the certificates, for `Auth` then adding the users).
+    pub fn with_etcd(mode: EtcdMode) -> Lab {
         static SWEEP: Once = Once::new();
         SWEEP.call_once(sweep_abandoned_labs);
 
@@ -67,12 +152,21 @@ impl Lab {
             dir,
             namespaces: Vec::new(),
             children: Mutex::new(Vec::new()),
-            etcd_pid: 0,
+            mode,
+            etcd: Vec::new(),
+            auth_enabled: false,
+            pings: AtomicU32::new(0),
             hosts: Vec::new(),
             containers: BTreeMap::new(),
         };
         lab.create_underlay();
-        lab.start_etcd();
+        if mode == EtcdMode::Tls {
+            make_tls_files(&lab.tls_dir());
+        }
+        lab.create_etcd();
+        if mode == EtcdMode::Auth {
+            lab.enable_auth();
+        }
         lab
     }
 
@@ -90,24 +184,56 @@ impl Lab {
         &self.namespaces
     }
 
+    pub fn etcd_mode(&self) -> EtcdMode {
+        self.mode
+    }
+
+    /// The client URL of member 0.
     pub fn etcd_endpoint(&self) -> String {
-        format!("http://{ETCD_IP}:2379")
+        self.client_url(0)
     }
 
+    /// The client URLs of all members, comma-separated (what `start_weftd` passes).
+    pub fn etcd_endpoints(&self) -> String {
+        let urls: Vec<String> = (0..self.etcd.len()).map(|k| self.client_url(k)).collect();
+        urls.join(",")
+    }
+
+    /// Member 0's underlay address.
     pub fn etcd_ip(&self) -> Ipv4Addr {
-        ETCD_IP
+        self.etcd_ips()[0]
     }
 
+    /// Every member's underlay address, by member index.
+    pub fn etcd_ips(&self) -> Vec<Ipv4Addr> {
+        self.etcd.iter().map(|m| m.ip).collect()
+    }
+
+    /// The pid of member 0's latest process (which may have been stopped since).
     pub fn etcd_pid(&self) -> u32 {
-        self.etcd_pid
+        lock(&self.member(0).child)
+            .as_ref()
+            .map_or(0, |child| lock(child).id())
+    }
+
+    /// The certificates of `EtcdMode::Tls`; panics in any other mode.
+    pub fn tls_files(&self) -> TlsFiles {
+        assert_eq!(self.mode, EtcdMode::Tls, "tls_files() needs EtcdMode::Tls");
+        let dir = self.tls_dir();
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+            wrong_ca: dir.join("wrong-ca.pem"),
+        }
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
     }
 
     fn underlay_ns(&self) -> String {
         format!("{}u", self.id)
-    }
-
-    fn etcd_ns(&self) -> String {
-        format!("{}e", self.id)
     }
 
     fn create_underlay(&mut self) {
@@ -144,49 +270,7 @@ impl Lab {
         wait_wire_ready(&underlay, port, ns, "eth0");
     }
 
-    fn start_etcd(&mut self) {
-        let ns = self.etcd_ns();
-        self.add_netns(&ns);
-        self.wire_to_underlay(&ns, "etcd", ETCD_IP);
-
-        let data_dir = self.dir.join("etcd-data");
-        let peer = "http://127.0.0.1:2380";
-        let mut cmd = netns_exec(&ns, &["etcd", "--name", &self.id]);
-        cmd.arg("--data-dir").arg(&data_dir).args([
-            // Warnings and errors only: startup chatter would bury weftd's logs in dumps.
-            "--logger=zap",
-            "--log-outputs=stderr",
-            "--log-level=warn",
-            &format!(
-                "--listen-client-urls={},http://127.0.0.1:2379",
-                self.etcd_endpoint()
-            ),
-            &format!("--advertise-client-urls={}", self.etcd_endpoint()),
-            &format!("--listen-peer-urls={peer}"),
-            &format!("--initial-advertise-peer-urls={peer}"),
-            &format!("--initial-cluster={}={peer}", self.id),
-        ]);
-        let child = self.spawn_logged(cmd, "etcd.log", false);
-        self.etcd_pid = lock(&child).id();
-        self.wait_etcd_healthy(&child);
-    }
-
-    fn wait_etcd_healthy(&self, etcd: &SharedChild) {
-        poll("etcd to become healthy", ETCD_START_TIMEOUT, || {
-            if let Ok(Some(status)) = lock(etcd).try_wait() {
-                panic!(
-                    "etcd exited ({status}) during start:\n{}",
-                    self.log_tail("etcd.log", 30)
-                );
-            }
-            self.etcdctl(&["endpoint", "health"])
-                .status
-                .success()
-                .then_some(())
-        })
-    }
-
-    /// Spawns `cmd` with stdout+stderr appended to `<dir>/<log_name>` and registers it for
+    /// Spawns `cmd` with stdout+stderr written to `<dir>/<log_name>` and registers it for
     /// killing on Drop.
     fn spawn_logged(&self, mut cmd: Command, log_name: &str, append: bool) -> SharedChild {
         let log = open_log(&self.dir.join(log_name), append);
@@ -200,14 +284,272 @@ impl Lab {
         shared
     }
 
-    // ----- etcd -----
+    // ----- etcd members -----
 
-    /// Runs `etcdctl <args>` (API v3) inside the etcd namespace; the raw output.
+    /// Member K: namespace `<id>eK` on the underlay at 198.18.0.(2+K), data in
+    /// `<dir>/etcdK-data`, log `<dir>/etcdK.log`.
+    fn create_etcd(&mut self) {
+        for k in 0..self.mode.members() {
+            let ns = format!("{}e{k}", self.id);
+            let [a, b, c] = UNDERLAY_NET;
+            let ip = Ipv4Addr::new(a, b, c, ETCD_IP_BASE + k as u8);
+            self.add_netns(&ns);
+            self.wire_to_underlay(&ns, &format!("etcd{k}"), ip);
+            self.etcd.push(EtcdMember {
+                name: format!("{}-{k}", self.id),
+                ns,
+                ip,
+                data_dir: self.dir.join(format!("etcd{k}-data")),
+                log_name: format!("etcd{k}.log"),
+                child: Mutex::new(None),
+            });
+        }
+        let all: Vec<usize> = (0..self.etcd.len()).collect();
+        self.start_etcd_members(&all);
+    }
+
+    fn member(&self, k: usize) -> &EtcdMember {
+        self.etcd
+            .get(k)
+            .unwrap_or_else(|| panic!("lab has no etcd member {k} ({} members)", self.etcd.len()))
+    }
+
+    fn client_url(&self, k: usize) -> String {
+        format!("{}://{}:2379", self.mode.scheme(), self.member(k).ip)
+    }
+
+    /// The member's command line; the same for the first start and every restart (etcd ignores
+    /// the `--initial-*` flags once its data dir exists).
+    fn etcd_command(&self, k: usize) -> Command {
+        let m = self.member(k);
+        let scheme = self.mode.scheme();
+        let client = self.client_url(k);
+        // A lone member peers on loopback; cluster members over the underlay.
+        let peer_url = |m: &EtcdMember| match self.mode {
+            EtcdMode::Cluster3 => format!("http://{}:2380", m.ip),
+            _ => "http://127.0.0.1:2380".to_string(),
+        };
+        let cluster: Vec<String> = self
+            .etcd
+            .iter()
+            .map(|m| format!("{}={}", m.name, peer_url(m)))
+            .collect();
+        let mut cmd = netns_exec(&m.ns, &["etcd", "--name", &m.name]);
+        cmd.arg("--data-dir").arg(&m.data_dir).args([
+            // Warnings and errors only: startup chatter would bury weftd's logs in dumps.
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--log-level=warn",
+            &format!("--listen-client-urls={client},{scheme}://127.0.0.1:2379"),
+            &format!("--advertise-client-urls={client}"),
+            &format!("--listen-peer-urls={}", peer_url(m)),
+            &format!("--initial-advertise-peer-urls={}", peer_url(m)),
+            &format!("--initial-cluster={}", cluster.join(",")),
+            &format!("--initial-cluster-token={}", self.id),
+            "--initial-cluster-state=new",
+        ]);
+        if self.mode == EtcdMode::Tls {
+            let dir = self.tls_dir();
+            cmd.arg("--cert-file").arg(dir.join("server.pem"));
+            cmd.arg("--key-file").arg(dir.join("server.key"));
+            cmd.arg("--trusted-ca-file").arg(dir.join("ca.pem"));
+            cmd.arg("--client-cert-auth");
+        }
+        cmd
+    }
+
+    /// Restarts member `member` (stopped by `stop_etcd`) with its data dir and flags, and waits
+    /// until it is healthy. In `Cluster3` that needs a quorum: to bring back two stopped
+    /// members, use `start_etcd_members`.
+    pub fn start_etcd(&self, member: usize) {
+        self.start_etcd_members(&[member]);
+    }
+
+    /// Starts all of `members`, then waits until each is healthy.
+    pub fn start_etcd_members(&self, members: &[usize]) {
+        // All are spawned before waiting: a cluster member is only healthy once a quorum runs.
+        for &k in members {
+            assert!(!self.etcd_running(k), "etcd member {k} is already running");
+            let child = self.spawn_logged(self.etcd_command(k), &self.member(k).log_name, true);
+            *lock(&self.member(k).child) = Some(child);
+        }
+        for &k in members {
+            self.wait_etcd_healthy(k);
+        }
+    }
+
+    /// SIGKILLs member `member` and reaps it; its namespace and data dir stay.
+    pub fn stop_etcd(&self, member: usize) {
+        if let Some(child) = lock(&self.member(member).child).as_ref() {
+            kill_and_reap(&mut lock(child));
+        }
+    }
+
+    /// Whether member `member`'s process runs (started and neither stopped nor exited).
+    pub fn etcd_running(&self, member: usize) -> bool {
+        lock(&self.member(member).child)
+            .as_ref()
+            .is_some_and(|child| matches!(lock(child).try_wait(), Ok(None)))
+    }
+
+    /// Indices of the running members.
+    fn live_members(&self) -> Vec<usize> {
+        (0..self.etcd.len())
+            .filter(|&k| self.etcd_running(k))
+            .collect()
+    }
+
+    fn wait_etcd_healthy(&self, k: usize) {
+        poll(
+            &format!("etcd member {k} to become healthy"),
+            ETCD_START_TIMEOUT,
+            || {
+                if !self.etcd_running(k) {
+                    panic!(
+                        "etcd member {k} exited during start:\n{}",
+                        self.log_tail(&self.member(k).log_name, 30)
+                    );
+                }
+                self.etcdctl_member(k, &["endpoint", "health"])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        )
+    }
+
+    /// The index of the leader, once every running member reports the same leader and it is
+    /// one of them (so right after stopping the leader this waits for the new election).
+    pub fn etcd_leader(&self) -> usize {
+        poll(
+            "the running etcd members to agree on a running leader",
+            ETCD_START_TIMEOUT,
+            || self.try_etcd_leader(),
+        )
+    }
+
+    fn try_etcd_leader(&self) -> Option<usize> {
+        let live = self.live_members();
+        let urls: Vec<String> = live.iter().map(|&k| self.client_url(k)).collect();
+        let out = self.etcdctl_at(&urls, true, &["endpoint", "status", "-w", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let statuses = doc.as_array().filter(|s| s.len() == live.len())?;
+        let mut leader = None;
+        let mut member_ids = Vec::new();
+        for status in statuses {
+            let k = live[urls.iter().position(|u| status["Endpoint"] == u.as_str())?];
+            let reported = status["Status"]["leader"].as_u64().filter(|&l| l != 0)?;
+            if leader.is_some_and(|l| l != reported) {
+                return None;
+            }
+            leader = Some(reported);
+            member_ids.push((status["Status"]["header"]["member_id"].as_u64()?, k));
+        }
+        member_ids
+            .into_iter()
+            .find(|&(id, _)| Some(id) == leader)
+            .map(|(_, k)| k)
+    }
+
+    /// Adds the users of `EtcdMode::Auth` and turns auth on (etcd wants user root first).
+    fn enable_auth(&mut self) {
+        let root = format!("{ETCD_ROOT_USER}:{ETCD_ROOT_PASSWORD}");
+        let weft = format!("{ETCD_WEFT_USER}:{ETCD_WEFT_PASSWORD}");
+        let steps: [&[&str]; 7] = [
+            &["user", "add", &root],
+            &["user", "grant-role", ETCD_ROOT_USER, "root"],
+            &["role", "add", ETCD_WEFT_USER],
+            &[
+                "role",
+                "grant-permission",
+                ETCD_WEFT_USER,
+                "--prefix=true",
+                "readwrite",
+                AUTH_PREFIX,
+            ],
+            &["user", "add", &weft],
+            &["user", "grant-role", ETCD_WEFT_USER, ETCD_WEFT_USER],
+            &["auth", "enable"],
+        ];
+        for args in steps {
+            let out = self.etcdctl_bare(args);
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?} failed: {}",
+                stderr_of(&out)
+            );
+        }
+        self.auth_enabled = true;
+    }
+
+    // ----- etcdctl -----
+
+    /// Runs `etcdctl <args>` (API v3) against the running members, with whatever the mode
+    /// needs (TLS files, root user); the raw output.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        let mut cmd = netns_exec(&self.etcd_ns(), &["etcdctl", "--endpoints=127.0.0.1:2379"]);
+        self.etcdctl_at(&self.live_urls(), true, args)
+    }
+
+    /// `etcdctl` against member `member` alone (e.g. `get --consistency=s` reads its own
+    /// store).
+    pub fn etcdctl_member(&self, member: usize, args: &[&str]) -> Output {
+        self.etcdctl_at(&[self.client_url(member)], true, args)
+    }
+
+    /// `etcdctl` against the running members with no TLS files and no user: tests add their
+    /// own, right or wrong.
+    pub fn etcdctl_bare(&self, args: &[&str]) -> Output {
+        self.etcdctl_at(&self.live_urls(), false, args)
+    }
+
+    /// Client URLs of the running members, or of all when none runs (etcdctl then fails the
+    /// way a client would).
+    fn live_urls(&self) -> Vec<String> {
+        let live = self.live_members();
+        let members = if live.is_empty() {
+            (0..self.etcd.len()).collect()
+        } else {
+            live
+        };
+        members.iter().map(|&k| self.client_url(k)).collect()
+    }
+
+    /// Runs etcdctl in member 0's namespace, which stays on the underlay even while member 0
+    /// is stopped.
+    fn etcdctl_at(&self, urls: &[String], credentials: bool, args: &[&str]) -> Output {
+        let mut cmd = netns_exec(&self.member(0).ns, &["etcdctl"]);
+        cmd.arg(format!("--endpoints={}", urls.join(",")));
+        if credentials {
+            cmd.args(self.credentials());
+        }
         cmd.args(args).env("ETCDCTL_API", "3");
-        cmd.output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", describe(&cmd)))
+        output(&mut cmd)
+    }
+
+    /// The etcdctl flags that let the lab itself in.
+    fn credentials(&self) -> Vec<OsString> {
+        match self.mode {
+            EtcdMode::Tls => {
+                let tls = self.tls_files();
+                let flag = |name: &str, path: &Path| {
+                    let mut arg = OsString::from(format!("--{name}="));
+                    arg.push(path);
+                    arg
+                };
+                vec![
+                    flag("cacert", &tls.ca),
+                    flag("cert", &tls.cert),
+                    flag("key", &tls.key),
+                ]
+            }
+            EtcdMode::Auth if self.auth_enabled => {
+                vec![format!("--user={ETCD_ROOT_USER}:{ETCD_ROOT_PASSWORD}").into()]
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn etcdctl_ok(&self, args: &[&str]) -> Output {
@@ -323,10 +665,11 @@ impl Lab {
             bin.display()
         );
         let host = self.host(n);
-        let endpoint = self.etcd_endpoint();
+        // Every member, so weftd can fail over; credentials are the test's business.
+        let endpoints = self.etcd_endpoints();
         let mut cmd = netns_exec(&host.ns, &[]);
         cmd.arg(&bin)
-            .args(["--etcd-endpoints", &endpoint, "--subnet-file"]);
+            .args(["--etcd-endpoints", &endpoints, "--subnet-file"]);
         cmd.arg(&host.subnet_file)
             .args(["--iface", "eth0"])
             .args(extra);
@@ -425,6 +768,36 @@ impl Lab {
     /// One ping (1 s timeout) from host N's container to `dst`.
     pub fn container_ping(&self, n: usize, dst: Ipv4Addr) -> bool {
         self.container(n).ping(dst)
+    }
+
+    // ----- background pings -----
+
+    /// Pings `dst` every `interval` from host N's container until `PingRun::finish`.
+    pub fn start_ping(&self, from_container: usize, dst: Ipv4Addr, interval: Duration) -> PingRun {
+        let ns = self.container(from_container).ns.clone();
+        self.spawn_ping(&ns, dst, interval)
+    }
+
+    /// Pings `dst` every `interval` from host N's namespace until `PingRun::finish`.
+    pub fn start_host_ping(&self, n: usize, dst: Ipv4Addr, interval: Duration) -> PingRun {
+        let ns = self.host(n).ns.clone();
+        self.spawn_ping(&ns, dst, interval)
+    }
+
+    /// `ping -i <interval> -W 1 <dst>` in `ns`, output to `<dir>/pingK.out` (not `.log`, so
+    /// `dump_logs` leaves the reply lines out).
+    fn spawn_ping(&self, ns: &str, dst: Ipv4Addr, interval: Duration) -> PingRun {
+        let k = self.pings.fetch_add(1, Ordering::Relaxed);
+        let out_name = format!("ping{k}.out");
+        let interval = format!("{}", interval.as_secs_f64());
+        let dst_text = dst.to_string();
+        let cmd = netns_exec(ns, &["ping", "-n", "-i", &interval, "-W", "1", &dst_text]);
+        let child = self.spawn_logged(cmd, &out_name, false);
+        PingRun {
+            what: format!("ping from {ns} to {dst}"),
+            child,
+            out_path: self.dir.join(out_name),
+        }
     }
 
     // ----- logs -----
@@ -563,6 +936,96 @@ fn parse_env(text: &str) -> BTreeMap<String, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// PingRun
+// ---------------------------------------------------------------------------------------------
+
+/// A ping running in the background (`Lab::start_ping`); killed on Drop.
+pub struct PingRun {
+    what: String,
+    child: SharedChild,
+    out_path: PathBuf,
+}
+
+/// What a `PingRun` counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingStats {
+    /// Echo requests that had their chance: ping's "transmitted", less the last one if it was
+    /// still unanswered when ping was stopped (it may just have been in flight).
+    pub sent: u64,
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+}
+
+impl PingRun {
+    /// Stops ping with SIGINT (so it prints its summary) and returns the counts; panics if
+    /// ping had already died (e.g. "Network is unreachable" at start) or printed no summary.
+    pub fn finish(self) -> PingStats {
+        {
+            let mut child = lock(&self.child);
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited early ({status}):\n{}", self.what, self.output());
+            }
+            signal(&mut child, "INT");
+        }
+        let status = wait_child(&self.child, TERMINATE_TIMEOUT)
+            .unwrap_or_else(|| panic!("{} ignored SIGINT", self.what));
+        let text = self.output();
+        parse_ping_output(&text).unwrap_or_else(|| {
+            panic!(
+                "{} ({status}) printed no summary:\n{}",
+                self.what,
+                tail(&text, 20)
+            )
+        })
+    }
+
+    /// Everything ping printed so far.
+    pub fn output(&self) -> String {
+        fs::read(&self.out_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PingRun {
+    fn drop(&mut self) {
+        kill_and_reap(&mut lock(&self.child));
+    }
+}
+
+/// Reads iputils ping's "N packets transmitted, M received" and its reply lines.
+fn parse_ping_output(text: &str) -> Option<PingStats> {
+    let summary = text
+        .lines()
+        .find(|l| l.contains(" packets transmitted, "))?;
+    let count_before = |word: &str| -> Option<u64> {
+        let head = &summary[..summary.find(word)?];
+        head.rsplit([' ', ','])
+            .find(|w| !w.is_empty())?
+            .parse()
+            .ok()
+    };
+    let transmitted = count_before(" packets transmitted")?;
+    let received = count_before(" received")?;
+    // Sequence numbers start at 1, so the last request sent is number `transmitted`.
+    let last = format!("icmp_seq={transmitted} ");
+    let last_answered = text
+        .lines()
+        .any(|l| l.contains(" bytes from ") && l.contains(&last) && !l.contains("DUP!"));
+    let sent = if last_answered || transmitted == 0 {
+        transmitted
+    } else {
+        transmitted - 1
+    };
+    Some(PingStats {
+        sent,
+        received,
+        lost: sent.saturating_sub(received),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Weftd
 // ---------------------------------------------------------------------------------------------
 
@@ -618,21 +1081,35 @@ impl Weftd {
 
     /// The exit status if weftd exits within `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = lock(&self.child).try_wait().expect("wait for weftd") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&self.child, timeout)
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(lock(&self.child).try_wait(), Ok(None))
+    }
+
+    /// User plus system CPU time weftd (all its threads) has used so far; panics if it has
+    /// exited (its pid could belong to another process by now).
+    pub fn cpu_time(&self) -> Duration {
+        let mut child = lock(&self.child);
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "weftd h{} has exited",
+            self.n
+        );
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .unwrap_or_else(|e| panic!("read /proc/{}/stat: {e}", self.pid));
+        drop(child);
+        // Fields 14 and 15 of proc(5); the command name (field 2) may contain spaces.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("stat has a comm") + 1..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11..13]
+            .iter()
+            .map(|f| f.parse::<u64>().expect("numeric utime/stime"))
+            .sum();
+        Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks_per_second())
     }
 }
 
@@ -812,6 +1289,29 @@ fn signal(child: &mut Child, name: &str) {
     }
 }
 
+/// The exit status if `child` exits within `timeout`.
+fn wait_child(child: &SharedChild, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = lock(child).try_wait().expect("wait for child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `getconf CLK_TCK`: the unit of the times in /proc/<pid>/stat.
+fn clock_ticks_per_second() -> u64 {
+    static HZ: OnceLock<u64> = OnceLock::new();
+    *HZ.get_or_init(|| {
+        let out = run(Command::new("getconf").arg("CLK_TCK"));
+        stdout_of(&out).trim().parse().expect("numeric CLK_TCK")
+    })
+}
+
 /// SIGKILL and reap; the exit status, or None if it cannot be obtained.
 fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
     let _ = child.kill();
@@ -833,6 +1333,96 @@ fn destroy_netns(ns: &str) {
     if !out.status.success() {
         eprintln!("ip netns del {ns}: {}", stderr_of(&out));
     }
+}
+
+// ----- certificates for EtcdMode::Tls -----
+
+/// Makes in `dir` (with openssl): `ca.pem`, etcd's `server.pem` (IP SANs 198.18.0.2 and
+/// 127.0.0.1), `client.pem`, all signed by the CA, and an unrelated `wrong-ca.pem`; each with a
+/// `.key`. EC P-256 keys in PKCS#8 ("BEGIN PRIVATE KEY"), which both Go and rustls read.
+fn make_tls_files(dir: &Path) {
+    fs::create_dir(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    make_ca(dir, "ca");
+    make_ca(dir, "wrong-ca");
+    let [a, b, c] = UNDERLAY_NET;
+    let etcd_ip = Ipv4Addr::new(a, b, c, ETCD_IP_BASE);
+    // clientAuth too: etcd's own gRPC gateway dials etcd with the server certificate.
+    let server = format!(
+        "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:{etcd_ip},IP:127.0.0.1\n"
+    );
+    make_leaf(dir, "server", "weft-lab-etcd", &server);
+    make_leaf(dir, "client", "weft", "extendedKeyUsage=clientAuth\n");
+}
+
+/// A self-signed CA: `<name>.pem` and `<name>.key`.
+fn make_ca(dir: &Path, name: &str) {
+    let raw_key = dir.join(format!("{name}.raw.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-new", "-newkey", "ec"])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "3650",
+        ])
+        .args(["-subj", &format!("/CN=weft lab {name}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&raw_key)
+        .arg("-out")
+        .arg(&cert));
+    to_pkcs8(&raw_key, &dir.join(format!("{name}.key")));
+}
+
+/// A certificate `<name>.pem` for `cn` with extensions `ext` (openssl config lines), signed by
+/// `ca.pem`, and its key `<name>.key`.
+fn make_leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
+    let path = |suffix: &str| dir.join(format!("{name}{suffix}"));
+    run(Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args(["-subj", &format!("/CN={cn}")])
+        .arg("-keyout")
+        .arg(path(".raw.key"))
+        .arg("-out")
+        .arg(path(".csr")));
+    // A v3 certificate: rustls (webpki) rejects v1 ones and ignores the CN, matching SANs only.
+    let common = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                  subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
+    fs::write(path(".ext"), format!("{common}{ext}")).expect("write extensions file");
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "3650", "-set_serial"])
+        .arg(format!(
+            "0x{:x}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ))
+        .arg("-in")
+        .arg(path(".csr"))
+        .arg("-CA")
+        .arg(dir.join("ca.pem"))
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .arg("-extfile")
+        .arg(path(".ext"))
+        .arg("-out")
+        .arg(path(".pem")));
+    to_pkcs8(&path(".raw.key"), &path(".key"));
+}
+
+/// Rewrites a key as unencrypted PKCS#8 (openssl 1.1 writes "EC PRIVATE KEY" from `req`).
+fn to_pkcs8(from: &Path, to: &Path) {
+    run(Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+        .arg(from)
+        .arg("-out")
+        .arg(to));
+    let _ = fs::remove_file(from);
 }
 
 // ----- lab ids, dirs and sweeping up after killed runs -----
@@ -875,16 +1465,17 @@ fn claim_lab_dir() -> (String, PathBuf) {
     }
 }
 
-/// The lab id of a namespace name made by a lab (`w` + 5 hex, then u|e|hN|cN).
+/// The lab id of a namespace name made by a lab (`w` + 5 hex, then u|eK|hN|cN).
 fn lab_id_of(ns: &str) -> Option<String> {
     let (id, rest) = (ns.get(..6)?, ns.get(6..)?);
     let hex = id.starts_with('w')
         && id[1..]
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    // A bare "e" is what labs made before etcd had several members called their etcd.
     let kind = matches!(rest, "u" | "e")
         || (rest.len() > 1
-            && matches!(&rest[..1], "h" | "c")
+            && matches!(&rest[..1], "h" | "c" | "e")
             && rest[1..].chars().all(|c| c.is_ascii_digit()));
     (hex && kind).then(|| id.to_string())
 }
