@@ -85,7 +85,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let public_ip = options.public_ip.unwrap_or(underlay.ip);
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 
-    let registry = retry_etcd("connect to etcd", || Registry::connect(&options.etcd)).await;
+    let registry = retry_etcd("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if options.healthz.is_some() {
         tokio::spawn(health::probe_etcd(registry.clone(), health.clone(), Duration::from_secs(5)));
     }
@@ -147,8 +147,9 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     reconciler.run(own_rx, leases_rx, events).await
 }
 
-/// Retries an etcd operation until it succeeds, logging the outage once.
-async fn retry_etcd<T, F, Fut>(what: &str, mut attempt: F) -> T
+/// Retries an etcd operation until it succeeds, logging the outage once. Errors only the
+/// operator can fix (credentials, certificates) end the retries.
+async fn retry_etcd<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, RegistryError>>,
@@ -158,8 +159,9 @@ where
         match attempt().await {
             Ok(value) => {
                 outage.recovered();
-                return value;
+                return Ok(value);
             }
+            Err(e) if e.needs_operator() => return Err(e),
             Err(e) => {
                 tracing::debug!(what, "etcd operation failed");
                 outage.failed(&e);
@@ -174,7 +176,7 @@ where
 async fn wait_for_config(registry: &Registry, prefix: &str) -> Result<NetworkConfig, DaemonError> {
     let mut logged = false;
     loop {
-        if let Some(text) = retry_etcd("read network config", || registry.network_config()).await {
+        if let Some(text) = retry_etcd("read network config", || registry.network_config()).await? {
             let config = NetworkConfig::parse(&text)?;
             tracing::info!(network = %config.network, subnet_len = config.subnet_len, vni = config.backend.vni, "network config loaded");
             return Ok(config);
@@ -203,7 +205,7 @@ async fn acquire(
                 tracing::info!(subnet = %lease.subnet, reservation = lease.is_reservation(), "lease acquired");
                 return Ok(lease);
             }
-            Err(e @ RegistryError::OutOfSubnets { .. }) => return Err(e),
+            Err(e) if e.needs_operator() => return Err(e),
             Err(e) => outage.failed(&e),
         }
         tokio::time::sleep(outage.backoff()).await;

@@ -29,8 +29,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum RegistryError {
     #[error("cannot read TLS file {path}: {source}")]
     TlsFile { path: PathBuf, source: std::io::Error },
-    #[error("etcd {op} failed: {source}")]
+    #[error("etcd {op} failed: {}", brief(source))]
     Etcd { op: &'static str, source: etcd_client::Error },
+    #[error("etcd refused {op}: {reason}; check --etcd-username and --etcd-password (FLANNELD_ETCD_USERNAME/PASSWORD)")]
+    Refused { op: &'static str, reason: String },
+    #[error("TLS with etcd failed during {op}: {reason}; check --etcd-cafile, --etcd-certfile and --etcd-keyfile, and that the endpoints use https://")]
+    Tls { op: &'static str, reason: String },
     #[error("etcd {op} timed out after {REQUEST_TIMEOUT:?}: is etcd reachable at the --etcd-endpoints?")]
     Timeout { op: &'static str },
     #[error("out of subnets: every subnet between SubnetMin {min} and SubnetMax {max} is leased; widen the Network or remove stale leases")]
@@ -67,11 +71,35 @@ pub struct LeaseListing {
     pub occupied: BTreeSet<Ipv4Network>,
 }
 
-/// A connected etcd client scoped to one key prefix.
+/// etcd, scoped to one key prefix.
 #[derive(Clone)]
 pub struct Registry {
-    client: Client,
+    endpoints: std::sync::Arc<Endpoints>,
     prefix: String,
+}
+
+/// One client per endpoint, used in turn: a request that finds its member unreachable is tried
+/// on the next one, so a dead member never fails an operation. (A single client balancing over
+/// all endpoints sends some requests to a dead member and fails them.)
+struct Endpoints {
+    urls: Vec<String>,
+    options: ConnectOptions,
+    /// Connected lazily, so a member that is down at start-up is simply skipped.
+    clients: tokio::sync::Mutex<Vec<Option<Client>>>,
+    /// The member that answered last; tried first.
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Endpoints {
+    async fn client(&self, index: usize) -> Result<Client, RegistryError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = &clients[index] {
+            return Ok(client.clone());
+        }
+        let client = deadline("connect", Client::connect([&self.urls[index]], Some(self.options.clone()))).await?;
+        clients[index] = Some(client.clone());
+        Ok(client)
+    }
 }
 
 async fn deadline<T>(
@@ -79,15 +107,68 @@ async fn deadline<T>(
     future: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, RegistryError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, future).await {
-        Ok(result) => result.map_err(|source| RegistryError::Etcd { op, source }),
+        Ok(result) => result.map_err(|source| classify(op, source)),
         Err(_) => Err(RegistryError::Timeout { op }),
     }
 }
 
+/// Tells errors that waiting can fix (etcd down, no leader) from those only the operator can
+/// (wrong credentials, wrong certificates), so start-up fails clearly instead of retrying forever.
+fn classify(op: &'static str, source: etcd_client::Error) -> RegistryError {
+    use tonic::Code;
+    if let etcd_client::Error::GRpcStatus(status) = &source {
+        let message = status.message().to_string();
+        let about_auth = ["user name", "password", "authentication", "auth token"].iter().any(|w| message.contains(w));
+        match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => return RegistryError::Refused { op, reason: message },
+            Code::InvalidArgument | Code::FailedPrecondition if about_auth => return RegistryError::Refused { op, reason: message },
+            _ => {}
+        }
+    }
+    let text = format!("{source:?}");
+    if ["certificate", "UnknownIssuer", "handshake", "InvalidContentType", "CorruptMessage"].iter().any(|w| text.contains(w)) {
+        let reason = text.split("invalid peer certificate").nth(1).map(|r| format!("invalid peer certificate{}", r.split('"').next().unwrap_or(r)));
+        return RegistryError::Tls { op, reason: reason.unwrap_or_else(|| source.to_string()) };
+    }
+    RegistryError::Etcd { op, source }
+}
+
+/// gRPC errors carry the transport's whole error chain; one line is enough for a log.
+fn brief(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => format!("{} ({:?})", status.message(), status.code()),
+        other => other.to_string(),
+    }
+}
+
+impl RegistryError {
+    /// The member did not answer (down, unreachable, no leader): another member may.
+    fn member_unreachable(&self) -> bool {
+        use tonic::Code;
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Etcd { source: etcd_client::Error::GRpcStatus(status), .. } => {
+                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled)
+            }
+            Self::Etcd { source: etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_), .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Errors that retrying will not fix.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::Tls { .. } | Self::TlsFile { .. } | Self::OutOfSubnets { .. })
+    }
+}
+
 impl Registry {
-    /// Connects to the endpoints. The client fails over between them and reconnects on its own.
+    /// Connects to the first endpoint that answers; the others are connected when needed.
     pub async fn connect(options: &EtcdOptions) -> Result<Self, RegistryError> {
         let mut connect = ConnectOptions::new()
+            // etcd's simple auth tokens expire after 5 idle minutes; log in again when they do.
+            .with_auto_token_refresh(true)
+            // A member cut off from the others answers "no leader" at once, so we move on.
+            .with_require_leader(true)
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
             .with_keep_alive_while_idle(true);
@@ -97,8 +178,47 @@ impl Registry {
         if let Some(tls) = tls_options(options)? {
             connect = connect.with_tls(tls);
         }
-        let client = deadline("connect", Client::connect(&options.endpoints, Some(connect))).await?;
-        Ok(Self { client, prefix: options.prefix.trim_end_matches('/').to_string() })
+        let endpoints = Endpoints {
+            clients: tokio::sync::Mutex::new(vec![None; options.endpoints.len()]),
+            urls: options.endpoints.clone(),
+            options: connect,
+            current: Default::default(),
+        };
+        let registry = Self { endpoints: std::sync::Arc::new(endpoints), prefix: options.prefix.trim_end_matches('/').to_string() };
+        registry.call("connect", |_| async { Ok(()) }).await?;
+        Ok(registry)
+    }
+
+    /// Runs one request, starting with the member that answered last and moving on to the next
+    /// while members are unreachable. Other errors (refused, not found, …) return at once.
+    async fn call<T, F, Fut>(&self, op: &'static str, request: F) -> Result<T, RegistryError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        use std::sync::atomic::Ordering;
+        let count = self.endpoints.urls.len().max(1);
+        let start = self.endpoints.current.load(Ordering::Relaxed);
+        let mut last = RegistryError::Timeout { op };
+        for attempt in 0..count {
+            let index = (start + attempt) % count;
+            let result = match self.endpoints.client(index).await {
+                Ok(client) => deadline(op, request(client)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.member_unreachable() => {
+                    tracing::debug!(endpoint = %self.endpoints.urls[index], error = %e, "etcd member unreachable; trying the next");
+                    last = e;
+                }
+                Ok(value) => {
+                    self.endpoints.current.store(index, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
     }
 
     fn subnets_prefix(&self) -> String {
@@ -112,27 +232,31 @@ impl Registry {
     /// The raw network config text at `<prefix>/config`, or `None` if it is not there yet.
     pub async fn network_config(&self) -> Result<Option<String>, RegistryError> {
         let key = format!("{}/config", self.prefix);
-        let response = deadline("get config", self.client.kv_client().get(key, None)).await?;
+        let response = self.call("get config", |c| { let key = key.clone(); async move { c.kv_client().get(key, None).await } }).await?;
         Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
     /// A cheap request that succeeds only if etcd answers (`etcdctl get <prefix>/config --count-only`).
     pub async fn ping(&self) -> Result<(), RegistryError> {
+        let key = format!("{}/config", self.prefix);
         let options = GetOptions::new().with_count_only();
-        deadline("ping", self.client.kv_client().get(format!("{}/config", self.prefix), Some(options))).await.map(|_| ())
+        self.call("ping", |c| { let (key, options) = (key.clone(), options.clone()); async move { c.kv_client().get(key, Some(options)).await } })
+            .await
+            .map(|_| ())
     }
 
     /// Seconds left on an etcd lease (`etcdctl lease timetolive`); `None` if it has expired.
     pub async fn time_to_live(&self, etcd_lease: i64) -> Result<Option<i64>, RegistryError> {
-        let response = deadline("lease time to live", self.client.lease_client().time_to_live(etcd_lease, None)).await?;
+        let response = self.call("lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease, None).await }).await?;
         Ok(Some(response.ttl()).filter(|ttl| *ttl >= 0))
     }
 
     /// Lists every lease under the subnets prefix in one request.
     pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
-        let options = GetOptions::new().with_prefix();
-        let response =
-            deadline("list leases", self.client.kv_client().get(self.subnets_prefix(), Some(options))).await?;
+        let (prefix, options) = (self.subnets_prefix(), GetOptions::new().with_prefix());
+        let response = self
+            .call("list leases", |c| { let (prefix, options) = (prefix.clone(), options.clone()); async move { c.kv_client().get(prefix, Some(options)).await } })
+            .await?;
         let mut listing = LeaseListing {
             revision: response.header().map(|h| h.revision()).unwrap_or_default(),
             ..Default::default()
@@ -221,7 +345,8 @@ impl Registry {
         let taken = self.put_if(condition, &key, lease).await?;
         if taken.is_some() && !existing.is_reservation() {
             // The key now hangs on the new etcd lease; the old one would idle until it expires.
-            if let Err(error) = deadline("revoke old lease", self.client.lease_client().revoke(existing.etcd_lease)).await {
+            let old = existing.etcd_lease;
+            if let Err(error) = self.call("revoke old lease", |c| async move { c.lease_client().revoke(old).await }).await {
                 tracing::debug!(%error, "could not revoke the previous etcd lease; it will expire on its own");
             }
         }
@@ -230,13 +355,13 @@ impl Registry {
 
     async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
         let seconds = ttl.as_secs().max(1) as i64;
-        Ok(deadline("grant lease", self.client.lease_client().grant(seconds, None)).await?.id())
+        Ok(self.call("grant lease", |c| async move { c.lease_client().grant(seconds, None).await }).await?.id())
     }
 
     async fn put_if(&self, condition: Compare, key: &str, mut lease: Lease) -> Result<Option<Lease>, RegistryError> {
         let options = (lease.etcd_lease != 0).then(|| PutOptions::new().with_lease(lease.etcd_lease));
         let txn = Txn::new().when([condition]).and_then([TxnOp::put(key, lease.attrs.to_json(), options)]);
-        let response = deadline("lease transaction", self.client.kv_client().txn(txn)).await?;
+        let response = self.call("lease transaction", |c| { let txn = txn.clone(); async move { c.kv_client().txn(txn).await } }).await?;
         if !response.succeeded() {
             return Ok(None);
         }
@@ -246,10 +371,13 @@ impl Registry {
 
     /// Renews an etcd lease once. `false` means etcd no longer knows it (it expired).
     pub async fn renew(&self, etcd_lease: i64) -> Result<bool, RegistryError> {
-        let (mut keeper, mut responses) =
-            deadline("keep lease alive", self.client.lease_client().keep_alive(etcd_lease)).await?;
-        deadline("keep lease alive", keeper.keep_alive()).await?;
-        let response = deadline("keep lease alive", responses.message()).await?;
+        let response = self
+            .call("keep lease alive", |c| async move {
+                let (mut keeper, mut responses) = c.lease_client().keep_alive(etcd_lease).await?;
+                keeper.keep_alive().await?;
+                responses.message().await
+            })
+            .await?;
         Ok(response.is_some_and(|r| r.ttl() > 0))
     }
 
@@ -259,13 +387,8 @@ impl Registry {
         let mut outage = Outage::default();
         let mut warned = HashSet::new();
         loop {
-            match self.follow_once(&leases, &mut warned).await {
-                Ok(()) => {
-                    if outage.recovered() {
-                        metrics.etcd_reconnects.inc();
-                    }
-                }
-                Err(e) => outage.failed(&e),
+            if let Err(e) = self.follow_once(&leases, &mut warned, &mut outage, &metrics).await {
+                outage.failed(&e);
             }
             metrics.watch_restarts.inc();
             // Even a clean end of the watch waits a moment, so a server that keeps closing
@@ -280,14 +403,21 @@ impl Registry {
         &self,
         leases: &watch::Sender<LeaseSet>,
         warned: &mut HashSet<(String, i64)>,
+        outage: &mut Outage,
+        metrics: &Metrics,
     ) -> Result<(), RegistryError> {
         let listing = self.list_leases().await?;
+        // A successful list ends an outage; the watch that follows may run for days.
+        if outage.recovered() {
+            metrics.etcd_reconnects.inc();
+        }
         warn_malformed(&listing.malformed, warned);
         let revision = listing.revision;
         leases.send_modify(|set| replace_with_listing(set, listing));
-        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut stream =
-            deadline("watch leases", self.client.watch_client().watch(self.subnets_prefix(), Some(options))).await?;
+        let (prefix, options) = (self.subnets_prefix(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
+        let mut stream = self
+            .call("watch leases", |c| { let (prefix, options) = (prefix.clone(), options.clone()); async move { c.watch_client().watch(prefix, Some(options)).await } })
+            .await?;
         tracing::debug!(revision, "watching leases");
         loop {
             let message = stream.message().await.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?;

@@ -1,0 +1,182 @@
+//! etcd outages, failover, crashes and etcd security, with containers pinging through them.
+//! Each test prints the figures it measured.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::{poll, EtcdMode, Lab, Weftd};
+
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A lab with `hosts` hosts, each with weftd (`extra` flags) and a container, all pinging.
+fn running_cluster(mode: EtcdMode, hosts: usize, extra: &[&str]) -> (Lab, Vec<Weftd>) {
+    let mut lab = Lab::with_etcd(mode);
+    lab.put_network_config(CONFIG);
+    let numbers: Vec<usize> = (0..hosts).map(|_| lab.add_host()).collect();
+    let daemons: Vec<Weftd> = numbers.iter().map(|&n| lab.start_weftd(n, extra)).collect();
+    for &n in &numbers {
+        wait_subnet(&lab, n);
+        lab.attach_container(n);
+    }
+    for &from in &numbers {
+        for &to in numbers.iter().filter(|&&to| to != from) {
+            wait_ping(&lab, from, lab.container(to).ip);
+        }
+    }
+    (lab, daemons)
+}
+
+fn wait_subnet(lab: &Lab, n: usize) -> String {
+    poll(&format!("host {n}'s subnet.env"), DEADLINE, || lab.host(n).subnet_env().and_then(|e| e.get("FLANNEL_SUBNET").cloned()))
+}
+
+fn wait_ping(lab: &Lab, from: usize, to: Ipv4Addr) {
+    poll(&format!("container {from} to ping {to}"), DEADLINE, || lab.container_ping(from, to).then_some(()));
+}
+
+/// A late host joins: it gets a lease, and containers 1 and the new one reach each other.
+fn join_and_ping(lab: &mut Lab, extra: &[&str]) -> Weftd {
+    let n = lab.add_host();
+    let daemon = lab.start_weftd(n, extra);
+    wait_subnet(lab, n);
+    lab.attach_container(n);
+    wait_ping(lab, 1, lab.container(n).ip);
+    wait_ping(lab, n, lab.container(1).ip);
+    daemon
+}
+
+/// `weftd status --json` in host n's namespace: healthy means every peer's entries are exact
+/// and nothing unexplained is on the device.
+fn status_healthy(lab: &Lab, n: usize) -> bool {
+    let bin = common::weftd_bin();
+    let endpoints = lab.etcd_endpoints();
+    let out = lab.host(n).exec(&[bin.to_str().unwrap(), "status", "--etcd-endpoints", &endpoints, "--iface", "eth0"]);
+    if !out.status.success() {
+        eprintln!("weftd status on host {n}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
+}
+
+#[test]
+fn an_etcd_outage_costs_no_packets_no_leases_and_no_cpu() {
+    let (mut lab, daemons) = running_cluster(EtcdMode::Single, 2, &[]);
+    let leases_before = lab.etcd_get_prefix("/coreos.com/network/subnets/");
+    let pings = [lab.start_ping(1, lab.container(2).ip, Duration::from_millis(100)), lab.start_ping(2, lab.container(1).ip, Duration::from_millis(100))];
+    let log_lines = daemons[0].log().lines().count();
+    let cpu_before = daemons[0].cpu_time();
+
+    lab.stop_etcd(0);
+    std::thread::sleep(Duration::from_secs(30)); // the outage itself
+    let cpu = daemons[0].cpu_time() - cpu_before;
+    lab.start_etcd(0);
+    let back = Instant::now();
+    daemons[0].wait_log("etcd reachable again", DEADLINE);
+    let reconnect = back.elapsed();
+    let _late = join_and_ping(&mut lab, &[]);
+
+    let stats: Vec<_> = pings.into_iter().map(|p| p.finish()).collect();
+    // What an operator sees at the default level (the lab runs weftd with debug logs on).
+    let outage_log: Vec<String> = daemons[0].log().lines().skip(log_lines).filter(|l| !l.contains(" DEBUG ")).map(str::to_string).collect();
+    let warnings = outage_log.iter().filter(|l| l.contains("etcd unavailable")).count();
+    println!(
+        "figure: 30 s etcd outage: pings sent {}/{} lost {}/{}, weftd CPU {} ms, {} log lines ({} outage warning), reconnected {} ms after etcd returned",
+        stats[0].sent, stats[1].sent, stats[0].lost, stats[1].lost, cpu.as_millis(), outage_log.len(), warnings, reconnect.as_millis()
+    );
+    assert!(stats.iter().all(|s| s.lost == 0 && s.sent >= 250), "{stats:?}");
+    assert_eq!(warnings, 1, "the outage is logged once:\n{}", outage_log.join("\n"));
+    assert!(outage_log.len() <= 10, "no log flood:\n{}", outage_log.join("\n"));
+    assert!(cpu < Duration::from_millis(500), "no busy loop: {cpu:?} of CPU in 30 s");
+    let leases_after = lab.etcd_get_prefix("/coreos.com/network/subnets/");
+    for lease in &leases_before {
+        assert!(leases_after.contains(lease), "lease {} changed during the outage", lease.0);
+    }
+}
+
+#[test]
+fn losing_the_etcd_leader_fails_over_renews_and_admits_new_hosts() {
+    let ttl = ["--subnet-lease-ttl", "6s"];
+    let (mut lab, daemons) = running_cluster(EtcdMode::Cluster3, 2, &ttl);
+    let leader = lab.etcd_leader();
+    let renewals = daemons[0].log().matches("lease renewed").count();
+    let stopped = Instant::now();
+    lab.stop_etcd(leader);
+    let new_leader = lab.etcd_leader();
+    assert_ne!(new_leader, leader);
+    poll("two renewals after the leader died (longer than the 6 s TTL)", DEADLINE, || {
+        (daemons[0].log().matches("lease renewed").count() >= renewals + 3).then_some(())
+    });
+    let _late = join_and_ping(&mut lab, &ttl);
+    println!(
+        "figure: etcd leader {leader} killed; member {new_leader} leads; leases renewed and a new host joined {} ms later",
+        stopped.elapsed().as_millis()
+    );
+    assert_eq!(lab.etcd_get_prefix("/coreos.com/network/subnets/").len(), 3, "no lease lost");
+    assert!(status_healthy(&lab, 1));
+}
+
+#[test]
+fn kill_9_and_restart_keeps_the_subnet_and_every_packet() {
+    let (lab, mut daemons) = running_cluster(EtcdMode::Single, 2, &[]);
+    let subnet = wait_subnet(&lab, 1);
+    let pings = [lab.start_ping(1, lab.container(2).ip, Duration::from_millis(100)), lab.start_ping(2, lab.container(1).ip, Duration::from_millis(100))];
+    let window = Duration::from_secs(2); // pings run this long before the crash and after the restart
+    std::thread::sleep(window);
+    daemons[0].kill9();
+    let restarted = Instant::now();
+    let daemon = lab.start_weftd(1, &[]);
+    daemon.wait_log("lease acquired", DEADLINE);
+    poll("host 1 to report healthy again", DEADLINE, || status_healthy(&lab, 1).then_some(()));
+    let healthy = restarted.elapsed();
+    std::thread::sleep(window);
+    let stats: Vec<_> = pings.into_iter().map(|p| p.finish()).collect();
+    println!(
+        "figure: kill -9 and restart: same subnet, healthy {} ms after restart, pings lost {}/{} and {}/{}",
+        healthy.as_millis(), stats[0].lost, stats[0].sent, stats[1].lost, stats[1].sent
+    );
+    assert_eq!(wait_subnet(&lab, 1), subnet);
+    assert!(stats.iter().all(|s| s.lost == 0 && s.sent >= 30), "{stats:?}");
+    assert!(status_healthy(&lab, 2), "no duplicate or orphan entries on the peer either");
+}
+
+#[test]
+fn tls_with_client_certificates_works_and_a_wrong_ca_is_a_clear_error() {
+    let mut lab = Lab::with_etcd(EtcdMode::Tls);
+    lab.put_network_config(CONFIG);
+    let (good, bad) = (lab.add_host(), lab.add_host());
+    let tls = lab.tls_files();
+    let flags = |ca: &std::path::Path| {
+        vec!["--etcd-cafile".to_string(), ca.display().to_string(), "--etcd-certfile".into(), tls.cert.display().to_string(), "--etcd-keyfile".into(), tls.key.display().to_string()]
+    };
+    let right = flags(&tls.ca);
+    let _good = lab.start_weftd(good, &right.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_subnet(&lab, good);
+
+    let wrong = flags(&tls.wrong_ca);
+    let mut daemon = lab.start_weftd(bad, &wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    let started = Instant::now();
+    let status = daemon.wait_exit(DEADLINE).expect("a wrong CA must stop weftd, not hang");
+    let error = daemon.log().lines().filter(|l| l.contains("ERROR")).last().unwrap_or_default().to_string();
+    println!("figure: wrong CA refused in {} ms: {error}", started.elapsed().as_millis());
+    assert!(!status.success());
+    assert!(daemon.log().contains("TLS with etcd failed") && daemon.log().contains("--etcd-cafile"), "{}", daemon.log());
+}
+
+#[test]
+fn username_and_password_work_and_a_wrong_password_is_a_clear_error() {
+    let mut lab = Lab::with_etcd(EtcdMode::Auth);
+    lab.put_network_config(CONFIG);
+    let (good, bad) = (lab.add_host(), lab.add_host());
+    let user = ["--etcd-username", common::ETCD_WEFT_USER];
+    let _good = lab.start_weftd(good, &[user[0], user[1], "--etcd-password", common::ETCD_WEFT_PASSWORD]);
+    wait_subnet(&lab, good);
+
+    let mut daemon = lab.start_weftd(bad, &[user[0], user[1], "--etcd-password", "not-the-password"]);
+    let status = daemon.wait_exit(DEADLINE).expect("a wrong password must stop weftd, not hang");
+    let error = daemon.log().lines().filter(|l| l.contains("ERROR")).last().unwrap_or_default().to_string();
+    println!("figure: wrong password refused: {error}");
+    assert!(!status.success());
+    assert!(daemon.log().contains("etcd refused") && daemon.log().contains("--etcd-password"), "{}", daemon.log());
+}
