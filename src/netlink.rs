@@ -44,7 +44,7 @@ pub enum NetlinkError {
     DeviceVanished(String),
 }
 
-fn request_error(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+fn request_error(op: &'static str) -> impl Fn(rtnetlink::Error) -> NetlinkError + Copy {
     move |source| {
         let errno = match &source {
             rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
@@ -271,22 +271,17 @@ impl Kernel {
     /// `ip neigh show dev`, `bridge fdb show dev` and `ip route show dev` for our device, as
     /// entries. Only permanent neighbours are ours; the kernel manages the rest.
     pub async fn read_state(&self, index: u32) -> Result<KernelState, NetlinkError> {
-        let neighbours: Vec<NeighbourMessage> =
-            self.handle.neighbours().get().execute().try_collect().await.map_err(request_error("dump neighbours"))?;
-        let fdb_query = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge);
-        let fdb: Vec<NeighbourMessage> =
-            fdb_query.execute().try_collect().await.map_err(request_error("dump fdb"))?;
-        let routes = self.dump_ipv4_routes().await?;
-        let ours = |n: &&NeighbourMessage| n.header.ifindex == index && n.header.state == NeighbourState::Permanent;
-        Ok(KernelState {
-            arp: neighbours.iter().filter(ours).filter_map(arp_entry).collect(),
-            fdb: fdb.iter().filter(ours).filter_map(fdb_entry).collect(),
-            routes: routes
-                .iter()
-                .filter(|r| route_oif(r) == Some(index) && route_table(r) == MAIN_TABLE)
-                .filter_map(route_entry)
-                .collect(),
+        let ours = move |n: &NeighbourMessage| n.header.ifindex == index && n.header.state == NeighbourState::Permanent;
+        let neighbours = self.handle.neighbours().get().execute();
+        let arp = fold_dump(neighbours, "dump neighbours", |n| ours(&n).then(|| arp_entry(&n)).flatten()).await?;
+        let fdb_dump = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
+        let fdb = fold_dump(fdb_dump, "dump fdb", |n| ours(&n).then(|| fdb_entry(&n)).flatten()).await?;
+        let route_dump = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let routes = fold_dump(route_dump, "dump routes", |r| {
+            (route_oif(&r) == Some(index) && route_table(&r) == MAIN_TABLE).then(|| route_entry(&r)).flatten()
         })
+        .await?;
+        Ok(KernelState { arp, fdb, routes })
     }
 
     /// `ip neigh replace <ip> lladdr <mac> dev <device> nud permanent`
@@ -373,6 +368,21 @@ pub fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => route_oif(r) == Some(index),
         _ => false,
     }
+}
+
+/// Turns a dump into entries as the messages arrive, so a dump of thousands of entries never
+/// holds all its messages in memory at once.
+async fn fold_dump<M, E: Ord>(
+    dump: impl futures::Stream<Item = Result<M, rtnetlink::Error>>,
+    op: &'static str,
+    entry: impl Fn(M) -> Option<E>,
+) -> Result<std::collections::BTreeSet<E>, NetlinkError> {
+    dump.map_err(request_error(op))
+        .try_fold(std::collections::BTreeSet::new(), |mut entries, message| {
+            entries.extend(entry(message));
+            futures::future::ready(Ok(entries))
+        })
+        .await
 }
 
 fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMessageBuilder<Ipv4Addr> {
