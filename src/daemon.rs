@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
@@ -20,7 +21,7 @@ use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::metrics::Metrics;
-use crate::netlink::{self, Kernel, KernelEvents, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelState, Plan};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
@@ -114,7 +115,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
-    let (leases_tx, leases_rx) = watch::channel(LeaseSet::default());
+    let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     tokio::spawn(registry.clone().follow_leases(leases_tx, metrics.clone()));
     let keeper = LeaseKeeper {
@@ -129,7 +130,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.resync_interval);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
-    let events = netlink::monitor()?;
+    let device_changes = netlink::monitor(&kernel, &spec.name, device.index)?;
     let reconciler = Reconciler {
         kernel,
         spec,
@@ -140,11 +141,11 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         health,
         metrics,
         last_reconciled: None,
-        last_leases: LeaseSet::default(),
+        last_leases: Arc::default(),
         notified_ready: false,
         warned: HashSet::new(),
     };
-    reconciler.run(own_rx, leases_rx, events).await
+    reconciler.run(own_rx, leases_rx, device_changes).await
 }
 
 /// Retries an etcd operation until it succeeds, logging the outage once. Errors only the
@@ -219,7 +220,7 @@ struct LeaseKeeper {
     attrs: LeaseAttrs,
     ttl: Duration,
     renew_margin: Duration,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
 }
 
 impl LeaseKeeper {
@@ -229,7 +230,7 @@ impl LeaseKeeper {
         since + self.ttl - self.renew_margin.min(self.ttl / 2)
     }
 
-    async fn run(self, own: watch::Sender<Lease>, mut leases: watch::Receiver<LeaseSet>) {
+    async fn run(self, own: watch::Sender<Lease>, mut leases: watch::Receiver<Arc<LeaseSet>>) {
         let mut renew_at = self.renew_at(Instant::now());
         let mut outage = Outage::default();
         loop {
@@ -307,14 +308,14 @@ struct Reconciler {
     device_index: u32,
     /// What /readyz reports.
     health: Health,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     /// The (own subnet, lease revision) of the last successful pass: a later pass that still
     /// has to change something, with neither changed, is repairing the kernel.
     last_reconciled: Option<(Ipv4Network, i64)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
     /// The leases of the last pass, to log which peers came, went or changed.
-    last_leases: LeaseSet,
+    last_leases: Arc<LeaseSet>,
     /// Skipped peers already warned about, so a resync does not repeat the warning.
     warned: HashSet<(Ipv4Network, String)>,
 }
@@ -323,8 +324,8 @@ impl Reconciler {
     async fn run(
         mut self,
         mut own: watch::Receiver<Lease>,
-        mut leases: watch::Receiver<LeaseSet>,
-        mut events: KernelEvents,
+        mut leases: watch::Receiver<Arc<LeaseSet>>,
+        device_changes: DeviceChanges,
     ) -> Result<(), DaemonError> {
         // Reconciling against an empty set before the first listing would tear down every
         // peer a restarted daemon left in place; wait for a real picture first.
@@ -333,35 +334,24 @@ impl Reconciler {
         }
         loop {
             let own_lease = own.borrow_and_update().clone();
-            let lease_set = leases.borrow_and_update().clone();
+            let lease_set = Arc::clone(&leases.borrow_and_update());
             log_peer_changes(&self.last_leases, &lease_set, own_lease.subnet);
-            self.last_leases = lease_set.clone();
-            if self.reconcile(&own_lease, &lease_set).await {
+            self.last_leases = Arc::clone(&lease_set);
+            let device_before = self.device_index;
+            let reconciled = self.reconcile(&own_lease, &lease_set).await;
+            if self.device_index != device_before {
+                device_changes.follow_index(self.device_index);
+            }
+            if reconciled {
                 self.write_subnet_env(&own_lease)?;
             }
-            loop {
-                tokio::select! {
-                    _ = own.changed() => break,
-                    _ = leases.changed() => break,
-                    () = tokio::time::sleep(self.options.resync_interval) => break,
-                    Some(event) = futures::StreamExt::next(&mut events) => {
-                        if self.drain_events(event, &mut events) {
-                            break;
-                        }
-                    }
-                }
+            tokio::select! {
+                _ = own.changed() => {}
+                _ = leases.changed() => {}
+                () = tokio::time::sleep(self.options.resync_interval) => {}
+                () = device_changes.changed() => {}
             }
         }
-    }
-
-    /// Consumes every queued kernel notification; true if any of them touched our device.
-    /// Our own writes echo back here too, which costs one more (empty) reconcile pass.
-    fn drain_events(&self, first: (netlink::NetlinkEvent, rtnetlink::sys::SocketAddr), events: &mut KernelEvents) -> bool {
-        let mut ours = netlink::concerns_device(&first.0, self.device_index, &self.spec.name);
-        while let Ok((message, _)) = events.try_recv() {
-            ours |= netlink::concerns_device(&message, self.device_index, &self.spec.name);
-        }
-        ours
     }
 
     /// Moves the kernel to the desired state. Returns whether everything succeeded; failures are
@@ -436,31 +426,13 @@ impl Reconciler {
     /// Adds before removing, and ARP and FDB before the route, so a peer is reachable the
     /// moment its route appears and a changed peer never goes dark.
     async fn apply(&self, index: u32, plan: &Plan) -> bool {
-        let mut failures = 0;
-        let mut check = |result: Result<(), NetlinkError>, what: &str, entry: &dyn std::fmt::Debug| {
-            if let Err(e) = result {
-                failures += 1;
-                tracing::error!(error = %e, what, entry = ?entry, "kernel update failed; will retry");
-            }
-        };
-        for e in &plan.add.arp {
-            check(self.kernel.replace_arp(index, *e).await, "add arp", e);
-        }
-        for e in &plan.add.fdb {
-            check(self.kernel.replace_fdb(index, *e).await, "add fdb", e);
-        }
-        for e in &plan.add.routes {
-            check(self.kernel.replace_route(index, *e).await, "add route", e);
-        }
-        for e in &plan.remove.routes {
-            check(self.kernel.delete_route(index, *e).await, "remove route", e);
-        }
-        for e in &plan.remove.fdb {
-            check(self.kernel.delete_fdb(index, *e).await, "remove fdb", e);
-        }
-        for e in &plan.remove.arp {
-            check(self.kernel.delete_arp(index, *e).await, "remove arp", e);
-        }
+        let k = &self.kernel;
+        let failures = run_writes("add arp", &plan.add.arp, |e| k.replace_arp(index, e)).await
+            + run_writes("add fdb", &plan.add.fdb, |e| k.replace_fdb(index, e)).await
+            + run_writes("add route", &plan.add.routes, |e| k.replace_route(index, e)).await
+            + run_writes("remove route", &plan.remove.routes, |e| k.delete_route(index, e)).await
+            + run_writes("remove fdb", &plan.remove.fdb, |e| k.delete_fdb(index, e)).await
+            + run_writes("remove arp", &plan.remove.arp, |e| k.delete_arp(index, e)).await;
         failures == 0
     }
 
@@ -482,20 +454,50 @@ impl Reconciler {
     }
 }
 
+/// Kernel writes in flight at once. The kernel still applies them in order on our socket; what
+/// pipelining saves is a full request/acknowledgement round trip per entry.
+const WRITE_PIPELINE: usize = 128;
+
+/// Runs one kind of write for every entry, pipelined; logs each failure and returns how many.
+async fn run_writes<E, F, Fut>(what: &'static str, entries: &std::collections::BTreeSet<E>, write: F) -> usize
+where
+    E: Copy + std::fmt::Debug,
+    F: Fn(E) -> Fut,
+    Fut: Future<Output = Result<(), NetlinkError>>,
+{
+    use futures::StreamExt;
+    let results = futures::stream::iter(entries.iter().copied())
+        .map(|entry| {
+            let pending = write(entry);
+            async move { (entry, pending.await) }
+        })
+        .buffer_unordered(WRITE_PIPELINE);
+    results
+        .fold(0, |failures, (entry, result)| async move {
+            match result {
+                Ok(()) => failures,
+                Err(error) => {
+                    tracing::error!(%error, what, ?entry, "kernel update failed; will retry");
+                    failures + 1
+                }
+            }
+        })
+        .await
+}
+
 /// One line per peer that appeared, left or changed between two lease sets (ours excluded).
 fn log_peer_changes(before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
-    let peers = |set: &LeaseSet| set.leases.values().filter(|l| l.subnet != own_subnet).map(|l| (l.subnet, l.attrs.clone())).collect::<std::collections::BTreeMap<_, _>>();
-    let (old, new) = (peers(before), peers(after));
-    for (subnet, attrs) in &new {
-        let (public_ip, vtep_mac) = (attrs.public_ip, attrs.backend_data.vtep_mac);
-        match old.get(subnet) {
+    let peer = |lease: &&Lease| lease.subnet != own_subnet;
+    for lease in after.leases.values().filter(peer) {
+        let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+        match before.leases.get(&subnet) {
             None => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer added"),
-            Some(previous) if previous != attrs => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
+            Some(previous) if previous.attrs != lease.attrs => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
             Some(_) => {}
         }
     }
-    for (subnet, attrs) in old.iter().filter(|(s, _)| !new.contains_key(*s)) {
-        tracing::info!(%subnet, public_ip = %attrs.public_ip, "peer removed");
+    for lease in before.leases.values().filter(peer).filter(|l| !after.leases.contains_key(&l.subnet)) {
+        tracing::info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "peer removed");
     }
 }
 

@@ -5,6 +5,8 @@
 //! read or changed.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
@@ -19,6 +21,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use thiserror::Error;
+use tokio::sync::Notify;
 
 use crate::lease::MacAddr;
 use crate::reconcile::{ArpEntry, FdbEntry, KernelState, RouteEntry};
@@ -98,14 +101,20 @@ pub struct VxlanDevice {
 #[derive(Clone)]
 pub struct Kernel {
     handle: Handle,
+    /// Our socket's netlink port id: the kernel stamps it on the notifications our own writes
+    /// cause, which is how [`monitor`] tells them from changes made by someone else.
+    port: u32,
 }
 
 impl Kernel {
     /// Opens a netlink socket and spawns the task that drives it.
     pub fn connect() -> Result<Self, NetlinkError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        let (mut connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        use rtnetlink::sys::AsyncSocket;
+        // Bound now rather than on first send, so the port id is known before any write.
+        let address = connection.socket_mut().socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self { handle, port: address.port_number() })
     }
 
     /// `ip link show <name>`; `None` when there is no such link.
@@ -343,22 +352,52 @@ impl Kernel {
 }
 
 /// Kernel notifications, as `ip monitor link neigh route` prints them.
-pub type KernelEvents = futures::channel::mpsc::UnboundedReceiver<(NetlinkEvent, rtnetlink::sys::SocketAddr)>;
+type NetlinkEvent = NetlinkMessage<RouteNetlinkMessage>;
 
-/// One kernel notification.
-pub type NetlinkEvent = NetlinkMessage<RouteNetlinkMessage>;
+/// Wakes the reconciler when our device or its tables changed by someone else's hand.
+pub struct DeviceChanges {
+    changed: Arc<Notify>,
+    index: Arc<AtomicU32>,
+}
+
+impl DeviceChanges {
+    /// Follows the device under a new index once it has been recreated.
+    pub fn follow_index(&self, index: u32) {
+        self.index.store(index, Ordering::Relaxed);
+    }
+
+    /// Completes when a change arrived since the last call; any number of changes in between
+    /// wake us once.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
 
 /// Subscribes to link, neighbour and IPv4 route notifications so a hand-deleted entry or device
-/// is repaired at once instead of at the next periodic resync.
-pub fn monitor() -> Result<KernelEvents, NetlinkError> {
+/// is repaired at once instead of at the next periodic resync. A task of its own filters them
+/// as they arrive, so a burst (our own thousands of writes echoing back at start-up) never
+/// queues up in memory. Echoes of our own ARP and route writes carry our port id and wake
+/// nobody; the kernel stamps VXLAN FDB notifications with port 0, so those cost one more
+/// (empty) pass.
+pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
-    let (connection, _handle, events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
+    let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     tokio::spawn(connection);
-    Ok(events)
+    let changes = DeviceChanges { changed: Arc::new(Notify::new()), index: Arc::new(AtomicU32::new(index)) };
+    let (changed, watched, name, own_port) = (changes.changed.clone(), changes.index.clone(), name.to_string(), kernel.port);
+    tokio::spawn(async move {
+        while let Some((event, _)) = futures::StreamExt::next(&mut events).await {
+            let ours = event.header.port_number == own_port;
+            if !ours && concerns_device(&event, watched.load(Ordering::Relaxed), &name) {
+                changed.notify_one();
+            }
+        }
+    });
+    Ok(changes)
 }
 
 /// Whether a notification concerns the device with this index or name.
-pub fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
+fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
     let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -74,7 +75,7 @@ pub struct LeaseListing {
 /// etcd, scoped to one key prefix.
 #[derive(Clone)]
 pub struct Registry {
-    endpoints: std::sync::Arc<Endpoints>,
+    endpoints: Arc<Endpoints>,
     prefix: String,
 }
 
@@ -184,7 +185,7 @@ impl Registry {
             options: connect,
             current: Default::default(),
         };
-        let registry = Self { endpoints: std::sync::Arc::new(endpoints), prefix: options.prefix.trim_end_matches('/').to_string() };
+        let registry = Self { endpoints: Arc::new(endpoints), prefix: options.prefix.trim_end_matches('/').to_string() };
         registry.call("connect", |_| async { Ok(()) }).await?;
         Ok(registry)
     }
@@ -251,30 +252,46 @@ impl Registry {
         Ok(Some(response.ttl()).filter(|ttl| *ttl >= 0))
     }
 
-    /// Lists every lease under the subnets prefix in one request.
+    /// Lists every lease under the subnets prefix as one consistent snapshot, read in pages so
+    /// thousands of leases never sit in memory twice over (raw response and decoded leases).
     pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
-        let (prefix, options) = (self.subnets_prefix(), GetOptions::new().with_prefix());
-        let response = self
-            .call("list leases", |c| { let (prefix, options) = (prefix.clone(), options.clone()); async move { c.kv_client().get(prefix, Some(options)).await } })
-            .await?;
-        let mut listing = LeaseListing {
-            revision: response.header().map(|h| h.revision()).unwrap_or_default(),
-            ..Default::default()
-        };
-        for kv in response.kvs() {
-            match self.decode(kv) {
-                Some(Ok(lease)) => {
-                    listing.occupied.insert(lease.subnet);
-                    listing.leases.push(lease);
-                }
-                Some(Err((subnet, malformed))) => {
-                    listing.occupied.extend(subnet);
-                    listing.malformed.push(malformed);
-                }
-                None => {}
+        let prefix = self.subnets_prefix();
+        let end = prefix_end(&prefix);
+        let mut listing = LeaseListing::default();
+        let mut from = prefix.clone().into_bytes();
+        loop {
+            // Every page after the first reads at the first page's revision: one snapshot.
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            if listing.revision > 0 {
+                options = options.with_revision(listing.revision);
+            }
+            let key = from.clone();
+            let response = self
+                .call("list leases", |c| { let (key, options) = (key.clone(), options.clone()); async move { c.kv_client().get(key, Some(options)).await } })
+                .await?;
+            if listing.revision == 0 {
+                listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            response.kvs().iter().for_each(|kv| self.add_to_listing(&mut listing, kv));
+            match response.kvs().last() {
+                Some(last) if response.more() => from = [last.key(), &[0]].concat(),
+                _ => return Ok(listing),
             }
         }
-        Ok(listing)
+    }
+
+    fn add_to_listing(&self, listing: &mut LeaseListing, kv: &KeyValue) {
+        match self.decode(kv) {
+            Some(Ok(lease)) => {
+                listing.occupied.insert(lease.subnet);
+                listing.leases.push(lease);
+            }
+            Some(Err((subnet, malformed))) => {
+                listing.occupied.extend(subnet);
+                listing.malformed.push(malformed);
+            }
+            None => {}
+        }
     }
 
     /// Decodes a key-value under the subnets prefix. `None` for keys that are not leases at all
@@ -383,7 +400,7 @@ impl Registry {
 
     /// Keeps `leases` equal to the leases in etcd, for as long as the task runs: list, then
     /// watch from the next revision; after any failure, back off and list again.
-    pub async fn follow_leases(self, leases: watch::Sender<LeaseSet>, metrics: std::sync::Arc<Metrics>) {
+    pub async fn follow_leases(self, leases: watch::Sender<Arc<LeaseSet>>, metrics: Arc<Metrics>) {
         let mut outage = Outage::default();
         let mut warned = HashSet::new();
         loop {
@@ -401,7 +418,7 @@ impl Registry {
     /// re-list (compaction, cancel), `Err` when etcd failed.
     async fn follow_once(
         &self,
-        leases: &watch::Sender<LeaseSet>,
+        leases: &watch::Sender<Arc<LeaseSet>>,
         warned: &mut HashSet<(String, i64)>,
         outage: &mut Outage,
         metrics: &Metrics,
@@ -413,7 +430,7 @@ impl Registry {
         }
         warn_malformed(&listing.malformed, warned);
         let revision = listing.revision;
-        leases.send_modify(|set| replace_with_listing(set, listing));
+        leases.send_modify(|set| replace_with_listing(Arc::make_mut(set), listing));
         let (prefix, options) = (self.subnets_prefix(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
         let mut stream = self
             .call("watch leases", |c| { let (prefix, options) = (prefix.clone(), options.clone()); async move { c.watch_client().watch(prefix, Some(options)).await } })
@@ -443,6 +460,8 @@ impl Registry {
                 }
             }
             leases.send_modify(|set| {
+                // Copies the set only while the reconciler still holds the previous one.
+                let set = Arc::make_mut(set);
                 set.revision = revision;
                 set.changed_at = Some(std::time::Instant::now());
                 for change in changes {
@@ -454,6 +473,21 @@ impl Registry {
             });
         }
     }
+}
+
+/// Keys per request when listing leases.
+const LIST_PAGE: i64 = 500;
+
+/// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key: etcd reads a range end of "\0" as "to the end"
 }
 
 enum Change {
@@ -540,6 +574,12 @@ fn tls_options(options: &EtcdOptions) -> Result<Option<TlsOptions>, RegistryErro
 mod tests {
     use super::*;
     use crate::lease::MacAddr;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end("/coreos.com/network/subnets/"), b"/coreos.com/network/subnets0");
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
+    }
 
     fn lease(subnet: &str, last: u8) -> Lease {
         Lease {

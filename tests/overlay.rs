@@ -262,6 +262,30 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
 }
 
 #[test]
+fn more_peers_than_one_listing_page_are_all_programmed() {
+    // weftd lists leases 500 at a time, every page at the first page's revision.
+    const PEERS: u32 = 1200;
+    let mut lab = Lab::new();
+    lab.put_network_config(r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#);
+    let peers: Vec<(String, String)> = (0..PEERS)
+        .map(|i| {
+            let (hi, lo) = (i / 256, i % 256);
+            let value = format!(
+                r#"{{"PublicIP":"100.{}.{lo}.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:{hi:02x}:{lo:02x}"}}}}"#,
+                64 + hi
+            );
+            (format!("{SUBNETS}10.{}.{lo}.0-24", 100 + hi), value)
+        })
+        .collect();
+    lab.etcd_put_all(&peers);
+    let n = lab.add_host();
+    let _weftd = lab.start_weftd(n, &[]);
+    wait_subnet_env(&lab, n);
+    wait_tables_match(&lab, n);
+    assert_eq!(kernel_tables(lab.host(n)).routes.len(), PEERS as usize, "a route for every peer");
+}
+
+#[test]
 fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     let (mut lab, daemons) = cluster(2);
     lab.attach_container(1);

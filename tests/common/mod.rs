@@ -567,6 +567,25 @@ impl Lab {
         self.etcdctl_ok(&["put", "--", key, value]);
     }
 
+    /// Puts many keys at once: `etcdctl txn` from stdin, 100 puts per transaction (etcd allows
+    /// 128 operations per transaction by default).
+    pub fn etcd_put_all(&self, pairs: &[(String, String)]) {
+        for chunk in pairs.chunks(100) {
+            // An empty compare section, the puts, an empty failure section. etcdctl reads each
+            // argument as a Go-quoted string, so quotes and backslashes are escaped.
+            let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+            let puts: String = chunk.iter().map(|(k, v)| format!("put {} {}\n", quote(k), quote(v))).collect();
+            let script = format!("\n{puts}\n\n");
+            let mut cmd = netns_exec(&self.member(0).ns, &["etcdctl"]);
+            cmd.arg(format!("--endpoints={}", self.live_urls().join(","))).args(self.credentials());
+            cmd.args(["txn"]).env("ETCDCTL_API", "3").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run etcdctl txn ({e}); try `make deps`"));
+            std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), script.as_bytes()).expect("write the txn");
+            let out = child.wait_with_output().expect("wait for etcdctl txn");
+            assert!(out.status.success() && stdout_of(&out).starts_with("SUCCESS"), "etcdctl txn failed: {} {}", stdout_of(&out), stderr_of(&out));
+        }
+    }
+
     /// The value of `key`, or None if it does not exist.
     pub fn etcd_get(&self, key: &str) -> Option<String> {
         self.etcd_get_prefix_or_key(key, false)
