@@ -4,6 +4,7 @@
 //! Every write is idempotent (`replace`, create-or-adopt), and only objects on our own device are
 //! read or changed.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use rtnetlink::sys::protocols::NETLINK_ROUTE;
+use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use thiserror::Error;
 use tokio::sync::Notify;
@@ -33,6 +36,8 @@ const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
 const MAIN_TABLE: u32 = 254;
+/// Receive buffer for dumps: the kernel fills up to 32 KiB per read.
+const DUMP_BUFFER: usize = 64 * 1024;
 
 /// A failed netlink operation, with the kernel's errno when it sent one.
 #[derive(Debug, Error)]
@@ -41,6 +46,8 @@ pub enum NetlinkError {
     Socket(#[source] std::io::Error),
     #[error("netlink {op} failed: {source}")]
     Request { op: &'static str, errno: Option<i32>, source: rtnetlink::Error },
+    #[error("netlink {op} failed: {source}")]
+    Dump { op: &'static str, source: std::io::Error },
     #[error("no usable underlay interface: {0}")]
     NoUnderlay(String),
     #[error("the VXLAN device {0} disappeared while it was being configured")]
@@ -101,6 +108,8 @@ pub struct VxlanDevice {
 #[derive(Clone)]
 pub struct Kernel {
     handle: Handle,
+    /// A second socket that only reads dumps (see [`Kernel::dump`]).
+    dumps: Arc<tokio::sync::Mutex<TokioSocket>>,
     /// Our socket's netlink port id: the kernel stamps it on the notifications our own writes
     /// cause, which is how [`monitor`] tells them from changes made by someone else.
     port: u32,
@@ -110,11 +119,13 @@ impl Kernel {
     /// Opens a netlink socket and spawns the task that drives it.
     pub fn connect() -> Result<Self, NetlinkError> {
         let (mut connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
-        use rtnetlink::sys::AsyncSocket;
         // Bound now rather than on first send, so the port id is known before any write.
         let address = connection.socket_mut().socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         tokio::spawn(connection);
-        Ok(Self { handle, port: address.port_number() })
+        let mut dumps = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        dumps.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
+        dumps.socket_mut().connect(&rtnetlink::sys::SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
+        Ok(Self { handle, dumps: Arc::new(tokio::sync::Mutex::new(dumps)), port: address.port_number() })
     }
 
     /// `ip link show <name>`; `None` when there is no such link.
@@ -281,16 +292,68 @@ impl Kernel {
     /// entries. Only permanent neighbours are ours; the kernel manages the rest.
     pub async fn read_state(&self, index: u32) -> Result<KernelState, NetlinkError> {
         let ours = move |n: &NeighbourMessage| n.header.ifindex == index && n.header.state == NeighbourState::Permanent;
-        let neighbours = self.handle.neighbours().get().execute();
-        let arp = fold_dump(neighbours, "dump neighbours", |n| ours(&n).then(|| arp_entry(&n)).flatten()).await?;
-        let fdb_dump = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
-        let fdb = fold_dump(fdb_dump, "dump fdb", |n| ours(&n).then(|| fdb_entry(&n)).flatten()).await?;
-        let route_dump = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
-        let routes = fold_dump(route_dump, "dump routes", |r| {
-            (route_oif(&r) == Some(index) && route_table(&r) == MAIN_TABLE).then(|| route_entry(&r)).flatten()
-        })
-        .await?;
+        let neighbour_dump = |family| {
+            let mut request = NeighbourMessage::default();
+            request.header.family = family;
+            RouteNetlinkMessage::GetNeighbour(request)
+        };
+        let arp = self
+            .dump("dump neighbours", neighbour_dump(AddressFamily::Unspec), |m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if ours(&n) => arp_entry(&n),
+                _ => None,
+            })
+            .await?;
+        let fdb = self
+            .dump("dump fdb", neighbour_dump(AddressFamily::Bridge), |m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if ours(&n) => fdb_entry(&n),
+                _ => None,
+            })
+            .await?;
+        let route_dump = RouteNetlinkMessage::GetRoute(RouteMessageBuilder::<Ipv4Addr>::new().build());
+        let routes = self
+            .dump("dump routes", route_dump, |m| match m {
+                RouteNetlinkMessage::NewRoute(r) if route_oif(&r) == Some(index) && route_table(&r) == MAIN_TABLE => route_entry(&r),
+                _ => None,
+            })
+            .await?;
         Ok(KernelState { arp, fdb, routes })
+    }
+
+    /// Sends a dump request and turns each message into an entry as it is received. rtnetlink
+    /// would first queue the whole dump as parsed messages, several hundred bytes each:
+    /// megabytes for thousands of peers, at every pass.
+    async fn dump<E: Ord>(
+        &self,
+        op: &'static str,
+        request: RouteNetlinkMessage,
+        entry: impl Fn(RouteNetlinkMessage) -> Option<E>,
+    ) -> Result<BTreeSet<E>, NetlinkError> {
+        let socket = self.dumps.lock().await;
+        let io_error = |source| NetlinkError::Dump { op, source };
+        let mut message = NetlinkMessage::from(request);
+        message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        socket.send(&bytes).await.map_err(io_error)?;
+        let mut entries = BTreeSet::new();
+        let mut received = Vec::with_capacity(DUMP_BUFFER);
+        loop {
+            received.clear();
+            socket.recv(&mut received).await.map_err(io_error)?;
+            let mut at = 0;
+            while at < received.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received[at..])
+                    .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))?;
+                at += (reply.header.length as usize).max(1).next_multiple_of(4);
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(inner) => entries.extend(entry(inner)),
+                    NetlinkPayload::Done(_) => return Ok(entries),
+                    NetlinkPayload::Error(e) => return Err(request_error(op)(rtnetlink::Error::NetlinkError(e))),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// `ip neigh replace <ip> lladdr <mac> dev <device> nud permanent`
@@ -407,21 +470,6 @@ fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => route_oif(r) == Some(index),
         _ => false,
     }
-}
-
-/// Turns a dump into entries as the messages arrive, so a dump of thousands of entries never
-/// holds all its messages in memory at once.
-async fn fold_dump<M, E: Ord>(
-    dump: impl futures::Stream<Item = Result<M, rtnetlink::Error>>,
-    op: &'static str,
-    entry: impl Fn(M) -> Option<E>,
-) -> Result<std::collections::BTreeSet<E>, NetlinkError> {
-    dump.map_err(request_error(op))
-        .try_fold(std::collections::BTreeSet::new(), |mut entries, message| {
-            entries.extend(entry(message));
-            futures::future::ready(Ok(entries))
-        })
-        .await
 }
 
 fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMessageBuilder<Ipv4Addr> {
