@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -19,7 +19,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
@@ -29,12 +29,17 @@ use tokio::sync::Notify;
 use crate::lease::MacAddr;
 use crate::reconcile::{ArpEntry, FdbEntry, KernelState, RouteEntry};
 
+mod nexthop;
+use nexthop::NexthopRequest;
+
 /// VXLAN adds 50 bytes of headers (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
 pub const VXLAN_OVERHEAD: u32 = 50;
 
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
+const EINVAL: i32 = 22;
+const EOPNOTSUPP: i32 = 95;
 const MAIN_TABLE: u32 = 254;
 /// Receive buffer for dumps: the kernel fills up to 32 KiB per read.
 const DUMP_BUFFER: usize = 64 * 1024;
@@ -47,7 +52,7 @@ pub enum NetlinkError {
     #[error("netlink {op} failed: {source}")]
     Request { op: &'static str, errno: Option<i32>, source: rtnetlink::Error },
     #[error("netlink {op} failed: {source}")]
-    Dump { op: &'static str, source: std::io::Error },
+    Raw { op: &'static str, source: std::io::Error },
     #[error("no usable underlay interface: {0}")]
     NoUnderlay(String),
     #[error("the VXLAN device {0} disappeared while it was being configured")]
@@ -108,8 +113,12 @@ pub struct VxlanDevice {
 #[derive(Clone)]
 pub struct Kernel {
     handle: Handle,
-    /// A second socket that only reads dumps (see [`Kernel::dump`]).
-    dumps: Arc<tokio::sync::Mutex<TokioSocket>>,
+    /// A second socket for what rtnetlink's handle cannot do: streaming dumps (see
+    /// [`Kernel::dump`]) and nexthop objects.
+    raw: Arc<tokio::sync::Mutex<TokioSocket>>,
+    /// Whether routes point at nexthop objects (see `nexthop.rs`); false once the kernel
+    /// turned them down, and then every route carries its own gateway as flanneld's do.
+    nexthops: Arc<AtomicBool>,
     /// Our socket's netlink port id: the kernel stamps it on the notifications our own writes
     /// cause, which is how [`monitor`] tells them from changes made by someone else.
     port: u32,
@@ -122,10 +131,18 @@ impl Kernel {
         // Bound now rather than on first send, so the port id is known before any write.
         let address = connection.socket_mut().socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         tokio::spawn(connection);
-        let mut dumps = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-        dumps.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
-        dumps.socket_mut().connect(&rtnetlink::sys::SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
-        Ok(Self { handle, dumps: Arc::new(tokio::sync::Mutex::new(dumps)), port: address.port_number() })
+        let mut raw = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        raw.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
+        raw.socket_mut().connect(&rtnetlink::sys::SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
+        // With nexthop_compat_mode=0 route dumps name only the nexthop id, not the gateway we
+        // compare; such hosts get gateway routes.
+        let compat = std::fs::read_to_string("/proc/sys/net/ipv4/nexthop_compat_mode").map_or(true, |v| v.trim() != "0");
+        Ok(Self {
+            handle,
+            raw: Arc::new(tokio::sync::Mutex::new(raw)),
+            nexthops: Arc::new(AtomicBool::new(compat)),
+            port: address.port_number(),
+        })
     }
 
     /// `ip link show <name>`; `None` when there is no such link.
@@ -328,14 +345,9 @@ impl Kernel {
         request: RouteNetlinkMessage,
         entry: impl Fn(RouteNetlinkMessage) -> Option<E>,
     ) -> Result<BTreeSet<E>, NetlinkError> {
-        let socket = self.dumps.lock().await;
-        let io_error = |source| NetlinkError::Dump { op, source };
-        let mut message = NetlinkMessage::from(request);
-        message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        message.finalize();
-        let mut bytes = vec![0; message.buffer_len()];
-        message.serialize(&mut bytes);
-        socket.send(&bytes).await.map_err(io_error)?;
+        let socket = self.raw.lock().await;
+        let io_error = |source| NetlinkError::Raw { op, source };
+        send_raw(&socket, NetlinkMessage::from(request), NLM_F_DUMP).await.map_err(io_error)?;
         let mut entries = BTreeSet::new();
         let mut received = Vec::with_capacity(DUMP_BUFFER);
         loop {
@@ -344,7 +356,7 @@ impl Kernel {
             let mut at = 0;
             while at < received.len() {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received[at..])
-                    .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))?;
+                    .map_err(|e| io_error(invalid_data(e)))?;
                 at += (reply.header.length as usize).max(1).next_multiple_of(4);
                 match reply.payload {
                     NetlinkPayload::InnerMessage(inner) => entries.extend(entry(inner)),
@@ -403,15 +415,78 @@ impl Kernel {
 
     /// `ip route replace <subnet> via <gateway> dev <device> onlink`
     pub async fn replace_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+        if self.nexthops.load(Ordering::Relaxed) {
+            match self.nexthop(NexthopRequest::Replace { gateway: entry.gateway, index }).await {
+                Ok(()) => {
+                    let mut route = route_message(index, entry.subnet, entry.gateway).build();
+                    route.attributes.retain(|a| !matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Oif(_)));
+                    route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
+                    return self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"));
+                }
+                Err(e) if matches!(e.errno(), Some(EOPNOTSUPP) | Some(EINVAL)) => {
+                    tracing::warn!(error = %e, "this kernel has no nexthop objects (Linux 5.3+); every route gets its own gateway, which slows adding thousands of peers");
+                    self.nexthops.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let route = route_message(index, entry.subnet, entry.gateway).onlink().build();
         self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"))
     }
 
-    /// `ip route del <subnet> via <gateway> dev <device>`
+    /// `ip route del <subnet> nhid <id>` then `ip nexthop del id <id>`, and `ip route del
+    /// <subnet> via <gateway> dev <device>` for a route in flanneld's form. The route goes
+    /// first so watchers get a route deletion notice, which a nexthop deletion does not send.
     pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+        if self.nexthops.load(Ordering::Relaxed) {
+            let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(entry.subnet.network(), entry.subnet.prefix()).build();
+            route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
+            ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))?;
+            ignore_missing(self.nexthop(NexthopRequest::Delete { gateway: entry.gateway }).await)?;
+        }
         let route = route_message(index, entry.subnet, entry.gateway).build();
         ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))
     }
+
+    /// Sends one nexthop request and waits for the kernel's acknowledgement.
+    async fn nexthop(&self, request: NexthopRequest) -> Result<(), NetlinkError> {
+        let op = match request {
+            NexthopRequest::Replace { .. } => "replace nexthop",
+            NexthopRequest::Delete { .. } => "delete nexthop",
+        };
+        let socket = self.raw.lock().await;
+        let io_error = |source| NetlinkError::Raw { op, source };
+        let flags = match request {
+            NexthopRequest::Replace { .. } => NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            NexthopRequest::Delete { .. } => NLM_F_ACK,
+        };
+        let message = NetlinkMessage::new(Default::default(), NetlinkPayload::InnerMessage(request));
+        send_raw(&socket, message, flags).await.map_err(io_error)?;
+        let mut received = Vec::with_capacity(DUMP_BUFFER);
+        socket.recv(&mut received).await.map_err(io_error)?;
+        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received).map_err(|e| io_error(invalid_data(e)))?;
+        match reply.payload {
+            NetlinkPayload::Error(e) if e.code.is_some() => Err(request_error(op)(rtnetlink::Error::NetlinkError(e))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Serialises a request with `flags` (plus NLM_F_REQUEST) and sends it on a raw socket.
+async fn send_raw<T: rtnetlink::packet_core::NetlinkSerializable>(
+    socket: &TokioSocket,
+    mut message: NetlinkMessage<T>,
+    flags: u16,
+) -> std::io::Result<()> {
+    message.header.flags = NLM_F_REQUEST | flags;
+    message.finalize();
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    socket.send(&bytes).await.map(|_| ())
+}
+
+fn invalid_data(error: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
 }
 
 /// Kernel notifications, as `ip monitor link neigh route` prints them.

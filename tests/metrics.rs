@@ -52,7 +52,7 @@ fn metrics_describe_the_cluster_and_count_repairs() {
 
     // A route deleted by hand is a repair, not a lease change.
     let route = host.ip_json(&["route", "show", "dev", "flannel.1"])[0]["dst"].as_str().unwrap().to_string();
-    assert!(host.exec(&["ip", "route", "del", &route, "dev", "flannel.1"]).status.success());
+    assert!(host.exec(&["ip", "route", "del", &route]).status.success());
     wait_metric(&host, "weft_entries_repaired_total", |v| v >= 1.0);
 
     // A peer that leaves (daemon stopped, lease deleted) is no longer counted.

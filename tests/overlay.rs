@@ -248,10 +248,18 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     let (mac, dst) = tables.fdb.iter().next().unwrap().clone();
 
     let run = |args: &[&str]| assert!(host.exec(args).status.success(), "{args:?} failed");
-    run(&["ip", "route", "del", &route, "dev", "flannel.1"]);
+    // Routes point at nexthop objects, so `ip route del` takes the subnet alone.
+    run(&["ip", "route", "del", &route]);
     run(&["ip", "neigh", "del", &vtep, "dev", "flannel.1"]);
     run(&["bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &dst, "self"]);
     wait_tables_match(&lab, 1);
+
+    // Deleting a nexthop takes its route with it, without a notification: the periodic
+    // resync (10 s by default) restores both.
+    let nexthop = route_nexthop_id(&host, &route);
+    run(&["ip", "nexthop", "del", "id", &nexthop.to_string()]);
+    wait_tables_match(&lab, 1);
+    assert_eq!(route_nexthop_id(&host, &route), nexthop, "the same nexthop id comes back");
 
     let mac_before = vxlan_link(&host)["address"].clone();
     run(&["ip", "link", "del", "flannel.1"]);
@@ -283,6 +291,19 @@ fn more_peers_than_one_listing_page_are_all_programmed() {
     wait_subnet_env(&lab, n);
     wait_tables_match(&lab, n);
     assert_eq!(kernel_tables(lab.host(n)).routes.len(), PEERS as usize, "a route for every peer");
+}
+
+/// The nexthop object a route points at: weftd names it after the gateway (the peer subnet's
+/// network address as a number).
+fn route_nexthop_id(host: &Host, subnet: &str) -> u64 {
+    let routes = host.ip_json(&["route", "show", subnet]);
+    let route = &routes[0];
+    let gateway: Ipv4Addr = route["gateway"].as_str().expect("route has a gateway").parse().unwrap();
+    let id = route["nhid"].as_u64().unwrap_or_else(|| panic!("route {subnet} has no nexthop: {route}"));
+    assert_eq!(id, u64::from(u32::from(gateway)), "nexthop id is the gateway as a number");
+    let nexthop = &host.ip_json(&["nexthop", "show", "id", &id.to_string()])[0];
+    assert_eq!(nexthop["dev"], "flannel.1");
+    id
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn status_reports_every_lease_and_each_peer_s_kernel_entries() {
     daemons[0].terminate();
     let host = lab.host(hosts[0]);
     let route = host.ip_json(&["route", "show", "dev", "flannel.1"])[0]["dst"].as_str().unwrap().to_string();
-    assert!(host.exec(&["ip", "route", "del", &route, "dev", "flannel.1"]).status.success());
+    assert!(host.exec(&["ip", "route", "del", &route]).status.success());
     let (code, json) = json_status(&lab, hosts[0]);
     assert_eq!(code, 1, "an unhealthy host exits 1");
     let broken = json["leases"].as_array().unwrap().iter().find(|l| l["subnet"] == route.as_str()).unwrap();

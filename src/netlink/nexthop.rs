@@ -1,0 +1,114 @@
+//! Nexthop objects (`ip nexthop`, Linux 5.3+), which rtnetlink does not cover: the two requests
+//! weftd sends, encoded with netlink-packet-core's own types.
+//!
+//! Why weftd uses them: a route with a gateway of its own gets a fib_info of its own, and the
+//! kernel hashes a device's fib_infos by protocol, scope, metric and device only, so every peer
+//! route lands in one hash chain and adding the K-th walks the K-1 before it. Measured with
+//! `ip -batch` on a VXLAN device: 5,000 such routes take 437 ms, 10,000 take 1,622 ms. Routes
+//! that point at a nexthop object hash by its id: 5,000 nexthops plus routes take 131 ms.
+
+use std::net::Ipv4Addr;
+
+use rtnetlink::packet_core::{DefaultNla, Emitable, NetlinkSerializable};
+
+const RTM_NEWNEXTHOP: u16 = 104;
+const RTM_DELNEXTHOP: u16 = 105;
+const NHA_ID: u16 = 1;
+const NHA_OIF: u16 = 5;
+const NHA_GATEWAY: u16 = 6;
+const RTNH_F_ONLINK: u32 = 4;
+const AF_UNSPEC: u8 = 0;
+const AF_INET: u8 = 2;
+/// What `ip` stamps on what an administrator adds, and what weftd stamps on its routes.
+const RTPROT_BOOT: u8 = 3;
+/// `struct nhmsg`: family, scope, protocol, reserved, flags (u32).
+const HEADER_LEN: usize = 8;
+
+/// The nexthop id weftd uses for a peer: its gateway (the peer subnet's network address) as a
+/// number, unique per peer and stable across restarts, so it needs no bookkeeping.
+pub fn id_for(gateway: Ipv4Addr) -> u32 {
+    u32::from(gateway)
+}
+
+/// One request about a nexthop object.
+#[derive(Debug, Clone)]
+pub enum NexthopRequest {
+    /// `ip nexthop replace id <id> via <gateway> dev <index> onlink`
+    Replace { gateway: Ipv4Addr, index: u32 },
+    /// `ip nexthop del id <id>`
+    Delete { gateway: Ipv4Addr },
+}
+
+impl NexthopRequest {
+    fn gateway(&self) -> Ipv4Addr {
+        match self {
+            Self::Replace { gateway, .. } | Self::Delete { gateway } => *gateway,
+        }
+    }
+
+    fn attributes(&self) -> Vec<DefaultNla> {
+        let id = DefaultNla::new(NHA_ID, id_for(self.gateway()).to_ne_bytes().to_vec());
+        match self {
+            Self::Replace { gateway, index } => vec![
+                id,
+                DefaultNla::new(NHA_OIF, index.to_ne_bytes().to_vec()),
+                DefaultNla::new(NHA_GATEWAY, gateway.octets().to_vec()),
+            ],
+            Self::Delete { .. } => vec![id],
+        }
+    }
+}
+
+impl NetlinkSerializable for NexthopRequest {
+    fn message_type(&self) -> u16 {
+        match self {
+            Self::Replace { .. } => RTM_NEWNEXTHOP,
+            Self::Delete { .. } => RTM_DELNEXTHOP,
+        }
+    }
+
+    fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.attributes().as_slice().buffer_len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        let (family, protocol, flags) = match self {
+            Self::Replace { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
+            Self::Delete { .. } => (AF_UNSPEC, 0, 0),
+        };
+        buffer[..HEADER_LEN].copy_from_slice(&[family, 0, protocol, 0, 0, 0, 0, 0]);
+        buffer[4..HEADER_LEN].copy_from_slice(&flags.to_ne_bytes());
+        self.attributes().as_slice().emit(&mut buffer[HEADER_LEN..]);
+    }
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+
+    fn bytes(request: NexthopRequest) -> Vec<u8> {
+        let mut message = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(request));
+        message.finalize();
+        let mut buffer = vec![0; message.buffer_len()];
+        message.serialize(&mut buffer);
+        buffer[16..].to_vec() // past struct nlmsghdr
+    }
+
+    #[test]
+    fn replace_is_what_ip_nexthop_sends() {
+        let gateway = Ipv4Addr::new(10, 5, 3, 0);
+        let body = bytes(NexthopRequest::Replace { gateway, index: 7 });
+        let mut expected = vec![AF_INET, 0, RTPROT_BOOT, 0, 4, 0, 0, 0];
+        expected.extend([8, 0, 1, 0, 0, 3, 5, 10]); // NHA_ID 0x0a050300, host order (x86)
+        expected.extend([8, 0, 5, 0, 7, 0, 0, 0]); // NHA_OIF 7
+        expected.extend([8, 0, 6, 0, 10, 5, 3, 0]); // NHA_GATEWAY 10.5.3.0
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn delete_names_only_the_id() {
+        let body = bytes(NexthopRequest::Delete { gateway: Ipv4Addr::new(10, 5, 3, 0) });
+        assert_eq!(body, vec![0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 1, 0, 0, 3, 5, 10]);
+    }
+}
