@@ -208,6 +208,17 @@ fn init_logging(verbosity: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
+/// weftd runs on one thread; the others are short-lived helpers (iptables). glibc would give
+/// each its own malloc arena, which measured 0.6 MB of peak RSS at 5,000 peers (make bench,
+/// scale: 10.2 MB -> 9.6 MB with MALLOC_ARENA_MAX=1).
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// `weftd status`: exit 0 healthy, 1 unhealthy, 2 unable to tell.
 fn show_status(flags: Flags, json: bool) -> ExitCode {
     let result = options(flags).and_then(|options| {
@@ -248,6 +259,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let matches = Flags::command().get_matches_from(go_style(std::env::args()));
     let mut flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match flags.command.take() {
