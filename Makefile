@@ -43,3 +43,13 @@ demo: deps build
 
 clean:
 	$(CARGO) clean
+
+## bench: benchmarks of issue 6 (root, a few minutes): builds release, prints one line per figure,
+## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,idle,datapath runs a
+## subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K, ... see examples/bench.rs.
+BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
+.PHONY: bench
+bench: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
+	$(CARGO) build --release --bins --examples
+	WEFTD_BIN=target/release/weftd target/release/examples/bench
