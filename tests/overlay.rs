@@ -307,6 +307,30 @@ fn route_nexthop_id(host: &Host, subnet: &str) -> u64 {
 }
 
 #[test]
+fn without_nexthop_compat_routes_take_flanneld_form() {
+    // With nexthop_compat_mode=0 a route dump names only the nexthop id, so weftd writes each
+    // route with its own gateway, as flanneld does, and still repairs it.
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let (plain, other) = (lab.add_host(), lab.add_host());
+    let host = lab.host(plain).clone();
+    let set = host.exec(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/nexthop_compat_mode"]);
+    assert!(set.status.success(), "cannot set nexthop_compat_mode in {}", host.ns);
+    let _daemons = [lab.start_weftd(plain, &[]), lab.start_weftd(other, &[])];
+    wait_subnet_env(&lab, plain);
+    wait_subnet_env(&lab, other);
+    lab.attach_container(plain);
+    lab.attach_container(other);
+    wait_tables_match(&lab, plain);
+    let routes = host.ip_json(&["route", "show", "dev", "flannel.1"]);
+    assert!(routes.as_array().is_some_and(|r| r.iter().all(|r| r.get("nhid").is_none())), "routes without nexthops: {routes}");
+    let route = str_field(&routes[0], "dst");
+    assert!(host.exec(&["ip", "route", "del", &route, "dev", "flannel.1"]).status.success());
+    wait_tables_match(&lab, plain);
+    wait_ping(&lab, plain, lab.container(other).ip);
+}
+
+#[test]
 fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     let (mut lab, daemons) = cluster(2);
     lab.attach_container(1);
