@@ -447,7 +447,13 @@ impl Registry {
                 );
                 return Ok(());
             }
-            let revision = response.header().map(|h| h.revision()).unwrap_or(revision);
+            // The revision the set now reflects is its newest event's. The header's is the
+            // store's, which can be ahead of the events delivered so far (the watch's first,
+            // empty response already carries it); taking it would stamp a later set with the
+            // same revision as an earlier one and make a lease change look like a repair.
+            let Some(revision) = response.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max() else {
+                continue;
+            };
             let mut changes = Vec::new();
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
