@@ -119,9 +119,10 @@ pub struct Kernel {
     /// Whether routes point at nexthop objects (see `nexthop.rs`); false once the kernel
     /// turned them down, and then every route carries its own gateway as flanneld's do.
     nexthops: Arc<AtomicBool>,
-    /// Our socket's netlink port id: the kernel stamps it on the notifications our own writes
-    /// cause, which is how [`monitor`] tells them from changes made by someone else.
+    /// Our sockets' netlink port ids: the kernel stamps them on the notifications our own
+    /// writes cause, which is how [`monitor`] tells them from changes made by someone else.
     port: u32,
+    raw_port: u32,
 }
 
 impl Kernel {
@@ -132,7 +133,7 @@ impl Kernel {
         let address = connection.socket_mut().socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         tokio::spawn(connection);
         let mut raw = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-        raw.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
+        let raw_address = raw.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         raw.socket_mut().connect(&rtnetlink::sys::SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
         // With nexthop_compat_mode=0 route dumps name only the nexthop id, not the gateway we
         // compare; such hosts get gateway routes.
@@ -142,6 +143,7 @@ impl Kernel {
             raw: Arc::new(tokio::sync::Mutex::new(raw)),
             nexthops: Arc::new(AtomicBool::new(compat)),
             port: address.port_number(),
+            raw_port: raw_address.port_number(),
         })
     }
 
@@ -516,12 +518,17 @@ impl DeviceChanges {
 /// as they arrive, so a burst (our own thousands of writes echoing back at start-up) never
 /// queues up in memory. Echoes of our own ARP and route writes carry our port id and wake
 /// nobody; the kernel stamps VXLAN FDB notifications with port 0, so those cost one more
-/// (empty) pass.
+/// (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are watched on a socket
+/// of their own (`nexthop::watch`).
 pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     tokio::spawn(connection);
     let changes = DeviceChanges { changed: Arc::new(Notify::new()), index: Arc::new(AtomicU32::new(index)) };
+    if kernel.nexthops.load(Ordering::Relaxed) {
+        let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
+        tokio::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone()));
+    }
     let (changed, watched, name, own_port) = (changes.changed.clone(), changes.index.clone(), name.to_string(), kernel.port);
     tokio::spawn(async move {
         while let Some((event, _)) = futures::StreamExt::next(&mut events).await {

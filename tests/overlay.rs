@@ -254,8 +254,7 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     run(&["bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &dst, "self"]);
     wait_tables_match(&lab, 1);
 
-    // Deleting a nexthop takes its route with it, without a notification: the periodic
-    // resync (10 s by default) restores both.
+    // Deleting a nexthop takes its route with it and sends only a nexthop notification.
     let nexthop = route_nexthop_id(&host, &route);
     run(&["ip", "nexthop", "del", "id", &nexthop.to_string()]);
     wait_tables_match(&lab, 1);
