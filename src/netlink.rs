@@ -19,7 +19,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
+use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
@@ -41,8 +41,8 @@ const ENODEV: i32 = 19;
 const EINVAL: i32 = 22;
 const EOPNOTSUPP: i32 = 95;
 const MAIN_TABLE: u32 = 254;
-/// Receive buffer for dumps: the kernel fills up to 32 KiB per read.
-const DUMP_BUFFER: usize = 64 * 1024;
+/// Receive buffer for the raw socket: the kernel fills up to 32 KiB per read of a dump.
+const RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// A failed netlink operation, with the kernel's errno when it sent one.
 #[derive(Debug, Error)]
@@ -123,6 +123,8 @@ pub struct Kernel {
     /// writes cause, which is how [`monitor`] tells them from changes made by someone else.
     port: u32,
     raw_port: u32,
+    /// Sequence numbers for requests on the raw socket.
+    sequence: Arc<AtomicU32>,
 }
 
 impl Kernel {
@@ -144,6 +146,7 @@ impl Kernel {
             nexthops: Arc::new(AtomicBool::new(compat)),
             port: address.port_number(),
             raw_port: raw_address.port_number(),
+            sequence: Arc::new(AtomicU32::new(1)),
         })
     }
 
@@ -347,11 +350,32 @@ impl Kernel {
         request: RouteNetlinkMessage,
         entry: impl Fn(RouteNetlinkMessage) -> Option<E>,
     ) -> Result<BTreeSet<E>, NetlinkError> {
+        let mut entries = BTreeSet::new();
+        self.exchange(op, NetlinkPayload::from(request), NLM_F_DUMP, |message| entries.extend(entry(message))).await?;
+        Ok(entries)
+    }
+
+    /// Sends a request on the raw socket and hands each reply to `on_reply` until the kernel's
+    /// closing message: `NLMSG_DONE` after a dump, the acknowledgement otherwise. Replies to an
+    /// earlier request that was abandoned halfway carry another sequence number and are skipped.
+    async fn exchange<T: NetlinkSerializable>(
+        &self,
+        op: &'static str,
+        payload: NetlinkPayload<T>,
+        flags: u16,
+        mut on_reply: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), NetlinkError> {
         let socket = self.raw.lock().await;
         let io_error = |source| NetlinkError::Raw { op, source };
-        send_raw(&socket, NetlinkMessage::from(request), NLM_F_DUMP).await.map_err(io_error)?;
-        let mut entries = BTreeSet::new();
-        let mut received = Vec::with_capacity(DUMP_BUFFER);
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let mut message = NetlinkMessage::new(NetlinkHeader::default(), payload);
+        message.header.flags = NLM_F_REQUEST | flags;
+        message.header.sequence_number = sequence;
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        socket.send(&bytes).await.map_err(io_error)?;
+        let mut received = Vec::with_capacity(RECEIVE_BUFFER);
         loop {
             received.clear();
             socket.recv(&mut received).await.map_err(io_error)?;
@@ -360,10 +384,16 @@ impl Kernel {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received[at..])
                     .map_err(|e| io_error(invalid_data(e)))?;
                 at += (reply.header.length as usize).max(1).next_multiple_of(4);
+                if reply.header.sequence_number != sequence {
+                    continue;
+                }
                 match reply.payload {
-                    NetlinkPayload::InnerMessage(inner) => entries.extend(entry(inner)),
-                    NetlinkPayload::Done(_) => return Ok(entries),
-                    NetlinkPayload::Error(e) => return Err(request_error(op)(rtnetlink::Error::NetlinkError(e))),
+                    NetlinkPayload::InnerMessage(inner) => on_reply(inner),
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(request_error(op)(rtnetlink::Error::NetlinkError(e)));
+                    }
+                    NetlinkPayload::Error(_) => return Ok(()), // the acknowledgement
                     _ => {}
                 }
             }
@@ -456,35 +486,12 @@ impl Kernel {
             NexthopRequest::Replace { .. } => "replace nexthop",
             NexthopRequest::Delete { .. } => "delete nexthop",
         };
-        let socket = self.raw.lock().await;
-        let io_error = |source| NetlinkError::Raw { op, source };
         let flags = match request {
             NexthopRequest::Replace { .. } => NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
             NexthopRequest::Delete { .. } => NLM_F_ACK,
         };
-        let message = NetlinkMessage::new(Default::default(), NetlinkPayload::InnerMessage(request));
-        send_raw(&socket, message, flags).await.map_err(io_error)?;
-        let mut received = Vec::with_capacity(DUMP_BUFFER);
-        socket.recv(&mut received).await.map_err(io_error)?;
-        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received).map_err(|e| io_error(invalid_data(e)))?;
-        match reply.payload {
-            NetlinkPayload::Error(e) if e.code.is_some() => Err(request_error(op)(rtnetlink::Error::NetlinkError(e))),
-            _ => Ok(()),
-        }
+        self.exchange(op, NetlinkPayload::InnerMessage(request), flags, |_| {}).await
     }
-}
-
-/// Serialises a request with `flags` (plus NLM_F_REQUEST) and sends it on a raw socket.
-async fn send_raw<T: rtnetlink::packet_core::NetlinkSerializable>(
-    socket: &TokioSocket,
-    mut message: NetlinkMessage<T>,
-    flags: u16,
-) -> std::io::Result<()> {
-    message.header.flags = NLM_F_REQUEST | flags;
-    message.finalize();
-    let mut bytes = vec![0; message.buffer_len()];
-    message.serialize(&mut bytes);
-    socket.send(&bytes).await.map(|_| ())
 }
 
 fn invalid_data(error: impl std::fmt::Display) -> std::io::Error {
