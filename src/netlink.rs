@@ -19,7 +19,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
+use rtnetlink::packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
@@ -38,7 +38,6 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
-const EINVAL: i32 = 22;
 const EOPNOTSUPP: i32 = 95;
 const MAIN_TABLE: u32 = 254;
 /// Receive buffer for the raw socket: the kernel fills up to 32 KiB per read of a dump.
@@ -380,13 +379,22 @@ impl Kernel {
             received.clear();
             socket.recv(&mut received).await.map_err(io_error)?;
             let mut at = 0;
-            while at < received.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received[at..])
-                    .map_err(|e| io_error(invalid_data(e)))?;
-                at += (reply.header.length as usize).max(1).next_multiple_of(4);
-                if reply.header.sequence_number != sequence {
+            while let Some(Ok(frame)) = received.get(at..).map(NetlinkBuffer::new_checked) {
+                let length = frame.length() as usize;
+                let bytes = &received[at..(at + length).min(received.len())];
+                at += length.max(1).next_multiple_of(4);
+                if frame.sequence_number() != sequence {
                     continue;
                 }
+                // A message rtnetlink cannot parse (some route of another program's, say) is
+                // stepped over, as rtnetlink itself does: one odd entry must not stop repairs.
+                let reply = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        tracing::debug!(%error, op, "skipping a netlink message that does not parse");
+                        continue;
+                    }
+                };
                 match reply.payload {
                     NetlinkPayload::InnerMessage(inner) => on_reply(inner),
                     NetlinkPayload::Done(_) => return Ok(()),
@@ -455,7 +463,7 @@ impl Kernel {
                     route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
                     return self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"));
                 }
-                Err(e) if matches!(e.errno(), Some(EOPNOTSUPP) | Some(EINVAL)) => {
+                Err(e) if e.errno() == Some(EOPNOTSUPP) => {
                     tracing::warn!(error = %e, "this kernel has no nexthop objects (Linux 5.3+); every route gets its own gateway, which slows adding thousands of peers");
                     self.nexthops.store(false, Ordering::Relaxed);
                 }
@@ -494,10 +502,6 @@ impl Kernel {
     }
 }
 
-fn invalid_data(error: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
-}
-
 /// Kernel notifications, as `ip monitor link neigh route` prints them.
 type NetlinkEvent = NetlinkMessage<RouteNetlinkMessage>;
 
@@ -523,9 +527,9 @@ impl DeviceChanges {
 /// Subscribes to link, neighbour and IPv4 route notifications so a hand-deleted entry or device
 /// is repaired at once instead of at the next periodic resync. A task of its own filters them
 /// as they arrive, so a burst (our own thousands of writes echoing back at start-up) never
-/// queues up in memory. Echoes of our own ARP and route writes carry our port id and wake
-/// nobody; the kernel stamps VXLAN FDB notifications with port 0, so those cost one more
-/// (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are watched on a socket
+/// queues up in memory. Echoes of our own route writes and ARP replacements carry our port id
+/// and wake nobody; the kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so
+/// those cost one more (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are watched on a socket
 /// of their own (`nexthop::watch`).
 pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
@@ -536,14 +540,18 @@ pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges,
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
         tokio::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone()));
     }
-    let (changed, watched, name, own_port) = (changes.changed.clone(), changes.index.clone(), name.to_string(), kernel.port);
+    let (changed, watched, name) = (changes.changed.clone(), changes.index.clone(), name.to_string());
+    let own_ports = [kernel.port, kernel.raw_port];
     tokio::spawn(async move {
         while let Some((event, _)) = futures::StreamExt::next(&mut events).await {
-            let ours = event.header.port_number == own_port;
-            if !ours && concerns_device(&event, watched.load(Ordering::Relaxed), &name) {
+            // Lost notifications (socket buffer overrun) could be about anything: look again.
+            let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
+            let ours = own_ports.contains(&event.header.port_number);
+            if overrun || (!ours && concerns_device(&event, watched.load(Ordering::Relaxed), &name)) {
                 changed.notify_one();
             }
         }
+        tracing::warn!("kernel notifications stopped; repairs wait for the periodic resync");
     });
     Ok(changes)
 }

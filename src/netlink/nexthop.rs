@@ -115,7 +115,7 @@ pub async fn watch(socket: TokioSocket, own_port: u32, changed: Arc<Notify>) {
             }
         }
         let mut at = 0;
-        while let Ok(header) = NetlinkBuffer::new_checked(&received[at..]) {
+        while let Some(Ok(header)) = received.get(at..).map(NetlinkBuffer::new_checked) {
             let kind = header.message_type();
             if matches!(kind, RTM_NEWNEXTHOP | RTM_DELNEXTHOP) && header.port_number() != own_port {
                 changed.notify_one();
