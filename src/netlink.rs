@@ -114,7 +114,7 @@ pub struct Kernel {
     handle: Handle,
     /// A second socket for what rtnetlink's handle cannot do: streaming dumps (see
     /// [`Kernel::dump`]) and nexthop objects.
-    raw: Arc<tokio::sync::Mutex<TokioSocket>>,
+    raw: Arc<tokio::sync::Mutex<RawSocket>>,
     /// Whether routes point at nexthop objects (see `nexthop.rs`); false once the kernel
     /// turned them down, and then every route carries its own gateway as flanneld's do.
     nexthops: Arc<AtomicBool>,
@@ -141,7 +141,7 @@ impl Kernel {
         let compat = std::fs::read_to_string("/proc/sys/net/ipv4/nexthop_compat_mode").map_or(true, |v| v.trim() != "0");
         Ok(Self {
             handle,
-            raw: Arc::new(tokio::sync::Mutex::new(raw)),
+            raw: Arc::new(tokio::sync::Mutex::new(RawSocket { socket: raw, received: Vec::with_capacity(RECEIVE_BUFFER) })),
             nexthops: Arc::new(AtomicBool::new(compat)),
             port: address.port_number(),
             raw_port: raw_address.port_number(),
@@ -364,7 +364,8 @@ impl Kernel {
         flags: u16,
         mut on_reply: impl FnMut(RouteNetlinkMessage),
     ) -> Result<(), NetlinkError> {
-        let socket = self.raw.lock().await;
+        let mut raw = self.raw.lock().await;
+        let RawSocket { socket, received } = &mut *raw;
         let io_error = |source| NetlinkError::Raw { op, source };
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let mut message = NetlinkMessage::new(NetlinkHeader::default(), payload);
@@ -374,15 +375,10 @@ impl Kernel {
         let mut bytes = vec![0; message.buffer_len()];
         message.serialize(&mut bytes);
         socket.send(&bytes).await.map_err(io_error)?;
-        let mut received = Vec::with_capacity(RECEIVE_BUFFER);
         loop {
             received.clear();
-            socket.recv(&mut received).await.map_err(io_error)?;
-            let mut at = 0;
-            while let Some(Ok(frame)) = received.get(at..).map(NetlinkBuffer::new_checked) {
-                let length = frame.length() as usize;
-                let bytes = &received[at..(at + length).min(received.len())];
-                at += length.max(1).next_multiple_of(4);
+            socket.recv(received).await.map_err(io_error)?;
+            for (frame, bytes) in frames(received) {
                 if frame.sequence_number() != sequence {
                     continue;
                 }
@@ -458,9 +454,7 @@ impl Kernel {
         if self.nexthops.load(Ordering::Relaxed) {
             match self.nexthop(NexthopRequest::Replace { gateway: entry.gateway, index }).await {
                 Ok(()) => {
-                    let mut route = route_message(index, entry.subnet, entry.gateway).build();
-                    route.attributes.retain(|a| !matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Oif(_)));
-                    route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
+                    let route = nexthop_route(entry);
                     return self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"));
                 }
                 Err(e) if e.errno() == Some(EOPNOTSUPP) => {
@@ -479,8 +473,7 @@ impl Kernel {
     /// first so watchers get a route deletion notice, which a nexthop deletion does not send.
     pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
         if self.nexthops.load(Ordering::Relaxed) {
-            let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(entry.subnet.network(), entry.subnet.prefix()).build();
-            route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
+            let route = nexthop_route(entry);
             ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))?;
             ignore_missing(self.nexthop(NexthopRequest::Delete { gateway: entry.gateway }).await)?;
         }
@@ -490,16 +483,30 @@ impl Kernel {
 
     /// Sends one nexthop request and waits for the kernel's acknowledgement.
     async fn nexthop(&self, request: NexthopRequest) -> Result<(), NetlinkError> {
-        let op = match request {
-            NexthopRequest::Replace { .. } => "replace nexthop",
-            NexthopRequest::Delete { .. } => "delete nexthop",
-        };
-        let flags = match request {
-            NexthopRequest::Replace { .. } => NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-            NexthopRequest::Delete { .. } => NLM_F_ACK,
+        let (op, flags) = match request {
+            NexthopRequest::Replace { .. } => ("replace nexthop", NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE),
+            NexthopRequest::Delete { .. } => ("delete nexthop", NLM_F_ACK),
         };
         self.exchange(op, NetlinkPayload::InnerMessage(request), flags, |_| {}).await
     }
+}
+
+/// The raw socket and its receive buffer, reused by every request (one per nexthop write).
+struct RawSocket {
+    socket: TokioSocket,
+    received: Vec<u8>,
+}
+
+/// The netlink messages in one datagram: each header, with the message's bytes.
+fn frames(datagram: &[u8]) -> impl Iterator<Item = (NetlinkBuffer<&[u8]>, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let frame = NetlinkBuffer::new_checked(datagram.get(at..)?).ok()?;
+        let length = frame.length() as usize;
+        let bytes = &datagram[at..(at + length).min(datagram.len())];
+        at += length.max(1).next_multiple_of(4);
+        Some((frame, bytes))
+    })
 }
 
 /// Kernel notifications, as `ip monitor link neigh route` prints them.
@@ -529,8 +536,8 @@ impl DeviceChanges {
 /// as they arrive, so a burst (our own thousands of writes echoing back at start-up) never
 /// queues up in memory. Echoes of our own route writes and ARP replacements carry our port id
 /// and wake nobody; the kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so
-/// those cost one more (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are watched on a socket
-/// of their own (`nexthop::watch`).
+/// those cost one more (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are
+/// watched on a socket of their own (`nexthop::watch`).
 pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
@@ -567,6 +574,13 @@ fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => route_oif(r) == Some(index),
         _ => false,
     }
+}
+
+/// `<subnet> nhid <id>`: a peer route that points at the peer's nexthop object.
+fn nexthop_route(entry: RouteEntry) -> RouteMessage {
+    let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(entry.subnet.network(), entry.subnet.prefix()).build();
+    route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
+    route
 }
 
 fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMessageBuilder<Ipv4Addr> {

@@ -10,7 +10,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use rtnetlink::packet_core::{DefaultNla, Emitable, NetlinkBuffer, NetlinkSerializable};
+use rtnetlink::packet_core::{DefaultNla, Emitable, NetlinkSerializable};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use tokio::sync::Notify;
@@ -114,13 +114,11 @@ pub async fn watch(socket: TokioSocket, own_port: u32, changed: Arc<Notify>) {
                 return;
             }
         }
-        let mut at = 0;
-        while let Some(Ok(header)) = received.get(at..).map(NetlinkBuffer::new_checked) {
+        for (header, _) in super::frames(&received) {
             let kind = header.message_type();
             if matches!(kind, RTM_NEWNEXTHOP | RTM_DELNEXTHOP) && header.port_number() != own_port {
                 changed.notify_one();
             }
-            at += (header.length() as usize).max(1).next_multiple_of(4);
         }
     }
 }
