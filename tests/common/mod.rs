@@ -520,13 +520,18 @@ impl Lab {
     /// Runs etcdctl in member 0's namespace, which stays on the underlay even while member 0
     /// is stopped.
     fn etcdctl_at(&self, urls: &[String], credentials: bool, args: &[&str]) -> Output {
+        output(&mut self.etcdctl_command(urls, credentials, args))
+    }
+
+    /// The `etcdctl <args>` command (API v3) against `urls`, run from the etcd namespace.
+    fn etcdctl_command(&self, urls: &[String], credentials: bool, args: &[&str]) -> Command {
         let mut cmd = netns_exec(&self.member(0).ns, &["etcdctl"]);
         cmd.arg(format!("--endpoints={}", urls.join(",")));
         if credentials {
             cmd.args(self.credentials());
         }
         cmd.args(args).env("ETCDCTL_API", "3");
-        output(&mut cmd)
+        cmd
     }
 
     /// The etcdctl flags that let the lab itself in.
@@ -576,9 +581,8 @@ impl Lab {
             let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
             let puts: String = chunk.iter().map(|(k, v)| format!("put {} {}\n", quote(k), quote(v))).collect();
             let script = format!("\n{puts}\n\n");
-            let mut cmd = netns_exec(&self.member(0).ns, &["etcdctl"]);
-            cmd.arg(format!("--endpoints={}", self.live_urls().join(","))).args(self.credentials());
-            cmd.args(["txn"]).env("ETCDCTL_API", "3").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut cmd = self.etcdctl_command(&self.live_urls(), true, &["txn"]);
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
             let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run etcdctl txn ({e}); try `make deps`"));
             std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), script.as_bytes()).expect("write the txn");
             let out = child.wait_with_output().expect("wait for etcdctl txn");
