@@ -49,6 +49,25 @@ def cdf(ax, values, label, color, **style):
     ax.step(v, ys, where="post", label=label, color=color, **style)
 
 
+
+def label(ax, xlabel, ylabel, title):
+    """Axis labels, a light grid, a small legend and a title."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+
+
+def save(fig, out, name):
+    """Writes the figure to out/name and returns the path."""
+    fig.tight_layout()
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_propagation(out):
     rows = read(out, "propagation.csv")
     if not rows:
@@ -89,16 +108,8 @@ def plot_propagation(out):
         right.hist([min(v, xmax) for v in route_ms], bins=bins, histtype="step",
                    color="tab:orange", linewidth=1.5, label="route only")
         right.set_xlim(0, xmax)
-    right.set_xlabel("ms")
-    right.set_ylabel("samples")
-    right.grid(alpha=0.3)
-    right.legend(fontsize=8)
-    right.set_title("Histogram (samples beyond the axis are in the last bin)")
-    fig.tight_layout()
-    path = os.path.join(out, "propagation.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    label(right, "ms", "samples", "Histogram (samples beyond the axis are in the last bin)")
+    return save(fig, out, "propagation.png")
 
 
 def plot_scale(out):
@@ -143,16 +154,9 @@ def plot_scale(out):
                if int(r["k"]) == k and r.get("run", "1") == "1"]
         if pts:
             right.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=f"K={k}")
-    right.set_xlabel("ms from weftd spawn")
-    right.set_ylabel("kernel entries on flannel.1 (route+ARP+FDB)")
-    right.grid(alpha=0.3)
-    right.legend(fontsize=8)
-    right.set_title("Entries appearing over time (first run of each K)")
-    fig.tight_layout()
-    path = os.path.join(out, "scale.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    label(right, "ms from weftd spawn", "kernel entries on flannel.1 (route+ARP+FDB)",
+          "Entries appearing over time (first run of each K)")
+    return save(fig, out, "scale.png")
 
 
 def plot_convergence(out):
@@ -182,11 +186,7 @@ def plot_convergence(out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", ncol=2)
     ax.set_title(f"Convergence of hosts started together ({len(trials)} trials)")
-    fig.tight_layout()
-    path = os.path.join(out, "convergence.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out, "convergence.png")
 
 
 def main():
