@@ -137,7 +137,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         config,
         public_ip,
         options,
-        device_index: device.index,
+        device_changes,
         health,
         metrics,
         last_reconciled: None,
@@ -145,7 +145,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         notified_ready: false,
         warned: HashSet::new(),
     };
-    reconciler.run(own_rx, leases_rx, device_changes).await
+    reconciler.run(own_rx, leases_rx).await
 }
 
 /// Retries an etcd operation until it succeeds, logging the outage once. Errors only the
@@ -304,8 +304,9 @@ struct Reconciler {
     config: NetworkConfig,
     public_ip: Ipv4Addr,
     options: DaemonOptions,
-    /// The device's current index (it changes if the device is recreated).
-    device_index: u32,
+    /// Wakes us when someone else changes the device or its tables; follows the device's
+    /// index, which changes when the device is recreated.
+    device_changes: DeviceChanges,
     /// What /readyz reports.
     health: Health,
     metrics: Arc<Metrics>,
@@ -325,7 +326,6 @@ impl Reconciler {
         mut self,
         mut own: watch::Receiver<Lease>,
         mut leases: watch::Receiver<Arc<LeaseSet>>,
-        device_changes: DeviceChanges,
     ) -> Result<(), DaemonError> {
         // Reconciling against an empty set before the first listing would tear down every
         // peer a restarted daemon left in place; wait for a real picture first.
@@ -337,19 +337,14 @@ impl Reconciler {
             let lease_set = Arc::clone(&leases.borrow_and_update());
             log_peer_changes(&self.last_leases, &lease_set, own_lease.subnet);
             self.last_leases = Arc::clone(&lease_set);
-            let device_before = self.device_index;
-            let reconciled = self.reconcile(&own_lease, &lease_set).await;
-            if self.device_index != device_before {
-                device_changes.follow_index(self.device_index);
-            }
-            if reconciled {
+            if self.reconcile(&own_lease, &lease_set).await {
                 self.write_subnet_env(&own_lease)?;
             }
             tokio::select! {
                 _ = own.changed() => {}
                 _ = leases.changed() => {}
                 () = tokio::time::sleep(self.options.resync_interval) => {}
-                () = device_changes.changed() => {}
+                () = self.device_changes.changed() => {}
             }
         }
     }
@@ -368,7 +363,7 @@ impl Reconciler {
     async fn reconcile_once(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
         let device = match self.ensure_device(own).await {
             Ok(device) => {
-                self.device_index = device.index;
+                self.device_changes.follow_index(device.index);
                 device
             }
             Err(e) => {
