@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
-DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler ruby docker.io busybox-static openssl
+DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl
 # Integration tests each run etcd and several daemons; more threads mostly adds contention.
 TEST_THREADS ?= 2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
