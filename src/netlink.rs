@@ -19,7 +19,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
+use rtnetlink::packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
@@ -37,6 +37,7 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
+const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
 const MAIN_TABLE: u32 = 254;
@@ -350,19 +351,29 @@ impl Kernel {
         entry: impl Fn(RouteNetlinkMessage) -> Option<E>,
     ) -> Result<BTreeSet<E>, NetlinkError> {
         let mut entries = BTreeSet::new();
-        self.exchange(op, NetlinkPayload::from(request), NLM_F_DUMP, |message| entries.extend(entry(message))).await?;
+        self.exchange(op, NetlinkPayload::from(request), NLM_F_DUMP, |bytes| {
+            // A message rtnetlink cannot parse (some route of another program's, say) is
+            // stepped over, as rtnetlink itself does: one odd entry must not stop repairs.
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(message), .. }) => entries.extend(entry(message)),
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, op, "skipping a netlink message that does not parse"),
+            }
+        })
+        .await?;
         Ok(entries)
     }
 
-    /// Sends a request on the raw socket and hands each reply to `on_reply` until the kernel's
-    /// closing message: `NLMSG_DONE` after a dump, the acknowledgement otherwise. Replies to an
-    /// earlier request that was abandoned halfway carry another sequence number and are skipped.
+    /// Sends a request on the raw socket and hands each reply, as the bytes of one netlink
+    /// message, to `on_reply` until the kernel's closing message: `NLMSG_DONE` after a dump, the
+    /// acknowledgement otherwise. Replies to an earlier request that was abandoned halfway carry
+    /// another sequence number and are skipped.
     async fn exchange<T: NetlinkSerializable>(
         &self,
         op: &'static str,
         payload: NetlinkPayload<T>,
         flags: u16,
-        mut on_reply: impl FnMut(RouteNetlinkMessage),
+        mut on_reply: impl FnMut(&[u8]),
     ) -> Result<(), NetlinkError> {
         let mut raw = self.raw.lock().await;
         let RawSocket { socket, received } = &mut *raw;
@@ -382,23 +393,10 @@ impl Kernel {
                 if frame.sequence_number() != sequence {
                     continue;
                 }
-                // A message rtnetlink cannot parse (some route of another program's, say) is
-                // stepped over, as rtnetlink itself does: one odd entry must not stop repairs.
-                let reply = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        tracing::debug!(%error, op, "skipping a netlink message that does not parse");
-                        continue;
-                    }
-                };
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(inner) => on_reply(inner),
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) if e.code.is_some() => {
-                        return Err(request_error(op)(rtnetlink::Error::NetlinkError(e)));
-                    }
-                    NetlinkPayload::Error(_) => return Ok(()), // the acknowledgement
-                    _ => {}
+                match frame.message_type() {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => return acknowledgement(op, bytes),
+                    _ => on_reply(bytes),
                 }
             }
         }
@@ -449,14 +447,17 @@ impl Kernel {
         ignore_missing(self.handle.neighbours().del(message).execute().await.map_err(request_error("delete fdb entry")))
     }
 
-    /// `ip route replace <subnet> via <gateway> dev <device> onlink`
+    /// `ip route replace <subnet> nhid <id>` once the peer's nexthop is written; `ip route
+    /// replace <subnet> via <gateway> dev <device> onlink`, flanneld's form, where the kernel has
+    /// no nexthops or another device's nexthop holds the id.
     pub async fn replace_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
         if self.nexthops.load(Ordering::Relaxed) {
-            match self.nexthop(NexthopRequest::Replace { gateway: entry.gateway, index }).await {
-                Ok(()) => {
+            match self.write_nexthop(index, entry.gateway).await {
+                Ok(true) => {
                     let route = nexthop_route(entry);
                     return self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"));
                 }
+                Ok(false) => {}
                 Err(e) if e.errno() == Some(EOPNOTSUPP) => {
                     tracing::warn!(error = %e, "this kernel has no nexthop objects (Linux 5.3+); every route gets its own gateway, which slows adding thousands of peers");
                     self.nexthops.store(false, Ordering::Relaxed);
@@ -468,26 +469,62 @@ impl Kernel {
         self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"))
     }
 
-    /// `ip route del <subnet> nhid <id>` then `ip nexthop del id <id>`, and `ip route del
+    /// `ip route del <subnet> nhid <id>` then `ip nexthop del id <id>`, or else `ip route del
     /// <subnet> via <gateway> dev <device>` for a route in flanneld's form. The route goes
     /// first so watchers get a route deletion notice, which a nexthop deletion does not send.
+    /// The nexthop a route on our device pointed at is on our device too, so it is ours to delete.
     pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
         if self.nexthops.load(Ordering::Relaxed) {
             let route = nexthop_route(entry);
-            ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))?;
-            ignore_missing(self.nexthop(NexthopRequest::Delete { gateway: entry.gateway }).await)?;
+            if found(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))? {
+                let delete = NexthopRequest::Delete { gateway: entry.gateway };
+                return ignore_missing(self.nexthop("delete nexthop", delete, 0).await);
+            }
         }
         let route = route_message(index, entry.subnet, entry.gateway).build();
         ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))
     }
 
+    /// `ip nexthop add id <id> via <gateway> dev <device> onlink`, or `replace` when a nexthop of
+    /// ours (one on our device) already has the id. False when a nexthop on another device has
+    /// it: some other program (FRR, systemd-networkd) chose the same number, and weftd must not
+    /// take it over.
+    async fn write_nexthop(&self, index: u32, gateway: Ipv4Addr) -> Result<bool, NetlinkError> {
+        let write = NexthopRequest::Write { gateway, index };
+        match self.nexthop("add nexthop", write.clone(), NLM_F_CREATE | NLM_F_EXCL).await {
+            Err(e) if e.errno() == Some(EEXIST) => {}
+            added => return added.map(|()| true),
+        }
+        let mut device = None;
+        let get = self.exchange("get nexthop", NetlinkPayload::InnerMessage(NexthopRequest::Get { gateway }), NLM_F_ACK, |reply| {
+            device = nexthop::device_of(reply);
+        });
+        match get.await {
+            Ok(()) if device != Some(index) => {
+                let id = nexthop::id_for(gateway);
+                tracing::warn!(id, %gateway, ?device, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
+                return Ok(false);
+            }
+            Err(e) if !matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => return Err(e),
+            _ => {} // ours, or deleted since: (re)create it
+        }
+        self.nexthop("replace nexthop", write, NLM_F_CREATE | NLM_F_REPLACE).await.map(|()| true)
+    }
+
     /// Sends one nexthop request and waits for the kernel's acknowledgement.
-    async fn nexthop(&self, request: NexthopRequest) -> Result<(), NetlinkError> {
-        let (op, flags) = match request {
-            NexthopRequest::Replace { .. } => ("replace nexthop", NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE),
-            NexthopRequest::Delete { .. } => ("delete nexthop", NLM_F_ACK),
-        };
-        self.exchange(op, NetlinkPayload::InnerMessage(request), flags, |_| {}).await
+    async fn nexthop(&self, op: &'static str, request: NexthopRequest, flags: u16) -> Result<(), NetlinkError> {
+        self.exchange(op, NetlinkPayload::InnerMessage(request), NLM_F_ACK | flags, |_| {}).await
+    }
+}
+
+/// Ok for an acknowledgement (`NLMSG_ERROR` with code 0), the request's error otherwise.
+fn acknowledgement(op: &'static str, bytes: &[u8]) -> Result<(), NetlinkError> {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+        Ok(NetlinkMessage { payload: NetlinkPayload::Error(e), .. }) if e.code.is_some() => {
+            Err(request_error(op)(rtnetlink::Error::NetlinkError(e)))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(NetlinkError::Raw { op, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) }),
     }
 }
 
@@ -592,9 +629,14 @@ fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMes
 
 /// Deleting something already gone is success: the goal state is reached.
 fn ignore_missing(result: Result<(), NetlinkError>) -> Result<(), NetlinkError> {
+    found(result).map(|_| ())
+}
+
+/// Whether a deletion found something to delete; "no such entry" is not an error.
+fn found(result: Result<(), NetlinkError>) -> Result<bool, NetlinkError> {
     match result {
-        Err(e) if matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => Ok(()),
-        other => other,
+        Err(e) if matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => Ok(false),
+        other => other.map(|()| true),
     }
 }
 

@@ -330,6 +330,44 @@ fn without_nexthop_compat_routes_take_flanneld_form() {
 }
 
 #[test]
+fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
+    // weftd names a peer's nexthop after its gateway. When some other program already holds
+    // that id on another device, weftd leaves the nexthop be and routes the peer in flanneld's
+    // form; when the peer goes, only the route goes.
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let (first, second) = (lab.add_host(), lab.add_host());
+    let file = &lab.host(second).subnet_file;
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n").unwrap();
+    let host = lab.host(first).clone();
+    let id = u32::from(Ipv4Addr::new(10, 5, 77, 0)).to_string();
+    let foreign = ["ip", "nexthop", "add", "id", id.as_str(), "via", "198.18.0.1", "dev", "eth0"];
+    assert!(host.exec(&foreign).status.success(), "{foreign:?} failed in {}", host.ns);
+    let foreign_nexthop = || host.ip_json(&["nexthop", "show", "id", &id])[0].clone();
+    let before = foreign_nexthop();
+
+    let mut daemons = vec![lab.start_weftd(first, &[]), lab.start_weftd(second, &[])];
+    assert_eq!(wait_subnet_env(&lab, second), "10.5.77.1/24");
+    wait_subnet_env(&lab, first);
+    lab.attach_container(first);
+    lab.attach_container(second);
+    wait_tables_match(&lab, first);
+    let route = &host.ip_json(&["route", "show", "10.5.77.0/24"])[0];
+    assert!(route.get("nhid").is_none() && route["dev"] == "flannel.1", "a flanneld-form route: {route}");
+    assert_eq!(foreign_nexthop(), before, "the other program's nexthop is untouched");
+    wait_ping(&lab, first, lab.container(second).ip);
+    daemons[0].wait_log("another program's nexthop has this peer's id", CONVERGE);
+
+    daemons.pop().unwrap().terminate();
+    lab.etcd_del(&format!("{SUBNETS}10.5.77.0-24"));
+    poll("the departed peer's route to go", CONVERGE, || {
+        host.ip_json(&["route", "show", "10.5.77.0/24"]).as_array().is_some_and(|r| r.is_empty()).then_some(())
+    });
+    assert_eq!(foreign_nexthop(), before, "the other program's nexthop outlives the peer");
+}
+
+#[test]
 fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     let (mut lab, daemons) = cluster(2);
     lab.attach_container(1);

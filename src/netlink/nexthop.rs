@@ -1,5 +1,5 @@
-//! Nexthop objects (`ip nexthop`, Linux 5.3+), which rtnetlink does not cover: the two requests
-//! weftd sends, encoded with netlink-packet-core's own types.
+//! Nexthop objects (`ip nexthop`, Linux 5.3+), which rtnetlink does not cover: the requests
+//! weftd sends, encoded with netlink-packet-core's own types, and the one reply field it reads.
 //!
 //! Why weftd uses them: a route with a gateway of its own gets a fib_info of its own, and the
 //! kernel hashes a device's fib_infos by protocol, scope, metric and device only, so every peer
@@ -10,13 +10,14 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use rtnetlink::packet_core::{DefaultNla, Emitable, NetlinkSerializable};
+use rtnetlink::packet_core::{DefaultNla, Emitable, NetlinkBuffer, NetlinkSerializable, NlasIterator};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use tokio::sync::Notify;
 
 const RTM_NEWNEXTHOP: u16 = 104;
 const RTM_DELNEXTHOP: u16 = 105;
+const RTM_GETNEXTHOP: u16 = 106;
 const NHA_ID: u16 = 1;
 const NHA_OIF: u16 = 5;
 const NHA_GATEWAY: u16 = 6;
@@ -31,7 +32,8 @@ const RTNLGRP_NEXTHOP: u32 = 32;
 const ENOBUFS: i32 = 105;
 
 /// The nexthop id weftd uses for a peer: its gateway (the peer subnet's network address) as a
-/// number, unique per peer and stable across restarts, so it needs no bookkeeping.
+/// number, unique per peer and stable across restarts, so it needs no bookkeeping. Another
+/// program may hold the same id; weftd then leaves that nexthop alone (see `Kernel::replace_route`).
 pub fn id_for(gateway: Ipv4Addr) -> u32 {
     u32::from(gateway)
 }
@@ -39,8 +41,10 @@ pub fn id_for(gateway: Ipv4Addr) -> u32 {
 /// One request about a nexthop object.
 #[derive(Debug, Clone)]
 pub enum NexthopRequest {
-    /// `ip nexthop replace id <id> via <gateway> dev <index> onlink`
-    Replace { gateway: Ipv4Addr, index: u32 },
+    /// `ip nexthop add id <id> via <gateway> dev <index> onlink` (or `replace`, by the flags)
+    Write { gateway: Ipv4Addr, index: u32 },
+    /// `ip nexthop get id <id>`
+    Get { gateway: Ipv4Addr },
     /// `ip nexthop del id <id>`
     Delete { gateway: Ipv4Addr },
 }
@@ -48,19 +52,19 @@ pub enum NexthopRequest {
 impl NexthopRequest {
     fn gateway(&self) -> Ipv4Addr {
         match self {
-            Self::Replace { gateway, .. } | Self::Delete { gateway } => *gateway,
+            Self::Write { gateway, .. } | Self::Get { gateway } | Self::Delete { gateway } => *gateway,
         }
     }
 
     fn attributes(&self) -> Vec<DefaultNla> {
         let id = DefaultNla::new(NHA_ID, id_for(self.gateway()).to_ne_bytes().to_vec());
         match self {
-            Self::Replace { gateway, index } => vec![
+            Self::Write { gateway, index } => vec![
                 id,
                 DefaultNla::new(NHA_OIF, index.to_ne_bytes().to_vec()),
                 DefaultNla::new(NHA_GATEWAY, gateway.octets().to_vec()),
             ],
-            Self::Delete { .. } => vec![id],
+            Self::Get { .. } | Self::Delete { .. } => vec![id],
         }
     }
 }
@@ -68,7 +72,8 @@ impl NexthopRequest {
 impl NetlinkSerializable for NexthopRequest {
     fn message_type(&self) -> u16 {
         match self {
-            Self::Replace { .. } => RTM_NEWNEXTHOP,
+            Self::Write { .. } => RTM_NEWNEXTHOP,
+            Self::Get { .. } => RTM_GETNEXTHOP,
             Self::Delete { .. } => RTM_DELNEXTHOP,
         }
     }
@@ -79,13 +84,27 @@ impl NetlinkSerializable for NexthopRequest {
 
     fn serialize(&self, buffer: &mut [u8]) {
         let (family, protocol, flags) = match self {
-            Self::Replace { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
-            Self::Delete { .. } => (AF_UNSPEC, 0, 0),
+            Self::Write { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
+            Self::Get { .. } | Self::Delete { .. } => (AF_UNSPEC, 0, 0),
         };
         buffer[..HEADER_LEN].copy_from_slice(&[family, 0, protocol, 0, 0, 0, 0, 0]);
         buffer[4..HEADER_LEN].copy_from_slice(&flags.to_ne_bytes());
         self.attributes().as_slice().emit(&mut buffer[HEADER_LEN..]);
     }
+}
+
+/// The output device of the nexthop a `Get` reply (one whole netlink message) describes; `None`
+/// for a nexthop without one (a group or a blackhole) or for any other message.
+pub fn device_of(message: &[u8]) -> Option<u32> {
+    let frame = NetlinkBuffer::new_checked(message).ok()?;
+    if frame.message_type() != RTM_NEWNEXTHOP {
+        return None;
+    }
+    let attributes = frame.payload().get(HEADER_LEN..)?;
+    NlasIterator::new(attributes).filter_map(Result::ok).find(|nla| nla.kind() == NHA_OIF).and_then(|nla| {
+        let bytes: [u8; 4] = nla.value().try_into().ok()?;
+        Some(u32::from_ne_bytes(bytes))
+    })
 }
 
 /// A socket subscribed to nexthop notifications.
@@ -137,9 +156,9 @@ mod tests {
     }
 
     #[test]
-    fn replace_is_what_ip_nexthop_sends() {
+    fn write_is_what_ip_nexthop_sends() {
         let gateway = Ipv4Addr::new(10, 5, 3, 0);
-        let body = bytes(NexthopRequest::Replace { gateway, index: 7 });
+        let body = bytes(NexthopRequest::Write { gateway, index: 7 });
         let mut expected = vec![AF_INET, 0, RTPROT_BOOT, 0, 4, 0, 0, 0];
         expected.extend([8, 0, 1, 0, 0, 3, 5, 10]); // NHA_ID 0x0a050300, host order (x86)
         expected.extend([8, 0, 5, 0, 7, 0, 0, 0]); // NHA_OIF 7
@@ -151,5 +170,23 @@ mod tests {
     fn delete_names_only_the_id() {
         let body = bytes(NexthopRequest::Delete { gateway: Ipv4Addr::new(10, 5, 3, 0) });
         assert_eq!(body, vec![0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 1, 0, 0, 3, 5, 10]);
+    }
+
+    /// The whole message a `Get` is answered with for `id <id> via <gateway> dev 7`.
+    fn get_reply(message_type: u16) -> Vec<u8> {
+        let mut body = bytes(NexthopRequest::Write { gateway: Ipv4Addr::new(10, 5, 3, 0), index: 7 });
+        let mut message = Vec::new();
+        message.extend((16 + body.len() as u32).to_ne_bytes());
+        message.extend(message_type.to_ne_bytes());
+        message.extend([0; 10]); // flags, sequence number, port id
+        message.append(&mut body);
+        message
+    }
+
+    #[test]
+    fn device_of_reads_the_output_device() {
+        assert_eq!(device_of(&get_reply(RTM_NEWNEXTHOP)), Some(7));
+        assert_eq!(device_of(&get_reply(RTM_DELNEXTHOP)), None, "not a nexthop description");
+        assert_eq!(device_of(&get_reply(RTM_NEWNEXTHOP)[..20]), None, "truncated");
     }
 }
