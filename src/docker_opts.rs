@@ -49,9 +49,8 @@ struct DockerOptions {
     overlay_masquerades: bool,
 }
 
-fn read_options(path: &Path) -> Result<DockerOptions, DockerOptsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DockerOptsError::Read { path: path.to_path_buf(), source })?;
-    let env = subnet_env::parse_env(&text);
+/// The options docker needs, from a parsed subnet file at `path`.
+fn read_options(path: &Path, env: &BTreeMap<String, String>) -> Result<DockerOptions, DockerOptsError> {
     let field = |key: &'static str| {
         env.get(key).map(String::as_str).ok_or_else(|| DockerOptsError::Missing { path: path.to_path_buf(), key })
     };
@@ -73,20 +72,21 @@ fn read_options(path: &Path) -> Result<DockerOptions, DockerOptsError> {
     Ok(DockerOptions { bip, mtu, overlay_masquerades })
 }
 
-/// The docker environment file's text. Variables come in the script's order (alphabetical:
-/// BIP, IPMASQ, MTU); the combined value starts with `existing` (the variable's current value
-/// in the environment, as the script's `eval` picks it up) and has the script's spacing.
-fn render(options: &DockerOptions, request: &DockerOptsRequest, existing: &str) -> String {
+/// The docker environment file's text. `visible` holds the variables the script sees: its
+/// environment, overlaid by what sourcing the subnet file sets. Every `DOCKER_OPT_*` among
+/// them is passed on, as the script's `compgen -v DOCKER_OPT_` does, with ours overriding; they
+/// come in name order (BIP, IPMASQ, MTU and any others between). The combined value starts with
+/// the combined key's visible value, as the script's `eval` picks it up, with the script's spacing.
+fn render(options: &DockerOptions, request: &DockerOptsRequest, visible: &BTreeMap<String, String>) -> String {
+    let mut opts: BTreeMap<&str, String> =
+        visible.iter().filter(|(key, _)| key.starts_with("DOCKER_OPT_")).map(|(k, v)| (k.as_str(), v.clone())).collect();
+    opts.insert("DOCKER_OPT_BIP", format!("--bip={}", options.bip));
+    opts.insert("DOCKER_OPT_MTU", format!("--mtu={}", options.mtu));
     // When the overlay masquerades, docker must not masquerade the same traffic again.
-    let ip_masq = (options.overlay_masquerades && request.ip_masq).then(|| "--ip-masq=false".to_string());
-    let opts: BTreeMap<&str, String> = [
-        ("DOCKER_OPT_BIP", Some(format!("--bip={}", options.bip))),
-        ("DOCKER_OPT_IPMASQ", ip_masq),
-        ("DOCKER_OPT_MTU", Some(format!("--mtu={}", options.mtu))),
-    ]
-    .into_iter()
-    .filter_map(|(key, value)| value.map(|v| (key, v)))
-    .collect();
+    if options.overlay_masquerades && request.ip_masq {
+        opts.insert("DOCKER_OPT_IPMASQ", "--ip-masq=false".to_string());
+    }
+    let existing = visible.get(&request.combined_key).map_or("", String::as_str);
     let (individual, combined) = match (request.individual, request.combined) {
         (false, false) => (true, true),
         flags => flags,
@@ -108,9 +108,13 @@ fn render(options: &DockerOptions, request: &DockerOptsRequest, existing: &str) 
 
 /// Reads the subnet file and writes the docker environment file atomically.
 pub fn write_docker_opts(request: &DockerOptsRequest) -> Result<(), DockerOptsError> {
-    let options = read_options(&request.subnet_file)?;
-    let existing = std::env::var(&request.combined_key).unwrap_or_default();
-    subnet_env::write_if_changed(&request.docker_env, &render(&options, request, &existing))?;
+    let path = &request.subnet_file;
+    let text = std::fs::read_to_string(path).map_err(|source| DockerOptsError::Read { path: path.clone(), source })?;
+    let subnet_file = subnet_env::parse_env(&text);
+    let options = read_options(path, &subnet_file)?;
+    let mut visible: BTreeMap<String, String> = std::env::vars().collect();
+    visible.extend(subnet_file);
+    subnet_env::write_if_changed(&request.docker_env, &render(&options, request, &visible))?;
     Ok(())
 }
 
@@ -129,6 +133,10 @@ mod tests {
         }
     }
 
+    fn visible(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
     fn options(masq: bool) -> DockerOptions {
         DockerOptions { bip: "10.5.72.1/24".parse().unwrap(), mtu: 1450, overlay_masquerades: masq }
     }
@@ -136,26 +144,36 @@ mod tests {
     #[test]
     fn default_output_matches_mk_docker_opts() {
         assert_eq!(
-            render(&options(false), &request(), ""),
+            render(&options(false), &request(), &visible(&[])),
             "DOCKER_OPT_BIP=\"--bip=10.5.72.1/24\"\nDOCKER_OPT_MTU=\"--mtu=1450\"\nDOCKER_OPTS=\" --bip=10.5.72.1/24 --mtu=1450 \"\n"
         );
     }
 
     #[test]
     fn ip_masq_is_inverted_and_can_be_left_out() {
-        let text = render(&options(true), &request(), "");
+        let text = render(&options(true), &request(), &visible(&[]));
         assert!(text.contains("DOCKER_OPT_IPMASQ=\"--ip-masq=false\"\n"), "{text}");
         assert!(text.contains("DOCKER_OPTS=\" --bip=10.5.72.1/24 --ip-masq=false --mtu=1450 \""), "{text}");
         let no_masq = DockerOptsRequest { ip_masq: false, ..request() };
-        assert!(!render(&options(true), &no_masq, "").contains("ip-masq"));
+        assert!(!render(&options(true), &no_masq, &visible(&[])).contains("ip-masq"));
     }
 
     #[test]
     fn individual_combined_and_key_flags() {
         let only_individual = DockerOptsRequest { individual: true, ..request() };
-        assert!(!render(&options(false), &only_individual, "").contains("DOCKER_OPTS="));
+        assert!(!render(&options(false), &only_individual, &visible(&[])).contains("DOCKER_OPTS="));
         let only_combined = DockerOptsRequest { combined: true, combined_key: "OPTS".into(), ..request() };
-        assert_eq!(render(&options(false), &only_combined, "--debug"), "OPTS=\"--debug --bip=10.5.72.1/24 --mtu=1450 \"\n");
+        assert_eq!(render(&options(false), &only_combined, &visible(&[("OPTS", "--debug")])), "OPTS=\"--debug --bip=10.5.72.1/24 --mtu=1450 \"\n");
+    }
+
+    #[test]
+    fn other_docker_opt_variables_are_passed_on_and_ours_win() {
+        let env = visible(&[("DOCKER_OPT_LOG", "--log-level=warn"), ("DOCKER_OPT_MTU", "--mtu=9000"), ("PATH", "/bin")]);
+        assert_eq!(
+            render(&options(false), &request(), &env),
+            "DOCKER_OPT_BIP=\"--bip=10.5.72.1/24\"\nDOCKER_OPT_LOG=\"--log-level=warn\"\nDOCKER_OPT_MTU=\"--mtu=1450\"\n\
+             DOCKER_OPTS=\" --bip=10.5.72.1/24 --log-level=warn --mtu=1450 \"\n"
+        );
     }
 
     #[test]

@@ -255,9 +255,10 @@ fn check_docker_opts(
     );
     let mut sorted = words.to_vec();
     sorted.sort();
+    assert_eq!(opts.get("DOCKER_OPT_LOG_LEVEL").map(String::as_str), Some("--log-level=warn"), "host {n}: {opts:?}");
     assert_eq!(
         sorted,
-        [bip, "--ip-masq=false".to_string(), mtu],
+        [bip, "--ip-masq=false".to_string(), "--log-level=warn".to_string(), mtu],
         "host {n}: DOCKER_OPTS {words:?}"
     );
 }

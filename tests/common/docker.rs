@@ -72,14 +72,21 @@ const NS_SETUP: &str = "set -e; for d in /run/docker /run/containerd; do mkdir -
 // docker options from weftd
 // ---------------------------------------------------------------------------------------------
 
+/// Set in `weftd docker-opts`'s environment; docker must be started with `--log-level=warn`.
+pub const EXTRA_DOCKER_OPT: &str = "DOCKER_OPT_LOG_LEVEL=--log-level=warn";
+
 /// Runs `weftd docker-opts -f <subnet.env> -d <file>` (flannel's mk-docker-opts.sh) inside host
 /// N's namespace and returns the file it wrote, parsed: `DOCKER_OPT_BIP`, `DOCKER_OPT_MTU`,
-/// `DOCKER_OPT_IPMASQ` (only with FLANNEL_IPMASQ=true) and `DOCKER_OPTS`.
+/// `DOCKER_OPT_IPMASQ` (only with FLANNEL_IPMASQ=true), `DOCKER_OPT_LOG_LEVEL` (from
+/// [`EXTRA_DOCKER_OPT`]) and `DOCKER_OPTS`.
 pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
     let host = lab.host(n);
     let out_file = lab.dir().join(format!("h{n}")).join("docker_opts.env");
     let bin = weftd_bin();
+    // An option of the operator's own, passed on as mk-docker-opts.sh passes every DOCKER_OPT_*.
     let args = [
+        "env",
+        EXTRA_DOCKER_OPT,
         bin.to_str().expect("weftd path is UTF-8"),
         "docker-opts",
         "-f",
@@ -98,25 +105,7 @@ pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
     );
     let text = fs::read_to_string(&out_file)
         .unwrap_or_else(|e| panic!("read {}: {e}", out_file.display()));
-    parse_env_file(&text)
-}
-
-/// `KEY="VALUE"` / `KEY=VALUE` lines as systemd's `EnvironmentFile=` and `sh` read them (one
-/// pair of surrounding quotes removed), skipping blanks and comments.
-pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            let v = v.trim();
-            let unquoted = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
-            (k.trim().to_string(), unquoted.to_string())
-        })
-        .collect()
+    weft::subnet_env::parse_env(&text)
 }
 
 /// The words of `$DOCKER_OPTS` as an unquoted expansion in a unit's `ExecStart=` gives them.
