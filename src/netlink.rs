@@ -137,13 +137,10 @@ impl Kernel {
         let mut raw = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
         let raw_address = raw.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         raw.socket_mut().connect(&rtnetlink::sys::SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
-        // With nexthop_compat_mode=0 route dumps name only the nexthop id, not the gateway we
-        // compare; such hosts get gateway routes.
-        let compat = std::fs::read_to_string("/proc/sys/net/ipv4/nexthop_compat_mode").map_or(true, |v| v.trim() != "0");
         Ok(Self {
             handle,
             raw: Arc::new(tokio::sync::Mutex::new(RawSocket { socket: raw, received: Vec::with_capacity(RECEIVE_BUFFER) })),
-            nexthops: Arc::new(AtomicBool::new(compat)),
+            nexthops: Arc::new(AtomicBool::new(true)),
             port: address.port_number(),
             raw_port: raw_address.port_number(),
             sequence: Arc::new(AtomicU32::new(1)),
@@ -334,7 +331,7 @@ impl Kernel {
         let route_dump = RouteNetlinkMessage::GetRoute(RouteMessageBuilder::<Ipv4Addr>::new().build());
         let routes = self
             .dump("dump routes", route_dump, |m| match m {
-                RouteNetlinkMessage::NewRoute(r) if route_oif(&r) == Some(index) && route_table(&r) == MAIN_TABLE => route_entry(&r),
+                RouteNetlinkMessage::NewRoute(r) => our_route(&r, index),
                 _ => None,
             })
             .await?;
@@ -608,7 +605,7 @@ fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
             link.header.index == index || link_name(link) == name
         }
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index,
-        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => route_oif(r) == Some(index),
+        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => our_route(r, index).is_some(),
         _ => false,
     }
 }
@@ -735,22 +732,52 @@ fn route_oif(route: &RouteMessage) -> Option<u32> {
     })
 }
 
-fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
-    let mut destination = None;
-    let mut gateway = None;
-    for attr in &route.attributes {
-        match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = Some(*ip),
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-            _ => {}
-        }
+/// The entry for a main-table route of our device's: one that leaves through it or, where
+/// `nexthop_compat_mode=0` hides a nexthop route's device and gateway, one that points at the
+/// nexthop weftd names after the route's own subnet.
+fn our_route(route: &RouteMessage, index: u32) -> Option<RouteEntry> {
+    if route_table(route) != MAIN_TABLE {
+        return None;
     }
-    let subnet = Ipv4Network::new(destination?, route.header.destination_prefix_length).ok()?;
+    match route_oif(route) {
+        Some(oif) if oif == index => route_entry(route),
+        Some(_) => None,
+        None => hidden_nexthop_route(route),
+    }
+}
+
+/// A route that names only a nexthop id, if the id is the one weftd gives the nexthop for the
+/// route's subnet: the gateway, which is always the subnet's network address. weftd writes
+/// that nexthop `onlink` on our device (or, when another program holds the id, a route in
+/// flanneld's form instead), so the route is ours.
+fn hidden_nexthop_route(route: &RouteMessage) -> Option<RouteEntry> {
+    let id = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::NhId(id) => Some(*id),
+        _ => None,
+    })?;
+    let subnet = route_destination(route)?;
+    let gateway = subnet.network();
+    (nexthop::id_for(gateway) == id).then_some(RouteEntry { subnet, gateway, onlink: true })
+}
+
+fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
+    let gateway = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })?;
     Some(RouteEntry {
-        subnet,
-        gateway: gateway?,
+        subnet: route_destination(route)?,
+        gateway,
         onlink: route.header.flags.contains(RouteFlags::Onlink),
     })
+}
+
+fn route_destination(route: &RouteMessage) -> Option<Ipv4Network> {
+    let destination = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })?;
+    Ipv4Network::new(destination, route.header.destination_prefix_length).ok()
 }
 
 /// A stable, locally administered MAC for a new device, derived from the host's public IP and

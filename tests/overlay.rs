@@ -306,27 +306,33 @@ fn route_nexthop_id(host: &Host, subnet: &str) -> u64 {
 }
 
 #[test]
-fn without_nexthop_compat_routes_take_flanneld_form() {
-    // With nexthop_compat_mode=0 a route dump names only the nexthop id, so weftd writes each
-    // route with its own gateway, as flanneld does, and still repairs it.
-    let mut lab = Lab::new();
-    lab.put_network_config(CONFIG);
-    let (plain, other) = (lab.add_host(), lab.add_host());
-    let host = lab.host(plain).clone();
+fn nexthop_routes_stay_managed_when_nexthop_compat_mode_is_turned_off() {
+    // With nexthop_compat_mode=0 route dumps and notifications name only a route's nexthop id,
+    // not its device or gateway. weftd still knows its routes by the id, so it repairs them and
+    // removes a departed peer's, even when the mode is switched after they were written.
+    let (mut lab, mut daemons) = cluster(2);
+    lab.attach_container(1);
+    lab.attach_container(2);
+    wait_tables_match(&lab, 1);
+    let host = lab.host(1).clone();
+    let peer = lease_key_of(&lab, 2);
+    let subnet = peer.strip_prefix(SUBNETS).unwrap().replace('-', "/");
+    let nexthop = route_nexthop_id(&host, &subnet);
     let set = host.exec(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/nexthop_compat_mode"]);
     assert!(set.status.success(), "cannot set nexthop_compat_mode in {}", host.ns);
-    let _daemons = [lab.start_weftd(plain, &[]), lab.start_weftd(other, &[])];
-    wait_subnet_env(&lab, plain);
-    wait_subnet_env(&lab, other);
-    lab.attach_container(plain);
-    lab.attach_container(other);
-    wait_tables_match(&lab, plain);
-    let routes = host.ip_json(&["route", "show", "dev", "flannel.1"]);
-    assert!(routes.as_array().is_some_and(|r| r.iter().all(|r| r.get("nhid").is_none())), "routes without nexthops: {routes}");
-    let route = str_field(&routes[0], "dst");
-    assert!(host.exec(&["ip", "route", "del", &route, "dev", "flannel.1"]).status.success());
-    wait_tables_match(&lab, plain);
-    wait_ping(&lab, plain, lab.container(other).ip);
+    let route_nhid = || host.ip_json(&["route", "show", &subnet]).get(0).and_then(|r| r["nhid"].as_u64());
+
+    assert!(host.exec(&["ip", "route", "del", &subnet]).status.success());
+    poll("the hand-deleted route to come back", CONVERGE, || (route_nhid() == Some(nexthop)).then_some(()));
+    wait_ping(&lab, 1, lab.container(2).ip);
+
+    daemons.pop().unwrap().terminate();
+    lab.etcd_del(&peer);
+    poll("the departed peer's route to go", CONVERGE, || {
+        host.ip_json(&["route", "show", &subnet]).as_array().is_some_and(|r| r.is_empty()).then_some(())
+    });
+    let shown = host.exec(&["ip", "nexthop", "show", "id", &nexthop.to_string()]);
+    assert!(!shown.status.success(), "its nexthop is gone too: {}", String::from_utf8_lossy(&shown.stdout));
 }
 
 #[test]
