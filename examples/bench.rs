@@ -25,12 +25,12 @@ use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::AtomicI32;
-use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::AtomicI32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::OnceLock;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -86,10 +86,9 @@ struct Settings {
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
-        Ok(text) if !text.trim().is_empty() => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value"))
+        }
         _ => default,
     }
 }
@@ -121,10 +120,7 @@ impl Settings {
             hosts: env_or("BENCH_HOSTS", 8),
             trials: env_or("BENCH_TRIALS", 20),
             puts: env_or("BENCH_PUTS", 200),
-            scale_k: scale_k
-                .split(',')
-                .map(|k| k.trim().parse().expect("BENCH_SCALE_K: comma-separated numbers"))
-                .collect(),
+            scale_k: scale_k.split(',').map(|k| k.trim().parse().expect("BENCH_SCALE_K: comma-separated numbers")).collect(),
             scale_repeats: env_or("BENCH_SCALE_REPEATS", 3),
             idle_peers: env_or("BENCH_IDLE_PEERS", 100),
             idle_secs: env_or("BENCH_IDLE_SECONDS", 60),
@@ -398,7 +394,9 @@ fn remove_labs_of(out: &Path, pid: u32) -> usize {
         };
         for ns in namespaces.iter().filter(ours) {
             let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            let pids: Vec<String> = pids.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect()).unwrap_or_default();
+            let pids: Vec<String> = pids
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+                .unwrap_or_default();
             if !pids.is_empty() {
                 let _ = Command::new("kill").arg("-KILL").args(&pids).status();
             }
@@ -448,12 +446,7 @@ fn enter_netns(ns: &str) -> Result<(), String> {
 fn run_cmd(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null());
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    assert!(out.status.success(), "{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     out
 }
 
@@ -841,10 +834,7 @@ impl Monitor {
                 }
             })
             .expect("spawn monitor thread");
-        ready_rx
-            .recv()
-            .expect("monitor thread reports")
-            .unwrap_or_else(|e| panic!("netlink monitor in {ns}: {e}"));
+        ready_rx.recv().expect("monitor thread reports").unwrap_or_else(|e| panic!("netlink monitor in {ns}: {e}"));
         Monitor { stop, thread: Some(thread) }
     }
 }
@@ -1019,11 +1009,8 @@ fn bench_convergence(s: &Settings, report: &Report) {
         let after_ms = done.zip(last_env_at).map(|(d, e)| ms(e, d));
         let last_env_ms = if envs.len() == n { max_of(&envs) } else { f64::NAN };
         // Per pair: from the moment both of its containers had addresses to the first reply.
-        let ready_lags: Vec<f64> = r
-            .pairs
-            .iter()
-            .filter_map(|&(from, to, at)| Some(ms(r.cfg_at[from - 1]?.max(r.cfg_at[to - 1]?), at?)))
-            .collect();
+        let ready_lags: Vec<f64> =
+            r.pairs.iter().filter_map(|&(from, to, at)| Some(ms(r.cfg_at[from - 1]?.max(r.cfg_at[to - 1]?), at?))).collect();
         let ready_ms = (broken == 0).then(|| max_of(&ready_lags));
         for (e, c) in r.env_at.iter().zip(&r.cfg_at) {
             if let (Some(e), Some(c)) = (e, c) {
@@ -1110,7 +1097,8 @@ fn convergence_trial(n: usize, trial: usize, report: &Report) -> (TrialResult, S
     let (pairs, _daemons) = thread::scope(|sc| {
         let hosts: Vec<_> = (1..=n)
             .map(|h| {
-                let (ready, ready_cv, barrier, spawn_at, env_at, cfg_at) = (&ready, &ready_cv, &barrier, &spawn_at, &env_at, &cfg_at);
+                let (ready, ready_cv, barrier, spawn_at, env_at, cfg_at) =
+                    (&ready, &ready_cv, &barrier, &spawn_at, &env_at, &cfg_at);
                 sc.spawn(move || {
                     barrier.wait();
                     lock(spawn_at).push(Instant::now());
@@ -1179,7 +1167,8 @@ fn convergence_trial(n: usize, trial: usize, report: &Report) -> (TrialResult, S
 fn wait_env_fast(lab: &Lab, n: usize) -> Option<BTreeMap<String, String>> {
     let deadline = Instant::now() + SUBNET_ENV_TIMEOUT;
     loop {
-        if let Some(env) = lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET") && e.contains_key("FLANNEL_MTU")) {
+        if let Some(env) = lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET") && e.contains_key("FLANNEL_MTU"))
+        {
             return Some(env);
         }
         if Instant::now() >= deadline {
@@ -1228,7 +1217,11 @@ fn configure_container(lab: &Lab, n: usize, env: &BTreeMap<String, String>) -> I
     );
     ip_batch(
         &format!("{}c{n}", lab.id()),
-        &[format!("link set eth0 mtu {mtu}"), format!("addr add {addr}/{prefix} dev eth0"), format!("route add default via {gateway}")],
+        &[
+            format!("link set eth0 mtu {mtu}"),
+            format!("addr add {addr}/{prefix} dev eth0"),
+            format!("route add default via {gateway}"),
+        ],
     );
     addr
 }
@@ -1237,7 +1230,8 @@ fn configure_container(lab: &Lab, n: usize, env: &BTreeMap<String, String>) -> I
 /// reply; returns when it arrived, or None after `timeout`.
 fn icmp_first_reply(ns: &str, dst: Ipv4Addr, id: u16, timeout: Duration) -> Option<Instant> {
     enter_netns(ns).unwrap_or_else(|e| panic!("{e}"));
-    let fd = socket::socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp).expect("raw ICMP socket");
+    let fd =
+        socket::socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp).expect("raw ICMP socket");
     socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(0, 2_000)).expect("SO_RCVTIMEO");
     let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
     let deadline = Instant::now() + timeout;
@@ -1680,7 +1674,9 @@ fn bench_datapath(s: &Settings, report: &Report) {
     wait_env(&lab, 2);
     let _c1 = lab.attach_container(1);
     let c2 = lab.attach_container(2);
-    poll("container 1 to reach container 2 over the overlay", Duration::from_secs(20), || lab.container_ping(1, c2).then_some(()));
+    poll("container 1 to reach container 2 over the overlay", Duration::from_secs(20), || {
+        lab.container_ping(1, c2).then_some(())
+    });
     let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
     let (cn1, cn2) = (lab.container(1).ns.clone(), lab.container(2).ns.clone());
 
@@ -1702,14 +1698,20 @@ fn bench_datapath(s: &Settings, report: &Report) {
     // ratio above is the overlay's CPU cost per byte. A real NIC caps the underlay; shaping
     // both hosts' underlay egress to 10 Gbit/s shows what the overlay keeps of a link.
     for host in [&h1, &h2] {
-        run_cmd(Command::new("tc").args(["-n", &host.ns, "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "10gbit", "burst", "1mb", "latency", "10ms"]));
+        run_cmd(Command::new("tc").args([
+            "-n", &host.ns, "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "10gbit", "burst", "1mb", "latency", "10ms",
+        ]));
     }
     let (u, o) = datapath_rounds(s, "10gbit", &paths, &mut rows);
     report.note("datapath_10gbit: the same runs with both hosts' underlay egress shaped to 10 Gbit/s (tc tbf on eth0), as a NIC would cap it");
     report.figure("datapath_10gbit_underlay_gbps", u);
     report.figure("datapath_10gbit_overlay_gbps", o);
     report.figure("datapath_10gbit_overlay_vs_underlay_pct", o / u * 100.0);
-    report.csv("datapath.csv", "underlay_shaping,round,path,destination,gbit_per_s,retransmits,sender_cpu_pct,receiver_cpu_pct", &rows);
+    report.csv(
+        "datapath.csv",
+        "underlay_shaping,round,path,destination,gbit_per_s,retransmits,sender_cpu_pct,receiver_cpu_pct",
+        &rows,
+    );
 }
 
 /// `s.iperf_rounds` rounds of one iperf3 run per path; the mean Gbit/s of (underlay, overlay).
@@ -1722,8 +1724,15 @@ fn datapath_rounds(s: &Settings, shaping: &str, paths: &[(&str, &str, Ipv4Addr);
                 "{shaping} round {round} {path:8}: {:.2} Gbit/s, {} retransmits, cpu sender {:.0}% receiver {:.0}%",
                 r.gbps, r.retransmits, r.cpu_local, r.cpu_remote
             );
-            rows.push(format!("{shaping},{round},{path},{dst},{:.4},{},{:.1},{:.1}", r.gbps, r.retransmits, r.cpu_local, r.cpu_remote));
-            if path == "underlay" { under.push(r.gbps) } else { over.push(r.gbps) }
+            rows.push(format!(
+                "{shaping},{round},{path},{dst},{:.4},{},{:.1},{:.1}",
+                r.gbps, r.retransmits, r.cpu_local, r.cpu_remote
+            ));
+            if path == "underlay" {
+                under.push(r.gbps)
+            } else {
+                over.push(r.gbps)
+            }
         }
     }
     (mean(&under), mean(&over))

@@ -19,10 +19,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 fn main() {
     let bin = weftd_bin();
     if !bin.exists() {
-        eprintln!(
-            "demo: {} not found; build it first (`make build`)",
-            bin.display()
-        );
+        eprintln!("demo: {} not found; build it first (`make build`)", bin.display());
         std::process::exit(2);
     }
     let failures = run_demo();
@@ -35,12 +32,7 @@ fn run_demo() -> usize {
     for _ in 0..HOSTS {
         lab.add_host();
     }
-    println!(
-        "lab {} in {}: etcd at {}",
-        lab.id(),
-        lab.dir().display(),
-        lab.etcd_endpoint()
-    );
+    println!("lab {} in {}: etcd at {}", lab.id(), lab.dir().display(), lab.etcd_endpoint());
     lab.put_network_config(NETWORK_CONFIG);
 
     let _daemons = start_all_at_once(&lab);
@@ -75,10 +67,7 @@ fn start_all_at_once(lab: &Lab) -> Vec<Weftd> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("start weftd"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("start weftd")).collect()
     })
 }
 
@@ -107,10 +96,7 @@ fn ping_all_pairs(lab: &Lab, ips: &[Ipv4Addr]) -> usize {
             let (ok, tries) = ping_until_ok(lab, from, dst);
             let verdict = if ok { "OK" } else { "FAIL" };
             let took = started.elapsed();
-            println!(
-                "c{from} ({}) -> c{to} ({dst}): {verdict} ({tries} tries, {took:.1?})",
-                ips[from - 1]
-            );
+            println!("c{from} ({}) -> c{to} ({dst}): {verdict} ({tries} tries, {took:.1?})", ips[from - 1]);
             failures += usize::from(!ok);
         }
     }

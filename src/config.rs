@@ -52,8 +52,7 @@ pub struct VxlanConfig {
 impl NetworkConfig {
     /// Parses and validates the JSON text stored in etcd.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ConfigError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::NotJson(e.to_string()))?;
         let Value::Object(fields) = lowercase_keys(value) else {
             return Err(ConfigError::NotObject);
         };
@@ -74,9 +73,7 @@ impl NetworkConfig {
 /// exactly. Nested objects (Backend) are lowercased too.
 pub(crate) fn lowercase_keys(value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v))).collect(),
-        ),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v))).collect()),
         other => other,
     }
 }
@@ -124,11 +121,7 @@ fn subnet_len(fields: &Map<String, Value>, network: Ipv4Network) -> Result<u8, C
     Ok(len as u8)
 }
 
-fn subnet_range(
-    fields: &Map<String, Value>,
-    network: Ipv4Network,
-    subnet_len: u8,
-) -> Result<(Ipv4Addr, Ipv4Addr), ConfigError> {
+fn subnet_range(fields: &Map<String, Value>, network: Ipv4Network, subnet_len: u8) -> Result<(Ipv4Addr, Ipv4Addr), ConfigError> {
     let size = 1u32 << (32 - subnet_len);
     let first = u32::from(network.network());
     let last_subnet = u32::from(network.broadcast()) - (size - 1);
@@ -157,8 +150,7 @@ fn optional_ip(
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
-            let ip: Ipv4Addr =
-                s.parse().map_err(|_| invalid(field, "must be an IPv4 address", s))?;
+            let ip: Ipv4Addr = s.parse().map_err(|_| invalid(field, "must be an IPv4 address", s))?;
             if !network.contains(ip) {
                 return Err(invalid(field, format!("must be inside the Network {network}"), s));
             }
@@ -168,25 +160,15 @@ fn optional_ip(
     }
 }
 
-fn optional_uint(
-    fields: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<Option<u64>, ConfigError> {
+fn optional_uint(fields: &Map<String, Value>, key: &str, field: &'static str) -> Result<Option<u64>, ConfigError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            n.as_u64().map(Some).ok_or_else(|| invalid(field, "must be a non-negative integer", n))
-        }
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| invalid(field, "must be a non-negative integer", n)),
         Some(other) => Err(invalid(field, "must be a non-negative integer", other)),
     }
 }
 
-fn optional_bool(
-    fields: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<bool, ConfigError> {
+fn optional_bool(fields: &Map<String, Value>, key: &str, field: &'static str) -> Result<bool, ConfigError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -263,7 +245,10 @@ mod tests {
         assert_eq!(parse(r#"{"Network":"10.5.0.0/22"}"#).subnet_len, 24);
         assert_eq!(parse(r#"{"Network":"10.5.0.0/23"}"#).subnet_len, 25);
         let cfg = parse(r#"{"Network":"10.5.0.0/28"}"#);
-        assert_eq!((cfg.subnet_len, cfg.subnet_min, cfg.subnet_max), (30, Ipv4Addr::new(10, 5, 0, 4), Ipv4Addr::new(10, 5, 0, 12)));
+        assert_eq!(
+            (cfg.subnet_len, cfg.subnet_min, cfg.subnet_max),
+            (30, Ipv4Addr::new(10, 5, 0, 4), Ipv4Addr::new(10, 5, 0, 12))
+        );
     }
 
     #[test]
@@ -302,7 +287,10 @@ mod tests {
             (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0"}"#, "\"SubnetMin\" must be inside the Network"),
             (r#"{"Network":"10.5.0.0/16","SubnetMax":"x"}"#, "\"SubnetMax\" must be an IPv4 address"),
             (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.5"}"#, "\"SubnetMin\" must be aligned to a /24"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.2.0"}"#, "\"SubnetMin\" must not be above SubnetMax"),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.2.0"}"#,
+                "\"SubnetMin\" must not be above SubnetMax",
+            ),
             (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#, "Backend.Type \"host-gw\" is not supported"),
             (r#"{"Network":"10.5.0.0/16","Backend":"vxlan"}"#, "\"Backend\" must be an object"),
             (r#"{"Network":"10.5.0.0/16","Backend":{"VNI":16777216}}"#, "\"Backend.VNI\" must be below"),

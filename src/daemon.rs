@@ -454,7 +454,8 @@ impl Reconciler {
     /// Writes subnet.env, then tells systemd (`Type=notify`) we are ready: a unit ordered
     /// after weftd.service can rely on the file existing and the overlay being programmed.
     fn write_subnet_env(&mut self, own: &Lease) -> Result<(), SubnetEnvError> {
-        let env = SubnetEnv { network: self.config.network, subnet: own.subnet, mtu: self.spec.mtu, ip_masq: self.options.ip_masq };
+        let env =
+            SubnetEnv { network: self.config.network, subnet: own.subnet, mtu: self.spec.mtu, ip_masq: self.options.ip_masq };
         if env.write_if_changed(&self.options.subnet_file)? {
             tracing::info!(path = %self.options.subnet_file.display(), subnet = %own.subnet, "wrote subnet file");
         }

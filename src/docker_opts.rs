@@ -163,7 +163,10 @@ mod tests {
         let only_individual = DockerOptsRequest { individual: true, ..request() };
         assert!(!render(&options(false), &only_individual, &visible(&[])).contains("DOCKER_OPTS="));
         let only_combined = DockerOptsRequest { combined: true, combined_key: "OPTS".into(), ..request() };
-        assert_eq!(render(&options(false), &only_combined, &visible(&[("OPTS", "--debug")])), "OPTS=\"--debug --bip=10.5.72.1/24 --mtu=1450 \"\n");
+        assert_eq!(
+            render(&options(false), &only_combined, &visible(&[("OPTS", "--debug")])),
+            "OPTS=\"--debug --bip=10.5.72.1/24 --mtu=1450 \"\n"
+        );
     }
 
     #[test]
@@ -195,7 +198,11 @@ mod tests {
             assert!(error.contains(message), "{error}");
         }
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "OLD\n");
-        std::fs::write(&input, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n").unwrap();
+        std::fs::write(
+            &input,
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        )
+        .unwrap();
         write_docker_opts(&req).unwrap();
         assert!(std::fs::read_to_string(&out).unwrap().starts_with("DOCKER_OPT_BIP=\"--bip=10.5.72.1/24\"\n"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -100,12 +100,7 @@ pub struct VxlanData {
 
 impl LeaseAttrs {
     pub fn vxlan(public_ip: Ipv4Addr, vni: u32, vtep_mac: MacAddr) -> Self {
-        Self {
-            public_ip,
-            public_ipv6: None,
-            backend_type: BACKEND_VXLAN.to_string(),
-            backend_data: VxlanData { vni, vtep_mac },
-        }
+        Self { public_ip, public_ipv6: None, backend_type: BACKEND_VXLAN.to_string(), backend_data: VxlanData { vni, vtep_mac } }
     }
 
     /// The JSON value stored in etcd, byte-compatible with flanneld's.
@@ -115,8 +110,7 @@ impl LeaseAttrs {
 
     /// Reads a lease value written by weftd or flanneld.
     pub fn from_json(text: &str) -> Result<Self, LeaseError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| LeaseError::BadValue(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| LeaseError::BadValue(e.to_string()))?;
         serde_json::from_value(crate::config::lowercase_keys(value)).map_err(|e| LeaseError::BadValue(e.to_string()))
     }
 }
@@ -193,9 +187,7 @@ pub fn candidate_subnets(config: &NetworkConfig) -> impl Iterator<Item = Ipv4Net
 
 /// Whether `subnet` is one the config could hand out (right size, inside the range).
 pub fn subnet_fits(config: &NetworkConfig, subnet: Ipv4Network) -> bool {
-    subnet.prefix() == config.subnet_len
-        && subnet.network() >= config.subnet_min
-        && subnet.network() <= config.subnet_max
+    subnet.prefix() == config.subnet_len && subnet.network() >= config.subnet_min && subnet.network() <= config.subnet_max
 }
 
 /// What to do to get a lease, in flanneld's order of preference.
@@ -218,9 +210,9 @@ pub fn choose_claim(
     occupied: &BTreeSet<Ipv4Network>,
     previous: Option<Ipv4Network>,
 ) -> Option<Claim> {
-    let own = leases
-        .iter()
-        .find(|l| l.attrs.public_ip == public_ip && config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len);
+    let own = leases.iter().find(|l| {
+        l.attrs.public_ip == public_ip && config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len
+    });
     if let Some(lease) = own {
         return Some(Claim::Existing(lease.clone()));
     }
@@ -239,11 +231,7 @@ mod tests {
 
     #[test]
     fn encodes_exactly_like_flanneld() {
-        let attrs = LeaseAttrs::vxlan(
-            Ipv4Addr::new(192, 168, 64, 3),
-            1,
-            "c6:d2:32:6f:8f:44".parse().unwrap(),
-        );
+        let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(192, 168, 64, 3), 1, "c6:d2:32:6f:8f:44".parse().unwrap());
         assert_eq!(attrs.to_json(), FLANNEL_SAMPLE);
     }
 
@@ -293,10 +281,8 @@ mod tests {
 
     #[test]
     fn picks_only_free_subnets_in_range() {
-        let config = NetworkConfig::parse(
-            r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.13.0"}"#,
-        )
-        .unwrap();
+        let config =
+            NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.13.0"}"#).unwrap();
         let all: Vec<_> = candidate_subnets(&config).map(|s| s.to_string()).collect();
         assert_eq!(all, ["10.5.10.0/24", "10.5.11.0/24", "10.5.12.0/24", "10.5.13.0/24"]);
         let mut taken = BTreeSet::new();

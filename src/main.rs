@@ -24,7 +24,13 @@ use weft::status;
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
     /// Comma-separated etcd endpoints.
-    #[arg(long, global = true, env = "FLANNELD_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLANNELD_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+    )]
     etcd_endpoints: Vec<String>,
     /// etcd prefix holding the network config and the subnet leases.
     #[arg(long, global = true, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
@@ -239,7 +245,11 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
             } else {
                 print!("{}", status::render(&report));
             }
-            if report.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if report.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("weftd status: {e:#}");
@@ -302,7 +312,8 @@ mod tests {
 
     #[test]
     fn go_style_single_and_double_dash_flags() {
-        let flags = parse(&["-etcd-endpoints=http://a:2379,http://b:2379", "--iface", "eth1", "-iface=10.0.0.5", "-ip-masq", "-v=2"]);
+        let flags =
+            parse(&["-etcd-endpoints=http://a:2379,http://b:2379", "--iface", "eth1", "-iface=10.0.0.5", "-ip-masq", "-v=2"]);
         assert_eq!(flags.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
         assert_eq!(flags.iface, ["eth1", "10.0.0.5"]);
         assert!(flags.ip_masq);

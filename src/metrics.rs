@@ -57,10 +57,24 @@ impl Metrics {
         r.register("reconcile_runs", "Reconcile passes", metrics.reconcile_runs.clone());
         r.register("reconcile_errors", "Reconcile passes that failed", metrics.reconcile_errors.clone());
         r.register("entries_repaired", "Kernel entries fixed while the leases were unchanged", metrics.entries_repaired.clone());
-        r.register_with_unit("lease_expiry_timestamp", "When our lease expires unless renewed (0 for a reservation)", Unit::Seconds, metrics.lease_expiry.clone());
+        r.register_with_unit(
+            "lease_expiry_timestamp",
+            "When our lease expires unless renewed (0 for a reservation)",
+            Unit::Seconds,
+            metrics.lease_expiry.clone(),
+        );
         r.register("etcd_reconnects", "Times etcd came back after being unreachable", metrics.etcd_reconnects.clone());
-        r.register("watch_restarts", "Times the lease watch was re-established with a fresh list", metrics.watch_restarts.clone());
-        r.register_with_unit("lease_event_to_kernel", "Time from a lease change arriving to the kernel matching it", Unit::Seconds, metrics.lease_to_kernel.clone());
+        r.register(
+            "watch_restarts",
+            "Times the lease watch was re-established with a fresh list",
+            metrics.watch_restarts.clone(),
+        );
+        r.register_with_unit(
+            "lease_event_to_kernel",
+            "Time from a lease change arriving to the kernel matching it",
+            Unit::Seconds,
+            metrics.lease_to_kernel.clone(),
+        );
         Arc::new(metrics)
     }
 
@@ -109,9 +123,15 @@ mod tests {
         metrics.lease_to_kernel.observe(0.002);
         let text = metrics.encode();
         for name in [
-            "weft_peers ", "weft_kernel_entries{kind=\"route\"} 0", "weft_reconcile_runs_total 1", "weft_reconcile_errors_total 0",
-            "weft_entries_repaired_total 0", "weft_lease_expiry_timestamp_seconds ", "weft_etcd_reconnects_total 0",
-            "weft_watch_restarts_total 0", "weft_lease_event_to_kernel_seconds_count 1",
+            "weft_peers ",
+            "weft_kernel_entries{kind=\"route\"} 0",
+            "weft_reconcile_runs_total 1",
+            "weft_reconcile_errors_total 0",
+            "weft_entries_repaired_total 0",
+            "weft_lease_expiry_timestamp_seconds ",
+            "weft_etcd_reconnects_total 0",
+            "weft_watch_restarts_total 0",
+            "weft_lease_event_to_kernel_seconds_count 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

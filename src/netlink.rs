@@ -13,13 +13,14 @@ use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR};
+use rtnetlink::packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
@@ -183,18 +184,12 @@ impl Kernel {
     /// Finds the underlay the way flanneld does: the first `--iface` that names an interface or
     /// one of its addresses, else the first interface whose name or address matches
     /// `--iface-regex`, else the interface of the default route.
-    pub async fn find_underlay(
-        &self,
-        ifaces: &[String],
-        iface_regex: &[regex::Regex],
-    ) -> Result<Underlay, NetlinkError> {
+    pub async fn find_underlay(&self, ifaces: &[String], iface_regex: &[regex::Regex]) -> Result<Underlay, NetlinkError> {
         let links = self.links_with_addresses().await?;
         let matches = |link: &LinkMessage, ips: &[Ipv4Addr], wanted: &dyn Fn(&str) -> bool| {
             wanted(&link_name(link)) || ips.iter().any(|ip| wanted(&ip.to_string()))
         };
-        let pick = |wanted: &dyn Fn(&str) -> bool| {
-            links.iter().find(|(link, ips)| !ips.is_empty() && matches(link, ips, wanted))
-        };
+        let pick = |wanted: &dyn Fn(&str) -> bool| links.iter().find(|(link, ips)| !ips.is_empty() && matches(link, ips, wanted));
         let found = if !ifaces.is_empty() {
             ifaces.iter().find_map(|want| pick(&|s: &str| s == want))
         } else if !iface_regex.is_empty() {
@@ -216,10 +211,7 @@ impl Kernel {
     /// `ip -4 route show default`: the output interface of the main table's default route.
     async fn default_route_interface(&self) -> Result<Option<u32>, NetlinkError> {
         let routes = self.dump_ipv4_routes().await?;
-        Ok(routes
-            .iter()
-            .filter(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE)
-            .find_map(route_oif))
+        Ok(routes.iter().filter(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE).find_map(route_oif))
     }
 
     async fn dump_ipv4_routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
@@ -493,9 +485,10 @@ impl Kernel {
             added => return added.map(|()| true),
         }
         let mut device = None;
-        let get = self.exchange("get nexthop", NetlinkPayload::InnerMessage(NexthopRequest::Get { gateway }), NLM_F_ACK, |reply| {
-            device = nexthop::device_of(reply);
-        });
+        let get =
+            self.exchange("get nexthop", NetlinkPayload::InnerMessage(NexthopRequest::Get { gateway }), NLM_F_ACK, |reply| {
+                device = nexthop::device_of(reply);
+            });
         match get.await {
             Ok(()) if device != Some(index) => {
                 let id = nexthop::id_for(gateway);
@@ -612,7 +605,8 @@ fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
 
 /// `<subnet> nhid <id>`: a peer route that points at the peer's nexthop object.
 fn nexthop_route(entry: RouteEntry) -> RouteMessage {
-    let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(entry.subnet.network(), entry.subnet.prefix()).build();
+    let mut route =
+        RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(entry.subnet.network(), entry.subnet.prefix()).build();
     route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
     route
 }
@@ -648,10 +642,13 @@ fn link_name(link: &LinkMessage) -> String {
 }
 
 fn link_mtu(link: &LinkMessage) -> u32 {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(mtu) => Some(*mtu),
-        _ => None,
-    }).unwrap_or(1500)
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or(1500)
 }
 
 fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
@@ -719,10 +716,14 @@ fn fdb_entry(message: &NeighbourMessage) -> Option<FdbEntry> {
 }
 
 fn route_table(route: &RouteMessage) -> u32 {
-    route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Table(t) => Some(*t),
-        _ => None,
-    }).unwrap_or(u32::from(route.header.table))
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
 }
 
 fn route_oif(route: &RouteMessage) -> Option<u32> {
@@ -765,11 +766,7 @@ fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
         RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
         _ => None,
     })?;
-    Some(RouteEntry {
-        subnet: route_destination(route)?,
-        gateway,
-        onlink: route.header.flags.contains(RouteFlags::Onlink),
-    })
+    Some(RouteEntry { subnet: route_destination(route)?, gateway, onlink: route.header.flags.contains(RouteFlags::Onlink) })
 }
 
 fn route_destination(route: &RouteMessage) -> Option<Ipv4Network> {

@@ -162,10 +162,8 @@ mod tests {
 
     #[test]
     fn each_peer_gets_arp_fdb_and_route_but_not_us() {
-        let (state, skipped) = desired(vec![
-            lease("10.5.1.0/24", [198, 18, 0, 11], 1),
-            lease("10.5.2.0/24", [198, 18, 0, 12], 2),
-        ]);
+        let (state, skipped) =
+            desired(vec![lease("10.5.1.0/24", [198, 18, 0, 11], 1), lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
         assert!(skipped.is_empty());
         let vtep = Ipv4Addr::new(10, 5, 2, 0);
         assert_eq!(state.arp, BTreeSet::from([ArpEntry { ip: vtep, mac: mac(2) }]));
@@ -186,9 +184,8 @@ mod tests {
             lease("10.5.5.0/24", [198, 18, 0, 11], 5),
             lease("10.5.6.0/24", [198, 18, 0, 16], 6),
         ]);
-        let reason = |subnet: &str| {
-            skipped.iter().find(|s| s.subnet.to_string() == subnet).map(|s| s.reason.clone()).unwrap_or_default()
-        };
+        let reason =
+            |subnet: &str| skipped.iter().find(|s| s.subnet.to_string() == subnet).map(|s| s.reason.clone()).unwrap_or_default();
         assert_eq!(skipped.len(), 3, "{skipped:?}");
         assert!(reason("10.6.3.0/24").contains("outside the Network"));
         assert!(reason("10.5.4.0/24").contains("not vxlan"));

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue,
-    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions,
+    Txn, TxnOp, WatchOptions,
 };
 use ipnetwork::Ipv4Network;
 use thiserror::Error;
@@ -122,13 +122,18 @@ fn classify(op: &'static str, source: etcd_client::Error) -> RegistryError {
         let about_auth = ["user name", "password", "authentication", "auth token"].iter().any(|w| message.contains(w));
         match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => return RegistryError::Refused { op, reason: message },
-            Code::InvalidArgument | Code::FailedPrecondition if about_auth => return RegistryError::Refused { op, reason: message },
+            Code::InvalidArgument | Code::FailedPrecondition if about_auth => {
+                return RegistryError::Refused { op, reason: message }
+            }
             _ => {}
         }
     }
     let text = format!("{source:?}");
     if ["certificate", "UnknownIssuer", "handshake", "InvalidContentType", "CorruptMessage"].iter().any(|w| text.contains(w)) {
-        let reason = text.split("invalid peer certificate").nth(1).map(|r| format!("invalid peer certificate{}", r.split('"').next().unwrap_or(r)));
+        let reason = text
+            .split("invalid peer certificate")
+            .nth(1)
+            .map(|r| format!("invalid peer certificate{}", r.split('"').next().unwrap_or(r)));
         return RegistryError::Tls { op, reason: reason.unwrap_or_else(|| source.to_string()) };
     }
     RegistryError::Etcd { op, source }
@@ -233,7 +238,12 @@ impl Registry {
     /// The raw network config text at `<prefix>/config`, or `None` if it is not there yet.
     pub async fn network_config(&self) -> Result<Option<String>, RegistryError> {
         let key = format!("{}/config", self.prefix);
-        let response = self.call("get config", |c| { let key = key.clone(); async move { c.kv_client().get(key, None).await } }).await?;
+        let response = self
+            .call("get config", |c| {
+                let key = key.clone();
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
         Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
@@ -241,14 +251,18 @@ impl Registry {
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let key = format!("{}/config", self.prefix);
         let options = GetOptions::new().with_count_only();
-        self.call("ping", |c| { let (key, options) = (key.clone(), options.clone()); async move { c.kv_client().get(key, Some(options)).await } })
-            .await
-            .map(|_| ())
+        self.call("ping", |c| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { c.kv_client().get(key, Some(options)).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Seconds left on an etcd lease (`etcdctl lease timetolive`); `None` if it has expired.
     pub async fn time_to_live(&self, etcd_lease: i64) -> Result<Option<i64>, RegistryError> {
-        let response = self.call("lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease, None).await }).await?;
+        let response =
+            self.call("lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease, None).await }).await?;
         Ok(Some(response.ttl()).filter(|ttl| *ttl >= 0))
     }
 
@@ -267,7 +281,10 @@ impl Registry {
             }
             let key = from.clone();
             let response = self
-                .call("list leases", |c| { let (key, options) = (key.clone(), options.clone()); async move { c.kv_client().get(key, Some(options)).await } })
+                .call("list leases", |c| {
+                    let (key, options) = (key.clone(), options.clone());
+                    async move { c.kv_client().get(key, Some(options)).await }
+                })
                 .await?;
             if listing.revision == 0 {
                 listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
@@ -378,7 +395,12 @@ impl Registry {
     async fn put_if(&self, condition: Compare, key: &str, mut lease: Lease) -> Result<Option<Lease>, RegistryError> {
         let options = (lease.etcd_lease != 0).then(|| PutOptions::new().with_lease(lease.etcd_lease));
         let txn = Txn::new().when([condition]).and_then([TxnOp::put(key, lease.attrs.to_json(), options)]);
-        let response = self.call("lease transaction", |c| { let txn = txn.clone(); async move { c.kv_client().txn(txn).await } }).await?;
+        let response = self
+            .call("lease transaction", |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         if !response.succeeded() {
             return Ok(None);
         }
@@ -433,7 +455,10 @@ impl Registry {
         leases.send_modify(|set| *set = Arc::new(replace_with_listing(set, listing)));
         let (prefix, options) = (self.subnets_prefix(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
         let mut stream = self
-            .call("watch leases", |c| { let (prefix, options) = (prefix.clone(), options.clone()); async move { c.watch_client().watch(prefix, Some(options)).await } })
+            .call("watch leases", |c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.watch_client().watch(prefix, Some(options)).await }
+            })
             .await?;
         tracing::debug!(revision, "watching leases");
         loop {
@@ -559,9 +584,7 @@ impl Outage {
 }
 
 fn tls_options(options: &EtcdOptions) -> Result<Option<TlsOptions>, RegistryError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| RegistryError::TlsFile { path: path.clone(), source })
-    };
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|source| RegistryError::TlsFile { path: path.clone(), source });
     if options.ca_file.is_none() && options.cert_file.is_none() {
         return Ok(None);
     }
@@ -599,7 +622,8 @@ mod tests {
     fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
         let good = lease("10.5.2.0/24", 12);
         let gone = lease("10.5.3.0/24", 13);
-        let set = LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(), changed_at: None };
+        let set =
+            LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(), changed_at: None };
         let fresh = lease("10.5.4.0/24", 14);
         let listing = LeaseListing {
             revision: 9,
@@ -617,7 +641,12 @@ mod tests {
         let mut outage = Outage::default();
         assert_eq!(outage.backoff(), Duration::ZERO);
         let error = RegistryError::Timeout { op: "test" };
-        let delays: Vec<_> = (0..8).map(|_| { outage.failed(&error); outage.backoff().as_millis() }).collect();
+        let delays: Vec<_> = (0..8)
+            .map(|_| {
+                outage.failed(&error);
+                outage.backoff().as_millis()
+            })
+            .collect();
         assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         outage.recovered();
         assert_eq!(outage.backoff(), Duration::ZERO);

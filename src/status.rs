@@ -97,7 +97,11 @@ pub fn assess(observed: &Observed) -> Status {
             let this_host = Some(lease.subnet) == own_subnet;
             let skip = skipped.get(&lease.subnet).cloned();
             let checked = !this_host && skip.is_none();
-            let (route, arp, fdb) = if checked { check_peer(lease, &actual) } else { (Check::NotApplicable, Check::NotApplicable, Check::NotApplicable) };
+            let (route, arp, fdb) = if checked {
+                check_peer(lease, &actual)
+            } else {
+                (Check::NotApplicable, Check::NotApplicable, Check::NotApplicable)
+            };
             LeaseStatus {
                 subnet: lease.subnet,
                 public_ip: lease.attrs.public_ip,
@@ -182,7 +186,10 @@ pub fn render(status: &Status) -> String {
         status.public_ip,
         status.own_subnet.map_or("no lease".to_string(), |s| s.to_string()),
     );
-    out.push_str(&format!("{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}\n", "SUBNET", "PUBLIC IP", "VTEP MAC", "EXPIRES", "ROUTE", "ARP", "FDB"));
+    out.push_str(&format!(
+        "{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}\n",
+        "SUBNET", "PUBLIC IP", "VTEP MAC", "EXPIRES", "ROUTE", "ARP", "FDB"
+    ));
     for l in &status.leases {
         let expires = match (l.reservation, l.expires_in_seconds) {
             (true, _) => "reservation".to_string(),
@@ -195,10 +202,20 @@ pub fn render(status: &Status) -> String {
             Check::Wrong => "WRONG",
             Check::NotApplicable => "-",
         };
-        let note = if l.this_host { "  (this host)".to_string() } else { l.skipped.as_ref().map(|r| format!("  (skipped: {r})")).unwrap_or_default() };
+        let note = if l.this_host {
+            "  (this host)".to_string()
+        } else {
+            l.skipped.as_ref().map(|r| format!("  (skipped: {r})")).unwrap_or_default()
+        };
         out.push_str(&format!(
             "{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}{note}\n",
-            l.subnet.to_string(), l.public_ip.to_string(), l.vtep_mac, expires, word(l.route), word(l.arp), word(l.fdb)
+            l.subnet.to_string(),
+            l.public_ip.to_string(),
+            l.vtep_mac,
+            expires,
+            word(l.route),
+            word(l.arp),
+            word(l.fdb)
         ));
     }
     for (key, error) in &status.malformed {
@@ -218,7 +235,12 @@ mod tests {
     use crate::reconcile::{ArpEntry, FdbEntry, RouteEntry};
 
     fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
-        Lease { subnet: subnet.parse().unwrap(), attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])), etcd_lease: 7, mod_revision: 1 }
+        Lease {
+            subnet: subnet.parse().unwrap(),
+            attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])),
+            etcd_lease: 7,
+            mod_revision: 1,
+        }
     }
 
     fn observed(kernel: Option<KernelState>) -> Observed {
@@ -258,7 +280,10 @@ mod tests {
         kernel.fdb = [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 99) }].into();
         let status = assess(&observed(Some(kernel)));
         assert!(!status.healthy);
-        assert_eq!((status.leases[1].route, status.leases[1].arp, status.leases[1].fdb), (Check::Missing, Check::Ok, Check::Wrong));
+        assert_eq!(
+            (status.leases[1].route, status.leases[1].arp, status.leases[1].fdb),
+            (Check::Missing, Check::Ok, Check::Wrong)
+        );
         assert!(render(&status).contains("MISSING") && render(&status).contains("NOT healthy"));
         assert!(!assess(&observed(None)).healthy, "no device is not healthy");
     }

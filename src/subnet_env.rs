@@ -92,12 +92,7 @@ mod tests {
     use super::*;
 
     fn sample() -> SubnetEnv {
-        SubnetEnv {
-            network: "10.5.0.0/16".parse().unwrap(),
-            subnet: "10.5.72.0/24".parse().unwrap(),
-            mtu: 1450,
-            ip_masq: false,
-        }
+        SubnetEnv { network: "10.5.0.0/16".parse().unwrap(), subnet: "10.5.72.0/24".parse().unwrap(), mtu: 1450, ip_masq: false }
     }
 
     #[test]

@@ -119,7 +119,11 @@ fn cloud_config_orders_etcd_then_weftd_then_docker() {
     let weftd = unit_named(units, "weftd.service")["content"].as_str().unwrap();
     check_weftd_unit(&parse_unit(weftd), "/opt/bin/weftd");
     assert!(values(&parse_unit(weftd), "Unit", "After").contains(&"etcd-member.service"));
-    assert_eq!(weftd.replace("/opt/bin/weftd", "/usr/local/bin/weftd"), read("dist/weftd.service"), "cloud-config's weftd.service must match dist/");
+    assert_eq!(
+        weftd.replace("/opt/bin/weftd", "/usr/local/bin/weftd"),
+        read("dist/weftd.service"),
+        "cloud-config's weftd.service must match dist/"
+    );
 
     let drop_in = &unit_named(units, "docker.service")["drop-ins"][0]["content"];
     let drop_in = drop_in.as_str().unwrap();
@@ -128,7 +132,11 @@ fn cloud_config_orders_etcd_then_weftd_then_docker() {
 
     let files = doc["write_files"].as_vec().expect("write_files");
     let file = |path: &str| {
-        files.iter().find(|f| f["path"].as_str() == Some(path)).and_then(|f| f["content"].as_str()).unwrap_or_else(|| panic!("no {path}"))
+        files
+            .iter()
+            .find(|f| f["path"].as_str() == Some(path))
+            .and_then(|f| f["content"].as_str())
+            .unwrap_or_else(|| panic!("no {path}"))
     };
     check_env_file(file("/etc/weft/weftd.env"));
     let script = file("/opt/bin/weft-network-config");
@@ -140,7 +148,11 @@ fn cloud_config_orders_etcd_then_weftd_then_docker() {
 
 #[test]
 fn vagrant_files_pass_their_syntax_checks_and_use_shipped_files() {
-    let ruby = Command::new("ruby").arg("-c").arg(Path::new(ROOT).join("vagrant/Vagrantfile")).output().expect("ruby is installed by make deps");
+    let ruby = Command::new("ruby")
+        .arg("-c")
+        .arg(Path::new(ROOT).join("vagrant/Vagrantfile"))
+        .output()
+        .expect("ruby is installed by make deps");
     assert!(ruby.status.success() && String::from_utf8_lossy(&ruby.stdout).contains("Syntax OK"), "{ruby:?}");
     for script in ["vagrant/provision.sh", "vagrant/check.sh"] {
         let status = Command::new("bash").arg("-n").arg(Path::new(ROOT).join(script)).status().unwrap();

@@ -20,9 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{nth_address, parse_cidr, poll, Host, Lab, Weftd};
-use docker::{
-    docker_opts_words, mounts_under, parse_ping_summary, weftd_docker_opts, BusyboxImage, Dockerd,
-};
+use docker::{docker_opts_words, mounts_under, parse_ping_summary, weftd_docker_opts, BusyboxImage, Dockerd};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const NETWORK: &str = "10.5.0.0/16";
@@ -39,12 +37,8 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     let hosts = [lab.add_host(), lab.add_host()];
     // flannel's recipe for docker: flanneld --ip-masq, so that mk-docker-opts gives docker
     // --ip-masq=false and containers talk to each other with their own addresses.
-    let _weftd: Vec<Weftd> = hosts
-        .iter()
-        .map(|&n| lab.start_weftd(n, &["--ip-masq"]))
-        .collect();
-    let envs: Vec<BTreeMap<String, String>> =
-        hosts.iter().map(|&n| wait_subnet_env(&lab, n)).collect();
+    let _weftd: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &["--ip-masq"])).collect();
+    let envs: Vec<BTreeMap<String, String>> = hosts.iter().map(|&n| wait_subnet_env(&lab, n)).collect();
 
     // Declared after the lab so they are dropped (and torn down) before it.
     let image = BusyboxImage::build(lab.dir());
@@ -52,8 +46,7 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     for (&n, env) in hosts.iter().zip(&envs) {
         // As on a fresh host: docker then enables forwarding itself and, doing so, sets the
         // FORWARD policy to DROP — what flannel's FORWARD rules are for.
-        lab.host(n)
-            .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        lab.host(n).exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         let opts = weftd_docker_opts(&lab, n);
         let words = docker_opts_words(&opts);
         check_docker_opts(n, env, &opts, &words);
@@ -84,30 +77,11 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     // Ping both ways; the first replies may wait for ARP and the lease watch.
     wait_container_ping(a, &name_a, ip_b);
     wait_container_ping(b, &name_b, ip_a);
-    let summary = String::from_utf8_lossy(
-        &a.exec(
-            &name_a,
-            &[
-                "ping",
-                "-n",
-                "-c",
-                "5",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                &ip_b.to_string(),
-            ],
-        )
-        .stdout,
-    )
-    .into_owned();
+    let summary =
+        String::from_utf8_lossy(&a.exec(&name_a, &["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1", &ip_b.to_string()]).stdout)
+            .into_owned();
     let (tx, rx, rtt) = parse_ping_summary(&summary);
-    assert_eq!(
-        (tx, rx),
-        (5, 5),
-        "ping {name_a} -> {ip_b} lost packets:\n{summary}"
-    );
+    assert_eq!((tx, rx), (5, 5), "ping {name_a} -> {ip_b} lost packets:\n{summary}");
     let (min, avg, max) = rtt.expect("ping printed no RTT");
     println!("ping {name_a} ({ip_a}) -> {name_b} ({ip_b}): 5/5 replies, rtt min/avg/max = {min}/{avg}/{max} ms");
 
@@ -117,105 +91,45 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     fs::create_dir_all(www.join("cgi-bin")).unwrap();
     fs::write(www.join("blob"), &blob).unwrap();
     let cgi = www.join("cgi-bin/addr");
-    fs::write(
-        &cgi,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$REMOTE_ADDR\"\n",
-    )
-    .unwrap();
+    fs::write(&cgi, "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$REMOTE_ADDR\"\n").unwrap();
     fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
     a.copy_into(&www, &name_a, "/");
-    a.exec_ok(
-        &name_a,
-        &["httpd", "-p", &format!("0.0.0.0:{HTTP_PORT}"), "-h", "/www"],
-    );
+    a.exec_ok(&name_a, &["httpd", "-p", &format!("0.0.0.0:{HTTP_PORT}"), "-h", "/www"]);
     let expected_sum = sha256_of_file(&www.join("blob"));
-    assert_eq!(
-        a.exec_ok(&name_a, &["sha256sum", "/www/blob"])
-            .split_whitespace()
-            .next(),
-        Some(expected_sum.as_str())
-    );
+    assert_eq!(a.exec_ok(&name_a, &["sha256sum", "/www/blob"]).split_whitespace().next(), Some(expected_sum.as_str()));
 
     // No NAT between containers: A sees B's own address.
     let base = format!("http://{ip_a}:{HTTP_PORT}");
-    let seen = poll(
-        &format!("{name_b} to fetch {base}/cgi-bin/addr"),
-        CONVERGE,
-        || {
-            let out = b.exec(
-                &name_b,
-                &[
-                    "timeout",
-                    "5",
-                    "wget",
-                    "-q",
-                    "-O",
-                    "-",
-                    &format!("{base}/cgi-bin/addr"),
-                ],
-            );
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        },
-    );
-    assert_eq!(
-        seen,
-        ip_b.to_string(),
-        "{name_a} saw {name_b}'s request come from {seen}, not from {ip_b}: NATed"
-    );
+    let seen = poll(&format!("{name_b} to fetch {base}/cgi-bin/addr"), CONVERGE, || {
+        let out = b.exec(&name_b, &["timeout", "5", "wget", "-q", "-O", "-", &format!("{base}/cgi-bin/addr")]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    assert_eq!(seen, ip_b.to_string(), "{name_a} saw {name_b}'s request come from {seen}, not from {ip_b}: NATed");
     println!("{name_a} sees {name_b}'s requests from {seen} (no NAT)");
 
     // The 1 MiB file from A to B.
     let t0 = Instant::now();
-    b.exec_ok(
-        &name_b,
-        &[
-            "timeout",
-            "60",
-            "wget",
-            "-q",
-            "-O",
-            "/tmp/blob",
-            &format!("{base}/blob"),
-        ],
-    );
+    b.exec_ok(&name_b, &["timeout", "60", "wget", "-q", "-O", "/tmp/blob", &format!("{base}/blob")]);
     let elapsed = t0.elapsed();
-    let size: usize = b
-        .exec_ok(&name_b, &["stat", "-c", "%s", "/tmp/blob"])
-        .parse()
-        .expect("stat size");
+    let size: usize = b.exec_ok(&name_b, &["stat", "-c", "%s", "/tmp/blob"]).parse().expect("stat size");
     let got_sum = b.exec_ok(&name_b, &["sha256sum", "/tmp/blob"]);
-    let got_sum = got_sum
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let got_sum = got_sum.split_whitespace().next().unwrap_or_default().to_string();
     println!(
         "transfer {name_a} -> {name_b}: {size} bytes in {:.1} ms ({:.1} MiB/s), sha256 sent {expected_sum}, received {got_sum}",
         elapsed.as_secs_f64() * 1e3,
         size as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(size, BLOB_SIZE, "received size");
-    assert_eq!(
-        got_sum, expected_sum,
-        "received file differs from the one sent"
-    );
+    assert_eq!(got_sum, expected_sum, "received file differs from the one sent");
 
     // Teardown is part of the test: nothing of docker may be left.
     let mut problems = Vec::new();
     for dockerd in dockers.iter_mut().rev() {
         problems.extend(dockerd.stop());
     }
-    assert!(
-        problems.is_empty(),
-        "docker teardown left things behind: {problems:#?}"
-    );
+    assert!(problems.is_empty(), "docker teardown left things behind: {problems:#?}");
     let mounts = mounts_under(lab.dir());
-    assert!(
-        mounts.is_empty(),
-        "mounts left under the lab dir: {mounts:?}"
-    );
+    assert!(mounts.is_empty(), "mounts left under the lab dir: {mounts:?}");
     println!("total {:.1} s", started.elapsed().as_secs_f64());
 }
 
@@ -226,33 +140,18 @@ fn container_name(n: usize) -> String {
 /// Host N's subnet.env once it has FLANNEL_SUBNET and FLANNEL_MTU.
 fn wait_subnet_env(lab: &Lab, n: usize) -> BTreeMap<String, String> {
     poll(&format!("host {n}'s subnet.env"), CONVERGE, || {
-        lab.host(n)
-            .subnet_env()
-            .filter(|env| env.contains_key("FLANNEL_SUBNET") && env.contains_key("FLANNEL_MTU"))
+        lab.host(n).subnet_env().filter(|env| env.contains_key("FLANNEL_SUBNET") && env.contains_key("FLANNEL_MTU"))
     })
 }
 
 /// The docker options are flannel's mk-docker-opts.sh output for this subnet.env.
-fn check_docker_opts(
-    n: usize,
-    env: &BTreeMap<String, String>,
-    opts: &BTreeMap<String, String>,
-    words: &[String],
-) {
+fn check_docker_opts(n: usize, env: &BTreeMap<String, String>, opts: &BTreeMap<String, String>, words: &[String]) {
     let bip = format!("--bip={}", env["FLANNEL_SUBNET"]);
     let mtu = format!("--mtu={}", env["FLANNEL_MTU"]);
-    assert_eq!(
-        env.get("FLANNEL_IPMASQ").map(String::as_str),
-        Some("true"),
-        "host {n}: {env:?}"
-    );
+    assert_eq!(env.get("FLANNEL_IPMASQ").map(String::as_str), Some("true"), "host {n}: {env:?}");
     assert_eq!(opts.get("DOCKER_OPT_BIP"), Some(&bip), "host {n}: {opts:?}");
     assert_eq!(opts.get("DOCKER_OPT_MTU"), Some(&mtu), "host {n}: {opts:?}");
-    assert_eq!(
-        opts.get("DOCKER_OPT_IPMASQ").map(String::as_str),
-        Some("--ip-masq=false"),
-        "host {n}: {opts:?}"
-    );
+    assert_eq!(opts.get("DOCKER_OPT_IPMASQ").map(String::as_str), Some("--ip-masq=false"), "host {n}: {opts:?}");
     let mut sorted = words.to_vec();
     sorted.sort();
     assert_eq!(opts.get("DOCKER_OPT_LOG_LEVEL").map(String::as_str), Some("--log-level=warn"), "host {n}: {opts:?}");
@@ -271,33 +170,16 @@ fn check_docker0_address(host: &Host, subnet: &str) {
         .into_iter()
         .flatten()
         .filter(|a| a["family"] == "inet")
-        .map(|a| {
-            format!(
-                "{}/{}",
-                a["local"].as_str().unwrap_or_default(),
-                a["prefixlen"]
-            )
-        })
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or_default(), a["prefixlen"]))
         .collect();
-    assert_eq!(
-        addrs,
-        [subnet.to_string()],
-        "host {}: docker0 IPv4 addresses",
-        host.n
-    );
+    assert_eq!(addrs, [subnet.to_string()], "host {}: docker0 IPv4 addresses", host.n);
     println!("host {}: docker0 has {subnet}", host.n);
 }
 
 /// The container's address is in the host's subnet, and docker0 and the container's eth0 use
 /// FLANNEL_MTU (docker sets the bridge's MTU only through its ports, so this is checked once a
 /// container is attached).
-fn check_container_network(
-    host: &Host,
-    dockerd: &Dockerd,
-    name: &str,
-    ip: Ipv4Addr,
-    env: &BTreeMap<String, String>,
-) {
+fn check_container_network(host: &Host, dockerd: &Dockerd, name: &str, ip: Ipv4Addr, env: &BTreeMap<String, String>) {
     let (gateway, prefix) = parse_cidr(&env["FLANNEL_SUBNET"]);
     assert_eq!(
         nth_address(ip, prefix, 0),
@@ -320,38 +202,21 @@ fn check_container_network(
 /// does when it enables forwarding itself), it is set here, so the rules are always exercised.
 fn check_forward_rules(host: &Host) {
     let accepts = |rules: &str, flag: &str| {
-        rules.lines().any(|l| {
-            l.starts_with("-A FLANNEL-FWD")
-                && l.contains(&format!("{flag} {NETWORK}"))
-                && l.ends_with("-j ACCEPT")
-        })
+        rules
+            .lines()
+            .any(|l| l.starts_with("-A FLANNEL-FWD") && l.contains(&format!("{flag} {NETWORK}")) && l.ends_with("-j ACCEPT"))
     };
-    let forward = poll(
-        &format!("host {}: weftd's FORWARD rules for {NETWORK}", host.n),
-        CONVERGE,
-        || {
-            let forward = iptables(host, &["-S", "FORWARD"]);
-            let all = iptables(host, &["-S"]);
-            let ok = forward.lines().any(|l| l.ends_with("-j FLANNEL-FWD"))
-                && accepts(&all, "-s")
-                && accepts(&all, "-d");
-            ok.then_some(forward)
-        },
-    );
-    let policy = forward
-        .lines()
-        .find_map(|l| l.strip_prefix("-P FORWARD "))
-        .unwrap_or("?");
+    let forward = poll(&format!("host {}: weftd's FORWARD rules for {NETWORK}", host.n), CONVERGE, || {
+        let forward = iptables(host, &["-S", "FORWARD"]);
+        let all = iptables(host, &["-S"]);
+        let ok = forward.lines().any(|l| l.ends_with("-j FLANNEL-FWD")) && accepts(&all, "-s") && accepts(&all, "-d");
+        ok.then_some(forward)
+    });
+    let policy = forward.lines().find_map(|l| l.strip_prefix("-P FORWARD ")).unwrap_or("?");
     if policy == "DROP" {
-        println!(
-            "host {}: FORWARD policy DROP (set by docker), FLANNEL-FWD accepts {NETWORK}",
-            host.n
-        );
+        println!("host {}: FORWARD policy DROP (set by docker), FLANNEL-FWD accepts {NETWORK}", host.n);
     } else {
-        println!(
-            "host {}: NOTE docker left the FORWARD policy {policy}; setting DROP",
-            host.n
-        );
+        println!("host {}: NOTE docker left the FORWARD policy {policy}; setting DROP", host.n);
         iptables(host, &["-P", "FORWARD", "DROP"]);
     }
 }
@@ -360,44 +225,26 @@ fn iptables(host: &Host, args: &[&str]) -> String {
     let mut all = vec!["iptables", "-w"];
     all.extend(args);
     let out = host.exec(&all);
-    assert!(
-        out.status.success(),
-        "host {}: iptables {args:?}: {}",
-        host.n,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    assert!(out.status.success(), "host {}: iptables {args:?}: {}", host.n, String::from_utf8_lossy(&out.stderr).trim());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn wait_container_ping(dockerd: &Dockerd, name: &str, dst: Ipv4Addr) {
     let dst = dst.to_string();
     poll(&format!("container {name} to ping {dst}"), CONVERGE, || {
-        dockerd
-            .exec(name, &["ping", "-n", "-q", "-c", "1", "-W", "1", &dst])
-            .status
-            .success()
-            .then_some(())
+        dockerd.exec(name, &["ping", "-n", "-q", "-c", "1", "-W", "1", &dst]).status.success().then_some(())
     });
 }
 
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("read /dev/urandom");
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("read /dev/urandom");
     buf
 }
 
 /// coreutils `sha256sum` of a file on the machine (the reference the containers are held to).
 fn sha256_of_file(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("run sha256sum");
+    let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
     assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
 }

@@ -64,7 +64,10 @@ fn status_healthy(lab: &Lab, n: usize) -> bool {
 fn an_etcd_outage_costs_no_packets_no_leases_and_no_cpu() {
     let (mut lab, daemons) = running_cluster(EtcdMode::Single, 2, &[]);
     let leases_before = lab.etcd_get_prefix("/coreos.com/network/subnets/");
-    let pings = [lab.start_ping(1, lab.container(2).ip, Duration::from_millis(100)), lab.start_ping(2, lab.container(1).ip, Duration::from_millis(100))];
+    let pings = [
+        lab.start_ping(1, lab.container(2).ip, Duration::from_millis(100)),
+        lab.start_ping(2, lab.container(1).ip, Duration::from_millis(100)),
+    ];
     let log_lines = daemons[0].log().lines().count();
     let cpu_before = daemons[0].cpu_time();
 
@@ -79,7 +82,8 @@ fn an_etcd_outage_costs_no_packets_no_leases_and_no_cpu() {
 
     let stats: Vec<_> = pings.into_iter().map(|p| p.finish()).collect();
     // What an operator sees at the default level (the lab runs weftd with debug logs on).
-    let outage_log: Vec<String> = daemons[0].log().lines().skip(log_lines).filter(|l| !l.contains(" DEBUG ")).map(str::to_string).collect();
+    let outage_log: Vec<String> =
+        daemons[0].log().lines().skip(log_lines).filter(|l| !l.contains(" DEBUG ")).map(str::to_string).collect();
     let warnings = outage_log.iter().filter(|l| l.contains("etcd unavailable")).count();
     println!(
         "figure: 30 s etcd outage: pings sent {}/{} lost {}/{}, weftd CPU {} ms, {} log lines ({} outage warning), reconnected {} ms after etcd returned",
@@ -121,7 +125,10 @@ fn losing_the_etcd_leader_fails_over_renews_and_admits_new_hosts() {
 fn kill_9_and_restart_keeps_the_subnet_and_every_packet() {
     let (lab, mut daemons) = running_cluster(EtcdMode::Single, 2, &[]);
     let subnet = wait_subnet(&lab, 1);
-    let pings = [lab.start_ping(1, lab.container(2).ip, Duration::from_millis(100)), lab.start_ping(2, lab.container(1).ip, Duration::from_millis(100))];
+    let pings = [
+        lab.start_ping(1, lab.container(2).ip, Duration::from_millis(100)),
+        lab.start_ping(2, lab.container(1).ip, Duration::from_millis(100)),
+    ];
     let window = Duration::from_secs(2); // pings run this long before the crash and after the restart
     std::thread::sleep(window);
     daemons[0].kill9();
@@ -134,7 +141,11 @@ fn kill_9_and_restart_keeps_the_subnet_and_every_packet() {
     let stats: Vec<_> = pings.into_iter().map(|p| p.finish()).collect();
     println!(
         "figure: kill -9 and restart: same subnet, healthy {} ms after restart, pings lost {}/{} and {}/{}",
-        healthy.as_millis(), stats[0].lost, stats[0].sent, stats[1].lost, stats[1].sent
+        healthy.as_millis(),
+        stats[0].lost,
+        stats[0].sent,
+        stats[1].lost,
+        stats[1].sent
     );
     assert_eq!(wait_subnet(&lab, 1), subnet);
     assert!(stats.iter().all(|s| s.lost == 0 && s.sent >= 30), "{stats:?}");
@@ -148,7 +159,14 @@ fn tls_with_client_certificates_works_and_a_wrong_ca_is_a_clear_error() {
     let (good, bad) = (lab.add_host(), lab.add_host());
     let tls = lab.tls_files();
     let flags = |ca: &std::path::Path| {
-        vec!["--etcd-cafile".to_string(), ca.display().to_string(), "--etcd-certfile".into(), tls.cert.display().to_string(), "--etcd-keyfile".into(), tls.key.display().to_string()]
+        vec![
+            "--etcd-cafile".to_string(),
+            ca.display().to_string(),
+            "--etcd-certfile".into(),
+            tls.cert.display().to_string(),
+            "--etcd-keyfile".into(),
+            tls.key.display().to_string(),
+        ]
     };
     let right = flags(&tls.ca);
     let _good = lab.start_weftd(good, &right.iter().map(String::as_str).collect::<Vec<_>>());

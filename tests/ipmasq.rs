@@ -31,7 +31,9 @@ fn expected_masquerade(subnet: &str) -> Vec<String> {
 }
 
 fn own_subnet(lab: &Lab, n: usize) -> String {
-    let env = poll(&format!("host {n}'s subnet.env"), DEADLINE, || lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET")));
+    let env = poll(&format!("host {n}'s subnet.env"), DEADLINE, || {
+        lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET"))
+    });
     let (gateway, prefix) = common::parse_cidr(&env["FLANNEL_SUBNET"]);
     format!("{}/{prefix}", common::nth_address(gateway, prefix, 0))
 }
@@ -73,7 +75,23 @@ fn masquerade_reaches_the_underlay_and_deleted_rules_come_back() {
     let mut delete = vec!["iptables", "-w", "-t", "nat", "-D"];
     delete.extend(words.iter().map(String::as_str));
     assert!(host.exec(&delete).status.success(), "{delete:?}");
-    assert!(host.exec(&["iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"]).status.success());
+    assert!(host
+        .exec(&[
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "flanneld masq",
+            "-j",
+            "FLANNEL-POSTRTG"
+        ])
+        .status
+        .success());
     poll("the deleted rules to be restored", DEADLINE, || {
         let restored = iptables_rules(&host, "nat", "FLANNEL-POSTRTG") == expected
             && iptables_rules(&host, "nat", "POSTROUTING").first().map(String::as_str) == Some(jump);

@@ -19,21 +19,14 @@ fn ok(out: &Output) -> bool {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Put, get and delete through the lab's helpers.
 fn check_round_trip(lab: &Lab) {
     lab.etcd_put("/weft-lab-etcd/a", "-dashed\nvalue");
     lab.put_network_config(CONFIG);
-    assert_eq!(
-        lab.etcd_get("/weft-lab-etcd/a").as_deref(),
-        Some("-dashed\nvalue")
-    );
+    assert_eq!(lab.etcd_get("/weft-lab-etcd/a").as_deref(), Some("-dashed\nvalue"));
     assert_eq!(lab.etcd_get_prefix("/coreos.com/network/").len(), 1);
     lab.etcd_del("/weft-lab-etcd/a");
     assert_eq!(lab.etcd_get("/weft-lab-etcd/a"), None);
@@ -43,10 +36,7 @@ fn check_round_trip(lab: &Lab) {
 fn drop_and_check_clean(lab: Lab) {
     let (id, dir) = (lab.id().to_string(), lab.dir().to_path_buf());
     drop(lab);
-    let left: Vec<String> = netns_list()
-        .into_iter()
-        .filter(|ns| ns.starts_with(&id))
-        .collect();
+    let left: Vec<String> = netns_list().into_iter().filter(|ns| ns.starts_with(&id)).collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     let procs = pids_mentioning(&dir.to_string_lossy());
     assert!(procs.is_empty(), "processes left behind: {procs:?}");
@@ -67,10 +57,7 @@ fn single_member_survives_a_restart() {
     let pid = lab.etcd_pid();
     lab.stop_etcd(0);
     assert!(!lab.etcd_running(0));
-    assert!(
-        !ok(&lab.etcdctl(&["get", "/weft-lab-etcd/kept"])),
-        "etcd is stopped"
-    );
+    assert!(!ok(&lab.etcdctl(&["get", "/weft-lab-etcd/kept"])), "etcd is stopped");
     lab.start_etcd(0);
     assert_ne!(lab.etcd_pid(), pid, "a new process");
     assert_eq!(lab.etcd_get("/weft-lab-etcd/kept").as_deref(), Some("yes"));
@@ -80,20 +67,13 @@ fn single_member_survives_a_restart() {
 #[test]
 fn cluster_elects_a_new_leader_and_takes_the_old_one_back() {
     let lab = Lab::with_etcd(EtcdMode::Cluster3);
-    assert_eq!(
-        lab.etcd_endpoints(),
-        "http://198.18.0.2:2379,http://198.18.0.3:2379,http://198.18.0.4:2379"
-    );
+    assert_eq!(lab.etcd_endpoints(), "http://198.18.0.2:2379,http://198.18.0.3:2379,http://198.18.0.4:2379");
     assert_eq!(lab.etcd_endpoint(), "http://198.18.0.2:2379");
     let ips: Vec<String> = lab.etcd_ips().iter().map(|ip| ip.to_string()).collect();
     assert_eq!(ips, ["198.18.0.2", "198.18.0.3", "198.18.0.4"]);
     let members = lab.etcdctl(&["member", "list", "-w", "json"]);
     let members: serde_json::Value = serde_json::from_slice(&members.stdout).unwrap();
-    assert_eq!(
-        members["members"].as_array().map(Vec::len),
-        Some(3),
-        "{members}"
-    );
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(3), "{members}");
     check_round_trip(&lab);
 
     let old = lab.etcd_leader();
@@ -101,31 +81,16 @@ fn cluster_elects_a_new_leader_and_takes_the_old_one_back() {
     let new = lab.etcd_leader();
     assert_ne!(new, old);
     lab.etcd_put("/weft-lab-etcd/during", "two members");
-    assert_eq!(
-        lab.etcd_get("/weft-lab-etcd/during").as_deref(),
-        Some("two members")
-    );
+    assert_eq!(lab.etcd_get("/weft-lab-etcd/during").as_deref(), Some("two members"));
 
     lab.start_etcd(old);
     let health = lab.etcdctl(&["endpoint", "health", "--cluster"]);
     assert!(ok(&health), "{}", text(&health));
     // The restarted member caught up: a serializable read answers from its own store.
-    poll(
-        "the restarted member to catch up",
-        Duration::from_secs(10),
-        || {
-            let out = lab.etcdctl_member(
-                old,
-                &[
-                    "get",
-                    "--consistency=s",
-                    "--print-value-only",
-                    "/weft-lab-etcd/during",
-                ],
-            );
-            text(&out).contains("two members").then_some(())
-        },
-    );
+    poll("the restarted member to catch up", Duration::from_secs(10), || {
+        let out = lab.etcdctl_member(old, &["get", "--consistency=s", "--print-value-only", "/weft-lab-etcd/during"]);
+        text(&out).contains("two members").then_some(())
+    });
     drop_and_check_clean(lab);
 }
 
@@ -138,41 +103,20 @@ fn tls_needs_the_right_ca_and_a_client_certificate() {
     let tls = lab.tls_files();
     for key in [&tls.key] {
         let pem = fs::read_to_string(key).unwrap();
-        assert!(
-            pem.starts_with("-----BEGIN PRIVATE KEY-----"),
-            "PKCS#8: {pem}"
-        );
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8: {pem}");
     }
     let arg = |flag: &str, path: &std::path::Path| format!("--{flag}={}", path.display());
-    let (ca, cert, key) = (
-        arg("cacert", &tls.ca),
-        arg("cert", &tls.cert),
-        arg("key", &tls.key),
-    );
+    let (ca, cert, key) = (arg("cacert", &tls.ca), arg("cert", &tls.cert), arg("key", &tls.key));
     let wrong_ca = arg("cacert", &tls.wrong_ca);
     // Short timeouts: a refused handshake is retried until the command timeout (5 s).
-    let get = [
-        "--dial-timeout=1s",
-        "--command-timeout=2s",
-        "get",
-        "/coreos.com/network/config",
-        "--print-value-only",
-    ];
+    let get = ["--dial-timeout=1s", "--command-timeout=2s", "get", "/coreos.com/network/config", "--print-value-only"];
 
     let right = lab.etcdctl_bare(&[&[&*ca, &cert, &key][..], &get].concat());
-    assert!(
-        ok(&right) && text(&right).contains("10.5.0.0/16"),
-        "{}",
-        text(&right)
-    );
+    assert!(ok(&right) && text(&right).contains("10.5.0.0/16"), "{}", text(&right));
     let wrong = lab.etcdctl_bare(&[&[&*wrong_ca, &cert, &key][..], &get].concat());
     assert!(!ok(&wrong), "wrong CA accepted: {}", text(&wrong));
     let anonymous = lab.etcdctl_bare(&[&[&*ca][..], &get].concat());
-    assert!(
-        !ok(&anonymous),
-        "no client certificate accepted: {}",
-        text(&anonymous)
-    );
+    assert!(!ok(&anonymous), "no client certificate accepted: {}", text(&anonymous));
     drop_and_check_clean(lab);
 }
 
@@ -183,11 +127,7 @@ fn auth_refuses_anonymous_and_confines_weft_to_its_prefix() {
 
     let anonymous = lab.etcdctl_bare(&["put", "/coreos.com/network/x", "1"]);
     assert!(!ok(&anonymous), "anonymous put accepted");
-    assert!(
-        text(&anonymous).contains("user name is empty"),
-        "{}",
-        text(&anonymous)
-    );
+    assert!(text(&anonymous).contains("user name is empty"), "{}", text(&anonymous));
     let wrong_password = lab.etcdctl_bare(&["--user=weft:nope", "get", "/a"]);
     assert!(!ok(&wrong_password), "wrong password accepted");
 
@@ -195,11 +135,7 @@ fn auth_refuses_anonymous_and_confines_weft_to_its_prefix() {
     let inside = lab.etcdctl_bare(&[weft, "put", "/coreos.com/network/x", "1"]);
     assert!(ok(&inside), "{}", text(&inside));
     let outside = lab.etcdctl_bare(&[weft, "put", "/elsewhere", "1"]);
-    assert!(
-        text(&outside).contains("permission denied"),
-        "{}",
-        text(&outside)
-    );
+    assert!(text(&outside).contains("permission denied"), "{}", text(&outside));
     drop_and_check_clean(lab);
 }
 
@@ -225,16 +161,9 @@ fn ping_runs_count_lost_replies() {
     let undrop = ["iptables", "-w", "-D", "INPUT", "-p", "icmp", "-j", "DROP"];
     assert!(ok(&lab.host(b).exec(&undrop)));
     thread::sleep(Duration::from_millis(300));
-    let PingStats {
-        sent,
-        received,
-        lost,
-    } = lossy.finish();
+    let PingStats { sent, received, lost } = lossy.finish();
     assert_eq!(lost, sent - received);
-    assert!(
-        (20..=60).contains(&lost),
-        "about 50 lost: sent {sent} received {received}"
-    );
+    assert!((20..=60).contains(&lost), "about 50 lost: sent {sent} received {received}");
 
     // From a container: fake subnet.env, then ping the bridge.
     let env = "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.7.1/24\nFLANNEL_MTU=1450\n";
@@ -257,19 +186,13 @@ fn weftd_cpu_time_is_read_from_proc() {
     let n = lab.add_host();
     let started = Instant::now();
     let weftd = lab.start_weftd(n, &[]);
-    poll("subnet.env", Duration::from_secs(20), || {
-        lab.host(n).subnet_env()
-    });
+    poll("subnet.env", Duration::from_secs(20), || lab.host(n).subnet_env());
     let first = weftd.cpu_time();
     thread::sleep(Duration::from_millis(500));
     let second = weftd.cpu_time();
     assert!(first <= second, "{first:?} then {second:?}");
     // Two cores at most.
-    assert!(
-        second <= started.elapsed() * 2,
-        "{second:?} in {:?}",
-        started.elapsed()
-    );
+    assert!(second <= started.elapsed() * 2, "{second:?} in {:?}", started.elapsed());
     drop(weftd);
     drop_and_check_clean(lab);
 }
@@ -280,24 +203,8 @@ fn tls_files_are_accepted_by_weftd() {
     lab.put_network_config(CONFIG);
     let n = lab.add_host();
     let tls = lab.tls_files();
-    let (ca, cert, key) = (
-        tls.ca.to_str().unwrap(),
-        tls.cert.to_str().unwrap(),
-        tls.key.to_str().unwrap(),
-    );
-    let _weftd = lab.start_weftd(
-        n,
-        &[
-            "--etcd-cafile",
-            ca,
-            "--etcd-certfile",
-            cert,
-            "--etcd-keyfile",
-            key,
-        ],
-    );
-    poll("subnet.env over TLS", Duration::from_secs(20), || {
-        lab.host(n).subnet_env()
-    });
+    let (ca, cert, key) = (tls.ca.to_str().unwrap(), tls.cert.to_str().unwrap(), tls.key.to_str().unwrap());
+    let _weftd = lab.start_weftd(n, &["--etcd-cafile", ca, "--etcd-certfile", cert, "--etcd-keyfile", key]);
+    poll("subnet.env over TLS", Duration::from_secs(20), || lab.host(n).subnet_env());
     assert_eq!(lab.etcd_get_prefix("/coreos.com/network/subnets/").len(), 1);
 }

@@ -16,7 +16,11 @@ const PORT: u16 = 9302;
 fn try_scrape(host: &Host) -> Option<BTreeMap<String, f64>> {
     let (_, body) = http::get(host, PORT, "/metrics").filter(|(status, _)| *status == 200)?;
     let samples = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty());
-    Some(samples.filter_map(|l| l.rsplit_once(' ').and_then(|(name, value)| Some((name.to_string(), value.parse().ok()?)))).collect())
+    Some(
+        samples
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(name, value)| Some((name.to_string(), value.parse().ok()?))))
+            .collect(),
+    )
 }
 
 fn scrape(host: &Host) -> BTreeMap<String, f64> {
@@ -84,7 +88,11 @@ fn the_default_log_has_one_line_per_event_and_nothing_per_tick() {
     let peer_ip = lab.host(b).underlay_ip.to_string();
     let added: Vec<&str> = settled.lines().filter(|l| l.contains("peer added")).collect();
     assert_eq!(added.len(), 1, "{settled}");
-    assert!(added[0].contains(&format!("public_ip={peer_ip}")) && added[0].contains("vtep_mac="), "key=value fields: {}", added[0]);
+    assert!(
+        added[0].contains(&format!("public_ip={peer_ip}")) && added[0].contains("vtep_mac="),
+        "key=value fields: {}",
+        added[0]
+    );
     for event in ["lease acquired", "wrote subnet file", "network config loaded", "iptables rules installed"] {
         assert_eq!(settled.matches(event).count(), 1, "{event} once:\n{settled}");
     }

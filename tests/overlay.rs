@@ -215,7 +215,10 @@ fn restarts_keep_the_subnet_and_subnet_env_names_the_subnet_to_ask_for() {
     let mut daemon = lab.start_weftd(first, &[]);
     let subnet = wait_subnet_env(&lab, first);
     assert!(daemon.terminate().success(), "SIGTERM must be a clean exit");
-    assert!(lab.host(first).ip_json(&["link", "show", "flannel.1"]).as_array().is_some_and(|l| l.len() == 1), "shutdown must leave the device");
+    assert!(
+        lab.host(first).ip_json(&["link", "show", "flannel.1"]).as_array().is_some_and(|l| l.len() == 1),
+        "shutdown must leave the device"
+    );
     std::fs::remove_file(&lab.host(first).subnet_file).unwrap();
     let _daemon = lab.start_weftd(first, &[]);
     assert_eq!(wait_subnet_env(&lab, first), subnet, "a restarted daemon keeps its lease");
@@ -229,7 +232,8 @@ fn restarts_keep_the_subnet_and_subnet_env_names_the_subnet_to_ask_for() {
     let second = lab.add_host();
     let file = &lab.host(second).subnet_file;
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n").unwrap();
+    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+        .unwrap();
     let _second = lab.start_weftd(second, &[]);
     poll("host 2 to lease 10.5.77.0/24", CONVERGE, || lab.etcd_get(&format!("{SUBNETS}10.5.77.0-24")));
     assert_eq!(wait_subnet_env(&lab, second), "10.5.77.1/24");
@@ -345,7 +349,8 @@ fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
     let (first, second) = (lab.add_host(), lab.add_host());
     let file = &lab.host(second).subnet_file;
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n").unwrap();
+    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+        .unwrap();
     let host = lab.host(first).clone();
     let id = u32::from(Ipv4Addr::new(10, 5, 77, 0)).to_string();
     let foreign = ["ip", "nexthop", "add", "id", id.as_str(), "via", "198.18.0.1", "dev", "eth0"];
@@ -382,9 +387,18 @@ fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     let good = kernel_tables(lab.host(1));
 
     lab.etcd_put(&format!("{SUBNETS}10.5.200.0-24"), "this is not json");
-    lab.etcd_put(&format!("{SUBNETS}10.5.201.0-24"), r#"{"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#);
-    lab.etcd_put(&format!("{SUBNETS}10.5.202.0-24"), r#"{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}"#);
-    lab.etcd_put(&format!("{SUBNETS}10.9.0.0-24"), r#"{"PublicIP":"198.18.0.98","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}}"#);
+    lab.etcd_put(
+        &format!("{SUBNETS}10.5.201.0-24"),
+        r#"{"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#,
+    );
+    lab.etcd_put(
+        &format!("{SUBNETS}10.5.202.0-24"),
+        r#"{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}"#,
+    );
+    lab.etcd_put(
+        &format!("{SUBNETS}10.9.0.0-24"),
+        r#"{"PublicIP":"198.18.0.98","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}}"#,
+    );
     lab.etcd_put(&format!("{SUBNETS}garbage-key"), "{}");
     // A good peer's value overwritten with garbage keeps its last good entries.
     lab.etcd_put(&lease_key_of(&lab, 2), "{broken");
@@ -439,7 +453,10 @@ fn flanneld_environment_variables_are_read() {
     let out = run("FLANNELD_SUBNET_LEASE_RENEW_MARGIN=0");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--subnet-lease-renew-margin"), "{out:?}");
     let out = run("FLANNELD_IFACE_REGEX=[unclosed");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--iface-regex \"[unclosed\" is not a valid regular expression"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--iface-regex \"[unclosed\" is not a valid regular expression"),
+        "{out:?}"
+    );
     let out = run("FLANNELD_IFACE=no-such-interface");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-interface"), "{out:?}");
 
@@ -471,7 +488,9 @@ fn reservations_are_honoured_leases_renew_and_exhaustion_is_a_clear_error() {
     let mut lab = Lab::new();
     lab.put_network_config(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.3.0"}"#);
     let (first, second, third) = (lab.add_host(), lab.add_host(), lab.add_host());
-    let reservation = |ip: Ipv4Addr| format!(r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}}}"#);
+    let reservation = |ip: Ipv4Addr| {
+        format!(r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}}}"#)
+    };
     lab.etcd_put(&format!("{SUBNETS}10.5.3.0-24"), &reservation(lab.host(first).underlay_ip));
     lab.etcd_put(&format!("{SUBNETS}10.5.2.0-24"), &reservation(Ipv4Addr::new(198, 18, 0, 99)));
 
@@ -511,7 +530,9 @@ fn a_peer_whose_vtep_mac_changed_leaves_no_stale_fdb_entry() {
     let key = lease_key_of(&lab, 2);
     let peer_ip = lab.host(2).underlay_ip;
     let new_mac = "02:aa:bb:cc:dd:ee";
-    let value = format!(r#"{{"PublicIP":"{peer_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{new_mac}"}}}}"#);
+    let value = format!(
+        r#"{{"PublicIP":"{peer_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{new_mac}"}}}}"#
+    );
     lab.etcd_put(&key, &value);
     wait_tables_match(&lab, 1);
     let tables = kernel_tables(lab.host(1));

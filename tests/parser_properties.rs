@@ -18,10 +18,19 @@ fn cases() -> ProptestConfig {
 /// generator reaches deep into the parsers, not just "not JSON".
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let key = prop_oneof![
-        Just("Network".to_string()), Just("SubnetLen".to_string()), Just("SubnetMin".to_string()),
-        Just("SubnetMax".to_string()), Just("Backend".to_string()), Just("Type".to_string()),
-        Just("VNI".to_string()), Just("Port".to_string()), Just("MTU".to_string()), Just("GBP".to_string()),
-        Just("PublicIP".to_string()), Just("BackendData".to_string()), Just("VtepMAC".to_string()),
+        Just("Network".to_string()),
+        Just("SubnetLen".to_string()),
+        Just("SubnetMin".to_string()),
+        Just("SubnetMax".to_string()),
+        Just("Backend".to_string()),
+        Just("Type".to_string()),
+        Just("VNI".to_string()),
+        Just("Port".to_string()),
+        Just("MTU".to_string()),
+        Just("GBP".to_string()),
+        Just("PublicIP".to_string()),
+        Just("BackendData".to_string()),
+        Just("VtepMAC".to_string()),
         "[a-zA-Z]{1,8}",
     ];
     let leaf = prop_oneof![

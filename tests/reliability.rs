@@ -57,14 +57,19 @@ fn a_dead_host_s_entries_go_within_a_second_of_its_lease_expiring() {
         poll("the peers to drop the dead host", DEADLINE, || (entries_for(lab.host(n), &subnet, &public_ip) == 0).then_some(()));
     }
     let cleanup = expired.elapsed();
-    println!("figure: dead host's route, ARP and FDB entries removed from both peers {} ms after its lease expired", cleanup.as_millis());
+    println!(
+        "figure: dead host's route, ARP and FDB entries removed from both peers {} ms after its lease expired",
+        cleanup.as_millis()
+    );
     assert!(cleanup <= Duration::from_secs(1), "cleanup took {cleanup:?}");
 }
 
 #[test]
 fn twenty_hosts_racing_for_sixteen_subnets_never_share_one() {
     let mut lab = Lab::new();
-    lab.put_network_config(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.16.0","Backend":{"Type":"vxlan"}}"#);
+    lab.put_network_config(
+        r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.16.0","Backend":{"Type":"vxlan"}}"#,
+    );
     let hosts: Vec<usize> = (0..20).map(|_| lab.add_host()).collect();
     let started = Instant::now();
     let mut daemons: Vec<_> = hosts.iter().map(|&n| lab.start_weftd(n, &[])).collect();
@@ -82,9 +87,17 @@ fn twenty_hosts_racing_for_sixteen_subnets_never_share_one() {
     let settled = started.elapsed();
 
     let leases = lab.etcd_get_prefix(SUBNETS);
-    let owners: BTreeSet<String> = leases.iter().map(|(_, v)| serde_json::from_str::<Value>(v).unwrap()["PublicIP"].to_string()).collect();
-    let files: BTreeSet<String> = hosts.iter().filter(|&&n| lab.host(n).subnet_env().is_some()).map(|&n| subnet_of(&lab, n)).collect();
-    println!("figure: {} subnets leased to {} distinct hosts, {} hosts refused, settled in {} ms", leases.len(), owners.len(), exited.len(), settled.as_millis());
+    let owners: BTreeSet<String> =
+        leases.iter().map(|(_, v)| serde_json::from_str::<Value>(v).unwrap()["PublicIP"].to_string()).collect();
+    let files: BTreeSet<String> =
+        hosts.iter().filter(|&&n| lab.host(n).subnet_env().is_some()).map(|&n| subnet_of(&lab, n)).collect();
+    println!(
+        "figure: {} subnets leased to {} distinct hosts, {} hosts refused, settled in {} ms",
+        leases.len(),
+        owners.len(),
+        exited.len(),
+        settled.as_millis()
+    );
     assert_eq!((leases.len(), owners.len(), files.len()), (16, 16, 16), "no two hosts may share a subnet");
     for &i in &exited {
         assert!(!daemons[i].wait_exit(Duration::ZERO).unwrap().success(), "a refused host exits non-zero");

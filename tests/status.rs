@@ -34,18 +34,26 @@ fn status_reports_every_lease_and_each_peer_s_kernel_entries() {
     let hosts: Vec<usize> = (0..3).map(|_| lab.add_host()).collect();
     let mut daemons: Vec<_> = hosts.iter().map(|&n| lab.start_weftd(n, &[])).collect();
     let (code, json) = poll("a healthy status with all three leases", DEADLINE, || {
-        Some(json_status(&lab, hosts[0])).filter(|(code, json)| *code == 0 && json["leases"].as_array().is_some_and(|l| l.len() == 3))
+        Some(json_status(&lab, hosts[0]))
+            .filter(|(code, json)| *code == 0 && json["leases"].as_array().is_some_and(|l| l.len() == 3))
     });
     assert_eq!(code, 0);
     let leases = json["leases"].as_array().unwrap();
     assert_eq!(leases.len(), 3, "{json:#}");
     assert_eq!(leases.iter().filter(|l| l["this_host"] == true).count(), 1);
     for peer in leases.iter().filter(|l| l["this_host"] == false) {
-        assert_eq!((&peer["route"], &peer["arp"], &peer["fdb"]), (&Value::from("ok"), &Value::from("ok"), &Value::from("ok")), "{peer}");
+        assert_eq!(
+            (&peer["route"], &peer["arp"], &peer["fdb"]),
+            (&Value::from("ok"), &Value::from("ok"), &Value::from("ok")),
+            "{peer}"
+        );
         assert!(peer["expires_in_seconds"].as_i64().unwrap() > 86000, "{peer}");
     }
     let table = String::from_utf8(status(&lab, hosts[0], &[]).stdout).unwrap();
-    assert!(table.contains("(this host)") && table.trim_end().ends_with("healthy") && table.matches(" ok ").count() >= 4, "{table}");
+    assert!(
+        table.contains("(this host)") && table.trim_end().ends_with("healthy") && table.matches(" ok ").count() >= 4,
+        "{table}"
+    );
 
     // With the daemon stopped, a hand-deleted route stays missing, and status says so.
     daemons[0].terminate();

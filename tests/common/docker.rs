@@ -52,17 +52,8 @@ const BUSYBOX: &str = "/bin/busybox";
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 /// `unshare` blocks SIGTERM while it waits for its child, so dockerd is stopped through
 /// docker-init, which forwards SIGTERM; `--kill-child` makes a SIGKILL of `unshare` end it all.
-const UNSHARE: [&str; 9] = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "slave",
-    "--mount-proc",
-    "--pid",
-    "--fork",
-    "--kill-child",
-    "--",
-];
+const UNSHARE: [&str; 9] =
+    ["unshare", "--mount", "--propagation", "slave", "--mount-proc", "--pid", "--fork", "--kill-child", "--"];
 /// Runs under docker-init, in the fresh namespaces, then execs dockerd. The mount points are
 /// docker's standard dirs; creating them (empty) is the only trace left outside the lab dir.
 const NS_SETUP: &str = "set -e; for d in /run/docker /run/containerd; do mkdir -p $d; \
@@ -90,21 +81,13 @@ pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
         bin.to_str().expect("weftd path is UTF-8"),
         "docker-opts",
         "-f",
-        host.subnet_file
-            .to_str()
-            .expect("subnet file path is UTF-8"),
+        host.subnet_file.to_str().expect("subnet file path is UTF-8"),
         "-d",
         out_file.to_str().expect("lab dir is UTF-8"),
     ];
     let out = host.exec(&args);
-    assert!(
-        out.status.success(),
-        "`weftd docker-opts` failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let text = fs::read_to_string(&out_file)
-        .unwrap_or_else(|e| panic!("read {}: {e}", out_file.display()));
+    assert!(out.status.success(), "`weftd docker-opts` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    let text = fs::read_to_string(&out_file).unwrap_or_else(|e| panic!("read {}: {e}", out_file.display()));
     weft::subnet_env::parse_env(&text)
 }
 
@@ -140,8 +123,7 @@ impl BusyboxImage {
         for sub in ["bin", "dev", "etc", "proc", "sys", "tmp", "root"] {
             fs::create_dir_all(rootfs.join(sub)).expect("create image rootfs dirs");
         }
-        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
-            .expect("chmod image /tmp");
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod image /tmp");
         fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox into the image");
         let list = checked(Command::new(busybox).arg("--list"));
         for applet in String::from_utf8_lossy(&list.stdout)
@@ -151,8 +133,7 @@ impl BusyboxImage {
         {
             symlink("busybox", rootfs.join("bin").join(applet)).expect("applet symlink");
         }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-            .expect("write image /etc/passwd");
+        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write image /etc/passwd");
         fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("write image /etc/group");
         let tar = dir.join("busybox-image.tar");
         checked(
@@ -172,27 +153,14 @@ fn is_static_elf(path: &Path) -> bool {
     let Ok(bytes) = fs::read(path) else {
         return false;
     };
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |o: usize| {
-        bytes
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    };
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
     // ELF64, little endian: the only kind Debian amd64/arm64 ship.
     if bytes.get(..6) != Some(b"\x7fELF\x02\x01") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         return false;
     };
     const PT_INTERP: u32 = 3;
@@ -227,11 +195,7 @@ impl Dockerd {
     /// it inside the lab, and waits until it answers.
     pub fn start(lab: &Lab, n: usize, opts: &[String]) -> Dockerd {
         static SWEEP: Once = Once::new();
-        let labs_root = lab
-            .dir()
-            .parent()
-            .expect("lab dir has a parent")
-            .to_path_buf();
+        let labs_root = lab.dir().parent().expect("lab dir has a parent").to_path_buf();
         SWEEP.call_once(|| sweep_abandoned_cgroups(&labs_root));
 
         let dir = lab.dir().join(format!("docker-h{n}"));
@@ -267,12 +231,8 @@ impl Dockerd {
         fs::create_dir(self.path("tmp")).expect("create the daemon's tmp dir");
         cmd.env("TMPDIR", self.path("tmp"));
         let log = fs::File::create(self.log_path()).expect("create dockerd.log");
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn dockerd (nsenter/unshare/docker-init/dockerd): {e}"));
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("dup log")).stderr(log);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn dockerd (nsenter/unshare/docker-init/dockerd): {e}"));
         self.child = Some(child);
     }
 
@@ -313,30 +273,17 @@ impl Dockerd {
 
     fn wait_ready(&mut self) {
         let sock = self.path("docker.sock");
-        poll(
-            &format!("dockerd in host {} to answer", self.n),
-            DOCKERD_START_TIMEOUT,
-            || {
-                if let Some(status) = self.exit_status() {
-                    panic!(
-                        "dockerd in host {} exited ({status}) during start (its log follows)",
-                        self.n
-                    );
-                }
-                let answers = sock.exists()
-                    && self
-                        .docker(&["version", "--format", "{{.Server.Version}}"])
-                        .status
-                        .success();
-                answers.then_some(())
-            },
-        )
+        poll(&format!("dockerd in host {} to answer", self.n), DOCKERD_START_TIMEOUT, || {
+            if let Some(status) = self.exit_status() {
+                panic!("dockerd in host {} exited ({status}) during start (its log follows)", self.n);
+            }
+            let answers = sock.exists() && self.docker(&["version", "--format", "{{.Server.Version}}"]).status.success();
+            answers.then_some(())
+        })
     }
 
     fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn dir(&self) -> &Path {
@@ -362,10 +309,7 @@ impl Dockerd {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("(dockerd.log: {e})"));
         let noise = ["module=grpc", "loading plugin", "skip loading plugin"];
-        let kept: Vec<&str> = text
-            .lines()
-            .filter(|l| !noise.iter().any(|n| l.contains(n)))
-            .collect();
+        let kept: Vec<&str> = text.lines().filter(|l| !noise.iter().any(|n| l.contains(n))).collect();
         kept[kept.len().saturating_sub(lines)..].join("\n")
     }
 
@@ -383,16 +327,10 @@ impl Dockerd {
             .args(args)
             .env("DOCKER_CONFIG", self.path("cli"))
             .stdin(Stdio::null());
-        for var in [
-            "DOCKER_HOST",
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-        ] {
+        for var in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {
             cmd.env_remove(var);
         }
-        cmd.output()
-            .unwrap_or_else(|e| panic!("run docker {args:?}: {e}"))
+        cmd.output().unwrap_or_else(|e| panic!("run docker {args:?}: {e}"))
     }
 
     /// `docker <args>`, panicking unless it succeeds (Drop then prints the daemon's log);
@@ -419,14 +357,8 @@ impl Dockerd {
     pub fn run_container(&self, name: &str, image: &str) -> Ipv4Addr {
         let lifetime = CONTAINER_LIFETIME_SECS.to_string();
         self.docker_ok(&["run", "-d", "--name", name, image, "sleep", &lifetime]);
-        let ip = self.docker_ok(&[
-            "inspect",
-            "--format",
-            "{{.NetworkSettings.IPAddress}}",
-            name,
-        ]);
-        ip.parse()
-            .unwrap_or_else(|e| panic!("container {name}: bad IP {ip:?} ({e})"))
+        let ip = self.docker_ok(&["inspect", "--format", "{{.NetworkSettings.IPAddress}}", name]);
+        ip.parse().unwrap_or_else(|e| panic!("container {name}: bad IP {ip:?} ({e})"))
     }
 
     /// `docker exec <container> <args>`; output not checked.
@@ -445,11 +377,7 @@ impl Dockerd {
 
     /// `docker cp <src> <container>:<dst>`.
     pub fn copy_into(&self, src: &Path, container: &str, dst: &str) {
-        self.docker_ok(&[
-            "cp",
-            src.to_str().expect("UTF-8 path"),
-            &format!("{container}:{dst}"),
-        ]);
+        self.docker_ok(&["cp", src.to_str().expect("UTF-8 path"), &format!("{container}:{dst}")]);
     }
 
     // ----- teardown -----
@@ -467,15 +395,10 @@ impl Dockerd {
                 self.remove_containers(&mut problems);
                 // docker-init, unshare's only child, passes SIGTERM on to dockerd.
                 for pid in children_of(child.id()) {
-                    let _ = Command::new("kill")
-                        .args(["-TERM", &pid.to_string()])
-                        .status();
+                    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
                 }
                 if wait_child(&mut child, DOCKERD_STOP_TIMEOUT).is_none() {
-                    problems.push(format!(
-                        "host {}: dockerd ignored SIGTERM for {DOCKERD_STOP_TIMEOUT:?}",
-                        self.n
-                    ));
+                    problems.push(format!("host {}: dockerd ignored SIGTERM for {DOCKERD_STOP_TIMEOUT:?}", self.n));
                 }
             }
             let _ = child.kill();
@@ -483,10 +406,7 @@ impl Dockerd {
         }
         let leftovers = self.kill_leftovers();
         if !leftovers.is_empty() {
-            problems.push(format!(
-                "host {}: processes left after dockerd stopped (killed): {leftovers:?}",
-                self.n
-            ));
+            problems.push(format!("host {}: processes left after dockerd stopped (killed): {leftovers:?}", self.n));
         }
         problems.extend(remove_cgroup_everywhere(&self.cgroup));
         // dockerd's mounts live in its own mount namespace; one in ours would be a leak.
@@ -499,10 +419,7 @@ impl Dockerd {
 
     fn remove_containers(&self, problems: &mut Vec<String>) {
         let ps = self.docker_within(TEARDOWN_CLI_TIMEOUT_SECS, &["ps", "-aq"]);
-        let ids: Vec<String> = String::from_utf8_lossy(&ps.stdout)
-            .split_whitespace()
-            .map(String::from)
-            .collect();
+        let ids: Vec<String> = String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect();
         if ids.is_empty() {
             return;
         }
@@ -510,11 +427,7 @@ impl Dockerd {
         args.extend(ids.iter().map(String::as_str));
         let out = self.docker_within(TEARDOWN_CLI_TIMEOUT_SECS, &args);
         if !out.status.success() {
-            problems.push(format!(
-                "host {}: docker rm -f failed: {}",
-                self.n,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            problems.push(format!("host {}: docker rm -f failed: {}", self.n, String::from_utf8_lossy(&out.stderr).trim()));
         }
     }
 
@@ -540,11 +453,7 @@ impl Dockerd {
                 eprintln!("host {}: processes survive SIGKILL: {pids:?}", self.n);
                 break;
             }
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .args(pids.iter().map(u32::to_string))
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("kill").arg("-KILL").args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
             thread::sleep(Duration::from_millis(50));
         }
         first
@@ -577,9 +486,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .filter(|&p| {
             let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             // Fields after the parenthesised command name: state, ppid, ...
-            stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok())
-                == Some(pid)
+            stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
 }
@@ -598,10 +505,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::Exit
 }
 
 fn checked(cmd: &mut Command) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
     assert!(
         out.status.success(),
         "{:?} {:?} failed ({}): {}",
@@ -624,13 +528,7 @@ fn cgroup_roots() -> Vec<PathBuf> {
     if base.join("cgroup.procs").exists() {
         return vec![base.to_path_buf()];
     }
-    fs::read_dir(base)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("cgroup.procs").exists())
-        .collect()
+    fs::read_dir(base).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.join("cgroup.procs").exists()).collect()
 }
 
 /// `dir` and all its descendants, deepest first.
@@ -656,10 +554,7 @@ fn cgroup_pids(name: &str) -> BTreeSet<u32> {
             if let Ok(mut f) = fs::File::open(dir.join("cgroup.procs")) {
                 let _ = f.read_to_string(&mut text);
             }
-            pids.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
+            pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
         }
     }
     pids
@@ -709,11 +604,7 @@ fn sweep_abandoned_cgroups(labs_root: &Path) {
             if pids.is_empty() {
                 break;
             }
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .args(pids.iter().map(u32::to_string))
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("kill").arg("-KILL").args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
             thread::sleep(Duration::from_millis(50));
         }
         for problem in remove_cgroup_everywhere(&name) {
@@ -726,8 +617,7 @@ fn sweep_abandoned_cgroups(labs_root: &Path) {
 fn lab_id_of_cgroup(name: &str) -> Option<&str> {
     let rest = name.strip_prefix("weft-")?;
     let (id, host) = rest.split_once("-h")?;
-    let id_ok =
-        id.len() == 6 && id.starts_with('w') && id[1..].chars().all(|c| c.is_ascii_hexdigit());
+    let id_ok = id.len() == 6 && id.starts_with('w') && id[1..].chars().all(|c| c.is_ascii_hexdigit());
     let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_digit());
     (id_ok && host_ok).then_some(id)
 }
@@ -775,20 +665,13 @@ pub fn parse_ping_summary(text: &str) -> (u32, u32, Option<(f64, f64, f64)>) {
     let mut rtt = None;
     for line in text.lines() {
         if line.contains("packets transmitted") {
-            let nums: Vec<u32> = line
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|w| w.parse().ok())
-                .collect();
+            let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
             if let [tx, rx, ..] = nums[..] {
                 counts = (tx, rx);
             }
         }
         if let Some((_, values)) = line.split_once("min/avg/max = ") {
-            let v: Vec<f64> = values
-                .trim_end_matches(" ms")
-                .split('/')
-                .filter_map(|x| x.trim().parse().ok())
-                .collect();
+            let v: Vec<f64> = values.trim_end_matches(" ms").split('/').filter_map(|x| x.trim().parse().ok()).collect();
             if let [min, avg, max] = v[..] {
                 rtt = Some((min, avg, max));
             }

@@ -211,9 +211,7 @@ impl Lab {
 
     /// The pid of member 0's latest process (which may have been stopped since).
     pub fn etcd_pid(&self) -> u32 {
-        lock(&self.member(0).child)
-            .as_ref()
-            .map_or(0, |child| lock(child).id())
+        lock(&self.member(0).child).as_ref().map_or(0, |child| lock(child).id())
     }
 
     /// The certificates of `EtcdMode::Tls`; panics in any other mode.
@@ -258,12 +256,7 @@ impl Lab {
     /// The veth is created straight inside the namespaces, never in the root namespace.
     fn wire_to_underlay(&self, ns: &str, port: &str, addr: Ipv4Addr) {
         let underlay = self.underlay_ns();
-        ip(
-            ns,
-            &[
-                "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", &underlay,
-            ],
-        );
+        ip(ns, &["link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", &underlay]);
         ip(&underlay, &["link", "set", port, "master", "br0", "up"]);
         ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
         ip(ns, &["link", "set", "eth0", "up"]);
@@ -276,9 +269,7 @@ impl Lab {
         let log = open_log(&self.dir.join(log_name), append);
         let err = log.try_clone().expect("dup log file handle");
         cmd.stdin(Stdio::null()).stdout(log).stderr(err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&cmd)));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&cmd)));
         let shared = Arc::new(Mutex::new(child));
         lock(&self.children).push(shared.clone());
         shared
@@ -309,9 +300,7 @@ impl Lab {
     }
 
     fn member(&self, k: usize) -> &EtcdMember {
-        self.etcd
-            .get(k)
-            .unwrap_or_else(|| panic!("lab has no etcd member {k} ({} members)", self.etcd.len()))
+        self.etcd.get(k).unwrap_or_else(|| panic!("lab has no etcd member {k} ({} members)", self.etcd.len()))
     }
 
     fn client_url(&self, k: usize) -> String {
@@ -329,11 +318,7 @@ impl Lab {
             EtcdMode::Cluster3 => format!("http://{}:2380", m.ip),
             _ => "http://127.0.0.1:2380".to_string(),
         };
-        let cluster: Vec<String> = self
-            .etcd
-            .iter()
-            .map(|m| format!("{}={}", m.name, peer_url(m)))
-            .collect();
+        let cluster: Vec<String> = self.etcd.iter().map(|m| format!("{}={}", m.name, peer_url(m))).collect();
         let mut cmd = netns_exec(&m.ns, &["etcd", "--name", &m.name]);
         cmd.arg("--data-dir").arg(&m.data_dir).args([
             // Warnings and errors only: startup chatter would bury weftd's logs in dumps.
@@ -387,45 +372,27 @@ impl Lab {
 
     /// Whether member `member`'s process runs (started and neither stopped nor exited).
     pub fn etcd_running(&self, member: usize) -> bool {
-        lock(&self.member(member).child)
-            .as_ref()
-            .is_some_and(|child| matches!(lock(child).try_wait(), Ok(None)))
+        lock(&self.member(member).child).as_ref().is_some_and(|child| matches!(lock(child).try_wait(), Ok(None)))
     }
 
     /// Indices of the running members.
     fn live_members(&self) -> Vec<usize> {
-        (0..self.etcd.len())
-            .filter(|&k| self.etcd_running(k))
-            .collect()
+        (0..self.etcd.len()).filter(|&k| self.etcd_running(k)).collect()
     }
 
     fn wait_etcd_healthy(&self, k: usize) {
-        poll(
-            &format!("etcd member {k} to become healthy"),
-            ETCD_START_TIMEOUT,
-            || {
-                if !self.etcd_running(k) {
-                    panic!(
-                        "etcd member {k} exited during start:\n{}",
-                        self.log_tail(&self.member(k).log_name, 30)
-                    );
-                }
-                self.etcdctl_member(k, &["endpoint", "health"])
-                    .status
-                    .success()
-                    .then_some(())
-            },
-        )
+        poll(&format!("etcd member {k} to become healthy"), ETCD_START_TIMEOUT, || {
+            if !self.etcd_running(k) {
+                panic!("etcd member {k} exited during start:\n{}", self.log_tail(&self.member(k).log_name, 30));
+            }
+            self.etcdctl_member(k, &["endpoint", "health"]).status.success().then_some(())
+        })
     }
 
     /// The index of the leader, once every running member reports the same leader and it is
     /// one of them (so right after stopping the leader this waits for the new election).
     pub fn etcd_leader(&self) -> usize {
-        poll(
-            "the running etcd members to agree on a running leader",
-            ETCD_START_TIMEOUT,
-            || self.try_etcd_leader(),
-        )
+        poll("the running etcd members to agree on a running leader", ETCD_START_TIMEOUT, || self.try_etcd_leader())
     }
 
     fn try_etcd_leader(&self) -> Option<usize> {
@@ -448,10 +415,7 @@ impl Lab {
             leader = Some(reported);
             member_ids.push((status["Status"]["header"]["member_id"].as_u64()?, k));
         }
-        member_ids
-            .into_iter()
-            .find(|&(id, _)| Some(id) == leader)
-            .map(|(_, k)| k)
+        member_ids.into_iter().find(|&(id, _)| Some(id) == leader).map(|(_, k)| k)
     }
 
     /// Adds the users of `EtcdMode::Auth` and turns auth on (etcd wants user root first).
@@ -462,25 +426,14 @@ impl Lab {
             &["user", "add", &root],
             &["user", "grant-role", ETCD_ROOT_USER, "root"],
             &["role", "add", ETCD_WEFT_USER],
-            &[
-                "role",
-                "grant-permission",
-                ETCD_WEFT_USER,
-                "--prefix=true",
-                "readwrite",
-                AUTH_PREFIX,
-            ],
+            &["role", "grant-permission", ETCD_WEFT_USER, "--prefix=true", "readwrite", AUTH_PREFIX],
             &["user", "add", &weft],
             &["user", "grant-role", ETCD_WEFT_USER, ETCD_WEFT_USER],
             &["auth", "enable"],
         ];
         for args in steps {
             let out = self.etcdctl_bare(args);
-            assert!(
-                out.status.success(),
-                "etcdctl {args:?} failed: {}",
-                stderr_of(&out)
-            );
+            assert!(out.status.success(), "etcdctl {args:?} failed: {}", stderr_of(&out));
         }
         self.auth_enabled = true;
     }
@@ -509,11 +462,7 @@ impl Lab {
     /// way a client would).
     fn live_urls(&self) -> Vec<String> {
         let live = self.live_members();
-        let members = if live.is_empty() {
-            (0..self.etcd.len()).collect()
-        } else {
-            live
-        };
+        let members = if live.is_empty() { (0..self.etcd.len()).collect() } else { live };
         members.iter().map(|&k| self.client_url(k)).collect()
     }
 
@@ -544,11 +493,7 @@ impl Lab {
                     arg.push(path);
                     arg
                 };
-                vec![
-                    flag("cacert", &tls.ca),
-                    flag("cert", &tls.cert),
-                    flag("key", &tls.key),
-                ]
+                vec![flag("cacert", &tls.ca), flag("cert", &tls.cert), flag("key", &tls.key)]
             }
             EtcdMode::Auth if self.auth_enabled => {
                 vec![format!("--user={ETCD_ROOT_USER}:{ETCD_ROOT_PASSWORD}").into()]
@@ -559,11 +504,7 @@ impl Lab {
 
     fn etcdctl_ok(&self, args: &[&str]) -> Output {
         let out = self.etcdctl(args);
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?} failed: {}",
-            stderr_of(&out)
-        );
+        assert!(out.status.success(), "etcdctl {args:?} failed: {}", stderr_of(&out));
         out
     }
 
@@ -586,16 +527,18 @@ impl Lab {
             let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run etcdctl txn ({e}); try `make deps`"));
             std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), script.as_bytes()).expect("write the txn");
             let out = child.wait_with_output().expect("wait for etcdctl txn");
-            assert!(out.status.success() && stdout_of(&out).starts_with("SUCCESS"), "etcdctl txn failed: {} {}", stdout_of(&out), stderr_of(&out));
+            assert!(
+                out.status.success() && stdout_of(&out).starts_with("SUCCESS"),
+                "etcdctl txn failed: {} {}",
+                stdout_of(&out),
+                stderr_of(&out)
+            );
         }
     }
 
     /// The value of `key`, or None if it does not exist.
     pub fn etcd_get(&self, key: &str) -> Option<String> {
-        self.etcd_get_prefix_or_key(key, false)
-            .into_iter()
-            .next()
-            .map(|(_, v)| v)
+        self.etcd_get_prefix_or_key(key, false).into_iter().next().map(|(_, v)| v)
     }
 
     /// All `(key, value)` pairs under `prefix`, sorted by key.
@@ -611,14 +554,12 @@ impl Lab {
         }
         args.extend(["--", key]);
         let out = self.etcdctl_ok(&args);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("etcdctl get: bad JSON ({e}): {}", stdout_of(&out)));
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("etcdctl get: bad JSON ({e}): {}", stdout_of(&out)));
         let Some(kvs) = doc["kvs"].as_array() else {
             return Vec::new();
         };
-        kvs.iter()
-            .map(|kv| (base64_field(kv, "key"), base64_field(kv, "value")))
-            .collect()
+        kvs.iter().map(|kv| (base64_field(kv, "key"), base64_field(kv, "value"))).collect()
     }
 
     pub fn etcd_del(&self, key: &str) {
@@ -642,20 +583,12 @@ impl Lab {
         let underlay_ip = Ipv4Addr::new(a, b, c, HOST_IP_BASE + n as u8);
         self.add_netns(&ns);
         self.wire_to_underlay(&ns, &format!("h{n}"), underlay_ip);
-        run(&mut netns_exec(
-            &ns,
-            &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        ));
+        run(&mut netns_exec(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
 
         let host_dir = self.dir.join(format!("h{n}"));
         fs::create_dir(&host_dir).expect("create host dir");
         let subnet_file = host_dir.join("subnet.env");
-        self.hosts.push(Host {
-            n,
-            ns,
-            underlay_ip,
-            subnet_file,
-        });
+        self.hosts.push(Host { n, ns, underlay_ip, subnet_file });
         n
     }
 
@@ -682,36 +615,23 @@ impl Lab {
     /// process are not passed on (weftd reads them as flags), only those given here.
     pub fn start_weftd_env(&self, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Weftd {
         let bin = weftd_bin();
-        assert!(
-            bin.exists(),
-            "weftd binary not found at {} (run `cargo build --bins`)",
-            bin.display()
-        );
+        assert!(bin.exists(), "weftd binary not found at {} (run `cargo build --bins`)", bin.display());
         let host = self.host(n);
         // Every member, so weftd can fail over; credentials are the test's business.
         let endpoints = self.etcd_endpoints();
         let mut cmd = netns_exec(&host.ns, &[]);
-        cmd.arg(&bin)
-            .args(["--etcd-endpoints", &endpoints, "--subnet-file"]);
-        cmd.arg(&host.subnet_file)
-            .args(["--iface", "eth0"])
-            .args(extra);
+        cmd.arg(&bin).args(["--etcd-endpoints", &endpoints, "--subnet-file"]);
+        cmd.arg(&host.subnet_file).args(["--iface", "eth0"]).args(extra);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("FLANNELD_") {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("RUST_LOG", "weft=debug,info")
-            .envs(env.iter().copied());
+        cmd.env("RUST_LOG", "weft=debug,info").envs(env.iter().copied());
         let log_name = format!("weftd-h{n}.log");
         let child = self.spawn_logged(cmd, &log_name, true);
         let pid = lock(&child).id();
-        Weftd {
-            n,
-            pid,
-            child,
-            log_path: self.dir.join(log_name),
-        }
+        Weftd { n, pid, child, log_path: self.dir.join(log_name) }
     }
 
     // ----- containers -----
@@ -721,22 +641,10 @@ impl Lab {
     /// FLANNEL_MTU, the container the .2 address and a default route via the bridge).
     /// Returns the container's IP. Panics if subnet.env is missing or incomplete.
     pub fn attach_container(&mut self, n: usize) -> Ipv4Addr {
-        assert!(
-            !self.containers.contains_key(&n),
-            "host {n} already has a container"
-        );
+        assert!(!self.containers.contains_key(&n), "host {n} already has a container");
         let host = self.host(n).clone();
-        let env = host.subnet_env().unwrap_or_else(|| {
-            panic!(
-                "host {n} has no subnet file at {}",
-                host.subnet_file.display()
-            )
-        });
-        let field = |k: &str| {
-            env.get(k)
-                .cloned()
-                .unwrap_or_else(|| panic!("subnet.env lacks {k}: {env:?}"))
-        };
+        let env = host.subnet_env().unwrap_or_else(|| panic!("host {n} has no subnet file at {}", host.subnet_file.display()));
+        let field = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("subnet.env lacks {k}: {env:?}"));
         let subnet = field("FLANNEL_SUBNET");
         let mtu = field("FLANNEL_MTU");
         let (gateway, prefix) = parse_cidr(&subnet);
@@ -748,44 +656,20 @@ impl Lab {
         ip(&host.ns, &["link", "add", "cbr0", "type", "bridge"]);
         ip(&host.ns, &["addr", "add", &subnet, "dev", "cbr0"]);
         ip(&host.ns, &["link", "set", "cbr0", "mtu", &mtu, "up"]);
-        ip(
-            &host.ns,
-            &[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ],
-        );
-        ip(
-            &host.ns,
-            &["link", "set", &port, "mtu", &mtu, "master", "cbr0", "up"],
-        );
+        ip(&host.ns, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&host.ns, &["link", "set", &port, "mtu", &mtu, "master", "cbr0", "up"]);
         ip(&ns, &["link", "set", "eth0", "mtu", &mtu, "up"]);
-        ip(
-            &ns,
-            &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"],
-        );
-        ip(
-            &ns,
-            &["route", "add", "default", "via", &gateway.to_string()],
-        );
+        ip(&ns, &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"]);
+        ip(&ns, &["route", "add", "default", "via", &gateway.to_string()]);
         wait_wire_ready(&host.ns, &port, &ns, "eth0");
 
-        self.containers.insert(
-            n,
-            Container {
-                n,
-                ns,
-                ip: addr,
-                gateway,
-            },
-        );
+        self.containers.insert(n, Container { n, ns, ip: addr, gateway });
         addr
     }
 
     /// The container attached to host N; panics if there is none.
     pub fn container(&self, n: usize) -> &Container {
-        self.containers
-            .get(&n)
-            .unwrap_or_else(|| panic!("host {n} has no container"))
+        self.containers.get(&n).unwrap_or_else(|| panic!("host {n} has no container"))
     }
 
     /// One ping (1 s timeout) from host N's container to `dst`.
@@ -816,11 +700,7 @@ impl Lab {
         let dst_text = dst.to_string();
         let cmd = netns_exec(ns, &["ping", "-n", "-i", &interval, "-W", "1", &dst_text]);
         let child = self.spawn_logged(cmd, &out_name, false);
-        PingRun {
-            what: format!("ping from {ns} to {dst}"),
-            child,
-            out_path: self.dir.join(out_name),
-        }
+        PingRun { what: format!("ping from {ns} to {dst}"), child, out_path: self.dir.join(out_name) }
     }
 
     // ----- logs -----
@@ -940,12 +820,7 @@ impl Container {
 
 fn ping_from(ns: &str, dst: Ipv4Addr) -> bool {
     let dst = dst.to_string();
-    output(&mut netns_exec(
-        ns,
-        &["ping", "-n", "-q", "-c1", "-W1", &dst],
-    ))
-    .status
-    .success()
+    output(&mut netns_exec(ns, &["ping", "-n", "-q", "-c1", "-W1", &dst])).status.success()
 }
 
 /// Parses KEY=VALUE lines, skipping blanks and comments.
@@ -991,23 +866,14 @@ impl PingRun {
             }
             signal(&mut child, "INT");
         }
-        let status = wait_child(&self.child, TERMINATE_TIMEOUT)
-            .unwrap_or_else(|| panic!("{} ignored SIGINT", self.what));
+        let status = wait_child(&self.child, TERMINATE_TIMEOUT).unwrap_or_else(|| panic!("{} ignored SIGINT", self.what));
         let text = self.output();
-        parse_ping_output(&text).unwrap_or_else(|| {
-            panic!(
-                "{} ({status}) printed no summary:\n{}",
-                self.what,
-                tail(&text, 20)
-            )
-        })
+        parse_ping_output(&text).unwrap_or_else(|| panic!("{} ({status}) printed no summary:\n{}", self.what, tail(&text, 20)))
     }
 
     /// Everything ping printed so far.
     pub fn output(&self) -> String {
-        fs::read(&self.out_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(&self.out_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 }
 
@@ -1019,33 +885,18 @@ impl Drop for PingRun {
 
 /// Reads iputils ping's "N packets transmitted, M received" and its reply lines.
 fn parse_ping_output(text: &str) -> Option<PingStats> {
-    let summary = text
-        .lines()
-        .find(|l| l.contains(" packets transmitted, "))?;
+    let summary = text.lines().find(|l| l.contains(" packets transmitted, "))?;
     let count_before = |word: &str| -> Option<u64> {
         let head = &summary[..summary.find(word)?];
-        head.rsplit([' ', ','])
-            .find(|w| !w.is_empty())?
-            .parse()
-            .ok()
+        head.rsplit([' ', ',']).find(|w| !w.is_empty())?.parse().ok()
     };
     let transmitted = count_before(" packets transmitted")?;
     let received = count_before(" received")?;
     // Sequence numbers start at 1, so the last request sent is number `transmitted`.
     let last = format!("icmp_seq={transmitted} ");
-    let last_answered = text
-        .lines()
-        .any(|l| l.contains(" bytes from ") && l.contains(&last) && !l.contains("DUP!"));
-    let sent = if last_answered || transmitted == 0 {
-        transmitted
-    } else {
-        transmitted - 1
-    };
-    Some(PingStats {
-        sent,
-        received,
-        lost: sent.saturating_sub(received),
-    })
+    let last_answered = text.lines().any(|l| l.contains(" bytes from ") && l.contains(&last) && !l.contains("DUP!"));
+    let sent = if last_answered || transmitted == 0 { transmitted } else { transmitted - 1 };
+    Some(PingStats { sent, received, lost: sent.saturating_sub(received) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1071,18 +922,12 @@ impl Weftd {
 
     /// The log so far (shared by every weftd started on this host).
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Waits until the log contains `needle`; returns the log.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        poll(
-            &format!("weftd h{} to log {needle:?}", self.n),
-            timeout,
-            || Some(self.log()).filter(|log| log.contains(needle)),
-        )
+        poll(&format!("weftd h{} to log {needle:?}", self.n), timeout, || Some(self.log()).filter(|log| log.contains(needle)))
     }
 
     /// SIGTERM, then waits up to 10 s before falling back to SIGKILL.
@@ -1091,10 +936,7 @@ impl Weftd {
         if let Some(status) = self.wait_exit(TERMINATE_TIMEOUT) {
             return status;
         }
-        eprintln!(
-            "weftd h{} ignored SIGTERM for {TERMINATE_TIMEOUT:?}; killing",
-            self.n
-        );
+        eprintln!("weftd h{} ignored SIGTERM for {TERMINATE_TIMEOUT:?}; killing", self.n);
         kill_and_reap(&mut lock(&self.child)).expect("reap weftd")
     }
 
@@ -1116,22 +958,13 @@ impl Weftd {
     /// exited (its pid could belong to another process by now).
     pub fn cpu_time(&self) -> Duration {
         let mut child = lock(&self.child);
-        assert!(
-            matches!(child.try_wait(), Ok(None)),
-            "weftd h{} has exited",
-            self.n
-        );
+        assert!(matches!(child.try_wait(), Ok(None)), "weftd h{} has exited", self.n);
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .unwrap_or_else(|e| panic!("read /proc/{}/stat: {e}", self.pid));
         drop(child);
         // Fields 14 and 15 of proc(5); the command name (field 2) may contain spaces.
-        let fields: Vec<&str> = stat[stat.rfind(')').expect("stat has a comm") + 1..]
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11..13]
-            .iter()
-            .map(|f| f.parse::<u64>().expect("numeric utime/stime"))
-            .sum();
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("stat has a comm") + 1..].split_whitespace().collect();
+        let ticks: u64 = fields[11..13].iter().map(|f| f.parse::<u64>().expect("numeric utime/stime")).sum();
         Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks_per_second())
     }
 }
@@ -1156,10 +989,7 @@ pub fn weftd_bin() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("exe has a grandparent dir");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("exe has a grandparent dir");
     profile_dir.join("weftd")
 }
 
@@ -1180,11 +1010,7 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 /// Names from `ip netns list`.
 pub fn netns_list() -> Vec<String> {
     let out = run(Command::new("ip").args(["netns", "list"]));
-    stdout_of(&out)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect()
+    stdout_of(&out).lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
 }
 
 /// Pids of processes whose command line mentions `needle` (e.g. a lab dir).
@@ -1206,16 +1032,12 @@ pub fn pids_mentioning(needle: &str) -> Vec<u32> {
 /// up. Carrier changes reach the bridge through the kernel's linkwatch, which may lag up to a
 /// second, so without this the first packets over a fresh link can be dropped.
 fn wait_wire_ready(bridge_ns: &str, port: &str, ns: &str, dev: &str) {
-    poll(
-        &format!("{bridge_ns}/{port} to forward and {ns}/{dev} to be up"),
-        Duration::from_secs(10),
-        || {
-            let port_state = tool_json("bridge", bridge_ns, &["link", "show", "dev", port]).ok()?;
-            let dev_state = tool_json("ip", ns, &["link", "show", "dev", dev]).ok()?;
-            let forwarding = port_state[0]["state"] == "forwarding";
-            (forwarding && dev_state[0]["operstate"] == "UP").then_some(())
-        },
-    )
+    poll(&format!("{bridge_ns}/{port} to forward and {ns}/{dev} to be up"), Duration::from_secs(10), || {
+        let port_state = tool_json("bridge", bridge_ns, &["link", "show", "dev", port]).ok()?;
+        let dev_state = tool_json("ip", ns, &["link", "show", "dev", dev]).ok()?;
+        let forwarding = port_state[0]["state"] == "forwarding";
+        (forwarding && dev_state[0]["operstate"] == "UP").then_some(())
+    })
 }
 
 /// `ip netns exec <ns> <args...>` (the process execs into `args[0]`, so its pid is the
@@ -1249,20 +1071,13 @@ fn tool_json(tool: &str, ns: &str, args: &[&str]) -> Result<serde_json::Value, S
 /// Runs a command to completion; panics only if it cannot be started.
 fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null());
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); try `make deps`", describe(cmd)))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {} ({e}); try `make deps`", describe(cmd)))
 }
 
 /// Runs a command, panicking with its stderr unless it succeeds.
 fn run(cmd: &mut Command) -> Output {
     let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{} failed ({}): {}",
-        describe(cmd),
-        out.status,
-        stderr_of(&out)
-    );
+    assert!(out.status.success(), "{} failed ({}): {}", describe(cmd), out.status, stderr_of(&out));
     out
 }
 
@@ -1293,8 +1108,7 @@ fn open_log(path: &Path, append: bool) -> File {
     } else {
         opts.truncate(true)
     };
-    opts.open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    opts.open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
 /// Locks, ignoring poisoning: a panicking test must still be able to clean up.
@@ -1305,10 +1119,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Sends SIG`name` to a child that has not been reaped yet (so its pid cannot have been reused).
 fn signal(child: &mut Child, name: &str) {
     if let Ok(None) = child.try_wait() {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status();
     }
 }
 
@@ -1345,10 +1156,7 @@ fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
 /// then deletes it. Best effort: used from Drop.
 fn destroy_netns(ns: &str) {
     let pids = output(Command::new("ip").args(["netns", "pids", ns]));
-    let pids: Vec<String> = stdout_of(&pids)
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let pids: Vec<String> = stdout_of(&pids).split_whitespace().map(String::from).collect();
     if !pids.is_empty() {
         let _ = Command::new("kill").arg("-KILL").args(&pids).status();
     }
@@ -1370,9 +1178,7 @@ fn make_tls_files(dir: &Path) {
     let [a, b, c] = UNDERLAY_NET;
     let etcd_ip = Ipv4Addr::new(a, b, c, ETCD_IP_BASE);
     // clientAuth too: etcd's own gRPC gateway dials etcd with the server certificate.
-    let server = format!(
-        "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:{etcd_ip},IP:127.0.0.1\n"
-    );
+    let server = format!("extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:{etcd_ip},IP:127.0.0.1\n");
     make_leaf(dir, "server", "weft-lab-etcd", &server);
     make_leaf(dir, "client", "weft", "extendedKeyUsage=clientAuth\n");
 }
@@ -1383,13 +1189,7 @@ fn make_ca(dir: &Path, name: &str) {
     let cert = dir.join(format!("{name}.pem"));
     run(Command::new("openssl")
         .args(["req", "-x509", "-new", "-newkey", "ec"])
-        .args([
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "3650",
-        ])
+        .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3650"])
         .args(["-subj", &format!("/CN=weft lab {name}")])
         .args(["-addext", "basicConstraints=critical,CA:TRUE"])
         .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
@@ -1418,13 +1218,7 @@ fn make_leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
     fs::write(path(".ext"), format!("{common}{ext}")).expect("write extensions file");
     run(Command::new("openssl")
         .args(["x509", "-req", "-days", "3650", "-set_serial"])
-        .arg(format!(
-            "0x{:x}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ))
+        .arg(format!("0x{:x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()))
         .arg("-in")
         .arg(path(".csr"))
         .arg("-CA")
@@ -1440,11 +1234,7 @@ fn make_leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
 
 /// Rewrites a key as unencrypted PKCS#8 (openssl 1.1 writes "EC PRIVATE KEY" from `req`).
 fn to_pkcs8(from: &Path, to: &Path) {
-    run(Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
-        .arg(from)
-        .arg("-out")
-        .arg(to));
+    run(Command::new("openssl").args(["pkcs8", "-topk8", "-nocrypt", "-in"]).arg(from).arg("-out").arg(to));
     let _ = fs::remove_file(from);
 }
 
@@ -1464,19 +1254,9 @@ fn claim_lab_dir() -> (String, PathBuf) {
     fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     let taken: HashSet<String> = netns_list().iter().filter_map(|ns| lab_id_of(ns)).collect();
     loop {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let seed = (
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos,
-        );
-        let id = format!(
-            "w{:05x}",
-            std::collections::hash_map::RandomState::new().hash_one(seed) & 0xfffff
-        );
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let seed = (std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos);
+        let id = format!("w{:05x}", std::collections::hash_map::RandomState::new().hash_one(seed) & 0xfffff);
         let dir = root.join(&id);
         if taken.contains(&id) || fs::create_dir(&dir).is_err() {
             continue;
@@ -1491,15 +1271,10 @@ fn claim_lab_dir() -> (String, PathBuf) {
 /// The lab id of a namespace name made by a lab (`w` + 5 hex, then u|eK|hN|cN).
 fn lab_id_of(ns: &str) -> Option<String> {
     let (id, rest) = (ns.get(..6)?, ns.get(6..)?);
-    let hex = id.starts_with('w')
-        && id[1..]
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    let hex = id.starts_with('w') && id[1..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
     // A bare "e" is what labs made before etcd had several members called their etcd.
     let kind = matches!(rest, "u" | "e")
-        || (rest.len() > 1
-            && matches!(&rest[..1], "h" | "c" | "e")
-            && rest[1..].chars().all(|c| c.is_ascii_digit()));
+        || (rest.len() > 1 && matches!(&rest[..1], "h" | "c" | "e") && rest[1..].chars().all(|c| c.is_ascii_digit()));
     (hex && kind).then(|| id.to_string())
 }
 
@@ -1526,10 +1301,7 @@ fn sweep_abandoned_labs() {
 }
 
 fn remove_lab_leftovers(id: &str, dir: &Path) {
-    for ns in netns_list()
-        .iter()
-        .filter(|ns| lab_id_of(ns).as_deref() == Some(id))
-    {
+    for ns in netns_list().iter().filter(|ns| lab_id_of(ns).as_deref() == Some(id)) {
         destroy_netns(ns);
     }
     let _ = fs::remove_dir_all(dir);
@@ -1539,17 +1311,11 @@ fn remove_lab_leftovers(id: &str, dir: &Path) {
 /// dir is too new to judge.
 fn lab_owner_alive(dir: &Path) -> bool {
     let owner = fs::read_to_string(dir.join("owner")).unwrap_or_default();
-    let fields: Vec<u64> = owner
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
+    let fields: Vec<u64> = owner.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     match fields[..] {
         [pid, start] => process_start_time(pid as u32) == Some(start),
         _ => {
-            let age = fs::metadata(dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok());
+            let age = fs::metadata(dir).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
             age.is_none_or(|age| age < OWNERLESS_GRACE)
         }
     }
@@ -1559,10 +1325,7 @@ fn lab_owner_alive(dir: &Path) -> bool {
 /// process; None if it is gone or a zombie (a SIGKILLed owner can linger unreaped).
 fn process_start_time(pid: u32) -> Option<u64> {
     let mut stat = String::new();
-    File::open(format!("/proc/{pid}/stat"))
-        .ok()?
-        .read_to_string(&mut stat)
-        .ok()?;
+    File::open(format!("/proc/{pid}/stat")).ok()?.read_to_string(&mut stat).ok()?;
     // The command name (field 2) may contain spaces; the fields after it do not.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     if matches!(fields.first(), Some(&"Z" | &"X")) {
@@ -1601,10 +1364,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in text.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .unwrap_or_else(|| panic!("bad base64: {text:?}"));
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap_or_else(|| panic!("bad base64: {text:?}"));
         acc = (acc << 6) | v as u32;
         bits += 6;
         if bits >= 8 {
