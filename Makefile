@@ -33,8 +33,9 @@ deps:
 build:
 	$(CARGO) build --all-targets
 
-## test: unit and integration tests; fails if any test fails
+## test: formatting, then unit and integration tests; fails if any check fails
 test: deps
+	$(CARGO) fmt --check
 	$(CARGO) test --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS) --show-output
 
 ## demo: three hosts in namespaces pinging across the overlay (DEMO_KEEP=1 to look around)
