@@ -2,9 +2,10 @@
 //! route, ARP and FDB entries are in the kernel and right. Needs etcd and the local kernel, not
 //! a running daemon. The assessment is a pure function of what was read, so it is unit tested.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use futures::{StreamExt, TryStreamExt};
 use ipnetwork::Ipv4Network;
 use serde::Serialize;
 use thiserror::Error;
@@ -153,6 +154,9 @@ fn check_peer(lease: &Lease, actual: &KernelState) -> (Check, Check, Check) {
     (route, arp, fdb)
 }
 
+/// How many lease TTL requests `observe` keeps in flight on etcd's connection.
+const TTL_REQUESTS_IN_FLIGHT: usize = 64;
+
 /// Reads etcd and the kernel. `public_ip` identifies this host's lease.
 pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -> Result<Observed, StatusError> {
     let unreachable = |source| StatusError::Etcd { endpoints: etcd.endpoints.join(","), source };
@@ -161,12 +165,17 @@ pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -
     let text = registry.network_config().await.map_err(unreachable)?.ok_or(StatusError::NoConfig(config_key))?;
     let config = NetworkConfig::parse(&text)?;
     let listing = registry.list_leases().await.map_err(unreachable)?;
-    let mut ttls = BTreeMap::new();
-    for lease in listing.leases.iter().filter(|l| !l.is_reservation()) {
-        if !ttls.contains_key(&lease.etcd_lease) {
-            ttls.insert(lease.etcd_lease, registry.time_to_live(lease.etcd_lease).await.map_err(unreachable)?);
-        }
-    }
+    let etcd_leases: BTreeSet<i64> = listing.leases.iter().filter(|l| !l.is_reservation()).map(|l| l.etcd_lease).collect();
+    // etcd answers one lease per request; many in flight at once keep thousands of leases quick.
+    let ttls = futures::stream::iter(etcd_leases)
+        .map(|id| {
+            let registry = &registry;
+            async move { registry.time_to_live(id).await.map(|ttl| (id, ttl)) }
+        })
+        .buffer_unordered(TTL_REQUESTS_IN_FLIGHT)
+        .try_collect()
+        .await
+        .map_err(unreachable)?;
     let device = format!("flannel.{}", config.backend.vni);
     let kernel_state = match kernel.link_by_name(&device).await? {
         Some(link) => Some(kernel.read_state(link.header.index).await?),
