@@ -42,54 +42,73 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
 
     // Declared after the lab so they are dropped (and torn down) before it.
     let image = BusyboxImage::build(lab.dir());
-    let mut dockers: Vec<Dockerd> = Vec::new();
-    for (&n, env) in hosts.iter().zip(&envs) {
-        // As on a fresh host: docker then enables forwarding itself and, doing so, sets the
-        // FORWARD policy to DROP — what flannel's FORWARD rules are for.
-        lab.host(n).exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-        let opts = weftd_docker_opts(&lab, n);
-        let words = docker_opts_words(&opts);
-        check_docker_opts(n, env, &opts, &words);
-        let dockerd = Dockerd::start(&lab, n, &words);
-        println!("host {n}: {}", dockerd.command_line(&words));
-        dockers.push(dockerd);
-    }
-
+    let mut dockers: Vec<Dockerd> = hosts.iter().zip(&envs).map(|(&n, env)| start_dockerd(&lab, n, env)).collect();
     for (i, &n) in hosts.iter().enumerate() {
         check_docker0_address(lab.host(n), &envs[i]["FLANNEL_SUBNET"]);
         check_forward_rules(lab.host(n));
     }
-
-    let mut ips = Vec::new();
-    for (i, dockerd) in dockers.iter().enumerate() {
-        dockerd.import(&image, IMAGE);
-        let name = container_name(dockerd.n);
-        let ip = dockerd.run_container(&name, IMAGE);
-        check_container_network(lab.host(dockerd.n), dockerd, &name, ip, &envs[i]);
-        println!("host {}: container {name} has {ip}", dockerd.n);
-        ips.push(ip);
-    }
+    let ips: Vec<Ipv4Addr> = dockers.iter().zip(&envs).map(|(dockerd, env)| run_container(&lab, dockerd, &image, env)).collect();
 
     let (a, b) = (&dockers[0], &dockers[1]);
-    let (name_a, name_b) = (container_name(a.n), container_name(b.n));
-    let (ip_a, ip_b) = (ips[0], ips[1]);
+    check_ping(a, b, ips[0], ips[1]);
+    let expected_sum = serve_blob_and_address(&lab, a);
+    check_transfers(a, b, ips[0], ips[1], &expected_sum);
 
-    // Ping both ways; the first replies may wait for ARP and the lease watch.
+    // Teardown is part of the test: nothing of docker may be left.
+    let mut problems = Vec::new();
+    for dockerd in dockers.iter_mut().rev() {
+        problems.extend(dockerd.stop());
+    }
+    assert!(problems.is_empty(), "docker teardown left things behind: {problems:#?}");
+    let mounts = mounts_under(lab.dir());
+    assert!(mounts.is_empty(), "mounts left under the lab dir: {mounts:?}");
+    println!("total {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Starts host N's dockerd with the options `weftd docker-opts` gives, after checking them.
+fn start_dockerd(lab: &Lab, n: usize, env: &BTreeMap<String, String>) -> Dockerd {
+    // As on a fresh host: docker then enables forwarding itself and, doing so, sets the
+    // FORWARD policy to DROP — what flannel's FORWARD rules are for.
+    lab.host(n).exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let opts = weftd_docker_opts(lab, n);
+    let words = docker_opts_words(&opts);
+    check_docker_opts(n, env, &opts, &words);
+    let dockerd = Dockerd::start(lab, n, &words);
+    println!("host {n}: {}", dockerd.command_line(&words));
+    dockerd
+}
+
+/// Runs the host's container and checks its network; its address.
+fn run_container(lab: &Lab, dockerd: &Dockerd, image: &BusyboxImage, env: &BTreeMap<String, String>) -> Ipv4Addr {
+    dockerd.import(image, IMAGE);
+    let name = container_name(dockerd.n);
+    let ip = dockerd.run_container(&name, IMAGE);
+    check_container_network(lab.host(dockerd.n), dockerd, &name, ip, env);
+    println!("host {}: container {name} has {ip}", dockerd.n);
+    ip
+}
+
+/// Pings both ways (the first replies may wait for ARP and the lease watch), then five
+/// pings from A to B must all be answered.
+fn check_ping(a: &Dockerd, b: &Dockerd, ip_a: Ipv4Addr, ip_b: Ipv4Addr) {
+    let (name_a, name_b) = (container_name(a.n), container_name(b.n));
     wait_container_ping(a, &name_a, ip_b);
     wait_container_ping(b, &name_b, ip_a);
-    let summary =
-        String::from_utf8_lossy(&a.exec(&name_a, &["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1", &ip_b.to_string()]).stdout)
-            .into_owned();
+    let ping = a.exec(&name_a, &["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1", &ip_b.to_string()]);
+    let summary = String::from_utf8_lossy(&ping.stdout).into_owned();
     let (tx, rx, rtt) = parse_ping_summary(&summary);
     assert_eq!((tx, rx), (5, 5), "ping {name_a} -> {ip_b} lost packets:\n{summary}");
     let (min, avg, max) = rtt.expect("ping printed no RTT");
     println!("ping {name_a} ({ip_a}) -> {name_b} ({ip_b}): 5/5 replies, rtt min/avg/max = {min}/{avg}/{max} ms");
+}
 
-    // Container A serves a random 1 MiB file and a CGI that echoes the client's address.
+/// Container A serves a random 1 MiB file and a CGI that echoes the client's address; the
+/// file's SHA-256.
+fn serve_blob_and_address(lab: &Lab, a: &Dockerd) -> String {
+    let name_a = container_name(a.n);
     let www = lab.dir().join("www");
-    let blob = random_bytes(BLOB_SIZE);
     fs::create_dir_all(www.join("cgi-bin")).unwrap();
-    fs::write(www.join("blob"), &blob).unwrap();
+    fs::write(www.join("blob"), random_bytes(BLOB_SIZE)).unwrap();
     let cgi = www.join("cgi-bin/addr");
     fs::write(&cgi, "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$REMOTE_ADDR\"\n").unwrap();
     fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
@@ -97,8 +116,13 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     a.exec_ok(&name_a, &["httpd", "-p", &format!("0.0.0.0:{HTTP_PORT}"), "-h", "/www"]);
     let expected_sum = sha256_of_file(&www.join("blob"));
     assert_eq!(a.exec_ok(&name_a, &["sha256sum", "/www/blob"]).split_whitespace().next(), Some(expected_sum.as_str()));
+    expected_sum
+}
 
-    // No NAT between containers: A sees B's own address.
+/// B fetches from A: A sees B's own address (no NAT between containers), and the 1 MiB file
+/// arrives whole.
+fn check_transfers(a: &Dockerd, b: &Dockerd, ip_a: Ipv4Addr, ip_b: Ipv4Addr, expected_sum: &str) {
+    let (name_a, name_b) = (container_name(a.n), container_name(b.n));
     let base = format!("http://{ip_a}:{HTTP_PORT}");
     let seen = poll(&format!("{name_b} to fetch {base}/cgi-bin/addr"), CONVERGE, || {
         let out = b.exec(&name_b, &["timeout", "5", "wget", "-q", "-O", "-", &format!("{base}/cgi-bin/addr")]);
@@ -107,7 +131,6 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     assert_eq!(seen, ip_b.to_string(), "{name_a} saw {name_b}'s request come from {seen}, not from {ip_b}: NATed");
     println!("{name_a} sees {name_b}'s requests from {seen} (no NAT)");
 
-    // The 1 MiB file from A to B.
     let t0 = Instant::now();
     b.exec_ok(&name_b, &["timeout", "60", "wget", "-q", "-O", "/tmp/blob", &format!("{base}/blob")]);
     let elapsed = t0.elapsed();
@@ -121,16 +144,6 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     );
     assert_eq!(size, BLOB_SIZE, "received size");
     assert_eq!(got_sum, expected_sum, "received file differs from the one sent");
-
-    // Teardown is part of the test: nothing of docker may be left.
-    let mut problems = Vec::new();
-    for dockerd in dockers.iter_mut().rev() {
-        problems.extend(dockerd.stop());
-    }
-    assert!(problems.is_empty(), "docker teardown left things behind: {problems:#?}");
-    let mounts = mounts_under(lab.dir());
-    assert!(mounts.is_empty(), "mounts left under the lab dir: {mounts:?}");
-    println!("total {:.1} s", started.elapsed().as_secs_f64());
 }
 
 fn container_name(n: usize) -> String {
@@ -152,9 +165,9 @@ fn check_docker_opts(n: usize, env: &BTreeMap<String, String>, opts: &BTreeMap<S
     assert_eq!(opts.get("DOCKER_OPT_BIP"), Some(&bip), "host {n}: {opts:?}");
     assert_eq!(opts.get("DOCKER_OPT_MTU"), Some(&mtu), "host {n}: {opts:?}");
     assert_eq!(opts.get("DOCKER_OPT_IPMASQ").map(String::as_str), Some("--ip-masq=false"), "host {n}: {opts:?}");
+    assert_eq!(opts.get("DOCKER_OPT_LOG_LEVEL").map(String::as_str), Some("--log-level=warn"), "host {n}: {opts:?}");
     let mut sorted = words.to_vec();
     sorted.sort();
-    assert_eq!(opts.get("DOCKER_OPT_LOG_LEVEL").map(String::as_str), Some("--log-level=warn"), "host {n}: {opts:?}");
     assert_eq!(
         sorted,
         [bip, "--ip-masq=false".to_string(), "--log-level=warn".to_string(), mtu],
