@@ -91,9 +91,6 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         tokio::spawn(health::probe_etcd(registry.clone(), health.clone(), Duration::from_secs(5)));
     }
     let config = wait_for_config(&registry, &options.etcd.prefix).await?;
-    if config.backend.direct_routing {
-        tracing::warn!("Backend.DirectRouting is not implemented yet; every peer is reached through VXLAN");
-    }
 
     let mut spec = VxlanSpec {
         name: format!("flannel.{}", config.backend.vni),
@@ -130,7 +127,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.resync_interval);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
-    let device_changes = netlink::monitor(&kernel, &spec.name, device.index)?;
+    let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network)?;
     let reconciler = Reconciler {
         kernel,
         spec,
@@ -371,19 +368,19 @@ impl Reconciler {
                 return false;
             }
         };
-        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases);
-        for peer in skipped {
-            if self.warned.insert((peer.subnet, peer.reason.clone())) {
-                tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
-            }
-        }
-        let actual = match self.kernel.read_state(device.index).await {
-            Ok(actual) => actual,
+        let (actual, main_table) = match self.kernel.read_state(device.index, self.config.network).await {
+            Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
                 return false;
             }
         };
+        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases, &main_table);
+        for peer in skipped {
+            if self.warned.insert((peer.subnet, peer.reason.clone())) {
+                tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
+            }
+        }
         let plan = reconcile::plan(&desired, &actual);
         if !plan.is_empty() {
             tracing::debug!(added = plan.add.entry_count(), removed = plan.remove.entry_count(), "applying kernel changes");
@@ -439,8 +436,14 @@ impl Reconciler {
         for e in &plan.add.routes {
             check(self.kernel.replace_route(index, *e).await, "add route", e);
         }
+        for e in &plan.add.direct_routes {
+            check(self.kernel.replace_direct_route(*e).await, "add direct route", e);
+        }
         for e in &plan.remove.routes {
             check(self.kernel.delete_route(index, *e).await, "remove route", e);
+        }
+        for e in &plan.remove.direct_routes {
+            check(self.kernel.delete_direct_route(*e).await, "remove direct route", e);
         }
         for e in &plan.remove.fdb {
             check(self.kernel.delete_fdb(index, *e).await, "remove fdb", e);

@@ -80,8 +80,14 @@ impl Metrics {
 
     /// Records what the kernel holds after a successful reconcile.
     pub fn set_programmed(&self, state: &KernelState) {
-        self.peers.set(state.routes.len() as i64);
-        for (kind, count) in [("arp", state.arp.len()), ("fdb", state.fdb.len()), ("route", state.routes.len())] {
+        self.peers.set(state.peer_count() as i64);
+        let kinds = [
+            ("arp", state.arp.len()),
+            ("fdb", state.fdb.len()),
+            ("route", state.routes.len()),
+            ("direct_route", state.direct_routes.len()),
+        ];
+        for (kind, count) in kinds {
             self.kernel_entries.get_or_create(&KindLabel { kind }).set(count as i64);
         }
     }

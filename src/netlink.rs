@@ -14,7 +14,7 @@ use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{
@@ -28,7 +28,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::lease::MacAddr;
-use crate::reconcile::{ArpEntry, FdbEntry, KernelState, RouteEntry};
+use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, KernelState, MainTable, RouteEntry};
 
 mod nexthop;
 use nexthop::NexthopRequest;
@@ -299,9 +299,10 @@ impl Kernel {
         Ok(())
     }
 
-    /// `ip neigh show dev`, `bridge fdb show dev` and `ip route show dev` for our device, as
-    /// entries. Only permanent neighbours are ours; the kernel manages the rest.
-    pub async fn read_state(&self, index: u32) -> Result<KernelState, NetlinkError> {
+    /// `ip neigh show dev`, `bridge fdb show dev` and `ip route show dev` for our device, and the
+    /// direct routes to subnets of `network`, as entries; and the main table's other routes.
+    /// Only permanent neighbours are ours; the kernel manages the rest.
+    pub async fn read_state(&self, index: u32, network: Ipv4Network) -> Result<(KernelState, MainTable), NetlinkError> {
         let ours = move |n: &NeighbourMessage| n.header.ifindex == index && n.header.state == NeighbourState::Permanent;
         let neighbour_dump = |family| {
             let mut request = NeighbourMessage::default();
@@ -321,13 +322,22 @@ impl Kernel {
             })
             .await?;
         let route_dump = RouteNetlinkMessage::GetRoute(RouteMessageBuilder::<Ipv4Addr>::new().build());
-        let routes = self
+        let main_routes = self
             .dump("dump routes", route_dump, |m| match m {
-                RouteNetlinkMessage::NewRoute(r) => our_route(&r, index),
+                RouteNetlinkMessage::NewRoute(r) => main_route(&r, index, network),
                 _ => None,
             })
             .await?;
-        Ok(KernelState { arp, fdb, routes })
+        let mut state = KernelState { arp, fdb, ..KernelState::default() };
+        let mut others = Vec::new();
+        for route in main_routes {
+            match route {
+                MainRoute::Vxlan(entry) => drop(state.routes.insert(entry)),
+                MainRoute::Direct(entry) => drop(state.direct_routes.insert(entry)),
+                MainRoute::Other { destination, has_gateway } => others.push((destination, has_gateway)),
+            }
+        }
+        Ok((state, MainTable::new(others)))
     }
 
     /// Sends a dump request and turns each message into an entry as it is received. rtnetlink
@@ -461,17 +471,52 @@ impl Kernel {
     /// `ip route del <subnet> nhid <id>` then `ip nexthop del id <id>`, or else `ip route del
     /// <subnet> via <gateway> dev <device>` for a route in flanneld's form. The route goes
     /// first so watchers get a route deletion notice, which a nexthop deletion does not send.
-    /// The nexthop a route on our device pointed at is on our device too, so it is ours to delete.
+    /// The nexthop goes if the route pointed at it (it is then on our device) or, the route
+    /// having been replaced by a direct one already, if it is on our device.
     pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
         if self.nexthops.load(Ordering::Relaxed) {
-            let route = nexthop_route(entry);
-            if found(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))? {
+            let route_found = self.delete_route_message(nexthop_route(entry)).await?;
+            if route_found || self.nexthop_holder(index, entry.gateway).await? == NexthopHolder::Us {
                 let delete = NexthopRequest::Delete { gateway: entry.gateway };
-                return ignore_missing(self.nexthop("delete nexthop", delete, 0).await);
+                ignore_missing(self.nexthop("delete nexthop", delete, 0).await)?;
+            }
+            if route_found {
+                return Ok(());
             }
         }
-        let route = route_message(index, entry.subnet, entry.gateway).build();
-        ignore_missing(self.handle.route().del(route).execute().await.map_err(request_error("delete route")))
+        self.delete_route_message(route_message(index, entry.subnet, entry.gateway).build()).await.map(|_| ())
+    }
+
+    /// `ip route replace <subnet> via <peer's PublicIP>`: the kernel picks the device, as for
+    /// flanneld's direct routes.
+    pub async fn replace_direct_route(&self, entry: DirectRoute) -> Result<(), NetlinkError> {
+        let route = direct_route_message(entry);
+        self.handle.route().add(route).replace().execute().await.map_err(request_error("replace direct route"))
+    }
+
+    /// `ip route del <subnet> via <peer's PublicIP>`
+    pub async fn delete_direct_route(&self, entry: DirectRoute) -> Result<(), NetlinkError> {
+        self.delete_route_message(direct_route_message(entry)).await.map(|_| ())
+    }
+
+    /// `ip route del` for the route `message` describes, whoever wrote it (flanneld, `ip`, or
+    /// us): any protocol and scope. Whether there was such a route.
+    async fn delete_route_message(&self, mut message: RouteMessage) -> Result<bool, NetlinkError> {
+        message.header.protocol = RouteProtocol::Unspec;
+        message.header.scope = RouteScope::NoWhere;
+        found(self.handle.route().del(message).execute().await.map_err(request_error("delete route")))
+    }
+
+    /// Who holds the nexthop id weftd gives `gateway`.
+    async fn nexthop_holder(&self, index: u32, gateway: Ipv4Addr) -> Result<NexthopHolder, NetlinkError> {
+        let mut device = None;
+        let get = NetlinkPayload::InnerMessage(NexthopRequest::Get { gateway });
+        match self.exchange("get nexthop", get, NLM_F_ACK, |reply| device = nexthop::device_of(reply)).await {
+            Ok(()) if device == Some(index) => Ok(NexthopHolder::Us),
+            Ok(()) => Ok(NexthopHolder::Other { device }),
+            Err(e) if matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => Ok(NexthopHolder::Nobody),
+            Err(e) => Err(e),
+        }
     }
 
     /// `ip nexthop add id <id> via <gateway> dev <device> onlink`, or `replace` when a nexthop of
@@ -484,20 +529,12 @@ impl Kernel {
             Err(e) if e.errno() == Some(EEXIST) => {}
             added => return added.map(|()| true),
         }
-        let mut device = None;
-        let get =
-            self.exchange("get nexthop", NetlinkPayload::InnerMessage(NexthopRequest::Get { gateway }), NLM_F_ACK, |reply| {
-                device = nexthop::device_of(reply);
-            });
-        match get.await {
-            Ok(()) if device != Some(index) => {
-                let id = nexthop::id_for(gateway);
-                tracing::warn!(id, %gateway, ?device, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
-                return Ok(false);
-            }
-            Err(e) if !matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => return Err(e),
-            _ => {} // ours, or deleted since: (re)create it
+        if let NexthopHolder::Other { device } = self.nexthop_holder(index, gateway).await? {
+            let id = nexthop::id_for(gateway);
+            tracing::warn!(id, %gateway, ?device, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
+            return Ok(false);
         }
+        // Ours, or deleted since: (re)create it.
         self.nexthop("replace nexthop", write, NLM_F_CREATE | NLM_F_REPLACE).await.map(|()| true)
     }
 
@@ -505,6 +542,15 @@ impl Kernel {
     async fn nexthop(&self, op: &'static str, request: NexthopRequest, flags: u16) -> Result<(), NetlinkError> {
         self.exchange(op, NetlinkPayload::InnerMessage(request), NLM_F_ACK | flags, |_| {}).await
     }
+}
+
+/// Who holds a nexthop id: no one, a nexthop on our device, or one on another device (or on
+/// none: a group or a blackhole).
+#[derive(Debug, PartialEq, Eq)]
+enum NexthopHolder {
+    Nobody,
+    Us,
+    Other { device: Option<u32> },
 }
 
 /// Ok for an acknowledgement (`NLMSG_ERROR` with code 0), the request's error otherwise.
@@ -565,7 +611,7 @@ impl DeviceChanges {
 /// and wake nobody; the kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so
 /// those cost one more (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are
 /// watched on a socket of their own (`nexthop::watch`).
-pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges, NetlinkError> {
+pub fn monitor(kernel: &Kernel, name: &str, index: u32, network: Ipv4Network) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     tokio::spawn(connection);
@@ -581,7 +627,7 @@ pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges,
             // Lost notifications (socket buffer overrun) could be about anything: look again.
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
             let ours = own_ports.contains(&event.header.port_number);
-            if overrun || (!ours && concerns_device(&event, watched.load(Ordering::Relaxed), &name)) {
+            if overrun || (!ours && concerns_device(&event, watched.load(Ordering::Relaxed), &name, network)) {
                 changed.notify_one();
             }
         }
@@ -590,15 +636,18 @@ pub fn monitor(kernel: &Kernel, name: &str, index: u32) -> Result<DeviceChanges,
     Ok(changes)
 }
 
-/// Whether a notification concerns the device with this index or name.
-fn concerns_device(message: &NetlinkEvent, index: u32, name: &str) -> bool {
+/// Whether a notification concerns the device with this index or name, or a direct route to
+/// a subnet of the overlay `network`.
+fn concerns_device(message: &NetlinkEvent, index: u32, name: &str, network: Ipv4Network) -> bool {
     let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
             link.header.index == index || link_name(link) == name
         }
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index,
-        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => our_route(r, index).is_some(),
+        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+            route_table(r) == MAIN_TABLE && (our_route(r, index).is_some() || direct_route(r, network).is_some())
+        }
         _ => false,
     }
 }
@@ -616,6 +665,13 @@ fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMes
         .destination_prefix(subnet.network(), subnet.prefix())
         .gateway(gateway)
         .output_interface(index)
+}
+
+fn direct_route_message(entry: DirectRoute) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(entry.subnet.network(), entry.subnet.prefix())
+        .gateway(entry.gateway)
+        .build()
 }
 
 /// Deleting something already gone is success: the goal state is reached.
@@ -733,6 +789,42 @@ fn route_oif(route: &RouteMessage) -> Option<u32> {
     })
 }
 
+/// A main-table route, as the reconciler sorts them.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum MainRoute {
+    Vxlan(RouteEntry),
+    Direct(DirectRoute),
+    Other { destination: Ipv4Network, has_gateway: bool },
+}
+
+fn main_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<MainRoute> {
+    if route_table(route) != MAIN_TABLE {
+        return None;
+    }
+    if let Some(entry) = our_route(route, index) {
+        return Some(MainRoute::Vxlan(entry));
+    }
+    if let Some(entry) = direct_route(route, network) {
+        return Some(MainRoute::Direct(entry));
+    }
+    if route.header.kind != RouteType::Unicast {
+        return None; // blackhole, unreachable and the like reach nothing on-link
+    }
+    let has_gateway = route.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::NhId(_)));
+    let destination = route_destination(route).unwrap_or(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid"));
+    Some(MainRoute::Other { destination, has_gateway })
+}
+
+/// A route to a subnet of the overlay `network` through a gateway on another device: a direct
+/// route, ours or flanneld's (nothing else routes the overlay's subnets through the underlay).
+fn direct_route(route: &RouteMessage, network: Ipv4Network) -> Option<DirectRoute> {
+    let subnet = route_destination(route)?;
+    let gateway = route_gateway(route)?;
+    let inside = subnet.prefix() > network.prefix() && network.contains(subnet.network());
+    let nexthop_object = route.attributes.iter().any(|a| matches!(a, RouteAttribute::NhId(_)));
+    (inside && !nexthop_object).then_some(DirectRoute { subnet, gateway })
+}
+
 /// The entry for a main-table route of our device's: one that leaves through it or, where
 /// `nexthop_compat_mode=0` hides a nexthop route's device and gateway, one that points at the
 /// nexthop weftd names after the route's own subnet.
@@ -762,11 +854,18 @@ fn hidden_nexthop_route(route: &RouteMessage) -> Option<RouteEntry> {
 }
 
 fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
-    let gateway = route.attributes.iter().find_map(|a| match a {
+    Some(RouteEntry {
+        subnet: route_destination(route)?,
+        gateway: route_gateway(route)?,
+        onlink: route.header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+fn route_gateway(route: &RouteMessage) -> Option<Ipv4Addr> {
+    route.attributes.iter().find_map(|a| match a {
         RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
         _ => None,
-    })?;
-    Some(RouteEntry { subnet: route_destination(route)?, gateway, onlink: route.header.flags.contains(RouteFlags::Onlink) })
+    })
 }
 
 fn route_destination(route: &RouteMessage) -> Option<Ipv4Network> {

@@ -34,17 +34,51 @@ pub struct RouteEntry {
     pub onlink: bool,
 }
 
-/// The ARP, FDB and route entries on our VXLAN device.
+/// `ip route replace <subnet> via <peer's PublicIP>`: with `Backend.DirectRouting`, the route
+/// to a peer this host reaches without a gateway; its packets skip VXLAN, as flanneld's do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DirectRoute {
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+}
+
+/// The ARP, FDB and route entries on our VXLAN device, and the direct routes to peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelState {
     pub arp: BTreeSet<ArpEntry>,
     pub fdb: BTreeSet<FdbEntry>,
     pub routes: BTreeSet<RouteEntry>,
+    pub direct_routes: BTreeSet<DirectRoute>,
 }
 
 impl KernelState {
     pub fn entry_count(&self) -> usize {
-        self.arp.len() + self.fdb.len() + self.routes.len()
+        self.arp.len() + self.fdb.len() + self.routes.len() + self.direct_routes.len()
+    }
+
+    /// One route per programmed peer, through VXLAN or direct.
+    pub fn peer_count(&self) -> usize {
+        self.routes.len() + self.direct_routes.len()
+    }
+}
+
+/// The main routing table's other IPv4 routes, each with whether it has a gateway: what
+/// `ip route get` consults. flanneld's DirectRouting asks it whether a peer's PublicIP is
+/// reached without a gateway, that is, on this host's own link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MainTable {
+    routes: Vec<(Ipv4Network, bool)>,
+}
+
+impl MainTable {
+    pub fn new(routes: impl IntoIterator<Item = (Ipv4Network, bool)>) -> Self {
+        Self { routes: routes.into_iter().collect() }
+    }
+
+    /// Whether the most specific route to `ip` has no gateway.
+    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
+        let best = self.routes.iter().filter(|(network, _)| network.contains(ip)).max_by_key(|(network, _)| network.prefix());
+        best.is_some_and(|(_, has_gateway)| !has_gateway)
     }
 }
 
@@ -57,12 +91,14 @@ pub struct SkippedPeer {
 
 /// The entries every peer lease needs on this host. `own_subnet` (if we hold one) and `own_ip`
 /// identify us so we never point traffic for our own subnet, or to our own address, into the
-/// tunnel.
+/// tunnel. With `Backend.DirectRouting`, a peer whose PublicIP `main_table` reaches on-link
+/// gets a direct route instead of VXLAN entries.
 pub fn desired_state(
     config: &NetworkConfig,
     own_subnet: Option<Ipv4Network>,
     own_ip: Ipv4Addr,
     leases: &LeaseSet,
+    main_table: &MainTable,
 ) -> (KernelState, Vec<SkippedPeer>) {
     let mut state = KernelState::default();
     let mut skipped = Vec::new();
@@ -71,10 +107,15 @@ pub fn desired_state(
             skipped.push(SkippedPeer { subnet: lease.subnet, reason });
             continue;
         }
+        let public_ip = lease.attrs.public_ip;
+        if config.backend.direct_routing && main_table.on_link(public_ip) {
+            state.direct_routes.insert(DirectRoute { subnet: lease.subnet, gateway: public_ip });
+            continue;
+        }
         let vtep = lease.subnet.network();
         let mac = lease.attrs.backend_data.vtep_mac;
         state.arp.insert(ArpEntry { ip: vtep, mac });
-        state.fdb.insert(FdbEntry { mac, dst: lease.attrs.public_ip });
+        state.fdb.insert(FdbEntry { mac, dst: public_ip });
         state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true });
     }
     (state, skipped)
@@ -109,21 +150,27 @@ impl Plan {
     }
 }
 
-/// Computes the difference between what we want and what the kernel has.
+/// Computes the difference between what we want and what the kernel has. A route whose prefix
+/// is still wanted in the same form is replaced, not removed; one that changes form (VXLAN to
+/// direct or back) is replaced by the new form and then its old form removed, which deletes
+/// nothing but the old form (and its nexthop).
 pub fn plan(desired: &KernelState, actual: &KernelState) -> Plan {
     let wanted_ips: BTreeSet<Ipv4Addr> = desired.arp.iter().map(|e| e.ip).collect();
-    let wanted_prefixes: BTreeSet<Ipv4Network> = desired.routes.iter().map(|e| e.subnet).collect();
+    let vxlan_prefixes: BTreeSet<Ipv4Network> = desired.routes.iter().map(|e| e.subnet).collect();
+    let direct_prefixes: BTreeSet<Ipv4Network> = desired.direct_routes.iter().map(|e| e.subnet).collect();
     Plan {
         add: KernelState {
             arp: desired.arp.difference(&actual.arp).copied().collect(),
             fdb: desired.fdb.difference(&actual.fdb).copied().collect(),
             routes: desired.routes.difference(&actual.routes).copied().collect(),
+            direct_routes: desired.direct_routes.difference(&actual.direct_routes).copied().collect(),
         },
         remove: KernelState {
             arp: actual.arp.iter().filter(|e| !wanted_ips.contains(&e.ip)).copied().collect(),
             // A MAC can hold several destinations, so an FDB entry is only right if both match.
             fdb: actual.fdb.difference(&desired.fdb).copied().collect(),
-            routes: actual.routes.iter().filter(|e| !wanted_prefixes.contains(&e.subnet)).copied().collect(),
+            routes: actual.routes.iter().filter(|e| !vxlan_prefixes.contains(&e.subnet)).copied().collect(),
+            direct_routes: actual.direct_routes.iter().filter(|e| !direct_prefixes.contains(&e.subnet)).copied().collect(),
         },
     }
 }
@@ -157,7 +204,49 @@ mod tests {
     const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 
     fn desired(leases: Vec<Lease>) -> (KernelState, Vec<SkippedPeer>) {
-        desired_state(&config(), Some("10.5.1.0/24".parse().unwrap()), OWN_IP, &lease_set(leases))
+        desired_state(&config(), Some("10.5.1.0/24".parse().unwrap()), OWN_IP, &lease_set(leases), &underlay_table())
+    }
+
+    /// 198.18.0.0/24 on-link, everything else through a default gateway.
+    fn underlay_table() -> MainTable {
+        MainTable::new([("0.0.0.0/0".parse().unwrap(), true), ("198.18.0.0/24".parse().unwrap(), false)])
+    }
+
+    #[test]
+    fn on_link_follows_the_most_specific_route() {
+        let mut table = underlay_table();
+        assert!(table.on_link(Ipv4Addr::new(198, 18, 0, 12)));
+        assert!(!table.on_link(Ipv4Addr::new(203, 0, 113, 5)), "through the default gateway");
+        table.routes.push(("198.18.0.128/25".parse().unwrap(), true));
+        assert!(!table.on_link(Ipv4Addr::new(198, 18, 0, 200)), "a more specific route with a gateway wins");
+        assert!(!MainTable::default().on_link(Ipv4Addr::new(198, 18, 0, 12)), "no route at all");
+    }
+
+    #[test]
+    fn direct_routing_routes_on_link_peers_directly_and_the_rest_through_vxlan() {
+        let config =
+            NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
+        let leases = lease_set(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2), lease("10.5.3.0/24", [203, 0, 113, 5], 3)]);
+        let (state, skipped) = desired_state(&config, None, OWN_IP, &leases, &underlay_table());
+        assert!(skipped.is_empty());
+        let direct = DirectRoute { subnet: "10.5.2.0/24".parse().unwrap(), gateway: Ipv4Addr::new(198, 18, 0, 12) };
+        assert_eq!(state.direct_routes, BTreeSet::from([direct]));
+        assert_eq!(state.routes.iter().map(|r| r.subnet.to_string()).collect::<Vec<_>>(), ["10.5.3.0/24"]);
+        assert_eq!((state.arp.len(), state.fdb.len(), state.peer_count()), (1, 1, 2), "no VXLAN entries for the direct peer");
+    }
+
+    #[test]
+    fn a_peer_changing_form_gets_the_new_route_and_loses_the_old_entries() {
+        let config =
+            NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
+        let leases = lease_set(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let (direct, _) = desired_state(&config, None, OWN_IP, &leases, &underlay_table());
+        let (vxlan, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let to_direct = plan(&direct, &vxlan);
+        assert_eq!((to_direct.add.direct_routes.len(), to_direct.add.entry_count()), (1, 1));
+        assert_eq!(to_direct.remove, vxlan, "the VXLAN route, ARP and FDB entries go");
+        let to_vxlan = plan(&vxlan, &direct);
+        assert_eq!((to_vxlan.add, to_vxlan.remove), (vxlan.clone(), direct.clone()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::config::{ConfigError, NetworkConfig};
 use crate::lease::{Lease, LeaseSet};
 use crate::netlink::{Kernel, NetlinkError};
-use crate::reconcile::{self, KernelState};
+use crate::reconcile::{self, KernelState, MainTable};
 use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
 
 #[derive(Debug, Error)]
@@ -52,6 +52,8 @@ pub struct LeaseStatus {
     pub this_host: bool,
     /// Why weftd does not program this lease, if it does not.
     pub skipped: Option<String>,
+    /// Reached by a direct route (`Backend.DirectRouting`), which needs no ARP or FDB entry.
+    pub direct: bool,
     pub route: Check,
     pub arp: Check,
     pub fdb: Check,
@@ -81,6 +83,8 @@ pub struct Observed {
     pub malformed: Vec<MalformedLease>,
     /// `None` when the device does not exist.
     pub kernel: Option<KernelState>,
+    /// Where the main routing table reaches peers' PublicIPs (for `Backend.DirectRouting`).
+    pub main_table: MainTable,
 }
 
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
@@ -88,7 +92,9 @@ pub struct Observed {
 pub fn assess(observed: &Observed) -> Status {
     let own_subnet = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip).map(|l| l.subnet);
     let set = LeaseSet { leases: observed.leases.iter().map(|l| (l.subnet, l.clone())).collect(), ..Default::default() };
-    let (desired, skipped) = reconcile::desired_state(&observed.config, own_subnet, observed.public_ip, &set);
+    let (desired, skipped) =
+        reconcile::desired_state(&observed.config, own_subnet, observed.public_ip, &set, &observed.main_table);
+    let direct: BTreeSet<Ipv4Network> = desired.direct_routes.iter().map(|r| r.subnet).collect();
     let skipped: BTreeMap<_, _> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
     let actual = observed.kernel.clone().unwrap_or_default();
     let leases: Vec<LeaseStatus> = observed
@@ -98,7 +104,9 @@ pub fn assess(observed: &Observed) -> Status {
             let this_host = Some(lease.subnet) == own_subnet;
             let skip = skipped.get(&lease.subnet).cloned();
             let checked = !this_host && skip.is_none();
-            let (route, arp, fdb) = if checked {
+            let (route, arp, fdb) = if checked && direct.contains(&lease.subnet) {
+                (check_direct_route(lease, &actual), Check::NotApplicable, Check::NotApplicable)
+            } else if checked {
                 check_peer(lease, &actual)
             } else {
                 (Check::NotApplicable, Check::NotApplicable, Check::NotApplicable)
@@ -111,6 +119,7 @@ pub fn assess(observed: &Observed) -> Status {
                 reservation: lease.is_reservation(),
                 this_host,
                 skipped: skip,
+                direct: direct.contains(&lease.subnet),
                 route,
                 arp,
                 fdb,
@@ -130,6 +139,17 @@ pub fn assess(observed: &Observed) -> Status {
         malformed: observed.malformed.iter().map(|m| (m.key.clone(), m.error.clone())).collect(),
         unexplained,
         healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0,
+    }
+}
+
+/// A direct route to the lease's subnet through its PublicIP, and no VXLAN route for it.
+fn check_direct_route(lease: &Lease, actual: &KernelState) -> Check {
+    let vxlan_route = actual.routes.iter().any(|r| r.subnet == lease.subnet);
+    match actual.direct_routes.iter().find(|r| r.subnet == lease.subnet) {
+        Some(r) if r.gateway == lease.attrs.public_ip && !vxlan_route => Check::Ok,
+        Some(_) => Check::Wrong,
+        None if vxlan_route => Check::Wrong,
+        None => Check::Missing,
     }
 }
 
@@ -177,11 +197,15 @@ pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -
         .await
         .map_err(unreachable)?;
     let device = format!("flannel.{}", config.backend.vni);
-    let kernel_state = match kernel.link_by_name(&device).await? {
-        Some(link) => Some(kernel.read_state(link.header.index).await?),
-        None => None,
+    let (kernel_state, main_table) = match kernel.link_by_name(&device).await? {
+        Some(link) => {
+            let (state, main_table) = kernel.read_state(link.header.index, config.network).await?;
+            (Some(state), main_table)
+        }
+        None => (None, MainTable::default()),
     };
-    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed: listing.malformed, kernel: kernel_state })
+    let malformed = listing.malformed;
+    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, main_table })
 }
 
 /// The human-readable report.
@@ -213,6 +237,8 @@ pub fn render(status: &Status) -> String {
         };
         let note = if l.this_host {
             "  (this host)".to_string()
+        } else if l.direct {
+            "  (direct route)".to_string()
         } else {
             l.skipped.as_ref().map(|r| format!("  (skipped: {r})")).unwrap_or_default()
         };
@@ -241,7 +267,7 @@ pub fn render(status: &Status) -> String {
 mod tests {
     use super::*;
     use crate::lease::{LeaseAttrs, MacAddr};
-    use crate::reconcile::{ArpEntry, FdbEntry, RouteEntry};
+    use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, RouteEntry};
 
     fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
         Lease {
@@ -260,6 +286,7 @@ mod tests {
             ttls: [(7, Some(3600))].into(),
             malformed: vec![],
             kernel,
+            main_table: MainTable::default(),
         }
     }
 
@@ -269,6 +296,7 @@ mod tests {
             arp: [ArpEntry { ip: vtep, mac: MacAddr([2, 0, 0, 0, 0, 2]) }].into(),
             fdb: [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 12) }].into(),
             routes: [RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true }].into(),
+            direct_routes: Default::default(),
         }
     }
 
@@ -295,5 +323,22 @@ mod tests {
         );
         assert!(render(&status).contains("MISSING") && render(&status).contains("NOT healthy"));
         assert!(!assess(&observed(None)).healthy, "no device is not healthy");
+    }
+
+    #[test]
+    fn a_direct_peer_needs_its_direct_route_and_no_vxlan_entries() {
+        let mut observed = observed(Some(KernelState::default()));
+        observed.config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"DirectRouting":true}}"#).unwrap();
+        observed.main_table = MainTable::new(["198.18.0.0/24".parse().map(|n| (n, false)).unwrap()]);
+        let peer = |status: &Status| (status.leases[1].direct, status.leases[1].route, status.leases[1].arp);
+        let status = assess(&observed);
+        assert_eq!(peer(&status), (true, Check::Missing, Check::NotApplicable));
+        let direct = DirectRoute { subnet: "10.5.2.0/24".parse().unwrap(), gateway: Ipv4Addr::new(198, 18, 0, 12) };
+        observed.kernel = Some(KernelState { direct_routes: [direct].into(), ..Default::default() });
+        let status = assess(&observed);
+        assert_eq!(peer(&status), (true, Check::Ok, Check::NotApplicable));
+        assert!(status.healthy && render(&status).contains("(direct route)"), "{}", render(&status));
+        observed.kernel = Some(correct_kernel());
+        assert_eq!(peer(&assess(&observed)).1, Check::Wrong, "a VXLAN route where a direct one belongs");
     }
 }

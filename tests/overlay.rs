@@ -379,6 +379,61 @@ fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
 }
 
 #[test]
+fn direct_routing_routes_on_link_peers_around_the_tunnel_and_back_when_turned_off() {
+    // Every lab host is on one underlay link, so with DirectRouting a peer's subnet is routed
+    // `via <its PublicIP>` with no ARP, FDB or VXLAN route, as flanneld does it.
+    let mut lab = Lab::new();
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#);
+    let (first, second) = (lab.add_host(), lab.add_host());
+    let mut daemons = vec![lab.start_weftd(first, &[]), lab.start_weftd(second, &[])];
+    for n in [first, second] {
+        wait_subnet_env(&lab, n);
+        lab.attach_container(n);
+    }
+    let host = lab.host(first).clone();
+    let peer = lease_key_of(&lab, second);
+    let subnet = peer.strip_prefix(SUBNETS).unwrap().replace('-', "/");
+    let (peer_ip, peer_container) = (lab.host(second).underlay_ip.to_string(), lab.container(second).ip.to_string());
+    // Where the kernel sends host 1's packets for container 2: (gateway, device).
+    let path = || {
+        let route = &host.ip_json(&["route", "get", &peer_container])[0];
+        (route["gateway"].as_str().unwrap_or("").to_string(), str_field(route, "dev"))
+    };
+    let direct = (peer_ip.clone(), "eth0".to_string());
+    poll("a direct route to host 2's subnet", CONVERGE, || (path() == direct).then_some(()));
+    let tables = kernel_tables(&host);
+    assert!(tables.arp.is_empty() && tables.fdb.is_empty() && tables.routes.is_empty(), "no VXLAN entries: {tables:?}");
+    wait_ping(&lab, first, lab.container(second).ip);
+    wait_ping(&lab, second, lab.container(first).ip);
+
+    assert!(host.exec(&["ip", "route", "del", &subnet]).status.success());
+    poll("the hand-deleted direct route to come back", CONVERGE, || (path() == direct).then_some(()));
+
+    // Restarted without DirectRouting, host 1 goes back to VXLAN and leaves no direct route.
+    daemons[0].terminate();
+    lab.put_network_config(CONFIG);
+    daemons[0] = lab.start_weftd(first, &[]);
+    wait_tables_match(&lab, first);
+    assert_eq!(path(), (subnet.split('/').next().unwrap().to_string(), "flannel.1".to_string()));
+    wait_ping(&lab, first, lab.container(second).ip);
+
+    // And with DirectRouting again, direct once more, with no nexthop left behind.
+    daemons[0].terminate();
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#);
+    daemons[0] = lab.start_weftd(first, &[]);
+    poll("the direct route again", CONVERGE, || (path() == direct && kernel_tables(&host) == Tables::default()).then_some(()));
+    let nexthops = host.exec(&["ip", "nexthop", "show"]);
+    assert!(String::from_utf8_lossy(&nexthops.stdout).trim().is_empty(), "{}", String::from_utf8_lossy(&nexthops.stdout));
+
+    // The peer leaves: its direct route goes.
+    daemons.pop().unwrap().terminate();
+    lab.etcd_del(&peer);
+    poll("the departed peer's direct route to go", CONVERGE, || {
+        host.ip_json(&["route", "show", &subnet]).as_array().is_some_and(|r| r.is_empty()).then_some(())
+    });
+}
+
+#[test]
 fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     let (mut lab, daemons) = cluster(2);
     lab.attach_container(1);
