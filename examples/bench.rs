@@ -54,6 +54,8 @@ const SUBNETS_PREFIX: &str = "/coreos.com/network/subnets/";
 /// The small network of the convergence and datapath labs (what `make demo` uses).
 const SMALL_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 /// Room for thousands of /24 subnets (propagation, scale, idle).
+/// SMALL_NETWORK with Backend.DirectRouting: the lab's hosts share one link, so no VXLAN.
+const DIRECT_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
 const BIG_NETWORK: &str = r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#;
 /// weftd's own default (`--v 0`); the harness would otherwise run it at debug level.
 const WEFTD_ENV: [(&str, &str); 1] = [("RUST_LOG", "info")];
@@ -1668,15 +1670,7 @@ fn clk_tck() -> u64 {
 // =============================================================================================
 
 fn bench_datapath(s: &Settings, report: &Report) {
-    let mut lab = new_lab(2, SMALL_NETWORK);
-    let _daemons: Vec<Weftd> = (1..=2).map(|h| start_weftd(&lab, h)).collect();
-    wait_env(&lab, 1);
-    wait_env(&lab, 2);
-    let _c1 = lab.attach_container(1);
-    let c2 = lab.attach_container(2);
-    poll("container 1 to reach container 2 over the overlay", Duration::from_secs(20), || {
-        lab.container_ping(1, c2).then_some(())
-    });
+    let (lab, _daemons, c2) = datapath_lab(SMALL_NETWORK);
     let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
     let (cn1, cn2) = (lab.container(1).ns.clone(), lab.container(2).ns.clone());
 
@@ -1707,6 +1701,8 @@ fn bench_datapath(s: &Settings, report: &Report) {
     report.figure("datapath_10gbit_underlay_gbps", u);
     report.figure("datapath_10gbit_overlay_gbps", o);
     report.figure("datapath_10gbit_overlay_vs_underlay_pct", o / u * 100.0);
+    drop((_servers, _daemons, lab));
+    datapath_direct(s, report, &mut rows);
     report.csv(
         "datapath.csv",
         "underlay_shaping,round,path,destination,gbit_per_s,retransmits,sender_cpu_pct,receiver_cpu_pct",
@@ -1715,6 +1711,36 @@ fn bench_datapath(s: &Settings, report: &Report) {
 }
 
 /// `s.iperf_rounds` rounds of one iperf3 run per path; the mean Gbit/s of (underlay, overlay).
+/// Two hosts running weftd with `config` and a container each, container 1 reaching container 2;
+/// the lab, its daemons and container 2's address.
+fn datapath_lab(config: &str) -> (Lab, Vec<Weftd>, Ipv4Addr) {
+    let mut lab = new_lab(2, config);
+    let daemons: Vec<Weftd> = (1..=2).map(|h| start_weftd(&lab, h)).collect();
+    wait_env(&lab, 1);
+    wait_env(&lab, 2);
+    lab.attach_container(1);
+    let c2 = lab.attach_container(2);
+    poll("container 1 to reach container 2 over the overlay", Duration::from_secs(20), || {
+        lab.container_ping(1, c2).then_some(())
+    });
+    (lab, daemons, c2)
+}
+
+/// With DirectRouting, hosts on one link route each other's subnets through the underlay with
+/// no VXLAN: the container path costs two veths, a bridge and a forward on each side.
+fn datapath_direct(s: &Settings, report: &Report, rows: &mut Vec<String>) {
+    let (lab, _daemons, c2) = datapath_lab(DIRECT_NETWORK);
+    let (h1, h2) = (lab.host(1), lab.host(2));
+    let (cn1, cn2) = (lab.container(1).ns.as_str(), lab.container(2).ns.as_str());
+    let _servers = [iperf_server(cn2), iperf_server(&h2.ns)];
+    let paths = [("underlay", h1.ns.as_str(), h2.underlay_ip), ("overlay", cn1, c2)];
+    let (u, o) = datapath_rounds(s, "direct-routing", &paths, rows);
+    report.note("datapath_direct: the same unshaped runs with Backend.DirectRouting (the lab's hosts share one link, so container traffic is routed through the underlay without VXLAN)");
+    report.figure("datapath_direct_underlay_gbps", u);
+    report.figure("datapath_direct_overlay_gbps", o);
+    report.figure("datapath_direct_overlay_vs_underlay_pct", o / u * 100.0);
+}
+
 fn datapath_rounds(s: &Settings, shaping: &str, paths: &[(&str, &str, Ipv4Addr); 2], rows: &mut Vec<String>) -> (f64, f64) {
     let (mut under, mut over) = (Vec::new(), Vec::new());
     for round in 1..=s.iperf_rounds {
