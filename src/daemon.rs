@@ -4,7 +4,7 @@
 //! Tasks talk through `watch` channels carrying whole states (our lease, every lease), never
 //! events, so any task can fall behind or restart and still converge.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -384,7 +384,7 @@ impl Reconciler {
         let plan = reconcile::plan(&desired, &actual);
         if !plan.is_empty() {
             tracing::debug!(added = plan.add.entry_count(), removed = plan.remove.entry_count(), "applying kernel changes");
-            if !self.apply(device.index, &plan).await {
+            if !self.apply(device.index, &plan, &desired).await {
                 return false;
             }
         }
@@ -416,15 +416,18 @@ impl Reconciler {
     }
 
     /// Adds before removing, and ARP and FDB before the route, so a peer is reachable the
-    /// moment its route appears and a changed peer never goes dark.
-    async fn apply(&self, index: u32, plan: &Plan) -> bool {
+    /// moment its route appears and a changed peer never goes dark. A route that changes form
+    /// (VXLAN or direct) keeps its old form when the new one could not be written.
+    async fn apply(&self, index: u32, plan: &Plan, desired: &KernelState) -> bool {
         let mut failures = 0;
         let mut check = |result: Result<(), NetlinkError>, what: &str, entry: &dyn std::fmt::Debug| {
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 failures += 1;
                 tracing::error!(error = %e, what, entry = ?entry, "kernel update failed; will retry");
             }
+            result.is_ok()
         };
+        let mut failed = BTreeSet::new();
         // One request at a time: pipelining them (128 in flight) measured no faster at 5,000
         // peers (make bench, scale), the kernel being the bottleneck.
         for e in &plan.add.arp {
@@ -434,15 +437,21 @@ impl Reconciler {
             check(self.kernel.replace_fdb(index, *e).await, "add fdb", e);
         }
         for e in &plan.add.routes {
-            check(self.kernel.replace_route(index, *e).await, "add route", e);
+            if !check(self.kernel.replace_route(index, *e).await, "add route", e) {
+                failed.insert(e.subnet);
+            }
         }
         for e in &plan.add.direct_routes {
-            check(self.kernel.replace_direct_route(*e).await, "add direct route", e);
+            if !check(self.kernel.replace_direct_route(*e).await, "add direct route", e) {
+                failed.insert(e.subnet);
+            }
         }
-        for e in &plan.remove.routes {
-            check(self.kernel.delete_route(index, *e).await, "remove route", e);
+        // A nexthop is named after its gateway: one still wanted by another route stays.
+        let gateways: BTreeSet<Ipv4Addr> = desired.routes.iter().map(|r| r.gateway).collect();
+        for e in plan.remove.routes.iter().filter(|e| !failed.contains(&e.subnet)) {
+            check(self.kernel.delete_route(index, *e, gateways.contains(&e.gateway)).await, "remove route", e);
         }
-        for e in &plan.remove.direct_routes {
+        for e in plan.remove.direct_routes.iter().filter(|e| !failed.contains(&e.subnet)) {
             check(self.kernel.delete_direct_route(*e).await, "remove direct route", e);
         }
         for e in &plan.remove.fdb {

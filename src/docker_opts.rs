@@ -112,7 +112,9 @@ pub fn write_docker_opts(request: &DockerOptsRequest) -> Result<(), DockerOptsEr
     let text = std::fs::read_to_string(path).map_err(|source| DockerOptsError::Read { path: path.clone(), source })?;
     let subnet_file = subnet_env::parse_env(&text);
     let options = read_options(path, &subnet_file)?;
-    let mut visible: BTreeMap<String, String> = std::env::vars().collect();
+    // Variables that are not UTF-8 cannot be docker options; skip them rather than panic.
+    let mut visible: BTreeMap<String, String> =
+        std::env::vars_os().filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?))).collect();
     visible.extend(subnet_file);
     subnet_env::write_if_changed(&request.docker_env, &render(&options, request, &visible))?;
     Ok(())

@@ -457,10 +457,7 @@ impl Kernel {
                     return self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"));
                 }
                 Ok(false) => {}
-                Err(e) if e.errno() == Some(EOPNOTSUPP) => {
-                    tracing::warn!(error = %e, "this kernel has no nexthop objects (Linux 5.3+); every route gets its own gateway, which slows adding thousands of peers");
-                    self.nexthops.store(false, Ordering::Relaxed);
-                }
+                Err(e) if e.errno() == Some(EOPNOTSUPP) => self.without_nexthops(&e),
                 Err(e) => return Err(e),
             }
         }
@@ -471,12 +468,13 @@ impl Kernel {
     /// `ip route del <subnet> nhid <id>` then `ip nexthop del id <id>`, or else `ip route del
     /// <subnet> via <gateway> dev <device>` for a route in flanneld's form. The route goes
     /// first so watchers get a route deletion notice, which a nexthop deletion does not send.
-    /// The nexthop goes if the route pointed at it (it is then on our device) or, the route
-    /// having been replaced by a direct one already, if it is on our device.
-    pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
-        if self.nexthops.load(Ordering::Relaxed) {
+    /// The nexthop-form delete is only sent when our device holds the id: the kernel refuses an
+    /// unknown id with EINVAL rather than "no such route". The nexthop itself goes unless
+    /// `nexthop_in_use` (another wanted route has the same gateway).
+    pub async fn delete_route(&self, index: u32, entry: RouteEntry, nexthop_in_use: bool) -> Result<(), NetlinkError> {
+        if self.nexthops.load(Ordering::Relaxed) && self.nexthop_holder(index, entry.gateway).await? == NexthopHolder::Us {
             let route_found = self.delete_route_message(nexthop_route(entry)).await?;
-            if route_found || self.nexthop_holder(index, entry.gateway).await? == NexthopHolder::Us {
+            if !nexthop_in_use {
                 let delete = NexthopRequest::Delete { gateway: entry.gateway };
                 ignore_missing(self.nexthop("delete nexthop", delete, 0).await)?;
             }
@@ -515,7 +513,19 @@ impl Kernel {
             Ok(()) if device == Some(index) => Ok(NexthopHolder::Us),
             Ok(()) => Ok(NexthopHolder::Other { device }),
             Err(e) if matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => Ok(NexthopHolder::Nobody),
+            Err(e) if e.errno() == Some(EOPNOTSUPP) => {
+                self.without_nexthops(&e);
+                Ok(NexthopHolder::Nobody)
+            }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The kernel has no nexthop objects (Linux 5.3+): from now on every route carries its own
+    /// gateway, as flanneld's do.
+    fn without_nexthops(&self, error: &NetlinkError) {
+        if self.nexthops.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%error, "this kernel has no nexthop objects (Linux 5.3+); every route gets its own gateway, which slows adding thousands of peers");
         }
     }
 
@@ -810,7 +820,9 @@ fn main_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<
     if route.header.kind != RouteType::Unicast {
         return None; // blackhole, unreachable and the like reach nothing on-link
     }
-    let has_gateway = route.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::NhId(_)));
+    let has_gateway = route.attributes.iter().any(|a| {
+        matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::NhId(_) | RouteAttribute::MultiPath(_) | RouteAttribute::Via(_))
+    });
     let destination = route_destination(route).unwrap_or(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid"));
     Some(MainRoute::Other { destination, has_gateway })
 }
@@ -901,5 +913,29 @@ mod tests {
         assert_ne!(a, derived_mac(Ipv4Addr::new(198, 18, 0, 11), 2));
         assert_eq!(a.0[0] & 0x01, 0, "unicast");
         assert_eq!(a.0[0] & 0x02, 0x02, "locally administered");
+    }
+
+    fn route(destination: &str, extra: RouteAttribute) -> RouteMessage {
+        let network: Ipv4Network = destination.parse().unwrap();
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(network.network(), network.prefix()).build();
+        route.attributes.extend([RouteAttribute::Oif(2), extra]);
+        route
+    }
+
+    #[test]
+    fn main_table_routes_are_sorted_by_what_they_are() {
+        let network: Ipv4Network = "10.5.0.0/16".parse().unwrap();
+        let gateway = |ip: [u8; 4]| RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::from(ip)));
+        let direct = main_route(&route("10.5.2.0/24", gateway([198, 18, 0, 12])), 9, network);
+        let subnet = "10.5.2.0/24".parse().unwrap();
+        assert_eq!(direct, Some(MainRoute::Direct(DirectRoute { subnet, gateway: Ipv4Addr::new(198, 18, 0, 12) })));
+        let ecmp_default = main_route(&route("0.0.0.0/0", RouteAttribute::MultiPath(vec![])), 9, network);
+        let destination = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(ecmp_default, Some(MainRoute::Other { destination, has_gateway: true }), "multipath has gateways");
+        let connected = main_route(&route("198.18.0.0/24", RouteAttribute::Priority(0)), 9, network);
+        let destination = "198.18.0.0/24".parse().unwrap();
+        assert_eq!(connected, Some(MainRoute::Other { destination, has_gateway: false }));
+        let vxlan = main_route(&route("10.5.3.0/24", gateway([10, 5, 3, 0])), 2, network);
+        assert!(matches!(vxlan, Some(MainRoute::Vxlan(_))), "on our device: {vxlan:?}");
     }
 }

@@ -197,13 +197,10 @@ pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -
         .await
         .map_err(unreachable)?;
     let device = format!("flannel.{}", config.backend.vni);
-    let (kernel_state, main_table) = match kernel.link_by_name(&device).await? {
-        Some(link) => {
-            let (state, main_table) = kernel.read_state(link.header.index, config.network).await?;
-            (Some(state), main_table)
-        }
-        None => (None, MainTable::default()),
-    };
+    // Read even without the device: the main table still tells which peers are direct.
+    let link = kernel.link_by_name(&device).await?;
+    let (state, main_table) = kernel.read_state(link.as_ref().map_or(0, |l| l.header.index), config.network).await?;
+    let kernel_state = link.map(|_| state);
     let malformed = listing.malformed;
     Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, main_table })
 }

@@ -309,18 +309,35 @@ fn route_nexthop_id(host: &Host, subnet: &str) -> u64 {
     id
 }
 
-#[test]
-fn nexthop_routes_stay_managed_when_nexthop_compat_mode_is_turned_off() {
-    // With nexthop_compat_mode=0 route dumps and notifications name only a route's nexthop id,
-    // not its device or gateway. weftd still knows its routes by the id, so it repairs them and
-    // removes a departed peer's, even when the mode is switched after they were written.
-    let (mut lab, mut daemons) = cluster(2);
+/// Two hosts with a container each and host 1's tables programmed: the lab, its daemons,
+/// host 1, and host 2's lease key and subnet.
+fn two_peers() -> (Lab, Vec<Weftd>, Host, String, String) {
+    let (mut lab, daemons) = cluster(2);
     lab.attach_container(1);
     lab.attach_container(2);
     wait_tables_match(&lab, 1);
     let host = lab.host(1).clone();
     let peer = lease_key_of(&lab, 2);
     let subnet = peer.strip_prefix(SUBNETS).unwrap().replace('-', "/");
+    (lab, daemons, host, peer, subnet)
+}
+
+/// Stops the last daemon, deletes its lease `peer` and waits until `host` has no route to
+/// `subnet`.
+fn remove_last_peer(lab: &Lab, daemons: &mut Vec<Weftd>, host: &Host, peer: &str, subnet: &str) {
+    daemons.pop().unwrap().terminate();
+    lab.etcd_del(peer);
+    poll(&format!("the departed peer's route to {subnet} to go"), CONVERGE, || {
+        host.ip_json(&["route", "show", subnet]).as_array().is_some_and(|r| r.is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn nexthop_routes_stay_managed_when_nexthop_compat_mode_is_turned_off() {
+    // With nexthop_compat_mode=0 route dumps and notifications name only a route's nexthop id,
+    // not its device or gateway. weftd still knows its routes by the id, so it repairs them and
+    // removes a departed peer's, even when the mode is switched after they were written.
+    let (lab, mut daemons, host, peer, subnet) = two_peers();
     let nexthop = route_nexthop_id(&host, &subnet);
     let set = host.exec(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/nexthop_compat_mode"]);
     assert!(set.status.success(), "cannot set nexthop_compat_mode in {}", host.ns);
@@ -330,11 +347,7 @@ fn nexthop_routes_stay_managed_when_nexthop_compat_mode_is_turned_off() {
     poll("the hand-deleted route to come back", CONVERGE, || (route_nhid() == Some(nexthop)).then_some(()));
     wait_ping(&lab, 1, lab.container(2).ip);
 
-    daemons.pop().unwrap().terminate();
-    lab.etcd_del(&peer);
-    poll("the departed peer's route to go", CONVERGE, || {
-        host.ip_json(&["route", "show", &subnet]).as_array().is_some_and(|r| r.is_empty()).then_some(())
-    });
+    remove_last_peer(&lab, &mut daemons, &host, &peer, &subnet);
     let shown = host.exec(&["ip", "nexthop", "show", "id", &nexthop.to_string()]);
     assert!(!shown.status.success(), "its nexthop is gone too: {}", String::from_utf8_lossy(&shown.stdout));
 }
@@ -370,11 +383,7 @@ fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
     wait_ping(&lab, first, lab.container(second).ip);
     daemons[0].wait_log("another program's nexthop has this peer's id", CONVERGE);
 
-    daemons.pop().unwrap().terminate();
-    lab.etcd_del(&format!("{SUBNETS}10.5.77.0-24"));
-    poll("the departed peer's route to go", CONVERGE, || {
-        host.ip_json(&["route", "show", "10.5.77.0/24"]).as_array().is_some_and(|r| r.is_empty()).then_some(())
-    });
+    remove_last_peer(&lab, &mut daemons, &host, &format!("{SUBNETS}10.5.77.0-24"), "10.5.77.0/24");
     assert_eq!(foreign_nexthop(), before, "the other program's nexthop outlives the peer");
 }
 
@@ -426,11 +435,27 @@ fn direct_routing_routes_on_link_peers_around_the_tunnel_and_back_when_turned_of
     assert!(String::from_utf8_lossy(&nexthops.stdout).trim().is_empty(), "{}", String::from_utf8_lossy(&nexthops.stdout));
 
     // The peer leaves: its direct route goes.
-    daemons.pop().unwrap().terminate();
-    lab.etcd_del(&peer);
-    poll("the departed peer's direct route to go", CONVERGE, || {
-        host.ip_json(&["route", "show", &subnet]).as_array().is_some_and(|r| r.is_empty()).then_some(())
-    });
+    remove_last_peer(&lab, &mut daemons, &host, &peer, &subnet);
+}
+
+#[test]
+fn flanneld_form_routes_are_adopted_and_removed_with_their_peer() {
+    // A host moving from flanneld keeps flanneld's routes (their own gateway, no nexthop);
+    // when such a peer leaves, weftd must still delete its route.
+    let (lab, mut daemons, host, peer, subnet) = two_peers();
+    let vtep = subnet.split('/').next().unwrap().to_string();
+    daemons[0].terminate();
+    let run = |args: &[&str]| assert!(host.exec(args).status.success(), "{args:?} failed");
+    run(&["ip", "route", "del", &subnet]);
+    run(&["ip", "nexthop", "flush"]);
+    run(&["ip", "route", "add", &subnet, "via", &vtep, "dev", "flannel.1", "onlink"]);
+    daemons[0] = lab.start_weftd(1, &[]);
+    wait_tables_match(&lab, 1);
+    let route = &host.ip_json(&["route", "show", &subnet])[0];
+    assert!(route.get("nhid").is_none(), "flanneld's route is adopted as it is: {route}");
+    wait_ping(&lab, 1, lab.container(2).ip);
+
+    remove_last_peer(&lab, &mut daemons, &host, &peer, &subnet);
 }
 
 #[test]
