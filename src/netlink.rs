@@ -656,7 +656,7 @@ fn concerns_device(message: &NetlinkEvent, index: u32, name: &str, network: Ipv4
         }
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index,
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
-            route_table(r) == MAIN_TABLE && (our_route(r, index).is_some() || direct_route(r, network).is_some())
+            route_table(r) == MAIN_TABLE && (our_route(r, index, network).is_some() || direct_route(r, network).is_some())
         }
         _ => false,
     }
@@ -811,7 +811,7 @@ fn main_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<
     if route_table(route) != MAIN_TABLE {
         return None;
     }
-    if let Some(entry) = our_route(route, index) {
+    if let Some(entry) = our_route(route, index, network) {
         return Some(MainRoute::Vxlan(entry));
     }
     if let Some(entry) = direct_route(route, network) {
@@ -832,37 +832,41 @@ fn main_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<
 fn direct_route(route: &RouteMessage, network: Ipv4Network) -> Option<DirectRoute> {
     let subnet = route_destination(route)?;
     let gateway = route_gateway(route)?;
-    let inside = subnet.prefix() > network.prefix() && network.contains(subnet.network());
     let nexthop_object = route.attributes.iter().any(|a| matches!(a, RouteAttribute::NhId(_)));
-    (inside && !nexthop_object).then_some(DirectRoute { subnet, gateway })
+    (in_network(subnet, network) && !nexthop_object).then_some(DirectRoute { subnet, gateway })
+}
+
+/// Whether `subnet` is a subnet of the overlay `network` (and not the network itself).
+fn in_network(subnet: Ipv4Network, network: Ipv4Network) -> bool {
+    subnet.prefix() > network.prefix() && network.contains(subnet.network())
 }
 
 /// The entry for a main-table route of our device's: one that leaves through it or, where
 /// `nexthop_compat_mode=0` hides a nexthop route's device and gateway, one that points at the
 /// nexthop weftd names after the route's own subnet.
-fn our_route(route: &RouteMessage, index: u32) -> Option<RouteEntry> {
+fn our_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<RouteEntry> {
     if route_table(route) != MAIN_TABLE {
         return None;
     }
     match route_oif(route) {
         Some(oif) if oif == index => route_entry(route),
         Some(_) => None,
-        None => hidden_nexthop_route(route),
+        None => hidden_nexthop_route(route, network),
     }
 }
 
 /// A route that names only a nexthop id, if the id is the one weftd gives the nexthop for the
-/// route's subnet: the gateway, which is always the subnet's network address. weftd writes
-/// that nexthop `onlink` on our device (or, when another program holds the id, a route in
-/// flanneld's form instead), so the route is ours.
-fn hidden_nexthop_route(route: &RouteMessage) -> Option<RouteEntry> {
+/// route's subnet (a subnet of the overlay `network`): the gateway, which is always the subnet's
+/// network address. weftd writes that nexthop `onlink` on our device (or, when another program
+/// holds the id, a route in flanneld's form instead), so the route is ours.
+fn hidden_nexthop_route(route: &RouteMessage, network: Ipv4Network) -> Option<RouteEntry> {
     let id = route.attributes.iter().find_map(|a| match a {
         RouteAttribute::NhId(id) => Some(*id),
         _ => None,
     })?;
     let subnet = route_destination(route)?;
     let gateway = subnet.network();
-    (nexthop::id_for(gateway) == id).then_some(RouteEntry { subnet, gateway, onlink: true })
+    (in_network(subnet, network) && nexthop::id_for(gateway) == id).then_some(RouteEntry { subnet, gateway, onlink: true })
 }
 
 fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
