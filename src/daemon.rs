@@ -446,18 +446,20 @@ impl Reconciler {
                 failed.insert(e.subnet);
             }
         }
+        let remove = plan.removals_keeping(&failed);
         // A nexthop is named after its gateway: one still wanted by another route stays.
-        let gateways: BTreeSet<Ipv4Addr> = desired.routes.iter().map(|r| r.gateway).collect();
-        for e in plan.remove.routes.iter().filter(|e| !failed.contains(&e.subnet)) {
+        let gateways: BTreeSet<Ipv4Addr> =
+            if remove.routes.is_empty() { BTreeSet::new() } else { desired.routes.iter().map(|r| r.gateway).collect() };
+        for e in &remove.routes {
             check(self.kernel.delete_route(index, *e, gateways.contains(&e.gateway)).await, "remove route", e);
         }
-        for e in plan.remove.direct_routes.iter().filter(|e| !failed.contains(&e.subnet)) {
+        for e in &remove.direct_routes {
             check(self.kernel.delete_direct_route(*e).await, "remove direct route", e);
         }
-        for e in &plan.remove.fdb {
+        for e in &remove.fdb {
             check(self.kernel.delete_fdb(index, *e).await, "remove fdb", e);
         }
-        for e in &plan.remove.arp {
+        for e in &remove.arp {
             check(self.kernel.delete_arp(index, *e).await, "remove arp", e);
         }
         failures == 0

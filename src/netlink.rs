@@ -332,8 +332,12 @@ impl Kernel {
         let mut others = Vec::new();
         for route in main_routes {
             match route {
-                MainRoute::Vxlan(entry) => drop(state.routes.insert(entry)),
-                MainRoute::Direct(entry) => drop(state.direct_routes.insert(entry)),
+                MainRoute::Vxlan(entry) => {
+                    state.routes.insert(entry);
+                }
+                MainRoute::Direct(entry) => {
+                    state.direct_routes.insert(entry);
+                }
                 MainRoute::Other { destination, has_gateway } => others.push((destination, has_gateway)),
             }
         }
@@ -832,8 +836,7 @@ fn main_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<
 fn direct_route(route: &RouteMessage, network: Ipv4Network) -> Option<DirectRoute> {
     let subnet = route_destination(route)?;
     let gateway = route_gateway(route)?;
-    let nexthop_object = route.attributes.iter().any(|a| matches!(a, RouteAttribute::NhId(_)));
-    (in_network(subnet, network) && !nexthop_object).then_some(DirectRoute { subnet, gateway })
+    (in_network(subnet, network) && route_nexthop_id(route).is_none()).then_some(DirectRoute { subnet, gateway })
 }
 
 /// Whether `subnet` is a subnet of the overlay `network` (and not the network itself).
@@ -860,10 +863,7 @@ fn our_route(route: &RouteMessage, index: u32, network: Ipv4Network) -> Option<R
 /// network address. weftd writes that nexthop `onlink` on our device (or, when another program
 /// holds the id, a route in flanneld's form instead), so the route is ours.
 fn hidden_nexthop_route(route: &RouteMessage, network: Ipv4Network) -> Option<RouteEntry> {
-    let id = route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::NhId(id) => Some(*id),
-        _ => None,
-    })?;
+    let id = route_nexthop_id(route)?;
     let subnet = route_destination(route)?;
     let gateway = subnet.network();
     (in_network(subnet, network) && nexthop::id_for(gateway) == id).then_some(RouteEntry { subnet, gateway, onlink: true })
@@ -874,6 +874,13 @@ fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
         subnet: route_destination(route)?,
         gateway: route_gateway(route)?,
         onlink: route.header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+fn route_nexthop_id(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::NhId(id) => Some(*id),
+        _ => None,
     })
 }
 

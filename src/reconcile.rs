@@ -148,6 +148,21 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.add.entry_count() == 0 && self.remove.entry_count() == 0
     }
+
+    /// The removals, less the old form of every peer whose new route could not be written
+    /// (`failed` subnets): its old route, and for a VXLAN route its ARP entry and that MAC's FDB
+    /// entries, so the peer stays reachable the old way until a later pass succeeds.
+    pub fn removals_keeping(&self, failed: &BTreeSet<Ipv4Network>) -> KernelState {
+        let remove = &self.remove;
+        let kept_vteps: BTreeSet<Ipv4Addr> = failed.iter().map(|subnet| subnet.network()).collect();
+        let kept_macs: BTreeSet<MacAddr> = remove.arp.iter().filter(|e| kept_vteps.contains(&e.ip)).map(|e| e.mac).collect();
+        KernelState {
+            arp: remove.arp.iter().filter(|e| !kept_vteps.contains(&e.ip)).copied().collect(),
+            fdb: remove.fdb.iter().filter(|e| !kept_macs.contains(&e.mac)).copied().collect(),
+            routes: remove.routes.iter().filter(|e| !failed.contains(&e.subnet)).copied().collect(),
+            direct_routes: remove.direct_routes.iter().filter(|e| !failed.contains(&e.subnet)).copied().collect(),
+        }
+    }
 }
 
 /// Computes the difference between what we want and what the kernel has. A route whose prefix
@@ -246,7 +261,12 @@ mod tests {
         assert_eq!((to_direct.add.direct_routes.len(), to_direct.add.entry_count()), (1, 1));
         assert_eq!(to_direct.remove, vxlan, "the VXLAN route, ARP and FDB entries go");
         let to_vxlan = plan(&vxlan, &direct);
-        assert_eq!((to_vxlan.add, to_vxlan.remove), (vxlan.clone(), direct.clone()));
+        assert_eq!((&to_vxlan.add, &to_vxlan.remove), (&vxlan, &direct));
+
+        let failed = BTreeSet::from(["10.5.2.0/24".parse().unwrap()]);
+        assert_eq!(to_direct.removals_keeping(&failed), KernelState::default(), "the VXLAN form stays whole");
+        assert_eq!(to_direct.removals_keeping(&BTreeSet::new()), vxlan);
+        assert_eq!(to_vxlan.removals_keeping(&failed), KernelState::default(), "the direct route stays");
     }
 
     #[test]
