@@ -21,7 +21,7 @@ use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::metrics::Metrics;
-use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, UnderlayChoice, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelState, Plan};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
@@ -30,13 +30,14 @@ use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
     pub etcd: EtcdOptions,
-    pub ifaces: Vec<String>,
-    pub iface_regex: Vec<regex::Regex>,
+    pub underlay: UnderlayChoice,
     pub public_ip: Option<Ipv4Addr>,
     pub subnet_file: PathBuf,
     pub lease_ttl: Duration,
     pub renew_margin: Duration,
     pub resync_interval: Duration,
+    /// How often the iptables rules are checked (`--iptables-resync`).
+    pub iptables_resync: Duration,
     pub ip_masq: bool,
     pub iptables_forward_rules: bool,
     /// Where to serve /healthz and /readyz; `None` disables them.
@@ -82,7 +83,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         crate::metrics::serve(addr, metrics.clone()).await?;
     }
     let kernel = Kernel::connect()?;
-    let underlay = kernel.find_underlay(&options.ifaces, &options.iface_regex).await?;
+    let underlay = kernel.find_underlay(&options.underlay).await?;
     let public_ip = options.public_ip.unwrap_or(underlay.ip);
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 
@@ -124,7 +125,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         metrics: metrics.clone(),
     };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
-    let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.resync_interval);
+    let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
     let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network)?;

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
+use weft::netlink::UnderlayChoice;
 use weft::registry::EtcdOptions;
 use weft::status;
 
@@ -58,6 +59,10 @@ struct Flags {
     /// repeatable.
     #[arg(long, global = true, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
     iface_regex: Vec<String>,
+    /// Use the interface through which this address is reached (as `ip route get` shows it),
+    /// when neither --iface nor --iface-regex is given.
+    #[arg(long, global = true, env = "FLANNELD_IFACE_CAN_REACH")]
+    iface_can_reach: Option<Ipv4Addr>,
     /// IP address other hosts use to reach this one. Default: the interface's address.
     #[arg(long, global = true, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
@@ -74,6 +79,9 @@ struct Flags {
     /// How often to re-check the kernel against the leases, e.g. 10s (weft extension).
     #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     resync_interval: Duration,
+    /// How often to check the iptables rules and restore them, in seconds.
+    #[arg(long, env = "FLANNELD_IPTABLES_RESYNC", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    iptables_resync: u64,
     /// Masquerade traffic from the overlay to the outside (nat chain FLANNEL-POSTRTG).
     #[arg(long, env = "FLANNELD_IP_MASQ", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -189,13 +197,13 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
             cert_file: flags.etcd_certfile,
             key_file: flags.etcd_keyfile,
         },
-        ifaces: flags.iface,
-        iface_regex,
+        underlay: UnderlayChoice { ifaces: flags.iface, iface_regex, can_reach: flags.iface_can_reach },
         public_ip: flags.public_ip,
         subnet_file: flags.subnet_file,
         lease_ttl: flags.subnet_lease_ttl,
         renew_margin: Duration::from_secs(flags.subnet_lease_renew_margin * 60),
         resync_interval: flags.resync_interval,
+        iptables_resync: Duration::from_secs(flags.iptables_resync),
         ip_masq: flags.ip_masq,
         iptables_forward_rules: flags.iptables_forward_rules,
         healthz: (flags.healthz_port != 0).then(|| std::net::SocketAddr::new(flags.healthz_ip, flags.healthz_port)),
@@ -233,7 +241,7 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
             let kernel = weft::netlink::Kernel::connect()?;
             let public_ip = match options.public_ip {
                 Some(ip) => ip,
-                None => kernel.find_underlay(&options.ifaces, &options.iface_regex).await?.ip,
+                None => kernel.find_underlay(&options.underlay).await?.ip,
             };
             Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, &kernel).await?))
         })
@@ -322,6 +330,9 @@ mod tests {
         assert!(!flags.ip_masq);
         assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(30));
         assert_eq!(flags.subnet_lease_renew_margin, 5);
+        let flags = parse(&["-iptables-resync=30", "--iface-can-reach", "198.18.0.2"]);
+        assert_eq!(flags.iptables_resync, 30);
+        assert_eq!(flags.iface_can_reach, Some(Ipv4Addr::new(198, 18, 0, 2)));
     }
 
     #[test]
@@ -331,5 +342,6 @@ mod tests {
         assert_eq!(flags.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
         assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
         assert!(flags.iptables_forward_rules && !flags.ip_masq);
+        assert_eq!(flags.iptables_resync, 5);
     }
 }

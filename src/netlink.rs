@@ -88,6 +88,30 @@ pub struct Underlay {
     pub mtu: u32,
 }
 
+/// How to pick the underlay interface (`--iface`, `--iface-regex`, `--iface-can-reach`), in
+/// flanneld's order of precedence; with none of them, the default route's interface.
+#[derive(Debug, Clone, Default)]
+pub struct UnderlayChoice {
+    pub ifaces: Vec<String>,
+    pub iface_regex: Vec<regex::Regex>,
+    /// The interface `ip route get <address>` would use.
+    pub can_reach: Option<Ipv4Addr>,
+}
+
+impl UnderlayChoice {
+    /// Why nothing matched, naming the flags that were given.
+    fn describe(&self) -> String {
+        if !self.ifaces.is_empty() || !self.iface_regex.is_empty() {
+            let regexes: Vec<&str> = self.iface_regex.iter().map(regex::Regex::as_str).collect();
+            format!("no interface with an IPv4 address matches --iface {:?} / --iface-regex {regexes:?}", self.ifaces)
+        } else if let Some(destination) = self.can_reach {
+            format!("the interface that reaches {destination} (--iface-can-reach) has no IPv4 address")
+        } else {
+            "there is no IPv4 default route; pass --iface".to_string()
+        }
+    }
+}
+
 /// Everything the VXLAN device must be; a device that differs in any of these is recreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
@@ -183,29 +207,49 @@ impl Kernel {
 
     /// Finds the underlay the way flanneld does: the first `--iface` that names an interface or
     /// one of its addresses, else the first interface whose name or address matches
-    /// `--iface-regex`, else the interface of the default route.
-    pub async fn find_underlay(&self, ifaces: &[String], iface_regex: &[regex::Regex]) -> Result<Underlay, NetlinkError> {
+    /// `--iface-regex`, else the interface `--iface-can-reach` goes through, else the interface
+    /// of the default route.
+    pub async fn find_underlay(&self, choice: &UnderlayChoice) -> Result<Underlay, NetlinkError> {
         let links = self.links_with_addresses().await?;
         let matches = |link: &LinkMessage, ips: &[Ipv4Addr], wanted: &dyn Fn(&str) -> bool| {
             wanted(&link_name(link)) || ips.iter().any(|ip| wanted(&ip.to_string()))
         };
         let pick = |wanted: &dyn Fn(&str) -> bool| links.iter().find(|(link, ips)| !ips.is_empty() && matches(link, ips, wanted));
-        let found = if !ifaces.is_empty() {
-            ifaces.iter().find_map(|want| pick(&|s: &str| s == want))
-        } else if !iface_regex.is_empty() {
-            iface_regex.iter().find_map(|re| pick(&|s: &str| re.is_match(s)))
+        let with_index =
+            |index: Option<u32>| links.iter().find(|(link, ips)| Some(link.header.index) == index && !ips.is_empty());
+        let mut source = None;
+        let found = if !choice.ifaces.is_empty() {
+            choice.ifaces.iter().find_map(|want| pick(&|s: &str| s == want))
+        } else if !choice.iface_regex.is_empty() {
+            choice.iface_regex.iter().find_map(|re| pick(&|s: &str| re.is_match(s)))
+        } else if let Some(destination) = choice.can_reach {
+            let (index, preferred_source) = self.route_to(destination).await?;
+            source = preferred_source;
+            with_index(Some(index))
         } else {
-            let index = self.default_route_interface().await?;
-            links.iter().find(|(link, ips)| Some(link.header.index) == index && !ips.is_empty())
+            with_index(self.default_route_interface().await?)
         };
-        let (link, ips) = found.ok_or_else(|| {
-            NetlinkError::NoUnderlay(if ifaces.is_empty() && iface_regex.is_empty() {
-                "there is no IPv4 default route; pass --iface".to_string()
-            } else {
-                format!("no interface with an IPv4 address matches --iface {ifaces:?} / --iface-regex {iface_regex:?}")
-            })
-        })?;
-        Ok(Underlay { name: link_name(link), index: link.header.index, ip: ips[0], mtu: link_mtu(link) })
+        let (link, ips) = found.ok_or_else(|| NetlinkError::NoUnderlay(choice.describe()))?;
+        let ip = source.filter(|ip| ips.contains(ip)).unwrap_or(ips[0]);
+        Ok(Underlay { name: link_name(link), index: link.header.index, ip, mtu: link_mtu(link) })
+    }
+
+    /// `ip route get <destination>`: the output interface and, if the route names one, the
+    /// source address.
+    async fn route_to(&self, destination: Ipv4Addr) -> Result<(u32, Option<Ipv4Addr>), NetlinkError> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(destination, 32).build();
+        let unreachable = |detail: String| NetlinkError::NoUnderlay(format!("--iface-can-reach {destination}: {detail}"));
+        let route = match self.handle.route().get(query).execute().try_next().await {
+            Ok(Some(route)) => route,
+            Ok(None) => return Err(unreachable("the kernel returned no route".into())),
+            Err(error) => return Err(unreachable(format!("no route ({error}); check the address and this host's routes"))),
+        };
+        let index = route_oif(&route).ok_or_else(|| unreachable("the route has no output interface".into()))?;
+        let source = route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        Ok((index, source))
     }
 
     /// `ip -4 route show default`: the output interface of the main table's default route.

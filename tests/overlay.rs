@@ -550,6 +550,33 @@ fn flanneld_environment_variables_are_read() {
     assert!(lab.etcd_get_prefix(SUBNETS).is_empty(), "nothing may be written under the default prefix");
 }
 
+/// Without --iface, weftd takes the default route's interface, or with --iface-can-reach the
+/// one the kernel would use to reach that address. Both hosts here have a decoy default route.
+#[test]
+fn the_underlay_is_the_default_routes_interface_or_the_one_that_reaches_iface_can_reach() {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let hosts = [lab.add_host(), lab.add_host()];
+    for &n in &hosts {
+        let host = lab.host(n);
+        host.exec_ok(&["ip", "link", "add", "decoy0", "up", "type", "veth", "peer", "decoy1"]);
+        host.exec_ok(&["ip", "addr", "add", &format!("203.0.113.{n}/24"), "dev", "decoy0"]);
+        host.exec_ok(&["ip", "route", "add", "default", "dev", "decoy0"]);
+    }
+    let etcd_ip = lab.etcd_ip().to_string();
+    let _reaching = lab.start_weftd_picking_iface(hosts[0], &[], &[("FLANNELD_IFACE_CAN_REACH", &etcd_ip)]);
+    let _defaulting = lab.start_weftd_picking_iface(hosts[1], &[], &[]);
+    let public_ips = poll("both hosts' leases", CONVERGE, || {
+        let ips: BTreeSet<String> = leases(&lab).into_iter().map(|l| l.1).collect();
+        (ips.len() == 2).then_some(ips)
+    });
+    let expected = BTreeSet::from([lab.host(hosts[0]).underlay_ip.to_string(), format!("203.0.113.{}", hosts[1])]);
+    assert_eq!(public_ips, expected, "host 1 reaches etcd through eth0; host 2 follows its default route to decoy0");
+    let underlay_of = |n: usize| vxlan_link(lab.host(n))["linkinfo"]["info_data"]["link"].as_str().map(String::from);
+    assert_eq!(underlay_of(hosts[0]).as_deref(), Some("eth0"));
+    assert_eq!(underlay_of(hosts[1]).as_deref(), Some("decoy0"));
+}
+
 /// The etcd lease a key is attached to (0 for none) and its granted TTL in seconds.
 fn etcd_lease_of(lab: &Lab, key: &str) -> (i64, i64) {
     let out = lab.etcdctl(&["get", key, "-w", "json"]);

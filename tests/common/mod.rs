@@ -614,6 +614,15 @@ impl Lab {
     /// `start_weftd` with extra environment variables. `FLANNELD_*` variables of the calling
     /// process are not passed on (weftd reads them as flags), only those given here.
     pub fn start_weftd_env(&self, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Weftd {
+        self.spawn_weftd(n, &[&["--iface", "eth0"], extra].concat(), env)
+    }
+
+    /// `start_weftd_env` without `--iface eth0`: weftd picks the underlay itself.
+    pub fn start_weftd_picking_iface(&self, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Weftd {
+        self.spawn_weftd(n, extra, env)
+    }
+
+    fn spawn_weftd(&self, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Weftd {
         let bin = weftd_bin();
         assert!(bin.exists(), "weftd binary not found at {} (run `cargo build --bins`)", bin.display());
         let host = self.host(n);
@@ -621,7 +630,7 @@ impl Lab {
         let endpoints = self.etcd_endpoints();
         let mut cmd = netns_exec(&host.ns, &[]);
         cmd.arg(&bin).args(["--etcd-endpoints", &endpoints, "--subnet-file"]);
-        cmd.arg(&host.subnet_file).args(["--iface", "eth0"]).args(extra);
+        cmd.arg(&host.subnet_file).args(extra);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("FLANNELD_") {
                 cmd.env_remove(key);
@@ -789,6 +798,12 @@ impl Host {
     pub fn subnet_env(&self) -> Option<BTreeMap<String, String>> {
         let text = fs::read_to_string(&self.subnet_file).ok()?;
         Some(parse_env(&text))
+    }
+
+    /// Runs `args` inside the host namespace and panics with its output if it fails.
+    pub fn exec_ok(&self, args: &[&str]) {
+        let out = self.exec(args);
+        assert!(out.status.success(), "{args:?} in {}: {}", self.ns, String::from_utf8_lossy(&out.stderr));
     }
 
     /// One ping (1 s timeout) from the host namespace.
