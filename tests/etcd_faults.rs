@@ -176,7 +176,7 @@ fn tls_with_client_certificates_works_and_a_wrong_ca_is_a_clear_error() {
     let mut daemon = lab.start_weftd(bad, &wrong.iter().map(String::as_str).collect::<Vec<_>>());
     let started = Instant::now();
     let status = daemon.wait_exit(DEADLINE).expect("a wrong CA must stop weftd, not hang");
-    let error = daemon.log().lines().filter(|l| l.contains("ERROR")).last().unwrap_or_default().to_string();
+    let error = daemon.log().lines().rfind(|l| l.contains("ERROR")).unwrap_or_default().to_string();
     println!("figure: wrong CA refused in {} ms: {error}", started.elapsed().as_millis());
     assert!(!status.success());
     assert!(daemon.log().contains("TLS with etcd failed") && daemon.log().contains("--etcd-cafile"), "{}", daemon.log());
@@ -193,7 +193,7 @@ fn username_and_password_work_and_a_wrong_password_is_a_clear_error() {
 
     let mut daemon = lab.start_weftd(bad, &[user[0], user[1], "--etcd-password", "not-the-password"]);
     let status = daemon.wait_exit(DEADLINE).expect("a wrong password must stop weftd, not hang");
-    let error = daemon.log().lines().filter(|l| l.contains("ERROR")).last().unwrap_or_default().to_string();
+    let error = daemon.log().lines().rfind(|l| l.contains("ERROR")).unwrap_or_default().to_string();
     println!("figure: wrong password refused: {error}");
     assert!(!status.success());
     assert!(daemon.log().contains("etcd refused") && daemon.log().contains("--etcd-password"), "{}", daemon.log());
