@@ -128,7 +128,8 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
-    let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network)?;
+    let direct_routing = config.backend.direct_routing;
+    let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
     let reconciler = Reconciler {
         kernel,
         spec,

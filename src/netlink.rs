@@ -668,8 +668,16 @@ impl DeviceChanges {
 /// queues up in memory. Echoes of our own route writes and ARP replacements carry our port id
 /// and wake nobody; the kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so
 /// those cost one more (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are
-/// watched on a socket of their own (`nexthop::watch`).
-pub fn monitor(kernel: &Kernel, name: &str, index: u32, network: Ipv4Network) -> Result<DeviceChanges, NetlinkError> {
+/// watched on a socket of their own (`nexthop::watch`). With `any_main_route` (DirectRouting),
+/// every change to the main table wakes the reconciler: a route elsewhere can make a peer's
+/// PublicIP on-link or stop being so, which switches that peer between direct and VXLAN.
+pub fn monitor(
+    kernel: &Kernel,
+    name: &str,
+    index: u32,
+    network: Ipv4Network,
+    any_main_route: bool,
+) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     tokio::spawn(connection);
@@ -685,7 +693,8 @@ pub fn monitor(kernel: &Kernel, name: &str, index: u32, network: Ipv4Network) ->
             // Lost notifications (socket buffer overrun) could be about anything: look again.
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
             let ours = own_ports.contains(&event.header.port_number);
-            if overrun || (!ours && concerns_device(&event, watched.load(Ordering::Relaxed), &name, network)) {
+            let index = watched.load(Ordering::Relaxed);
+            if overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route)) {
                 changed.notify_one();
             }
         }
@@ -695,8 +704,8 @@ pub fn monitor(kernel: &Kernel, name: &str, index: u32, network: Ipv4Network) ->
 }
 
 /// Whether a notification concerns the device with this index or name, or a direct route to
-/// a subnet of the overlay `network`.
-fn concerns_device(message: &NetlinkEvent, index: u32, name: &str, network: Ipv4Network) -> bool {
+/// a subnet of the overlay `network`, or (with `any_main_route`) any main-table route.
+fn concerns_device(message: &NetlinkEvent, index: u32, name: &str, network: Ipv4Network, any_main_route: bool) -> bool {
     let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
@@ -704,7 +713,8 @@ fn concerns_device(message: &NetlinkEvent, index: u32, name: &str, network: Ipv4
         }
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index,
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
-            route_table(r) == MAIN_TABLE && (our_route(r, index, network).is_some() || direct_route(r, network).is_some())
+            route_table(r) == MAIN_TABLE
+                && (any_main_route || our_route(r, index, network).is_some() || direct_route(r, network).is_some())
         }
         _ => false,
     }

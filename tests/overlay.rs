@@ -387,6 +387,40 @@ fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
     assert_eq!(foreign_nexthop(), before, "the other program's nexthop outlives the peer");
 }
 
+/// Where the kernel sends `host`'s packets for `destination`: (gateway, device); empty strings
+/// while it has no route.
+fn path_to(host: &Host, destination: &str) -> (String, String) {
+    let Ok(routes) = host.try_ip_json(&["route", "get", destination]) else { return Default::default() };
+    (routes[0]["gateway"].as_str().unwrap_or("").to_string(), str_field(&routes[0], "dev"))
+}
+
+#[test]
+fn direct_routing_follows_main_table_changes_at_once() {
+    // A route that takes the peer's PublicIP off-link (through a gateway) moves the peer to
+    // VXLAN, and removing it moves the peer back, without waiting for a lease change or the
+    // periodic resync (an hour here).
+    let mut lab = Lab::new();
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#);
+    let (first, second) = (lab.add_host(), lab.add_host());
+    let _daemons = [lab.start_weftd(first, &["--resync-interval", "1h"]), lab.start_weftd(second, &[])];
+    let (host, peer_ip) = (lab.host(first).clone(), lab.host(second).underlay_ip.to_string());
+    let subnet = poll("host 2's lease", CONVERGE, || leases(&lab).into_iter().find(|l| l.1 == peer_ip).map(|l| l.0));
+    let vtep = subnet.split('/').next().unwrap().to_string();
+    let peer_address = vtep.replace(".0", ".1"); // any address in the peer's subnet
+    let direct = (peer_ip.clone(), "eth0".to_string());
+    poll("a direct route to host 2's subnet", CONVERGE, || (path_to(&host, &peer_address) == direct).then_some(()));
+
+    let (peer_host_route, router) = (format!("{peer_ip}/32"), lab.etcd_ip().to_string());
+    host.exec_ok(&["ip", "route", "add", &peer_host_route, "via", &router]);
+    let vxlan = (vtep, "flannel.1".to_string());
+    poll("host 2 to move to VXLAN", CONVERGE, || (path_to(&host, &peer_address) == vxlan).then_some(()));
+    wait_tables_match(&lab, first);
+
+    host.exec_ok(&["ip", "route", "del", &peer_host_route, "via", &router]);
+    poll("host 2 to be direct again", CONVERGE, || (path_to(&host, &peer_address) == direct).then_some(()));
+    assert_eq!(kernel_tables(&host), Tables::default(), "no VXLAN entries left");
+}
+
 #[test]
 fn direct_routing_routes_on_link_peers_around_the_tunnel_and_back_when_turned_off() {
     // Every lab host is on one underlay link, so with DirectRouting a peer's subnet is routed
@@ -403,11 +437,7 @@ fn direct_routing_routes_on_link_peers_around_the_tunnel_and_back_when_turned_of
     let peer = lease_key_of(&lab, second);
     let subnet = peer.strip_prefix(SUBNETS).unwrap().replace('-', "/");
     let (peer_ip, peer_container) = (lab.host(second).underlay_ip.to_string(), lab.container(second).ip.to_string());
-    // Where the kernel sends host 1's packets for container 2: (gateway, device).
-    let path = || {
-        let route = &host.ip_json(&["route", "get", &peer_container])[0];
-        (route["gateway"].as_str().unwrap_or("").to_string(), str_field(route, "dev"))
-    };
+    let path = || path_to(&host, &peer_container);
     let direct = (peer_ip.clone(), "eth0".to_string());
     poll("a direct route to host 2's subnet", CONVERGE, || (path() == direct).then_some(()));
     let tables = kernel_tables(&host);
