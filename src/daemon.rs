@@ -22,7 +22,7 @@ use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, UnderlayChoice, VxlanDevice, VxlanSpec};
-use crate::reconcile::{self, KernelState, Plan};
+use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 
@@ -316,7 +316,7 @@ struct Reconciler {
     notified_ready: bool,
     /// The leases of the last pass, to log which peers came, went or changed.
     last_leases: Arc<LeaseSet>,
-    /// Skipped peers already warned about, so a resync does not repeat the warning.
+    /// Peers already warned about (skipped, or no nexthop), so a resync does not repeat it.
     warned: HashSet<(Ipv4Network, String)>,
 }
 
@@ -370,28 +370,40 @@ impl Reconciler {
                 return false;
             }
         };
-        let (actual, main_table) = match self.kernel.read_state(device.index, self.config.network).await {
+        let (actual, context) = match self.kernel.read_state(device.index, self.config.network).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
                 return false;
             }
         };
-        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases, &main_table);
-        for peer in skipped {
-            if self.warned.insert((peer.subnet, peer.reason.clone())) {
-                tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
-            }
-        }
+        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases, &context);
+        self.warn_once(skipped, &desired, &context);
         let plan = reconcile::plan(&desired, &actual);
         if !plan.is_empty() {
             tracing::debug!(added = plan.add.entry_count(), removed = plan.remove.entry_count(), "applying kernel changes");
-            if !self.apply(device.index, &plan, &desired).await {
+            if !self.apply(device.index, &plan).await {
                 return false;
             }
         }
         self.record(own, leases, &desired, &plan);
         true
+    }
+
+    /// Warns once per peer about a lease we skip, and about a route that cannot point at its
+    /// nexthop because another program's nexthop has the id.
+    fn warn_once(&mut self, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
+        for peer in skipped {
+            if self.warned.insert((peer.subnet, peer.reason.clone())) {
+                tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
+            }
+        }
+        let NexthopSupport::Available { taken } = &context.nexthops else { return };
+        for route in desired.routes.iter().filter(|r| taken.contains(&r.gateway)) {
+            if self.warned.insert((route.subnet, "nexthop id taken".to_string())) {
+                tracing::warn!(subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
+            }
+        }
     }
 
     /// Updates the metrics after a successful pass.
@@ -417,10 +429,10 @@ impl Reconciler {
         Ok(device)
     }
 
-    /// Adds before removing, and ARP and FDB before the route, so a peer is reachable the
-    /// moment its route appears and a changed peer never goes dark. A route that changes form
-    /// (VXLAN or direct) keeps its old form when the new one could not be written.
-    async fn apply(&self, index: u32, plan: &Plan, desired: &KernelState) -> bool {
+    /// Adds before removing, and ARP, FDB and nexthop before the route, so a peer is reachable
+    /// the moment its route appears and a changed peer never goes dark. A route that changes
+    /// form (VXLAN or direct) keeps its old form when the new one could not be written.
+    async fn apply(&self, index: u32, plan: &Plan) -> bool {
         let mut failures = 0;
         let mut check = |result: Result<(), NetlinkError>, what: &str, entry: &dyn std::fmt::Debug| {
             if let Err(e) = &result {
@@ -429,7 +441,6 @@ impl Reconciler {
             }
             result.is_ok()
         };
-        let mut failed = BTreeSet::new();
         // One request at a time: pipelining them (128 in flight) measured no faster at 5,000
         // peers (make bench, scale), the kernel being the bottleneck.
         for e in &plan.add.arp {
@@ -438,8 +449,18 @@ impl Reconciler {
         for e in &plan.add.fdb {
             check(self.kernel.replace_fdb(index, *e).await, "add fdb", e);
         }
+        let mut missing_nexthops = BTreeSet::new();
+        for e in &plan.add.nexthops {
+            if !check(self.kernel.add_nexthop(index, *e).await, "add nexthop", e) {
+                missing_nexthops.insert(e.gateway);
+            }
+        }
+        let mut failed = BTreeSet::new();
         for e in &plan.add.routes {
-            if !check(self.kernel.replace_route(index, *e).await, "add route", e) {
+            // Without its nexthop the route is not written: the failure is already counted.
+            let written = !(e.via_nexthop && missing_nexthops.contains(&e.gateway))
+                && check(self.kernel.replace_route(index, *e).await, "add route", e);
+            if !written {
                 failed.insert(e.subnet);
             }
         }
@@ -449,14 +470,15 @@ impl Reconciler {
             }
         }
         let remove = plan.removals_keeping(&failed);
-        // A nexthop is named after its gateway: one still wanted by another route stays.
-        let gateways: BTreeSet<Ipv4Addr> =
-            if remove.routes.is_empty() { BTreeSet::new() } else { desired.routes.iter().map(|r| r.gateway).collect() };
         for e in &remove.routes {
-            check(self.kernel.delete_route(index, *e, gateways.contains(&e.gateway)).await, "remove route", e);
+            check(self.kernel.delete_route(index, *e).await, "remove route", e);
         }
         for e in &remove.direct_routes {
             check(self.kernel.delete_direct_route(*e).await, "remove direct route", e);
+        }
+        // After the routes: deleting a nexthop silently takes its routes with it.
+        for e in &remove.nexthops {
+            check(self.kernel.delete_nexthop(*e).await, "remove nexthop", e);
         }
         for e in &remove.fdb {
             check(self.kernel.delete_fdb(index, *e).await, "remove fdb", e);

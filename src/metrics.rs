@@ -53,7 +53,11 @@ impl Metrics {
         };
         let r = &mut metrics.registry;
         r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
-        r.register("kernel_entries", "ARP, FDB and route entries on the VXLAN device", metrics.kernel_entries.clone());
+        r.register(
+            "kernel_entries",
+            "ARP, FDB, nexthop and route entries on the VXLAN device, and direct routes",
+            metrics.kernel_entries.clone(),
+        );
         r.register("reconcile_runs", "Reconcile passes", metrics.reconcile_runs.clone());
         r.register("reconcile_errors", "Reconcile passes that failed", metrics.reconcile_errors.clone());
         r.register("entries_repaired", "Kernel entries fixed while the leases were unchanged", metrics.entries_repaired.clone());
@@ -84,6 +88,7 @@ impl Metrics {
         let kinds = [
             ("arp", state.arp.len()),
             ("fdb", state.fdb.len()),
+            ("nexthop", state.nexthops.len()),
             ("route", state.routes.len()),
             ("direct_route", state.direct_routes.len()),
         ];

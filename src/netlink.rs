@@ -19,7 +19,7 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
-    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
@@ -28,7 +28,9 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::lease::MacAddr;
-use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, KernelState, MainTable, RouteEntry};
+use crate::reconcile::{
+    ArpEntry, DirectRoute, FdbEntry, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry,
+};
 
 mod nexthop;
 use nexthop::NexthopRequest;
@@ -38,7 +40,6 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
-const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
 const MAIN_TABLE: u32 = 254;
@@ -343,10 +344,11 @@ impl Kernel {
         Ok(())
     }
 
-    /// `ip neigh show dev`, `bridge fdb show dev` and `ip route show dev` for our device, and the
-    /// direct routes to subnets of `network`, as entries; and the main table's other routes.
+    /// `ip neigh show dev`, `bridge fdb show dev`, `ip nexthop show dev` and `ip route show dev`
+    /// for our device, and the direct routes to subnets of `network`, as entries; and what
+    /// decides their form: the main table's other routes and the nexthop ids others hold.
     /// Only permanent neighbours are ours; the kernel manages the rest.
-    pub async fn read_state(&self, index: u32, network: Ipv4Network) -> Result<(KernelState, MainTable), NetlinkError> {
+    pub async fn read_state(&self, index: u32, network: Ipv4Network) -> Result<(KernelState, KernelContext), NetlinkError> {
         let ours = move |n: &NeighbourMessage| n.header.ifindex == index && n.header.state == NeighbourState::Permanent;
         let neighbour_dump = |family| {
             let mut request = NeighbourMessage::default();
@@ -365,6 +367,7 @@ impl Kernel {
                 _ => None,
             })
             .await?;
+        let (nexthops, nexthop_support) = self.read_nexthops(index).await?;
         let route_dump = RouteNetlinkMessage::GetRoute(RouteMessageBuilder::<Ipv4Addr>::new().build());
         let main_routes = self
             .dump("dump routes", route_dump, |m| match m {
@@ -372,7 +375,7 @@ impl Kernel {
                 _ => None,
             })
             .await?;
-        let mut state = KernelState { arp, fdb, ..KernelState::default() };
+        let mut state = KernelState { arp, fdb, nexthops, ..KernelState::default() };
         let mut others = Vec::new();
         for route in main_routes {
             match route {
@@ -385,7 +388,39 @@ impl Kernel {
                 MainRoute::Other { destination, has_gateway } => others.push((destination, has_gateway)),
             }
         }
-        Ok((state, MainTable::new(others)))
+        Ok((state, KernelContext { main_table: MainTable::new(others), nexthops: nexthop_support }))
+    }
+
+    /// `ip nexthop show`: ours (on our device, with the id weftd gives its gateway), and the
+    /// gateways whose id a nexthop of someone else's holds. Nothing, and no support, on a
+    /// kernel without nexthop objects.
+    async fn read_nexthops(&self, index: u32) -> Result<(BTreeSet<Nexthop>, NexthopSupport), NetlinkError> {
+        let (mut ours, mut taken) = (BTreeSet::new(), BTreeSet::new());
+        if !self.nexthops.load(Ordering::Relaxed) {
+            return Ok((ours, NexthopSupport::Unavailable));
+        }
+        let dump = NetlinkPayload::InnerMessage(NexthopRequest::Dump);
+        let result = self
+            .exchange("dump nexthops", dump, NLM_F_DUMP, |reply| {
+                let Some(nexthop) = nexthop::parse(reply) else { return };
+                match nexthop.gateway {
+                    Some(gateway) if nexthop.device == Some(index) && nexthop::id_for(gateway) == nexthop.id => {
+                        ours.insert(Nexthop { gateway });
+                    }
+                    _ => {
+                        taken.insert(nexthop::gateway_for(nexthop.id));
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => Ok((ours, NexthopSupport::Available { taken })),
+            Err(e) if e.errno() == Some(EOPNOTSUPP) => {
+                self.without_nexthops(&e);
+                Ok((BTreeSet::new(), NexthopSupport::Unavailable))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a dump request and turns each message into an entry as it is received. rtnetlink
@@ -494,43 +529,41 @@ impl Kernel {
         ignore_missing(self.handle.neighbours().del(message).execute().await.map_err(request_error("delete fdb entry")))
     }
 
-    /// `ip route replace <subnet> nhid <id>` once the peer's nexthop is written; `ip route
-    /// replace <subnet> via <gateway> dev <device> onlink`, flanneld's form, where the kernel has
-    /// no nexthops or another device's nexthop holds the id.
+    /// `ip route replace <subnet> nhid <id>`, or in flanneld's form `ip route replace <subnet>
+    /// via <gateway> dev <device> onlink`.
     pub async fn replace_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
-        if self.nexthops.load(Ordering::Relaxed) {
-            match self.write_nexthop(index, entry.gateway).await {
-                Ok(true) => {
-                    let route = nexthop_route(entry);
-                    return self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"));
-                }
-                Ok(false) => {}
-                Err(e) if e.errno() == Some(EOPNOTSUPP) => self.without_nexthops(&e),
-                Err(e) => return Err(e),
-            }
-        }
-        let route = route_message(index, entry.subnet, entry.gateway).onlink().build();
+        let route = if entry.via_nexthop {
+            nexthop_route(entry)
+        } else {
+            route_message(index, entry.subnet, entry.gateway).onlink().build()
+        };
         self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"))
     }
 
-    /// `ip route del <subnet> nhid <id>` then `ip nexthop del id <id>`, or else `ip route del
-    /// <subnet> via <gateway> dev <device>` for a route in flanneld's form. The route goes
-    /// first so watchers get a route deletion notice, which a nexthop deletion does not send.
-    /// The nexthop-form delete is only sent when our device holds the id: the kernel refuses an
-    /// unknown id with EINVAL rather than "no such route". The nexthop itself goes unless
-    /// `nexthop_in_use` (another wanted route has the same gateway).
-    pub async fn delete_route(&self, index: u32, entry: RouteEntry, nexthop_in_use: bool) -> Result<(), NetlinkError> {
-        if self.nexthops.load(Ordering::Relaxed) && self.nexthop_holder(index, entry.gateway).await? == NexthopHolder::Us {
-            let route_found = self.delete_route_message(nexthop_route(entry)).await?;
-            if !nexthop_in_use {
-                let delete = NexthopRequest::Delete { gateway: entry.gateway };
-                ignore_missing(self.nexthop("delete nexthop", delete, 0).await)?;
-            }
-            if route_found {
-                return Ok(());
+    /// `ip route del <subnet> nhid <id>`, or `ip route del <subnet> via <gateway> dev <device>`
+    /// for a route in flanneld's form.
+    pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+        let route =
+            if entry.via_nexthop { nexthop_route(entry) } else { route_message(index, entry.subnet, entry.gateway).build() };
+        self.delete_route_message(route).await.map(|_| ())
+    }
+
+    /// `ip nexthop add id <id> via <gateway> dev <device> onlink`. Exclusive: if the id was
+    /// taken since the state was read, this fails rather than take over another's nexthop.
+    pub async fn add_nexthop(&self, index: u32, entry: Nexthop) -> Result<(), NetlinkError> {
+        let add = NexthopRequest::Add { gateway: entry.gateway, index };
+        let result = self.nexthop_request("add nexthop", add, NLM_F_CREATE | NLM_F_EXCL).await;
+        if let Err(e) = &result {
+            if e.errno() == Some(EOPNOTSUPP) {
+                self.without_nexthops(e);
             }
         }
-        self.delete_route_message(route_message(index, entry.subnet, entry.gateway).build()).await.map(|_| ())
+        result
+    }
+
+    /// `ip nexthop del id <id>`
+    pub async fn delete_nexthop(&self, entry: Nexthop) -> Result<(), NetlinkError> {
+        ignore_missing(self.nexthop_request("delete nexthop", NexthopRequest::Delete { gateway: entry.gateway }, 0).await)
     }
 
     /// `ip route replace <subnet> via <peer's PublicIP>`: the kernel picks the device, as for
@@ -553,22 +586,6 @@ impl Kernel {
         found(self.handle.route().del(message).execute().await.map_err(request_error("delete route")))
     }
 
-    /// Who holds the nexthop id weftd gives `gateway`.
-    async fn nexthop_holder(&self, index: u32, gateway: Ipv4Addr) -> Result<NexthopHolder, NetlinkError> {
-        let mut device = None;
-        let get = NetlinkPayload::InnerMessage(NexthopRequest::Get { gateway });
-        match self.exchange("get nexthop", get, NLM_F_ACK, |reply| device = nexthop::device_of(reply)).await {
-            Ok(()) if device == Some(index) => Ok(NexthopHolder::Us),
-            Ok(()) => Ok(NexthopHolder::Other { device }),
-            Err(e) if matches!(e.errno(), Some(ENOENT) | Some(ESRCH)) => Ok(NexthopHolder::Nobody),
-            Err(e) if e.errno() == Some(EOPNOTSUPP) => {
-                self.without_nexthops(&e);
-                Ok(NexthopHolder::Nobody)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// The kernel has no nexthop objects (Linux 5.3+): from now on every route carries its own
     /// gateway, as flanneld's do.
     fn without_nexthops(&self, error: &NetlinkError) {
@@ -577,38 +594,10 @@ impl Kernel {
         }
     }
 
-    /// `ip nexthop add id <id> via <gateway> dev <device> onlink`, or `replace` when a nexthop of
-    /// ours (one on our device) already has the id. False when a nexthop on another device has
-    /// it: some other program (FRR, systemd-networkd) chose the same number, and weftd must not
-    /// take it over.
-    async fn write_nexthop(&self, index: u32, gateway: Ipv4Addr) -> Result<bool, NetlinkError> {
-        let write = NexthopRequest::Write { gateway, index };
-        match self.nexthop("add nexthop", write.clone(), NLM_F_CREATE | NLM_F_EXCL).await {
-            Err(e) if e.errno() == Some(EEXIST) => {}
-            added => return added.map(|()| true),
-        }
-        if let NexthopHolder::Other { device } = self.nexthop_holder(index, gateway).await? {
-            let id = nexthop::id_for(gateway);
-            tracing::warn!(id, %gateway, ?device, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
-            return Ok(false);
-        }
-        // Ours, or deleted since: (re)create it.
-        self.nexthop("replace nexthop", write, NLM_F_CREATE | NLM_F_REPLACE).await.map(|()| true)
-    }
-
     /// Sends one nexthop request and waits for the kernel's acknowledgement.
-    async fn nexthop(&self, op: &'static str, request: NexthopRequest, flags: u16) -> Result<(), NetlinkError> {
+    async fn nexthop_request(&self, op: &'static str, request: NexthopRequest, flags: u16) -> Result<(), NetlinkError> {
         self.exchange(op, NetlinkPayload::InnerMessage(request), NLM_F_ACK | flags, |_| {}).await
     }
-}
-
-/// Who holds a nexthop id: no one, a nexthop on our device, or one on another device (or on
-/// none: a group or a blackhole).
-#[derive(Debug, PartialEq, Eq)]
-enum NexthopHolder {
-    Nobody,
-    Us,
-    Other { device: Option<u32> },
 }
 
 /// Ok for an acknowledgement (`NLMSG_ERROR` with code 0), the request's error otherwise.
@@ -920,14 +909,19 @@ fn hidden_nexthop_route(route: &RouteMessage, network: Ipv4Network) -> Option<Ro
     let id = route_nexthop_id(route)?;
     let subnet = route_destination(route)?;
     let gateway = subnet.network();
-    (in_network(subnet, network) && nexthop::id_for(gateway) == id).then_some(RouteEntry { subnet, gateway, onlink: true })
+    let entry = RouteEntry { subnet, gateway, onlink: true, via_nexthop: true };
+    (in_network(subnet, network) && nexthop::id_for(gateway) == id).then_some(entry)
 }
 
+/// A route on our device; it is in nexthop form if it points at the nexthop weftd gives its
+/// gateway.
 fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
+    let gateway = route_gateway(route)?;
     Some(RouteEntry {
         subnet: route_destination(route)?,
-        gateway: route_gateway(route)?,
+        gateway,
         onlink: route.header.flags.contains(RouteFlags::Onlink),
+        via_nexthop: route_nexthop_id(route) == Some(nexthop::id_for(gateway)),
     })
 }
 

@@ -26,12 +26,22 @@ pub struct FdbEntry {
     pub dst: Ipv4Addr,
 }
 
+/// `ip route replace <subnet> nhid <id of the gateway's nexthop>`, or in flanneld's form,
 /// `ip route replace <subnet> via <subnet .0> dev flannel.1 onlink`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteEntry {
     pub subnet: Ipv4Network,
     pub gateway: Ipv4Addr,
     pub onlink: bool,
+    /// Whether the route points at the gateway's [`Nexthop`] instead of naming the gateway.
+    pub via_nexthop: bool,
+}
+
+/// `ip nexthop add id <the gateway as a number> via <gateway> dev flannel.1 onlink`: what a
+/// peer's route points at where the kernel has nexthop objects (see `netlink/nexthop.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nexthop {
+    pub gateway: Ipv4Addr,
 }
 
 /// `ip route replace <subnet> via <peer's PublicIP>`: with `Backend.DirectRouting`, the route
@@ -42,18 +52,19 @@ pub struct DirectRoute {
     pub gateway: Ipv4Addr,
 }
 
-/// The ARP, FDB and route entries on our VXLAN device, and the direct routes to peers.
+/// The ARP, FDB, nexthop and route entries on our VXLAN device, and the direct routes to peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelState {
     pub arp: BTreeSet<ArpEntry>,
     pub fdb: BTreeSet<FdbEntry>,
+    pub nexthops: BTreeSet<Nexthop>,
     pub routes: BTreeSet<RouteEntry>,
     pub direct_routes: BTreeSet<DirectRoute>,
 }
 
 impl KernelState {
     pub fn entry_count(&self) -> usize {
-        self.arp.len() + self.fdb.len() + self.routes.len() + self.direct_routes.len()
+        self.arp.len() + self.fdb.len() + self.nexthops.len() + self.routes.len() + self.direct_routes.len()
     }
 
     /// One route per programmed peer, through VXLAN or direct.
@@ -82,6 +93,32 @@ impl MainTable {
     }
 }
 
+/// Whether peer routes can point at nexthop objects: not on a kernel without them (before 5.3),
+/// and not for a gateway whose id another program's nexthop already holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NexthopSupport {
+    #[default]
+    Unavailable,
+    Available {
+        /// The gateways whose nexthop id is held by a nexthop that is not ours.
+        taken: BTreeSet<Ipv4Addr>,
+    },
+}
+
+impl NexthopSupport {
+    fn usable_for(&self, gateway: Ipv4Addr) -> bool {
+        matches!(self, Self::Available { taken } if !taken.contains(&gateway))
+    }
+}
+
+/// What the kernel holds besides our entries that decides their form: the main table (for
+/// DirectRouting) and what nexthop objects allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelContext {
+    pub main_table: MainTable,
+    pub nexthops: NexthopSupport,
+}
+
 /// A peer lease we cannot program, and why; logged once by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedPeer {
@@ -91,14 +128,15 @@ pub struct SkippedPeer {
 
 /// The entries every peer lease needs on this host. `own_subnet` (if we hold one) and `own_ip`
 /// identify us so we never point traffic for our own subnet, or to our own address, into the
-/// tunnel. With `Backend.DirectRouting`, a peer whose PublicIP `main_table` reaches on-link
-/// gets a direct route instead of VXLAN entries.
+/// tunnel. With `Backend.DirectRouting`, a peer whose PublicIP the main table reaches on-link
+/// gets a direct route instead of VXLAN entries. A VXLAN route points at a nexthop where the
+/// kernel allows it, and names its gateway itself (flanneld's form) where it does not.
 pub fn desired_state(
     config: &NetworkConfig,
     own_subnet: Option<Ipv4Network>,
     own_ip: Ipv4Addr,
     leases: &LeaseSet,
-    main_table: &MainTable,
+    context: &KernelContext,
 ) -> (KernelState, Vec<SkippedPeer>) {
     let mut state = KernelState::default();
     let mut skipped = Vec::new();
@@ -108,7 +146,7 @@ pub fn desired_state(
             continue;
         }
         let public_ip = lease.attrs.public_ip;
-        if config.backend.direct_routing && main_table.on_link(public_ip) {
+        if config.backend.direct_routing && context.main_table.on_link(public_ip) {
             state.direct_routes.insert(DirectRoute { subnet: lease.subnet, gateway: public_ip });
             continue;
         }
@@ -116,7 +154,11 @@ pub fn desired_state(
         let mac = lease.attrs.backend_data.vtep_mac;
         state.arp.insert(ArpEntry { ip: vtep, mac });
         state.fdb.insert(FdbEntry { mac, dst: public_ip });
-        state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true });
+        let via_nexthop = context.nexthops.usable_for(vtep);
+        if via_nexthop {
+            state.nexthops.insert(Nexthop { gateway: vtep });
+        }
+        state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true, via_nexthop });
     }
     (state, skipped)
 }
@@ -150,8 +192,8 @@ impl Plan {
     }
 
     /// The removals, less the old form of every peer whose new route could not be written
-    /// (`failed` subnets): its old route, and for a VXLAN route its ARP entry and that MAC's FDB
-    /// entries, so the peer stays reachable the old way until a later pass succeeds.
+    /// (`failed` subnets): its old route, and for a VXLAN route its nexthop, its ARP entry and
+    /// that MAC's FDB entries, so the peer stays reachable the old way until a later pass succeeds.
     pub fn removals_keeping(&self, failed: &BTreeSet<Ipv4Network>) -> KernelState {
         let remove = &self.remove;
         let kept_vteps: BTreeSet<Ipv4Addr> = failed.iter().map(|subnet| subnet.network()).collect();
@@ -159,6 +201,7 @@ impl Plan {
         KernelState {
             arp: remove.arp.iter().filter(|e| !kept_vteps.contains(&e.ip)).copied().collect(),
             fdb: remove.fdb.iter().filter(|e| !kept_macs.contains(&e.mac)).copied().collect(),
+            nexthops: remove.nexthops.iter().filter(|e| !kept_vteps.contains(&e.gateway)).copied().collect(),
             routes: remove.routes.iter().filter(|e| !failed.contains(&e.subnet)).copied().collect(),
             direct_routes: remove.direct_routes.iter().filter(|e| !failed.contains(&e.subnet)).copied().collect(),
         }
@@ -166,9 +209,9 @@ impl Plan {
 }
 
 /// Computes the difference between what we want and what the kernel has. A route whose prefix
-/// is still wanted in the same form is replaced, not removed; one that changes form (VXLAN to
-/// direct or back) is replaced by the new form and then its old form removed, which deletes
-/// nothing but the old form (and its nexthop).
+/// is still wanted as a VXLAN route is replaced, not removed (also to move between flanneld's
+/// form and a nexthop); one that changes between VXLAN and direct is replaced by the new form
+/// and then its old form removed, which deletes nothing but the old form.
 pub fn plan(desired: &KernelState, actual: &KernelState) -> Plan {
     let wanted_ips: BTreeSet<Ipv4Addr> = desired.arp.iter().map(|e| e.ip).collect();
     let vxlan_prefixes: BTreeSet<Ipv4Network> = desired.routes.iter().map(|e| e.subnet).collect();
@@ -177,6 +220,7 @@ pub fn plan(desired: &KernelState, actual: &KernelState) -> Plan {
         add: KernelState {
             arp: desired.arp.difference(&actual.arp).copied().collect(),
             fdb: desired.fdb.difference(&actual.fdb).copied().collect(),
+            nexthops: desired.nexthops.difference(&actual.nexthops).copied().collect(),
             routes: desired.routes.difference(&actual.routes).copied().collect(),
             direct_routes: desired.direct_routes.difference(&actual.direct_routes).copied().collect(),
         },
@@ -184,6 +228,7 @@ pub fn plan(desired: &KernelState, actual: &KernelState) -> Plan {
             arp: actual.arp.iter().filter(|e| !wanted_ips.contains(&e.ip)).copied().collect(),
             // A MAC can hold several destinations, so an FDB entry is only right if both match.
             fdb: actual.fdb.difference(&desired.fdb).copied().collect(),
+            nexthops: actual.nexthops.difference(&desired.nexthops).copied().collect(),
             routes: actual.routes.iter().filter(|e| !vxlan_prefixes.contains(&e.subnet)).copied().collect(),
             direct_routes: actual.direct_routes.iter().filter(|e| !direct_prefixes.contains(&e.subnet)).copied().collect(),
         },
@@ -219,12 +264,21 @@ mod tests {
     const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 
     fn desired(leases: Vec<Lease>) -> (KernelState, Vec<SkippedPeer>) {
-        desired_state(&config(), Some("10.5.1.0/24".parse().unwrap()), OWN_IP, &lease_set(leases), &underlay_table())
+        desired_in(&lab_kernel(), leases)
+    }
+
+    fn desired_in(context: &KernelContext, leases: Vec<Lease>) -> (KernelState, Vec<SkippedPeer>) {
+        desired_state(&config(), Some("10.5.1.0/24".parse().unwrap()), OWN_IP, &lease_set(leases), context)
     }
 
     /// 198.18.0.0/24 on-link, everything else through a default gateway.
     fn underlay_table() -> MainTable {
         MainTable::new([("0.0.0.0/0".parse().unwrap(), true), ("198.18.0.0/24".parse().unwrap(), false)])
+    }
+
+    /// That main table, on a kernel with nexthop objects and no other program's nexthops.
+    fn lab_kernel() -> KernelContext {
+        KernelContext { main_table: underlay_table(), nexthops: NexthopSupport::Available { taken: BTreeSet::new() } }
     }
 
     #[test]
@@ -242,12 +296,13 @@ mod tests {
         let config =
             NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
         let leases = lease_set(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2), lease("10.5.3.0/24", [203, 0, 113, 5], 3)]);
-        let (state, skipped) = desired_state(&config, None, OWN_IP, &leases, &underlay_table());
+        let (state, skipped) = desired_state(&config, None, OWN_IP, &leases, &lab_kernel());
         assert!(skipped.is_empty());
         let direct = DirectRoute { subnet: "10.5.2.0/24".parse().unwrap(), gateway: Ipv4Addr::new(198, 18, 0, 12) };
         assert_eq!(state.direct_routes, BTreeSet::from([direct]));
         assert_eq!(state.routes.iter().map(|r| r.subnet.to_string()).collect::<Vec<_>>(), ["10.5.3.0/24"]);
-        assert_eq!((state.arp.len(), state.fdb.len(), state.peer_count()), (1, 1, 2), "no VXLAN entries for the direct peer");
+        let vxlan_entries = (state.arp.len(), state.fdb.len(), state.nexthops.len());
+        assert_eq!((vxlan_entries, state.peer_count()), ((1, 1, 1), 2), "no VXLAN entries for the direct peer");
     }
 
     #[test]
@@ -255,11 +310,11 @@ mod tests {
         let config =
             NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
         let leases = lease_set(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
-        let (direct, _) = desired_state(&config, None, OWN_IP, &leases, &underlay_table());
+        let (direct, _) = desired_state(&config, None, OWN_IP, &leases, &lab_kernel());
         let (vxlan, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
         let to_direct = plan(&direct, &vxlan);
         assert_eq!((to_direct.add.direct_routes.len(), to_direct.add.entry_count()), (1, 1));
-        assert_eq!(to_direct.remove, vxlan, "the VXLAN route, ARP and FDB entries go");
+        assert_eq!(to_direct.remove, vxlan, "the VXLAN route, nexthop, ARP and FDB entries go");
         let to_vxlan = plan(&vxlan, &direct);
         assert_eq!((&to_vxlan.add, &to_vxlan.remove), (&vxlan, &direct));
 
@@ -279,8 +334,14 @@ mod tests {
         assert_eq!(state.fdb, BTreeSet::from([FdbEntry { mac: mac(2), dst: Ipv4Addr::new(198, 18, 0, 12) }]));
         assert_eq!(
             state.routes,
-            BTreeSet::from([RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true }])
+            BTreeSet::from([RouteEntry {
+                subnet: "10.5.2.0/24".parse().unwrap(),
+                gateway: vtep,
+                onlink: true,
+                via_nexthop: true
+            }])
         );
+        assert_eq!(state.nexthops, BTreeSet::from([Nexthop { gateway: vtep }]));
     }
 
     #[test]
@@ -299,7 +360,7 @@ mod tests {
         assert!(reason("10.6.3.0/24").contains("outside the Network"));
         assert!(reason("10.5.4.0/24").contains("not vxlan"));
         assert!(reason("10.5.5.0/24").contains("own address"));
-        assert_eq!(state.entry_count(), 3);
+        assert_eq!(state.entry_count(), 4, "ARP, FDB, nexthop and route of the one good peer");
     }
 
     #[test]
@@ -332,5 +393,33 @@ mod tests {
         let p = plan(&want, &actual);
         assert_eq!(p.add.routes, want.routes);
         assert!(p.remove.routes.is_empty());
+    }
+
+    #[test]
+    fn routes_take_flanneld_form_without_nexthops_or_where_another_program_holds_the_id() {
+        let peers = || vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2), lease("10.5.3.0/24", [198, 18, 0, 13], 3)];
+        let form = |state: &KernelState| state.routes.iter().map(|r| (r.subnet.to_string(), r.via_nexthop)).collect::<Vec<_>>();
+
+        let old_kernel = KernelContext { main_table: underlay_table(), nexthops: NexthopSupport::Unavailable };
+        let (state, _) = desired_in(&old_kernel, peers());
+        assert_eq!(form(&state), [("10.5.2.0/24".into(), false), ("10.5.3.0/24".into(), false)]);
+        assert!(state.nexthops.is_empty());
+
+        let taken = BTreeSet::from([Ipv4Addr::new(10, 5, 3, 0)]);
+        let shared = KernelContext { main_table: underlay_table(), nexthops: NexthopSupport::Available { taken } };
+        let (state, _) = desired_in(&shared, peers());
+        assert_eq!(form(&state), [("10.5.2.0/24".into(), true), ("10.5.3.0/24".into(), false)]);
+        assert_eq!(state.nexthops, BTreeSet::from([Nexthop { gateway: Ipv4Addr::new(10, 5, 2, 0) }]));
+    }
+
+    #[test]
+    fn a_flanneld_form_route_moves_to_a_nexthop_in_place_and_stray_nexthops_go() {
+        let (want, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let mut actual = want.clone();
+        actual.routes = actual.routes.iter().map(|r| RouteEntry { via_nexthop: false, ..*r }).collect();
+        actual.nexthops = BTreeSet::from([Nexthop { gateway: Ipv4Addr::new(10, 5, 9, 0) }]);
+        let p = plan(&want, &actual);
+        assert_eq!((&p.add.routes, &p.add.nexthops), (&want.routes, &want.nexthops), "route replaced, nexthop added");
+        assert_eq!(p.remove, KernelState { nexthops: actual.nexthops.clone(), ..Default::default() }, "only the stray nexthop");
     }
 }

@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::config::{ConfigError, NetworkConfig};
 use crate::lease::{Lease, LeaseSet};
 use crate::netlink::{Kernel, NetlinkError};
-use crate::reconcile::{self, KernelState, MainTable};
+use crate::reconcile::{self, KernelContext, KernelState};
 use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
 
 #[derive(Debug, Error)]
@@ -83,8 +83,9 @@ pub struct Observed {
     pub malformed: Vec<MalformedLease>,
     /// `None` when the device does not exist.
     pub kernel: Option<KernelState>,
-    /// Where the main routing table reaches peers' PublicIPs (for `Backend.DirectRouting`).
-    pub main_table: MainTable,
+    /// Where the main routing table reaches peers' PublicIPs (for `Backend.DirectRouting`), and
+    /// which nexthop ids other programs hold.
+    pub context: KernelContext,
 }
 
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
@@ -92,8 +93,7 @@ pub struct Observed {
 pub fn assess(observed: &Observed) -> Status {
     let own_subnet = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip).map(|l| l.subnet);
     let set = LeaseSet { leases: observed.leases.iter().map(|l| (l.subnet, l.clone())).collect(), ..Default::default() };
-    let (desired, skipped) =
-        reconcile::desired_state(&observed.config, own_subnet, observed.public_ip, &set, &observed.main_table);
+    let (desired, skipped) = reconcile::desired_state(&observed.config, own_subnet, observed.public_ip, &set, &observed.context);
     let direct: BTreeSet<Ipv4Network> = desired.direct_routes.iter().map(|r| r.subnet).collect();
     let skipped: BTreeMap<_, _> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
     let actual = observed.kernel.clone().unwrap_or_default();
@@ -199,10 +199,10 @@ pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -
     let device = format!("flannel.{}", config.backend.vni);
     // Read even without the device: the main table still tells which peers are direct.
     let link = kernel.link_by_name(&device).await?;
-    let (state, main_table) = kernel.read_state(link.as_ref().map_or(0, |l| l.header.index), config.network).await?;
+    let (state, context) = kernel.read_state(link.as_ref().map_or(0, |l| l.header.index), config.network).await?;
     let kernel_state = link.map(|_| state);
     let malformed = listing.malformed;
-    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, main_table })
+    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, context })
 }
 
 /// The human-readable report.
@@ -264,7 +264,7 @@ pub fn render(status: &Status) -> String {
 mod tests {
     use super::*;
     use crate::lease::{LeaseAttrs, MacAddr};
-    use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, RouteEntry};
+    use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, MainTable, RouteEntry};
 
     fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
         Lease {
@@ -283,7 +283,7 @@ mod tests {
             ttls: [(7, Some(3600))].into(),
             malformed: vec![],
             kernel,
-            main_table: MainTable::default(),
+            context: KernelContext::default(),
         }
     }
 
@@ -292,8 +292,9 @@ mod tests {
         KernelState {
             arp: [ArpEntry { ip: vtep, mac: MacAddr([2, 0, 0, 0, 0, 2]) }].into(),
             fdb: [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 12) }].into(),
-            routes: [RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true }].into(),
-            direct_routes: Default::default(),
+            routes: [RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true, via_nexthop: false }]
+                .into(),
+            ..Default::default()
         }
     }
 
@@ -326,7 +327,7 @@ mod tests {
     fn a_direct_peer_needs_its_direct_route_and_no_vxlan_entries() {
         let mut observed = observed(Some(KernelState::default()));
         observed.config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"DirectRouting":true}}"#).unwrap();
-        observed.main_table = MainTable::new(["198.18.0.0/24".parse().map(|n| (n, false)).unwrap()]);
+        observed.context.main_table = MainTable::new(["198.18.0.0/24".parse().map(|n| (n, false)).unwrap()]);
         let peer = |status: &Status| (status.leases[1].direct, status.leases[1].route, status.leases[1].arp);
         let status = assess(&observed);
         assert_eq!(peer(&status), (true, Check::Missing, Check::NotApplicable));

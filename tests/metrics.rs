@@ -42,7 +42,7 @@ fn metrics_describe_the_cluster_and_count_repairs() {
 
     wait_metric(&host, "weft_peers", |v| v == 2.0);
     let m = scrape(&host);
-    for kind in ["arp", "fdb", "route"] {
+    for kind in ["arp", "fdb", "nexthop", "route"] {
         assert_eq!(m[&format!("weft_kernel_entries{{kind=\"{kind}\"}}")], 2.0, "{kind}");
     }
     assert!(m["weft_reconcile_runs_total"] >= 1.0);

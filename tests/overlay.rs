@@ -264,6 +264,11 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     wait_tables_match(&lab, 1);
     assert_eq!(route_nexthop_id(&host, &route), nexthop, "the same nexthop id comes back");
 
+    // A nexthop named the way weftd names them, for a subnet no lease holds, is removed.
+    let stray = u32::from(Ipv4Addr::new(10, 5, 250, 0)).to_string();
+    run(&["ip", "nexthop", "add", "id", &stray, "via", "10.5.250.0", "dev", "flannel.1", "onlink"]);
+    poll("the stray nexthop to go", CONVERGE, || (our_nexthops(&host) == [nexthop]).then_some(()));
+
     let mac_before = vxlan_link(&host)["address"].clone();
     run(&["ip", "link", "del", "flannel.1"]);
     wait_tables_match(&lab, 1);
@@ -327,9 +332,16 @@ fn two_peers() -> (Lab, Vec<Weftd>, Host, String, String) {
 fn remove_last_peer(lab: &Lab, daemons: &mut Vec<Weftd>, host: &Host, peer: &str, subnet: &str) {
     daemons.pop().unwrap().terminate();
     lab.etcd_del(peer);
-    poll(&format!("the departed peer's route to {subnet} to go"), CONVERGE, || {
-        host.ip_json(&["route", "show", subnet]).as_array().is_some_and(|r| r.is_empty()).then_some(())
+    poll(&format!("the departed peer's route to {subnet} and its nexthop to go"), CONVERGE, || {
+        let route_gone = host.ip_json(&["route", "show", subnet]).as_array().is_some_and(|r| r.is_empty());
+        (route_gone && our_nexthops(host).is_empty()).then_some(())
     });
+}
+
+/// The ids of the nexthops on flannel.1.
+fn our_nexthops(host: &Host) -> Vec<u64> {
+    let nexthops = host.ip_json(&["nexthop", "show", "dev", "flannel.1"]);
+    nexthops.as_array().into_iter().flatten().filter_map(|n| n["id"].as_u64()).collect()
 }
 
 #[test]
@@ -469,9 +481,9 @@ fn direct_routing_routes_on_link_peers_around_the_tunnel_and_back_when_turned_of
 }
 
 #[test]
-fn flanneld_form_routes_are_adopted_and_removed_with_their_peer() {
-    // A host moving from flanneld keeps flanneld's routes (their own gateway, no nexthop);
-    // when such a peer leaves, weftd must still delete its route.
+fn flanneld_form_routes_are_taken_over_in_place_and_removed_with_their_peer() {
+    // A host moving from flanneld has flanneld's routes (their own gateway, no nexthop): weftd
+    // replaces each with its nexthop form in place, and removes it when the peer leaves.
     let (lab, mut daemons, host, peer, subnet) = two_peers();
     let vtep = subnet.split('/').next().unwrap().to_string();
     daemons[0].terminate();
@@ -480,9 +492,11 @@ fn flanneld_form_routes_are_adopted_and_removed_with_their_peer() {
     run(&["ip", "nexthop", "flush"]);
     run(&["ip", "route", "add", &subnet, "via", &vtep, "dev", "flannel.1", "onlink"]);
     daemons[0] = lab.start_weftd(1, &[]);
+    poll("flanneld's route to point at a nexthop", CONVERGE, || {
+        host.ip_json(&["route", "show", &subnet])[0].get("nhid").is_some().then_some(())
+    });
+    route_nexthop_id(&host, &subnet);
     wait_tables_match(&lab, 1);
-    let route = &host.ip_json(&["route", "show", &subnet])[0];
-    assert!(route.get("nhid").is_none(), "flanneld's route is adopted as it is: {route}");
     wait_ping(&lab, 1, lab.container(2).ip);
 
     remove_last_peer(&lab, &mut daemons, &host, &peer, &subnet);

@@ -1,5 +1,5 @@
 //! Nexthop objects (`ip nexthop`, Linux 5.3+), which rtnetlink does not cover: the requests
-//! weftd sends, encoded with netlink-packet-core's own types, and the one reply field it reads.
+//! weftd sends, encoded with netlink-packet-core's own types, and the fields it reads back.
 //!
 //! Why weftd uses them: a route with a gateway of its own gets a fib_info of its own, and the
 //! kernel hashes a device's fib_infos by protocol, scope, metric and device only, so every peer
@@ -33,38 +33,39 @@ const ENOBUFS: i32 = 105;
 
 /// The nexthop id weftd uses for a peer: its gateway (the peer subnet's network address) as a
 /// number, unique per peer and stable across restarts, so it needs no bookkeeping. Another
-/// program may hold the same id; weftd then leaves that nexthop alone (see `Kernel::replace_route`).
+/// program may hold the same id; weftd then leaves that nexthop alone and gives the peer a
+/// route in flanneld's form (see `reconcile::NexthopSupport`).
 pub fn id_for(gateway: Ipv4Addr) -> u32 {
     u32::from(gateway)
 }
 
-/// One request about a nexthop object.
+/// The gateway whose nexthop would have this id (the inverse of [`id_for`]).
+pub fn gateway_for(id: u32) -> Ipv4Addr {
+    Ipv4Addr::from(id)
+}
+
+/// One request about nexthop objects.
 #[derive(Debug, Clone)]
 pub enum NexthopRequest {
-    /// `ip nexthop add id <id> via <gateway> dev <index> onlink` (or `replace`, by the flags)
-    Write { gateway: Ipv4Addr, index: u32 },
-    /// `ip nexthop get id <id>`
-    Get { gateway: Ipv4Addr },
+    /// `ip nexthop add id <id> via <gateway> dev <index> onlink`
+    Add { gateway: Ipv4Addr, index: u32 },
     /// `ip nexthop del id <id>`
     Delete { gateway: Ipv4Addr },
+    /// `ip nexthop show`: every nexthop, of every program
+    Dump,
 }
 
 impl NexthopRequest {
-    fn gateway(&self) -> Ipv4Addr {
-        match self {
-            Self::Write { gateway, .. } | Self::Get { gateway } | Self::Delete { gateway } => *gateway,
-        }
-    }
-
     fn attributes(&self) -> Vec<DefaultNla> {
-        let id = DefaultNla::new(NHA_ID, id_for(self.gateway()).to_ne_bytes().to_vec());
+        let id = |gateway: Ipv4Addr| DefaultNla::new(NHA_ID, id_for(gateway).to_ne_bytes().to_vec());
         match self {
-            Self::Write { gateway, index } => vec![
-                id,
+            Self::Add { gateway, index } => vec![
+                id(*gateway),
                 DefaultNla::new(NHA_OIF, index.to_ne_bytes().to_vec()),
                 DefaultNla::new(NHA_GATEWAY, gateway.octets().to_vec()),
             ],
-            Self::Get { .. } | Self::Delete { .. } => vec![id],
+            Self::Delete { gateway } => vec![id(*gateway)],
+            Self::Dump => vec![],
         }
     }
 }
@@ -72,9 +73,9 @@ impl NexthopRequest {
 impl NetlinkSerializable for NexthopRequest {
     fn message_type(&self) -> u16 {
         match self {
-            Self::Write { .. } => RTM_NEWNEXTHOP,
-            Self::Get { .. } => RTM_GETNEXTHOP,
+            Self::Add { .. } => RTM_NEWNEXTHOP,
             Self::Delete { .. } => RTM_DELNEXTHOP,
+            Self::Dump => RTM_GETNEXTHOP,
         }
     }
 
@@ -84,8 +85,8 @@ impl NetlinkSerializable for NexthopRequest {
 
     fn serialize(&self, buffer: &mut [u8]) {
         let (family, protocol, flags) = match self {
-            Self::Write { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
-            Self::Get { .. } | Self::Delete { .. } => (AF_UNSPEC, 0, 0),
+            Self::Add { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
+            Self::Delete { .. } | Self::Dump => (AF_UNSPEC, 0, 0),
         };
         buffer[..HEADER_LEN].copy_from_slice(&[family, 0, protocol, 0, 0, 0, 0, 0]);
         buffer[4..HEADER_LEN].copy_from_slice(&flags.to_ne_bytes());
@@ -93,18 +94,34 @@ impl NetlinkSerializable for NexthopRequest {
     }
 }
 
-/// The output device of the nexthop a `Get` reply (one whole netlink message) describes; `None`
-/// for a nexthop without one (a group or a blackhole) or for any other message.
-pub fn device_of(message: &[u8]) -> Option<u32> {
+/// A nexthop object as a dump describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NexthopInfo {
+    pub id: u32,
+    /// `None` for a nexthop without a device (a group or a blackhole).
+    pub device: Option<u32>,
+    /// `None` without an IPv4 gateway.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// The nexthop one netlink message (a dump reply) describes; `None` for any other message.
+pub fn parse(message: &[u8]) -> Option<NexthopInfo> {
     let frame = NetlinkBuffer::new_checked(message).ok()?;
     if frame.message_type() != RTM_NEWNEXTHOP {
         return None;
     }
     let attributes = frame.payload().get(HEADER_LEN..)?;
-    NlasIterator::new(attributes).filter_map(Result::ok).find(|nla| nla.kind() == NHA_OIF).and_then(|nla| {
-        let bytes: [u8; 4] = nla.value().try_into().ok()?;
-        Some(u32::from_ne_bytes(bytes))
-    })
+    let (mut id, mut device, mut gateway) = (None, None, None);
+    for nla in NlasIterator::new(attributes).filter_map(Result::ok) {
+        let value = nla.value();
+        match nla.kind() {
+            NHA_ID => id = value.try_into().ok().map(u32::from_ne_bytes),
+            NHA_OIF => device = value.try_into().ok().map(u32::from_ne_bytes),
+            NHA_GATEWAY => gateway = <[u8; 4]>::try_from(value).ok().map(Ipv4Addr::from),
+            _ => {}
+        }
+    }
+    Some(NexthopInfo { id: id?, device, gateway })
 }
 
 /// A socket subscribed to nexthop notifications.
@@ -158,7 +175,7 @@ mod tests {
     #[test]
     fn write_is_what_ip_nexthop_sends() {
         let gateway = Ipv4Addr::new(10, 5, 3, 0);
-        let body = bytes(NexthopRequest::Write { gateway, index: 7 });
+        let body = bytes(NexthopRequest::Add { gateway, index: 7 });
         let mut expected = vec![AF_INET, 0, RTPROT_BOOT, 0, 4, 0, 0, 0];
         expected.extend([8, 0, 1, 0, 0, 3, 5, 10]); // NHA_ID 0x0a050300, host order (x86)
         expected.extend([8, 0, 5, 0, 7, 0, 0, 0]); // NHA_OIF 7
@@ -172,9 +189,9 @@ mod tests {
         assert_eq!(body, vec![0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 1, 0, 0, 3, 5, 10]);
     }
 
-    /// The whole message a `Get` is answered with for `id <id> via <gateway> dev 7`.
-    fn get_reply(message_type: u16) -> Vec<u8> {
-        let mut body = bytes(NexthopRequest::Write { gateway: Ipv4Addr::new(10, 5, 3, 0), index: 7 });
+    /// The whole message a dump describes `id <id> via <gateway> dev 7` with.
+    fn dump_reply(message_type: u16) -> Vec<u8> {
+        let mut body = bytes(NexthopRequest::Add { gateway: Ipv4Addr::new(10, 5, 3, 0), index: 7 });
         let mut message = Vec::new();
         message.extend((16 + body.len() as u32).to_ne_bytes());
         message.extend(message_type.to_ne_bytes());
@@ -184,9 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn device_of_reads_the_output_device() {
-        assert_eq!(device_of(&get_reply(RTM_NEWNEXTHOP)), Some(7));
-        assert_eq!(device_of(&get_reply(RTM_DELNEXTHOP)), None, "not a nexthop description");
-        assert_eq!(device_of(&get_reply(RTM_NEWNEXTHOP)[..20]), None, "truncated");
+    fn parse_reads_id_device_and_gateway() {
+        let gateway = Ipv4Addr::new(10, 5, 3, 0);
+        let expected = NexthopInfo { id: id_for(gateway), device: Some(7), gateway: Some(gateway) };
+        assert_eq!(parse(&dump_reply(RTM_NEWNEXTHOP)), Some(expected));
+        assert_eq!(gateway_for(expected.id), gateway);
+        assert_eq!(parse(&dump_reply(RTM_DELNEXTHOP)), None, "not a nexthop description");
+        assert_eq!(parse(&dump_reply(RTM_NEWNEXTHOP)[..20]), None, "truncated");
     }
 }
