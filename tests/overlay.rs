@@ -229,14 +229,15 @@ fn restarts_keep_the_subnet_and_subnet_env_names_the_subnet_to_ask_for() {
     poll("the deleted lease to be re-acquired", CONVERGE, || lab.etcd_get(&key));
 
     // A host whose subnet.env (from an earlier life) names a free subnet gets that subnet.
+    let free = free_subnets(&lab, 1).remove(0);
     let second = lab.add_host();
     let file = &lab.host(second).subnet_file;
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
-        .unwrap();
+    let subnet_env = format!("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET={}\nFLANNEL_MTU=1450\n", free.replace(".0/", ".1/"));
+    std::fs::write(file, subnet_env).unwrap();
     let _second = lab.start_weftd(second, &[]);
-    poll("host 2 to lease 10.5.77.0/24", CONVERGE, || lab.etcd_get(&format!("{SUBNETS}10.5.77.0-24")));
-    assert_eq!(wait_subnet_env(&lab, second), "10.5.77.1/24");
+    poll(&format!("host 2 to lease {free}"), CONVERGE, || lab.etcd_get(&format!("{SUBNETS}{}", free.replace('/', "-"))));
+    assert_eq!(wait_subnet_env(&lab, second), free.replace(".0/", ".1/"));
 }
 
 #[test]
@@ -265,8 +266,9 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     assert_eq!(route_nexthop_id(&host, &route), nexthop, "the same nexthop id comes back");
 
     // A nexthop named the way weftd names them, for a subnet no lease holds, is removed.
-    let stray = u32::from(Ipv4Addr::new(10, 5, 250, 0)).to_string();
-    run(&["ip", "nexthop", "add", "id", &stray, "via", "10.5.250.0", "dev", "flannel.1", "onlink"]);
+    let stray_gateway: Ipv4Addr = free_subnets(&lab, 1)[0].trim_end_matches("/24").parse().unwrap();
+    let stray = u32::from(stray_gateway).to_string();
+    run(&["ip", "nexthop", "add", "id", &stray, "via", &stray_gateway.to_string(), "dev", "flannel.1", "onlink"]);
     poll("the stray nexthop to go", CONVERGE, || (our_nexthops(&host) == [nexthop]).then_some(()));
 
     let mac_before = vxlan_link(&host)["address"].clone();
@@ -338,6 +340,12 @@ fn remove_last_peer(lab: &Lab, daemons: &mut Vec<Weftd>, host: &Host, peer: &str
     });
 }
 
+/// `count` subnets of CONFIG's Network that no lease holds (the hosts' subnets are random).
+fn free_subnets(lab: &Lab, count: usize) -> Vec<String> {
+    let held: BTreeSet<String> = leases(lab).into_iter().map(|l| l.0).collect();
+    (200..=255).map(|third| format!("10.5.{third}.0/24")).filter(|s| !held.contains(s)).take(count).collect()
+}
+
 /// The ids of the nexthops on flannel.1.
 fn our_nexthops(host: &Host) -> Vec<u64> {
     let nexthops = host.ip_json(&["nexthop", "show", "dev", "flannel.1"]);
@@ -383,8 +391,10 @@ fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
     let foreign_nexthop = || host.ip_json(&["nexthop", "show", "id", &id])[0].clone();
     let before = foreign_nexthop();
 
-    let mut daemons = vec![lab.start_weftd(first, &[]), lab.start_weftd(second, &[])];
+    // Host 2 first, so host 1's random choice cannot take 10.5.77.0/24.
+    let second_daemon = lab.start_weftd(second, &[]);
     assert_eq!(wait_subnet_env(&lab, second), "10.5.77.1/24");
+    let mut daemons = vec![lab.start_weftd(first, &[]), second_daemon];
     wait_subnet_env(&lab, first);
     lab.attach_container(first);
     lab.attach_container(second);
@@ -510,13 +520,14 @@ fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     wait_ping(&lab, 1, lab.container(2).ip);
     let good = kernel_tables(lab.host(1));
 
-    lab.etcd_put(&format!("{SUBNETS}10.5.200.0-24"), "this is not json");
+    let free: Vec<String> = free_subnets(&lab, 3).iter().map(|s| s.replace('/', "-")).collect();
+    lab.etcd_put(&format!("{SUBNETS}{}", free[0]), "this is not json");
     lab.etcd_put(
-        &format!("{SUBNETS}10.5.201.0-24"),
+        &format!("{SUBNETS}{}", free[1]),
         r#"{"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#,
     );
     lab.etcd_put(
-        &format!("{SUBNETS}10.5.202.0-24"),
+        &format!("{SUBNETS}{}", free[2]),
         r#"{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}"#,
     );
     lab.etcd_put(
@@ -528,7 +539,7 @@ fn malformed_peer_leases_are_skipped_and_good_peers_kept() {
     lab.etcd_put(&lease_key_of(&lab, 2), "{broken");
 
     let log = daemons[0].wait_log("10.9.0.0/24", CONVERGE);
-    for key in ["10.5.200.0-24", "10.5.201.0-24", "10.5.202.0-24", "garbage-key"] {
+    for key in free.iter().map(String::as_str).chain(["garbage-key"]) {
         let warnings = poll(&format!("a warning for {key}"), CONVERGE, || {
             let count = daemons[0].log().lines().filter(|l| l.contains("malformed lease") && l.contains(key)).count();
             (count > 0).then_some(count)
