@@ -352,7 +352,9 @@ impl Reconciler {
     /// logged here and retried on the next pass.
     async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
         self.metrics.reconcile_runs.inc();
+        let started = std::time::Instant::now();
         let ok = self.reconcile_once(own, leases).await;
+        tracing::debug!(ok, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
         if !ok {
             self.metrics.reconcile_errors.inc();
         }
@@ -379,6 +381,9 @@ impl Reconciler {
         };
         let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases, &context);
         self.warn_once(skipped, &desired, &context);
+        let desired = Arc::new(desired);
+        // Before writing: the echoes of our writes then agree with it and wake nobody.
+        self.device_changes.expect(Arc::clone(&desired));
         let plan = reconcile::plan(&desired, &actual);
         if !plan.is_empty() {
             tracing::debug!(added = plan.add.entry_count(), removed = plan.remove.entry_count(), "applying kernel changes");

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
@@ -636,9 +636,17 @@ type NetlinkEvent = NetlinkMessage<RouteNetlinkMessage>;
 pub struct DeviceChanges {
     changed: Arc<Notify>,
     index: Arc<AtomicU32>,
+    /// The state the reconciler is moving the device to: a neighbour notification that agrees
+    /// with it (the echo of our own write) wakes nobody.
+    expected: Arc<Mutex<Arc<KernelState>>>,
 }
 
 impl DeviceChanges {
+    /// Tells the monitor what the device's tables are about to be.
+    pub fn expect(&self, state: Arc<KernelState>) {
+        *self.expected.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
     /// Follows the device under a new index once it has been recreated.
     pub fn follow_index(&self, index: u32) {
         self.index.store(index, Ordering::Relaxed);
@@ -654,9 +662,10 @@ impl DeviceChanges {
 /// Subscribes to link, neighbour and IPv4 route notifications so a hand-deleted entry or device
 /// is repaired at once instead of at the next periodic resync. A task of its own filters them
 /// as they arrive, so a burst (our own thousands of writes echoing back at start-up) never
-/// queues up in memory. Echoes of our own route writes and ARP replacements carry our port id
-/// and wake nobody; the kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so
-/// those cost one more (empty) pass. Nexthop notifications, which rtnetlink cannot parse, are
+/// queues up in memory. Echoes of our own route and nexthop writes carry our port id and wake
+/// nobody. The kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so a
+/// neighbour notification wakes the reconciler only if it disagrees with the state it last
+/// said it wants ([`DeviceChanges::expect`]). Nexthop notifications, which rtnetlink cannot parse, are
 /// watched on a socket of their own (`nexthop::watch`). With `any_main_route` (DirectRouting),
 /// every change to the main table wakes the reconciler: a route elsewhere can make a peer's
 /// PublicIP on-link or stop being so, which switches that peer between direct and VXLAN.
@@ -670,12 +679,17 @@ pub fn monitor(
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     tokio::spawn(connection);
-    let changes = DeviceChanges { changed: Arc::new(Notify::new()), index: Arc::new(AtomicU32::new(index)) };
+    let changes = DeviceChanges {
+        changed: Arc::new(Notify::new()),
+        index: Arc::new(AtomicU32::new(index)),
+        expected: Arc::new(Mutex::new(Arc::default())),
+    };
     if kernel.nexthops.load(Ordering::Relaxed) {
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
         tokio::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone()));
     }
     let (changed, watched, name) = (changes.changed.clone(), changes.index.clone(), name.to_string());
+    let expected = changes.expected.clone();
     let own_ports = [kernel.port, kernel.raw_port];
     tokio::spawn(async move {
         while let Some((event, _)) = futures::StreamExt::next(&mut events).await {
@@ -683,7 +697,9 @@ pub fn monitor(
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
             let ours = own_ports.contains(&event.header.port_number);
             let index = watched.load(Ordering::Relaxed);
-            if overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route)) {
+            let wanted = || Arc::clone(&expected.lock().unwrap_or_else(PoisonError::into_inner));
+            if overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route, wanted)) {
+                tracing::trace!(message = ?event.payload, "a kernel notification wakes the reconciler");
                 changed.notify_one();
             }
         }
@@ -692,20 +708,53 @@ pub fn monitor(
     Ok(changes)
 }
 
-/// Whether a notification concerns the device with this index or name, or a direct route to
-/// a subnet of the overlay `network`, or (with `any_main_route`) any main-table route.
-fn concerns_device(message: &NetlinkEvent, index: u32, name: &str, network: Ipv4Network, any_main_route: bool) -> bool {
+/// Whether a notification concerns the device with this index or name (for its neighbours:
+/// one that departs from the `wanted` state), or a direct route to a subnet of the overlay
+/// `network`, or (with `any_main_route`) any main-table route.
+fn concerns_device(
+    message: &NetlinkEvent,
+    index: u32,
+    name: &str,
+    network: Ipv4Network,
+    any_main_route: bool,
+    wanted: impl Fn() -> Arc<KernelState>,
+) -> bool {
     let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
             link.header.index == index || link_name(link) == name
         }
-        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index,
+        RouteNetlinkMessage::NewNeighbour(n) => n.header.ifindex == index && !neighbour_agrees(n, true, &wanted()),
+        RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index && !neighbour_agrees(n, false, &wanted()),
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
             route_table(r) == MAIN_TABLE
                 && (any_main_route || our_route(r, index, network).is_some() || direct_route(r, network).is_some())
         }
         _ => false,
+    }
+}
+
+/// Whether a neighbour notification on our device leaves it as `wanted` has it: a wanted entry
+/// of ours added (`present`), one not wanted deleted, or a neighbour the kernel manages for an
+/// address (or MAC) none of ours uses. An ARP deletion may name only the address.
+fn neighbour_agrees(message: &NeighbourMessage, present: bool, wanted: &KernelState) -> bool {
+    let permanent = message.header.state == NeighbourState::Permanent;
+    // Sets are ordered by IP (ARP) and by MAC (FDB) first: "any entry for this key" is a range.
+    let (entry_wanted, key_ours) = if message.header.family == AddressFamily::Bridge {
+        let Some(entry) = fdb_entry(message) else { return false };
+        let for_mac =
+            FdbEntry { mac: entry.mac, dst: Ipv4Addr::UNSPECIFIED }..=FdbEntry { mac: entry.mac, dst: Ipv4Addr::BROADCAST };
+        (Some(wanted.fdb.contains(&entry)), wanted.fdb.range(for_mac).next().is_some())
+    } else {
+        let Some(ip) = neighbour_ip(message) else { return false };
+        let for_ip = ArpEntry { ip, mac: MacAddr([0; 6]) }..=ArpEntry { ip, mac: MacAddr([0xff; 6]) };
+        (arp_entry(message).map(|entry| wanted.arp.contains(&entry)), wanted.arp.range(for_ip).next().is_some())
+    };
+    match (present, permanent, entry_wanted) {
+        (true, true, entry_wanted) => entry_wanted == Some(true),
+        (true, false, _) => !key_ours,
+        (false, _, Some(entry_wanted)) => !entry_wanted,
+        (false, _, None) => !key_ours,
     }
 }
 
@@ -792,6 +841,13 @@ fn vxlan_matches(link: &LinkMessage, spec: &VxlanSpec) -> bool {
         && has(InfoVxlan::Link(spec.underlay_index))
         && has(InfoVxlan::Learning(spec.learning))
         && data.contains(&InfoVxlan::Gbp) == spec.gbp
+}
+
+fn neighbour_ip(message: &NeighbourMessage) -> Option<Ipv4Addr> {
+    message.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
 }
 
 fn arp_entry(message: &NeighbourMessage) -> Option<ArpEntry> {
@@ -996,5 +1052,40 @@ mod tests {
         assert_eq!(connected, Some(MainRoute::Other { destination, has_gateway: false }));
         let vxlan = main_route(&route("10.5.3.0/24", gateway([10, 5, 3, 0])), 2, network);
         assert!(matches!(vxlan, Some(MainRoute::Vxlan(_))), "on our device: {vxlan:?}");
+    }
+
+    fn neighbour(family: AddressFamily, state: NeighbourState, ip: [u8; 4], mac: Option<u8>) -> NeighbourMessage {
+        let mut message = NeighbourMessage::default();
+        (message.header.family, message.header.state) = (family, state);
+        if family == AddressFamily::Bridge {
+            message.header.flags = NeighbourFlags::Own;
+        }
+        message.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::from(ip))));
+        message.attributes.extend(mac.map(|last| NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, last])));
+        message
+    }
+
+    #[test]
+    fn only_neighbour_notifications_that_depart_from_the_wanted_state_wake_the_reconciler() {
+        let (vtep, peer) = (Ipv4Addr::new(10, 5, 2, 0), Ipv4Addr::new(198, 18, 0, 12));
+        let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+        let wanted = KernelState {
+            arp: [ArpEntry { ip: vtep, mac }].into(),
+            fdb: [FdbEntry { mac, dst: peer }].into(),
+            ..Default::default()
+        };
+        let (arp, fdb, permanent) = (AddressFamily::Inet, AddressFamily::Bridge, NeighbourState::Permanent);
+        let agrees = |m: NeighbourMessage, present| neighbour_agrees(&m, present, &wanted);
+        assert!(agrees(neighbour(arp, permanent, [10, 5, 2, 0], Some(2)), true), "the echo of our ARP write");
+        assert!(agrees(neighbour(fdb, permanent, [198, 18, 0, 12], Some(2)), true), "the echo of our FDB write");
+        assert!(agrees(neighbour(arp, NeighbourState::Failed, [10, 5, 3, 0], None), false), "our removal, address only");
+        assert!(agrees(neighbour(fdb, permanent, [198, 18, 0, 13], Some(3)), false), "our FDB removal");
+        assert!(agrees(neighbour(arp, NeighbourState::Reachable, [10, 5, 9, 9], Some(9)), true), "not an address of ours");
+
+        assert!(!agrees(neighbour(arp, permanent, [10, 5, 2, 0], Some(7)), true), "our ARP entry changed by hand");
+        assert!(!agrees(neighbour(arp, NeighbourState::Failed, [10, 5, 2, 0], None), false), "our ARP entry deleted");
+        assert!(!agrees(neighbour(arp, NeighbourState::Reachable, [10, 5, 2, 0], Some(2)), true), "ours made non-permanent");
+        assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 12], Some(2)), false), "our FDB entry deleted");
+        assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 99], Some(2)), true), "a second destination for our MAC");
     }
 }

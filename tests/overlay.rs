@@ -16,10 +16,15 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 /// A lab with `hosts` hosts and CONFIG, and one weftd per host, all started at the same moment.
 fn cluster(hosts: usize) -> (Lab, Vec<Weftd>) {
+    cluster_with(hosts, &[])
+}
+
+/// `cluster`, every weftd given the `extra` flags.
+fn cluster_with(hosts: usize, extra: &[&str]) -> (Lab, Vec<Weftd>) {
     let mut lab = Lab::new();
     lab.put_network_config(CONFIG);
     let numbers: Vec<usize> = (0..hosts).map(|_| lab.add_host()).collect();
-    let daemons: Vec<Weftd> = numbers.iter().map(|&n| lab.start_weftd(n, &[])).collect();
+    let daemons: Vec<Weftd> = numbers.iter().map(|&n| lab.start_weftd(n, extra)).collect();
     for &n in &numbers {
         wait_subnet_env(&lab, n);
     }
@@ -242,7 +247,8 @@ fn restarts_keep_the_subnet_and_subnet_env_names_the_subnet_to_ask_for() {
 
 #[test]
 fn hand_deleted_route_arp_fdb_and_device_are_restored() {
-    let (mut lab, _daemons) = cluster(2);
+    // No periodic resync within the test: every repair must come from a kernel notification.
+    let (mut lab, _daemons) = cluster_with(2, &["--resync-interval", "1h"]);
     lab.attach_container(1);
     lab.attach_container(2);
     wait_tables_match(&lab, 1);

@@ -18,6 +18,8 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../../tests/common/http.rs"]
+mod http;
 
 mod convergence;
 mod datapath;

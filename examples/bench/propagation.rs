@@ -6,18 +6,21 @@ use std::time::{Duration, Instant};
 
 use etcd_client::PutOptions;
 
-use crate::common::{poll, Weftd};
-use crate::lab::{
-    dump_counts, env_subnet, fake_subnets, new_lab, start_weftd, wait_env, with_etcd, FakeMaker, FakePeer, Part, PeerIndex,
-};
+use crate::common::{poll, Lab, Weftd};
+use crate::lab::{dump_counts, env_subnet, fake_subnets, new_lab, wait_env, with_etcd, FakeMaker, FakePeer, Part, PeerIndex};
 use crate::monitor::{drain, monitor_hosts, next_event, Ev, Msg};
 use crate::report::{cell, max_of, ms, pct, Report, Settings};
-use crate::{BIG_NETWORK, ENTRY_TIMEOUT};
+use crate::{BIG_NETWORK, ENTRY_TIMEOUT, WEFTD_ENV};
+
+/// Where each host's weftd serves /metrics (inside its own namespace).
+const METRICS_PORT: u16 = 9400;
 
 pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
     let n = s.hosts;
     let lab = new_lab(n, BIG_NETWORK);
-    let _daemons: Vec<Weftd> = (1..=n).map(|h| start_weftd(&lab, h)).collect();
+    let metrics = ["--metrics-port", &METRICS_PORT.to_string()].map(String::from);
+    let metrics = metrics.each_ref().map(String::as_str);
+    let _daemons: Vec<Weftd> = (1..=n).map(|h| lab.start_weftd_env(h, &metrics, &WEFTD_ENV)).collect();
     let mut taken = HashSet::new();
     for h in 1..=n {
         taken.insert(env_subnet(&wait_env(&lab, h)));
@@ -30,6 +33,7 @@ pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
     let mut maker = FakeMaker::default();
     let peers: Vec<FakePeer> = fake_subnets(200, s.puts, &taken).into_iter().map(|sn| maker.make(sn)).collect();
     let hosts: Vec<usize> = (1..=n).collect();
+    let passes_before = settled_passes(&lab, n);
     let (monitors, mut rx) = monitor_hosts(&lab, &hosts);
     eprintln!("{n} hosts converged; {} puts of a new peer lease follow", peers.len());
 
@@ -61,6 +65,7 @@ pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
         out
     });
     drop(monitors);
+    let passes = settled_passes(&lab, n) - passes_before;
 
     let mut rows = Vec::new();
     let (mut all, mut route, mut del, mut puts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -103,7 +108,27 @@ pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
     report.figure("propagation_delete_p99_ms", pct(&del, 99.0));
     report.figure("propagation_etcd_put_rpc_p50_ms", pct(&puts, 50.0));
     report.figure("propagation_missing_samples_count", missing as f64);
+    // Each put and each delete is one lease change for every host.
+    report.figure("propagation_passes_per_change_count", passes / (2 * samples.len() * n) as f64);
     report.figure("propagation_monitor_overflows_count", overflows as f64);
+}
+
+/// The reconcile passes all hosts' weftd have made, once no pass has been added for 300 ms.
+fn settled_passes(lab: &Lab, n: usize) -> f64 {
+    let total = || -> Option<f64> {
+        (1..=n)
+            .map(|h| {
+                let (_, body) = crate::http::get(lab.host(h), METRICS_PORT, "/metrics")?;
+                let line = body.lines().find(|l| l.starts_with("weft_reconcile_runs_total "))?;
+                line.rsplit_once(' ')?.1.parse::<f64>().ok()
+            })
+            .sum()
+    };
+    poll("the reconcile pass counts to settle", Duration::from_secs(10), || {
+        let before = total()?;
+        std::thread::sleep(Duration::from_millis(300));
+        (total()? == before).then_some(before)
+    })
 }
 
 /// The last of the three entries, if all three came.
