@@ -74,11 +74,10 @@ fn failed(op: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error>) -> I
 /// anything had to change.
 pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesError> {
     let mut changed = false;
-    if !ipt.chain_exists(set.table, set.chain).map_err(failed("list chain"))? {
-        ipt.new_chain(set.table, set.chain).map_err(failed(format!("create chain {}", set.chain)))?;
-        changed = true;
-    }
     if !chain_is_exact(ipt, set)? {
+        if !ipt.chain_exists(set.table, set.chain).map_err(failed("list chain"))? {
+            ipt.new_chain(set.table, set.chain).map_err(failed(format!("create chain {}", set.chain)))?;
+        }
         ipt.flush_chain(set.table, set.chain).map_err(failed(format!("flush {}", set.chain)))?;
         for rule in &set.rules {
             ipt.append(set.table, set.chain, rule).map_err(failed(format!("append {rule}")))?;
@@ -92,11 +91,18 @@ pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesE
     Ok(changed)
 }
 
-/// Whether the chain holds exactly our rules, no more and no fewer.
+/// Whether the chain exists and holds exactly our rules, no more and no fewer. One `iptables -S`
+/// settles it when the listing prints our rules as we write them (it does with iptables 1.8);
+/// otherwise each rule is checked with `iptables -C`.
 fn chain_is_exact(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesError> {
-    let listed = ipt.list(set.table, set.chain).map_err(failed(format!("list {}", set.chain)))?;
-    if listed.iter().filter(|line| line.starts_with("-A ")).count() != set.rules.len() {
+    let Ok(listed) = ipt.list(set.table, set.chain) else { return Ok(false) }; // no such chain
+    let prefix = format!("-A {} ", set.chain);
+    let rules: Vec<&str> = listed.iter().filter_map(|line| line.strip_prefix(&prefix)).collect();
+    if rules.len() != set.rules.len() {
         return Ok(false);
+    }
+    if rules == set.rules {
+        return Ok(true);
     }
     for rule in &set.rules {
         if !ipt.exists(set.table, set.chain, rule).map_err(failed("check rule"))? {
@@ -125,14 +131,14 @@ pub async fn keep_rules(network: Ipv4Network, ip_masq: bool, forward: bool, inte
         return;
     }
     let mut first = true;
+    // Made once: making it runs `iptables --version`.
+    let mut ipt: Option<iptables::IPTables> = None;
     loop {
         let sets = wanted_rules(network, &own.borrow_and_update(), ip_masq, forward);
-        let result = tokio::task::spawn_blocking(move || -> Result<bool, IpTablesError> {
-            let ipt = iptables::new(false).map_err(failed("start"))?;
-            sets.iter().try_fold(false, |changed, set| Ok(ensure(&ipt, set)? || changed))
-        })
-        .await
-        .expect("the iptables check does not panic");
+        let handle = ipt.take();
+        let (handle, result) =
+            tokio::task::spawn_blocking(move || check_rules(handle, &sets)).await.expect("the iptables check does not panic");
+        ipt = handle;
         match result {
             Ok(true) if first => tracing::info!(ip_masq, forward, "iptables rules installed"),
             Ok(true) => tracing::warn!("iptables rules were missing or changed; restored"),
@@ -145,6 +151,17 @@ pub async fn keep_rules(network: Ipv4Network, ip_masq: bool, forward: bool, inte
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// One check of every rule set (blocking). The iptables handle, made on first use, is handed
+/// back for the next check.
+fn check_rules(ipt: Option<iptables::IPTables>, sets: &[RuleSet]) -> (Option<iptables::IPTables>, Result<bool, IpTablesError>) {
+    let ipt = match ipt.map_or_else(|| iptables::new(false).map_err(failed("start")), Ok) {
+        Ok(ipt) => ipt,
+        Err(e) => return (None, Err(e)),
+    };
+    let result = sets.iter().try_fold(false, |changed, set| Ok(ensure(&ipt, set)? || changed));
+    (Some(ipt), result)
 }
 
 #[cfg(test)]
