@@ -22,7 +22,7 @@ use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, UnderlayChoice, VxlanDevice, VxlanSpec};
-use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
+use crate::reconcile::{self, KernelContext, KernelState, Nexthop, NexthopSupport, Plan, RouteEntry, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 
@@ -383,10 +383,15 @@ impl Reconciler {
         self.warn_once(skipped, &desired, &context);
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.
-        self.device_changes.expect(Arc::clone(&desired));
+        self.device_changes.want(Arc::clone(&desired));
         let plan = reconcile::plan(&desired, &actual);
         if !plan.is_empty() {
-            tracing::debug!(added = plan.add.entry_count(), removed = plan.remove.entry_count(), "applying kernel changes");
+            tracing::debug!(
+                added = plan.add.entry_count(),
+                rewritten = plan.rewrite_nexthops.len(),
+                removed = plan.remove.entry_count(),
+                "applying kernel changes"
+            );
             if !self.apply(device.index, &plan).await {
                 return false;
             }
@@ -404,7 +409,8 @@ impl Reconciler {
             }
         }
         let NexthopSupport::Available { taken } = &context.nexthops else { return };
-        for route in desired.routes.iter().filter(|r| taken.contains(&r.gateway)) {
+        let id_taken = |r: &&RouteEntry| r.nexthop.is_none() && taken.contains(&Nexthop::for_gateway(r.gateway).id);
+        for route in desired.routes.iter().filter(id_taken) {
             if self.warned.insert((route.subnet, "nexthop id taken".to_string())) {
                 tracing::warn!(subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
             }
@@ -415,7 +421,7 @@ impl Reconciler {
     fn record(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, plan: &Plan) {
         self.metrics.set_programmed(desired);
         let inputs = (own.subnet, leases.revision);
-        let changes = (plan.add.entry_count() + plan.remove.entry_count()) as u64;
+        let changes = plan.change_count() as u64;
         if self.last_reconciled == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);
             tracing::info!(entries = changes, "repaired kernel entries");
@@ -457,13 +463,18 @@ impl Reconciler {
         let mut missing_nexthops = BTreeSet::new();
         for e in &plan.add.nexthops {
             if !check(self.kernel.add_nexthop(index, *e).await, "add nexthop", e) {
-                missing_nexthops.insert(e.gateway);
+                missing_nexthops.insert(e.id);
+            }
+        }
+        for e in &plan.rewrite_nexthops {
+            if !check(self.kernel.rewrite_nexthop(index, *e).await, "rewrite nexthop", e) {
+                missing_nexthops.insert(e.id);
             }
         }
         let mut failed = BTreeSet::new();
         for e in &plan.add.routes {
             // Without its nexthop the route is not written: the failure is already counted.
-            let written = !(e.via_nexthop && missing_nexthops.contains(&e.gateway))
+            let written = !e.nexthop.is_some_and(|id| missing_nexthops.contains(&id))
                 && check(self.kernel.replace_route(index, *e).await, "add route", e);
             if !written {
                 failed.insert(e.subnet);

@@ -95,7 +95,14 @@ pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesE
 /// settles it when the listing prints our rules as we write them (it does with iptables 1.8);
 /// otherwise each rule is checked with `iptables -C`.
 fn chain_is_exact(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesError> {
-    let Ok(listed) = ipt.list(set.table, set.chain) else { return Ok(false) }; // no such chain
+    let listed = match ipt.list(set.table, set.chain) {
+        Ok(listed) => listed,
+        // No such chain; but a chain that exists and cannot be listed must not be refilled.
+        Err(e) if ipt.chain_exists(set.table, set.chain).map_err(failed("list chain"))? => {
+            return Err(failed(format!("list {}", set.chain))(e))
+        }
+        Err(_) => return Ok(false),
+    };
     let prefix = format!("-A {} ", set.chain);
     let rules: Vec<&str> = listed.iter().filter_map(|line| line.strip_prefix(&prefix)).collect();
     if rules.len() != set.rules.len() {

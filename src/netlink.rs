@@ -19,7 +19,7 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
-    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
@@ -39,6 +39,7 @@ use nexthop::NexthopRequest;
 pub const VXLAN_OVERHEAD: u32 = 50;
 
 const ENOENT: i32 = 2;
+const EINVAL: i32 = 22;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
@@ -367,7 +368,7 @@ impl Kernel {
                 _ => None,
             })
             .await?;
-        let (nexthops, nexthop_support) = self.read_nexthops(index).await?;
+        let (nexthops, nexthop_support) = self.read_nexthops(index, network).await?;
         let route_dump = RouteNetlinkMessage::GetRoute(RouteMessageBuilder::<Ipv4Addr>::new().build());
         let main_routes = self
             .dump("dump routes", route_dump, |m| match m {
@@ -391,10 +392,10 @@ impl Kernel {
         Ok((state, KernelContext { main_table: MainTable::new(others), nexthops: nexthop_support }))
     }
 
-    /// `ip nexthop show`: ours (on our device, with the id weftd gives its gateway), and the
-    /// gateways whose id a nexthop of someone else's holds. Nothing, and no support, on a
-    /// kernel without nexthop objects.
-    async fn read_nexthops(&self, index: u32) -> Result<(BTreeSet<Nexthop>, NexthopSupport), NetlinkError> {
+    /// `ip nexthop show`: ours (on our device, with an id weftd gives: an address of the overlay
+    /// `network` as a number), and the ids that other programs' nexthops hold. Nothing, and no
+    /// support, on a kernel without nexthop objects.
+    async fn read_nexthops(&self, index: u32, network: Ipv4Network) -> Result<(BTreeSet<Nexthop>, NexthopSupport), NetlinkError> {
         let (mut ours, mut taken) = (BTreeSet::new(), BTreeSet::new());
         if !self.nexthops.load(Ordering::Relaxed) {
             return Ok((ours, NexthopSupport::Unavailable));
@@ -403,13 +404,11 @@ impl Kernel {
         let result = self
             .exchange("dump nexthops", dump, NLM_F_DUMP, |reply| {
                 let Some(nexthop) = nexthop::parse(reply) else { return };
-                match nexthop.gateway {
-                    Some(gateway) if nexthop.device == Some(index) && nexthop::id_for(gateway) == nexthop.id => {
-                        ours.insert(Nexthop { gateway });
-                    }
-                    _ => {
-                        taken.insert(nexthop::gateway_for(nexthop.id));
-                    }
+                if nexthop.device == Some(index) && network.contains(Ipv4Addr::from(nexthop.id)) {
+                    // A gateway other than the one the id names (or none) is rewritten.
+                    ours.insert(Nexthop { id: nexthop.id, gateway: nexthop.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED) });
+                } else {
+                    taken.insert(nexthop.id);
                 }
             })
             .await;
@@ -532,27 +531,41 @@ impl Kernel {
     /// `ip route replace <subnet> nhid <id>`, or in flanneld's form `ip route replace <subnet>
     /// via <gateway> dev <device> onlink`.
     pub async fn replace_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
-        let route = if entry.via_nexthop {
-            nexthop_route(entry)
-        } else {
-            route_message(index, entry.subnet, entry.gateway).onlink().build()
+        let route = match entry.nexthop {
+            Some(id) => nexthop_route(entry.subnet, id),
+            None => route_message(index, entry.subnet, entry.gateway).onlink().build(),
         };
         self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"))
     }
 
     /// `ip route del <subnet> nhid <id>`, or `ip route del <subnet> via <gateway> dev <device>`
-    /// for a route in flanneld's form.
+    /// for a route in flanneld's form. The kernel answers an id that no longer exists with
+    /// EINVAL: the route went with its nexthop, so that too is "already gone".
     pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
-        let route =
-            if entry.via_nexthop { nexthop_route(entry) } else { route_message(index, entry.subnet, entry.gateway).build() };
-        self.delete_route_message(route).await.map(|_| ())
+        match entry.nexthop {
+            Some(id) => match self.delete_route_message(nexthop_route(entry.subnet, id)).await {
+                Err(e) if e.errno() == Some(EINVAL) => Ok(()),
+                result => result.map(|_| ()),
+            },
+            None => self.delete_route_message(route_message(index, entry.subnet, entry.gateway).build()).await.map(|_| ()),
+        }
     }
 
     /// `ip nexthop add id <id> via <gateway> dev <device> onlink`. Exclusive: if the id was
     /// taken since the state was read, this fails rather than take over another's nexthop.
     pub async fn add_nexthop(&self, index: u32, entry: Nexthop) -> Result<(), NetlinkError> {
-        let add = NexthopRequest::Add { gateway: entry.gateway, index };
-        let result = self.nexthop_request("add nexthop", add, NLM_F_CREATE | NLM_F_EXCL).await;
+        self.write_nexthop("add nexthop", index, entry, NLM_F_CREATE | NLM_F_EXCL).await
+    }
+
+    /// `ip nexthop replace id <id> via <gateway> dev <device> onlink`, for a nexthop of ours
+    /// that points elsewhere.
+    pub async fn rewrite_nexthop(&self, index: u32, entry: Nexthop) -> Result<(), NetlinkError> {
+        self.write_nexthop("rewrite nexthop", index, entry, NLM_F_REPLACE).await
+    }
+
+    async fn write_nexthop(&self, op: &'static str, index: u32, entry: Nexthop, flags: u16) -> Result<(), NetlinkError> {
+        let write = NexthopRequest::Write { id: entry.id, gateway: entry.gateway, index };
+        let result = self.nexthop_request(op, write, flags).await;
         if let Err(e) = &result {
             if e.errno() == Some(EOPNOTSUPP) {
                 self.without_nexthops(e);
@@ -563,7 +576,7 @@ impl Kernel {
 
     /// `ip nexthop del id <id>`
     pub async fn delete_nexthop(&self, entry: Nexthop) -> Result<(), NetlinkError> {
-        ignore_missing(self.nexthop_request("delete nexthop", NexthopRequest::Delete { gateway: entry.gateway }, 0).await)
+        ignore_missing(self.nexthop_request("delete nexthop", NexthopRequest::Delete { id: entry.id }, 0).await)
     }
 
     /// `ip route replace <subnet> via <peer's PublicIP>`: the kernel picks the device, as for
@@ -638,13 +651,13 @@ pub struct DeviceChanges {
     index: Arc<AtomicU32>,
     /// The state the reconciler is moving the device to: a neighbour notification that agrees
     /// with it (the echo of our own write) wakes nobody.
-    expected: Arc<Mutex<Arc<KernelState>>>,
+    wanted: Arc<Mutex<Arc<KernelState>>>,
 }
 
 impl DeviceChanges {
     /// Tells the monitor what the device's tables are about to be.
-    pub fn expect(&self, state: Arc<KernelState>) {
-        *self.expected.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    pub fn want(&self, state: Arc<KernelState>) {
+        *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = state;
     }
 
     /// Follows the device under a new index once it has been recreated.
@@ -665,10 +678,12 @@ impl DeviceChanges {
 /// queues up in memory. Echoes of our own route and nexthop writes carry our port id and wake
 /// nobody. The kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so a
 /// neighbour notification wakes the reconciler only if it disagrees with the state it last
-/// said it wants ([`DeviceChanges::expect`]). Nexthop notifications, which rtnetlink cannot parse, are
+/// said it wants ([`DeviceChanges::want`]). Nexthop notifications, which rtnetlink cannot parse, are
 /// watched on a socket of their own (`nexthop::watch`). With `any_main_route` (DirectRouting),
-/// every change to the main table wakes the reconciler: a route elsewhere can make a peer's
-/// PublicIP on-link or stop being so, which switches that peer between direct and VXLAN.
+/// every main-table route notification and every link change wakes the reconciler: a route
+/// elsewhere can make a peer's PublicIP on-link or stop being so, which switches that peer
+/// between direct and VXLAN, and an interface going down drops its routes without a route
+/// notification.
 pub fn monitor(
     kernel: &Kernel,
     name: &str,
@@ -682,14 +697,14 @@ pub fn monitor(
     let changes = DeviceChanges {
         changed: Arc::new(Notify::new()),
         index: Arc::new(AtomicU32::new(index)),
-        expected: Arc::new(Mutex::new(Arc::default())),
+        wanted: Arc::new(Mutex::new(Arc::default())),
     };
     if kernel.nexthops.load(Ordering::Relaxed) {
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
         tokio::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone()));
     }
     let (changed, watched, name) = (changes.changed.clone(), changes.index.clone(), name.to_string());
-    let expected = changes.expected.clone();
+    let wanted_state = changes.wanted.clone();
     let own_ports = [kernel.port, kernel.raw_port];
     tokio::spawn(async move {
         while let Some((event, _)) = futures::StreamExt::next(&mut events).await {
@@ -697,7 +712,7 @@ pub fn monitor(
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
             let ours = own_ports.contains(&event.header.port_number);
             let index = watched.load(Ordering::Relaxed);
-            let wanted = || Arc::clone(&expected.lock().unwrap_or_else(PoisonError::into_inner));
+            let wanted = || Arc::clone(&wanted_state.lock().unwrap_or_else(PoisonError::into_inner));
             if overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route, wanted)) {
                 tracing::trace!(message = ?event.payload, "a kernel notification wakes the reconciler");
                 changed.notify_one();
@@ -721,8 +736,9 @@ fn concerns_device(
 ) -> bool {
     let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
     match inner {
+        // An interface going down takes its routes with it without a route notification.
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
-            link.header.index == index || link_name(link) == name
+            any_main_route || link.header.index == index || link_name(link) == name
         }
         RouteNetlinkMessage::NewNeighbour(n) => n.header.ifindex == index && !neighbour_agrees(n, true, &wanted()),
         RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index && !neighbour_agrees(n, false, &wanted()),
@@ -758,11 +774,10 @@ fn neighbour_agrees(message: &NeighbourMessage, present: bool, wanted: &KernelSt
     }
 }
 
-/// `<subnet> nhid <id>`: a peer route that points at the peer's nexthop object.
-fn nexthop_route(entry: RouteEntry) -> RouteMessage {
-    let mut route =
-        RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(entry.subnet.network(), entry.subnet.prefix()).build();
-    route.attributes.push(RouteAttribute::NhId(nexthop::id_for(entry.gateway)));
+/// `<subnet> nhid <id>`: a peer route that points at a nexthop object.
+fn nexthop_route(subnet: Ipv4Network, id: u32) -> RouteMessage {
+    let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(subnet.network(), subnet.prefix()).build();
+    route.attributes.push(RouteAttribute::NhId(id));
     route
 }
 
@@ -965,19 +980,18 @@ fn hidden_nexthop_route(route: &RouteMessage, network: Ipv4Network) -> Option<Ro
     let id = route_nexthop_id(route)?;
     let subnet = route_destination(route)?;
     let gateway = subnet.network();
-    let entry = RouteEntry { subnet, gateway, onlink: true, via_nexthop: true };
-    (in_network(subnet, network) && nexthop::id_for(gateway) == id).then_some(entry)
+    let entry = RouteEntry { subnet, gateway, onlink: true, nexthop: Some(id) };
+    (in_network(subnet, network) && Nexthop::for_gateway(gateway).id == id).then_some(entry)
 }
 
-/// A route on our device; it is in nexthop form if it points at the nexthop weftd gives its
-/// gateway.
+/// A route on our device, with the nexthop it points at, if any (the kernel also shows that
+/// nexthop's gateway and device on it).
 fn route_entry(route: &RouteMessage) -> Option<RouteEntry> {
-    let gateway = route_gateway(route)?;
     Some(RouteEntry {
         subnet: route_destination(route)?,
-        gateway,
+        gateway: route_gateway(route)?,
         onlink: route.header.flags.contains(RouteFlags::Onlink),
-        via_nexthop: route_nexthop_id(route) == Some(nexthop::id_for(gateway)),
+        nexthop: route_nexthop_id(route),
     })
 }
 

@@ -33,15 +33,24 @@ pub struct RouteEntry {
     pub subnet: Ipv4Network,
     pub gateway: Ipv4Addr,
     pub onlink: bool,
-    /// Whether the route points at the gateway's [`Nexthop`] instead of naming the gateway.
-    pub via_nexthop: bool,
+    /// The id of the [`Nexthop`] the route points at; `None` for a route that names its gateway.
+    pub nexthop: Option<u32>,
 }
 
-/// `ip nexthop add id <the gateway as a number> via <gateway> dev flannel.1 onlink`: what a
-/// peer's route points at where the kernel has nexthop objects (see `netlink/nexthop.rs`).
+/// `ip nexthop add id <id> via <gateway> dev flannel.1 onlink`: what a peer's route points at
+/// where the kernel has nexthop objects (see `netlink/nexthop.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nexthop {
+    pub id: u32,
     pub gateway: Ipv4Addr,
+}
+
+impl Nexthop {
+    /// weftd names a peer's nexthop after its gateway, the address as a number: unique per peer
+    /// and the same after a restart, so it needs no bookkeeping.
+    pub fn for_gateway(gateway: Ipv4Addr) -> Self {
+        Self { id: u32::from(gateway), gateway }
+    }
 }
 
 /// `ip route replace <subnet> via <peer's PublicIP>`: with `Backend.DirectRouting`, the route
@@ -100,14 +109,16 @@ pub enum NexthopSupport {
     #[default]
     Unavailable,
     Available {
-        /// The gateways whose nexthop id is held by a nexthop that is not ours.
-        taken: BTreeSet<Ipv4Addr>,
+        /// The nexthop ids that nexthops of other programs hold.
+        taken: BTreeSet<u32>,
     },
 }
 
 impl NexthopSupport {
-    fn usable_for(&self, gateway: Ipv4Addr) -> bool {
-        matches!(self, Self::Available { taken } if !taken.contains(&gateway))
+    /// The nexthop for `gateway`, unless the kernel has none or its id is taken.
+    pub fn for_gateway(&self, gateway: Ipv4Addr) -> Option<Nexthop> {
+        let nexthop = Nexthop::for_gateway(gateway);
+        matches!(self, Self::Available { taken } if !taken.contains(&nexthop.id)).then_some(nexthop)
     }
 }
 
@@ -154,11 +165,9 @@ pub fn desired_state(
         let mac = lease.attrs.backend_data.vtep_mac;
         state.arp.insert(ArpEntry { ip: vtep, mac });
         state.fdb.insert(FdbEntry { mac, dst: public_ip });
-        let via_nexthop = context.nexthops.usable_for(vtep);
-        if via_nexthop {
-            state.nexthops.insert(Nexthop { gateway: vtep });
-        }
-        state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true, via_nexthop });
+        let nexthop = context.nexthops.for_gateway(vtep);
+        state.nexthops.extend(nexthop);
+        state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
     }
     (state, skipped)
 }
@@ -182,26 +191,37 @@ fn check_peer(config: &NetworkConfig, own_ip: Ipv4Addr, lease: &Lease) -> Result
 /// than deleted first: traffic to that peer never sees a gap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// New entries; for nexthops, only ids the kernel does not have yet.
     pub add: KernelState,
+    /// Nexthops of ours whose id is right but which point elsewhere: rewritten in place.
+    pub rewrite_nexthops: BTreeSet<Nexthop>,
     pub remove: KernelState,
 }
 
 impl Plan {
+    pub fn change_count(&self) -> usize {
+        self.add.entry_count() + self.rewrite_nexthops.len() + self.remove.entry_count()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.add.entry_count() == 0 && self.remove.entry_count() == 0
+        self.change_count() == 0
     }
 
     /// The removals, less the old form of every peer whose new route could not be written
-    /// (`failed` subnets): its old route, and for a VXLAN route its nexthop, its ARP entry and
-    /// that MAC's FDB entries, so the peer stays reachable the old way until a later pass succeeds.
+    /// (`failed` subnets): its old route, and for a VXLAN route the nexthop it points at, its
+    /// ARP entry and that MAC's FDB entries, so the peer stays reachable the old way until a
+    /// later pass succeeds.
     pub fn removals_keeping(&self, failed: &BTreeSet<Ipv4Network>) -> KernelState {
         let remove = &self.remove;
         let kept_vteps: BTreeSet<Ipv4Addr> = failed.iter().map(|subnet| subnet.network()).collect();
         let kept_macs: BTreeSet<MacAddr> = remove.arp.iter().filter(|e| kept_vteps.contains(&e.ip)).map(|e| e.mac).collect();
+        let kept_route_nexthops = remove.routes.iter().filter(|r| failed.contains(&r.subnet)).filter_map(|r| r.nexthop);
+        let kept_nexthops: BTreeSet<u32> =
+            kept_vteps.iter().map(|vtep| Nexthop::for_gateway(*vtep).id).chain(kept_route_nexthops).collect();
         KernelState {
             arp: remove.arp.iter().filter(|e| !kept_vteps.contains(&e.ip)).copied().collect(),
             fdb: remove.fdb.iter().filter(|e| !kept_macs.contains(&e.mac)).copied().collect(),
-            nexthops: remove.nexthops.iter().filter(|e| !kept_vteps.contains(&e.gateway)).copied().collect(),
+            nexthops: remove.nexthops.iter().filter(|e| !kept_nexthops.contains(&e.id)).copied().collect(),
             routes: remove.routes.iter().filter(|e| !failed.contains(&e.subnet)).copied().collect(),
             direct_routes: remove.direct_routes.iter().filter(|e| !failed.contains(&e.subnet)).copied().collect(),
         }
@@ -214,21 +234,26 @@ impl Plan {
 /// and then its old form removed, which deletes nothing but the old form.
 pub fn plan(desired: &KernelState, actual: &KernelState) -> Plan {
     let wanted_ips: BTreeSet<Ipv4Addr> = desired.arp.iter().map(|e| e.ip).collect();
+    let wanted_nexthop_ids: BTreeSet<u32> = desired.nexthops.iter().map(|e| e.id).collect();
+    let held_nexthop_ids: BTreeSet<u32> = actual.nexthops.iter().map(|e| e.id).collect();
+    let (rewrite_nexthops, new_nexthops) =
+        desired.nexthops.difference(&actual.nexthops).partition(|e| held_nexthop_ids.contains(&e.id));
     let vxlan_prefixes: BTreeSet<Ipv4Network> = desired.routes.iter().map(|e| e.subnet).collect();
     let direct_prefixes: BTreeSet<Ipv4Network> = desired.direct_routes.iter().map(|e| e.subnet).collect();
     Plan {
         add: KernelState {
             arp: desired.arp.difference(&actual.arp).copied().collect(),
             fdb: desired.fdb.difference(&actual.fdb).copied().collect(),
-            nexthops: desired.nexthops.difference(&actual.nexthops).copied().collect(),
+            nexthops: new_nexthops,
             routes: desired.routes.difference(&actual.routes).copied().collect(),
             direct_routes: desired.direct_routes.difference(&actual.direct_routes).copied().collect(),
         },
+        rewrite_nexthops,
         remove: KernelState {
             arp: actual.arp.iter().filter(|e| !wanted_ips.contains(&e.ip)).copied().collect(),
             // A MAC can hold several destinations, so an FDB entry is only right if both match.
             fdb: actual.fdb.difference(&desired.fdb).copied().collect(),
-            nexthops: actual.nexthops.difference(&desired.nexthops).copied().collect(),
+            nexthops: actual.nexthops.iter().filter(|e| !wanted_nexthop_ids.contains(&e.id)).copied().collect(),
             routes: actual.routes.iter().filter(|e| !vxlan_prefixes.contains(&e.subnet)).copied().collect(),
             direct_routes: actual.direct_routes.iter().filter(|e| !direct_prefixes.contains(&e.subnet)).copied().collect(),
         },
@@ -338,10 +363,10 @@ mod tests {
                 subnet: "10.5.2.0/24".parse().unwrap(),
                 gateway: vtep,
                 onlink: true,
-                via_nexthop: true
+                nexthop: Some(u32::from(vtep))
             }])
         );
-        assert_eq!(state.nexthops, BTreeSet::from([Nexthop { gateway: vtep }]));
+        assert_eq!(state.nexthops, BTreeSet::from([Nexthop::for_gateway(vtep)]));
     }
 
     #[test]
@@ -398,28 +423,51 @@ mod tests {
     #[test]
     fn routes_take_flanneld_form_without_nexthops_or_where_another_program_holds_the_id() {
         let peers = || vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2), lease("10.5.3.0/24", [198, 18, 0, 13], 3)];
-        let form = |state: &KernelState| state.routes.iter().map(|r| (r.subnet.to_string(), r.via_nexthop)).collect::<Vec<_>>();
+        let form =
+            |state: &KernelState| state.routes.iter().map(|r| (r.subnet.to_string(), r.nexthop.is_some())).collect::<Vec<_>>();
 
         let old_kernel = KernelContext { main_table: underlay_table(), nexthops: NexthopSupport::Unavailable };
         let (state, _) = desired_in(&old_kernel, peers());
         assert_eq!(form(&state), [("10.5.2.0/24".into(), false), ("10.5.3.0/24".into(), false)]);
         assert!(state.nexthops.is_empty());
 
-        let taken = BTreeSet::from([Ipv4Addr::new(10, 5, 3, 0)]);
+        let taken = BTreeSet::from([Nexthop::for_gateway(Ipv4Addr::new(10, 5, 3, 0)).id]);
         let shared = KernelContext { main_table: underlay_table(), nexthops: NexthopSupport::Available { taken } };
         let (state, _) = desired_in(&shared, peers());
         assert_eq!(form(&state), [("10.5.2.0/24".into(), true), ("10.5.3.0/24".into(), false)]);
-        assert_eq!(state.nexthops, BTreeSet::from([Nexthop { gateway: Ipv4Addr::new(10, 5, 2, 0) }]));
+        assert_eq!(state.nexthops, BTreeSet::from([Nexthop::for_gateway(Ipv4Addr::new(10, 5, 2, 0))]));
     }
 
     #[test]
     fn a_flanneld_form_route_moves_to_a_nexthop_in_place_and_stray_nexthops_go() {
         let (want, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
         let mut actual = want.clone();
-        actual.routes = actual.routes.iter().map(|r| RouteEntry { via_nexthop: false, ..*r }).collect();
-        actual.nexthops = BTreeSet::from([Nexthop { gateway: Ipv4Addr::new(10, 5, 9, 0) }]);
+        actual.routes = actual.routes.iter().map(|r| RouteEntry { nexthop: None, ..*r }).collect();
+        actual.nexthops = BTreeSet::from([Nexthop::for_gateway(Ipv4Addr::new(10, 5, 9, 0))]);
         let p = plan(&want, &actual);
         assert_eq!((&p.add.routes, &p.add.nexthops), (&want.routes, &want.nexthops), "route replaced, nexthop added");
         assert_eq!(p.remove, KernelState { nexthops: actual.nexthops.clone(), ..Default::default() }, "only the stray nexthop");
+    }
+
+    #[test]
+    fn a_nexthop_pointing_elsewhere_is_rewritten_in_place_and_a_failed_switch_keeps_the_nexthop_its_route_uses() {
+        let (want, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
+        let vtep_nexthop = *want.nexthops.first().unwrap();
+        let mut actual = want.clone();
+        actual.nexthops = BTreeSet::from([Nexthop { gateway: Ipv4Addr::new(10, 5, 9, 0), ..vtep_nexthop }]);
+        let p = plan(&want, &actual);
+        assert_eq!(p.rewrite_nexthops, want.nexthops, "same id, right gateway again");
+        assert!(p.add.nexthops.is_empty() && p.remove.nexthops.is_empty(), "{p:?}");
+
+        // The peer's old VXLAN route points at a hand-made nexthop 0.0.0.7; a switch to a
+        // direct route fails: the route and the nexthop it points at both stay.
+        let old_nexthop = Nexthop { id: 7, gateway: Ipv4Addr::new(10, 5, 2, 0) };
+        let old_route = RouteEntry { nexthop: Some(7), ..*want.routes.first().unwrap() };
+        let to_direct = Plan {
+            remove: KernelState { nexthops: [old_nexthop].into(), routes: [old_route].into(), ..Default::default() },
+            ..Default::default()
+        };
+        let failed = BTreeSet::from([old_route.subnet]);
+        assert_eq!(to_direct.removals_keeping(&failed), KernelState::default());
     }
 }

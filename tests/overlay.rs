@@ -271,11 +271,24 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     wait_tables_match(&lab, 1);
     assert_eq!(route_nexthop_id(&host, &route), nexthop, "the same nexthop id comes back");
 
-    // A nexthop named the way weftd names them, for a subnet no lease holds, is removed.
-    let stray_gateway: Ipv4Addr = free_subnets(&lab, 1)[0].trim_end_matches("/24").parse().unwrap();
-    let stray = u32::from(stray_gateway).to_string();
-    run(&["ip", "nexthop", "add", "id", &stray, "via", &stray_gateway.to_string(), "dev", "flannel.1", "onlink"]);
-    poll("the stray nexthop to go", CONVERGE, || (our_nexthops(&host) == [nexthop]).then_some(()));
+    // The peer's nexthop pointed elsewhere by hand is pointed back, under the same id.
+    let nexthop_gateway = |id: u64| host.ip_json(&["nexthop", "show", "id", &id.to_string()])[0]["gateway"].clone();
+    let vtep_gateway = nexthop_gateway(nexthop);
+    run(&["ip", "nexthop", "replace", "id", &nexthop.to_string(), "via", "10.5.254.254", "dev", "flannel.1", "onlink"]);
+    poll("the peer's nexthop to point at its VTEP again", CONVERGE, || (nexthop_gateway(nexthop) == vtep_gateway).then_some(()));
+
+    // A nexthop named the way weftd names them, for a subnet no lease holds, and a route to
+    // another such subnet through the peer's nexthop, are removed; the peer's stays.
+    let free = free_subnets(&lab, 2);
+    let stray_gateway = free[0].trim_end_matches("/24");
+    let stray = u32::from(stray_gateway.parse::<Ipv4Addr>().unwrap()).to_string();
+    run(&["ip", "nexthop", "add", "id", &stray, "via", stray_gateway, "dev", "flannel.1", "onlink"]);
+    run(&["ip", "route", "add", &free[1], "nhid", &nexthop.to_string()]);
+    poll("the stray nexthop and route to go", CONVERGE, || {
+        let stray_route = host.ip_json(&["route", "show", &free[1]]).as_array().is_some_and(|r| !r.is_empty());
+        (our_nexthops(&host) == [nexthop] && !stray_route).then_some(())
+    });
+    wait_tables_match(&lab, 1);
 
     let mac_before = vxlan_link(&host)["address"].clone();
     run(&["ip", "link", "del", "flannel.1"]);

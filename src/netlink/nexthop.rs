@@ -31,40 +31,27 @@ const HEADER_LEN: usize = 8;
 const RTNLGRP_NEXTHOP: u32 = 32;
 const ENOBUFS: i32 = 105;
 
-/// The nexthop id weftd uses for a peer: its gateway (the peer subnet's network address) as a
-/// number, unique per peer and stable across restarts, so it needs no bookkeeping. Another
-/// program may hold the same id; weftd then leaves that nexthop alone and gives the peer a
-/// route in flanneld's form (see `reconcile::NexthopSupport`).
-pub fn id_for(gateway: Ipv4Addr) -> u32 {
-    u32::from(gateway)
-}
-
-/// The gateway whose nexthop would have this id (the inverse of [`id_for`]).
-pub fn gateway_for(id: u32) -> Ipv4Addr {
-    Ipv4Addr::from(id)
-}
-
 /// One request about nexthop objects.
 #[derive(Debug, Clone)]
 pub enum NexthopRequest {
-    /// `ip nexthop add id <id> via <gateway> dev <index> onlink`
-    Add { gateway: Ipv4Addr, index: u32 },
+    /// `ip nexthop add id <id> via <gateway> dev <index> onlink` (or `replace`, by the flags)
+    Write { id: u32, gateway: Ipv4Addr, index: u32 },
     /// `ip nexthop del id <id>`
-    Delete { gateway: Ipv4Addr },
+    Delete { id: u32 },
     /// `ip nexthop show`: every nexthop, of every program
     Dump,
 }
 
 impl NexthopRequest {
     fn attributes(&self) -> Vec<DefaultNla> {
-        let id = |gateway: Ipv4Addr| DefaultNla::new(NHA_ID, id_for(gateway).to_ne_bytes().to_vec());
+        let id = |id: &u32| DefaultNla::new(NHA_ID, id.to_ne_bytes().to_vec());
         match self {
-            Self::Add { gateway, index } => vec![
-                id(*gateway),
+            Self::Write { id: number, gateway, index } => vec![
+                id(number),
                 DefaultNla::new(NHA_OIF, index.to_ne_bytes().to_vec()),
                 DefaultNla::new(NHA_GATEWAY, gateway.octets().to_vec()),
             ],
-            Self::Delete { gateway } => vec![id(*gateway)],
+            Self::Delete { id: number } => vec![id(number)],
             Self::Dump => vec![],
         }
     }
@@ -73,7 +60,7 @@ impl NexthopRequest {
 impl NetlinkSerializable for NexthopRequest {
     fn message_type(&self) -> u16 {
         match self {
-            Self::Add { .. } => RTM_NEWNEXTHOP,
+            Self::Write { .. } => RTM_NEWNEXTHOP,
             Self::Delete { .. } => RTM_DELNEXTHOP,
             Self::Dump => RTM_GETNEXTHOP,
         }
@@ -85,7 +72,7 @@ impl NetlinkSerializable for NexthopRequest {
 
     fn serialize(&self, buffer: &mut [u8]) {
         let (family, protocol, flags) = match self {
-            Self::Add { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
+            Self::Write { .. } => (AF_INET, RTPROT_BOOT, RTNH_F_ONLINK),
             Self::Delete { .. } | Self::Dump => (AF_UNSPEC, 0, 0),
         };
         buffer[..HEADER_LEN].copy_from_slice(&[family, 0, protocol, 0, 0, 0, 0, 0]);
@@ -175,7 +162,7 @@ mod tests {
     #[test]
     fn write_is_what_ip_nexthop_sends() {
         let gateway = Ipv4Addr::new(10, 5, 3, 0);
-        let body = bytes(NexthopRequest::Add { gateway, index: 7 });
+        let body = bytes(NexthopRequest::Write { id: u32::from(gateway), gateway, index: 7 });
         let mut expected = vec![AF_INET, 0, RTPROT_BOOT, 0, 4, 0, 0, 0];
         expected.extend([8, 0, 1, 0, 0, 3, 5, 10]); // NHA_ID 0x0a050300, host order (x86)
         expected.extend([8, 0, 5, 0, 7, 0, 0, 0]); // NHA_OIF 7
@@ -185,13 +172,14 @@ mod tests {
 
     #[test]
     fn delete_names_only_the_id() {
-        let body = bytes(NexthopRequest::Delete { gateway: Ipv4Addr::new(10, 5, 3, 0) });
+        let body = bytes(NexthopRequest::Delete { id: u32::from(Ipv4Addr::new(10, 5, 3, 0)) });
         assert_eq!(body, vec![0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 1, 0, 0, 3, 5, 10]);
     }
 
     /// The whole message a dump describes `id <id> via <gateway> dev 7` with.
     fn dump_reply(message_type: u16) -> Vec<u8> {
-        let mut body = bytes(NexthopRequest::Add { gateway: Ipv4Addr::new(10, 5, 3, 0), index: 7 });
+        let gateway = Ipv4Addr::new(10, 5, 3, 0);
+        let mut body = bytes(NexthopRequest::Write { id: u32::from(gateway), gateway, index: 7 });
         let mut message = Vec::new();
         message.extend((16 + body.len() as u32).to_ne_bytes());
         message.extend(message_type.to_ne_bytes());
@@ -203,9 +191,8 @@ mod tests {
     #[test]
     fn parse_reads_id_device_and_gateway() {
         let gateway = Ipv4Addr::new(10, 5, 3, 0);
-        let expected = NexthopInfo { id: id_for(gateway), device: Some(7), gateway: Some(gateway) };
+        let expected = NexthopInfo { id: u32::from(gateway), device: Some(7), gateway: Some(gateway) };
         assert_eq!(parse(&dump_reply(RTM_NEWNEXTHOP)), Some(expected));
-        assert_eq!(gateway_for(expected.id), gateway);
         assert_eq!(parse(&dump_reply(RTM_DELNEXTHOP)), None, "not a nexthop description");
         assert_eq!(parse(&dump_reply(RTM_NEWNEXTHOP)[..20]), None, "truncated");
     }
