@@ -372,6 +372,10 @@ impl Reconciler {
                 return false;
             }
         };
+        // The last pass's wanted state goes before this pass reads and builds its own, so three
+        // full states never coexist (peak RSS at thousands of peers). Until `want` below, every
+        // neighbour notification wakes us, which is always safe.
+        self.device_changes.want(Arc::default());
         let (actual, context) = match self.kernel.read_state(device.index, self.config.network).await {
             Ok(read) => read,
             Err(e) => {
