@@ -374,8 +374,8 @@ impl Reconciler {
         };
         // The last pass's wanted state goes before this pass reads and builds its own, so three
         // full states never coexist (peak RSS at thousands of peers). Until `want` below, every
-        // neighbour notification wakes us, which is always safe.
-        self.device_changes.want(Arc::default());
+        // neighbour notification wakes us: a change made while we read is not missed.
+        self.device_changes.forget_wanted();
         let (actual, context) = match self.kernel.read_state(device.index, self.config.network).await {
             Ok(read) => read,
             Err(e) => {

@@ -650,14 +650,21 @@ pub struct DeviceChanges {
     changed: Arc<Notify>,
     index: Arc<AtomicU32>,
     /// The state the reconciler is moving the device to: a neighbour notification that agrees
-    /// with it (the echo of our own write) wakes nobody.
-    wanted: Arc<Mutex<Arc<KernelState>>>,
+    /// with it (the echo of our own write) wakes nobody. `None` while it is not known: then
+    /// every neighbour notification on the device wakes the reconciler.
+    wanted: Arc<Mutex<Option<Arc<KernelState>>>>,
 }
 
 impl DeviceChanges {
     /// Tells the monitor what the device's tables are about to be.
     pub fn want(&self, state: Arc<KernelState>) {
-        *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+    }
+
+    /// Forgets the wanted state (and frees it) while the reconciler reads the kernel: a change
+    /// made meanwhile must wake it, whatever the last pass wanted.
+    pub fn forget_wanted(&self) {
+        *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Follows the device under a new index once it has been recreated.
@@ -697,7 +704,7 @@ pub fn monitor(
     let changes = DeviceChanges {
         changed: Arc::new(Notify::new()),
         index: Arc::new(AtomicU32::new(index)),
-        wanted: Arc::new(Mutex::new(Arc::default())),
+        wanted: Arc::new(Mutex::new(None)),
     };
     if kernel.nexthops.load(Ordering::Relaxed) {
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
@@ -712,7 +719,7 @@ pub fn monitor(
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
             let ours = own_ports.contains(&event.header.port_number);
             let index = watched.load(Ordering::Relaxed);
-            let wanted = || Arc::clone(&wanted_state.lock().unwrap_or_else(PoisonError::into_inner));
+            let wanted = || wanted_state.lock().unwrap_or_else(PoisonError::into_inner).clone();
             if overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route, wanted)) {
                 tracing::trace!(message = ?event.payload, "a kernel notification wakes the reconciler");
                 changed.notify_one();
@@ -732,7 +739,7 @@ fn concerns_device(
     name: &str,
     network: Ipv4Network,
     any_main_route: bool,
-    wanted: impl Fn() -> Arc<KernelState>,
+    wanted: impl Fn() -> Option<Arc<KernelState>>,
 ) -> bool {
     let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
     match inner {
@@ -740,8 +747,10 @@ fn concerns_device(
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
             any_main_route || link.header.index == index || link_name(link) == name
         }
-        RouteNetlinkMessage::NewNeighbour(n) => n.header.ifindex == index && !neighbour_agrees(n, true, &wanted()),
-        RouteNetlinkMessage::DelNeighbour(n) => n.header.ifindex == index && !neighbour_agrees(n, false, &wanted()),
+        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) if n.header.ifindex == index => {
+            let present = matches!(inner, RouteNetlinkMessage::NewNeighbour(_));
+            wanted().is_none_or(|wanted| !neighbour_agrees(n, present, &wanted))
+        }
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
             route_table(r) == MAIN_TABLE
                 && (any_main_route || our_route(r, index, network).is_some() || direct_route(r, network).is_some())
