@@ -22,7 +22,7 @@ use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, UnderlayChoice, VxlanDevice, VxlanSpec};
-use crate::reconcile::{self, KernelContext, KernelState, Nexthop, NexthopSupport, Plan, RouteEntry, SkippedPeer};
+use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 
@@ -412,9 +412,11 @@ impl Reconciler {
                 tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
             }
         }
-        let NexthopSupport::Available { taken } = &context.nexthops else { return };
-        let id_taken = |r: &&RouteEntry| r.nexthop.is_none() && taken.contains(&Nexthop::for_gateway(r.gateway).id);
-        for route in desired.routes.iter().filter(id_taken) {
+        // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
+        if context.nexthops == NexthopSupport::Unavailable {
+            return;
+        }
+        for route in desired.routes.iter().filter(|r| r.nexthop.is_none()) {
             if self.warned.insert((route.subnet, "nexthop id taken".to_string())) {
                 tracing::warn!(subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
             }
