@@ -258,23 +258,22 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     let (vtep, _) = tables.arp.iter().next().unwrap().clone();
     let (mac, dst) = tables.fdb.iter().next().unwrap().clone();
 
-    let run = |args: &[&str]| assert!(host.exec(args).status.success(), "{args:?} failed");
     // Routes point at nexthop objects, so `ip route del` takes the subnet alone.
-    run(&["ip", "route", "del", &route]);
-    run(&["ip", "neigh", "del", &vtep, "dev", "flannel.1"]);
-    run(&["bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &dst, "self"]);
+    host.exec_ok(&["ip", "route", "del", &route]);
+    host.exec_ok(&["ip", "neigh", "del", &vtep, "dev", "flannel.1"]);
+    host.exec_ok(&["bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &dst, "self"]);
     wait_tables_match(&lab, 1);
 
     // Deleting a nexthop takes its route with it and sends only a nexthop notification.
     let nexthop = route_nexthop_id(&host, &route);
-    run(&["ip", "nexthop", "del", "id", &nexthop.to_string()]);
+    host.exec_ok(&["ip", "nexthop", "del", "id", &nexthop.to_string()]);
     wait_tables_match(&lab, 1);
     assert_eq!(route_nexthop_id(&host, &route), nexthop, "the same nexthop id comes back");
 
     // The peer's nexthop pointed elsewhere by hand is pointed back, under the same id.
     let nexthop_gateway = |id: u64| host.ip_json(&["nexthop", "show", "id", &id.to_string()])[0]["gateway"].clone();
     let vtep_gateway = nexthop_gateway(nexthop);
-    run(&["ip", "nexthop", "replace", "id", &nexthop.to_string(), "via", "10.5.254.254", "dev", "flannel.1", "onlink"]);
+    host.exec_ok(&["ip", "nexthop", "replace", "id", &nexthop.to_string(), "via", "10.5.254.254", "dev", "flannel.1", "onlink"]);
     poll("the peer's nexthop to point at its VTEP again", CONVERGE, || (nexthop_gateway(nexthop) == vtep_gateway).then_some(()));
 
     // A nexthop named the way weftd names them, for a subnet no lease holds, and a route to
@@ -282,8 +281,8 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     let free = free_subnets(&lab, 2);
     let stray_gateway = free[0].trim_end_matches("/24");
     let stray = u32::from(stray_gateway.parse::<Ipv4Addr>().unwrap()).to_string();
-    run(&["ip", "nexthop", "add", "id", &stray, "via", stray_gateway, "dev", "flannel.1", "onlink"]);
-    run(&["ip", "route", "add", &free[1], "nhid", &nexthop.to_string()]);
+    host.exec_ok(&["ip", "nexthop", "add", "id", &stray, "via", stray_gateway, "dev", "flannel.1", "onlink"]);
+    host.exec_ok(&["ip", "route", "add", &free[1], "nhid", &nexthop.to_string()]);
     poll("the stray nexthop and route to go", CONVERGE, || {
         let stray_route = host.ip_json(&["route", "show", &free[1]]).as_array().is_some_and(|r| !r.is_empty());
         (our_nexthops(&host) == [nexthop] && !stray_route).then_some(())
@@ -291,7 +290,7 @@ fn hand_deleted_route_arp_fdb_and_device_are_restored() {
     wait_tables_match(&lab, 1);
 
     let mac_before = vxlan_link(&host)["address"].clone();
-    run(&["ip", "link", "del", "flannel.1"]);
+    host.exec_ok(&["ip", "link", "del", "flannel.1"]);
     wait_tables_match(&lab, 1);
     assert_eq!(vxlan_link(&host)["address"], mac_before, "a recreated device keeps its MAC");
     wait_ping(&lab, 1, lab.container(2).ip);
@@ -382,7 +381,7 @@ fn nexthop_routes_stay_managed_when_nexthop_compat_mode_is_turned_off() {
     assert!(set.status.success(), "cannot set nexthop_compat_mode in {}", host.ns);
     let route_nhid = || host.ip_json(&["route", "show", &subnet]).get(0).and_then(|r| r["nhid"].as_u64());
 
-    assert!(host.exec(&["ip", "route", "del", &subnet]).status.success());
+    host.exec_ok(&["ip", "route", "del", &subnet]);
     poll("the hand-deleted route to come back", CONVERGE, || (route_nhid() == Some(nexthop)).then_some(()));
     wait_ping(&lab, 1, lab.container(2).ip);
 
@@ -406,7 +405,7 @@ fn another_programs_nexthop_with_a_peers_id_is_left_alone() {
     let host = lab.host(first).clone();
     let id = u32::from(Ipv4Addr::new(10, 5, 77, 0)).to_string();
     let foreign = ["ip", "nexthop", "add", "id", id.as_str(), "via", "198.18.0.1", "dev", "eth0"];
-    assert!(host.exec(&foreign).status.success(), "{foreign:?} failed in {}", host.ns);
+    host.exec_ok(&foreign);
     let foreign_nexthop = || host.ip_json(&["nexthop", "show", "id", &id])[0].clone();
     let before = foreign_nexthop();
 
@@ -486,7 +485,7 @@ fn direct_routing_routes_on_link_peers_around_the_tunnel_and_back_when_turned_of
     wait_ping(&lab, first, lab.container(second).ip);
     wait_ping(&lab, second, lab.container(first).ip);
 
-    assert!(host.exec(&["ip", "route", "del", &subnet]).status.success());
+    host.exec_ok(&["ip", "route", "del", &subnet]);
     poll("the hand-deleted direct route to come back", CONVERGE, || (path() == direct).then_some(()));
 
     // Restarted without DirectRouting, host 1 goes back to VXLAN and leaves no direct route.
@@ -516,10 +515,9 @@ fn flanneld_form_routes_are_taken_over_in_place_and_removed_with_their_peer() {
     let (lab, mut daemons, host, peer, subnet) = two_peers();
     let vtep = subnet.split('/').next().unwrap().to_string();
     daemons[0].terminate();
-    let run = |args: &[&str]| assert!(host.exec(args).status.success(), "{args:?} failed");
-    run(&["ip", "route", "del", &subnet]);
-    run(&["ip", "nexthop", "flush"]);
-    run(&["ip", "route", "add", &subnet, "via", &vtep, "dev", "flannel.1", "onlink"]);
+    host.exec_ok(&["ip", "route", "del", &subnet]);
+    host.exec_ok(&["ip", "nexthop", "flush"]);
+    host.exec_ok(&["ip", "route", "add", &subnet, "via", &vtep, "dev", "flannel.1", "onlink"]);
     daemons[0] = lab.start_weftd(1, &[]);
     poll("flanneld's route to point at a nexthop", CONVERGE, || {
         host.ip_json(&["route", "show", &subnet])[0].get("nhid").is_some().then_some(())
