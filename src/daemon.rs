@@ -21,17 +21,18 @@ use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::metrics::Metrics;
-use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, UnderlayChoice, VxlanDevice, VxlanSpec};
+use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
+use crate::underlay::{self, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
     pub etcd: EtcdOptions,
+    /// `--iface`, `--iface-regex`, `--iface-can-reach` and `--public-ip`.
     pub underlay: UnderlayChoice,
-    pub public_ip: Option<Ipv4Addr>,
     pub subnet_file: PathBuf,
     pub lease_ttl: Duration,
     pub renew_margin: Duration,
@@ -53,6 +54,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Underlay(#[from] UnderlayError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -83,8 +86,8 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         crate::metrics::serve(addr, metrics.clone()).await?;
     }
     let kernel = Kernel::connect()?;
-    let underlay = kernel.find_underlay(&options.underlay).await?;
-    let public_ip = options.public_ip.unwrap_or(underlay.ip);
+    let underlay = underlay::find(&kernel, &options.underlay).await?;
+    let public_ip = underlay.public_ip;
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 
     let registry = retry_etcd("connect to etcd", || Registry::connect(&options.etcd)).await?;

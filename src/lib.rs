@@ -14,3 +14,4 @@ pub mod reconcile;
 pub mod registry;
 pub mod status;
 pub mod subnet_env;
+pub mod underlay;

@@ -12,9 +12,9 @@ use tracing_subscriber::EnvFilter;
 
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
-use weft::netlink::UnderlayChoice;
 use weft::registry::EtcdOptions;
 use weft::status;
+use weft::underlay::{self, UnderlayChoice};
 
 /// weftd: a flannel-compatible VXLAN overlay network daemon.
 ///
@@ -51,19 +51,21 @@ struct Flags {
     /// etcd password for authentication.
     #[arg(long, global = true, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
-    /// Interface (name or IPv4 address) for inter-host traffic; repeat to give fallbacks.
+    /// Interface for inter-host traffic: a name (its first IPv4 address is used) or an IPv4
+    /// address (that address is used); repeat to give fallbacks, tried in order.
     /// Default: the interface of the default route.
     #[arg(long, global = true, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
     iface: Vec<String>,
-    /// Regex matched against interface names and addresses when --iface is not given;
-    /// repeatable.
+    /// Regex matched against every interface's IPv4 addresses, then against names; repeatable,
+    /// tried after every --iface.
     #[arg(long, global = true, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
     iface_regex: Vec<String>,
-    /// Use the interface through which this address is reached (as `ip route get` shows it),
-    /// when neither --iface nor --iface-regex is given.
+    /// Use the interface and source address `ip route get <address>` shows; tried after every
+    /// --iface and --iface-regex.
     #[arg(long, global = true, env = "FLANNELD_IFACE_CAN_REACH")]
     iface_can_reach: Option<Ipv4Addr>,
-    /// IP address other hosts use to reach this one. Default: the interface's address.
+    /// IP address other hosts use to reach this one (the lease's PublicIP). Default: the
+    /// underlay address. Without --iface/--iface-regex/--iface-can-reach, the interface holding it.
     #[arg(long, global = true, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
     /// File to write the subnet environment to (docker's --bip and --mtu come from it).
@@ -197,8 +199,12 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
             cert_file: flags.etcd_certfile,
             key_file: flags.etcd_keyfile,
         },
-        underlay: UnderlayChoice { ifaces: flags.iface, iface_regex, can_reach: flags.iface_can_reach },
-        public_ip: flags.public_ip,
+        underlay: UnderlayChoice {
+            ifaces: flags.iface,
+            iface_regex,
+            can_reach: flags.iface_can_reach,
+            public_ip: flags.public_ip,
+        },
         subnet_file: flags.subnet_file,
         lease_ttl: flags.subnet_lease_ttl,
         renew_margin: Duration::from_secs(flags.subnet_lease_renew_margin * 60),
@@ -239,10 +245,7 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            let public_ip = match options.public_ip {
-                Some(ip) => ip,
-                None => kernel.find_underlay(&options.underlay).await?.ip,
-            };
+            let public_ip = underlay::find(&kernel, &options.underlay).await?.public_ip;
             Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, &kernel).await?))
         })
     });

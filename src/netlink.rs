@@ -1,5 +1,6 @@
-//! Kernel objects through rtnetlink: the underlay interface, the VXLAN device, and the ARP, FDB
-//! and route entries on it. Each function's doc line names the `ip`/`bridge` command it mirrors.
+//! Kernel objects through rtnetlink: the links, addresses and routes the underlay is chosen
+//! from, the VXLAN device, and the ARP, FDB and route entries on it. Each function's doc line
+//! names the `ip`/`bridge` command it mirrors.
 //!
 //! Every write is idempotent (`replace`, create-or-adopt), and only objects on our own device are
 //! read or changed.
@@ -11,12 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
+use nix::errno::Errno;
 use rtnetlink::packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
@@ -56,8 +58,6 @@ pub enum NetlinkError {
     Request { op: &'static str, errno: Option<i32>, source: rtnetlink::Error },
     #[error("netlink {op} failed: {source}")]
     Raw { op: &'static str, source: std::io::Error },
-    #[error("no usable underlay interface: {0}")]
-    NoUnderlay(String),
     #[error("the VXLAN device {0} disappeared while it was being configured")]
     DeviceVanished(String),
 }
@@ -81,37 +81,24 @@ impl NetlinkError {
     }
 }
 
-/// The host interface VXLAN packets leave through.
+/// A link and its IPv4 addresses, as `ip -4 addr show` lists them: the raw material of the
+/// underlay choice (see `crate::underlay`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Underlay {
+pub struct Ipv4Link {
     pub name: String,
     pub index: u32,
-    pub ip: Ipv4Addr,
+    /// Bytes.
     pub mtu: u32,
+    /// Every IPv4 address (primary and secondary, any scope), in the kernel's order.
+    pub addresses: Vec<Ipv4Addr>,
 }
 
-/// How to pick the underlay interface (`--iface`, `--iface-regex`, `--iface-can-reach`), in
-/// flanneld's order of precedence; with none of them, the default route's interface.
-#[derive(Debug, Clone, Default)]
-pub struct UnderlayChoice {
-    pub ifaces: Vec<String>,
-    pub iface_regex: Vec<regex::Regex>,
-    /// The interface `ip route get <address>` would use.
-    pub can_reach: Option<Ipv4Addr>,
-}
-
-impl UnderlayChoice {
-    /// Why nothing matched, naming the flags that were given.
-    fn describe(&self) -> String {
-        if !self.ifaces.is_empty() || !self.iface_regex.is_empty() {
-            let regexes: Vec<&str> = self.iface_regex.iter().map(regex::Regex::as_str).collect();
-            format!("no interface with an IPv4 address matches --iface {:?} / --iface-regex {regexes:?}", self.ifaces)
-        } else if let Some(destination) = self.can_reach {
-            format!("the interface that reaches {destination} (--iface-can-reach) has no IPv4 address")
-        } else {
-            "there is no IPv4 default route; pass --iface".to_string()
-        }
-    }
+/// Where the kernel sends packets for one destination: a route's output interface and preferred
+/// source, either of which a route may lack (a multipath or unreachable route has no interface).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteHop {
+    pub interface: Option<u32>,
+    pub source: Option<Ipv4Addr>,
 }
 
 /// Everything the VXLAN device must be; a device that differs in any of these is recreated.
@@ -184,80 +171,51 @@ impl Kernel {
         }
     }
 
-    /// `ip -4 addr show`: every link with its IPv4 addresses, in index order.
-    async fn links_with_addresses(&self) -> Result<Vec<(LinkMessage, Vec<Ipv4Addr>)>, NetlinkError> {
+    /// `ip -4 addr show`: every link with its IPv4 addresses, both in the kernel's order.
+    ///
+    /// # Errors
+    /// The dump of links or addresses failed.
+    pub async fn ipv4_links(&self) -> Result<Vec<Ipv4Link>, NetlinkError> {
         let links: Vec<LinkMessage> =
             self.handle.link().get().execute().try_collect().await.map_err(request_error("dump links"))?;
         let addresses: Vec<_> =
             self.handle.address().get().execute().try_collect().await.map_err(request_error("dump addresses"))?;
         Ok(links
-            .into_iter()
-            .map(|link| {
-                let ips = addresses
-                    .iter()
-                    .filter(|a| a.header.index == link.header.index)
-                    .flat_map(|a| a.attributes.iter())
-                    .filter_map(|attr| match attr {
-                        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-                        _ => None,
-                    })
-                    .collect();
-                (link, ips)
+            .iter()
+            .map(|link| Ipv4Link {
+                name: link_name(link),
+                index: link.header.index,
+                mtu: link_mtu(link),
+                addresses: addresses.iter().filter(|a| a.header.index == link.header.index).filter_map(address_ipv4).collect(),
             })
             .collect())
     }
 
-    /// Finds the underlay the way flanneld does: the first `--iface` that names an interface or
-    /// one of its addresses, else the first interface whose name or address matches
-    /// `--iface-regex`, else the interface `--iface-can-reach` goes through, else the interface
-    /// of the default route.
-    pub async fn find_underlay(&self, choice: &UnderlayChoice) -> Result<Underlay, NetlinkError> {
-        let links = self.links_with_addresses().await?;
-        let matches = |link: &LinkMessage, ips: &[Ipv4Addr], wanted: &dyn Fn(&str) -> bool| {
-            wanted(&link_name(link)) || ips.iter().any(|ip| wanted(&ip.to_string()))
-        };
-        let pick = |wanted: &dyn Fn(&str) -> bool| links.iter().find(|(link, ips)| !ips.is_empty() && matches(link, ips, wanted));
-        let with_index =
-            |index: Option<u32>| links.iter().find(|(link, ips)| Some(link.header.index) == index && !ips.is_empty());
-        let mut source = None;
-        let found = if !choice.ifaces.is_empty() {
-            choice.ifaces.iter().find_map(|want| pick(&|s: &str| s == want))
-        } else if !choice.iface_regex.is_empty() {
-            choice.iface_regex.iter().find_map(|re| pick(&|s: &str| re.is_match(s)))
-        } else if let Some(destination) = choice.can_reach {
-            let (index, preferred_source) = self.route_to(destination).await?;
-            source = preferred_source;
-            with_index(Some(index))
-        } else {
-            with_index(self.default_route_interface().await?)
-        };
-        let (link, ips) = found.ok_or_else(|| NetlinkError::NoUnderlay(choice.describe()))?;
-        let ip = source.filter(|ip| ips.contains(ip)).unwrap_or(ips[0]);
-        Ok(Underlay { name: link_name(link), index: link.header.index, ip, mtu: link_mtu(link) })
-    }
-
-    /// `ip route get <destination>`: the output interface and, if the route names one, the
-    /// source address.
-    async fn route_to(&self, destination: Ipv4Addr) -> Result<(u32, Option<Ipv4Addr>), NetlinkError> {
+    /// `ip route get <destination>`: the route the kernel would use, or (inner `Err`) the
+    /// kernel's reason for having none, e.g. `ENETUNREACH`.
+    ///
+    /// # Errors
+    /// The request failed without an answer from the kernel.
+    pub async fn route_get(&self, destination: Ipv4Addr) -> Result<Result<RouteHop, Errno>, NetlinkError> {
         let query = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(destination, 32).build();
-        let unreachable = |detail: String| NetlinkError::NoUnderlay(format!("--iface-can-reach {destination}: {detail}"));
-        let route = match self.handle.route().get(query).execute().try_next().await {
-            Ok(Some(route)) => route,
-            Ok(None) => return Err(unreachable("the kernel returned no route".into())),
-            Err(error) => return Err(unreachable(format!("no route ({error}); check the address and this host's routes"))),
-        };
-        let index = route_oif(&route).ok_or_else(|| unreachable("the route has no output interface".into()))?;
-        let source = route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        Ok((index, source))
+        match self.handle.route().get(query).execute().try_next().await.map_err(request_error("get route")) {
+            Ok(Some(route)) => Ok(Ok(route_hop(&route))),
+            Ok(None) => Ok(Err(Errno::ENETUNREACH)),
+            Err(error) => match error.errno() {
+                Some(errno) => Ok(Err(Errno::from_raw(errno))),
+                None => Err(error),
+            },
+        }
     }
 
-    /// `ip -4 route show default`: the output interface of the main table's default route.
-    async fn default_route_interface(&self) -> Result<Option<u32>, NetlinkError> {
+    /// `ip -4 route show default`: the main table's first default route (the kernel lists the
+    /// lowest metric first), or `None` when there is none.
+    ///
+    /// # Errors
+    /// The route dump failed.
+    pub async fn default_route(&self) -> Result<Option<RouteHop>, NetlinkError> {
         let routes = self.dump_ipv4_routes().await?;
-        Ok(routes.iter().filter(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE).find_map(route_oif))
+        Ok(routes.iter().find(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE).map(route_hop))
     }
 
     async fn dump_ipv4_routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
@@ -917,6 +875,28 @@ fn route_table(route: &RouteMessage) -> u32 {
             _ => None,
         })
         .unwrap_or(u32::from(route.header.table))
+}
+
+fn route_hop(route: &RouteMessage) -> RouteHop {
+    let source = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    });
+    RouteHop { interface: route_oif(route), source }
+}
+
+/// An address message's IPv4 address: `IFA_LOCAL` when present, since on a point-to-point link
+/// `IFA_ADDRESS` is the peer's.
+fn address_ipv4(message: &AddressMessage) -> Option<Ipv4Addr> {
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(IpAddr::V4(ip)) => return Some(*ip),
+            AddressAttribute::Address(IpAddr::V4(ip)) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    address
 }
 
 fn route_oif(route: &RouteMessage) -> Option<u32> {
