@@ -120,6 +120,10 @@ fn containers_on_two_hosts_talk_through_docker_28s_drop_rules() {
     for &n in &hosts {
         check_weft_rules_first(lab.host(n));
     }
+    let first = lab.host(hosts[0]);
+    for (table, chain) in [("filter", "FORWARD"), ("filter", "DOCKER-USER"), ("raw", "PREROUTING"), ("raw", "FLANNEL-PRERTG")] {
+        println!("host {} {table} {chain}: {:#?}", first.n, rules(first, table, chain));
+    }
 
     // dockerd restarts: its FORWARD jumps go back on top, its raw DROP is appended again.
     start_docker28(lab.host(hosts[0]), BRIDGE, lab.container(hosts[0]).ip);
