@@ -1,9 +1,17 @@
 //! iptables rules for `--ip-masq` (nat) and `--iptables-forward-rules` (filter), with flanneld's
 //! chains and comments, kept in place by a periodic check.
 //!
-//! Each rule set is one chain of ours plus one jump into it. When the chain differs from what it
+//! Each rule set is one chain of ours plus the jumps into it. When the chain differs from what it
 //! should be in any way, it is flushed and refilled in order, because order matters (RETURNs
 //! before MASQUERADE) and a partial repair could leave it wrong.
+//!
+//! Docker 28 and later drop traffic from other interfaces addressed straight to a container: in
+//! filter FORWARD (its DOCKER-FORWARD chain, jumped to from the top) and in raw PREROUTING (one
+//! appended DROP per container). So the overlay's accepts are also jumped to from DOCKER-USER,
+//! which Docker jumps to first and leaves to other programs, and from the top of raw PREROUTING.
+//!
+//! Every listing is numeric (`-S`, or `-L -n`): a name lookup per address would make the check
+//! wait on DNS.
 
 use std::time::Duration;
 
@@ -24,8 +32,9 @@ pub struct IpTablesError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
     pub table: &'static str,
-    /// The built-in chain that jumps to ours (its first rule).
-    pub hook: &'static str,
+    /// The chains that jump to ours, each ahead of any rule there that drops or returns;
+    /// one that does not exist (DOCKER-USER before docker starts) is created.
+    pub hooks: &'static [&'static str],
     pub chain: &'static str,
     pub jump: String,
     pub rules: Vec<String>,
@@ -40,7 +49,7 @@ pub fn masquerade_rules(n: Ipv4Network, p: Ipv4Network) -> RuleSet {
     let c = MASQ_COMMENT;
     RuleSet {
         table: "nat",
-        hook: "POSTROUTING",
+        hooks: &["POSTROUTING"],
         chain: "FLANNEL-POSTRTG",
         jump: format!("{c} -j FLANNEL-POSTRTG"),
         rules: vec![
@@ -53,15 +62,30 @@ pub fn masquerade_rules(n: Ipv4Network, p: Ipv4Network) -> RuleSet {
     }
 }
 
-/// flanneld's FORWARD rules: accept overlay traffic even where the policy is DROP (docker sets it).
+/// flanneld's FORWARD rules: accept overlay traffic even where the policy is DROP (docker sets
+/// it), or where Docker 28's DOCKER-FORWARD chain drops it (hence the jump from DOCKER-USER).
 pub fn forward_rules(n: Ipv4Network) -> RuleSet {
     let c = FORWARD_COMMENT;
     RuleSet {
         table: "filter",
-        hook: "FORWARD",
+        hooks: &["FORWARD", "DOCKER-USER"],
         chain: "FLANNEL-FWD",
         jump: format!("{c} -j FLANNEL-FWD"),
         rules: vec![format!("-s {n} {c} -j ACCEPT"), format!("-d {n} {c} -j ACCEPT")],
+    }
+}
+
+/// Accepts, in the raw table, traffic from the overlay Network `n` to our subnet `p` before
+/// Docker 28's per-container `-d <container> ! -i docker0 -j DROP` (appended to raw PREROUTING)
+/// sees it. Only the overlay's sources: direct access from elsewhere stays dropped.
+pub fn direct_routing_rules(n: Ipv4Network, p: Ipv4Network) -> RuleSet {
+    let c = FORWARD_COMMENT;
+    RuleSet {
+        table: "raw",
+        hooks: &["PREROUTING"],
+        chain: "FLANNEL-PRERTG",
+        jump: format!("{c} -j FLANNEL-PRERTG"),
+        rules: vec![format!("-s {n} -d {p} {c} -j ACCEPT")],
     }
 }
 
@@ -84,11 +108,61 @@ pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesE
         }
         changed = true;
     }
-    if !ipt.exists(set.table, set.hook, &set.jump).map_err(failed("check jump"))? {
-        ipt.insert(set.table, set.hook, &set.jump, 1).map_err(failed(format!("insert jump into {}", set.hook)))?;
-        changed = true;
+    for hook in set.hooks {
+        changed |= ensure_jump(ipt, set.table, hook, &set.jump)?;
     }
     Ok(changed)
+}
+
+/// Makes `jump` a rule of `hook` that no dropping or returning rule precedes: inserted first
+/// when it is missing or pre-empted, left alone otherwise (so rules that others put ahead of it
+/// and that cannot drop overlay traffic do not make us churn). Creates `hook` if it is absent.
+fn ensure_jump(ipt: &iptables::IPTables, table: &str, hook: &str, jump: &str) -> Result<bool, IpTablesError> {
+    let listed = match ipt.list(table, hook) {
+        Ok(listed) => listed,
+        Err(e) if ipt.chain_exists(table, hook).map_err(failed("list chain"))? => return Err(failed(format!("list {hook}"))(e)),
+        Err(_) => {
+            ipt.new_chain(table, hook).map_err(failed(format!("create chain {hook}")))?;
+            Vec::new()
+        }
+    };
+    let prefix = format!("-A {hook} ");
+    let rules: Vec<&str> = listed.iter().filter_map(|line| line.strip_prefix(&prefix)).collect();
+    match jump_placement(&rules, jump) {
+        JumpPlacement::InPlace => return Ok(false),
+        JumpPlacement::Preempted => ipt.delete(table, hook, jump).map_err(failed(format!("move jump in {hook}")))?,
+        // iptables may print a rule differently from how we wrote it; then `-C` decides.
+        JumpPlacement::Unlisted if ipt.exists(table, hook, jump).map_err(failed("check jump"))? => return Ok(false),
+        JumpPlacement::Unlisted => {}
+    }
+    ipt.insert(table, hook, jump, 1).map_err(failed(format!("insert jump into {hook}")))?;
+    Ok(true)
+}
+
+/// Where our jump stands among a chain's rules (as `-S` prints them, without `-A <chain> `).
+#[derive(Debug, PartialEq, Eq)]
+enum JumpPlacement {
+    /// Present, and nothing before it drops, rejects or returns.
+    InPlace,
+    /// Present, but after a rule that may drop or return overlay traffic before reaching it.
+    Preempted,
+    /// Not in the listing.
+    Unlisted,
+}
+
+fn jump_placement(rules: &[&str], jump: &str) -> JumpPlacement {
+    let Some(at) = rules.iter().position(|rule| *rule == jump) else {
+        return JumpPlacement::Unlisted;
+    };
+    let target = |rule: &str| {
+        let mut words = rule.split_whitespace();
+        words.find(|w| *w == "-j").and_then(|_| words.next()).unwrap_or_default().to_string()
+    };
+    if rules[..at].iter().any(|rule| ["DROP", "REJECT", "RETURN"].contains(&target(rule).as_str())) {
+        JumpPlacement::Preempted
+    } else {
+        JumpPlacement::InPlace
+    }
 }
 
 /// Whether the chain exists and holds exactly our rules, no more and no fewer. One `iptables -S`
@@ -127,6 +201,7 @@ pub fn wanted_rules(network: Ipv4Network, own: &Lease, ip_masq: bool, forward: b
     }
     if forward {
         sets.push(forward_rules(network));
+        sets.push(direct_routing_rules(network, own.subnet));
     }
     sets
 }
@@ -163,12 +238,21 @@ pub async fn keep_rules(network: Ipv4Network, ip_masq: bool, forward: bool, inte
 /// One check of every rule set (blocking). The iptables handle, made on first use, is handed
 /// back for the next check.
 fn check_rules(ipt: Option<iptables::IPTables>, sets: &[RuleSet]) -> (Option<iptables::IPTables>, Result<bool, IpTablesError>) {
-    let ipt = match ipt.map_or_else(|| iptables::new(false).map_err(failed("start")), Ok) {
+    let ipt = match ipt.map_or_else(numeric_iptables, Ok) {
         Ok(ipt) => ipt,
         Err(e) => return (None, Err(e)),
     };
     let result = sets.iter().try_fold(false, |changed, set| Ok(ensure(&ipt, set)? || changed));
     (Some(ipt), result)
+}
+
+/// An iptables handle whose listings are numeric: without `-n`, `iptables -L` (which the crate
+/// uses to tell whether a chain exists) asks the resolver for a name per address, and with the
+/// resolver unreachable one check took minutes.
+fn numeric_iptables() -> Result<iptables::IPTables, IpTablesError> {
+    let mut ipt = iptables::new(false).map_err(failed("start"))?;
+    ipt.set_numeric(true);
+    Ok(ipt)
 }
 
 #[cfg(test)]
@@ -178,7 +262,7 @@ mod tests {
     #[test]
     fn masquerade_rules_are_flanneld_s_in_order() {
         let set = masquerade_rules("10.5.0.0/16".parse().unwrap(), "10.5.72.0/24".parse().unwrap());
-        assert_eq!((set.table, set.hook, set.chain), ("nat", "POSTROUTING", "FLANNEL-POSTRTG"));
+        assert_eq!((set.table, set.hooks, set.chain), ("nat", &["POSTROUTING"][..], "FLANNEL-POSTRTG"));
         assert_eq!(set.jump, "-m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG");
         assert_eq!(
             set.rules,
@@ -195,8 +279,28 @@ mod tests {
     #[test]
     fn forward_rules_accept_the_network_both_ways() {
         let set = forward_rules("10.5.0.0/16".parse().unwrap());
-        assert_eq!((set.table, set.hook, set.chain), ("filter", "FORWARD", "FLANNEL-FWD"));
+        assert_eq!((set.table, set.hooks, set.chain), ("filter", &["FORWARD", "DOCKER-USER"][..], "FLANNEL-FWD"));
         assert_eq!(set.rules.len(), 2);
         assert!(set.rules[0].starts_with("-s 10.5.0.0/16 ") && set.rules[1].starts_with("-d 10.5.0.0/16 "));
+    }
+
+    #[test]
+    fn direct_routing_rules_accept_only_the_overlay_into_our_subnet() {
+        let set = direct_routing_rules("10.5.0.0/16".parse().unwrap(), "10.5.72.0/24".parse().unwrap());
+        assert_eq!((set.table, set.hooks, set.chain), ("raw", &["PREROUTING"][..], "FLANNEL-PRERTG"));
+        assert_eq!(set.rules, ["-s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment \"flanneld forward\" -j ACCEPT"]);
+    }
+
+    #[test]
+    fn a_jump_after_a_drop_or_return_is_preempted() {
+        let jump = "-m comment --comment \"flanneld forward\" -j FLANNEL-FWD";
+        let drop = "-d 10.5.72.2/32 ! -i docker0 -j DROP";
+        assert_eq!(jump_placement(&[jump, drop], jump), JumpPlacement::InPlace);
+        assert_eq!(jump_placement(&["-j DOCKER-FORWARD", "-o docker0 -j ACCEPT", jump], jump), JumpPlacement::InPlace);
+        assert_eq!(jump_placement(&[drop, jump], jump), JumpPlacement::Preempted);
+        assert_eq!(jump_placement(&["-j RETURN", jump], jump), JumpPlacement::Preempted);
+        assert_eq!(jump_placement(&["-p tcp -j REJECT --reject-with tcp-reset", jump], jump), JumpPlacement::Preempted);
+        assert_eq!(jump_placement(&[drop], jump), JumpPlacement::Unlisted);
+        assert_eq!(jump_placement(&["-j DROPPER", jump], jump), JumpPlacement::InPlace, "a chain named DROPPER is a jump");
     }
 }

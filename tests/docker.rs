@@ -225,6 +225,13 @@ fn check_forward_rules(host: &Host) {
         let ok = forward.lines().any(|l| l.ends_with("-j FLANNEL-FWD")) && accepts(&all, "-s") && accepts(&all, "-d");
         ok.then_some(forward)
     });
+    // Docker 28+ drops in its own chains before FLANNEL-FWD; the jump from DOCKER-USER (which
+    // dockerd jumps to first) comes ahead of the RETURN dockerd 20.10 appends there.
+    let user = poll(&format!("host {}: FLANNEL-FWD first in DOCKER-USER", host.n), CONVERGE, || {
+        let user: Vec<String> = iptables(host, &["-S", "DOCKER-USER"]).lines().skip(1).map(str::to_string).collect();
+        user.first().is_some_and(|l| l.ends_with("-j FLANNEL-FWD")).then_some(user)
+    });
+    println!("host {}: {}", host.n, user.join(" | "));
     let policy = forward.lines().find_map(|l| l.strip_prefix("-P FORWARD ")).unwrap_or("?");
     if policy == "DROP" {
         println!("host {}: FORWARD policy DROP (set by docker), FLANNEL-FWD accepts {NETWORK}", host.n);

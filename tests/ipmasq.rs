@@ -1,10 +1,12 @@
 //! `--ip-masq` and `--iptables-forward-rules` with real iptables in host namespaces: the rules are
 //! flanneld's, they come back when deleted, and masquerading is what lets a container reach an
-//! underlay address that has no route back to the overlay.
+//! underlay address that has no route back to the overlay. The check never waits on DNS.
 
 mod common;
 
-use std::time::Duration;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use common::{poll, Host, Lab};
 
@@ -87,6 +89,79 @@ fn masquerade_reaches_the_underlay_and_deleted_rules_come_back() {
         });
     }
     poll("the restored masquerade to work", DEADLINE, || lab.container_ping(masq, etcd).then_some(()));
+}
+
+/// An address on the lab's underlay where nothing answers: a query sent there gets no reply,
+/// not even an ICMP error, so the resolver waits out its timeouts.
+const SILENT_RESOLVER: &str = "198.18.0.254";
+
+/// Gives one lab namespace a resolv.conf naming a resolver that never answers, the way
+/// `ip netns exec` offers: it bind-mounts `/etc/netns/<ns>/resolv.conf` over /etc/resolv.conf
+/// for what it starts (weftd, and the iptables weftd runs). Removed on Drop.
+struct UnreachableResolver {
+    dir: PathBuf,
+}
+
+impl UnreachableResolver {
+    fn for_namespace(ns: &str) -> UnreachableResolver {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let text = format!("nameserver {SILENT_RESOLVER}\noptions timeout:2 attempts:2\n");
+        fs::write(dir.join("resolv.conf"), text).expect("write the namespace's resolv.conf");
+        UnreachableResolver { dir }
+    }
+}
+
+impl Drop for UnreachableResolver {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        // Shared by parallel runs: only goes once empty.
+        let _ = fs::remove_dir("/etc/netns");
+    }
+}
+
+/// The report: a stray rule at the top of FLANNEL-POSTRTG, with DNS down. The repair
+/// must come within a few `--iptables-resync` periods, as it does with DNS up; listing the
+/// chain with names took minutes.
+#[test]
+fn a_stray_nat_rule_is_repaired_promptly_while_dns_is_unreachable() {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let n = lab.add_host();
+    let host = lab.host(n).clone();
+    let _resolver = UnreachableResolver::for_namespace(&host.ns);
+    // The setup is what it claims: a reverse lookup in this namespace hangs.
+    let lookup = host.exec(&["timeout", "3", "getent", "hosts", "10.77.0.1"]);
+    assert_eq!(lookup.status.code(), Some(124), "a name lookup should hang with the resolver unreachable: {lookup:?}");
+
+    let _weftd = lab.start_weftd(n, &["--ip-masq", "-iptables-resync=1"]);
+    let expected = expected_masquerade(&own_subnet(&lab, n));
+    poll("flanneld's nat rules", DEADLINE, || (iptables_rules(&host, "nat", "FLANNEL-POSTRTG") == expected).then_some(()));
+
+    let stray = "-s 10.77.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE";
+    host.exec_ok(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-I",
+        "FLANNEL-POSTRTG",
+        "1",
+        "-s",
+        "10.77.0.0/16",
+        "!",
+        "-d",
+        "224.0.0.0/4",
+        "-j",
+        "MASQUERADE",
+    ]);
+    assert_eq!(iptables_rules(&host, "nat", "FLANNEL-POSTRTG")[0], format!("-A FLANNEL-POSTRTG {stray}"));
+    let started = Instant::now();
+    // Checked every second: three periods, plus the iptables runs of one repair.
+    poll("the stray rule to be removed, with DNS unreachable", Duration::from_secs(4), || {
+        (iptables_rules(&host, "nat", "FLANNEL-POSTRTG") == expected).then_some(())
+    });
+    println!("repaired {:.1} s after the stray rule went in", started.elapsed().as_secs_f64());
 }
 
 /// Splits a rule as a shell would, keeping quoted words together.
