@@ -709,11 +709,12 @@ impl Outage {
         was_out
     }
 
-    /// 0 after success; then 200 ms doubling up to 5 s.
+    /// 0 after success; then 200 ms doubling up to 3.2 s. The cap bounds how long after etcd
+    /// answers again a daemon notices (a replaced store must be re-asserted within 5 s).
     pub fn backoff(&self) -> Duration {
         match self.failures {
             0 => Duration::ZERO,
-            n => Duration::from_millis(200u64 << (n - 1).min(5)).min(Duration::from_secs(5)),
+            n => Duration::from_millis(200u64 << (n - 1).min(4)),
         }
     }
 }
@@ -830,7 +831,7 @@ mod tests {
                 outage.backoff().as_millis()
             })
             .collect();
-        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 3200, 3200, 3200]);
         outage.recovered();
         assert_eq!(outage.backoff(), Duration::ZERO);
     }
