@@ -258,7 +258,10 @@ fn a_wiped_etcd_gets_both_leases_back_with_the_same_subnets() {
     daemons[0].terminate();
     let _restarted = lab.start_weftd(1, &[]);
     assert_leases_back(&lab, &before, answered);
-    assert!(daemons[1].log().contains("revision went backwards"), "host 2 says why it wrote its lease again");
+    let log = daemons[1].log();
+    let why = log.lines().filter(|l| l.contains("revision went backwards") || l.contains("lease acquired")).collect::<Vec<_>>();
+    println!("host 2 noticed the wipe:\n{}", why.join("\n"));
+    assert!(log.contains("revision went backwards"), "host 2 says why it wrote its lease again");
 }
 
 #[test]
