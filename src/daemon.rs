@@ -235,27 +235,13 @@ impl LeaseKeeper {
     async fn run(self, own: watch::Sender<Lease>, mut leases: watch::Receiver<Arc<LeaseSet>>) {
         let mut renew_at = self.renew_at(Instant::now());
         let mut outage = Outage::default();
+        let mut replacements = self.registry.store_replacements();
         loop {
             let current = own.borrow().clone();
             let renew = !current.is_reservation();
             tokio::select! {
                 () = tokio::time::sleep_until(renew_at), if renew => {
-                    match self.registry.renew(current.etcd_lease).await {
-                        Ok(true) => {
-                            outage.recovered();
-                            tracing::info!(subnet = %current.subnet, "lease renewed");
-                            self.metrics.set_lease_expiry(Some(self.ttl));
-                            renew_at = self.renew_at(Instant::now());
-                        }
-                        Ok(false) => {
-                            tracing::warn!(subnet = %current.subnet, "lease expired in etcd; acquiring again");
-                            renew_at = self.reacquire(&own, current.subnet).await;
-                        }
-                        Err(e) => {
-                            outage.failed(&e);
-                            renew_at = Instant::now() + outage.backoff();
-                        }
-                    }
+                    renew_at = self.renew(&own, &current, &mut outage).await;
                 }
                 changed = leases.changed() => {
                     if changed.is_err() {
@@ -266,6 +252,35 @@ impl LeaseKeeper {
                         renew_at = self.reacquire(&own, current.subnet).await;
                     }
                 }
+                // A wiped or restored store may lack our key, hold an old value, and has no
+                // etcd lease we granted: the revision check in `lost` means nothing across it.
+                Ok(()) = replacements.changed() => {
+                    tracing::info!(subnet = %current.subnet, etcd_lease = current.etcd_lease, "writing our lease into the replaced etcd store with a fresh etcd lease");
+                    renew_at = self.reacquire(&own, current.subnet).await;
+                    // Our write went to the store that answered last: replacements seen while
+                    // acquiring are covered by it.
+                    replacements.borrow_and_update();
+                }
+            }
+        }
+    }
+
+    /// Renews our etcd lease once; returns when to act next.
+    async fn renew(&self, own: &watch::Sender<Lease>, current: &Lease, outage: &mut Outage) -> Instant {
+        match self.registry.renew(current.etcd_lease).await {
+            Ok(true) => {
+                outage.recovered();
+                tracing::info!(subnet = %current.subnet, "lease renewed");
+                self.metrics.set_lease_expiry(Some(self.ttl));
+                self.renew_at(Instant::now())
+            }
+            Ok(false) => {
+                tracing::warn!(subnet = %current.subnet, "lease expired in etcd; acquiring again");
+                self.reacquire(own, current.subnet).await
+            }
+            Err(e) => {
+                outage.failed(&e);
+                Instant::now() + outage.backoff()
             }
         }
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions,
-    Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions,
+    ResponseHeader, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use ipnetwork::Ipv4Network;
 use thiserror::Error;
@@ -77,6 +77,118 @@ pub struct LeaseListing {
 pub struct Registry {
     endpoints: Arc<Endpoints>,
     prefix: String,
+    /// Shared by every clone, so the follower, the keeper and acquiring all watch one store.
+    store: Arc<StoreTracker>,
+}
+
+/// What this daemon has seen of etcd's store: which cluster, and how far its history got.
+/// A store that was wiped or restored from an older backup shows up as a different cluster id
+/// or a revision lower than one already seen; watches and leases from before it mean nothing
+/// in it, so everything must be listed and our lease asserted again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreView {
+    /// `None` until the first response.
+    cluster_id: Option<u64>,
+    /// The highest revision seen in a response or an event.
+    revision: i64,
+}
+
+/// How the store changed under us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreReplaced {
+    /// Another cluster answers (a new cluster, or one restored with other member flags).
+    Cluster { was: u64, now: u64 },
+    /// The store's history is shorter than what we already saw: wiped, or restored from an
+    /// older snapshot.
+    Backwards { seen: i64, now: i64 },
+}
+
+impl StoreView {
+    /// The highest revision seen so far: a linearizable request sent now must answer with at
+    /// least this revision, unless the store went backwards.
+    pub fn floor(&self) -> i64 {
+        self.revision
+    }
+
+    /// Records a linearizable response (a range read or a transaction) to a request sent when
+    /// [`floor`](Self::floor) was `floor`. Comparing with the floor at send time, not with the
+    /// newest revision seen, keeps a write that finished meanwhile from looking like history
+    /// lost. Returns how the store was replaced, if it was; the view then follows the new store.
+    pub fn observe_response(&mut self, cluster_id: u64, revision: i64, floor: i64) -> Option<StoreReplaced> {
+        let replaced = self
+            .cluster_changed(cluster_id)
+            .or_else(|| (revision < floor).then_some(StoreReplaced::Backwards { seen: floor, now: revision }));
+        self.cluster_id = Some(cluster_id);
+        self.revision = if replaced.is_some() { revision } else { self.revision.max(revision) };
+        replaced
+    }
+
+    /// Records a watch response: only its cluster id is checked (a watch served by a member
+    /// that lags may carry an older header revision), and its newest event raises the revision.
+    pub fn observe_watch(&mut self, cluster_id: u64, newest_event: Option<i64>) -> Option<StoreReplaced> {
+        let replaced = self.cluster_changed(cluster_id);
+        self.cluster_id = Some(cluster_id);
+        let newest = newest_event.unwrap_or_default();
+        self.revision = if replaced.is_some() { newest } else { self.revision.max(newest) };
+        replaced
+    }
+
+    fn cluster_changed(&self, now: u64) -> Option<StoreReplaced> {
+        self.cluster_id.filter(|was| *was != now).map(|was| StoreReplaced::Cluster { was, now })
+    }
+}
+
+/// A [`StoreView`] shared by a registry's clones, and a count of the replacements it saw,
+/// which the lease keeper watches.
+struct StoreTracker {
+    view: std::sync::Mutex<StoreView>,
+    replacements: watch::Sender<u64>,
+}
+
+impl StoreTracker {
+    fn new() -> Self {
+        Self { view: Default::default(), replacements: watch::channel(0).0 }
+    }
+
+    fn floor(&self) -> i64 {
+        self.lock().floor()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreView> {
+        // The view is two numbers updated together: a panicked holder cannot leave it torn.
+        self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks a linearizable response's header; see [`StoreView::observe_response`].
+    fn response(&self, header: Option<&ResponseHeader>, floor: i64) -> Option<StoreReplaced> {
+        let header = header?;
+        let replaced = self.lock().observe_response(header.cluster_id(), header.revision(), floor);
+        self.announce(replaced)
+    }
+
+    /// Checks a watch response's header; see [`StoreView::observe_watch`].
+    fn watch(&self, header: Option<&ResponseHeader>, newest_event: Option<i64>) -> Option<StoreReplaced> {
+        let header = header?;
+        let replaced = self.lock().observe_watch(header.cluster_id(), newest_event);
+        self.announce(replaced)
+    }
+
+    fn announce(&self, replaced: Option<StoreReplaced>) -> Option<StoreReplaced> {
+        match replaced? {
+            StoreReplaced::Cluster { was, now } => tracing::warn!(
+                was = format!("{was:x}"),
+                now = format!("{now:x}"),
+                "etcd answers with another cluster id: the store was replaced; listing again and re-asserting our lease"
+            ),
+            StoreReplaced::Backwards { seen, now } => tracing::warn!(
+                seen,
+                now,
+                "etcd's revision went backwards: the store was wiped or restored from an older backup; listing again and re-asserting our lease"
+            ),
+        }
+        self.replacements.send_modify(|count| *count += 1);
+        replaced
+    }
 }
 
 /// One client per endpoint, used in turn: a request that finds its member unreachable is tried
@@ -190,7 +302,11 @@ impl Registry {
             options: connect,
             current: Default::default(),
         };
-        let registry = Self { endpoints: Arc::new(endpoints), prefix: options.prefix.trim_end_matches('/').to_string() };
+        let registry = Self {
+            endpoints: Arc::new(endpoints),
+            prefix: options.prefix.trim_end_matches('/').to_string(),
+            store: Arc::new(StoreTracker::new()),
+        };
         registry.call("connect", |_| async { Ok(()) }).await?;
         Ok(registry)
     }
@@ -225,6 +341,13 @@ impl Registry {
             }
         }
         Err(last)
+    }
+
+    /// Counts the times etcd's store was found replaced (wiped, restored from an older backup,
+    /// another cluster): each time, leases granted before mean nothing and ours must be
+    /// written again.
+    pub fn store_replacements(&self) -> watch::Receiver<u64> {
+        self.store.replacements.subscribe()
     }
 
     fn subnets_prefix(&self) -> String {
@@ -273,6 +396,7 @@ impl Registry {
         let end = prefix_end(&prefix);
         let mut listing = LeaseListing::default();
         let mut from = prefix.clone().into_bytes();
+        let floor = self.store.floor();
         loop {
             // Every page after the first reads at the first page's revision: one snapshot.
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
@@ -288,6 +412,7 @@ impl Registry {
                 .await?;
             if listing.revision == 0 {
                 listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
+                self.store.response(response.header(), floor);
             }
             response.kvs().iter().for_each(|kv| self.add_to_listing(&mut listing, kv));
             match response.kvs().last() {
@@ -395,12 +520,14 @@ impl Registry {
     async fn put_if(&self, condition: Compare, key: &str, mut lease: Lease) -> Result<Option<Lease>, RegistryError> {
         let options = (lease.etcd_lease != 0).then(|| PutOptions::new().with_lease(lease.etcd_lease));
         let txn = Txn::new().when([condition]).and_then([TxnOp::put(key, lease.attrs.to_json(), options)]);
+        let floor = self.store.floor();
         let response = self
             .call("lease transaction", |c| {
                 let txn = txn.clone();
                 async move { c.kv_client().txn(txn).await }
             })
             .await?;
+        self.store.response(response.header(), floor);
         if !response.succeeded() {
             return Ok(None);
         }
@@ -472,24 +599,16 @@ impl Registry {
                 );
                 return Ok(());
             }
+            let newest = response.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max();
+            if self.store.watch(response.header(), newest).is_some() {
+                return Ok(()); // another store answers: its events do not apply to our set
+            }
             // The revision the set now reflects is its newest event's. The header's is the
             // store's, which can be ahead of the events delivered so far (the watch's first,
             // empty response already carries it); taking it would stamp a later set with the
             // same revision as an earlier one and make a lease change look like a repair.
-            let Some(revision) = response.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max() else {
-                continue;
-            };
-            let mut changes = Vec::new();
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                match (event.event_type(), self.decode(kv)) {
-                    (_, None) => {}
-                    (EventType::Put, Some(Ok(lease))) => changes.push(Change::Put(lease)),
-                    (EventType::Put, Some(Err((_, bad)))) => warn_malformed(&[bad], warned),
-                    (EventType::Delete, Some(Ok(lease))) => changes.push(Change::Delete(lease.subnet)),
-                    (EventType::Delete, Some(Err((subnet, _)))) => changes.extend(subnet.map(Change::Delete)),
-                }
-            }
+            let Some(revision) = newest else { continue };
+            let changes = self.changes(response.events(), warned);
             leases.send_modify(|set| {
                 // A copy whenever the reconciler still holds this set, as it does after each
                 // pass: O(leases) per watch response, a few ms at thousands of peers.
@@ -504,6 +623,22 @@ impl Registry {
                 }
             });
         }
+    }
+
+    /// The lease changes a watch response carries; malformed values are warned about once.
+    fn changes(&self, events: &[etcd_client::Event], warned: &mut HashSet<(String, i64)>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            match (event.event_type(), self.decode(kv)) {
+                (_, None) => {}
+                (EventType::Put, Some(Ok(lease))) => changes.push(Change::Put(lease)),
+                (EventType::Put, Some(Err((_, bad)))) => warn_malformed(&[bad], warned),
+                (EventType::Delete, Some(Ok(lease))) => changes.push(Change::Delete(lease.subnet)),
+                (EventType::Delete, Some(Err((subnet, _)))) => changes.extend(subnet.map(Change::Delete)),
+            }
+        }
+        changes
     }
 }
 
@@ -574,11 +709,12 @@ impl Outage {
         was_out
     }
 
-    /// 0 after success; then 200 ms doubling up to 5 s.
+    /// 0 after success; then 200 ms doubling up to 3.2 s. The cap bounds how long after etcd
+    /// answers again a daemon notices (a replaced store must be re-asserted within 5 s).
     pub fn backoff(&self) -> Duration {
         match self.failures {
             0 => Duration::ZERO,
-            n => Duration::from_millis(200u64 << (n - 1).min(5)).min(Duration::from_secs(5)),
+            n => Duration::from_millis(200u64 << (n - 1).min(4)),
         }
     }
 }
@@ -637,6 +773,54 @@ mod tests {
     }
 
     #[test]
+    fn a_store_that_only_moves_forward_is_the_same_store() {
+        let mut view = StoreView::default();
+        assert_eq!(view.observe_response(7, 10, view.floor()), None);
+        assert_eq!(view.observe_watch(7, Some(12)), None);
+        assert_eq!(view.observe_watch(7, None), None);
+        assert_eq!(view.floor(), 12);
+        assert_eq!(view.observe_response(7, 12, view.floor()), None);
+    }
+
+    #[test]
+    fn a_revision_below_what_was_seen_before_the_request_means_the_store_went_backwards() {
+        let mut view = StoreView::default();
+        view.observe_response(7, 40, 0);
+        assert_eq!(view.observe_response(7, 3, view.floor()), Some(StoreReplaced::Backwards { seen: 40, now: 3 }));
+        // The view now follows the new store: its next revisions are not a second replacement.
+        assert_eq!(view.floor(), 3);
+        assert_eq!(view.observe_response(7, 4, view.floor()), None);
+    }
+
+    #[test]
+    fn a_write_that_finished_during_a_read_is_not_history_lost() {
+        let mut view = StoreView::default();
+        view.observe_response(7, 10, 0);
+        let floor = view.floor(); // a read is sent now...
+        view.observe_response(7, 11, view.floor()); // ...a write finishes meanwhile...
+        assert_eq!(view.observe_response(7, 10, floor), None); // ...and the read answers from before it
+        assert_eq!(view.floor(), 11);
+    }
+
+    #[test]
+    fn another_cluster_id_means_another_store_whatever_its_revision() {
+        let mut view = StoreView::default();
+        view.observe_response(7, 10, 0);
+        assert_eq!(view.observe_response(8, 50, view.floor()), Some(StoreReplaced::Cluster { was: 7, now: 8 }));
+        assert_eq!(view.observe_watch(9, Some(60)), Some(StoreReplaced::Cluster { was: 8, now: 9 }));
+        assert_eq!(view.floor(), 60);
+    }
+
+    #[test]
+    fn a_lagging_watch_header_is_not_a_replacement() {
+        let mut view = StoreView::default();
+        view.observe_response(7, 10, 0);
+        // Only events count for a watch; an empty response of a member behind is harmless.
+        assert_eq!(view.observe_watch(7, None), None);
+        assert_eq!(view.floor(), 10);
+    }
+
+    #[test]
     fn outage_backoff_grows_then_caps() {
         let mut outage = Outage::default();
         assert_eq!(outage.backoff(), Duration::ZERO);
@@ -647,7 +831,7 @@ mod tests {
                 outage.backoff().as_millis()
             })
             .collect();
-        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 3200, 3200, 3200]);
         outage.recovered();
         assert_eq!(outage.backoff(), Duration::ZERO);
     }

@@ -13,8 +13,13 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A lab with `hosts` hosts, each with weftd (`extra` flags) and a container, all pinging.
 fn running_cluster(mode: EtcdMode, hosts: usize, extra: &[&str]) -> (Lab, Vec<Weftd>) {
-    let mut lab = Lab::with_etcd(mode);
+    let lab = Lab::with_etcd(mode);
     lab.put_network_config(CONFIG);
+    start_cluster(lab, hosts, extra)
+}
+
+/// `running_cluster` on a lab whose etcd is already set up.
+fn start_cluster(mut lab: Lab, hosts: usize, extra: &[&str]) -> (Lab, Vec<Weftd>) {
     let numbers: Vec<usize> = (0..hosts).map(|_| lab.add_host()).collect();
     let daemons: Vec<Weftd> = numbers.iter().map(|&n| lab.start_weftd(n, extra)).collect();
     for &n in &numbers {
@@ -197,4 +202,89 @@ fn username_and_password_work_and_a_wrong_password_is_a_clear_error() {
     println!("figure: wrong password refused: {error}");
     assert!(!status.success());
     assert!(daemon.log().contains("etcd refused") && daemon.log().contains("--etcd-password"), "{}", daemon.log());
+}
+
+const SUBNETS: &str = "/coreos.com/network/subnets/";
+/// How soon after etcd answers again both leases must be back and containers pinging.
+const REASSERT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Host n's lease key, from the subnet in its subnet.env.
+fn lease_key(lab: &Lab, n: usize) -> String {
+    let (gateway, prefix) = common::parse_cidr(&wait_subnet(lab, n));
+    format!("{SUBNETS}{}-{prefix}", common::nth_address(gateway, prefix, 0))
+}
+
+/// Whether host n routes `subnet` (as `10.5.7.0-24`, a lease key's last part) over flannel.1.
+fn routes_to(lab: &Lab, n: usize, subnet: &str) -> bool {
+    let dst = subnet.replace('-', "/");
+    let routes = lab.host(n).try_ip_json(&["route", "show", "dev", "flannel.1"]).unwrap_or_default();
+    routes.as_array().is_some_and(|routes| routes.iter().any(|r| r["dst"] == dst.as_str()))
+}
+
+/// After etcd's store was replaced (answering again at `answered`): within 5 s, hosts 1 and 2
+/// have their leases back with the same subnets and values, each routes to the other and their
+/// containers ping both ways; and each lease hangs on an etcd lease that lives.
+fn assert_leases_back(lab: &Lab, before: &[(String, String)], answered: Instant) {
+    let keys = [lease_key(lab, 1), lease_key(lab, 2)];
+    let subnet = |n: usize| keys[n - 1].trim_start_matches(SUBNETS).to_string();
+    poll("both leases, routes and pings back", REASSERT_DEADLINE.saturating_sub(answered.elapsed()), || {
+        let leases = lab.etcd_get_prefix(SUBNETS);
+        (leases.len() == 2 && keys.iter().all(|k| leases.iter().any(|(key, _)| key == k))).then_some(())?;
+        (routes_to(lab, 1, &subnet(2)) && routes_to(lab, 2, &subnet(1))).then_some(())?;
+        (lab.container_ping(1, lab.container(2).ip) && lab.container_ping(2, lab.container(1).ip)).then_some(())
+    });
+    println!("figure: both leases back, routed and pinging {} ms after etcd answered", answered.elapsed().as_millis());
+    assert_eq!(lab.etcd_get_prefix(SUBNETS), before, "the same subnets with the same values");
+    for key in &keys {
+        let (lease, ttl) = lab.etcd_key_lease(key).expect("the key exists");
+        assert!(lease != 0 && ttl > 0, "{key} must hang on a live etcd lease, not a dead id: lease {lease:x}, TTL {ttl}");
+    }
+}
+
+#[test]
+fn a_wiped_etcd_gets_both_leases_back_with_the_same_subnets() {
+    let lab = Lab::with_etcd(EtcdMode::Single);
+    lab.put_network_config(CONFIG);
+    // A store in use for a while: the leases are written at revisions an empty store takes
+    // long to reach, so waiting for the revision to catch up is no way to notice the wipe.
+    lab.advance_etcd_revision(50);
+    let (lab, mut daemons) = start_cluster(lab, 2, &[]);
+    let before = lab.etcd_get_prefix(SUBNETS);
+
+    lab.wipe_etcd();
+    let answered = Instant::now();
+    lab.put_network_config(CONFIG);
+    // Host 1's daemon restarts on the empty store; host 2's keeps running through it all.
+    daemons[0].terminate();
+    let _restarted = lab.start_weftd(1, &[]);
+    assert_leases_back(&lab, &before, answered);
+    let log = daemons[1].log();
+    let why = log.lines().filter(|l| l.contains("revision went backwards") || l.contains("lease acquired")).collect::<Vec<_>>();
+    println!("host 2 noticed the wipe:\n{}", why.join("\n"));
+    assert!(log.contains("revision went backwards"), "host 2 says why it wrote its lease again");
+}
+
+#[test]
+fn etcd_restored_from_an_older_snapshot_gets_the_later_lease_back() {
+    let mut lab = Lab::with_etcd(EtcdMode::Single);
+    lab.put_network_config(CONFIG);
+    let (one, two) = (lab.add_host(), lab.add_host());
+    let _first = lab.start_weftd(one, &[]);
+    wait_subnet(&lab, one);
+    // The backup predates host 2's lease: restoring it takes the store back to a lower revision
+    // that lacks host 2's key and holds host 1's key with an etcd lease granted before.
+    let snapshot = lab.save_etcd_snapshot("before-host-2");
+    let second = lab.start_weftd(two, &[]);
+    wait_subnet(&lab, two);
+    for n in [one, two] {
+        lab.attach_container(n);
+    }
+    wait_ping(&lab, one, lab.container(two).ip);
+    wait_ping(&lab, two, lab.container(one).ip);
+    let before = lab.etcd_get_prefix(SUBNETS);
+
+    lab.restore_etcd_snapshot(&snapshot);
+    let answered = Instant::now();
+    assert_leases_back(&lab, &before, answered);
+    assert!(second.log().contains("revision went backwards"), "host 2 says why it wrote its lease again");
 }

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod etcd_wipe;
+
 /// Underlay addresses: etcd member K is .(2+K), host N is .(10+N).
 const UNDERLAY_NET: [u8; 3] = [198, 18, 0];
 const ETCD_IP_BASE: u8 = 2;
