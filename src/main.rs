@@ -113,8 +113,8 @@ struct Flags {
 /// Without a command, weftd runs the daemon.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write docker daemon options (--bip, --mtu, --ip-masq) from a subnet file, like
-    /// flannel's mk-docker-opts.sh. With neither -i nor -c, both kinds are written.
+    /// Write docker daemon options (--bip, --mtu, --ip-masq) from a subnet file, byte for byte
+    /// as flannel's mk-docker-opts.sh writes them. With neither -i nor -c, both kinds are written.
     DockerOpts(DockerOptsFlags),
     /// Show the overlay as etcd and this host's kernel see it: the network config, every lease,
     /// and whether each peer's route, ARP and FDB entries are present and right. Exits 0 when
@@ -146,6 +146,11 @@ struct DockerOptsFlags {
     /// Leave --ip-masq out (for old docker versions).
     #[arg(short = 'm')]
     no_ip_masq: bool,
+    /// Also write docker's --allow-direct-routing (Docker 28.2 and later), as the variable
+    /// DOCKER_OPT_ALLOW_DIRECT_ROUTING and in the combined one: without it, Docker 28's
+    /// iptables rules drop overlay traffic routed straight to containers. Off by default.
+    #[arg(long)]
+    allow_direct_routing: bool,
 }
 
 impl DockerOptsFlags {
@@ -157,6 +162,7 @@ impl DockerOptsFlags {
             combined: self.combined,
             combined_key: self.combined_key,
             ip_masq: !self.no_ip_masq,
+            allow_direct_routing: self.allow_direct_routing,
         }
     }
 }
