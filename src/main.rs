@@ -1,5 +1,7 @@
 //! `weftd`: command-line flags (flanneld's, in Go style, with `FLANNELD_*` variables) and start-up.
 
+mod flanneld_flags;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +22,9 @@ use weft::status;
 ///
 /// Every flag may also be given as an environment variable FLANNELD_<FLAG> (upper case, dashes
 /// as underscores), used when the flag is not on the command line. Flags may be written Go style,
-/// with one dash or two, and `=value` or a separate value.
+/// with one dash or two, and `=value` or a separate value. Of flanneld's other flags, the
+/// logging ones (-vmodule, -log_backtrace_at, -logtostderr, ...) are ignored with a warning, and
+/// the Kubernetes-mode (-kube-subnet-mgr, ...) and IPv6 (-public-ipv6) ones are refused.
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
@@ -284,8 +288,23 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     one_malloc_arena();
-    let matches = Flags::command().get_matches_from(go_style(std::env::args()));
+    let screened = match flanneld_flags::screen(std::env::args().collect(), |key| std::env::var(key).ok()) {
+        Ok(screened) => screened,
+        Err(refused) => {
+            for line in &refused.0 {
+                eprintln!("weftd: {line}");
+            }
+            // clap's exit code for a usage error.
+            return ExitCode::from(2);
+        }
+    };
+    let matches = Flags::command().get_matches_from(go_style(screened.args.into_iter()));
     let mut flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if flags.command.is_some() {
+        for ignored in &screened.ignored {
+            eprintln!("weftd: warning: {ignored}");
+        }
+    }
     match flags.command.take() {
         Some(Command::DockerOpts(docker)) => {
             return match docker_opts::write_docker_opts(&docker.request()) {
@@ -300,6 +319,9 @@ fn main() -> ExitCode {
         None => {}
     }
     init_logging(flags.verbosity);
+    for ignored in &screened.ignored {
+        tracing::warn!(flag = %ignored.0, "{ignored}");
+    }
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(daemon::run(options, shutdown_signal())).map_err(anyhow::Error::from)
