@@ -363,10 +363,13 @@ fn docker_opts_writes_the_bytes_mk_docker_opts_writes() {
 
 const SUBNET_FILE: &str = "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n";
 
+/// (what, subnet file or None for none, args, env, what stderr must contain)
+type Refusal =
+    (&'static str, Option<&'static str>, &'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
+
 #[test]
 fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file() {
-    // (what, subnet file or None for none, args, env, stderr must contain)
-    let cases: &[(&str, Option<&str>, &[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Refusal] = &[
         ("no subnet file", None, &[], &[], "cannot read the subnet file"),
         ("no FLANNEL_SUBNET", Some("FLANNEL_MTU=1472\n"), &[], &[], "sets FLANNEL_SUBNET"),
         ("bad FLANNEL_IPMASQ", Some("FLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPMASQ=yes\n"), &[], &[], "FLANNEL_IPMASQ=\"yes\""),
