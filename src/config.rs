@@ -35,6 +35,9 @@ pub struct NetworkConfig {
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
     pub backend: VxlanConfig,
+    /// `EnableIPv6`: the operator asked for a dual-stack overlay, which weft does not implement
+    /// yet; kept so the daemon can say so instead of silently running IPv4 only.
+    pub enable_ipv6: bool,
 }
 
 /// The `Backend` object for `"Type": "vxlan"`.
@@ -60,7 +63,8 @@ impl NetworkConfig {
         let subnet_len = subnet_len(&fields, network)?;
         let (subnet_min, subnet_max) = subnet_range(&fields, network, subnet_len)?;
         let backend = parse_backend(fields.get("backend"))?;
-        Ok(Self { network, subnet_len, subnet_min, subnet_max, backend })
+        let enable_ipv6 = optional_bool(&fields, "enableipv6", "EnableIPv6")?;
+        Ok(Self { network, subnet_len, subnet_min, subnet_max, backend, enable_ipv6 })
     }
 
     /// The number of addresses in one host subnet.
@@ -238,6 +242,15 @@ mod tests {
             cfg.backend,
             VxlanConfig { vni: 1, port: 8472, mtu: None, gbp: false, learning: false, direct_routing: false }
         );
+    }
+
+    #[test]
+    fn enable_ipv6_is_read_so_the_daemon_can_warn() {
+        assert!(!parse(r#"{"Network":"10.5.0.0/16"}"#).enable_ipv6);
+        assert!(parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}"#).enable_ipv6);
+        assert!(!parse(r#"{"Network":"10.5.0.0/16","enableipv6":false}"#).enable_ipv6);
+        let message = error(r#"{"Network":"10.5.0.0/16","EnableIPv6":"yes"}"#);
+        assert!(message.contains("\"EnableIPv6\" must be true or false"), "{message}");
     }
 
     #[test]

@@ -182,6 +182,9 @@ async fn wait_for_config(registry: &Registry, prefix: &str) -> Result<NetworkCon
         if let Some(text) = retry_etcd("read network config", || registry.network_config()).await? {
             let config = NetworkConfig::parse(&text)?;
             tracing::info!(network = %config.network, subnet_len = config.subnet_len, vni = config.backend.vni, "network config loaded");
+            if config.enable_ipv6 {
+                tracing::warn!("network config has \"EnableIPv6\": true, but weftd runs IPv4 only (no IPv6 leases, routes or addresses); use flanneld for a dual-stack overlay until weftd supports IPv6");
+            }
             return Ok(config);
         }
         if !logged {

@@ -1,5 +1,7 @@
 //! `weftd`: command-line flags (flanneld's, in Go style, with `FLANNELD_*` variables) and start-up.
 
+mod flanneld_flags;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +22,9 @@ use weft::underlay::{self, UnderlayChoice};
 ///
 /// Every flag may also be given as an environment variable FLANNELD_<FLAG> (upper case, dashes
 /// as underscores), used when the flag is not on the command line. Flags may be written Go style,
-/// with one dash or two, and `=value` or a separate value.
+/// with one dash or two, and `=value` or a separate value. Of flanneld's other flags, the
+/// logging ones (-vmodule, -log_backtrace_at, -logtostderr, ...) are ignored with a warning, and
+/// the Kubernetes-mode (-kube-subnet-mgr, ...) and IPv6 (-public-ipv6) ones are refused.
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
@@ -115,8 +119,8 @@ struct Flags {
 /// Without a command, weftd runs the daemon.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write docker daemon options (--bip, --mtu, --ip-masq) from a subnet file, like
-    /// flannel's mk-docker-opts.sh. With neither -i nor -c, both kinds are written.
+    /// Write docker daemon options (--bip, --mtu, --ip-masq) from a subnet file, byte for byte
+    /// as flannel's mk-docker-opts.sh writes them. With neither -i nor -c, both kinds are written.
     DockerOpts(DockerOptsFlags),
     /// Show the overlay as etcd and this host's kernel see it: the network config, every lease,
     /// and whether each peer's route, ARP and FDB entries are present and right. Exits 0 when
@@ -148,6 +152,11 @@ struct DockerOptsFlags {
     /// Leave --ip-masq out (for old docker versions).
     #[arg(short = 'm')]
     no_ip_masq: bool,
+    /// Also write docker's --allow-direct-routing (Docker 28.2 and later), as the variable
+    /// DOCKER_OPT_ALLOW_DIRECT_ROUTING and in the combined one: without it, Docker 28's
+    /// iptables rules drop overlay traffic routed straight to containers. Off by default.
+    #[arg(long)]
+    allow_direct_routing: bool,
 }
 
 impl DockerOptsFlags {
@@ -159,6 +168,7 @@ impl DockerOptsFlags {
             combined: self.combined,
             combined_key: self.combined_key,
             ip_masq: !self.no_ip_masq,
+            allow_direct_routing: self.allow_direct_routing,
         }
     }
 }
@@ -281,8 +291,23 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     one_malloc_arena();
-    let matches = Flags::command().get_matches_from(go_style(std::env::args()));
+    let screened = match flanneld_flags::screen(std::env::args().collect(), |key| std::env::var(key).ok()) {
+        Ok(screened) => screened,
+        Err(refused) => {
+            for line in &refused.0 {
+                eprintln!("weftd: {line}");
+            }
+            // clap's exit code for a usage error.
+            return ExitCode::from(2);
+        }
+    };
+    let matches = Flags::command().get_matches_from(go_style(screened.args.into_iter()));
     let mut flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if flags.command.is_some() {
+        for ignored in &screened.ignored {
+            eprintln!("weftd: warning: {ignored}");
+        }
+    }
     match flags.command.take() {
         Some(Command::DockerOpts(docker)) => {
             return match docker_opts::write_docker_opts(&docker.request()) {
@@ -297,6 +322,9 @@ fn main() -> ExitCode {
         None => {}
     }
     init_logging(flags.verbosity);
+    for ignored in &screened.ignored {
+        tracing::warn!(flag = %ignored.0, "{ignored}");
+    }
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(daemon::run(options, shutdown_signal())).map_err(anyhow::Error::from)
