@@ -239,11 +239,14 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            let public_ip = match options.public_ip {
-                Some(ip) => ip,
-                None => kernel.find_underlay(&options.underlay).await?.ip,
+            let underlay = kernel.find_underlay(&options.underlay).await;
+            let public_ip = match (options.public_ip, &underlay) {
+                (Some(ip), _) => ip,
+                (None, Ok(underlay)) => underlay.ip,
+                (None, Err(_)) => return Err(underlay.expect_err("matched as an error").into()),
             };
-            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, &kernel).await?))
+            let underlay = underlay.map_err(|e| e.to_string());
+            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, underlay, &kernel).await?))
         })
     });
     match result {
