@@ -302,6 +302,9 @@ impl LeaseKeeper {
     /// PublicIP, retrying through etcd outages. If the key changed meanwhile, acquires again and
     /// returns the new renewal time.
     async fn readvertise(&self, own: &watch::Sender<Lease>, current: &Lease, attrs: &LeaseAttrs) -> Option<Instant> {
+        if attrs.public_ip != current.attrs.public_ip {
+            self.registry.reconnect().await;
+        }
         let mut outage = Outage::default();
         loop {
             match self.registry.rewrite(current, attrs).await {

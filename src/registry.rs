@@ -387,6 +387,12 @@ impl Registry {
         Ok(taken)
     }
 
+    /// Drops every connection, so the next request connects afresh: after this host's address
+    /// changed, connections from the old address hang until keep-alive gives up on them.
+    pub async fn reconnect(&self) {
+        self.endpoints.clients.lock().await.iter_mut().for_each(|client| *client = None);
+    }
+
     /// Rewrites our lease with new attributes (a new PublicIP once the underlay was
     /// readdressed), keeping its subnet and etcd lease, if nobody changed the key since we
     /// wrote it. `None` if someone did: the caller acquires again.
