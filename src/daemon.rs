@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, NetworkConfig};
+use crate::device;
 use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
-use crate::device;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, Underlay, UnderlayChoice, VxlanDevice, VxlanSpec};
@@ -487,7 +487,9 @@ impl Reconciler {
         let kept = self.kernel.underlay_by_index(&self.underlay).await.ok().flatten();
         if self.underlay_problem.as_ref() != Some(&problem) {
             match &kept {
-                Some(kept) => tracing::warn!(error = %problem, iface = %kept.name, index = kept.index, "the underlay no longer matches how it was chosen; keeping the interface in use"),
+                Some(kept) => {
+                    tracing::warn!(error = %problem, iface = %kept.name, index = kept.index, "the underlay no longer matches how it was chosen; keeping the interface in use")
+                }
                 None => tracing::error!(error = %problem, "the underlay is gone; the overlay waits for it to come back"),
             }
             self.underlay_problem = Some(problem);

@@ -133,7 +133,12 @@ mod tests {
         let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,
-            ["vni 2, config says 1", "local 10.0.0.9, underlay has 198.18.0.11", "dev index 3, underlay is index 4", "dstport 4789, config says 8472"]
+            [
+                "vni 2, config says 1",
+                "local 10.0.0.9, underlay has 198.18.0.11",
+                "dev index 3, underlay is index 4",
+                "dstport 4789, config says 8472"
+            ]
         );
         let actual = VxlanSpec { learning: true, gbp: true, ..wanted.clone() };
         let lines: Vec<String> = drift(&wanted, &actual).iter().map(ToString::to_string).collect();

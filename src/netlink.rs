@@ -308,7 +308,9 @@ impl Kernel {
                     let drift = device::describe(&spec.name, &drift);
                     tracing::warn!(device = %spec.name, %drift, "the VXLAN device has other settings; recreating it");
                 }
-                None => tracing::warn!(device = %spec.name, "a link with the VXLAN device's name is not a VXLAN device; recreating it"),
+                None => {
+                    tracing::warn!(device = %spec.name, "a link with the VXLAN device's name is not a VXLAN device; recreating it")
+                }
             }
             self.handle.link().del(existing.index).execute().await.map_err(request_error("delete link"))?;
         }

@@ -11,8 +11,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{ConfigError, NetworkConfig};
-use crate::lease::{Lease, LeaseSet};
 use crate::device;
+use crate::lease::{Lease, LeaseSet};
 use crate::netlink::{Kernel, NetlinkError, Underlay, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::{self, KernelContext, KernelState};
 use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
@@ -396,12 +396,16 @@ mod tests {
         let wanted = device::desired_device(&observed.config, &underlay(), MacAddr([2, 0, 0, 0, 0, 1]));
         observed.device = Some(wanted.clone());
         assert!(assess(&observed).healthy, "the device as the lease asks");
-        observed.device = Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9), ..wanted.clone() });
+        observed.device =
+            Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9), ..wanted.clone() });
         let status = assess(&observed);
         assert!(!status.healthy);
         assert_eq!(
             status.device_drift,
-            ["flannel.1: MAC 02:11:00:00:00:09, lease says 02:00:00:00:00:01", "flannel.1: local 10.0.0.9, underlay has 198.18.0.11"]
+            [
+                "flannel.1: MAC 02:11:00:00:00:09, lease says 02:00:00:00:00:01",
+                "flannel.1: local 10.0.0.9, underlay has 198.18.0.11"
+            ]
         );
         let text = render(&status);
         assert!(text.contains("drift      flannel.1: local 10.0.0.9, underlay has 198.18.0.11\n"), "{text}");
@@ -411,6 +415,10 @@ mod tests {
         observed.device = Some(VxlanSpec { mtu: 1300, port: 4789, ..wanted.clone() });
         let status = assess(&observed);
         assert_eq!(status.device_drift, ["flannel.1: dstport 4789, config says 8472"], "the MTU follows the missing underlay");
-        assert!(render(&status).contains("underlay   no usable underlay interface: no interface matches --iface"), "{}", render(&status));
+        assert!(
+            render(&status).contains("underlay   no usable underlay interface: no interface matches --iface"),
+            "{}",
+            render(&status)
+        );
     }
 }

@@ -91,7 +91,8 @@ fn a_readdressed_nic_moves_the_vtep_and_the_lease_and_peers_follow() {
     let mac = vtep_mac(&after);
     poll("host 2's FDB entry for host 1 to follow", PROMPT, || {
         let fdb = lab.host(2).bridge_json(&["fdb", "show", "dev", "flannel.1"]);
-        let dsts: Vec<&str> = fdb.as_array()?.iter().filter(|e| e["mac"] == mac.as_str()).filter_map(|e| e["dst"].as_str()).collect();
+        let dsts: Vec<&str> =
+            fdb.as_array()?.iter().filter(|e| e["mac"] == mac.as_str()).filter_map(|e| e["dst"].as_str()).collect();
         (dsts == [new_ip.to_string()]).then_some(())
     });
     assert_pings(&lab, ips, PROMPT);
@@ -121,7 +122,8 @@ fn flannel_1_changed_by_another_program_is_repaired() {
     let signal = |name: &str| assert!(std::process::Command::new("kill").args([name, &pid]).status().unwrap().success());
     signal("-STOP");
     host.exec_ok(&["ip", "link", "del", "flannel.1"]);
-    let add = "ip link add flannel.1 address 02:11:22:33:44:66 type vxlan id 7 local 198.18.0.99 dev eth0 dstport 4789 nolearning";
+    let add =
+        "ip link add flannel.1 address 02:11:22:33:44:66 type vxlan id 7 local 198.18.0.99 dev eth0 dstport 4789 nolearning";
     host.exec_ok(&add.split(' ').collect::<Vec<_>>());
     host.exec_ok(&["ip", "link", "set", "flannel.1", "up"]);
     signal("-CONT");
