@@ -17,15 +17,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, NetworkConfig};
+use crate::device;
 use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
-use crate::lease::{Lease, LeaseAttrs, LeaseSet};
+use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
-use crate::underlay::{self, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug, Clone)]
@@ -96,20 +97,9 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let config = wait_for_config(&registry, &options.etcd.prefix).await?;
 
-    let mut spec = VxlanSpec {
-        name: format!("flannel.{}", config.backend.vni),
-        vni: config.backend.vni,
-        port: config.backend.port,
-        local: underlay.ip,
-        underlay_index: underlay.index,
-        mtu: config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(netlink::VXLAN_OVERHEAD)),
-        learning: config.backend.learning,
-        gbp: config.backend.gbp,
-        mac: netlink::derived_mac(public_ip, config.backend.vni),
-    };
+    let mac = vtep_mac(&kernel, &config, public_ip).await?;
+    let spec = device::desired_device(&config, &underlay, mac);
     let device = kernel.ensure_vxlan(&spec).await?;
-    // A recreated device must come back with the MAC our lease advertises.
-    spec.mac = device.mac;
 
     let attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
     let previous = subnet_env::read_previous_subnet(&options.subnet_file);
@@ -118,11 +108,12 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
 
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
+    let (attrs_tx, attrs_rx) = watch::channel(attrs);
     tokio::spawn(registry.clone().follow_leases(leases_tx, metrics.clone()));
     let keeper = LeaseKeeper {
         registry,
         config: config.clone(),
-        attrs,
+        attrs: attrs_rx,
         ttl: options.lease_ttl,
         renew_margin: options.renew_margin,
         metrics: metrics.clone(),
@@ -136,8 +127,11 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let reconciler = Reconciler {
         kernel,
         spec,
+        underlay,
+        underlay_problem: None,
+        lookup_underlay: false,
+        attrs: attrs_tx,
         config,
-        public_ip,
         options,
         device_changes,
         health,
@@ -148,6 +142,13 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         warned: HashSet::new(),
     };
     reconciler.run(own_rx, leases_rx).await
+}
+
+/// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may
+/// still point at it), else one derived from the PublicIP and VNI, stable across restarts.
+async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) -> Result<MacAddr, NetlinkError> {
+    let existing = kernel.vxlan_device(&device::device_name(config.backend.vni)).await?;
+    Ok(existing.and_then(|d| d.spec).map_or_else(|| netlink::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
 }
 
 /// Retries an etcd operation until it succeeds, logging the outage once. Errors only the
@@ -222,7 +223,8 @@ async fn acquire(
 struct LeaseKeeper {
     registry: Registry,
     config: NetworkConfig,
-    attrs: LeaseAttrs,
+    /// What our lease must say; the reconciler changes it when the underlay is readdressed.
+    attrs: watch::Receiver<LeaseAttrs>,
     ttl: Duration,
     renew_margin: Duration,
     metrics: Arc<Metrics>,
@@ -235,7 +237,7 @@ impl LeaseKeeper {
         since + self.ttl - self.renew_margin.min(self.ttl / 2)
     }
 
-    async fn run(self, own: watch::Sender<Lease>, mut leases: watch::Receiver<Arc<LeaseSet>>) {
+    async fn run(mut self, own: watch::Sender<Lease>, mut leases: watch::Receiver<Arc<LeaseSet>>) {
         let mut renew_at = self.renew_at(Instant::now());
         let mut outage = Outage::default();
         let mut replacements = self.registry.store_replacements();
@@ -245,6 +247,15 @@ impl LeaseKeeper {
             tokio::select! {
                 () = tokio::time::sleep_until(renew_at), if renew => {
                     renew_at = self.renew(&own, &current, &mut outage).await;
+                }
+                changed = self.attrs.changed() => {
+                    if changed.is_err() {
+                        return; // the reconciler is gone: the daemon is stopping
+                    }
+                    let attrs = self.attrs.borrow_and_update().clone();
+                    if attrs != current.attrs {
+                        renew_at = self.readvertise(&own, &current, &attrs).await.unwrap_or(renew_at);
+                    }
                 }
                 changed = leases.changed() => {
                     if changed.is_err() {
@@ -291,7 +302,8 @@ impl LeaseKeeper {
     /// Acquires a lease again, preferring the subnet we had, and publishes it.
     async fn reacquire(&self, own: &watch::Sender<Lease>, previous: Ipv4Network) -> Instant {
         loop {
-            match acquire(&self.registry, &self.config, &self.attrs, self.ttl, Some(previous)).await {
+            let attrs = self.attrs.borrow().clone();
+            match acquire(&self.registry, &self.config, &attrs, self.ttl, Some(previous)).await {
                 Ok(lease) => {
                     self.metrics.set_lease_expiry((!lease.is_reservation()).then_some(self.ttl));
                     own.send_replace(lease);
@@ -302,6 +314,34 @@ impl LeaseKeeper {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                 }
             }
+        }
+    }
+}
+
+impl LeaseKeeper {
+    /// Rewrites our lease with `attrs` (same subnet, same etcd lease) so peers follow a new
+    /// PublicIP, retrying through etcd outages. If the key changed meanwhile, acquires again and
+    /// returns the new renewal time.
+    async fn readvertise(&self, own: &watch::Sender<Lease>, current: &Lease, attrs: &LeaseAttrs) -> Option<Instant> {
+        if attrs.public_ip != current.attrs.public_ip {
+            self.registry.reconnect().await;
+        }
+        let mut outage = Outage::default();
+        loop {
+            match self.registry.rewrite(current, attrs).await {
+                Ok(Some(lease)) => {
+                    outage.recovered();
+                    tracing::info!(subnet = %lease.subnet, public_ip = %attrs.public_ip, vtep_mac = %attrs.backend_data.vtep_mac, "lease re-advertised");
+                    own.send_replace(lease);
+                    return None;
+                }
+                Ok(None) => {
+                    tracing::warn!(subnet = %current.subnet, "our lease changed in etcd before it could be re-advertised; acquiring again");
+                    return Some(self.reacquire(own, current.subnet).await);
+                }
+                Err(e) => outage.failed(&e),
+            }
+            tokio::time::sleep(outage.backoff()).await;
         }
     }
 }
@@ -320,9 +360,18 @@ fn lost(own: &Lease, leases: &LeaseSet) -> bool {
 /// The one task that writes the kernel.
 struct Reconciler {
     kernel: Kernel,
+    /// The device as the last pass wanted it.
     spec: VxlanSpec,
+    /// The underlay as last looked up.
+    underlay: Underlay,
+    /// Why the last lookup of the underlay failed, logged once until it succeeds again.
+    underlay_problem: Option<String>,
+    /// Whether the underlay must be looked up again before the next pass (the last lookup
+    /// failed, or the periodic resync is due).
+    lookup_underlay: bool,
+    /// What our lease must say, for the lease keeper to advertise.
+    attrs: watch::Sender<LeaseAttrs>,
     config: NetworkConfig,
-    public_ip: Ipv4Addr,
     options: DaemonOptions,
     /// Wakes us when someone else changes the device or its tables; follows the device's
     /// index, which changes when the device is recreated.
@@ -363,7 +412,7 @@ impl Reconciler {
             tokio::select! {
                 _ = own.changed() => {}
                 _ = leases.changed() => {}
-                () = tokio::time::sleep(self.options.resync_interval) => {}
+                () = tokio::time::sleep(self.options.resync_interval) => self.lookup_underlay = true,
                 () = self.device_changes.changed() => {}
             }
         }
@@ -383,6 +432,12 @@ impl Reconciler {
     }
 
     async fn reconcile_once(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
+        if !self.follow_underlay().await {
+            return false;
+        }
+        let public_ip = self.underlay.public_ip;
+        self.advertise(public_ip, own);
+        self.spec = device::desired_device(&self.config, &self.underlay, own.attrs.backend_data.vtep_mac);
         let device = match self.ensure_device(own).await {
             Ok(device) => {
                 self.device_changes.follow_index(device.index);
@@ -404,7 +459,7 @@ impl Reconciler {
                 return false;
             }
         };
-        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), self.public_ip, leases, &context);
+        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), public_ip, leases, &context);
         self.warn_once(skipped, &desired, &context);
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.
@@ -423,6 +478,63 @@ impl Reconciler {
         }
         self.record(own, leases, &desired, &plan);
         true
+    }
+
+    /// Looks the underlay up again when a link or address changed (or the resync is due), the
+    /// way it was chosen at start. Returns whether there is an underlay to build on. When none
+    /// matches any more but the one in use is still there with its address (an interface
+    /// chosen by `--iface <name>` was renamed), the overlay stays on it: tearing down a working
+    /// datapath would help nobody, and a restart is what would move it.
+    async fn follow_underlay(&mut self) -> bool {
+        if !(self.device_changes.take_underlay_changed() || self.lookup_underlay) {
+            return true;
+        }
+        let problem = match underlay::find(&self.kernel, &self.options.underlay).await {
+            Ok(found) => {
+                if found != self.underlay {
+                    let (from, to) = (&self.underlay, &found);
+                    tracing::info!(iface = %to.name, index = to.index, local_ip = %to.ip, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = %from.ip, "underlay changed; following it");
+                }
+                self.underlay = found;
+                self.lookup_underlay = false;
+                if self.underlay_problem.take().is_some() {
+                    tracing::info!(iface = %self.underlay.name, "underlay found again");
+                }
+                return true;
+            }
+            Err(e) => e.to_string(),
+        };
+        self.lookup_underlay = true;
+        let kept = underlay::by_index(&self.kernel, &self.underlay).await.ok().flatten();
+        if self.underlay_problem.as_ref() != Some(&problem) {
+            match &kept {
+                Some(kept) => {
+                    tracing::warn!(error = %problem, iface = %kept.name, index = kept.index, "the underlay no longer matches how it was chosen; keeping the interface in use")
+                }
+                None => tracing::error!(error = %problem, "the underlay is gone; the overlay waits for it to come back"),
+            }
+            self.underlay_problem = Some(problem);
+        }
+        match kept {
+            Some(kept) => {
+                self.underlay = kept;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the lease keeper to advertise `public_ip` (the underlay was readdressed) if our
+    /// lease says otherwise.
+    fn advertise(&self, public_ip: Ipv4Addr, own: &Lease) {
+        if own.attrs.public_ip != public_ip {
+            let attrs = LeaseAttrs { public_ip, ..own.attrs.clone() };
+            self.attrs.send_if_modified(|current| {
+                let modified = *current != attrs;
+                *current = attrs;
+                modified
+            });
+        }
     }
 
     /// Warns once per peer about a lease we skip, and about a route that cannot point at its

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod device;
 pub mod docker_opts;
 pub mod health;
 pub mod ipmasq;

@@ -255,8 +255,13 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            let public_ip = underlay::find(&kernel, &options.underlay).await?.public_ip;
-            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, &kernel).await?))
+            let underlay = underlay::find(&kernel, &options.underlay).await;
+            let public_ip = match &underlay {
+                Ok(underlay) => underlay.public_ip,
+                Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
+            };
+            let underlay = underlay.map_err(|e| e.to_string());
+            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, underlay, &kernel).await?))
         })
     });
     match result {

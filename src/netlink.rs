@@ -29,6 +29,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuild
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use crate::device::{self, Drift};
 use crate::lease::MacAddr;
 use crate::reconcile::{
     ArpEntry, DirectRoute, FdbEntry, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry,
@@ -101,7 +102,8 @@ pub struct RouteHop {
     pub source: Option<Ipv4Addr>,
 }
 
-/// Everything the VXLAN device must be; a device that differs in any of these is recreated.
+/// Everything the VXLAN device must be (see [`device::drift`] for how a device that differs is
+/// repaired).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
     pub name: String,
@@ -112,8 +114,17 @@ pub struct VxlanSpec {
     pub mtu: u32,
     pub learning: bool,
     pub gbp: bool,
-    /// The MAC to give a newly created device (an existing device keeps its own).
+    /// The MAC our lease advertises as VtepMAC.
     pub mac: MacAddr,
+}
+
+/// The device of a name as it is in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceState {
+    pub index: u32,
+    /// Its settings; `None` when the link is not a VXLAN device.
+    pub spec: Option<VxlanSpec>,
+    pub up: bool,
 }
 
 /// The VXLAN device as it is in the kernel.
@@ -223,19 +234,35 @@ impl Kernel {
         self.handle.route().get(query).execute().try_collect().await.map_err(request_error("dump routes"))
     }
 
+    /// `ip -d link show <name>`: the device as weft describes one (`spec` is `None` for a link
+    /// of that name that is not a VXLAN device); `None` when there is no such link.
+    pub async fn vxlan_device(&self, name: &str) -> Result<Option<DeviceState>, NetlinkError> {
+        let link = self.link_by_name(name).await?;
+        Ok(link.map(|link| DeviceState {
+            index: link.header.index,
+            spec: vxlan_spec(&link),
+            up: link.header.flags.contains(LinkFlags::Up),
+        }))
+    }
+
     /// `ip link add <name> type vxlan id <vni> local <ip> dev <underlay> dstport <port> nolearning`,
-    /// adopting an existing device that already matches and recreating one that does not.
+    /// adopting an existing device that matches `spec`, repairing its MAC and MTU in place, and
+    /// recreating one whose VXLAN settings differ (the kernel cannot change those on a live
+    /// device).
     pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
-        let mut mac = spec.mac;
-        if let Some(existing) = self.link_by_name(&spec.name).await? {
-            if let Some(existing_mac) = link_mac(&existing) {
-                mac = existing_mac; // peers already point at this MAC: keep it
+        if let Some(existing) = self.vxlan_device(&spec.name).await? {
+            let drift = existing.spec.as_ref().map(|actual| device::drift(spec, actual));
+            match drift {
+                Some(drift) if drift.iter().all(Drift::in_place) => return self.finish_device(&existing, spec, &drift).await,
+                Some(drift) => {
+                    let drift = device::describe(&spec.name, &drift);
+                    tracing::warn!(device = %spec.name, %drift, "the VXLAN device has other settings; recreating it");
+                }
+                None => {
+                    tracing::warn!(device = %spec.name, "a link with the VXLAN device's name is not a VXLAN device; recreating it")
+                }
             }
-            if vxlan_matches(&existing, spec) {
-                return self.finish_device(&existing, spec, mac).await;
-            }
-            tracing::warn!(device = %spec.name, "existing VXLAN device has other settings; recreating it");
-            self.handle.link().del(existing.header.index).execute().await.map_err(request_error("delete link"))?;
+            self.handle.link().del(existing.index).execute().await.map_err(request_error("delete link"))?;
         }
         let mut builder = LinkVxlan::new(&spec.name, spec.vni)
             .dev(spec.underlay_index)
@@ -243,26 +270,27 @@ impl Kernel {
             .port(spec.port)
             .learning(spec.learning)
             .mtu(spec.mtu)
-            .address(mac.0.to_vec())
+            .address(spec.mac.0.to_vec())
             .up();
         if spec.gbp {
             builder = builder.gbp();
         }
         self.handle.link().add(builder.build()).execute().await.map_err(request_error("add vxlan link"))?;
-        tracing::info!(device = %spec.name, vni = spec.vni, local = %spec.local, %mac, "created VXLAN device");
+        tracing::info!(device = %spec.name, vni = spec.vni, local = %spec.local, mac = %spec.mac, "created VXLAN device");
         let created = self.link_by_name(&spec.name).await?.ok_or_else(|| NetlinkError::DeviceVanished(spec.name.clone()))?;
-        Ok(VxlanDevice { index: created.header.index, mac })
+        Ok(VxlanDevice { index: created.header.index, mac: spec.mac })
     }
 
-    /// `ip link set <name> mtu <mtu> up` when the MTU differs or the device is down.
-    async fn finish_device(&self, link: &LinkMessage, spec: &VxlanSpec, mac: MacAddr) -> Result<VxlanDevice, NetlinkError> {
-        let index = link.header.index;
-        if link_mtu(link) != spec.mtu || !link.header.flags.contains(LinkFlags::Up) {
-            let message = LinkUnspec::new_with_index(index).mtu(spec.mtu).up().build();
+    /// `ip link set <name> address <mac> mtu <mtu> up` when another program changed the MAC or
+    /// the MTU, or the device is down.
+    async fn finish_device(&self, device: &DeviceState, spec: &VxlanSpec, drift: &[Drift]) -> Result<VxlanDevice, NetlinkError> {
+        if !drift.is_empty() || !device.up {
+            let message = LinkUnspec::new_with_index(device.index).address(spec.mac.0.to_vec()).mtu(spec.mtu).up().build();
             self.handle.link().set(message).execute().await.map_err(request_error("set link"))?;
-            tracing::info!(device = %spec.name, mtu = spec.mtu, "set VXLAN device MTU and up");
+            let drift = device::describe(&spec.name, drift);
+            tracing::info!(device = %spec.name, %drift, up = device.up, "repaired the VXLAN device's MAC, MTU and state");
         }
-        Ok(VxlanDevice { index, mac })
+        Ok(VxlanDevice { index: device.index, mac: spec.mac })
     }
 
     /// `ip addr replace <address> dev <device>`, removing any other IPv4 address from it (a
@@ -611,6 +639,9 @@ pub struct DeviceChanges {
     /// with it (the echo of our own write) wakes nobody. `None` while it is not known: then
     /// every neighbour notification on the device wakes the reconciler.
     wanted: Arc<Mutex<Option<Arc<KernelState>>>>,
+    /// Set when a link or an IPv4 address changed elsewhere than on our device: the underlay
+    /// may have gone, come back, been renamed or readdressed, and must be looked up again.
+    underlay_changed: Arc<AtomicBool>,
 }
 
 impl DeviceChanges {
@@ -630,6 +661,11 @@ impl DeviceChanges {
         self.index.store(index, Ordering::Relaxed);
     }
 
+    /// Whether a link or address changed since the last call, which clears it.
+    pub fn take_underlay_changed(&self) -> bool {
+        self.underlay_changed.swap(false, Ordering::Relaxed)
+    }
+
     /// Completes when a change arrived since the last call; any number of changes in between
     /// wake us once.
     pub async fn changed(&self) {
@@ -637,8 +673,10 @@ impl DeviceChanges {
     }
 }
 
-/// Subscribes to link, neighbour and IPv4 route notifications so a hand-deleted entry or device
-/// is repaired at once instead of at the next periodic resync. A task of its own filters them
+/// Subscribes to link, neighbour, IPv4 address and IPv4 route notifications so a hand-deleted
+/// entry or device is repaired at once instead of at the next periodic resync, and an underlay
+/// that vanished, came back or was renamed or readdressed is looked up again at once
+/// ([`DeviceChanges::take_underlay_changed`]). A task of its own filters them
 /// as they arrive, so a burst (our own thousands of writes echoing back at start-up) never
 /// queues up in memory. Echoes of our own route and nexthop writes carry our port id and wake
 /// nobody. The kernel stamps VXLAN FDB notifications and ARP deletions with port 0, so a
@@ -656,20 +694,21 @@ pub fn monitor(
     network: Ipv4Network,
     any_main_route: bool,
 ) -> Result<DeviceChanges, NetlinkError> {
-    let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Route];
+    let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     tokio::spawn(connection);
     let changes = DeviceChanges {
         changed: Arc::new(Notify::new()),
         index: Arc::new(AtomicU32::new(index)),
         wanted: Arc::new(Mutex::new(None)),
+        underlay_changed: Arc::new(AtomicBool::new(false)),
     };
     if kernel.nexthops.load(Ordering::Relaxed) {
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
         tokio::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone()));
     }
     let (changed, watched, name) = (changes.changed.clone(), changes.index.clone(), name.to_string());
-    let wanted_state = changes.wanted.clone();
+    let (wanted_state, underlay_changed) = (changes.wanted.clone(), changes.underlay_changed.clone());
     let own_ports = [kernel.port, kernel.raw_port];
     tokio::spawn(async move {
         while let Some((event, _)) = futures::StreamExt::next(&mut events).await {
@@ -678,7 +717,11 @@ pub fn monitor(
             let ours = own_ports.contains(&event.header.port_number);
             let index = watched.load(Ordering::Relaxed);
             let wanted = || wanted_state.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            if overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route, wanted)) {
+            let underlay = overrun || (!ours && may_concern_underlay(&event, index));
+            if underlay {
+                underlay_changed.store(true, Ordering::Relaxed);
+            }
+            if underlay || overrun || (!ours && concerns_device(&event, index, &name, network, any_main_route, wanted)) {
                 tracing::trace!(message = ?event.payload, "a kernel notification wakes the reconciler");
                 changed.notify_one();
             }
@@ -686,6 +729,21 @@ pub fn monitor(
         tracing::warn!("kernel notifications stopped; repairs wait for the periodic resync");
     });
     Ok(changes)
+}
+
+/// Whether a notification may change which interface and address the underlay is: any link or
+/// IPv4 address change other than on our device (index `device`). The underlay's index is not
+/// enough: a NIC deleted and created again, or another NIC that now matches `--iface`, has a
+/// new one. Links and addresses change rarely, and a lookup is a small dump.
+fn may_concern_underlay(message: &NetlinkEvent, device: u32) -> bool {
+    let NetlinkPayload::InnerMessage(inner) = &message.payload else { return false };
+    match inner {
+        RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => link.header.index != device,
+        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+            a.header.family == AddressFamily::Inet && a.header.index != device
+        }
+        _ => false,
+    }
 }
 
 /// Whether a notification concerns the device with this index or name (for its neighbours:
@@ -802,27 +860,42 @@ fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
     })
 }
 
-/// Whether an existing link is a VXLAN device with exactly the settings of `spec` (MTU aside,
-/// which can be changed in place).
-fn vxlan_matches(link: &LinkMessage, spec: &VxlanSpec) -> bool {
+/// The settings of a VXLAN link, as a [`VxlanSpec`]; `None` for a link of another kind.
+fn vxlan_spec(link: &LinkMessage) -> Option<VxlanSpec> {
     let infos = link.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => Some(infos),
         _ => None,
-    });
-    let Some(infos) = infos else { return false };
-    let is_vxlan = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
+    })?;
+    if !infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan))) {
+        return None;
+    }
     let data = infos.iter().find_map(|i| match i {
         LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
         _ => None,
-    });
-    let Some(data) = data.filter(|_| is_vxlan) else { return false };
-    let has = |wanted: InfoVxlan| data.contains(&wanted);
-    has(InfoVxlan::Id(spec.vni))
-        && has(InfoVxlan::Local(spec.local))
-        && has(InfoVxlan::Port(spec.port))
-        && has(InfoVxlan::Link(spec.underlay_index))
-        && has(InfoVxlan::Learning(spec.learning))
-        && data.contains(&InfoVxlan::Gbp) == spec.gbp
+    })?;
+    let mut spec = VxlanSpec {
+        name: link_name(link),
+        vni: 0,
+        port: 0,
+        local: Ipv4Addr::UNSPECIFIED,
+        underlay_index: 0,
+        mtu: link_mtu(link),
+        learning: false,
+        gbp: false,
+        mac: link_mac(link).unwrap_or(MacAddr([0; 6])),
+    };
+    for attribute in data {
+        match attribute {
+            InfoVxlan::Id(vni) => spec.vni = *vni,
+            InfoVxlan::Port(port) => spec.port = *port,
+            InfoVxlan::Local(local) => spec.local = *local,
+            InfoVxlan::Link(index) => spec.underlay_index = *index,
+            InfoVxlan::Learning(learning) => spec.learning = *learning,
+            InfoVxlan::Gbp => spec.gbp = true,
+            _ => {}
+        }
+    }
+    Some(spec)
 }
 
 fn neighbour_ip(message: &NeighbourMessage) -> Option<Ipv4Addr> {

@@ -512,6 +512,24 @@ impl Registry {
         Ok(taken)
     }
 
+    /// Drops every connection, so the next request connects afresh: after this host's address
+    /// changed, connections from the old address hang until keep-alive gives up on them.
+    pub async fn reconnect(&self) {
+        self.endpoints.clients.lock().await.iter_mut().for_each(|client| *client = None);
+    }
+
+    /// Rewrites our lease with new attributes (a new PublicIP once the underlay was
+    /// readdressed), keeping its subnet and etcd lease, if nobody changed the key since we
+    /// wrote it. `None` if someone did: the caller acquires again.
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn rewrite(&self, lease: &Lease, attrs: &LeaseAttrs) -> Result<Option<Lease>, RegistryError> {
+        let key = self.lease_key(lease.subnet);
+        let condition = Compare::mod_revision(key.clone(), CompareOp::Equal, lease.mod_revision);
+        self.put_if(condition, &key, Lease { attrs: attrs.clone(), mod_revision: 0, ..lease.clone() }).await
+    }
+
     async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
         let seconds = ttl.as_secs().max(1) as i64;
         Ok(self.call("grant lease", |c| async move { c.lease_client().grant(seconds, None).await }).await?.id())

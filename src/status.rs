@@ -11,10 +11,12 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{ConfigError, NetworkConfig};
+use crate::device;
 use crate::lease::{Lease, LeaseSet};
-use crate::netlink::{Kernel, NetlinkError};
+use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::{self, KernelContext, KernelState};
 use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
+use crate::underlay::Underlay;
 
 #[derive(Debug, Error)]
 pub enum StatusError {
@@ -71,6 +73,11 @@ pub struct Status {
     pub malformed: BTreeMap<String, String>,
     /// Entries on the device that no lease explains.
     pub unexplained: usize,
+    /// How the device departs from what the underlay, the config and our lease ask for, one
+    /// line per attribute (`flannel.1: local 10.0.0.9, underlay has 198.18.0.11`).
+    pub device_drift: Vec<String>,
+    /// Why no underlay matches how it is chosen, if none does.
+    pub underlay_problem: Option<String>,
     pub healthy: bool,
 }
 
@@ -83,6 +90,10 @@ pub struct Observed {
     pub malformed: Vec<MalformedLease>,
     /// `None` when the device does not exist.
     pub kernel: Option<KernelState>,
+    /// The device's settings: `None` when it does not exist or is not a VXLAN device.
+    pub device: Option<VxlanSpec>,
+    /// The underlay as flanneld's rules choose it now, or why none matches.
+    pub underlay: Result<Underlay, String>,
     /// Where the main routing table reaches peers' PublicIPs (for `Backend.DirectRouting`), and
     /// which nexthop ids other programs hold.
     pub context: KernelContext,
@@ -127,6 +138,8 @@ pub fn assess(observed: &Observed) -> Status {
         })
         .collect();
     let unexplained = reconcile::plan(&desired, &actual).remove.entry_count();
+    let own_lease = observed.leases.iter().find(|l| Some(l.subnet) == own_subnet);
+    let device_drift = device_drift(observed, own_lease);
     let all_ok = leases.iter().all(|l| [l.route, l.arp, l.fdb].iter().all(|c| matches!(c, Check::Ok | Check::NotApplicable)));
     Status {
         network: observed.config.network,
@@ -138,8 +151,30 @@ pub fn assess(observed: &Observed) -> Status {
         leases,
         malformed: observed.malformed.iter().map(|m| (m.key.clone(), m.error.clone())).collect(),
         unexplained,
-        healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0,
+        healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0 && device_drift.is_empty(),
+        device_drift,
+        underlay_problem: observed.underlay.as_ref().err().cloned(),
     }
+}
+
+/// The device's drift from what the current underlay, the config and our lease's VtepMAC ask
+/// for; nothing to compare without our lease or the device, which are reported on their own.
+fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
+    let name = device::device_name(observed.config.backend.vni);
+    let (Some(own), Some(actual)) = (own, &observed.device) else { return Vec::new() };
+    let mac = own.attrs.backend_data.vtep_mac;
+    // Without an underlay, only what the config and the lease decide can be compared: the
+    // device's own underlay, local address and MTU stand in for the missing interface's.
+    let stand_in = |actual: &VxlanSpec| Underlay {
+        name: String::new(),
+        index: actual.underlay_index,
+        ip: actual.local,
+        mtu: actual.mtu + VXLAN_OVERHEAD,
+        public_ip: own.attrs.public_ip,
+    };
+    let underlay = observed.underlay.clone().unwrap_or_else(|_| stand_in(actual));
+    let drift = device::drift(&device::desired_device(&observed.config, &underlay, mac), actual);
+    drift.iter().map(|d| format!("{name}: {d}")).collect()
 }
 
 /// A direct route to the lease's subnet through its PublicIP, and no VXLAN route for it.
@@ -178,7 +213,13 @@ fn check_peer(lease: &Lease, actual: &KernelState) -> (Check, Check, Check) {
 const TTL_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// Reads etcd and the kernel. `public_ip` identifies this host's lease.
-pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -> Result<Observed, StatusError> {
+/// `underlay` is the interface flanneld's rules choose now, or why none matches.
+pub async fn observe(
+    etcd: &EtcdOptions,
+    public_ip: Ipv4Addr,
+    underlay: Result<Underlay, String>,
+    kernel: &Kernel,
+) -> Result<Observed, StatusError> {
     let unreachable = |source| StatusError::Etcd { endpoints: etcd.endpoints.join(","), source };
     let registry = Registry::connect(etcd).await.map_err(unreachable)?;
     let config_key = format!("{}/config", etcd.prefix.trim_end_matches('/'));
@@ -196,13 +237,13 @@ pub async fn observe(etcd: &EtcdOptions, public_ip: Ipv4Addr, kernel: &Kernel) -
         .try_collect()
         .await
         .map_err(unreachable)?;
-    let device = format!("flannel.{}", config.backend.vni);
     // Read even without the device: the main table still tells which peers are direct.
-    let link = kernel.link_by_name(&device).await?;
-    let (state, context) = kernel.read_state(link.as_ref().map_or(0, |l| l.header.index), config.network).await?;
-    let kernel_state = link.map(|_| state);
+    let link = kernel.vxlan_device(&device::device_name(config.backend.vni)).await?;
+    let (state, context) = kernel.read_state(link.as_ref().map_or(0, |l| l.index), config.network).await?;
+    let kernel_state = link.as_ref().map(|_| state);
     let malformed = listing.malformed;
-    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, context })
+    let device = link.and_then(|l| l.spec);
+    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, device, underlay, context })
 }
 
 /// The human-readable report.
@@ -253,6 +294,12 @@ pub fn render(status: &Status) -> String {
     for (key, error) in &status.malformed {
         out.push_str(&format!("malformed  {key}: {error}\n"));
     }
+    if let Some(problem) = &status.underlay_problem {
+        out.push_str(&format!("underlay   {problem}\n"));
+    }
+    for drift in &status.device_drift {
+        out.push_str(&format!("drift      {drift}\n"));
+    }
     if status.unexplained > 0 {
         out.push_str(&format!("{} entries on {} are not explained by any lease\n", status.unexplained, status.device));
     }
@@ -283,7 +330,19 @@ mod tests {
             ttls: [(7, Some(3600))].into(),
             malformed: vec![],
             kernel,
+            device: None,
+            underlay: Ok(underlay()),
             context: KernelContext::default(),
+        }
+    }
+
+    fn underlay() -> Underlay {
+        Underlay {
+            name: "eth0".into(),
+            index: 4,
+            ip: Ipv4Addr::new(198, 18, 0, 11),
+            mtu: 1500,
+            public_ip: Ipv4Addr::new(198, 18, 0, 11),
         }
     }
 
@@ -337,5 +396,37 @@ mod tests {
         assert!(status.healthy && render(&status).contains("(direct route)"), "{}", render(&status));
         observed.kernel = Some(correct_kernel());
         assert_eq!(peer(&assess(&observed)).1, Check::Wrong, "a VXLAN route where a direct one belongs");
+    }
+
+    #[test]
+    fn device_drift_is_reported_while_it_lasts() {
+        let mut observed = observed(Some(correct_kernel()));
+        let wanted = device::desired_device(&observed.config, &underlay(), MacAddr([2, 0, 0, 0, 0, 1]));
+        observed.device = Some(wanted.clone());
+        assert!(assess(&observed).healthy, "the device as the lease asks");
+        observed.device =
+            Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9), ..wanted.clone() });
+        let status = assess(&observed);
+        assert!(!status.healthy);
+        assert_eq!(
+            status.device_drift,
+            [
+                "flannel.1: MAC 02:11:00:00:00:09, lease says 02:00:00:00:00:01",
+                "flannel.1: local 10.0.0.9, underlay has 198.18.0.11"
+            ]
+        );
+        let text = render(&status);
+        assert!(text.contains("drift      flannel.1: local 10.0.0.9, underlay has 198.18.0.11\n"), "{text}");
+        // Without an underlay (`--public-ip` given, the NIC gone or renamed) the problem is
+        // shown, and the device is still checked against the config and the lease.
+        observed.underlay = Err("no usable underlay interface: no interface matches --iface [\"eth0\"]".into());
+        observed.device = Some(VxlanSpec { mtu: 1300, port: 4789, ..wanted.clone() });
+        let status = assess(&observed);
+        assert_eq!(status.device_drift, ["flannel.1: dstport 4789, config says 8472"], "the MTU follows the missing underlay");
+        assert!(
+            render(&status).contains("underlay   no usable underlay interface: no interface matches --iface"),
+            "{}",
+            render(&status)
+        );
     }
 }

@@ -305,6 +305,17 @@ pub async fn find(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Underlay, 
     Ok(chosen.underlay)
 }
 
+/// `ip -4 addr show`, for the interface `underlay` names by index: as it is now (a rename or a
+/// new MTU shows), if it still exists and still holds the underlay's address; `None` otherwise.
+///
+/// # Errors
+/// The link or address dump failed.
+pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Underlay>, NetlinkError> {
+    let links = kernel.ipv4_links().await?;
+    let found = links.iter().find(|link| link.index == underlay.index && link.addresses.contains(&underlay.ip));
+    Ok(found.map(|link| Underlay { name: link.name.clone(), mtu: link.mtu, ..underlay.clone() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

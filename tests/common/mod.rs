@@ -12,6 +12,8 @@
 //! every mode; weftd is only given the endpoints, so tests pass credentials (right or wrong).
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod drift;
+
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};

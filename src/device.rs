@@ -1,0 +1,154 @@
+//! The VXLAN device weft wants, as a pure function of the underlay, the network config and our
+//! lease; and how a device found in the kernel departs from it (its drift).
+//!
+//! The reconciler repairs drift on every pass and `weftd status` reports it, so both read the
+//! same rules from here.
+
+use std::fmt;
+
+use crate::config::NetworkConfig;
+use crate::lease::MacAddr;
+use crate::netlink::{VxlanSpec, VXLAN_OVERHEAD};
+use crate::underlay::Underlay;
+
+/// The name flanneld gives the device of a VNI.
+pub fn device_name(vni: u32) -> String {
+    format!("flannel.{vni}")
+}
+
+/// The device for the current `underlay` and our lease's VTEP `mac`: local is the underlay's
+/// address (flanneld's rule, also with `--public-ip`), the MTU the config's or the underlay's
+/// minus the VXLAN headers. Peers reach us at the MAC our lease advertises, so a device that
+/// another program gave another MAC is set back to it rather than the lease rewritten: that
+/// repairs in one local write, and no peer's FDB or ARP entry has to change.
+pub fn desired_device(config: &NetworkConfig, underlay: &Underlay, mac: MacAddr) -> VxlanSpec {
+    VxlanSpec {
+        name: device_name(config.backend.vni),
+        vni: config.backend.vni,
+        port: config.backend.port,
+        local: underlay.ip,
+        underlay_index: underlay.index,
+        mtu: config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD)),
+        learning: config.backend.learning,
+        gbp: config.backend.gbp,
+        mac,
+    }
+}
+
+/// One attribute of the device that differs from what weft wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The attribute, in `ip -d link` terms (`local`, `MAC`, `mtu`...).
+    pub attribute: &'static str,
+    pub actual: String,
+    pub wanted: String,
+    /// Where the wanted value comes from, as the report words it ("lease says").
+    pub basis: &'static str,
+}
+
+impl Drift {
+    fn new(attribute: &'static str, actual: impl ToString, wanted: impl ToString, basis: &'static str) -> Self {
+        Self { attribute, actual: actual.to_string(), wanted: wanted.to_string(), basis }
+    }
+
+    /// Whether `ip link set` can repair it on the live device; the VXLAN attributes proper
+    /// (VNI, local, port, underlay, learning, GBP) need the device recreated.
+    pub fn in_place(&self) -> bool {
+        matches!(self.attribute, "MAC" | "mtu")
+    }
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}, {} {}", self.attribute, self.actual, self.basis, self.wanted)
+    }
+}
+
+/// Every way `actual` departs from `wanted`, in `ip -d link` order; empty when it matches.
+pub fn drift(wanted: &VxlanSpec, actual: &VxlanSpec) -> Vec<Drift> {
+    let mut found = Vec::new();
+    let mut compare = |attribute, differs: bool, actual: String, wanted: String, basis| {
+        if differs {
+            found.push(Drift::new(attribute, actual, wanted, basis));
+        }
+    };
+    compare("MAC", actual.mac != wanted.mac, actual.mac.to_string(), wanted.mac.to_string(), "lease says");
+    compare("mtu", actual.mtu != wanted.mtu, actual.mtu.to_string(), wanted.mtu.to_string(), "should be");
+    compare("vni", actual.vni != wanted.vni, actual.vni.to_string(), wanted.vni.to_string(), "config says");
+    compare("local", actual.local != wanted.local, actual.local.to_string(), wanted.local.to_string(), "underlay has");
+    let (dev, wanted_dev) = (actual.underlay_index, wanted.underlay_index);
+    compare("dev", dev != wanted_dev, format!("index {dev}"), format!("index {wanted_dev}"), "underlay is");
+    compare("dstport", actual.port != wanted.port, actual.port.to_string(), wanted.port.to_string(), "config says");
+    let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
+    let (learning, gbp) = (wanted.learning, wanted.gbp);
+    compare("learning", actual.learning != learning, on_off(actual.learning), on_off(learning), "config says");
+    compare("gbp", actual.gbp != gbp, on_off(actual.gbp), on_off(gbp), "config says");
+    found
+}
+
+/// The drift as one line per attribute, `<device>: <drift>`, joined by `; ` for a log field.
+pub fn describe(name: &str, drift: &[Drift]) -> String {
+    drift.iter().map(|d| format!("{name}: {d}")).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn underlay() -> Underlay {
+        Underlay {
+            name: "eth0".into(),
+            index: 4,
+            ip: Ipv4Addr::new(198, 18, 0, 11),
+            mtu: 1500,
+            public_ip: Ipv4Addr::new(198, 18, 0, 11),
+        }
+    }
+
+    fn config(json: &str) -> NetworkConfig {
+        NetworkConfig::parse(json).unwrap()
+    }
+
+    #[test]
+    fn the_device_follows_the_underlay_and_the_lease() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let spec = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), mac);
+        assert_eq!((spec.name.as_str(), spec.vni, spec.port, spec.mtu), ("flannel.1", 1, 8472, 1450));
+        assert_eq!((spec.local, spec.underlay_index, spec.mac), (Ipv4Addr::new(198, 18, 0, 11), 4, mac));
+        let moved = Underlay { index: 9, ip: Ipv4Addr::new(10, 0, 0, 9), mtu: 9000, ..underlay() };
+        let json = r#"{"Network":"10.5.0.0/16","Backend":{"VNI":7,"Port":4789,"MTU":1400}}"#;
+        let spec = desired_device(&config(json), &moved, mac);
+        assert_eq!((spec.name.as_str(), spec.port, spec.mtu, spec.underlay_index), ("flannel.7", 4789, 1400, 9));
+        assert_eq!(spec.local, Ipv4Addr::new(10, 0, 0, 9));
+    }
+
+    #[test]
+    fn drift_names_each_attribute_and_how_it_is_repaired() {
+        let wanted = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), MacAddr([2, 0, 0, 0, 0, 1]));
+        assert!(drift(&wanted, &wanted).is_empty());
+        let actual = VxlanSpec { mac: MacAddr([2, 0, 0, 0, 0, 9]), mtu: 1400, ..wanted.clone() };
+        let found = drift(&wanted, &actual);
+        assert!(found.iter().all(Drift::in_place), "{found:?}");
+        assert_eq!(
+            describe("flannel.1", &found),
+            "flannel.1: MAC 02:00:00:00:00:09, lease says 02:00:00:00:00:01; flannel.1: mtu 1400, should be 1450"
+        );
+        let actual = VxlanSpec { local: Ipv4Addr::new(10, 0, 0, 9), vni: 2, port: 4789, underlay_index: 3, ..wanted.clone() };
+        let found = drift(&wanted, &actual);
+        assert!(found.iter().all(|d| !d.in_place()), "{found:?}");
+        let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "vni 2, config says 1",
+                "local 10.0.0.9, underlay has 198.18.0.11",
+                "dev index 3, underlay is index 4",
+                "dstport 4789, config says 8472"
+            ]
+        );
+        let actual = VxlanSpec { learning: true, gbp: true, ..wanted.clone() };
+        let lines: Vec<String> = drift(&wanted, &actual).iter().map(ToString::to_string).collect();
+        assert_eq!(lines, ["learning on, config says off", "gbp on, config says off"]);
+    }
+}
