@@ -10,8 +10,9 @@
 //! appended DROP per container). So the overlay's accepts are also jumped to from DOCKER-USER,
 //! which Docker jumps to first and leaves to other programs, and from the top of raw PREROUTING.
 //!
-//! Every listing is numeric (`-S`, or `-L -n`): a name lookup per address would make the check
-//! wait on DNS.
+//! Every listing is `iptables -S`, one per table and check, which never resolves names: `-L`
+//! without `-n` asks the resolver for a name per address, and made one check wait minutes on an
+//! unreachable DNS server.
 
 use std::time::Duration;
 
@@ -94,12 +95,57 @@ fn failed(op: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error>) -> I
     move |e| IpTablesError { op, message: e.to_string() }
 }
 
-/// `iptables -t <table> -C/-N/-F/-A/-I`: makes the rule set exactly right. Returns whether
-/// anything had to change.
+/// One table as `iptables -t <table> -S` prints it: the chains that exist and each one's rules
+/// (without `-A <chain> `), in order. `-S` never resolves names, so the check never waits on DNS.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TableListing {
+    chains: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl TableListing {
+    /// Parses `-S` output; `None` when it lacks the built-in chains' `-P` lines, which every
+    /// successful listing has (the crate does not report a failed listing otherwise).
+    fn parse(lines: &[String]) -> Option<Self> {
+        let mut listing = TableListing::default();
+        let mut policies = 0;
+        for line in lines {
+            let mut words = line.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("-P"), Some(chain), _) => {
+                    policies += 1;
+                    listing.chains.entry(chain.to_string()).or_default();
+                }
+                (Some("-N"), Some(chain), _) => {
+                    listing.chains.entry(chain.to_string()).or_default();
+                }
+                (Some("-A"), Some(chain), Some(rule)) => {
+                    listing.chains.entry(chain.to_string()).or_default().push(rule.to_string())
+                }
+                _ => {}
+            }
+        }
+        (policies > 0).then_some(listing)
+    }
+
+    fn rules(&self, chain: &str) -> Option<&[String]> {
+        self.chains.get(chain).map(Vec::as_slice)
+    }
+}
+
+/// `iptables -t <table> -S`.
+fn list_table(ipt: &iptables::IPTables, table: &str) -> Result<TableListing, IpTablesError> {
+    let lines = ipt.list_table(table).map_err(failed(format!("list table {table}")))?;
+    TableListing::parse(&lines)
+        .ok_or_else(|| IpTablesError { op: format!("list table {table}"), message: "iptables -S printed no chains".into() })
+}
+
+/// `iptables -t <table> -S`, then `-N/-F/-A/-I` where needed: makes the rule set exactly right.
+/// Returns whether anything had to change.
 pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesError> {
+    let listing = list_table(ipt, set.table)?;
     let mut changed = false;
-    if !chain_is_exact(ipt, set)? {
-        if !ipt.chain_exists(set.table, set.chain).map_err(failed("list chain"))? {
+    if !chain_is_exact(ipt, set, &listing)? {
+        if listing.rules(set.chain).is_none() {
             ipt.new_chain(set.table, set.chain).map_err(failed(format!("create chain {}", set.chain)))?;
         }
         ipt.flush_chain(set.table, set.chain).map_err(failed(format!("flush {}", set.chain)))?;
@@ -109,25 +155,28 @@ pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesE
         changed = true;
     }
     for hook in set.hooks {
-        changed |= ensure_jump(ipt, set.table, hook, &set.jump)?;
+        changed |= ensure_jump(ipt, set.table, hook, &set.jump, listing.rules(hook))?;
     }
     Ok(changed)
 }
 
 /// Makes `jump` a rule of `hook` that no dropping or returning rule precedes: inserted first
 /// when it is missing or pre-empted, left alone otherwise (so rules that others put ahead of it
-/// and that cannot drop overlay traffic do not make us churn). Creates `hook` if it is absent.
-fn ensure_jump(ipt: &iptables::IPTables, table: &str, hook: &str, jump: &str) -> Result<bool, IpTablesError> {
-    let listed = match ipt.list(table, hook) {
-        Ok(listed) => listed,
-        Err(e) if ipt.chain_exists(table, hook).map_err(failed("list chain"))? => return Err(failed(format!("list {hook}"))(e)),
-        Err(_) => {
-            ipt.new_chain(table, hook).map_err(failed(format!("create chain {hook}")))?;
-            Vec::new()
-        }
+/// and that cannot drop overlay traffic do not make us churn). Creates `hook` if it is absent
+/// (`rules` is `None`).
+fn ensure_jump(
+    ipt: &iptables::IPTables,
+    table: &str,
+    hook: &str,
+    jump: &str,
+    rules: Option<&[String]>,
+) -> Result<bool, IpTablesError> {
+    let Some(rules) = rules else {
+        ipt.new_chain(table, hook).map_err(failed(format!("create chain {hook}")))?;
+        ipt.insert(table, hook, jump, 1).map_err(failed(format!("insert jump into {hook}")))?;
+        return Ok(true);
     };
-    let prefix = format!("-A {hook} ");
-    let rules: Vec<&str> = listed.iter().filter_map(|line| line.strip_prefix(&prefix)).collect();
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
     match jump_placement(&rules, jump) {
         JumpPlacement::InPlace => return Ok(false),
         JumpPlacement::Preempted => ipt.delete(table, hook, jump).map_err(failed(format!("move jump in {hook}")))?,
@@ -165,24 +214,15 @@ fn jump_placement(rules: &[&str], jump: &str) -> JumpPlacement {
     }
 }
 
-/// Whether the chain exists and holds exactly our rules, no more and no fewer. One `iptables -S`
-/// settles it when the listing prints our rules as we write them (it does with iptables 1.8);
-/// otherwise each rule is checked with `iptables -C`.
-fn chain_is_exact(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesError> {
-    let listed = match ipt.list(set.table, set.chain) {
-        Ok(listed) => listed,
-        // No such chain; but a chain that exists and cannot be listed must not be refilled.
-        Err(e) if ipt.chain_exists(set.table, set.chain).map_err(failed("list chain"))? => {
-            return Err(failed(format!("list {}", set.chain))(e))
-        }
-        Err(_) => return Ok(false),
-    };
-    let prefix = format!("-A {} ", set.chain);
-    let rules: Vec<&str> = listed.iter().filter_map(|line| line.strip_prefix(&prefix)).collect();
+/// Whether the chain exists and holds exactly our rules, no more and no fewer. The listing
+/// settles it when it prints our rules as we write them (it does with iptables 1.8); otherwise
+/// each rule is checked with `iptables -C`.
+fn chain_is_exact(ipt: &iptables::IPTables, set: &RuleSet, listing: &TableListing) -> Result<bool, IpTablesError> {
+    let Some(rules) = listing.rules(set.chain) else { return Ok(false) };
     if rules.len() != set.rules.len() {
         return Ok(false);
     }
-    if rules == set.rules {
+    if rules == set.rules.as_slice() {
         return Ok(true);
     }
     for rule in &set.rules {
@@ -238,7 +278,7 @@ pub async fn keep_rules(network: Ipv4Network, ip_masq: bool, forward: bool, inte
 /// One check of every rule set (blocking). The iptables handle, made on first use, is handed
 /// back for the next check.
 fn check_rules(ipt: Option<iptables::IPTables>, sets: &[RuleSet]) -> (Option<iptables::IPTables>, Result<bool, IpTablesError>) {
-    let ipt = match ipt.map_or_else(numeric_iptables, Ok) {
+    let ipt = match ipt.map_or_else(|| iptables::new(false).map_err(failed("start")), Ok) {
         Ok(ipt) => ipt,
         Err(e) => return (None, Err(e)),
     };
@@ -246,18 +286,29 @@ fn check_rules(ipt: Option<iptables::IPTables>, sets: &[RuleSet]) -> (Option<ipt
     (Some(ipt), result)
 }
 
-/// An iptables handle whose listings are numeric: without `-n`, `iptables -L` (which the crate
-/// uses to tell whether a chain exists) asks the resolver for a name per address, and with the
-/// resolver unreachable one check took minutes.
-fn numeric_iptables() -> Result<iptables::IPTables, IpTablesError> {
-    let mut ipt = iptables::new(false).map_err(failed("start"))?;
-    ipt.set_numeric(true);
-    Ok(ipt)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_listing_knows_every_chain_and_its_rules_and_refuses_an_empty_one() {
+        let lines: Vec<String> = [
+            "-P FORWARD DROP",
+            "-N DOCKER-USER",
+            "-N FLANNEL-FWD",
+            "-A FORWARD -j DOCKER-USER",
+            "-A FLANNEL-FWD -s 10.5.0.0/16 -j ACCEPT",
+        ]
+        .map(String::from)
+        .to_vec();
+        let listing = TableListing::parse(&lines).unwrap();
+        assert_eq!(listing.rules("FORWARD"), Some(&["-j DOCKER-USER".to_string()][..]));
+        assert_eq!(listing.rules("DOCKER-USER"), Some(&[][..]));
+        assert_eq!(listing.rules("FLANNEL-FWD").map(<[String]>::len), Some(1));
+        assert_eq!(listing.rules("FLANNEL-PRERTG"), None);
+        // What the crate returns for a listing that failed: no chains at all.
+        assert_eq!(TableListing::parse(&[String::new()]), None);
+    }
 
     #[test]
     fn masquerade_rules_are_flanneld_s_in_order() {

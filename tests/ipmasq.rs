@@ -45,7 +45,7 @@ fn masquerade_reaches_the_underlay_and_deleted_rules_come_back() {
     let mut lab = Lab::new();
     lab.put_network_config(CONFIG);
     let (masq, plain) = (lab.add_host(), lab.add_host());
-    let _masq = lab.start_weftd(masq, &["--ip-masq", "-iptables-resync=1"]);
+    let masq_weftd = lab.start_weftd(masq, &["--ip-masq", "-iptables-resync=1"]);
     let _plain = lab.start_weftd(plain, &["--iptables-forward-rules=false"]);
     let subnet = own_subnet(&lab, masq);
     own_subnet(&lab, plain);
@@ -89,6 +89,11 @@ fn masquerade_reaches_the_underlay_and_deleted_rules_come_back() {
         });
     }
     poll("the restored masquerade to work", DEADLINE, || lab.container_ping(masq, etcd).then_some(()));
+    // Without docker, weftd makes DOCKER-USER itself so its accepts come first once docker
+    // starts; and no check failed along the way.
+    let docker_user = iptables_rules(&host, "filter", "DOCKER-USER");
+    assert_eq!(docker_user, ["-A DOCKER-USER -m comment --comment \"flanneld forward\" -j FLANNEL-FWD"]);
+    assert!(!masq_weftd.log().contains("cannot install iptables rules"), "{}", masq_weftd.log());
 }
 
 /// An address on the lab's underlay where nothing answers: a query sent there gets no reply,
