@@ -97,13 +97,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn underlay() -> Underlay {
-        Underlay {
-            name: "eth0".into(),
-            index: 4,
-            ip: Ipv4Addr::new(198, 18, 0, 11),
-            mtu: 1500,
-            public_ip: Ipv4Addr::new(198, 18, 0, 11),
-        }
+        Underlay::example()
     }
 
     fn config(json: &str) -> NetworkConfig {

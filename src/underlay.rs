@@ -316,6 +316,15 @@ pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Und
     Ok(found.map(|link| Underlay { name: link.name.clone(), mtu: link.mtu, ..underlay.clone() }))
 }
 
+/// eth0, index 4, 198.18.0.11, MTU 1500: the underlay unit tests elsewhere build on.
+#[cfg(test)]
+impl Underlay {
+    pub(crate) fn example() -> Self {
+        let ip = Ipv4Addr::new(198, 18, 0, 11);
+        Underlay { name: "eth0".into(), index: 4, ip, mtu: 1500, public_ip: ip }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
