@@ -99,7 +99,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
 
     let mac = vtep_mac(&kernel, &config, public_ip).await?;
     let spec = device::desired_device(&config, &underlay, mac);
-    let device = kernel.ensure_vxlan(&spec).await?;
+    let device = device::ensure(&kernel, &spec).await?;
 
     let attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
     let previous = subnet_env::read_previous_subnet(&options.subnet_file);
@@ -364,8 +364,10 @@ struct Reconciler {
     spec: VxlanSpec,
     /// The underlay as last looked up.
     underlay: Underlay,
-    /// Why the last lookup of the underlay failed, logged once until it succeeds again.
-    underlay_problem: Option<String>,
+    /// How the last lookup of the underlay failed (the error's kind, and whether the interface
+    /// in use was kept), logged once until it changes or the lookup succeeds again; not the
+    /// error's text, which lists every interface and changes with any address.
+    underlay_problem: Option<(std::mem::Discriminant<UnderlayError>, bool)>,
     /// Whether the underlay must be looked up again before the next pass (the last lookup
     /// failed, or the periodic resync is due).
     lookup_underlay: bool,
@@ -502,18 +504,19 @@ impl Reconciler {
                 }
                 return true;
             }
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
         self.lookup_underlay = true;
         let kept = underlay::by_index(&self.kernel, &self.underlay).await.ok().flatten();
-        if self.underlay_problem.as_ref() != Some(&problem) {
+        let kind = (std::mem::discriminant(&problem), kept.is_some());
+        if self.underlay_problem != Some(kind) {
             match &kept {
                 Some(kept) => {
                     tracing::warn!(error = %problem, iface = %kept.name, index = kept.index, "the underlay no longer matches how it was chosen; keeping the interface in use")
                 }
                 None => tracing::error!(error = %problem, "the underlay is gone; the overlay waits for it to come back"),
             }
-            self.underlay_problem = Some(problem);
+            self.underlay_problem = Some(kind);
         }
         match kept {
             Some(kept) => {
@@ -573,7 +576,7 @@ impl Reconciler {
     }
 
     async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, NetlinkError> {
-        let device = self.kernel.ensure_vxlan(&self.spec).await?;
+        let device = device::ensure(&self.kernel, &self.spec).await?;
         let address = Ipv4Network::new(own.subnet.network(), 32).expect("/32 is valid");
         self.kernel.ensure_address(device.index, address).await?;
         Ok(device)

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::config::NetworkConfig;
 use crate::lease::MacAddr;
-use crate::netlink::{VxlanSpec, VXLAN_OVERHEAD};
+use crate::netlink::{Kernel, NetlinkError, VxlanDevice, VxlanSpec, VXLAN_OVERHEAD};
 use crate::underlay::Underlay;
 
 /// The name flanneld gives the device of a VNI.
@@ -89,6 +89,40 @@ pub fn drift(wanted: &VxlanSpec, actual: &VxlanSpec) -> Vec<Drift> {
 /// The drift as one line per attribute, `<device>: <drift>`, joined by `; ` for a log field.
 pub fn describe(name: &str, drift: &[Drift]) -> String {
     drift.iter().map(|d| format!("{name}: {d}")).collect::<Vec<_>>().join("; ")
+}
+
+/// Creates the VXLAN device or adopts the one there: one that matches `spec` is kept; its MAC
+/// and MTU, when another program changed them, are set back in place; one whose VXLAN settings
+/// differ (the kernel cannot change those on a live device), or a link of the name that is not
+/// VXLAN, is deleted and created again. Mirrors `ip link add … type vxlan` / `ip link set`.
+///
+/// # Errors
+/// The kernel refused to read, create, delete or change the device.
+pub async fn ensure(kernel: &Kernel, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
+    if let Some(existing) = kernel.vxlan_device(&spec.name).await? {
+        let found = existing.spec.as_ref().map(|actual| drift(spec, actual));
+        match found {
+            Some(found) if found.iter().all(Drift::in_place) => {
+                if !found.is_empty() || !existing.up {
+                    kernel.set_link(existing.index, spec.mac, spec.mtu).await?;
+                    let drift = describe(&spec.name, &found);
+                    tracing::info!(device = %spec.name, %drift, up = existing.up, "repaired the VXLAN device's MAC, MTU and state");
+                }
+                return Ok(VxlanDevice { index: existing.index, mac: spec.mac });
+            }
+            Some(found) => {
+                let drift = describe(&spec.name, &found);
+                tracing::warn!(device = %spec.name, %drift, "the VXLAN device has other settings; recreating it");
+            }
+            None => {
+                tracing::warn!(device = %spec.name, "a link with the VXLAN device's name is not a VXLAN device; recreating it")
+            }
+        }
+        kernel.delete_link(existing.index).await?;
+    }
+    let device = kernel.create_vxlan(spec).await?;
+    tracing::info!(device = %spec.name, vni = spec.vni, local = %spec.local, mac = %spec.mac, "created VXLAN device");
+    Ok(device)
 }
 
 #[cfg(test)]

@@ -160,10 +160,11 @@ pub fn ensure(ipt: &iptables::IPTables, set: &RuleSet) -> Result<bool, IpTablesE
     Ok(changed)
 }
 
-/// Makes `jump` a rule of `hook` that no dropping or returning rule precedes: inserted first
-/// when it is missing or pre-empted, left alone otherwise (so rules that others put ahead of it
-/// and that cannot drop overlay traffic do not make us churn). Creates `hook` if it is absent
-/// (`rules` is `None`).
+/// Makes `jump` a rule of `hook` that none of Docker's rules precedes. Missing, it is inserted
+/// first, as flanneld does (`-I`). Behind a rule of Docker's, it is moved to just before the
+/// first one. Behind anything else it stays: an operator's rule above it (a DROP in DOCKER-USER,
+/// a RETURN in POSTROUTING) is theirs to keep in force. Creates `hook` if it is absent (`rules`
+/// is `None`).
 fn ensure_jump(
     ipt: &iptables::IPTables,
     table: &str,
@@ -177,24 +178,28 @@ fn ensure_jump(
         return Ok(true);
     };
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
-    match jump_placement(&rules, jump) {
+    let position = match jump_placement(&rules, jump) {
         JumpPlacement::InPlace => return Ok(false),
-        JumpPlacement::Preempted => ipt.delete(table, hook, jump).map_err(failed(format!("move jump in {hook}")))?,
+        JumpPlacement::Preempted { docker_rule } => {
+            ipt.delete(table, hook, jump).map_err(failed(format!("move jump in {hook}")))?;
+            docker_rule + 1
+        }
         // iptables may print a rule differently from how we wrote it; then `-C` decides.
         JumpPlacement::Unlisted if ipt.exists(table, hook, jump).map_err(failed("check jump"))? => return Ok(false),
-        JumpPlacement::Unlisted => {}
-    }
-    ipt.insert(table, hook, jump, 1).map_err(failed(format!("insert jump into {hook}")))?;
+        JumpPlacement::Unlisted => 1,
+    };
+    ipt.insert(table, hook, jump, position as i32).map_err(failed(format!("insert jump into {hook}")))?;
     Ok(true)
 }
 
 /// Where our jump stands among a chain's rules (as `-S` prints them, without `-A <chain> `).
 #[derive(Debug, PartialEq, Eq)]
 enum JumpPlacement {
-    /// Present, and nothing before it drops, rejects or returns.
+    /// Present, and none of Docker's rules comes before it.
     InPlace,
-    /// Present, but after a rule that may drop or return overlay traffic before reaching it.
-    Preempted,
+    /// Present, but after one of Docker's rules (index `docker_rule`, from 0), which may drop
+    /// overlay traffic before it is reached.
+    Preempted { docker_rule: usize },
     /// Not in the listing.
     Unlisted,
 }
@@ -203,15 +208,22 @@ fn jump_placement(rules: &[&str], jump: &str) -> JumpPlacement {
     let Some(at) = rules.iter().position(|rule| *rule == jump) else {
         return JumpPlacement::Unlisted;
     };
-    let target = |rule: &str| {
-        let mut words = rule.split_whitespace();
-        words.find(|w| *w == "-j").and_then(|_| words.next()).unwrap_or_default().to_string()
-    };
-    if rules[..at].iter().any(|rule| ["DROP", "REJECT", "RETURN"].contains(&target(rule).as_str())) {
-        JumpPlacement::Preempted
-    } else {
-        JumpPlacement::InPlace
+    match rules[..at].iter().position(|rule| dockers_rule(rule)) {
+        Some(docker_rule) => JumpPlacement::Preempted { docker_rule },
+        None => JumpPlacement::InPlace,
     }
+}
+
+/// Whether a rule is one of those dockerd puts ahead of ours: a jump to one of its chains other
+/// than DOCKER-USER (`-j DOCKER-FORWARD`, `-o docker0 -j DOCKER`, `-j DOCKER-ISOLATION-STAGE-1`),
+/// or a bare `-j RETURN` / `-j DROP` / `-j REJECT` that ends the chain for everything (Docker
+/// appends `-j RETURN` to DOCKER-USER). A rule with conditions of its own is an operator's.
+fn dockers_rule(rule: &str) -> bool {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    let target = words.iter().position(|w| *w == "-j").and_then(|i| words.get(i + 1)).copied().unwrap_or_default();
+    let docker_chain = target.starts_with("DOCKER") && target != "DOCKER-USER";
+    let bare_end = words.len() == 2 && ["RETURN", "DROP", "REJECT"].contains(&target);
+    docker_chain || bare_end
 }
 
 /// Whether the chain exists and holds exactly our rules, no more and no fewer. The listing
@@ -343,15 +355,22 @@ mod tests {
     }
 
     #[test]
-    fn a_jump_after_a_drop_or_return_is_preempted() {
+    fn only_dockers_rules_preempt_the_jump_and_an_operators_rules_above_it_stay() {
         let jump = "-m comment --comment \"flanneld forward\" -j FLANNEL-FWD";
-        let drop = "-d 10.5.72.2/32 ! -i docker0 -j DROP";
-        assert_eq!(jump_placement(&[jump, drop], jump), JumpPlacement::InPlace);
-        assert_eq!(jump_placement(&["-j DOCKER-FORWARD", "-o docker0 -j ACCEPT", jump], jump), JumpPlacement::InPlace);
-        assert_eq!(jump_placement(&[drop, jump], jump), JumpPlacement::Preempted);
-        assert_eq!(jump_placement(&["-j RETURN", jump], jump), JumpPlacement::Preempted);
-        assert_eq!(jump_placement(&["-p tcp -j REJECT --reject-with tcp-reset", jump], jump), JumpPlacement::Preempted);
-        assert_eq!(jump_placement(&[drop], jump), JumpPlacement::Unlisted);
+        let docker_drop = "-d 10.5.72.2/32 ! -i docker0 -j DROP";
+        assert_eq!(jump_placement(&[jump, docker_drop], jump), JumpPlacement::InPlace);
+        assert_eq!(jump_placement(&["-j DOCKER-USER", jump], jump), JumpPlacement::InPlace);
+        let forward = ["-j DOCKER-USER", "-j DOCKER-FORWARD", "-o docker0 -j ACCEPT", jump];
+        assert_eq!(jump_placement(&forward, jump), JumpPlacement::Preempted { docker_rule: 1 });
+        assert_eq!(
+            jump_placement(&["-s 10.5.0.9/32 -j DROP", "-j RETURN", jump], jump),
+            JumpPlacement::Preempted { docker_rule: 1 }
+        );
+        // An operator's rules, with conditions of their own, are theirs to keep above ours.
+        assert_eq!(jump_placement(&["-s 10.5.0.9/32 -d 10.5.1.2/32 -p icmp -j DROP", jump], jump), JumpPlacement::InPlace);
+        assert_eq!(jump_placement(&["-p tcp -j REJECT --reject-with tcp-reset", jump], jump), JumpPlacement::InPlace);
+        assert_eq!(jump_placement(&["-d 10.5.0.0/16 -j RETURN", jump], jump), JumpPlacement::InPlace);
+        assert_eq!(jump_placement(&[docker_drop], jump), JumpPlacement::Unlisted);
         assert_eq!(jump_placement(&["-j DROPPER", jump], jump), JumpPlacement::InPlace, "a chain named DROPPER is a jump");
     }
 }

@@ -29,7 +29,6 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuild
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use crate::device::{self, Drift};
 use crate::lease::MacAddr;
 use crate::reconcile::{
     ArpEntry, DirectRoute, FdbEntry, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry,
@@ -83,7 +82,7 @@ impl NetlinkError {
 }
 
 /// A link and its IPv4 addresses, as `ip -4 addr show` lists them: the raw material of the
-/// underlay choice (see `crate::underlay`).
+/// underlay choice (see the `underlay` module).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ipv4Link {
     pub name: String,
@@ -102,8 +101,8 @@ pub struct RouteHop {
     pub source: Option<Ipv4Addr>,
 }
 
-/// Everything the VXLAN device must be (see [`device::drift`] for how a device that differs is
-/// repaired).
+/// Everything the VXLAN device must be (the `device` module decides how a device that differs
+/// is repaired).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
     pub name: String,
@@ -245,25 +244,12 @@ impl Kernel {
         }))
     }
 
-    /// `ip link add <name> type vxlan id <vni> local <ip> dev <underlay> dstport <port> nolearning`,
-    /// adopting an existing device that matches `spec`, repairing its MAC and MTU in place, and
-    /// recreating one whose VXLAN settings differ (the kernel cannot change those on a live
-    /// device).
-    pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
-        if let Some(existing) = self.vxlan_device(&spec.name).await? {
-            let drift = existing.spec.as_ref().map(|actual| device::drift(spec, actual));
-            match drift {
-                Some(drift) if drift.iter().all(Drift::in_place) => return self.finish_device(&existing, spec, &drift).await,
-                Some(drift) => {
-                    let drift = device::describe(&spec.name, &drift);
-                    tracing::warn!(device = %spec.name, %drift, "the VXLAN device has other settings; recreating it");
-                }
-                None => {
-                    tracing::warn!(device = %spec.name, "a link with the VXLAN device's name is not a VXLAN device; recreating it")
-                }
-            }
-            self.handle.link().del(existing.index).execute().await.map_err(request_error("delete link"))?;
-        }
+    /// `ip link add <name> type vxlan id <vni> local <ip> dev <underlay> dstport <port>
+    /// nolearning address <mac> mtu <mtu>` and `up`.
+    ///
+    /// # Errors
+    /// The kernel refused the device (e.g. `EEXIST`: a link of that name exists).
+    pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
         let mut builder = LinkVxlan::new(&spec.name, spec.vni)
             .dev(spec.underlay_index)
             .local(spec.local)
@@ -276,21 +262,25 @@ impl Kernel {
             builder = builder.gbp();
         }
         self.handle.link().add(builder.build()).execute().await.map_err(request_error("add vxlan link"))?;
-        tracing::info!(device = %spec.name, vni = spec.vni, local = %spec.local, mac = %spec.mac, "created VXLAN device");
         let created = self.link_by_name(&spec.name).await?.ok_or_else(|| NetlinkError::DeviceVanished(spec.name.clone()))?;
         Ok(VxlanDevice { index: created.header.index, mac: spec.mac })
     }
 
-    /// `ip link set <name> address <mac> mtu <mtu> up` when another program changed the MAC or
-    /// the MTU, or the device is down.
-    async fn finish_device(&self, device: &DeviceState, spec: &VxlanSpec, drift: &[Drift]) -> Result<VxlanDevice, NetlinkError> {
-        if !drift.is_empty() || !device.up {
-            let message = LinkUnspec::new_with_index(device.index).address(spec.mac.0.to_vec()).mtu(spec.mtu).up().build();
-            self.handle.link().set(message).execute().await.map_err(request_error("set link"))?;
-            let drift = device::describe(&spec.name, drift);
-            tracing::info!(device = %spec.name, %drift, up = device.up, "repaired the VXLAN device's MAC, MTU and state");
-        }
-        Ok(VxlanDevice { index: device.index, mac: spec.mac })
+    /// `ip link del dev <index>`.
+    ///
+    /// # Errors
+    /// The kernel refused (e.g. `ENODEV`: no such link).
+    pub async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
+        self.handle.link().del(index).execute().await.map_err(request_error("delete link"))
+    }
+
+    /// `ip link set dev <index> address <mac> mtu <mtu> up`.
+    ///
+    /// # Errors
+    /// The kernel refused one of the settings.
+    pub async fn set_link(&self, index: u32, mac: MacAddr, mtu: u32) -> Result<(), NetlinkError> {
+        let message = LinkUnspec::new_with_index(index).address(mac.0.to_vec()).mtu(mtu).up().build();
+        self.handle.link().set(message).execute().await.map_err(request_error("set link"))
     }
 
     /// `ip addr replace <address> dev <device>`, removing any other IPv4 address from it (a

@@ -305,15 +305,27 @@ pub async fn find(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Underlay, 
     Ok(chosen.underlay)
 }
 
-/// `ip -4 addr show`, for the interface `underlay` names by index: as it is now (a rename or a
-/// new MTU shows), if it still exists and still holds the underlay's address; `None` otherwise.
+/// `ip -4 addr show`, for the interface `underlay` names by index, when the flags no longer
+/// match anything (an interface chosen by name was renamed, the default route went with its
+/// address): the same interface as it is now, with its name and MTU, keeping the underlay's
+/// address while it holds it and otherwise taking its first usable one (flanneld's rule for an
+/// interface named by `--iface`); the PublicIP follows the address unless `--public-ip` set it.
+/// `None` when the interface is gone or has no usable address.
 ///
 /// # Errors
 /// The link or address dump failed.
 pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Underlay>, NetlinkError> {
     let links = kernel.ipv4_links().await?;
-    let found = links.iter().find(|link| link.index == underlay.index && link.addresses.contains(&underlay.ip));
-    Ok(found.map(|link| Underlay { name: link.name.clone(), mtu: link.mtu, ..underlay.clone() }))
+    let Some(link) = links.iter().find(|link| link.index == underlay.index) else { return Ok(None) };
+    let ip = match link.addresses.contains(&underlay.ip) {
+        true => underlay.ip,
+        false => match usable_addresses(&link.addresses).first() {
+            Some(ip) => *ip,
+            None => return Ok(None),
+        },
+    };
+    let public_ip = if underlay.public_ip == underlay.ip { ip } else { underlay.public_ip };
+    Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip }))
 }
 
 /// eth0, index 4, 198.18.0.11, MTU 1500: the underlay unit tests elsewhere build on.

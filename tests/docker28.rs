@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{poll, Host, Lab, Weftd};
 
@@ -138,4 +138,38 @@ fn containers_on_two_hosts_talk_through_docker_28s_drop_rules() {
     for &n in &hosts {
         check_weft_rules_first(lab.host(n));
     }
+}
+
+/// DOCKER-USER is where an operator restricts containers, and weft is one more program there:
+/// an operator's DROP inserted above weft's jump stays in force, check after check.
+#[test]
+fn an_operators_drop_above_the_jump_in_docker_user_stays_in_force() {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let hosts = [lab.add_host(), lab.add_host()];
+    let weftd: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &["-iptables-resync=1"])).collect();
+    for &n in &hosts {
+        poll("subnet.env", DEADLINE, || lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_MTU")));
+        lab.attach_container(n);
+    }
+    let (c1, c2) = (lab.container(hosts[0]).ip, lab.container(hosts[1]).ip);
+    pings_both_ways(&lab, hosts, "containers to ping");
+    let host = lab.host(hosts[0]);
+    poll("weftd's jump in DOCKER-USER", DEADLINE, || (rules(host, "filter", "DOCKER-USER") == [FORWARD_JUMP]).then_some(()));
+    iptables(host, "filter", &["-I", "FORWARD", "1", "-j", "DOCKER-USER"]); // as dockerd does
+    let (src, dst) = (format!("{c2}/32"), format!("{c1}/32"));
+    let block = ["-s", src.as_str(), "-d", dst.as_str(), "-p", "icmp", "-m", "icmp", "--icmp-type", "8", "-j", "DROP"];
+    iptables(host, "filter", &[&["-I", "DOCKER-USER", "1"][..], &block[..]].concat());
+    // Proving an absence takes a window: four checks (-iptables-resync=1) see the DROP first.
+    let window = Instant::now() + REPAIR;
+    while Instant::now() < window {
+        assert!(
+            !lab.container_ping(hosts[1], c1),
+            "the operator's DROP was bypassed: {:#?}",
+            rules(host, "filter", "DOCKER-USER")
+        );
+    }
+    assert_eq!(rules(host, "filter", "DOCKER-USER"), [block.join(" ").as_str(), FORWARD_JUMP]);
+    assert!(lab.container_ping(hosts[0], c2), "the other direction is not blocked");
+    assert!(!weftd[0].log().contains("iptables rules were missing or changed"), "weftd left the chain alone");
 }

@@ -18,18 +18,25 @@ const CONVERGE: Duration = Duration::from_secs(20);
 const PROMPT: Duration = Duration::from_secs(3);
 const SLOW_RESYNC: [&str; 2] = ["--resync-interval", "1h"];
 
-/// Two hosts with weftd and a container each, pinging both ways. Returns the containers' IPs.
-fn pinging_pair() -> (Lab, Vec<Weftd>, [Ipv4Addr; 2]) {
+/// Two hosts with weftd (`--resync-interval 1h` plus `extra`) and a container each, pinging
+/// both ways under `config`. Returns the containers' IPs.
+fn pinging_pair_with(config: &str, extra: &[&str]) -> (Lab, Vec<Weftd>, [Ipv4Addr; 2]) {
     let mut lab = Lab::new();
-    lab.put_network_config(CONFIG);
+    lab.put_network_config(config);
     let hosts = [lab.add_host(), lab.add_host()];
-    let daemons: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &SLOW_RESYNC)).collect();
+    let args = [&SLOW_RESYNC[..], extra].concat();
+    let daemons: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &args)).collect();
     for n in hosts {
         poll(&format!("host {n}'s subnet.env"), CONVERGE, || lab.host(n).subnet_env());
     }
     let ips = [lab.attach_container(1), lab.attach_container(2)];
     assert_pings(&lab, ips, CONVERGE);
     (lab, daemons, ips)
+}
+
+/// [`pinging_pair_with`] the default config.
+fn pinging_pair() -> (Lab, Vec<Weftd>, [Ipv4Addr; 2]) {
+    pinging_pair_with(CONFIG, &[])
 }
 
 /// Both containers reach each other within `deadline`.
@@ -48,6 +55,10 @@ fn lease_of(lab: &Lab, public_ip: Ipv4Addr) -> Option<(String, Value)> {
 
 fn vtep_mac(lease: &Value) -> String {
     lease["BackendData"]["VtepMAC"].as_str().unwrap().to_string()
+}
+
+fn up(link: &Value) -> bool {
+    link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"))
 }
 
 fn info(link: &Value, key: &str) -> Value {
@@ -159,4 +170,125 @@ fn status_reports_device_drift_while_it_lasts() {
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     });
     assert!(!text.contains("drift"), "{text}");
+}
+
+#[test]
+fn flannel_1_set_down_by_hand_is_set_up_again() {
+    let (lab, _daemons, ips) = pinging_pair();
+    let host = lab.host(1);
+    host.exec_ok(&["ip", "link", "set", "flannel.1", "down"]);
+    host.wait_vxlan("flannel.1 up again", PROMPT, up);
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn flannel_1_deleted_by_hand_is_recreated_and_reprogrammed() {
+    let (lab, _daemons, ips) = pinging_pair();
+    lab.host(1).exec_ok(&["ip", "link", "del", "flannel.1"]);
+    lab.host(1).wait_vxlan("flannel.1 back", PROMPT, up);
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn underlay_mtu_change_is_followed_by_flannel_1_and_the_subnet_file() {
+    let (lab, _daemons, _ips) = pinging_pair();
+    let host = lab.host(1);
+    host.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1400"]);
+    host.wait_vxlan("flannel.1's MTU to follow eth0 (1350)", PROMPT, |l| l["mtu"] == 1350);
+    // Containers take their MTU from the subnet file: it must not promise more than flannel.1 carries.
+    poll("subnet.env FLANNEL_MTU=1350", PROMPT, || {
+        (host.subnet_env()?.get("FLANNEL_MTU").map(String::as_str) == Some("1350")).then_some(())
+    });
+}
+
+#[test]
+fn a_nic_gone_for_a_while_that_returns_with_another_address_is_followed() {
+    let (lab, _daemons, ips) = pinging_pair();
+    let host = lab.host(1);
+    let (key, _) = lease_of(&lab, host.underlay_ip).expect("host 1's lease");
+    host.unplug_underlay();
+    std::thread::sleep(Duration::from_secs(6));
+    let new_ip = Ipv4Addr::new(198, 18, 0, 41);
+    lab.replug_underlay_at(1, new_ip);
+    let (new_key, _) = poll("host 1's lease to carry 198.18.0.41", PROMPT, || lease_of(&lab, new_ip));
+    assert_eq!(new_key, key, "same subnet");
+    host.wait_vxlan("flannel.1 local 198.18.0.41", PROMPT, |l| info(l, "local") == new_ip.to_string());
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn a_renamed_nic_keeps_the_overlay_working() {
+    let (lab, _daemons, ips) = pinging_pair();
+    let host = lab.host(1);
+    host.exec_ok(&["ip", "link", "set", "eth0", "down"]);
+    host.exec_ok(&["ip", "link", "set", "eth0", "name", "wan0"]);
+    host.exec_ok(&["ip", "link", "set", "wan0", "up"]);
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn a_renamed_then_readdressed_nic_is_followed() {
+    let (lab, _daemons, ips) = pinging_pair();
+    let host = lab.host(1);
+    host.exec_ok(&["ip", "link", "set", "eth0", "name", "wan0"]);
+    let new_ip = Ipv4Addr::new(198, 18, 0, 51);
+    // Deleting the primary first: deleting it after adding would take the secondary with it.
+    host.exec_ok(&["ip", "addr", "del", &format!("{}/24", host.underlay_ip), "dev", "wan0"]);
+    host.exec_ok(&["ip", "addr", "add", "198.18.0.51/24", "dev", "wan0"]);
+    poll("host 1's lease to carry 198.18.0.51", PROMPT, || lease_of(&lab, new_ip));
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn a_nic_readdressed_into_another_subnet_is_followed() {
+    let (lab, _daemons, ips) = pinging_pair();
+    let host = lab.host(1);
+    // The underlay is one L2 segment: on-link routes both ways make the new subnet reachable.
+    lab.host(2).exec_ok(&["ip", "route", "add", "198.19.0.0/24", "dev", "eth0"]);
+    lab.etcd_ns_ip(&["route", "add", "198.19.0.0/24", "dev", "eth0"]);
+    let new_ip = Ipv4Addr::new(198, 19, 0, 31);
+    host.exec_ok(&["ip", "addr", "flush", "dev", "eth0"]);
+    host.exec_ok(&["ip", "addr", "add", "198.19.0.31/24", "dev", "eth0"]);
+    host.exec_ok(&["ip", "route", "add", "198.18.0.0/24", "dev", "eth0"]);
+    poll("host 1's lease to carry 198.19.0.31", Duration::from_secs(8), || lease_of(&lab, new_ip));
+    host.wait_vxlan("flannel.1 local 198.19.0.31", PROMPT, |l| info(l, "local") == new_ip.to_string());
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn readdress_and_mtu_change_at_once() {
+    let (lab, _daemons, ips) = pinging_pair();
+    let host = lab.host(1);
+    let new_ip = Ipv4Addr::new(198, 18, 0, 61);
+    let script = format!(
+        "ip addr del {}/24 dev eth0 && ip addr add 198.18.0.61/24 dev eth0 && ip link set eth0 mtu 1400",
+        host.underlay_ip
+    );
+    host.exec_ok(&["sh", "-c", &script]);
+    poll("host 1's lease to carry 198.18.0.61", PROMPT, || lease_of(&lab, new_ip));
+    host.wait_vxlan("flannel.1 local .61 and mtu 1350", PROMPT, |l| info(l, "local") == new_ip.to_string() && l["mtu"] == 1350);
+    assert_pings(&lab, ips, PROMPT);
+}
+
+#[test]
+fn vni_and_port_changed_in_the_config_with_both_daemons_restarted() {
+    let (mut lab, mut daemons, _ips) = pinging_pair();
+    for d in &mut daemons {
+        d.terminate();
+    }
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":7,"Port":4789}}"#);
+    let _daemons: Vec<Weftd> = [1, 2].iter().map(|&n| lab.start_weftd(n, &SLOW_RESYNC)).collect();
+    for n in [1, 2] {
+        poll("flannel.7 on each host", CONVERGE, || {
+            let l = lab.host(n).try_ip_json(&["-d", "link", "show", "flannel.7"]).ok()?;
+            (info(&l[0], "port") == 4789).then_some(())
+        });
+    }
+    let _ = &mut lab;
+    // The old device's routes must not linger and shadow the new ones.
+    let routes = lab.host(1).ip_json(&["route", "show", "10.5.0.0/16"]);
+    let devs: Vec<&str> = routes.as_array().unwrap().iter().filter_map(|r| r["dev"].as_str()).collect();
+    assert!(!devs.contains(&"flannel.1"), "routes still via flannel.1: {routes}");
+    let ping_ips = [lab.container(1).ip, lab.container(2).ip];
+    assert_pings(&lab, ping_ips, CONVERGE);
 }

@@ -10,6 +10,17 @@ impl Lab {
         let host = self.host(n);
         self.wire_to_underlay(&host.ns, &format!("h{n}"), host.underlay_ip);
     }
+
+    /// Plugs host N's `eth0` back into the underlay with `addr`/24, not its original address.
+    pub fn replug_underlay_at(&self, n: usize, addr: std::net::Ipv4Addr) {
+        let host = self.host(n);
+        self.wire_to_underlay(&host.ns, &format!("h{n}"), addr);
+    }
+
+    /// Runs `ip <args>` in etcd member 0's namespace (its NIC is `eth0`).
+    pub fn etcd_ns_ip(&self, args: &[&str]) {
+        ip(&format!("{}e0", self.id()), args);
+    }
 }
 
 impl Host {
