@@ -500,7 +500,7 @@ impl Reconciler {
     fn track_failures(&mut self, applied: Applied) {
         let transitions = self.failing.update(applied.failures);
         for f in &transitions.started {
-            let (errno, peer) = (f.errno.map(|e| e.desc()), f.peer.map(|p| p.to_string()));
+            let (errno, peer) = (f.errno.map(|e| format!("{e:?}")), f.peer.map(|p| p.to_string()));
             let peer = peer.as_deref().unwrap_or("none (leftover entry)");
             tracing::error!(peer, action = f.change.action(), entry = %f.change, errno, error = %f.error, "the kernel refused a peer's entry; that peer stays unreachable from here, the others are unaffected; retrying every pass");
         }
