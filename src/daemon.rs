@@ -4,7 +4,7 @@
 //! Tasks talk through `watch` channels carrying whole states (our lease, every lease), never
 //! events, so any task can fall behind or restart and still converge.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::apply::{self, Applied, Ongoing};
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::health::{self, Health, HealthError};
@@ -23,7 +24,7 @@ use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
-use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
+use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
@@ -140,6 +141,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         last_leases: Arc::default(),
         notified_ready: false,
         warned: HashSet::new(),
+        failing: Ongoing::default(),
     };
     reconciler.run(own_rx, leases_rx).await
 }
@@ -390,6 +392,9 @@ struct Reconciler {
     last_leases: Arc<LeaseSet>,
     /// Peers already warned about (skipped, or no nexthop), so a resync does not repeat it.
     warned: HashSet<(Ipv4Network, String)>,
+    /// Kernel entries refused in the last pass, retried every pass and logged when they start
+    /// and when they end.
+    failing: Ongoing,
 }
 
 impl Reconciler {
@@ -408,6 +413,8 @@ impl Reconciler {
             let lease_set = Arc::clone(&leases.borrow_and_update());
             log_peer_changes(&self.last_leases, &lease_set, own_lease.subnet);
             self.last_leases = Arc::clone(&lease_set);
+            // Ready once our own device is set up and a pass has run: a peer the kernel refuses
+            // is that peer's problem, and must not keep docker from starting on this host.
             if self.reconcile(&own_lease, &lease_set).await {
                 self.write_subnet_env(&own_lease)?;
             }
@@ -420,22 +427,31 @@ impl Reconciler {
         }
     }
 
-    /// Moves the kernel to the desired state. Returns whether everything succeeded; failures are
-    /// logged here and retried on the next pass.
+    /// Moves the kernel to the desired state. Returns whether the pass ran: our device and
+    /// address are set up and every peer was tried. Failures are logged here (a peer's once
+    /// while it lasts) and retried on the next pass.
     async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
         self.metrics.reconcile_runs.inc();
         let started = std::time::Instant::now();
-        let ok = self.reconcile_once(own, leases).await;
-        tracing::debug!(ok, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
-        if !ok {
+        let applied = self.reconcile_once(own, leases).await;
+        let ran = applied.is_some();
+        let failures = applied.map_or(0, |a| {
+            let count = a.failures.len();
+            self.track_failures(a);
+            count
+        });
+        tracing::debug!(ran, failures, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
+        if !ran || failures > 0 {
             self.metrics.reconcile_errors.inc();
         }
-        ok
+        ran
     }
 
-    async fn reconcile_once(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
+    /// One pass; `None` when it could not reach the peers (no underlay, no device, the kernel's
+    /// tables unreadable), else what the kernel accepted and refused.
+    async fn reconcile_once(&mut self, own: &Lease, leases: &LeaseSet) -> Option<Applied> {
         if !self.follow_underlay().await {
-            return false;
+            return None;
         }
         let public_ip = self.underlay.public_ip;
         self.advertise(public_ip, own);
@@ -447,7 +463,7 @@ impl Reconciler {
             }
             Err(e) => {
                 tracing::error!(error = %e, device = %self.spec.name, "cannot set up the VXLAN device; retrying");
-                return false;
+                return None;
             }
         };
         // The last pass's wanted state goes before this pass reads and builds its own, so three
@@ -458,7 +474,7 @@ impl Reconciler {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
-                return false;
+                return None;
             }
         };
         let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), public_ip, leases, &context);
@@ -467,6 +483,7 @@ impl Reconciler {
         // Before writing: the echoes of our writes then agree with it and wake nobody.
         self.device_changes.want(Arc::clone(&desired));
         let plan = reconcile::plan(&desired, &actual);
+        let mut applied = Applied::default();
         if !plan.is_empty() {
             tracing::debug!(
                 added = plan.add.entry_count(),
@@ -474,12 +491,26 @@ impl Reconciler {
                 removed = plan.remove.entry_count(),
                 "applying kernel changes"
             );
-            if !self.apply(device.index, &plan).await {
-                return false;
-            }
+            applied = apply::apply(&self.kernel, device.index, &plan, &desired, &actual).await;
         }
-        self.record(own, leases, &desired, &plan);
-        true
+        self.record(own, leases, &desired, &applied);
+        Some(applied)
+    }
+
+    /// Logs each failure once when it starts and once when it ends, and counts the peers
+    /// whose entries fail, so a refusal that lasts costs two log lines, not one per pass.
+    fn track_failures(&mut self, applied: Applied) {
+        let transitions = self.failing.update(applied.failures);
+        for f in &transitions.started {
+            let (errno, peer) = (f.errno.map(|e| format!("{e:?}")), f.peer.map(|p| p.to_string()));
+            let peer = peer.as_deref().unwrap_or("none (leftover entry)");
+            tracing::error!(peer, action = f.change.action(), entry = %f.change, errno, error = %f.error, "the kernel refused a peer's entry; that peer stays unreachable from here, the others are unaffected; retrying every pass");
+        }
+        for (peer, action) in &transitions.ended {
+            let peer = peer.map_or_else(|| "none (leftover entry)".to_string(), |p| p.to_string());
+            tracing::info!(peer, action, "a peer's kernel entry no longer fails");
+        }
+        self.metrics.set_failing(self.failing.peer_count(), &self.failing.count_by_kind());
     }
 
     /// Looks the underlay up again when a link or address changed (or the resync is due), the
@@ -559,11 +590,12 @@ impl Reconciler {
         }
     }
 
-    /// Updates the metrics after a successful pass.
-    fn record(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, plan: &Plan) {
-        self.metrics.set_programmed(desired);
+    /// Updates the metrics after a pass. Only changes the kernel accepted count: retrying a
+    /// refused entry every pass repairs nothing.
+    fn record(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied) {
+        self.metrics.set_programmed(desired, applied.failed_peers().len());
         let inputs = (own.subnet, leases.revision);
-        let changes = plan.change_count() as u64;
+        let changes = applied.written as u64;
         if self.last_reconciled == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);
             tracing::info!(entries = changes, "repaired kernel entries");
@@ -580,71 +612,6 @@ impl Reconciler {
         let address = Ipv4Network::new(own.subnet.network(), 32).expect("/32 is valid");
         self.kernel.ensure_address(device.index, address).await?;
         Ok(device)
-    }
-
-    /// Adds before removing, and ARP, FDB and nexthop before the route, so a peer is reachable
-    /// the moment its route appears and a changed peer never goes dark. A route that changes
-    /// form (VXLAN or direct) keeps its old form when the new one could not be written.
-    async fn apply(&self, index: u32, plan: &Plan) -> bool {
-        let mut failures = 0;
-        let mut check = |result: Result<(), NetlinkError>, what: &str, entry: &dyn std::fmt::Debug| {
-            if let Err(e) = &result {
-                failures += 1;
-                tracing::error!(error = %e, what, entry = ?entry, "kernel update failed; will retry");
-            }
-            result.is_ok()
-        };
-        // One request at a time: pipelining them (128 in flight) measured no faster at 5,000
-        // peers (make bench, scale), the kernel being the bottleneck.
-        for e in &plan.add.arp {
-            check(self.kernel.replace_arp(index, *e).await, "add arp", e);
-        }
-        for e in &plan.add.fdb {
-            check(self.kernel.replace_fdb(index, *e).await, "add fdb", e);
-        }
-        let mut missing_nexthops = BTreeSet::new();
-        for e in &plan.add.nexthops {
-            if !check(self.kernel.add_nexthop(index, *e).await, "add nexthop", e) {
-                missing_nexthops.insert(e.id);
-            }
-        }
-        for e in &plan.rewrite_nexthops {
-            if !check(self.kernel.rewrite_nexthop(index, *e).await, "rewrite nexthop", e) {
-                missing_nexthops.insert(e.id);
-            }
-        }
-        let mut failed = BTreeSet::new();
-        for e in &plan.add.routes {
-            // Without its nexthop the route is not written: the failure is already counted.
-            let written = !e.nexthop.is_some_and(|id| missing_nexthops.contains(&id))
-                && check(self.kernel.replace_route(index, *e).await, "add route", e);
-            if !written {
-                failed.insert(e.subnet);
-            }
-        }
-        for e in &plan.add.direct_routes {
-            if !check(self.kernel.replace_direct_route(*e).await, "add direct route", e) {
-                failed.insert(e.subnet);
-            }
-        }
-        let remove = plan.removals_keeping(&failed);
-        for e in &remove.routes {
-            check(self.kernel.delete_route(index, *e).await, "remove route", e);
-        }
-        for e in &remove.direct_routes {
-            check(self.kernel.delete_direct_route(*e).await, "remove direct route", e);
-        }
-        // After the routes: deleting a nexthop silently takes its routes with it.
-        for e in &remove.nexthops {
-            check(self.kernel.delete_nexthop(*e).await, "remove nexthop", e);
-        }
-        for e in &remove.fdb {
-            check(self.kernel.delete_fdb(index, *e).await, "remove fdb", e);
-        }
-        for e in &remove.arp {
-            check(self.kernel.delete_arp(index, *e).await, "remove arp", e);
-        }
-        failures == 0
     }
 
     /// Writes subnet.env, then tells systemd (`Type=notify`) we are ready: a unit ordered

@@ -2,6 +2,7 @@
 //!
 //! The library holds everything; `src/main.rs` only parses flags and starts [`daemon::run`].
 
+pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod device;

@@ -1,5 +1,6 @@
 //! Prometheus metrics on `--metrics-ip:--metrics-port`, in the text exposition format.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::health::{spawn_http, HealthError};
 use crate::reconcile::KernelState;
 
+/// The `kind` label's values: every kind of kernel entry weft writes, a bounded set.
+const ENTRY_KINDS: [&str; 5] = ["arp", "fdb", "nexthop", "route", "direct_route"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -26,6 +30,8 @@ pub struct KindLabel {
 pub struct Metrics {
     registry: Registry,
     pub peers: Gauge,
+    pub peers_failing: Gauge,
+    pub entries_refused: Family<KindLabel, Gauge>,
     pub kernel_entries: Family<KindLabel, Gauge>,
     pub reconcile_runs: Counter,
     pub reconcile_errors: Counter,
@@ -41,6 +47,8 @@ impl Metrics {
         let mut metrics = Metrics {
             registry: Registry::with_prefix("weft"),
             peers: Gauge::default(),
+            peers_failing: Gauge::default(),
+            entries_refused: Family::default(),
             kernel_entries: Family::default(),
             reconcile_runs: Counter::default(),
             reconcile_errors: Counter::default(),
@@ -53,6 +61,16 @@ impl Metrics {
         };
         let r = &mut metrics.registry;
         r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
+        r.register(
+            "peers_failing",
+            "Peer leases with a kernel entry the kernel refused in the last pass (retried every pass)",
+            metrics.peers_failing.clone(),
+        );
+        r.register(
+            "kernel_entries_refused",
+            "Kernel entries refused in the last pass, by kind (arp, fdb, nexthop, route, direct_route)",
+            metrics.entries_refused.clone(),
+        );
         r.register(
             "kernel_entries",
             "ARP, FDB, nexthop and route entries on the VXLAN device, and direct routes",
@@ -82,9 +100,10 @@ impl Metrics {
         Arc::new(metrics)
     }
 
-    /// Records what the kernel holds after a successful reconcile.
-    pub fn set_programmed(&self, state: &KernelState) {
-        self.peers.set(state.peer_count() as i64);
+    /// Records what the kernel holds after a reconcile pass that wrote `state` except for
+    /// `failed_peers` peers.
+    pub fn set_programmed(&self, state: &KernelState, failed_peers: usize) {
+        self.peers.set(state.peer_count().saturating_sub(failed_peers) as i64);
         let kinds = [
             ("arp", state.arp.len()),
             ("fdb", state.fdb.len()),
@@ -94,6 +113,15 @@ impl Metrics {
         ];
         for (kind, count) in kinds {
             self.kernel_entries.get_or_create(&KindLabel { kind }).set(count as i64);
+        }
+    }
+
+    /// Records the failures going on: `peers` peers with a refused entry, and the refused
+    /// entries per kind. Every kind is set, so one that recovered reads 0.
+    pub fn set_failing(&self, peers: usize, by_kind: &BTreeMap<&'static str, usize>) {
+        self.peers_failing.set(peers as i64);
+        for kind in ENTRY_KINDS {
+            self.entries_refused.get_or_create(&KindLabel { kind }).set(by_kind.get(kind).copied().unwrap_or(0) as i64);
         }
     }
 
@@ -130,11 +158,15 @@ mod tests {
     fn exposes_every_metric_with_the_weft_prefix() {
         let metrics = Metrics::new();
         metrics.reconcile_runs.inc();
-        metrics.set_programmed(&KernelState::default());
+        metrics.set_programmed(&KernelState::default(), 0);
+        metrics.set_failing(1, &[("fdb", 1)].into());
         metrics.lease_to_kernel.observe(0.002);
         let text = metrics.encode();
         for name in [
             "weft_peers ",
+            "weft_peers_failing 1",
+            "weft_kernel_entries_refused{kind=\"fdb\"} 1",
+            "weft_kernel_entries_refused{kind=\"route\"} 0",
             "weft_kernel_entries{kind=\"route\"} 0",
             "weft_reconcile_runs_total 1",
             "weft_reconcile_errors_total 0",

@@ -73,7 +73,7 @@ fn request_error(op: &'static str) -> impl Fn(rtnetlink::Error) -> NetlinkError 
 }
 
 impl NetlinkError {
-    fn errno(&self) -> Option<i32> {
+    pub(crate) fn errno(&self) -> Option<i32> {
         match self {
             Self::Request { errno, .. } => *errno,
             _ => None,
