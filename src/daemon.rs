@@ -24,7 +24,7 @@ use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
-use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer};
+use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
@@ -477,7 +477,8 @@ impl Reconciler {
                 return None;
             }
         };
-        let (desired, skipped) = reconcile::desired_state(&self.config, Some(own.subnet), public_ip, leases, &context);
+        let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
+        let (desired, skipped) = reconcile::desired_state(&self.config, &us, leases, &context);
         self.warn_once(skipped, &desired, &context);
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.
@@ -576,7 +577,7 @@ impl Reconciler {
     fn warn_once(&mut self, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
         for peer in skipped {
             if self.warned.insert((peer.subnet, peer.reason.clone())) {
-                tracing::warn!(subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
+                tracing::warn!(key = %peer.key(), subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
             }
         }
         // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
@@ -660,6 +661,7 @@ mod tests {
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 2])),
             etcd_lease: 9,
             mod_revision: 10,
+            create_revision: 10,
         }
     }
 

@@ -144,6 +144,9 @@ pub struct Lease {
     pub etcd_lease: i64,
     /// The key's etcd mod revision, used for compare-and-swap updates.
     pub mod_revision: i64,
+    /// The etcd revision that created the key: unlike the mod revision it survives flanneld's
+    /// renewals (a put), so it tells the established of two conflicting leases.
+    pub create_revision: i64,
 }
 
 impl Lease {
@@ -309,6 +312,7 @@ mod tests {
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, MacAddr([2, 0, 0, 0, 0, 1])),
             etcd_lease: 0,
             mod_revision: 3,
+            create_revision: 3,
         }
     }
 

@@ -4,13 +4,14 @@
 //! kernel holds on our device and applies the difference. A restart, a missed watch event or a
 //! hand-deleted route all end in the same state.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
 use crate::config::NetworkConfig;
-use crate::lease::{Lease, LeaseSet, MacAddr, BACKEND_VXLAN};
+use crate::lease::{subnet_key, Lease, LeaseSet, MacAddr, BACKEND_VXLAN};
 
 /// `ip neigh replace <ip> lladdr <mac> dev flannel.1 nud permanent`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,25 +135,50 @@ pub struct KernelContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedPeer {
     pub subnet: Ipv4Network,
+    /// The rule the lease breaks, in words an operator can act on.
     pub reason: String,
 }
 
-/// The entries every peer lease needs on this host. `own_subnet` (if we hold one) and `own_ip`
-/// identify us so we never point traffic for our own subnet, or to our own address, into the
-/// tunnel. With `Backend.DirectRouting`, a peer whose PublicIP the main table reaches on-link
-/// gets a direct route instead of VXLAN entries. A VXLAN route points at a nexthop where the
-/// kernel allows it, and names its gateway itself (flanneld's form) where it does not.
+impl SkippedPeer {
+    /// The lease's key as written under `<prefix>/subnets/`, e.g. `10.5.3.2-32`: its address
+    /// as given (a misaligned key keeps its host bits), so the operator can find and delete it.
+    pub fn key(&self) -> String {
+        format!("{}-{}", self.subnet.ip(), self.subnet.prefix())
+    }
+}
+
+/// What identifies this host among the leases, so no lease can point our own subnet, address
+/// or MAC into the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThisHost {
+    /// Our lease's subnet, if we hold one.
+    pub subnet: Option<Ipv4Network>,
+    /// Our PublicIP: the underlay address peers send our VXLAN packets to.
+    pub public_ip: Ipv4Addr,
+    /// Our VXLAN device's MAC (our lease's VtepMAC), if we know it.
+    pub vtep_mac: Option<MacAddr>,
+}
+
+/// The entries every peer lease needs on this host. Only leases the allocator could have handed
+/// out are programmed, each VtepMAC has one owner, and every destination is a plausible host
+/// (`check_peer`); the rest come back as [`SkippedPeer`]s. With `Backend.DirectRouting`,
+/// a peer whose PublicIP the main table reaches on-link gets a direct route instead of VXLAN
+/// entries. A VXLAN route points at a nexthop where the kernel allows it, and names its gateway
+/// itself (flanneld's form) where it does not.
+///
+/// Where two leases conflict the established one wins (`by_establishment`), whatever the
+/// map order, so every host programs the same peers. O(n log n) in the number of leases.
 pub fn desired_state(
     config: &NetworkConfig,
-    own_subnet: Option<Ipv4Network>,
-    own_ip: Ipv4Addr,
+    us: &ThisHost,
     leases: &LeaseSet,
     context: &KernelContext,
 ) -> (KernelState, Vec<SkippedPeer>) {
     let mut state = KernelState::default();
     let mut skipped = Vec::new();
-    for lease in leases.leases.values().filter(|l| Some(l.subnet) != own_subnet) {
-        if let Err(reason) = check_peer(config, own_ip, lease) {
+    let mut mac_owners: HashMap<MacAddr, Ipv4Network> = HashMap::with_capacity(leases.leases.len());
+    for lease in by_establishment(leases, us.subnet) {
+        if let Err(reason) = check_peer(config, us, lease).and_then(|()| claim_vtep_mac(&mut mac_owners, lease)) {
             skipped.push(SkippedPeer { subnet: lease.subnet, reason });
             continue;
         }
@@ -172,18 +198,84 @@ pub fn desired_state(
     (state, skipped)
 }
 
-fn check_peer(config: &NetworkConfig, own_ip: Ipv4Addr, lease: &Lease) -> Result<(), String> {
-    let subnet = lease.subnet;
-    if !config.network.contains(subnet.network()) || subnet.prefix() < config.network.prefix() {
-        return Err(format!("subnet is outside the Network {}", config.network));
-    }
+/// The peer leases (ours left out), the established first: the key etcd created earliest
+/// (flanneld's renewals rewrite a key but keep its create revision), then the one written
+/// earliest, then the lower subnet, a total order every host computes alike.
+fn by_establishment(leases: &LeaseSet, own_subnet: Option<Ipv4Network>) -> Vec<&Lease> {
+    let mut peers: Vec<&Lease> = leases.leases.values().filter(|l| Some(l.subnet) != own_subnet).collect();
+    peers.sort_unstable_by_key(|l| (l.create_revision, l.mod_revision, l.subnet));
+    peers
+}
+
+/// The rules one lease must meet on its own: the vxlan backend, a subnet the allocator could
+/// have handed out, a plausible destination, and a VtepMAC that is not ours.
+fn check_peer(config: &NetworkConfig, us: &ThisHost, lease: &Lease) -> Result<(), String> {
     if !lease.attrs.backend_type.eq_ignore_ascii_case(BACKEND_VXLAN) {
         return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type));
     }
-    if lease.attrs.public_ip == own_ip {
-        return Err(format!("its PublicIP {own_ip} is this host's own address"));
+    check_subnet(config, lease.subnet)?;
+    check_destination(config, us, lease.attrs.public_ip)?;
+    let mac = lease.attrs.backend_data.vtep_mac;
+    if us.vtep_mac == Some(mac) {
+        return Err(format!("its VtepMAC {mac} is this host's own VXLAN device's MAC"));
     }
     Ok(())
+}
+
+/// A subnet the allocator could have handed out: inside the Network, of SubnetLen, aligned,
+/// between SubnetMin and SubnetMax. Such subnets never overlap unless equal, so a peer that
+/// passes cannot cover our subnet, another lease's or its VTEP address (the subnet's `.0`).
+fn check_subnet(config: &NetworkConfig, subnet: Ipv4Network) -> Result<(), String> {
+    let network = config.network;
+    if !network.contains(subnet.ip()) || subnet.prefix() < network.prefix() {
+        return Err(format!("subnet is outside the Network {network}"));
+    }
+    let len = config.subnet_len;
+    if subnet.prefix() != len {
+        return Err(format!("subnet is a /{}, but the config's SubnetLen gives every host a /{len}", subnet.prefix()));
+    }
+    if subnet.ip() != subnet.network() {
+        return Err(format!("{} is not the first address of a /{len} (that is {})", subnet.ip(), subnet.network()));
+    }
+    let (min, max) = (config.subnet_min, config.subnet_max);
+    if subnet.ip() < min || subnet.ip() > max {
+        return Err(format!("subnet is outside SubnetMin..SubnetMax ({min}..{max}), where no host gets a lease"));
+    }
+    Ok(())
+}
+
+/// A PublicIP VXLAN packets can be sent to: not ours, and not loopback, unspecified, broadcast,
+/// multicast or an overlay address (that would send the tunnel into itself).
+fn check_destination(config: &NetworkConfig, us: &ThisHost, ip: Ipv4Addr) -> Result<(), String> {
+    let rule = if ip == us.public_ip {
+        "is this host's own address"
+    } else if ip.is_loopback() {
+        "is a loopback address"
+    } else if ip.is_unspecified() {
+        "is the unspecified address"
+    } else if ip.is_broadcast() {
+        "is the broadcast address"
+    } else if ip.is_multicast() {
+        "is a multicast address"
+    } else if config.network.contains(ip) {
+        "is inside the overlay Network"
+    } else {
+        return Ok(());
+    };
+    Err(format!("its PublicIP {ip} {rule}"))
+}
+
+/// Gives the lease its VtepMAC unless an established lease already has it: one MAC with two
+/// FDB destinations would flip between them at every pass.
+fn claim_vtep_mac(owners: &mut HashMap<MacAddr, Ipv4Network>, lease: &Lease) -> Result<(), String> {
+    let mac = lease.attrs.backend_data.vtep_mac;
+    match owners.entry(mac) {
+        Entry::Occupied(owner) => Err(format!("its VtepMAC {mac} belongs to the established lease {}", subnet_key(*owner.get()))),
+        Entry::Vacant(free) => {
+            free.insert(lease.subnet);
+            Ok(())
+        }
+    }
 }
 
 /// What to change so the kernel matches the desired state. Additions use `replace`, so an entry
@@ -279,7 +371,13 @@ mod tests {
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, mac(mac_last)),
             etcd_lease: 7,
             mod_revision: 1,
+            create_revision: 1,
         }
+    }
+
+    /// `lease`, its key created at etcd revision `created` and last written at `modified`.
+    fn lease_at(subnet: &str, public_ip: [u8; 4], mac_last: u8, (created, modified): (i64, i64)) -> Lease {
+        Lease { create_revision: created, mod_revision: modified, ..lease(subnet, public_ip, mac_last) }
     }
 
     fn lease_set(leases: Vec<Lease>) -> LeaseSet {
@@ -293,7 +391,27 @@ mod tests {
     }
 
     fn desired_in(context: &KernelContext, leases: Vec<Lease>) -> (KernelState, Vec<SkippedPeer>) {
-        desired_state(&config(), Some("10.5.1.0/24".parse().unwrap()), OWN_IP, &lease_set(leases), context)
+        desired_state(&config(), &us(), &lease_set(leases), context)
+    }
+
+    /// This host: 10.5.1.0/24 at OWN_IP, its device's MAC `mac(1)`.
+    fn us() -> ThisHost {
+        ThisHost { subnet: Some("10.5.1.0/24".parse().unwrap()), public_ip: OWN_IP, vtep_mac: Some(mac(1)) }
+    }
+
+    /// This host before it holds a lease.
+    fn no_lease_yet() -> ThisHost {
+        ThisHost { subnet: None, vtep_mac: None, ..us() }
+    }
+
+    /// Why `subnet`'s lease was skipped; empty if it was not.
+    fn reason_for(skipped: &[SkippedPeer], subnet: &str) -> String {
+        skipped.iter().find(|s| s.subnet.to_string() == subnet).map(|s| s.reason.clone()).unwrap_or_default()
+    }
+
+    /// The subnets that got a route.
+    fn routed(state: &KernelState) -> Vec<String> {
+        state.routes.iter().map(|r| r.subnet.to_string()).collect()
     }
 
     /// 198.18.0.0/24 on-link, everything else through a default gateway.
@@ -321,7 +439,7 @@ mod tests {
         let config =
             NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
         let leases = lease_set(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2), lease("10.5.3.0/24", [203, 0, 113, 5], 3)]);
-        let (state, skipped) = desired_state(&config, None, OWN_IP, &leases, &lab_kernel());
+        let (state, skipped) = desired_state(&config, &no_lease_yet(), &leases, &lab_kernel());
         assert!(skipped.is_empty());
         let direct = DirectRoute { subnet: "10.5.2.0/24".parse().unwrap(), gateway: Ipv4Addr::new(198, 18, 0, 12) };
         assert_eq!(state.direct_routes, BTreeSet::from([direct]));
@@ -335,7 +453,7 @@ mod tests {
         let config =
             NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
         let leases = lease_set(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
-        let (direct, _) = desired_state(&config, None, OWN_IP, &leases, &lab_kernel());
+        let (direct, _) = desired_state(&config, &no_lease_yet(), &leases, &lab_kernel());
         let (vxlan, _) = desired(vec![lease("10.5.2.0/24", [198, 18, 0, 12], 2)]);
         let to_direct = plan(&direct, &vxlan);
         assert_eq!((to_direct.add.direct_routes.len(), to_direct.add.entry_count()), (1, 1));
@@ -379,13 +497,117 @@ mod tests {
             lease("10.5.5.0/24", [198, 18, 0, 11], 5),
             lease("10.5.6.0/24", [198, 18, 0, 16], 6),
         ]);
-        let reason =
-            |subnet: &str| skipped.iter().find(|s| s.subnet.to_string() == subnet).map(|s| s.reason.clone()).unwrap_or_default();
+        let reason = |subnet: &str| reason_for(&skipped, subnet);
         assert_eq!(skipped.len(), 3, "{skipped:?}");
         assert!(reason("10.6.3.0/24").contains("outside the Network"));
         assert!(reason("10.5.4.0/24").contains("not vxlan"));
         assert!(reason("10.5.5.0/24").contains("own address"));
         assert_eq!(state.entry_count(), 4, "ARP, FDB, nexthop and route of the one good peer");
+    }
+
+    #[test]
+    fn only_subnets_the_allocator_could_hand_out_are_programmed() {
+        let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.99.0"}"#).unwrap();
+        let unknown = [198, 18, 0, 99];
+        // The bad leases are all older than the good one: their age buys them nothing.
+        let misaligned =
+            Lease { subnet: Ipv4Network::new(Ipv4Addr::new(10, 5, 7, 1), 24).unwrap(), ..lease("10.5.7.0/24", unknown, 15) };
+        let mut leases = vec![
+            lease_at("10.5.2.2/32", unknown, 10, (1, 1)),
+            lease_at("10.5.2.2/31", unknown, 11, (2, 2)),
+            lease_at("10.5.1.0/25", unknown, 12, (3, 3)),
+            lease_at("10.5.0.0/16", unknown, 13, (4, 4)),
+            lease_at("10.5.0.0/24", unknown, 14, (5, 5)),
+            lease_at("10.5.200.0/24", unknown, 16, (6, 6)),
+            lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (50, 50)),
+        ];
+        leases.push(misaligned);
+        let (state, skipped) = desired_state(&config, &us(), &lease_set(leases), &lab_kernel());
+        assert_eq!(routed(&state), ["10.5.2.0/24"]);
+        assert_eq!(state.arp.iter().map(|e| e.ip).collect::<Vec<_>>(), [Ipv4Addr::new(10, 5, 2, 0)], "one VTEP address");
+        for (subnet, rule) in [
+            ("10.5.2.2/32", "is a /32, but the config's SubnetLen gives every host a /24"),
+            ("10.5.2.2/31", "is a /31"),
+            ("10.5.1.0/25", "is a /25"),
+            ("10.5.0.0/16", "is a /16"),
+            ("10.5.0.0/24", "outside SubnetMin..SubnetMax (10.5.1.0..10.5.99.0)"),
+            ("10.5.200.0/24", "outside SubnetMin..SubnetMax"),
+            ("10.5.7.1/24", "10.5.7.1 is not the first address of a /24 (that is 10.5.7.0)"),
+        ] {
+            assert!(reason_for(&skipped, subnet).contains(rule), "{subnet}: {skipped:?}");
+        }
+        assert_eq!(skipped.len(), 7);
+    }
+
+    #[test]
+    fn a_vtep_mac_stays_with_the_established_lease_whatever_the_key_order() {
+        let (older, newer) = ((5, 5), (9, 9));
+        for (low_key_age, high_key_age, owner, newcomer) in
+            [(older, newer, "10.5.2.0/24", "10.5.3.0/24"), (newer, older, "10.5.3.0/24", "10.5.2.0/24")]
+        {
+            let (state, skipped) = desired(vec![
+                lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, low_key_age),
+                lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, high_key_age),
+            ]);
+            assert_eq!(routed(&state), [owner]);
+            let owner_key = owner.replace('/', "-");
+            assert_eq!(
+                reason_for(&skipped, newcomer),
+                format!("its VtepMAC 02:00:00:00:00:02 belongs to the established lease {owner_key}")
+            );
+            assert_eq!(state.fdb.len(), 1, "one destination for the MAC: {:?}", state.fdb);
+        }
+    }
+
+    #[test]
+    fn ties_in_age_go_to_the_earlier_write_then_the_lower_subnet() {
+        let (state, _) = desired(vec![
+            lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (5, 8)),
+            lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (5, 6)),
+        ]);
+        assert_eq!(routed(&state), ["10.5.3.0/24"], "same key age: written earlier wins");
+        let (state, _) = desired(vec![
+            lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (5, 5)),
+            lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (5, 5)),
+        ]);
+        assert_eq!(routed(&state), ["10.5.2.0/24"], "a full tie: the lower subnet");
+    }
+
+    #[test]
+    fn a_skipped_lease_claims_no_mac_and_ours_is_never_given_away() {
+        let (state, skipped) = desired(vec![
+            lease_at("10.5.2.0/24", [127, 0, 0, 1], 2, (1, 1)),
+            lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (9, 9)),
+            lease_at("10.5.4.0/24", [198, 18, 0, 14], 1, (2, 2)),
+        ]);
+        assert_eq!(routed(&state), ["10.5.3.0/24"], "the older lease is refused, so the MAC is free");
+        assert_eq!(reason_for(&skipped, "10.5.4.0/24"), "its VtepMAC 02:00:00:00:00:01 is this host's own VXLAN device's MAC");
+        assert_eq!(skipped.len(), 2);
+    }
+
+    #[test]
+    fn nonsense_destinations_are_skipped() {
+        let cases = [
+            ([127, 0, 0, 1], "its PublicIP 127.0.0.1 is a loopback address"),
+            ([0, 0, 0, 0], "its PublicIP 0.0.0.0 is the unspecified address"),
+            ([255, 255, 255, 255], "its PublicIP 255.255.255.255 is the broadcast address"),
+            ([224, 0, 0, 1], "its PublicIP 224.0.0.1 is a multicast address"),
+            ([10, 5, 2, 2], "its PublicIP 10.5.2.2 is inside the overlay Network"),
+        ];
+        let leases =
+            cases.iter().enumerate().map(|(i, (ip, _))| lease(&format!("10.5.{}.0/24", i + 10), *ip, i as u8 + 10)).collect();
+        let (state, skipped) = desired(leases);
+        assert_eq!(state, KernelState::default());
+        for (i, (_, reason)) in cases.iter().enumerate() {
+            assert_eq!(reason_for(&skipped, &format!("10.5.{}.0/24", i + 10)), *reason);
+        }
+    }
+
+    #[test]
+    fn a_skipped_peer_is_named_by_its_key_as_written() {
+        let peer = |subnet: Ipv4Network| SkippedPeer { subnet, reason: String::new() }.key();
+        assert_eq!(peer("10.5.2.2/32".parse().unwrap()), "10.5.2.2-32");
+        assert_eq!(peer(Ipv4Network::new(Ipv4Addr::new(10, 5, 7, 1), 24).unwrap()), "10.5.7.1-24");
     }
 
     #[test]

@@ -451,7 +451,13 @@ impl Registry {
         };
         let text = String::from_utf8_lossy(kv.value());
         Some(match LeaseAttrs::from_json(&text) {
-            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease: kv.lease(), mod_revision: kv.mod_revision() }),
+            Ok(attrs) => Ok(Lease {
+                subnet,
+                attrs,
+                etcd_lease: kv.lease(),
+                mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
+            }),
             Err(e) => Err((Some(subnet), malformed(e.to_string()))),
         })
     }
@@ -490,7 +496,7 @@ impl Registry {
         let key = self.lease_key(subnet);
         let etcd_lease = self.grant(ttl).await?;
         let condition = Compare::version(key.clone(), CompareOp::Equal, 0);
-        let lease = Lease { subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0 };
+        let lease = Lease { subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, create_revision: 0 };
         self.put_if(condition, &key, lease).await
     }
 
@@ -500,7 +506,7 @@ impl Registry {
         let key = self.lease_key(existing.subnet);
         let etcd_lease = if existing.is_reservation() { 0 } else { self.grant(ttl).await? };
         let condition = Compare::mod_revision(key.clone(), CompareOp::Equal, existing.mod_revision);
-        let lease = Lease { subnet: existing.subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0 };
+        let lease = Lease { subnet: existing.subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, ..existing.clone() };
         let taken = self.put_if(condition, &key, lease).await?;
         if taken.is_some() && !existing.is_reservation() {
             // The key now hangs on the new etcd lease; the old one would idle until it expires.
@@ -550,6 +556,9 @@ impl Registry {
             return Ok(None);
         }
         lease.mod_revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        if lease.create_revision == 0 {
+            lease.create_revision = lease.mod_revision; // this put created the key
+        }
         Ok(Some(lease))
     }
 
@@ -769,6 +778,7 @@ mod tests {
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, last), 1, MacAddr([2, 0, 0, 0, 0, last])),
             etcd_lease: 1,
             mod_revision: 1,
+            create_revision: 1,
         }
     }
 

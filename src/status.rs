@@ -14,7 +14,7 @@ use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::lease::{Lease, LeaseSet};
 use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
-use crate::reconcile::{self, KernelContext, KernelState};
+use crate::reconcile::{self, KernelContext, KernelState, ThisHost};
 use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
 use crate::underlay::Underlay;
 
@@ -102,9 +102,11 @@ pub struct Observed {
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
 /// entries are right, and nothing unexplained sits on the device.
 pub fn assess(observed: &Observed) -> Status {
-    let own_subnet = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip).map(|l| l.subnet);
+    let own = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip);
+    let own_subnet = own.map(|l| l.subnet);
+    let us = ThisHost { subnet: own_subnet, public_ip: observed.public_ip, vtep_mac: own.map(|l| l.attrs.backend_data.vtep_mac) };
     let set = LeaseSet { leases: observed.leases.iter().map(|l| (l.subnet, l.clone())).collect(), ..Default::default() };
-    let (desired, skipped) = reconcile::desired_state(&observed.config, own_subnet, observed.public_ip, &set, &observed.context);
+    let (desired, skipped) = reconcile::desired_state(&observed.config, &us, &set, &observed.context);
     let direct: BTreeSet<Ipv4Network> = desired.direct_routes.iter().map(|r| r.subnet).collect();
     let skipped: BTreeMap<_, _> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
     let actual = observed.kernel.clone().unwrap_or_default();
@@ -138,8 +140,7 @@ pub fn assess(observed: &Observed) -> Status {
         })
         .collect();
     let unexplained = reconcile::plan(&desired, &actual).remove.entry_count();
-    let own_lease = observed.leases.iter().find(|l| Some(l.subnet) == own_subnet);
-    let device_drift = device_drift(observed, own_lease);
+    let device_drift = device_drift(observed, own);
     let all_ok = leases.iter().all(|l| [l.route, l.arp, l.fdb].iter().all(|c| matches!(c, Check::Ok | Check::NotApplicable)));
     Status {
         network: observed.config.network,
@@ -319,6 +320,7 @@ mod tests {
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])),
             etcd_lease: 7,
             mod_revision: 1,
+            create_revision: 1,
         }
     }
 

@@ -28,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod etcd_wipe;
+pub mod hostile;
 
 /// Underlay addresses: etcd member K is .(2+K), host N is .(10+N).
 const UNDERLAY_NET: [u8; 3] = [198, 18, 0];

@@ -1,0 +1,36 @@
+//! Lab helpers for hostile-lease tests: what a host's VXLAN device holds, and warnings per key.
+
+use std::collections::BTreeSet;
+
+use super::{Host, Weftd};
+
+impl Host {
+    /// Every route, neighbour, FDB entry and nexthop on `flannel.1`, one line each as `ip -j -4 route` (every table),
+    /// `ip -j neigh`, `bridge -j fdb` and `ip -j nexthop` report them (e.g. `fdb 02:ee:00:00:00:01 dst 198.18.0.99`).
+    pub fn flannel_entries(&self) -> BTreeSet<String> {
+        let rows = |v: serde_json::Value| v.as_array().cloned().unwrap_or_default();
+        let text = |row: &serde_json::Value, key: &str| row[key].as_str().unwrap_or("-").to_string();
+        let routes = rows(self.ip_json(&["-4", "route", "show", "table", "all", "dev", "flannel.1"]))
+            .into_iter()
+            .map(|r| format!("route {} via {}", text(&r, "dst"), text(&r, "gateway")));
+        let neighbours = rows(self.ip_json(&["neigh", "show", "dev", "flannel.1"]))
+            .into_iter()
+            .map(|n| format!("neigh {} lladdr {}", text(&n, "dst"), text(&n, "lladdr")));
+        let fdb = rows(self.bridge_json(&["fdb", "show", "dev", "flannel.1"]))
+            .into_iter()
+            .map(|f| format!("fdb {} dst {}", text(&f, "mac"), text(&f, "dst")));
+        let nexthops = rows(self.ip_json(&["nexthop", "show", "dev", "flannel.1"]))
+            .into_iter()
+            .map(|n| format!("nexthop {} via {}", n["id"], text(&n, "gateway")));
+        routes.chain(neighbours).chain(fdb).chain(nexthops).collect()
+    }
+}
+
+impl Weftd {
+    /// How many WARN lines name the lease key `name` (`10.5.3.2-32`), as a `key=` field or at
+    /// the end of a full key path.
+    pub fn warnings_naming(&self, name: &str) -> usize {
+        let names = |line: &str| line.split(|c: char| c.is_whitespace() || matches!(c, '=' | '/' | '"')).any(|t| t == name);
+        self.log().lines().filter(|line| line.contains(" WARN ") && names(line)).count()
+    }
+}
