@@ -1,0 +1,146 @@
+//! Logging which peers came, went or changed, bounded: a few peers get a line each, a burst
+//! (thousands of lease events a second) gets one summary line a second.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+
+use crate::lease::{Lease, LeaseSet};
+
+/// Up to this many changes since the last line are logged one line each; more are summarised.
+pub const LISTED_CHANGES: usize = 8;
+/// At most one burst of lines (or one summary) per this interval; changes seen sooner wait for
+/// the next pass after it.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a peer changed between two lease sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerChange {
+    Added,
+    Changed,
+    Removed,
+}
+
+/// Peer changes not yet logged at info level.
+#[derive(Debug, Default)]
+pub struct PeerChangeLog {
+    /// The first [`LISTED_CHANGES`] + 1 changes since the last info line (one more tells a
+    /// short list from a long one); the rest are only counted.
+    listed: Vec<(PeerChange, Lease)>,
+    counts: [u64; 3],
+    last_line: Option<Instant>,
+}
+
+impl PeerChangeLog {
+    /// Records the peers that differ between `before` and `after` (`own_subnet` excluded),
+    /// logs each at debug level, and at info level either one line per peer (a few changes)
+    /// or one summary (many), at most once per [`LOG_INTERVAL`].
+    pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network, now: Instant) {
+        for (change, lease) in peer_changes(before, after, own_subnet) {
+            let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+            tracing::debug!(%subnet, %public_ip, %vtep_mac, ?change, "peer change");
+            self.counts[change as usize] += 1;
+            if self.listed.len() <= LISTED_CHANGES {
+                self.listed.push((change, lease.clone()));
+            }
+        }
+        let pending = self.counts.iter().sum::<u64>();
+        if pending == 0 || self.last_line.is_some_and(|at| now.duration_since(at) < LOG_INTERVAL) {
+            return;
+        }
+        if pending as usize <= LISTED_CHANGES {
+            self.listed.iter().for_each(|(change, lease)| log_one(*change, lease));
+        } else {
+            let [added, changed, removed] = self.counts;
+            let subnets = self.listed.iter().take(LISTED_CHANGES).fold(String::new(), |mut list, (_, lease)| {
+                let _ = write!(list, "{}{}", if list.is_empty() { "" } else { "," }, lease.subnet);
+                list
+            });
+            tracing::info!(added, changed, removed, first = %subnets, "peers changed");
+        }
+        *self = Self { last_line: Some(now), ..Self::default() };
+    }
+}
+
+fn log_one(change: PeerChange, lease: &Lease) {
+    let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+    match change {
+        PeerChange::Added => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer added"),
+        PeerChange::Changed => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
+        PeerChange::Removed => tracing::info!(%subnet, %public_ip, "peer removed"),
+    }
+}
+
+/// Every peer that appeared, changed or left between two lease sets (ours excluded), with
+/// its newest lease.
+pub fn peer_changes<'a>(
+    before: &'a LeaseSet,
+    after: &'a LeaseSet,
+    own_subnet: Ipv4Network,
+) -> impl Iterator<Item = (PeerChange, &'a Lease)> {
+    let peer = move |lease: &&Lease| lease.subnet != own_subnet;
+    let present = after.leases.values().filter(peer).filter_map(|lease| match before.leases.get(&lease.subnet) {
+        None => Some((PeerChange::Added, lease)),
+        Some(previous) if previous.attrs != lease.attrs => Some((PeerChange::Changed, lease)),
+        Some(_) => None,
+    });
+    let gone = before.leases.values().filter(peer).filter(|l| !after.leases.contains_key(&l.subnet));
+    present.chain(gone.map(|lease| (PeerChange::Removed, lease)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::lease::{LeaseAttrs, MacAddr};
+
+    fn set(thirds: impl IntoIterator<Item = u8>) -> LeaseSet {
+        let leases = thirds
+            .into_iter()
+            .map(|third| {
+                let subnet: Ipv4Network = format!("10.5.{third}.0/24").parse().unwrap();
+                let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, third), 1, MacAddr([2, 0, 0, 0, 0, third]));
+                (subnet, Lease { subnet, attrs, etcd_lease: 1, mod_revision: 1 })
+            })
+            .collect();
+        LeaseSet { revision: 1, leases, changed_at: None }
+    }
+
+    fn own() -> Ipv4Network {
+        "10.5.1.0/24".parse().unwrap()
+    }
+
+    #[test]
+    fn changes_name_added_changed_and_removed_peers_but_never_us() {
+        let before = set([1, 2, 3]);
+        let mut after = set([1, 3, 4, 9]);
+        after.leases.values_mut().for_each(|l| l.attrs.public_ip = Ipv4Addr::new(198, 18, 1, 1));
+        after.leases.get_mut(&"10.5.9.0/24".parse().unwrap()).unwrap().attrs.public_ip = Ipv4Addr::new(198, 18, 0, 9);
+        let changes: Vec<_> = peer_changes(&before, &after, own()).map(|(c, l)| (c, l.subnet.to_string())).collect();
+        assert_eq!(
+            changes,
+            [
+                (PeerChange::Changed, "10.5.3.0/24".into()),
+                (PeerChange::Added, "10.5.4.0/24".into()),
+                (PeerChange::Added, "10.5.9.0/24".into()),
+                (PeerChange::Removed, "10.5.2.0/24".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_within_the_interval_wait_and_are_counted_once_logged() {
+        let mut log = PeerChangeLog::default();
+        let start = Instant::now();
+        log.record(&set([]), &set([2]), own(), start);
+        assert_eq!(log.counts, [0; 3], "the first change is logged at once");
+        log.record(&set([2]), &set(2..40), own(), start + Duration::from_millis(10));
+        assert_eq!(log.counts, [37, 0, 0], "a burst right after waits");
+        assert_eq!(log.listed.len(), LISTED_CHANGES + 1, "and only a few are kept");
+        log.record(&set(2..40), &set(3..40), own(), start + LOG_INTERVAL);
+        assert_eq!(log.counts, [0; 3], "the next pass after the interval logs the summary");
+        assert!(log.listed.is_empty());
+    }
+}
