@@ -24,7 +24,6 @@ use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::logtext;
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
-use crate::peer_log::PeerChangeLog;
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, Plan, SkippedPeer};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
@@ -122,6 +121,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         metrics: metrics.clone(),
     };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
+    tokio::spawn(crate::peer_log::follow(leases_rx.clone(), own_rx.clone()));
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
@@ -140,8 +140,6 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         health,
         metrics,
         last_reconciled: None,
-        last_leases: Arc::default(),
-        peer_changes: PeerChangeLog::default(),
         notified_ready: false,
         warned: HashMap::new(),
     };
@@ -388,10 +386,6 @@ struct Reconciler {
     last_reconciled: Option<(Ipv4Network, i64)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
-    /// The leases of the last pass, to log which peers came, went or changed.
-    last_leases: Arc<LeaseSet>,
-    /// Peer changes not logged yet: a burst of lease events is summarised.
-    peer_changes: PeerChangeLog,
     /// Peers already warned about (skipped, or no nexthop), so a resync does not repeat it:
     /// one fingerprint of the last warning per peer and kind, dropped when the lease goes, so
     /// neither the number of values a peer writes nor their size can grow it.
@@ -412,8 +406,6 @@ impl Reconciler {
         loop {
             let own_lease = own.borrow_and_update().clone();
             let lease_set = Arc::clone(&leases.borrow_and_update());
-            self.peer_changes.record(&self.last_leases, &lease_set, own_lease.subnet, std::time::Instant::now());
-            self.last_leases = Arc::clone(&lease_set);
             if self.reconcile(&own_lease, &lease_set).await {
                 self.write_subnet_env(&own_lease)?;
             }

@@ -2,9 +2,11 @@
 //! (thousands of lease events a second) gets one summary line a second.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
+use tokio::sync::watch;
 
 use crate::lease::{Lease, LeaseSet};
 
@@ -33,10 +35,9 @@ pub struct PeerChangeLog {
 }
 
 impl PeerChangeLog {
-    /// Records the peers that differ between `before` and `after` (`own_subnet` excluded),
-    /// logs each at debug level, and at info level either one line per peer (a few changes)
-    /// or one summary (many), at most once per [`LOG_INTERVAL`].
-    pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network, now: Instant) {
+    /// Records the peers that differ between `before` and `after` (`own_subnet` excluded) and
+    /// logs each at debug level; [`flush`](Self::flush) logs them at info level.
+    pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
         for (change, lease) in peer_changes(before, after, own_subnet) {
             let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
             tracing::debug!(%subnet, %public_ip, %vtep_mac, ?change, "peer change");
@@ -45,11 +46,23 @@ impl PeerChangeLog {
                 self.listed.push((change, lease.clone()));
             }
         }
-        let pending = self.counts.iter().sum::<u64>();
-        if pending == 0 || self.last_line.is_some_and(|at| now.duration_since(at) < LOG_INTERVAL) {
+    }
+
+    /// When the changes recorded so far may be logged; `None` when there are none.
+    pub fn flush_at(&self) -> Option<Instant> {
+        let pending = self.counts.iter().any(|count| *count > 0);
+        pending.then(|| self.last_line.map_or_else(Instant::now, |at| at + LOG_INTERVAL))
+    }
+
+    /// Logs the recorded changes at info level, one line per peer when there are a few and
+    /// one summary when there are many, unless a line was logged less than
+    /// [`LOG_INTERVAL`] before `now`.
+    pub fn flush(&mut self, now: Instant) {
+        let pending = self.counts.iter().any(|count| *count > 0);
+        if !pending || self.last_line.is_some_and(|at| now < at + LOG_INTERVAL) {
             return;
         }
-        if pending as usize <= LISTED_CHANGES {
+        if self.counts.iter().sum::<u64>() as usize <= LISTED_CHANGES {
             self.listed.iter().for_each(|(change, lease)| log_one(*change, lease));
         } else {
             let [added, changed, removed] = self.counts;
@@ -60,6 +73,29 @@ impl PeerChangeLog {
             tracing::info!(added, changed, removed, first = %subnets, "peers changed");
         }
         *self = Self { last_line: Some(now), ..Self::default() };
+    }
+}
+
+/// Logs peer changes as the lease set changes, for as long as the daemon runs: apart from the
+/// reconciler, so a summary held back by [`LOG_INTERVAL`] is written when it is due even if no
+/// further pass comes.
+pub async fn follow(mut leases: watch::Receiver<Arc<LeaseSet>>, own: watch::Receiver<Lease>) {
+    let mut last = Arc::new(LeaseSet::default());
+    let mut log = PeerChangeLog::default();
+    loop {
+        let flush_at = log.flush_at();
+        tokio::select! {
+            changed = leases.changed() => {
+                if changed.is_err() {
+                    return; // the lease follower is gone: the daemon is stopping
+                }
+                let set = Arc::clone(&leases.borrow_and_update());
+                log.record(&last, &set, own.borrow().subnet);
+                last = set;
+            }
+            () = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {}
+        }
+        log.flush(Instant::now());
     }
 }
 
@@ -134,13 +170,16 @@ mod tests {
     fn changes_within_the_interval_wait_and_are_counted_once_logged() {
         let mut log = PeerChangeLog::default();
         let start = Instant::now();
-        log.record(&set([]), &set([2]), own(), start);
-        assert_eq!(log.counts, [0; 3], "the first change is logged at once");
-        log.record(&set([2]), &set(2..40), own(), start + Duration::from_millis(10));
+        log.record(&set([]), &set([2]), own());
+        log.flush(start);
+        assert_eq!((log.counts, log.flush_at()), ([0; 3], None), "the first change is logged at once");
+        log.record(&set([2]), &set(2..40), own());
+        log.flush(start + Duration::from_millis(10));
         assert_eq!(log.counts, [37, 0, 0], "a burst right after waits");
         assert_eq!(log.listed.len(), LISTED_CHANGES + 1, "and only a few are kept");
-        log.record(&set(2..40), &set(3..40), own(), start + LOG_INTERVAL);
-        assert_eq!(log.counts, [0; 3], "the next pass after the interval logs the summary");
+        assert_eq!(log.flush_at(), Some(start + LOG_INTERVAL));
+        log.flush(start + LOG_INTERVAL);
+        assert_eq!((log.counts, log.flush_at()), ([0; 3], None), "then it is logged");
         assert!(log.listed.is_empty());
     }
 }
