@@ -4,7 +4,7 @@
 //! Tasks talk through `watch` channels carrying whole states (our lease, every lease), never
 //! events, so any task can fall behind or restart and still converge.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use crate::device;
 use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
+use crate::logtext;
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
@@ -97,6 +98,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         tokio::spawn(health::probe_etcd(registry.clone(), health.clone(), Duration::from_secs(5)));
     }
     let config = wait_for_config(&registry, &options.etcd.prefix).await?;
+    tokio::spawn(crate::config_watch::follow(registry.clone(), config.clone()));
 
     let mac = vtep_mac(&kernel, &config, public_ip).await?;
     let spec = device::desired_device(&config, &underlay, mac);
@@ -120,6 +122,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         metrics: metrics.clone(),
     };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
+    tokio::spawn(crate::peer_log::follow(leases_rx.clone(), own_rx.clone()));
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 
@@ -138,9 +141,8 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         health,
         metrics,
         last_reconciled: None,
-        last_leases: Arc::default(),
         notified_ready: false,
-        warned: HashSet::new(),
+        warned: HashMap::new(),
         failing: Ongoing::default(),
     };
     reconciler.run(own_rx, leases_rx).await
@@ -388,10 +390,10 @@ struct Reconciler {
     last_reconciled: Option<(Ipv4Network, i64)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
-    /// The leases of the last pass, to log which peers came, went or changed.
-    last_leases: Arc<LeaseSet>,
-    /// Peers already warned about (skipped, or no nexthop), so a resync does not repeat it.
-    warned: HashSet<(Ipv4Network, String)>,
+    /// Peers already warned about (skipped, or no nexthop), so a resync does not repeat it:
+    /// one fingerprint of the last warning per peer and kind, dropped when the lease goes, so
+    /// neither the number of values a peer writes nor their size can grow it.
+    warned: HashMap<(Ipv4Network, PeerWarning), u64>,
     /// Kernel entries refused in the last pass, retried every pass and logged when they start
     /// and when they end.
     failing: Ongoing,
@@ -411,8 +413,6 @@ impl Reconciler {
         loop {
             let own_lease = own.borrow_and_update().clone();
             let lease_set = Arc::clone(&leases.borrow_and_update());
-            log_peer_changes(&self.last_leases, &lease_set, own_lease.subnet);
-            self.last_leases = Arc::clone(&lease_set);
             // Ready once our own device is set up and a pass has run: a peer the kernel refuses
             // is that peer's problem, and must not keep docker from starting on this host.
             if self.reconcile(&own_lease, &lease_set).await {
@@ -479,7 +479,7 @@ impl Reconciler {
         };
         let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
         let (desired, skipped) = reconcile::desired_state(&self.config, &us, leases, &context);
-        self.warn_once(skipped, &desired, &context);
+        self.warn_once(leases, skipped, &desired, &context);
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.
         self.device_changes.want(Arc::clone(&desired));
@@ -572,12 +572,13 @@ impl Reconciler {
         }
     }
 
-    /// Warns once per peer about a lease we skip, and about a route that cannot point at its
-    /// nexthop because another program's nexthop has the id.
-    fn warn_once(&mut self, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
+    /// Warns once per peer about a lease we skip (again when its reason changes), and about a
+    /// route that cannot point at its nexthop because another program's nexthop has the id.
+    fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
+        self.warned.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
         for peer in skipped {
-            if self.warned.insert((peer.subnet, peer.reason.clone())) {
-                tracing::warn!(key = %peer.key(), subnet = %peer.subnet, reason = %peer.reason, "skipping peer lease");
+            if first_warning(&mut self.warned, peer.subnet, PeerWarning::Skipped, &peer.reason) {
+                tracing::warn!(key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
             }
         }
         // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
@@ -585,7 +586,7 @@ impl Reconciler {
             return;
         }
         for route in desired.routes.iter().filter(|r| r.nexthop.is_none()) {
-            if self.warned.insert((route.subnet, "nexthop id taken".to_string())) {
+            if first_warning(&mut self.warned, route.subnet, PeerWarning::NexthopTaken, "") {
                 tracing::warn!(subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
             }
         }
@@ -634,20 +635,22 @@ impl Reconciler {
     }
 }
 
-/// One line per peer that appeared, left or changed between two lease sets (ours excluded).
-fn log_peer_changes(before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
-    let peer = |lease: &&Lease| lease.subnet != own_subnet;
-    for lease in after.leases.values().filter(peer) {
-        let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
-        match before.leases.get(&subnet) {
-            None => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer added"),
-            Some(previous) if previous.attrs != lease.attrs => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
-            Some(_) => {}
-        }
-    }
-    for lease in before.leases.values().filter(peer).filter(|l| !after.leases.contains_key(&l.subnet)) {
-        tracing::info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "peer removed");
-    }
+/// What a peer was warned about; each kind is remembered apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PeerWarning {
+    Skipped,
+    NexthopTaken,
+}
+
+/// Records a warning about `subnet`; whether it differs from the last one of its kind.
+fn first_warning(
+    warned: &mut HashMap<(Ipv4Network, PeerWarning), u64>,
+    subnet: Ipv4Network,
+    kind: PeerWarning,
+    reason: &str,
+) -> bool {
+    let fingerprint = logtext::fingerprint(reason);
+    warned.insert((subnet, kind), fingerprint) != Some(fingerprint)
 }
 
 #[cfg(test)]

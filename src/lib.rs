@@ -4,14 +4,17 @@
 
 pub mod apply;
 pub mod config;
+pub mod config_watch;
 pub mod daemon;
 pub mod device;
 pub mod docker_opts;
 pub mod health;
 pub mod ipmasq;
 pub mod lease;
+pub mod logtext;
 pub mod metrics;
 pub mod netlink;
+pub mod peer_log;
 pub mod reconcile;
 pub mod registry;
 pub mod status;

@@ -4,7 +4,7 @@
 //! revision + 1 so no event can fall between the two; on any watch loss or compaction, list
 //! again. The published [`LeaseSet`] is always a complete picture, never a stream of deltas.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::config::NetworkConfig;
 use crate::lease::{self, Claim, Lease, LeaseAttrs, LeaseSet};
+use crate::logtext;
 use crate::metrics::Metrics;
 
 /// How long one etcd request may take before we call etcd unreachable.
@@ -38,6 +39,10 @@ pub enum RegistryError {
     Tls { op: &'static str, reason: String },
     #[error("etcd {op} timed out after {REQUEST_TIMEOUT:?}: is etcd reachable at the --etcd-endpoints?")]
     Timeout { op: &'static str },
+    #[error("etcd {op}: a response was larger than weftd reads ({reason}); a key under the prefix holds a huge value")]
+    TooLarge { op: &'static str, reason: String },
+    #[error("cannot list leases: the value of {key} alone is larger than weftd reads ({limit} bytes); delete the key or write a flannel lease there")]
+    LeaseTooLarge { key: String, limit: usize },
     #[error("out of subnets: every subnet between SubnetMin {min} and SubnetMax {max} is leased; widen the Network or remove stale leases")]
     OutOfSubnets { min: Ipv4Addr, max: Ipv4Addr },
 }
@@ -237,6 +242,11 @@ fn classify(op: &'static str, source: etcd_client::Error) -> RegistryError {
             Code::InvalidArgument | Code::FailedPrecondition if about_auth => {
                 return RegistryError::Refused { op, reason: message }
             }
+            // tonic refuses a response over the decoding limit with OutOfRange, a code etcd
+            // also uses (compacted or future revision); only the text tells them apart.
+            Code::OutOfRange if message.contains("message length too large") => {
+                return RegistryError::TooLarge { op, reason: message }
+            }
             _ => {}
         }
     }
@@ -370,6 +380,41 @@ impl Registry {
         Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
+    /// Follows `<prefix>/config`: calls `seen` with its text (`None` when absent) now, then
+    /// after every change, until the watch ends (`Ok`: compaction or cancel) or fails.
+    ///
+    /// # Errors
+    /// Any etcd failure; the caller retries.
+    pub async fn follow_config(&self, mut seen: impl FnMut(Option<String>)) -> Result<(), RegistryError> {
+        let key = format!("{}/config", self.prefix);
+        let response = self
+            .call("get config", |c| {
+                let key = key.clone();
+                async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(key, None).await }
+            })
+            .await?;
+        let text = |kv: &KeyValue| String::from_utf8_lossy(kv.value()).into_owned();
+        seen(response.kvs().first().map(text));
+        let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let mut stream = self
+            .call("watch config", |c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES).watch(key, Some(options)).await }
+            })
+            .await?;
+        while let Some(response) = stream.message().await.map_err(|source| RegistryError::Etcd { op: "watch config", source })? {
+            if response.canceled() || response.compact_revision() > 0 {
+                return Ok(());
+            }
+            for event in response.events() {
+                let put = event.event_type() == EventType::Put;
+                seen(event.kv().filter(|_| put).map(text));
+            }
+        }
+        Ok(())
+    }
+
     /// A cheap request that succeeds only if etcd answers (`etcdctl get <prefix>/config --count-only`).
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let key = format!("{}/config", self.prefix);
@@ -390,26 +435,40 @@ impl Registry {
     }
 
     /// Lists every lease under the subnets prefix as one consistent snapshot, read in pages so
-    /// thousands of leases never sit in memory twice over (raw response and decoded leases).
+    /// thousands of leases never sit in memory twice over (raw response and decoded leases). A
+    /// page over [`MAX_RESPONSE_BYTES`] is read again with half as many keys.
+    ///
+    /// # Errors
+    /// Any etcd failure; [`RegistryError::LeaseTooLarge`] when one key alone is over the limit.
     pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
         let prefix = self.subnets_prefix();
         let end = prefix_end(&prefix);
         let mut listing = LeaseListing::default();
         let mut from = prefix.clone().into_bytes();
+        let mut page = LIST_PAGE;
         let floor = self.store.floor();
         loop {
             // Every page after the first reads at the first page's revision: one snapshot.
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
             if listing.revision > 0 {
                 options = options.with_revision(listing.revision);
             }
             let key = from.clone();
-            let response = self
+            let result = self
                 .call("list leases", |c| {
                     let (key, options) = (key.clone(), options.clone());
-                    async move { c.kv_client().get(key, Some(options)).await }
+                    async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(key, Some(options)).await }
                 })
-                .await?;
+                .await;
+            let response = match result {
+                Err(RegistryError::TooLarge { reason, .. }) => {
+                    let key = logtext::clip(&String::from_utf8_lossy(&from)).to_string();
+                    page = smaller_page(page).ok_or(RegistryError::LeaseTooLarge { key, limit: MAX_RESPONSE_BYTES })?;
+                    tracing::debug!(page, %reason, "lease listing page too large; reading fewer keys at a time");
+                    continue;
+                }
+                other => other?,
+            };
             if listing.revision == 0 {
                 listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
                 self.store.response(response.header(), floor);
@@ -578,7 +637,7 @@ impl Registry {
     /// watch from the next revision; after any failure, back off and list again.
     pub async fn follow_leases(self, leases: watch::Sender<Arc<LeaseSet>>, metrics: Arc<Metrics>) {
         let mut outage = Outage::default();
-        let mut warned = HashSet::new();
+        let mut warned = MalformedWarnings::default();
         loop {
             if let Err(e) = self.follow_once(&leases, &mut warned, &mut outage, &metrics).await {
                 outage.failed(&e);
@@ -595,7 +654,7 @@ impl Registry {
     async fn follow_once(
         &self,
         leases: &watch::Sender<Arc<LeaseSet>>,
-        warned: &mut HashSet<(String, i64)>,
+        warned: &mut MalformedWarnings,
         outage: &mut Outage,
         metrics: &Metrics,
     ) -> Result<(), RegistryError> {
@@ -604,14 +663,14 @@ impl Registry {
         if outage.recovered() {
             metrics.etcd_reconnects.inc();
         }
-        warn_malformed(&listing.malformed, warned);
+        warned.relisted(&listing.malformed);
         let revision = listing.revision;
         leases.send_modify(|set| *set = Arc::new(replace_with_listing(set, listing)));
         let (prefix, options) = (self.subnets_prefix(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
         let mut stream = self
             .call("watch leases", |c| {
                 let (prefix, options) = (prefix.clone(), options.clone());
-                async move { c.watch_client().watch(prefix, Some(options)).await }
+                async move { c.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES).watch(prefix, Some(options)).await }
             })
             .await?;
         tracing::debug!(revision, "watching leases");
@@ -653,14 +712,20 @@ impl Registry {
     }
 
     /// The lease changes a watch response carries; malformed values are warned about once.
-    fn changes(&self, events: &[etcd_client::Event], warned: &mut HashSet<(String, i64)>) -> Vec<Change> {
+    fn changes(&self, events: &[etcd_client::Event], warned: &mut MalformedWarnings) -> Vec<Change> {
         let mut changes = Vec::new();
         for event in events {
             let Some(kv) = event.kv() else { continue };
+            if event.event_type() == EventType::Delete {
+                warned.forget(kv.key());
+            }
             match (event.event_type(), self.decode(kv)) {
                 (_, None) => {}
-                (EventType::Put, Some(Ok(lease))) => changes.push(Change::Put(lease)),
-                (EventType::Put, Some(Err((_, bad)))) => warn_malformed(&[bad], warned),
+                (EventType::Put, Some(Ok(lease))) => {
+                    warned.forget(kv.key());
+                    changes.push(Change::Put(lease));
+                }
+                (EventType::Put, Some(Err((_, bad)))) => warned.warn(&bad),
                 (EventType::Delete, Some(Ok(lease))) => changes.push(Change::Delete(lease.subnet)),
                 (EventType::Delete, Some(Err((subnet, _)))) => changes.extend(subnet.map(Change::Delete)),
             }
@@ -669,8 +734,19 @@ impl Registry {
     }
 }
 
-/// Keys per request when listing leases.
+/// Keys per request when listing leases; fewer when a page comes back too large.
 const LIST_PAGE: i64 = 500;
+
+/// The largest etcd response weftd decodes, in bytes: the most one listing page or watch
+/// response may hold in memory. flanneld's client takes up to 2 GiB; etcd's own limit on a
+/// written value is 1.5 MiB (`--max-request-bytes`), so one key always fits, and a page of many
+/// large values is read again in smaller pages.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// The page size to try after a page of `page` keys was too large; `None` at one key.
+fn smaller_page(page: i64) -> Option<i64> {
+    (page > 1).then_some(page / 2)
+}
 
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
 fn prefix_end(prefix: &str) -> Vec<u8> {
@@ -701,12 +777,33 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
     LeaseSet { revision: listing.revision, leases, changed_at: Some(std::time::Instant::now()) }
 }
 
-/// Warns once per malformed key version; a re-list or re-delivery does not repeat the warning.
-fn warn_malformed(malformed: &[MalformedLease], warned: &mut HashSet<(String, i64)>) {
-    for bad in malformed {
-        if warned.insert((bad.key.clone(), bad.mod_revision)) {
-            tracing::warn!(key = %bad.key, error = %bad.error, "skipping malformed lease; fix or delete the key");
+/// Malformed keys already warned about: a fingerprint of the key and of its problem, so a
+/// re-list, a re-delivery or a rewrite with the same problem does not repeat the warning, and
+/// neither the size nor the number of the values written can grow it. A key leaves the set
+/// when it is deleted or becomes readable.
+#[derive(Debug, Default)]
+struct MalformedWarnings(HashMap<u64, u64>);
+
+impl MalformedWarnings {
+    /// After a fresh listing: forgets every key that is no longer malformed, then warns.
+    fn relisted(&mut self, malformed: &[MalformedLease]) {
+        let still: HashSet<u64> = malformed.iter().map(|bad| logtext::fingerprint(&bad.key)).collect();
+        self.0.retain(|key, _| still.contains(key));
+        malformed.iter().for_each(|bad| self.warn(bad));
+    }
+
+    /// Warns about `bad` unless its key was last warned about for the same problem.
+    fn warn(&mut self, bad: &MalformedLease) {
+        let problem = logtext::fingerprint(&bad.error);
+        if self.0.insert(logtext::fingerprint(&bad.key), problem) != Some(problem) {
+            let (key, error) = (logtext::clip(&bad.key), logtext::clip(&bad.error));
+            tracing::warn!(%key, %error, "skipping malformed lease; fix or delete the key");
         }
+    }
+
+    /// The key was deleted or now holds a readable lease.
+    fn forget(&mut self, key: &[u8]) {
+        self.0.remove(&logtext::fingerprint(&String::from_utf8_lossy(key)));
     }
 }
 
@@ -718,8 +815,11 @@ pub struct Outage {
 
 impl Outage {
     pub fn failed(&mut self, error: &RegistryError) {
-        if self.failures == 0 {
+        if self.failures == 0 && error.member_unreachable() {
             tracing::warn!(%error, "etcd unavailable; keeping the current overlay and retrying");
+        } else if self.failures == 0 {
+            // etcd answers, but not with what we can use: say why rather than "unavailable".
+            tracing::warn!(%error, "etcd request failed; keeping the current overlay and retrying");
         } else {
             tracing::debug!(%error, failures = self.failures, "etcd still unavailable");
         }
@@ -765,6 +865,15 @@ fn tls_options(options: &EtcdOptions) -> Result<Option<TlsOptions>, RegistryErro
 mod tests {
     use super::*;
     use crate::lease::MacAddr;
+
+    #[test]
+    fn a_page_too_large_is_read_again_halved_down_to_one_key() {
+        let mut pages = vec![LIST_PAGE];
+        while let Some(next) = smaller_page(*pages.last().unwrap()) {
+            pages.push(next);
+        }
+        assert_eq!(pages, [500, 250, 125, 62, 31, 15, 7, 3, 1]);
+    }
 
     #[test]
     fn prefix_end_is_the_first_key_past_the_prefix() {

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod bounded;
 pub mod etcd_wipe;
 pub mod hostile;
 

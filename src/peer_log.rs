@@ -1,0 +1,185 @@
+//! Logging which peers came, went or changed, bounded: a few peers get a line each, a burst
+//! (thousands of lease events a second) gets one summary line a second.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use tokio::sync::watch;
+
+use crate::lease::{Lease, LeaseSet};
+
+/// Up to this many changes since the last line are logged one line each; more are summarised.
+pub const LISTED_CHANGES: usize = 8;
+/// At most one burst of lines (or one summary) per this interval; changes seen sooner wait for
+/// the next pass after it.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a peer changed between two lease sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerChange {
+    Added,
+    Changed,
+    Removed,
+}
+
+/// Peer changes not yet logged at info level.
+#[derive(Debug, Default)]
+pub struct PeerChangeLog {
+    /// The first [`LISTED_CHANGES`] + 1 changes since the last info line (one more tells a
+    /// short list from a long one); the rest are only counted.
+    listed: Vec<(PeerChange, Lease)>,
+    counts: [u64; 3],
+    last_line: Option<Instant>,
+}
+
+impl PeerChangeLog {
+    /// Records the peers that differ between `before` and `after` (`own_subnet` excluded) and
+    /// logs each at debug level; [`flush`](Self::flush) logs them at info level.
+    pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
+        for (change, lease) in peer_changes(before, after, own_subnet) {
+            let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+            tracing::debug!(%subnet, %public_ip, %vtep_mac, ?change, "peer change");
+            self.counts[change as usize] += 1;
+            if self.listed.len() <= LISTED_CHANGES {
+                self.listed.push((change, lease.clone()));
+            }
+        }
+    }
+
+    /// When the changes recorded so far may be logged; `None` when there are none.
+    pub fn flush_at(&self) -> Option<Instant> {
+        let pending = self.counts.iter().any(|count| *count > 0);
+        pending.then(|| self.last_line.map_or_else(Instant::now, |at| at + LOG_INTERVAL))
+    }
+
+    /// Logs the recorded changes at info level, one line per peer when there are a few and
+    /// one summary when there are many, unless a line was logged less than
+    /// [`LOG_INTERVAL`] before `now`.
+    pub fn flush(&mut self, now: Instant) {
+        let pending = self.counts.iter().any(|count| *count > 0);
+        if !pending || self.last_line.is_some_and(|at| now < at + LOG_INTERVAL) {
+            return;
+        }
+        if self.counts.iter().sum::<u64>() as usize <= LISTED_CHANGES {
+            self.listed.iter().for_each(|(change, lease)| log_one(*change, lease));
+        } else {
+            let [added, changed, removed] = self.counts;
+            let subnets = self.listed.iter().take(LISTED_CHANGES).fold(String::new(), |mut list, (_, lease)| {
+                let _ = write!(list, "{}{}", if list.is_empty() { "" } else { "," }, lease.subnet);
+                list
+            });
+            tracing::info!(added, changed, removed, first = %subnets, "peers changed");
+        }
+        *self = Self { last_line: Some(now), ..Self::default() };
+    }
+}
+
+/// Logs peer changes as the lease set changes, for as long as the daemon runs: apart from the
+/// reconciler, so a summary held back by [`LOG_INTERVAL`] is written when it is due even if no
+/// further pass comes.
+pub async fn follow(mut leases: watch::Receiver<Arc<LeaseSet>>, own: watch::Receiver<Lease>) {
+    let mut last = Arc::new(LeaseSet::default());
+    let mut log = PeerChangeLog::default();
+    loop {
+        let flush_at = log.flush_at();
+        tokio::select! {
+            changed = leases.changed() => {
+                if changed.is_err() {
+                    return; // the lease follower is gone: the daemon is stopping
+                }
+                let set = Arc::clone(&leases.borrow_and_update());
+                log.record(&last, &set, own.borrow().subnet);
+                last = set;
+            }
+            () = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {}
+        }
+        log.flush(Instant::now());
+    }
+}
+
+fn log_one(change: PeerChange, lease: &Lease) {
+    let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+    match change {
+        PeerChange::Added => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer added"),
+        PeerChange::Changed => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
+        PeerChange::Removed => tracing::info!(%subnet, %public_ip, "peer removed"),
+    }
+}
+
+/// Every peer that appeared, changed or left between two lease sets (ours excluded), with
+/// its newest lease.
+pub fn peer_changes<'a>(
+    before: &'a LeaseSet,
+    after: &'a LeaseSet,
+    own_subnet: Ipv4Network,
+) -> impl Iterator<Item = (PeerChange, &'a Lease)> {
+    let peer = move |lease: &&Lease| lease.subnet != own_subnet;
+    let present = after.leases.values().filter(peer).filter_map(|lease| match before.leases.get(&lease.subnet) {
+        None => Some((PeerChange::Added, lease)),
+        Some(previous) if previous.attrs != lease.attrs => Some((PeerChange::Changed, lease)),
+        Some(_) => None,
+    });
+    let gone = before.leases.values().filter(peer).filter(|l| !after.leases.contains_key(&l.subnet));
+    present.chain(gone.map(|lease| (PeerChange::Removed, lease)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::lease::{LeaseAttrs, MacAddr};
+
+    fn set(thirds: impl IntoIterator<Item = u8>) -> LeaseSet {
+        let leases = thirds
+            .into_iter()
+            .map(|third| {
+                let subnet: Ipv4Network = format!("10.5.{third}.0/24").parse().unwrap();
+                let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, third), 1, MacAddr([2, 0, 0, 0, 0, third]));
+                (subnet, Lease { subnet, attrs, etcd_lease: 1, mod_revision: 1, create_revision: 1 })
+            })
+            .collect();
+        LeaseSet { revision: 1, leases, changed_at: None }
+    }
+
+    fn own() -> Ipv4Network {
+        "10.5.1.0/24".parse().unwrap()
+    }
+
+    #[test]
+    fn changes_name_added_changed_and_removed_peers_but_never_us() {
+        let before = set([1, 2, 3]);
+        let mut after = set([1, 3, 4, 9]);
+        after.leases.values_mut().for_each(|l| l.attrs.public_ip = Ipv4Addr::new(198, 18, 1, 1));
+        after.leases.get_mut(&"10.5.9.0/24".parse().unwrap()).unwrap().attrs.public_ip = Ipv4Addr::new(198, 18, 0, 9);
+        let changes: Vec<_> = peer_changes(&before, &after, own()).map(|(c, l)| (c, l.subnet.to_string())).collect();
+        assert_eq!(
+            changes,
+            [
+                (PeerChange::Changed, "10.5.3.0/24".into()),
+                (PeerChange::Added, "10.5.4.0/24".into()),
+                (PeerChange::Added, "10.5.9.0/24".into()),
+                (PeerChange::Removed, "10.5.2.0/24".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_within_the_interval_wait_and_are_counted_once_logged() {
+        let mut log = PeerChangeLog::default();
+        let start = Instant::now();
+        log.record(&set([]), &set([2]), own());
+        log.flush(start);
+        assert_eq!((log.counts, log.flush_at()), ([0; 3], None), "the first change is logged at once");
+        log.record(&set([2]), &set(2..40), own());
+        log.flush(start + Duration::from_millis(10));
+        assert_eq!(log.counts, [37, 0, 0], "a burst right after waits");
+        assert_eq!(log.listed.len(), LISTED_CHANGES + 1, "and only a few are kept");
+        assert_eq!(log.flush_at(), Some(start + LOG_INTERVAL));
+        log.flush(start + LOG_INTERVAL);
+        assert_eq!((log.counts, log.flush_at()), ([0; 3], None), "then it is logged");
+        assert!(log.listed.is_empty());
+    }
+}

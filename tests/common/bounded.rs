@@ -1,0 +1,27 @@
+//! Lab helpers for bounded-input tests: values too large for a command line, and a process's
+//! resident memory.
+
+use std::process::Stdio;
+
+use super::{stderr_of, Lab};
+
+impl Lab {
+    /// Puts `value` at `key` with etcdctl reading the value from stdin: a value over 128 KiB
+    /// cannot be passed as one argument.
+    pub fn etcd_put_large(&self, key: &str, value: &[u8]) {
+        let mut cmd = self.etcdctl_command(&self.live_urls(), true, &["put", "--", key]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run etcdctl put ({e}); try `make deps`"));
+        std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), value).expect("write the value");
+        let out = child.wait_with_output().expect("wait for etcdctl put");
+        assert!(out.status.success(), "etcdctl put {key} ({} bytes) failed: {}", value.len(), stderr_of(&out));
+    }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` in /proc/<pid>/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_else(|| panic!("no VmRSS for {pid}"));
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or_else(|| panic!("bad VmRSS line {line:?}"))
+}
