@@ -177,7 +177,8 @@ fn check_peer(config: &NetworkConfig, own_ip: Ipv4Addr, lease: &Lease) -> Result
     if !config.network.contains(subnet.network()) || subnet.prefix() < config.network.prefix() {
         return Err(format!("subnet is outside the Network {}", config.network));
     }
-    if !lease.attrs.backend_type.eq_ignore_ascii_case(BACKEND_VXLAN) {
+    // flanneld compares exactly: it ignores "VXLAN".
+    if lease.attrs.backend_type != BACKEND_VXLAN {
         return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type));
     }
     if lease.attrs.public_ip == own_ip {
