@@ -327,11 +327,23 @@ impl Lease {
     }
 }
 
+/// A subnet's lease key whose value cannot be read (see [`LeaseSet::unreadable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadableKey {
+    /// The key's etcd mod revision, for a compare-and-swap repair by its owner.
+    pub mod_revision: i64,
+    /// The etcd lease the key is attached to; 0 means none.
+    pub etcd_lease: i64,
+}
+
 /// All leases known at one etcd revision, keyed by subnet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseSet {
     pub revision: i64,
     pub leases: BTreeMap<Ipv4Network, Lease>,
+    /// Subnets whose key exists but holds no readable lease: their kernel entries stay as
+    /// they are (a last good value in `leases` is kept) until the key is fixed or deleted.
+    pub unreadable: BTreeMap<Ipv4Network, UnreadableKey>,
     /// When the last change arrived from etcd (for the event-to-kernel latency metric).
     pub changed_at: Option<std::time::Instant>,
 }

@@ -284,7 +284,7 @@ mod tests {
     }
 
     fn lease_set(leases: Vec<Lease>) -> LeaseSet {
-        LeaseSet { revision: 1, leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), changed_at: None }
+        LeaseSet { revision: 1, leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), ..Default::default() }
     }
 
     const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
