@@ -35,7 +35,9 @@ pub enum LeaseError {
     BadValue(String),
     #[error("\"{0}\" is not a MAC address like c6:d2:32:6f:8f:44")]
     BadMac(String),
-    #[error("VtepMAC {0} is a multicast or all-zero address, which no VTEP has; the lease's host must write its VXLAN device's MAC")]
+    #[error(
+        "VtepMAC {0} is a multicast or all-zero address, which no VTEP has; the lease's host must write its VXLAN device's MAC"
+    )]
     NotUnicastMac(MacAddr),
 }
 /// An Ethernet address, written the way Go's `net.HardwareAddr` prints it.
@@ -96,36 +98,34 @@ impl MacAddr {
 /// Go's `net.ParseMAC`: groups of two hex digits split by `:` or `-` (the first separator
 /// sets the rest), or groups of four split by `.`; 6, 8 or 20 bytes.
 fn go_parse_mac(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() < 14 {
+        return None;
+    }
+    // Hex digits per group, and the separator between groups.
+    let (width, separator) = match (s[2], s[4]) {
+        (b':' | b'-', _) => (2, s[2]),
+        (_, b'.') => (4, b'.'),
+        _ => return None,
+    };
+    let stride = width + 1;
+    let bytes = (s.len() + 1) / stride * width / 2;
+    if !(s.len() + 1).is_multiple_of(stride) || ![6, 8, 20].contains(&bytes) {
+        return None;
+    }
     let hex = |pair: &[u8]| {
         let digit = |b: u8| (b as char).to_digit(16);
         Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
     };
-    // Every separator of the form must be `sep`; the text after the last group is checked by length.
-    let separated = |at: usize, sep: u8| at >= s.len() || s[at] == sep;
-    let len = s.len();
-    if len < 14 {
-        return None;
-    }
-    let mut out = Vec::new();
-    if s[2] == b':' || s[2] == b'-' {
-        let n = (len + 1) / 3;
-        if (len + 1) % 3 != 0 || ![6, 8, 20].contains(&n) {
+    let mut out = Vec::with_capacity(bytes);
+    // Every group but the last ends with the separator.
+    for group in s.chunks(stride) {
+        let (digits, end) = group.split_at(width);
+        if !end.is_empty() && end != [separator] {
             return None;
         }
-        for x in (0..n).map(|i| 3 * i) {
-            out.push(hex(&s[x..x + 2]).filter(|_| separated(x + 2, s[2]))?);
+        for pair in digits.chunks(2) {
+            out.push(hex(pair)?);
         }
-    } else if s[4] == b'.' {
-        let n = 2 * (len + 1) / 5;
-        if (len + 1) % 5 != 0 || ![6, 8, 20].contains(&n) {
-            return None;
-        }
-        for x in (0..n / 2).map(|i| 5 * i) {
-            out.push(hex(&s[x..x + 2])?);
-            out.push(hex(&s[x + 2..x + 4]).filter(|_| separated(x + 4, b'.'))?);
-        }
-    } else {
-        return None;
     }
     Some(out)
 }
@@ -252,16 +252,18 @@ fn bad_field(field: &'static str) -> impl Fn(String) -> LeaseError {
 fn go_public_ip(text: &str) -> Result<Ipv4Addr, LeaseError> {
     match go_parse_ip(text) {
         Some(IpAddr::V4(ip)) => Ok(ip),
-        Some(IpAddr::V6(ip)) => ip.to_ipv4_mapped().ok_or_else(|| {
-            LeaseError::BadValue(format!("PublicIP {text} is IPv6; weft and flanneld need an IPv4 PublicIP"))
-        }),
+        Some(IpAddr::V6(ip)) => ip
+            .to_ipv4_mapped()
+            .ok_or_else(|| LeaseError::BadValue(format!("PublicIP {text} is IPv6; weft and flanneld need an IPv4 PublicIP"))),
         None => Err(LeaseError::BadValue(format!("PublicIP {text:?} is not an IP address"))),
     }
 }
 
 /// flannel's `ip.IP6` decoder: any address Go's `ParseIP` reads.
 fn go_public_ipv6(text: &str) -> Result<String, LeaseError> {
-    go_parse_ip(text).map(|_| text.to_string()).ok_or_else(|| LeaseError::BadValue(format!("PublicIPv6 {text:?} is not an IP address")))
+    go_parse_ip(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| LeaseError::BadValue(format!("PublicIPv6 {text:?} is not an IP address")))
 }
 
 /// flannel's `hardwareAddr` decoder: the raw text must be a string; its inside, escapes
@@ -452,32 +454,80 @@ mod tests {
     /// `ok` rows show PublicIP, BackendType, VNI and VtepMAC; `err` rows Go refused, except
     /// where noted.
     const GO_DECODINGS: &[(&str, &str)] = &[
-        (r#"{"publicip":"10.0.0.77","PublicIP":"10.0.0.66","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.66 vxlan 1 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.66","publicip":"10.0.0.77","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.77 vxlan 1 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"backenddata":{"vtepmac":"02:00:00:00:00:02"}}"#, "ok 10.0.0.1 vxlan 0 02:00:00:00:00:02"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44","vtepmac":"02:00:00:00:00:02"}}"#, "ok 10.0.0.1 vxlan 0 02:00:00:00:00:02"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendType":null}"#, "ok 10.0.0.1 vxlan 1 c6:d2:32:6f:8f:44"),
+        (
+            r#"{"publicip":"10.0.0.77","PublicIP":"10.0.0.66","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.66 vxlan 1 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.66","publicip":"10.0.0.77","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.77 vxlan 1 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"backenddata":{"vtepmac":"02:00:00:00:00:02"}}"#,
+            "ok 10.0.0.1 vxlan 0 02:00:00:00:00:02",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44","vtepmac":"02:00:00:00:00:02"}}"#,
+            "ok 10.0.0.1 vxlan 0 02:00:00:00:00:02",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendType":null}"#,
+            "ok 10.0.0.1 vxlan 1 c6:d2:32:6f:8f:44",
+        ),
         (r#"{"PublicIP":null,"BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"PublicIP":"bad","PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"PublicIP":"10.0.0.1","PublicIP":"bad","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
+        (
+            r#"{"PublicIP":"bad","PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "err",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","PublicIP":"bad","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "err",
+        ),
         (r#"{"PublicIP":"10.0.0.\u0031","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"Public\u0049P":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"::ffff:10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
+        (
+            r#"{"Public\u0049P":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"::ffff:10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
         // Go panics in flannel's IP4 decoder (every flanneld crashes).
         (r#"{"PublicIP":"fd00::1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
         (r#"{"PublicIP":"010.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
         (r#"{"PublicIP":"\"10.0.0.1\"","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"PublicIP":"10.0.0.1","PublicIPv6":"junk","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
+        (
+            r#"{"PublicIP":"10.0.0.1","PublicIPv6":"junk","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "err",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":"1","VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":70000,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":-0,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1.0,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":null,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":7,"VNI":null,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 vxlan 7 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6-d2-32-6f-8f-44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6d2.326f.8f44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"C6:D2:32:6F:8F:44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":null,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":7,"VNI":null,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 vxlan 7 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6-d2-32-6f-8f-44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6d2.326f.8f44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"C6:D2:32:6F:8F:44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2-32:6f:8f:44"}}"#, "err"),
         // Go reads an 8-byte address, which no VXLAN device has: the kernel refuses it.
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44:00:01"}}"#, "err"),
@@ -488,9 +538,18 @@ mod tests {
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan"}"#, "err"),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":[1]}"#, "err"),
         (r#"{"PublicIP":"10.0.0.1","BackendType":7,"BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "err"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vx\u006can","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"VXLAN","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#, "ok 10.0.0.1 VXLAN 0 c6:d2:32:6f:8f:44"),
-        (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"},"Extra":{"x":[1,2,null]}}"#, "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44"),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vx\u006can","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"VXLAN","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            "ok 10.0.0.1 VXLAN 0 c6:d2:32:6f:8f:44",
+        ),
+        (
+            r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"},"Extra":{"x":[1,2,null]}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}} x"#, "err"),
         ("null", "err"),
         ("[]", "err"),
@@ -568,6 +627,13 @@ mod tests {
         assert_eq!(MacAddr([0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44]).to_string(), "c6:d2:32:6f:8f:44");
         for bad in ["", "c6:d2:32:6f:8f:44:00", "c6-d2-32-6f-8f-44", "c6:d2:32:6f:8f:4"] {
             assert!(bad.parse::<MacAddr>().is_err(), "accepted {bad}");
+        }
+        let mac = MacAddr([0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44]);
+        for go_form in ["c6:d2:32:6f:8f:44", "C6-D2-32-6F-8F-44", "c6d2.326f.8f44"] {
+            assert_eq!(MacAddr::parse_go(go_form), Ok(mac), "{go_form}");
+        }
+        for bad in ["c6d2.326f-8f44", "c6:d2:32:6f:8f:4", "c6:d2:32:6f:8f:44:", "c6:d2:32:6f:8f:44:00:01", "+6:d2:32:6f:8f:44"] {
+            assert!(MacAddr::parse_go(bad).is_err(), "accepted {bad}");
         }
     }
 

@@ -812,8 +812,11 @@ mod tests {
     fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
         let good = lease("10.5.2.0/24", 12);
         let gone = lease("10.5.3.0/24", 13);
-        let set =
-            LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(), ..Default::default() };
+        let set = LeaseSet {
+            revision: 5,
+            leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(),
+            ..Default::default()
+        };
         let fresh = lease("10.5.4.0/24", 14);
         let broken = |subnet: Option<Ipv4Network>| MalformedLease {
             key: "k".into(),
