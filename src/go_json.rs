@@ -40,10 +40,39 @@ impl<'de> Visitor<'de> for ObjectVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::new();
-        while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
-            members.push(member);
+        while let Some(MemberName(name)) = map.next_key()? {
+            members.push((name, map.next_value::<Box<RawValue>>()?));
         }
         Ok(Some(members))
+    }
+}
+
+/// A member name read as Go reads it: an escaped lone surrogate (`"\ud800"`), which serde
+/// refuses in a string, becomes U+FFFD (Go makes one, we may make several), so the member is
+/// simply one no field matches.
+struct MemberName(String);
+
+impl<'de> serde::Deserialize<'de> for MemberName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(MemberNameVisitor)
+    }
+}
+
+struct MemberNameVisitor;
+
+impl Visitor<'_> for MemberNameVisitor {
+    type Value = MemberName;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<MemberName, E> {
+        Ok(MemberName(name.to_string()))
+    }
+
+    fn visit_bytes<E>(self, name: &[u8]) -> Result<MemberName, E> {
+        Ok(MemberName(String::from_utf8_lossy(name).into_owned()))
     }
 }
 
@@ -134,6 +163,8 @@ mod tests {
         let seen: Vec<_> = members.iter().map(|(k, v)| (k.as_str(), v.get())).collect();
         assert_eq!(seen, [("a", "1"), ("A", "[2]"), ("a", "null")]);
         assert!(object("null").unwrap().is_none());
+        let members = object(r#"{"\ud800":1,"x":"\udc00"}"#).unwrap().unwrap();
+        assert!(members[0].0.chars().all(|c| c == '\u{fffd}') && members[1].0 == "x", "{:?}", members[0].0);
         for bad in ["[]", "\"x\"", "1", "{} x", "{", "not json"] {
             assert!(object(bad).is_err(), "accepted {bad}");
         }

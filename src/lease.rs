@@ -551,6 +551,10 @@ mod tests {
             "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
         ),
         (r#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44"}} x"#, "err"),
+        (
+            r#"{"\ud800":1,"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:44","x":"\udc00"}}"#,
+            "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
+        ),
         ("null", "err"),
         ("[]", "err"),
         ("not json", "err"),
@@ -565,6 +569,15 @@ mod tests {
             };
             assert_eq!(&ours, go, "decoding {input}");
         }
+    }
+
+    #[test]
+    fn unknown_members_nested_deeper_than_serdes_limit_are_ignored_like_go_does() {
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        let value = format!(
+            r#"{{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{{"VtepMAC":"c6:d2:32:6f:8f:44","x":{deep}}},"Extra":{deep}}}"#
+        );
+        assert_eq!(LeaseAttrs::from_json(&value).map(|a| a.public_ip), Ok(Ipv4Addr::new(10, 0, 0, 1)));
     }
 
     #[test]
