@@ -265,10 +265,8 @@ impl LeaseKeeper {
                     if changed.is_err() {
                         return; // the registry task is gone: the daemon is stopping
                     }
-                    if lost(&current, &leases.borrow_and_update()) {
-                        tracing::warn!(subnet = %current.subnet, "our lease was deleted or taken over in etcd; acquiring again");
-                        renew_at = self.reacquire(&own, current.subnet).await;
-                    }
+                    let state = own_key(&current, &leases.borrow_and_update());
+                    renew_at = self.keep_own_key(&own, &current, state).await.unwrap_or(renew_at);
                 }
                 // A wiped or restored store may lack our key, hold an old value, and has no
                 // etcd lease we granted: the revision check in `lost` means nothing across it.
@@ -299,6 +297,23 @@ impl LeaseKeeper {
             Err(e) => {
                 outage.failed(&e);
                 Instant::now() + outage.backoff()
+            }
+        }
+    }
+
+    /// Acts on what our key holds; returns the new renewal time if the lease changed.
+    async fn keep_own_key(&self, own: &watch::Sender<Lease>, current: &Lease, state: OwnKey) -> Option<Instant> {
+        match state {
+            OwnKey::Held => None,
+            OwnKey::Damaged { mod_revision } => {
+                tracing::warn!(subnet = %current.subnet, "our lease key holds something other than our lease; writing our lease back");
+                let attrs = self.attrs.borrow().clone();
+                let seen = Lease { mod_revision, ..current.clone() };
+                self.readvertise(own, &seen, &attrs).await
+            }
+            OwnKey::Lost => {
+                tracing::warn!(subnet = %current.subnet, "our lease was deleted or taken over in etcd; acquiring again");
+                Some(self.reacquire(own, current.subnet).await)
             }
         }
     }
@@ -350,14 +365,39 @@ impl LeaseKeeper {
     }
 }
 
-/// Whether a lease set that is at least as new as our lease no longer holds it as ours.
-fn lost(own: &Lease, leases: &LeaseSet) -> bool {
+/// What our lease's key holds, as far as the lease keeper is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnKey {
+    /// Our lease (or the watch has not caught up with our own write yet).
+    Held,
+    /// Something else, written outside any other host's etcd lease (a bad value, other
+    /// attributes, another host's value): ours to write back, in place.
+    Damaged { mod_revision: i64 },
+    /// Deleted, or taken over under another etcd lease (another host acquired the subnet
+    /// after ours expired): acquire again.
+    Lost,
+}
+
+/// What a lease set that is at least as new as our lease says of our key.
+fn own_key(own: &Lease, leases: &LeaseSet) -> OwnKey {
     if leases.revision < own.mod_revision {
-        return false; // the watch has not caught up with our own write yet
+        return OwnKey::Held; // the watch has not caught up with our own write yet
+    }
+    // Only we or an operator (a plain `put`) write under our etcd lease or none.
+    let ours_to_fix = |etcd_lease: i64, mod_revision: i64| {
+        if etcd_lease == 0 || etcd_lease == own.etcd_lease {
+            OwnKey::Damaged { mod_revision }
+        } else {
+            OwnKey::Lost
+        }
+    };
+    if let Some(bad) = leases.unreadable.get(&own.subnet) {
+        return ours_to_fix(bad.etcd_lease, bad.mod_revision);
     }
     match leases.leases.get(&own.subnet) {
-        None => true,
-        Some(lease) => lease.attrs != own.attrs,
+        None => OwnKey::Lost,
+        Some(lease) if lease.attrs == own.attrs => OwnKey::Held,
+        Some(lease) => ours_to_fix(lease.etcd_lease, lease.mod_revision),
     }
 }
 
@@ -483,7 +523,10 @@ impl Reconciler {
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.
         self.device_changes.want(Arc::clone(&desired));
-        let plan = reconcile::plan(&desired, &actual);
+        let mut plan = reconcile::plan(&desired, &actual);
+        // A subnet whose key exists but cannot be read keeps what the kernel has for it (a
+        // restart has no last good value) until the key is fixed or deleted.
+        plan.remove = plan.removals_keeping(&leases.unreadable.keys().copied().collect());
         let mut applied = Applied::default();
         if !plan.is_empty() {
             tracing::debug!(
@@ -656,7 +699,7 @@ fn first_warning(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::MacAddr;
+    use crate::lease::{MacAddr, UnreadableKey};
 
     fn own() -> Lease {
         Lease {
@@ -672,14 +715,35 @@ mod tests {
     fn lease_is_lost_only_once_the_watch_has_caught_up() {
         let mine = own();
         let empty_old = LeaseSet { revision: 9, ..Default::default() };
-        assert!(!lost(&mine, &empty_old));
+        assert_eq!(own_key(&mine, &empty_old), OwnKey::Held);
         let empty_new = LeaseSet { revision: 11, ..Default::default() };
-        assert!(lost(&mine, &empty_new));
-        let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into(), changed_at: None };
-        assert!(!lost(&mine, &with_us));
-        let mut stolen = mine.clone();
+        assert_eq!(own_key(&mine, &empty_new), OwnKey::Lost);
+        let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into(), ..Default::default() };
+        assert_eq!(own_key(&mine, &with_us), OwnKey::Held);
+        let mut stolen = Lease { etcd_lease: 77, mod_revision: 12, ..mine.clone() };
         stolen.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, stolen)].into(), changed_at: None };
-        assert!(lost(&mine, &taken));
+        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, stolen)].into(), ..Default::default() };
+        assert_eq!(own_key(&mine, &taken), OwnKey::Lost);
+    }
+
+    #[test]
+    fn a_key_written_outside_another_hosts_etcd_lease_is_ours_to_repair() {
+        let mine = own();
+        let mut overwritten = Lease { etcd_lease: 0, mod_revision: 12, ..mine.clone() };
+        overwritten.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
+        let set = LeaseSet { revision: 12, leases: [(mine.subnet, overwritten)].into(), ..Default::default() };
+        assert_eq!(own_key(&mine, &set), OwnKey::Damaged { mod_revision: 12 });
+        // Unreadable: the last good value (ours) is still in `leases`, the key is not.
+        let unreadable = UnreadableKey { mod_revision: 13, etcd_lease: 0 };
+        let set = LeaseSet {
+            revision: 13,
+            leases: [(mine.subnet, mine.clone())].into(),
+            unreadable: [(mine.subnet, unreadable)].into(),
+            ..Default::default()
+        };
+        assert_eq!(own_key(&mine, &set), OwnKey::Damaged { mod_revision: 13 });
+        let under_ours = UnreadableKey { etcd_lease: mine.etcd_lease, ..unreadable };
+        let set = LeaseSet { unreadable: [(mine.subnet, under_ours)].into(), ..set };
+        assert_eq!(own_key(&mine, &set), OwnKey::Damaged { mod_revision: 13 });
     }
 }

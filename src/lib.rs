@@ -8,6 +8,7 @@ pub mod config_watch;
 pub mod daemon;
 pub mod device;
 pub mod docker_opts;
+pub mod go_json;
 pub mod health;
 pub mod ipmasq;
 pub mod lease;

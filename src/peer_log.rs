@@ -141,7 +141,7 @@ mod tests {
                 (subnet, Lease { subnet, attrs, etcd_lease: 1, mod_revision: 1, create_revision: 1 })
             })
             .collect();
-        LeaseSet { revision: 1, leases, changed_at: None }
+        LeaseSet { revision: 1, leases, ..Default::default() }
     }
 
     fn own() -> Ipv4Network {

@@ -210,7 +210,8 @@ fn by_establishment(leases: &LeaseSet, own_subnet: Option<Ipv4Network>) -> Vec<&
 /// The rules one lease must meet on its own: the vxlan backend, a subnet the allocator could
 /// have handed out, a plausible destination, and a VtepMAC that is not ours.
 fn check_peer(config: &NetworkConfig, us: &ThisHost, lease: &Lease) -> Result<(), String> {
-    if !lease.attrs.backend_type.eq_ignore_ascii_case(BACKEND_VXLAN) {
+    // flanneld compares exactly: it ignores "VXLAN".
+    if lease.attrs.backend_type != BACKEND_VXLAN {
         return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type));
     }
     check_subnet(config, lease.subnet)?;
@@ -381,7 +382,7 @@ mod tests {
     }
 
     fn lease_set(leases: Vec<Lease>) -> LeaseSet {
-        LeaseSet { revision: 1, leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), changed_at: None }
+        LeaseSet { revision: 1, leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), ..Default::default() }
     }
 
     const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);

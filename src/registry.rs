@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::config::NetworkConfig;
-use crate::lease::{self, Claim, Lease, LeaseAttrs, LeaseSet};
+use crate::lease::{self, Claim, Lease, LeaseAttrs, LeaseError, LeaseSet, UnreadableKey};
 use crate::logtext;
 use crate::metrics::Metrics;
 
@@ -59,12 +59,23 @@ pub struct EtcdOptions {
     pub key_file: Option<PathBuf>,
 }
 
-/// A lease key whose value could not be read.
+/// A key under the subnets prefix that is not a readable lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MalformedLease {
     pub key: String,
+    /// The subnet the key names, when the key itself is one (only its value is bad).
+    pub subnet: Option<Ipv4Network>,
+    /// The etcd lease the key is attached to (0: none).
+    pub etcd_lease: i64,
     pub mod_revision: i64,
     pub error: String,
+}
+
+impl MalformedLease {
+    /// The subnet whose key exists but holds no readable lease, if the key names one.
+    fn unreadable(&self) -> Option<(Ipv4Network, UnreadableKey)> {
+        self.subnet.map(|subnet| (subnet, UnreadableKey { mod_revision: self.mod_revision, etcd_lease: self.etcd_lease }))
+    }
 }
 
 /// Every lease under `<prefix>/subnets/` at one revision.
@@ -487,8 +498,8 @@ impl Registry {
                 listing.occupied.insert(lease.subnet);
                 listing.leases.push(lease);
             }
-            Some(Err((subnet, malformed))) => {
-                listing.occupied.extend(subnet);
+            Some(Err(malformed)) => {
+                listing.occupied.extend(malformed.subnet);
                 listing.malformed.push(malformed);
             }
             None => {}
@@ -496,28 +507,30 @@ impl Registry {
     }
 
     /// Decodes a key-value under the subnets prefix. `None` for keys that are not leases at all
-    /// (deeper paths); an error carries the subnet when the key itself was readable.
-    fn decode(&self, kv: &KeyValue) -> Option<Result<Lease, (Option<Ipv4Network>, MalformedLease)>> {
+    /// (deeper paths); a malformed lease names its subnet when the key itself was readable.
+    fn decode(&self, kv: &KeyValue) -> Option<Result<Lease, MalformedLease>> {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         let name = key.strip_prefix(&self.subnets_prefix())?;
         if name.contains('/') {
             return None;
         }
-        let malformed = |error: String| MalformedLease { key: key.clone(), mod_revision: kv.mod_revision(), error };
+        let (etcd_lease, mod_revision) = (kv.lease(), kv.mod_revision());
+        let malformed = |subnet: Option<Ipv4Network>, error: LeaseError| MalformedLease {
+            key: key.clone(),
+            subnet,
+            etcd_lease,
+            mod_revision,
+            error: error.to_string(),
+        };
         let subnet = match lease::parse_subnet_key(name) {
             Ok(subnet) => subnet,
-            Err(e) => return Some(Err((None, malformed(e.to_string())))),
+            Err(e) => return Some(Err(malformed(None, e))),
         };
+        // Invalid UTF-8 can only sit inside JSON strings, where Go reads it as U+FFFD too.
         let text = String::from_utf8_lossy(kv.value());
         Some(match LeaseAttrs::from_json(&text) {
-            Ok(attrs) => Ok(Lease {
-                subnet,
-                attrs,
-                etcd_lease: kv.lease(),
-                mod_revision: kv.mod_revision(),
-                create_revision: kv.create_revision(),
-            }),
-            Err(e) => Err((Some(subnet), malformed(e.to_string()))),
+            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease, mod_revision, create_revision: kv.create_revision() }),
+            Err(e) => Err(malformed(Some(subnet), e)),
         })
     }
 
@@ -703,9 +716,19 @@ impl Registry {
                 set.changed_at = Some(std::time::Instant::now());
                 for change in changes {
                     match change {
-                        Change::Put(lease) => set.leases.insert(lease.subnet, lease),
-                        Change::Delete(subnet) => set.leases.remove(&subnet),
-                    };
+                        Change::Put(lease) => {
+                            set.unreadable.remove(&lease.subnet);
+                            set.leases.insert(lease.subnet, lease);
+                        }
+                        // The last good lease stays in `leases`: bad input never removes good state.
+                        Change::Unreadable(subnet, key) => {
+                            set.unreadable.insert(subnet, key);
+                        }
+                        Change::Delete(subnet) => {
+                            set.unreadable.remove(&subnet);
+                            set.leases.remove(&subnet);
+                        }
+                    }
                 }
             });
         }
@@ -725,9 +748,12 @@ impl Registry {
                     warned.forget(kv.key());
                     changes.push(Change::Put(lease));
                 }
-                (EventType::Put, Some(Err((_, bad)))) => warned.warn(&bad),
+                (EventType::Put, Some(Err(bad))) => {
+                    changes.extend(bad.unreadable().map(|(subnet, key)| Change::Unreadable(subnet, key)));
+                    warned.warn(&bad);
+                }
                 (EventType::Delete, Some(Ok(lease))) => changes.push(Change::Delete(lease.subnet)),
-                (EventType::Delete, Some(Err((subnet, _)))) => changes.extend(subnet.map(Change::Delete)),
+                (EventType::Delete, Some(Err(bad))) => changes.extend(bad.subnet.map(Change::Delete)),
             }
         }
         changes
@@ -762,11 +788,14 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 enum Change {
     Put(Lease),
+    /// The subnet's key now holds a value that cannot be read.
+    Unreadable(Ipv4Network, UnreadableKey),
     Delete(Ipv4Network),
 }
 
 /// The set to publish after a fresh listing. A key whose value became unreadable keeps its
-/// last good lease from `previous`: bad input never removes good state.
+/// last good lease from `previous`, and is listed as unreadable (with or without one, so a
+/// restarted daemon keeps that subnet's kernel entries): bad input never removes good state.
 fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet {
     let mut leases: std::collections::BTreeMap<_, _> = listing.leases.into_iter().map(|l| (l.subnet, l)).collect();
     for subnet in &listing.occupied {
@@ -774,7 +803,8 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
             leases.insert(*subnet, last_good.clone());
         }
     }
-    LeaseSet { revision: listing.revision, leases, changed_at: Some(std::time::Instant::now()) }
+    let unreadable = listing.malformed.iter().filter_map(MalformedLease::unreadable).collect();
+    LeaseSet { revision: listing.revision, leases, unreadable, changed_at: Some(std::time::Instant::now()) }
 }
 
 /// Malformed keys already warned about: a fingerprint of the key and of its problem, so a
@@ -895,18 +925,31 @@ mod tests {
     fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
         let good = lease("10.5.2.0/24", 12);
         let gone = lease("10.5.3.0/24", 13);
-        let set =
-            LeaseSet { revision: 5, leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(), changed_at: None };
+        let set = LeaseSet {
+            revision: 5,
+            leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(),
+            ..Default::default()
+        };
         let fresh = lease("10.5.4.0/24", 14);
+        let broken = |subnet: Option<Ipv4Network>| MalformedLease {
+            key: "k".into(),
+            subnet,
+            etcd_lease: 0,
+            mod_revision: 8,
+            error: "not json".into(),
+        };
+        let never_read: Ipv4Network = "10.5.5.0/24".parse().unwrap();
         let listing = LeaseListing {
             revision: 9,
             leases: vec![fresh.clone()],
-            malformed: vec![],
-            occupied: [good.subnet, fresh.subnet].into(),
+            malformed: vec![broken(Some(good.subnet)), broken(Some(never_read)), broken(None)],
+            occupied: [good.subnet, fresh.subnet, never_read].into(),
         };
         let set = replace_with_listing(&set, listing);
         assert_eq!(set.revision, 9);
         assert_eq!(set.leases.keys().copied().collect::<Vec<_>>(), vec![good.subnet, fresh.subnet]);
+        // Both unreadable keys are known as such, with no last good value needed.
+        assert_eq!(set.unreadable.keys().copied().collect::<Vec<_>>(), vec![good.subnet, never_read]);
     }
 
     #[test]

@@ -76,7 +76,10 @@ proptest! {
 
     #[test]
     fn what_weftd_writes_reads_back(ip in any::<u32>(), vni in 0u32..(1 << 24), mac in any::<[u8; 6]>(), len in 8u8..=30) {
+        // A VTEP's MAC is unicast and not all zero; lease values carry 16-bit VNIs, as flanneld's do.
+        let mac = [mac[0] & 0xfe, mac[1], mac[2], mac[3], mac[4], mac[5] | 1];
         let attrs = LeaseAttrs::vxlan(Ipv4Addr::from(ip), vni, MacAddr(mac));
+        prop_assert_eq!(attrs.backend_data.vni, vni & 0xffff);
         prop_assert_eq!(LeaseAttrs::from_json(&attrs.to_json()).unwrap(), attrs);
         let subnet = ipnetwork::Ipv4Network::new(Ipv4Addr::from(ip), len).unwrap();
         let subnet = ipnetwork::Ipv4Network::new(subnet.network(), len).unwrap();
