@@ -391,21 +391,24 @@ pub enum Claim {
     Free(Ipv4Network),
 }
 
-/// Chooses our lease: an existing one with our PublicIP, else the `previous` subnet (from the
-/// last subnet.env) if it is still free, else a random free subnet. `occupied` holds every
-/// subnet that has a key, readable or not, so a malformed key is never handed out twice.
-/// `None` means the Network has no free subnet left.
+/// Chooses our lease: an existing one with our PublicIP (`ours.public_ip`), else the lease on
+/// the `previous` subnet if it carries our VtepMAC (an older value of our own lease: from
+/// before the underlay was readdressed, restored from a backup), else the `previous` subnet (from
+/// the last subnet.env or the lease we held) if it is still free, else a random free subnet.
+/// `occupied` holds every subnet that has a key, readable or not, so a malformed key is never
+/// handed out twice. `None` means the Network has no free subnet left.
 pub fn choose_claim(
     config: &NetworkConfig,
-    public_ip: Ipv4Addr,
+    ours: &LeaseAttrs,
     leases: &[Lease],
     occupied: &BTreeSet<Ipv4Network>,
     previous: Option<Ipv4Network>,
 ) -> Option<Claim> {
-    let own = leases.iter().find(|l| {
-        l.attrs.public_ip == public_ip && config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len
-    });
-    if let Some(lease) = own {
+    let fits = |l: &&Lease| config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len;
+    let by_ip = leases.iter().filter(fits).find(|l| l.attrs.public_ip == ours.public_ip);
+    let mac = ours.backend_data.vtep_mac;
+    let by_mac = || leases.iter().filter(fits).find(|l| Some(l.subnet) == previous && l.attrs.backend_data.vtep_mac == mac);
+    if let Some(lease) = by_ip.or_else(by_mac) {
         return Some(Claim::Existing(lease.clone()));
     }
     if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !occupied.contains(s)) {
@@ -690,28 +693,45 @@ mod tests {
     #[test]
     fn claim_prefers_own_lease_then_previous_subnet_then_random() {
         let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
-        let me = Ipv4Addr::new(198, 18, 0, 11);
+        let mut me = lease_for("10.5.1.0/24", [198, 18, 0, 11]).attrs;
+        me.backend_data.vtep_mac = MacAddr([2, 0, 0, 0, 0, 0x11]); // not the other leases' MAC
         let mine = lease_for("10.5.9.0/24", [198, 18, 0, 11]);
         let other = lease_for("10.5.7.0/24", [198, 18, 0, 12]);
         let occupied: BTreeSet<_> = [mine.subnet, other.subnet].into();
         let previous = Some("10.5.3.0/24".parse().unwrap());
         let leases = [other.clone(), mine.clone()];
-        assert_eq!(choose_claim(&config, me, &leases, &occupied, previous), Some(Claim::Existing(mine)));
+        assert_eq!(choose_claim(&config, &me, &leases, &occupied, previous), Some(Claim::Existing(mine)));
         let leases = [other.clone()];
-        assert_eq!(choose_claim(&config, me, &leases, &occupied, previous), Some(Claim::Free("10.5.3.0/24".parse().unwrap())));
+        assert_eq!(choose_claim(&config, &me, &leases, &occupied, previous), Some(Claim::Free("10.5.3.0/24".parse().unwrap())));
         let taken_previous = Some(other.subnet);
-        match choose_claim(&config, me, &leases, &occupied, taken_previous) {
+        match choose_claim(&config, &me, &leases, &occupied, taken_previous) {
             Some(Claim::Free(s)) => assert!(!occupied.contains(&s) && subnet_fits(&config, s)),
             other => panic!("expected a free subnet, got {other:?}"),
         }
     }
 
     #[test]
+    fn claim_takes_back_an_older_value_of_our_own_lease_on_the_previous_subnet() {
+        let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
+        let mut older = lease_for("10.5.9.0/24", [198, 18, 0, 11]);
+        older.attrs.backend_data.vtep_mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        let mut me = lease_for("10.5.1.0/24", [198, 18, 0, 71]).attrs;
+        me.backend_data.vtep_mac = older.attrs.backend_data.vtep_mac;
+        let occupied: BTreeSet<_> = [older.subnet].into();
+        let leases = [older.clone()];
+        assert_eq!(choose_claim(&config, &me, &leases, &occupied, Some(older.subnet)), Some(Claim::Existing(older.clone())));
+        // Another host's lease there (another MAC) is not ours to take, previous or not.
+        me.backend_data.vtep_mac = MacAddr([2, 0, 0, 0, 0, 7]);
+        let claim = choose_claim(&config, &me, &leases, &occupied, Some(older.subnet));
+        assert!(matches!(claim, Some(Claim::Free(s)) if s != older.subnet), "{claim:?}");
+    }
+
+    #[test]
     fn claim_ignores_own_lease_from_another_network_and_reports_exhaustion() {
         let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/28"}"#).unwrap();
-        let me = Ipv4Addr::new(198, 18, 0, 11);
+        let me = lease_for("10.5.1.0/24", [198, 18, 0, 11]).attrs;
         let stale = lease_for("10.9.0.0/24", [198, 18, 0, 11]);
         let occupied: BTreeSet<_> = candidate_subnets(&config).collect();
-        assert_eq!(choose_claim(&config, me, &[stale], &occupied, None), None);
+        assert_eq!(choose_claim(&config, &me, &[stale], &occupied, None), None);
     }
 }

@@ -217,6 +217,9 @@ struct Endpoints {
     clients: tokio::sync::Mutex<Vec<Option<Client>>>,
     /// The member that answered last; tried first.
     current: std::sync::atomic::AtomicUsize,
+    /// Bumped when every connection is dropped ([`Registry::reconnect`]), so a long-running
+    /// watch on a dropped connection moves to a fresh one instead of waiting for keep-alive.
+    generation: watch::Sender<u64>,
 }
 
 impl Endpoints {
@@ -322,6 +325,7 @@ impl Registry {
             urls: options.endpoints.clone(),
             options: connect,
             current: Default::default(),
+            generation: watch::Sender::new(0),
         };
         let registry = Self {
             endpoints: Arc::new(endpoints),
@@ -545,7 +549,7 @@ impl Registry {
     ) -> Result<Lease, RegistryError> {
         loop {
             let listing = self.list_leases().await?;
-            let claim = lease::choose_claim(config, attrs.public_ip, &listing.leases, &listing.occupied, previous)
+            let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied, previous)
                 .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
             let won = match &claim {
                 Claim::Existing(existing) => self.take_over(existing, attrs, ttl).await?,
@@ -594,6 +598,7 @@ impl Registry {
     /// changed, connections from the old address hang until keep-alive gives up on them.
     pub async fn reconnect(&self) {
         self.endpoints.clients.lock().await.iter_mut().for_each(|client| *client = None);
+        self.endpoints.generation.send_modify(|generation| *generation += 1);
     }
 
     /// Rewrites our lease with new attributes (a new PublicIP once the underlay was
@@ -687,8 +692,15 @@ impl Registry {
             })
             .await?;
         tracing::debug!(revision, "watching leases");
+        let mut reconnected = self.endpoints.generation.subscribe();
         loop {
-            let message = stream.message().await.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?;
+            let message = tokio::select! {
+                message = stream.message() => message.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?,
+                _ = reconnected.changed() => {
+                    tracing::debug!("connections dropped; listing and watching again on a fresh one");
+                    return Ok(());
+                }
+            };
             let Some(response) = message else { return Ok(()) };
             if response.canceled() || response.compact_revision() > 0 {
                 tracing::info!(

@@ -288,3 +288,46 @@ fn etcd_restored_from_an_older_snapshot_gets_the_later_lease_back() {
     assert_leases_back(&lab, &before, answered);
     assert!(second.log().contains("revision went backwards"), "host 2 says why it wrote its lease again");
 }
+
+/// The lease in etcd that advertises `public_ip`: its key and value.
+fn lease_of(lab: &Lab, public_ip: Ipv4Addr) -> Option<(String, serde_json::Value)> {
+    lab.etcd_get_prefix(SUBNETS).into_iter().find_map(|(key, value)| {
+        let value: serde_json::Value = serde_json::from_str(&value).ok()?;
+        (value["PublicIP"] == public_ip.to_string()).then_some((key, value))
+    })
+}
+
+/// A backup restored where our key holds an older value of ours (the PublicIP we had before the
+/// underlay was readdressed): the key exists, so it is not "missing"; it is written back with
+/// today's value on the same subnet.
+#[test]
+fn a_restored_backup_with_our_older_public_ip_is_corrected() {
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let hosts = [lab.add_host(), lab.add_host()];
+    let _daemons: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &[])).collect();
+    for n in hosts {
+        poll("subnet.env", DEADLINE, || lab.host(n).subnet_env());
+    }
+    let ips = [lab.attach_container(1), lab.attach_container(2)];
+    poll("pings", DEADLINE, || (lab.container_ping(1, ips[1]) && lab.container_ping(2, ips[0])).then_some(()));
+    let old_ip = lab.host(1).underlay_ip;
+    let (key, _) = lease_of(&lab, old_ip).expect("host 1's lease");
+    let snapshot = lab.save_etcd_snapshot("old-public-ip");
+
+    let new_ip = Ipv4Addr::new(198, 18, 0, 71);
+    let host = lab.host(1);
+    host.exec_ok(&["ip", "addr", "del", &format!("{old_ip}/24"), "dev", "eth0"]);
+    host.exec_ok(&["ip", "addr", "add", &format!("{new_ip}/24"), "dev", "eth0"]);
+    poll("host 1's lease to carry .71", DEADLINE, || lease_of(&lab, new_ip));
+    poll("pings after readdress", DEADLINE, || (lab.container_ping(1, ips[1]) && lab.container_ping(2, ips[0])).then_some(()));
+
+    lab.restore_etcd_snapshot(&snapshot);
+    let (restored_key, _) =
+        poll("host 1's lease to carry .71 again after the restore", REASSERT_DEADLINE, || lease_of(&lab, new_ip));
+    assert_eq!(restored_key, key, "same subnet");
+    assert!(lease_of(&lab, old_ip).is_none(), "the stale PublicIP is advertised nowhere");
+    poll("pings after restore", Duration::from_secs(5), || {
+        (lab.container_ping(1, ips[1]) && lab.container_ping(2, ips[0])).then_some(())
+    });
+}
