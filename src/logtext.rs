@@ -5,8 +5,9 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 /// Characters kept from the start of a long text; the end is kept too (half as many), since
-/// what follows a peer's value in a message ("… is not vxlan") says what was wrong.
-pub const HEAD_CHARS: usize = 64;
+/// what follows a peer's value in a message ("… is not vxlan") says what was wrong. Enough
+/// that weft's own messages, which quote a key or a short value, are never cut.
+pub const HEAD_CHARS: usize = 256;
 const TAIL_CHARS: usize = HEAD_CHARS / 2;
 
 /// A text as it goes into a log: whole when short, else its head, `…(N bytes)…` and its tail.
@@ -53,7 +54,7 @@ mod tests {
     fn long_text_keeps_its_head_its_tail_and_its_size() {
         let text = format!("backend type \"{}\" is not vxlan", "x".repeat(1_000_000));
         let logged = clip(&text).to_string();
-        assert!(logged.len() < 200, "{logged}");
+        assert!(logged.len() < 500, "{logged}");
         assert!(logged.starts_with("backend type \"xxx"), "{logged}");
         assert!(logged.contains(&format!("…({} bytes)…", text.len())), "{logged}");
         assert!(logged.ends_with("xx\" is not vxlan"), "{logged}");
