@@ -357,9 +357,35 @@ pub struct LeaseSet {
 /// Probing from a random start keeps hosts that start together from all racing for the same
 /// subnet, and costs at most `taken.len() + 1` probes however large the Network is.
 pub fn pick_free_subnet(config: &NetworkConfig, taken: &BTreeSet<Ipv4Network>) -> Option<Ipv4Network> {
+    let taken = AddressRanges::new(taken);
     let count = subnet_count(config);
     let start = rand::rng().random_range(0..count);
-    (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.contains(s))
+    (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.overlaps(*s))
+}
+
+/// The addresses a set of subnets covers, as disjoint ranges, so whether a subnet overlaps any
+/// of them (a lease of another length, left from before SubnetLen changed) is one lookup.
+struct AddressRanges(BTreeMap<u32, u32>);
+
+impl AddressRanges {
+    fn new(subnets: &BTreeSet<Ipv4Network>) -> Self {
+        let mut ranges: BTreeMap<u32, u32> = BTreeMap::new();
+        for subnet in subnets {
+            let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+            // Sorted by network address, a subnet either lies inside the last range, extends
+            // it, or starts a new one.
+            match ranges.range(..=first).next_back().map(|(start, end)| (*start, *end)) {
+                Some((start, end)) if end >= first => ranges.insert(start, end.max(last)),
+                _ => ranges.insert(first, last),
+            };
+        }
+        AddressRanges(ranges)
+    }
+
+    fn overlaps(&self, subnet: Ipv4Network) -> bool {
+        let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+        self.0.range(..=last).next_back().is_some_and(|(_, end)| *end >= first)
+    }
 }
 
 /// How many subnets lie between SubnetMin and SubnetMax.
@@ -411,7 +437,7 @@ pub fn choose_claim(
     if let Some(lease) = by_ip.or_else(by_mac) {
         return Some(Claim::Existing(lease.clone()));
     }
-    if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !occupied.contains(s)) {
+    if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !AddressRanges::new(occupied).overlaps(*s)) {
         return Some(Claim::Free(subnet));
     }
     pick_free_subnet(config, occupied).map(Claim::Free)
@@ -708,6 +734,22 @@ mod tests {
             Some(Claim::Free(s)) => assert!(!occupied.contains(&s) && subnet_fits(&config, s)),
             other => panic!("expected a free subnet, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_free_subnet_never_overlaps_a_lease_of_another_length() {
+        // SubnetLen went from 24 to 25: the /24 a host still holds covers both /25s.
+        let json = r#"{"Network":"10.5.0.0/16","SubnetLen":25,"SubnetMin":"10.5.3.0","SubnetMax":"10.5.4.0"}"#;
+        let config = NetworkConfig::parse(json).unwrap();
+        let taken: BTreeSet<Ipv4Network> = ["10.5.3.0/24".parse().unwrap()].into();
+        for _ in 0..20 {
+            assert_eq!(pick_free_subnet(&config, &taken), Some("10.5.4.0/25".parse().unwrap()));
+        }
+        let covering: BTreeSet<Ipv4Network> = ["10.5.0.0/21".parse().unwrap(), "10.5.4.0/25".parse().unwrap()].into();
+        assert_eq!(pick_free_subnet(&config, &covering), None, "a wider lease covers every candidate");
+        let me = lease_for("10.5.1.0/24", [198, 18, 0, 11]).attrs;
+        let previous = Some("10.5.3.128/25".parse().unwrap());
+        assert_eq!(choose_claim(&config, &me, &[], &taken, previous), Some(Claim::Free("10.5.4.0/25".parse().unwrap())));
     }
 
     #[test]
