@@ -866,7 +866,8 @@ impl Registry {
                 aliases.insert(&key, subnet);
                 warned.warn(&as_alias(decoded, &key, subnet, &holder));
             }
-            (EventType::Put, _, None) => match decoded {
+            // A key that names no subnet has no holder.
+            (EventType::Put, _, _) => match decoded {
                 Ok(lease) => {
                     warned.forget(kv.key());
                     set.put(key_name(&key).to_string(), lease);
@@ -880,7 +881,6 @@ impl Registry {
                     warned.warn(&bad);
                 }
             },
-            (EventType::Put, None, Some(_)) => unreachable!("a key that names no subnet has no holder"),
         }
         false
     }
@@ -1134,7 +1134,7 @@ mod tests {
             reversed.add(listed(then.0, 9), Ok(then.1.clone()));
             reversed.add(listed(created_first.0, 3), Ok(created_first.1.clone()));
             for listing in [listing, reversed] {
-                assert_eq!(listing.leases, [first.clone()]);
+                assert_eq!(listing.leases, std::slice::from_ref(&first));
                 assert_eq!(listing.holders[&first.subnet].name(), created_first.0);
                 assert_eq!(listing.aliases, [(format!("/coreos.com/network/subnets/{}", then.0), first.subnet)]);
                 let error = &listing.malformed[0].error;

@@ -224,10 +224,13 @@ fn warnings_naming_both(daemon: &Weftd, a: &str, b: &str) -> usize {
 /// `<host 2's key>&fd00::-64` names host 2's subnet too (flanneld reads a dual-stack part,
 /// so weft does not refuse it), but the key that held the subnet first keeps it: writing and
 /// deleting the second key changes nothing on host 1, no ping is lost, and host 1 warns once,
-/// naming both keys. Deleting host 2's own key (host 2 stopped) lets the second key take over.
+/// naming both keys. Deleting host 2's own key then lets the second key take over. Host 2's
+/// weftd is stopped first, as in `alias_keys_never_take_a_peers_subnet`, so no rewrite of its
+/// lease hides a wrong reading.
 #[test]
 fn a_dual_stack_suffixed_key_does_not_alias_a_peer() {
     let (lab, mut daemons) = two_hosts();
+    daemons[1].terminate();
     let subnet2 = subnet_of(&lab, 2);
     let key2 = format!("{SUBNETS}{subnet2}");
     let host2 = entries_for(&subnet2, lab.host(2).underlay_ip, &vtep_mac_in_etcd(&lab, &key2));
@@ -244,7 +247,6 @@ fn a_dual_stack_suffixed_key_does_not_alias_a_peer() {
     assert_eq!(stats.lost, 0, "pings from container 1 to container 2: {stats:?}");
     assert_eq!(warnings_naming_both(&daemons[0], &dual, &subnet2), 1, "one warning naming {dual} and {subnet2}");
 
-    daemons[1].terminate();
     lab.etcd_put(&dual_key, &lease_value("198.18.0.99", "02:00:00:00:bb:02"));
     lab.etcd_del(&key2);
     let taken_over = entries_for(&subnet2, "198.18.0.99".parse().unwrap(), "02:00:00:00:bb:02");
