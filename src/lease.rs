@@ -351,6 +351,48 @@ pub struct LeaseSet {
     pub unreadable: BTreeMap<Ipv4Network, UnreadableKey>,
     /// When the last change arrived from etcd (for the event-to-kernel latency metric).
     pub changed_at: Option<std::time::Instant>,
+    /// Per subnet, the etcd revision since which its lease has advertised its current VtepMAC
+    /// (see [`LeaseSet::mac_since`]): of two leases carrying one MAC, the first to advertise
+    /// it keeps it, however old the other's key.
+    pub mac_since: BTreeMap<Ipv4Network, i64>,
+    /// Per subnet, the name of the key holding it (`10.5.52.0-24`, or with a dual-stack part
+    /// such as `10.5.52.0-24&fd00::-64`): another key naming the same subnet is skipped.
+    pub keys: BTreeMap<Ipv4Network, String>,
+}
+
+impl LeaseSet {
+    /// The etcd revision since which `lease` has advertised its VtepMAC; where the follower
+    /// never recorded one, the lease's last write, the best a single listing knows.
+    pub fn mac_since(&self, lease: &Lease) -> i64 {
+        self.mac_since.get(&lease.subnet).copied().unwrap_or(lease.mod_revision)
+    }
+
+    /// The revision since which `lease`, just read, advertises its VtepMAC: kept from this set
+    /// when the subnet's lease here carries the same MAC, else the new value's write.
+    pub fn mac_since_for(&self, lease: &Lease) -> i64 {
+        match self.leases.get(&lease.subnet) {
+            Some(known) if known.attrs.backend_data.vtep_mac == lease.attrs.backend_data.vtep_mac => self.mac_since(known),
+            _ => lease.mod_revision,
+        }
+    }
+
+    /// Records a lease read from the key `key` (its name, as in [`LeaseSet::keys`]), keeping
+    /// when its VtepMAC was first advertised if that is unchanged.
+    pub fn put(&mut self, key: String, lease: Lease) {
+        let since = self.mac_since_for(&lease);
+        self.mac_since.insert(lease.subnet, since);
+        self.unreadable.remove(&lease.subnet);
+        self.keys.insert(lease.subnet, key);
+        self.leases.insert(lease.subnet, lease);
+    }
+
+    /// Forgets the subnet: its key was deleted.
+    pub fn remove(&mut self, subnet: Ipv4Network) {
+        self.leases.remove(&subnet);
+        self.unreadable.remove(&subnet);
+        self.mac_since.remove(&subnet);
+        self.keys.remove(&subnet);
+    }
 }
 
 /// Picks a random subnet between SubnetMin and SubnetMax that no key in `taken` holds.
@@ -449,6 +491,27 @@ mod tests {
 
     /// A lease value as flanneld v0.26 writes it.
     const FLANNEL_SAMPLE: &str = r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
+
+    #[test]
+    fn a_lease_set_keeps_when_a_mac_was_first_advertised_until_it_changes_or_goes() {
+        let subnet: Ipv4Network = "10.5.2.0/24".parse().unwrap();
+        let at = |mod_revision: i64, mac_last: u8| Lease {
+            subnet,
+            attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, mac_last])),
+            etcd_lease: 1,
+            mod_revision,
+            create_revision: 1,
+        };
+        let mut set = LeaseSet::default();
+        assert_eq!(set.mac_since(&at(4, 2)), 4, "unknown: the lease's last write");
+        set.put("10.5.2.0-24".into(), at(5, 2));
+        set.put("10.5.2.0-24".into(), at(8, 2));
+        assert_eq!(set.mac_since(&set.leases[&subnet]), 5, "rewritten with the same MAC");
+        set.put("10.5.2.0-24".into(), at(9, 3));
+        assert_eq!(set.mac_since(&set.leases[&subnet]), 9, "a new MAC counts from its write");
+        set.remove(subnet);
+        assert!(set.mac_since.is_empty() && set.keys.is_empty() && set.leases.is_empty());
+    }
 
     #[test]
     fn encodes_exactly_like_flanneld() {

@@ -198,12 +198,14 @@ pub fn desired_state(
     (state, skipped)
 }
 
-/// The peer leases (ours left out), the established first: the key etcd created earliest
-/// (flanneld's renewals rewrite a key but keep its create revision), then the one written
-/// earliest, then the lower subnet, a total order every host computes alike.
+/// The peer leases (ours left out), the established first: the one that has advertised its
+/// VtepMAC longest ([`LeaseSet::mac_since`]), so a key that copies a MAC later never takes it
+/// however old the key; then the key etcd created earliest (flanneld's renewals rewrite a key
+/// but keep its create revision), then the lower subnet, a total order every host computes
+/// alike.
 fn by_establishment(leases: &LeaseSet, own_subnet: Option<Ipv4Network>) -> Vec<&Lease> {
     let mut peers: Vec<&Lease> = leases.leases.values().filter(|l| Some(l.subnet) != own_subnet).collect();
-    peers.sort_unstable_by_key(|l| (l.create_revision, l.mod_revision, l.subnet));
+    peers.sort_unstable_by_key(|l| (leases.mac_since(l), l.create_revision, l.subnet));
     peers
 }
 
@@ -561,12 +563,29 @@ mod tests {
     }
 
     #[test]
-    fn ties_in_age_go_to_the_earlier_write_then_the_lower_subnet() {
-        let (state, _) = desired(vec![
-            lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (5, 8)),
-            lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (5, 6)),
+    fn a_mac_stays_with_the_lease_that_advertised_it_first_however_old_the_other_key() {
+        // 10.5.3.0/24's key is older, but copied the MAC at revision 40, after 10.5.2.0/24 had it.
+        let mut leases = lease_set(vec![
+            lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (20, 20)),
+            lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (5, 40)),
         ]);
-        assert_eq!(routed(&state), ["10.5.3.0/24"], "same key age: written earlier wins");
+        let (state, skipped) = desired_state(&config(), &us(), &leases, &lab_kernel());
+        assert_eq!(routed(&state), ["10.5.2.0/24"]);
+        assert!(reason_for(&skipped, "10.5.3.0/24").contains("belongs to the established lease 10.5.2.0-24"), "{skipped:?}");
+        // Rewritten since (a renewal by put) with the same MAC: it still counts from revision 20.
+        leases.mac_since = [("10.5.2.0/24".parse().unwrap(), 20), ("10.5.3.0/24".parse().unwrap(), 40)].into();
+        leases.leases.values_mut().for_each(|l| l.mod_revision = 60);
+        let (state, _) = desired_state(&config(), &us(), &leases, &lab_kernel());
+        assert_eq!(routed(&state), ["10.5.2.0/24"]);
+    }
+
+    #[test]
+    fn ties_in_mac_age_go_to_the_older_key_then_the_lower_subnet() {
+        let (state, _) = desired(vec![
+            lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (6, 8)),
+            lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (5, 8)),
+        ]);
+        assert_eq!(routed(&state), ["10.5.3.0/24"], "same MAC age: the key created earlier wins");
         let (state, _) = desired(vec![
             lease_at("10.5.3.0/24", [198, 18, 0, 13], 2, (5, 5)),
             lease_at("10.5.2.0/24", [198, 18, 0, 12], 2, (5, 5)),

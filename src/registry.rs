@@ -4,7 +4,7 @@
 //! revision + 1 so no event can fall between the two; on any watch loss or compaction, list
 //! again. The published [`LeaseSet`] is always a complete picture, never a stream of deltas.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +86,107 @@ pub struct LeaseListing {
     pub malformed: Vec<MalformedLease>,
     /// Subnets that have a key, readable or not.
     pub occupied: BTreeSet<Ipv4Network>,
+    /// Per subnet, the key holding it (see [`LeaseListing::add`]).
+    pub holders: BTreeMap<Ipv4Network, ListedKey>,
+    /// Keys skipped because another key holds their subnet, with that subnet; each is also
+    /// in `malformed`, naming the holder.
+    pub aliases: Vec<(String, Ipv4Network)>,
+}
+
+/// A key under the subnets prefix, and when etcd created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedKey {
+    /// The whole key, `<prefix>/subnets/10.5.52.0-24`.
+    pub key: String,
+    pub create_revision: i64,
+}
+
+impl ListedKey {
+    /// The key's last path element, `10.5.52.0-24`.
+    pub fn name(&self) -> &str {
+        key_name(&self.key)
+    }
+}
+
+/// The last path element of a lease key.
+fn key_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// Why a key naming a subnet another key holds is skipped, naming both keys. flanneld reads
+/// `<subnet>&<ipv6>-<len>` (dual stack) as a second key for `<subnet>`, so such keys are
+/// not refused; one subnet still has one lease.
+fn alias_error(subnet: Ipv4Network, holder: &str) -> String {
+    format!("it names subnet {subnet}, which the key {holder} held first; skipped until that key is deleted")
+}
+
+/// `decoded`, the value of the alias key `key`, as a malformed entry naming the holder.
+fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet: Ipv4Network, holder: &str) -> MalformedLease {
+    let (etcd_lease, mod_revision) = match decoded {
+        Ok(lease) => (lease.etcd_lease, lease.mod_revision),
+        Err(bad) => (bad.etcd_lease, bad.mod_revision),
+    };
+    MalformedLease { key: key.to_string(), subnet: None, etcd_lease, mod_revision, error: alias_error(subnet, holder) }
+}
+
+impl LeaseListing {
+    /// Adds one decoded key. Of several keys naming one subnet, the one etcd created first
+    /// (then the lower key) holds it, whatever the listing order; the others become malformed
+    /// entries that name it.
+    fn add(&mut self, listed: ListedKey, decoded: Result<Lease, MalformedLease>) {
+        let subnet = match &decoded {
+            Ok(lease) => Some(lease.subnet),
+            Err(bad) => bad.subnet,
+        };
+        let decoded = match subnet {
+            Some(subnet) => self.hold(subnet, listed, decoded),
+            None => decoded,
+        };
+        match decoded {
+            Ok(lease) => {
+                self.occupied.insert(lease.subnet);
+                self.leases.push(lease);
+            }
+            Err(malformed) => {
+                self.occupied.extend(malformed.subnet);
+                self.malformed.push(malformed);
+            }
+        }
+    }
+
+    /// Gives `subnet` to `listed` unless an earlier key holds it; returns what to add for it.
+    fn hold(
+        &mut self,
+        subnet: Ipv4Network,
+        listed: ListedKey,
+        decoded: Result<Lease, MalformedLease>,
+    ) -> Result<Lease, MalformedLease> {
+        let rank = |k: &ListedKey| (k.create_revision, k.key.clone());
+        match self.holders.get(&subnet).cloned() {
+            None => {}
+            Some(held) if rank(&held) < rank(&listed) => {
+                self.aliases.push((listed.key.clone(), subnet));
+                return Err(as_alias(decoded, &listed.key, subnet, held.name()));
+            }
+            Some(held) => {
+                // A key created earlier can come later in key order: the one added before steps aside.
+                let displaced = self.take(subnet);
+                self.malformed.extend(displaced.map(|d| as_alias(d, &held.key, subnet, listed.name())));
+                self.aliases.push((held.key, subnet));
+            }
+        }
+        self.holders.insert(subnet, listed);
+        decoded
+    }
+
+    /// Removes and returns what was added for `subnet`.
+    fn take(&mut self, subnet: Ipv4Network) -> Option<Result<Lease, MalformedLease>> {
+        if let Some(at) = self.leases.iter().position(|l| l.subnet == subnet) {
+            return Some(Ok(self.leases.remove(at)));
+        }
+        let at = self.malformed.iter().position(|m| m.subnet == Some(subnet))?;
+        Some(Err(self.malformed.remove(at)))
+    }
 }
 
 /// etcd, scoped to one key prefix.
@@ -497,16 +598,9 @@ impl Registry {
     }
 
     fn add_to_listing(&self, listing: &mut LeaseListing, kv: &KeyValue) {
-        match self.decode(kv) {
-            Some(Ok(lease)) => {
-                listing.occupied.insert(lease.subnet);
-                listing.leases.push(lease);
-            }
-            Some(Err(malformed)) => {
-                listing.occupied.extend(malformed.subnet);
-                listing.malformed.push(malformed);
-            }
-            None => {}
+        if let Some(decoded) = self.decode(kv) {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            listing.add(ListedKey { key, create_revision: kv.create_revision() }, decoded);
         }
     }
 
@@ -682,6 +776,7 @@ impl Registry {
             metrics.etcd_reconnects.inc();
         }
         warned.relisted(&listing.malformed);
+        let mut aliases = Aliases::listed(&listing.aliases);
         let revision = listing.revision;
         leases.send_modify(|set| *set = Arc::new(replace_with_listing(set, listing)));
         let (prefix, options) = (self.subnets_prefix(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
@@ -719,56 +814,75 @@ impl Registry {
             // empty response already carries it); taking it would stamp a later set with the
             // same revision as an earlier one and make a lease change look like a repair.
             let Some(revision) = newest else { continue };
-            let changes = self.changes(response.events(), warned);
+            let mut relist = false;
             leases.send_modify(|set| {
                 // A copy whenever the reconciler still holds this set, as it does after each
                 // pass: O(leases) per watch response, a few ms at thousands of peers.
                 let set = Arc::make_mut(set);
                 set.revision = revision;
                 set.changed_at = Some(std::time::Instant::now());
-                for change in changes {
-                    match change {
-                        Change::Put(lease) => {
-                            set.unreadable.remove(&lease.subnet);
-                            set.leases.insert(lease.subnet, lease);
-                        }
-                        // The last good lease stays in `leases`: bad input never removes good state.
-                        Change::Unreadable(subnet, key) => {
-                            set.unreadable.insert(subnet, key);
-                        }
-                        Change::Delete(subnet) => {
-                            set.unreadable.remove(&subnet);
-                            set.leases.remove(&subnet);
-                        }
-                    }
+                for event in response.events() {
+                    relist |= self.apply(set, event, warned, &mut aliases);
                 }
             });
+            if relist {
+                tracing::debug!(
+                    "the key holding a subnet other keys name was deleted; listing again so the first of them takes over"
+                );
+                return Ok(());
+            }
         }
     }
 
-    /// The lease changes a watch response carries; malformed values are warned about once.
-    fn changes(&self, events: &[etcd_client::Event], warned: &mut MalformedWarnings) -> Vec<Change> {
-        let mut changes = Vec::new();
-        for event in events {
-            let Some(kv) = event.kv() else { continue };
-            if event.event_type() == EventType::Delete {
+    /// Applies one watch event to the set; malformed values are warned about once. Returns
+    /// whether a fresh listing must replace the set instead: the key holding a subnet was
+    /// deleted while other keys name it, and only a listing tells which of them came first.
+    fn apply(
+        &self,
+        set: &mut LeaseSet,
+        event: &etcd_client::Event,
+        warned: &mut MalformedWarnings,
+        aliases: &mut Aliases,
+    ) -> bool {
+        let Some(kv) = event.kv() else { return false };
+        let Some(decoded) = self.decode(kv) else { return false };
+        let key = String::from_utf8_lossy(kv.key());
+        let subnet = match &decoded {
+            Ok(lease) => Some(lease.subnet),
+            Err(bad) => bad.subnet,
+        };
+        let holder = subnet.and_then(|s| set.keys.get(&s)).filter(|holder| holder.as_str() != key_name(&key)).cloned();
+        match (event.event_type(), subnet, holder) {
+            (EventType::Delete, _, Some(_)) => {
                 warned.forget(kv.key());
+                aliases.remove(&key);
             }
-            match (event.event_type(), self.decode(kv)) {
-                (_, None) => {}
-                (EventType::Put, Some(Ok(lease))) => {
+            (EventType::Delete, Some(subnet), None) if aliases.name(subnet) => return true,
+            (EventType::Delete, subnet, None) => {
+                warned.forget(kv.key());
+                subnet.into_iter().for_each(|subnet| set.remove(subnet));
+            }
+            (EventType::Put, Some(subnet), Some(holder)) => {
+                aliases.insert(&key, subnet);
+                warned.warn(&as_alias(decoded, &key, subnet, &holder));
+            }
+            // A key that names no subnet has no holder.
+            (EventType::Put, _, _) => match decoded {
+                Ok(lease) => {
                     warned.forget(kv.key());
-                    changes.push(Change::Put(lease));
+                    set.put(key_name(&key).to_string(), lease);
                 }
-                (EventType::Put, Some(Err(bad))) => {
-                    changes.extend(bad.unreadable().map(|(subnet, key)| Change::Unreadable(subnet, key)));
+                // The last good lease stays in `leases`: bad input never removes good state.
+                Err(bad) => {
+                    if let Some((subnet, unreadable)) = bad.unreadable() {
+                        set.unreadable.insert(subnet, unreadable);
+                        set.keys.insert(subnet, key_name(&key).to_string());
+                    }
                     warned.warn(&bad);
                 }
-                (EventType::Delete, Some(Ok(lease))) => changes.push(Change::Delete(lease.subnet)),
-                (EventType::Delete, Some(Err(bad))) => changes.extend(bad.subnet.map(Change::Delete)),
-            }
+            },
         }
-        changes
+        false
     }
 }
 
@@ -798,25 +912,62 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0] // every key: etcd reads a range end of "\0" as "to the end"
 }
 
-enum Change {
-    Put(Lease),
-    /// The subnet's key now holds a value that cannot be read.
-    Unreadable(Ipv4Network, UnreadableKey),
-    Delete(Ipv4Network),
-}
-
 /// The set to publish after a fresh listing. A key whose value became unreadable keeps its
 /// last good lease from `previous`, and is listed as unreadable (with or without one, so a
 /// restarted daemon keeps that subnet's kernel entries): bad input never removes good state.
+///
+/// A lease whose VtepMAC is the one `previous` knew keeps the revision since which it
+/// advertised it. A lease new to us counts from its key's last write: all a first listing (a
+/// restart) knows. weft renews its lease by keep-alive, so for a weft peer that is when it
+/// wrote its MAC; flanneld renews by a put (an hour before its 24 h lease ends), so a
+/// restarted host counts a flanneld peer's MAC from its last renewal, and may give it to a key
+/// that copied it before then, where hosts that kept running do not.
 fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet {
-    let mut leases: std::collections::BTreeMap<_, _> = listing.leases.into_iter().map(|l| (l.subnet, l)).collect();
+    let unreadable = listing.malformed.iter().filter_map(MalformedLease::unreadable).collect();
+    let keys = listing.holders.iter().map(|(subnet, held)| (*subnet, held.name().to_string())).collect();
+    let mut set = LeaseSet {
+        revision: listing.revision,
+        unreadable,
+        keys,
+        changed_at: Some(std::time::Instant::now()),
+        ..Default::default()
+    };
+    for lease in listing.leases {
+        set.mac_since.insert(lease.subnet, previous.mac_since_for(&lease));
+        set.leases.insert(lease.subnet, lease);
+    }
     for subnet in &listing.occupied {
-        if let (false, Some(last_good)) = (leases.contains_key(subnet), previous.leases.get(subnet)) {
-            leases.insert(*subnet, last_good.clone());
+        if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
+            set.mac_since.insert(*subnet, previous.mac_since(last_good));
+            set.leases.insert(*subnet, last_good.clone());
         }
     }
-    let unreadable = listing.malformed.iter().filter_map(MalformedLease::unreadable).collect();
-    LeaseSet { revision: listing.revision, leases, unreadable, changed_at: Some(std::time::Instant::now()) }
+    set
+}
+
+/// Keys skipped because another key holds their subnet, by a fingerprint of the key (so
+/// their number, not their size, bounds it), with that subnet: deleting one changes nothing;
+/// deleting the holder of a subnet that some name needs a fresh listing.
+#[derive(Debug, Default)]
+struct Aliases(HashMap<u64, Ipv4Network>);
+
+impl Aliases {
+    fn listed(aliases: &[(String, Ipv4Network)]) -> Self {
+        Self(aliases.iter().map(|(key, subnet)| (logtext::fingerprint(key), *subnet)).collect())
+    }
+
+    fn insert(&mut self, key: &str, subnet: Ipv4Network) {
+        self.0.insert(logtext::fingerprint(key), subnet);
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.remove(&logtext::fingerprint(key));
+    }
+
+    /// Whether a skipped key names `subnet`.
+    fn name(&self, subnet: Ipv4Network) -> bool {
+        self.0.values().any(|s| *s == subnet)
+    }
 }
 
 /// Malformed keys already warned about: a fingerprint of the key and of its problem, so a
@@ -956,12 +1107,67 @@ mod tests {
             leases: vec![fresh.clone()],
             malformed: vec![broken(Some(good.subnet)), broken(Some(never_read)), broken(None)],
             occupied: [good.subnet, fresh.subnet, never_read].into(),
+            ..Default::default()
         };
         let set = replace_with_listing(&set, listing);
         assert_eq!(set.revision, 9);
         assert_eq!(set.leases.keys().copied().collect::<Vec<_>>(), vec![good.subnet, fresh.subnet]);
         // Both unreadable keys are known as such, with no last good value needed.
         assert_eq!(set.unreadable.keys().copied().collect::<Vec<_>>(), vec![good.subnet, never_read]);
+    }
+
+    fn listed(name: &str, create_revision: i64) -> ListedKey {
+        ListedKey { key: format!("/coreos.com/network/subnets/{name}"), create_revision }
+    }
+
+    #[test]
+    fn of_two_keys_naming_one_subnet_the_one_created_first_holds_it_in_any_listing_order() {
+        let first = Lease { create_revision: 3, ..lease("10.5.2.0/24", 12) };
+        let second = Lease { create_revision: 9, ..lease("10.5.2.0/24", 99) };
+        let (canonical, dual) = ("10.5.2.0-24", "10.5.2.0-24&fd00::-64");
+        for (created_first, then) in [((canonical, &first), (dual, &second)), ((dual, &first), (canonical, &second))] {
+            let mut listing = LeaseListing::default();
+            listing.add(listed(created_first.0, 3), Ok(created_first.1.clone()));
+            listing.add(listed(then.0, 9), Ok(then.1.clone()));
+            // etcd lists keys in key order: the same two, the other way round.
+            let mut reversed = LeaseListing::default();
+            reversed.add(listed(then.0, 9), Ok(then.1.clone()));
+            reversed.add(listed(created_first.0, 3), Ok(created_first.1.clone()));
+            for listing in [listing, reversed] {
+                assert_eq!(listing.leases, std::slice::from_ref(&first));
+                assert_eq!(listing.holders[&first.subnet].name(), created_first.0);
+                assert_eq!(listing.aliases, [(format!("/coreos.com/network/subnets/{}", then.0), first.subnet)]);
+                let error = &listing.malformed[0].error;
+                assert_eq!(
+                    *error,
+                    format!(
+                        "it names subnet 10.5.2.0/24, which the key {} held first; skipped until that key is deleted",
+                        created_first.0
+                    )
+                );
+                assert_eq!(
+                    (listing.malformed.len(), listing.malformed[0].subnet),
+                    (1, None),
+                    "the skipped key marks nothing unreadable"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn relisting_keeps_when_a_lease_first_advertised_its_mac() {
+        let kept = Lease { mod_revision: 30, ..lease("10.5.2.0/24", 12) };
+        let changed = Lease { mod_revision: 31, ..lease("10.5.3.0/24", 13) };
+        let mut previous = LeaseSet::default();
+        previous.put("10.5.2.0-24".into(), Lease { mod_revision: 10, ..kept.clone() });
+        previous.put("10.5.3.0-24".into(), Lease { mod_revision: 11, ..lease("10.5.3.0/24", 77) });
+        let mut listing = LeaseListing { revision: 40, ..Default::default() };
+        listing.add(listed("10.5.2.0-24", 1), Ok(kept.clone()));
+        listing.add(listed("10.5.3.0-24", 1), Ok(changed.clone()));
+        let set = replace_with_listing(&previous, listing);
+        assert_eq!((set.mac_since(&kept), set.mac_since(&changed)), (10, 31), "same MAC: kept; another MAC: from its write");
+        let fresh = replace_with_listing(&LeaseSet::default(), LeaseListing { leases: vec![kept.clone()], ..Default::default() });
+        assert_eq!(fresh.mac_since(&kept), 30, "a first listing knows the key's last write");
     }
 
     #[test]

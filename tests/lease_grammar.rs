@@ -213,3 +213,44 @@ fn a_restart_keeps_a_peer_whose_key_cannot_be_read() {
         (peer_entries(&lab, 1, &subnet2) == gone).then_some(())
     });
 }
+
+/// WARN lines of `daemon` that name both keys.
+fn warnings_naming_both(daemon: &Weftd, a: &str, b: &str) -> usize {
+    let names =
+        |line: &str, name: &str| line.split(|c: char| c.is_whitespace() || matches!(c, '=' | '/' | '"')).any(|t| t == name);
+    daemon.log().lines().filter(|line| line.contains(" WARN ") && names(line, a) && names(line, b)).count()
+}
+
+/// `<host 2's key>&fd00::-64` names host 2's subnet too (flanneld reads a dual-stack part,
+/// so weft does not refuse it), but the key that held the subnet first keeps it: writing and
+/// deleting the second key changes nothing on host 1, no ping is lost, and host 1 warns once,
+/// naming both keys. Deleting host 2's own key then lets the second key take over. Host 2's
+/// weftd is stopped first, as in `alias_keys_never_take_a_peers_subnet`, so no rewrite of its
+/// lease hides a wrong reading.
+#[test]
+fn a_dual_stack_suffixed_key_does_not_alias_a_peer() {
+    let (lab, mut daemons) = two_hosts();
+    daemons[1].terminate();
+    let subnet2 = subnet_of(&lab, 2);
+    let key2 = format!("{SUBNETS}{subnet2}");
+    let host2 = entries_for(&subnet2, lab.host(2).underlay_ip, &vtep_mac_in_etcd(&lab, &key2));
+    let (dual, dual_key) = (format!("{subnet2}&fd00::-64"), format!("{key2}&fd00::-64"));
+    let ping = lab.start_ping(1, lab.container(2).ip, Duration::from_millis(50));
+    lab.etcd_put(&dual_key, &lease_value("198.18.0.99", "02:00:00:00:bb:01"));
+    let marker = caught_up(&lab, 1, 3);
+    assert_eq!(peer_entries(&lab, 1, &subnet2), host2, "host 1's entries for host 2 after the dual-stack key was written");
+    lab.etcd_del(&dual_key);
+    lab.etcd_del(&marker);
+    caught_up(&lab, 1, 4);
+    assert_eq!(peer_entries(&lab, 1, &subnet2), host2, "host 1's entries for host 2 after it was deleted");
+    let stats = ping.finish();
+    assert_eq!(stats.lost, 0, "pings from container 1 to container 2: {stats:?}");
+    assert_eq!(warnings_naming_both(&daemons[0], &dual, &subnet2), 1, "one warning naming {dual} and {subnet2}");
+
+    lab.etcd_put(&dual_key, &lease_value("198.18.0.99", "02:00:00:00:bb:02"));
+    lab.etcd_del(&key2);
+    let taken_over = entries_for(&subnet2, "198.18.0.99".parse().unwrap(), "02:00:00:00:bb:02");
+    poll("host 1 to take the dual-stack key for host 2's subnet", DEADLINE, || {
+        (peer_entries(&lab, 1, &subnet2) == taken_over).then_some(())
+    });
+}
