@@ -530,7 +530,8 @@ impl Registry {
             Ok(subnet) => subnet,
             Err(e) => return Some(Err(malformed(None, e))),
         };
-        // Invalid UTF-8 can only sit inside JSON strings, where Go reads it as U+FFFD too.
+        // Inside JSON strings Go reads invalid UTF-8 as U+FFFD, as the lossy conversion does;
+        // outside strings the bytes make the JSON invalid in both Go and weft.
         let text = String::from_utf8_lossy(kv.value());
         Some(match LeaseAttrs::from_json(&text) {
             Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease, mod_revision, create_revision: kv.create_revision() }),
