@@ -249,6 +249,19 @@ impl LeaseKeeper {
             let current = own.borrow().clone();
             let renew = !current.is_reservation();
             tokio::select! {
+                // A replaced store is noticed before its leases are published: acquiring
+                // afresh comes first, as an old value of our key there may hang on an etcd
+                // lease the store no longer has, and rewriting it in place would fail.
+                biased;
+                // A wiped or restored store may lack our key, hold an old value, and has no
+                // etcd lease we granted: the revisions `own_key` compares mean nothing across it.
+                Ok(()) = replacements.changed() => {
+                    tracing::info!(subnet = %current.subnet, etcd_lease = current.etcd_lease, "writing our lease into the replaced etcd store with a fresh etcd lease");
+                    renew_at = self.reacquire(&own, current.subnet).await;
+                    // Our write went to the store that answered last: replacements seen while
+                    // acquiring are covered by it.
+                    replacements.borrow_and_update();
+                }
                 () = tokio::time::sleep_until(renew_at), if renew => {
                     renew_at = self.renew(&own, &current, &mut outage).await;
                 }
@@ -267,15 +280,6 @@ impl LeaseKeeper {
                     }
                     let state = own_key(&current, &leases.borrow_and_update());
                     renew_at = self.keep_own_key(&own, &current, state).await.unwrap_or(renew_at);
-                }
-                // A wiped or restored store may lack our key, hold an old value, and has no
-                // etcd lease we granted: the revision check in `lost` means nothing across it.
-                Ok(()) = replacements.changed() => {
-                    tracing::info!(subnet = %current.subnet, etcd_lease = current.etcd_lease, "writing our lease into the replaced etcd store with a fresh etcd lease");
-                    renew_at = self.reacquire(&own, current.subnet).await;
-                    // Our write went to the store that answered last: replacements seen while
-                    // acquiring are covered by it.
-                    replacements.borrow_and_update();
                 }
             }
         }
@@ -305,10 +309,11 @@ impl LeaseKeeper {
     async fn keep_own_key(&self, own: &watch::Sender<Lease>, current: &Lease, state: OwnKey) -> Option<Instant> {
         match state {
             OwnKey::Held => None,
-            OwnKey::Damaged { mod_revision } => {
+            OwnKey::Damaged { mod_revision, create_revision } => {
                 tracing::warn!(subnet = %current.subnet, "our lease key holds something other than our lease; writing our lease back");
                 let attrs = self.attrs.borrow().clone();
-                let seen = Lease { mod_revision, ..current.clone() };
+                // The rewrite keeps the key, so our lease takes its create revision.
+                let seen = Lease { mod_revision, create_revision, ..current.clone() };
                 self.readvertise(own, &seen, &attrs).await
             }
             OwnKey::Lost => {
@@ -368,12 +373,13 @@ impl LeaseKeeper {
 /// What our lease's key holds, as far as the lease keeper is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OwnKey {
-    /// Our lease (or the watch has not caught up with our own write yet).
+    /// Our lease, on our etcd lease (or the watch has not caught up with our own write yet).
     Held,
-    /// Something else, written outside any other host's etcd lease (a bad value, other
-    /// attributes, another host's value): ours to write back, in place.
-    Damaged { mod_revision: i64 },
-    /// Deleted, or taken over under another etcd lease (another host acquired the subnet
+    /// Something else written over our key in place, or written afresh outside any other
+    /// host's etcd lease (a bad value, other attributes, another etcd lease): ours to write
+    /// back, in place. The revisions are the key's as the watch saw it.
+    Damaged { mod_revision: i64, create_revision: i64 },
+    /// Deleted, or created afresh under another etcd lease (another host acquired the subnet
     /// after ours expired): acquire again.
     Lost,
 }
@@ -383,21 +389,20 @@ fn own_key(own: &Lease, leases: &LeaseSet) -> OwnKey {
     if leases.revision < own.mod_revision {
         return OwnKey::Held; // the watch has not caught up with our own write yet
     }
-    // Only we or an operator (a plain `put`) write under our etcd lease or none.
-    let ours_to_fix = |etcd_lease: i64, mod_revision: i64| {
-        if etcd_lease == 0 || etcd_lease == own.etcd_lease {
-            OwnKey::Damaged { mod_revision }
-        } else {
-            OwnKey::Lost
-        }
+    let (etcd_lease, mod_revision, create_revision) = match (leases.unreadable.get(&own.subnet), leases.leases.get(&own.subnet)) {
+        (Some(bad), _) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
+        (None, None) => return OwnKey::Lost,
+        (None, Some(lease)) if lease.attrs == own.attrs && lease.etcd_lease == own.etcd_lease => return OwnKey::Held,
+        (None, Some(lease)) => (lease.etcd_lease, lease.mod_revision, lease.create_revision),
     };
-    if let Some(bad) = leases.unreadable.get(&own.subnet) {
-        return ours_to_fix(bad.etcd_lease, bad.mod_revision);
-    }
-    match leases.leases.get(&own.subnet) {
-        None => OwnKey::Lost,
-        Some(lease) if lease.attrs == own.attrs => OwnKey::Held,
-        Some(lease) => ours_to_fix(lease.etcd_lease, lease.mod_revision),
+    // A host acquiring a subnet creates its key afresh (create-if-absent): a new create
+    // revision. A put over our key keeps ours, whatever etcd lease it hangs the key on. A key
+    // created afresh under our etcd lease or none was written by an operator, not a host.
+    let overwritten = create_revision == own.create_revision;
+    if overwritten || etcd_lease == 0 || etcd_lease == own.etcd_lease {
+        OwnKey::Damaged { mod_revision, create_revision }
+    } else {
+        OwnKey::Lost
     }
 }
 
@@ -720,30 +725,52 @@ mod tests {
         assert_eq!(own_key(&mine, &empty_new), OwnKey::Lost);
         let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into(), ..Default::default() };
         assert_eq!(own_key(&mine, &with_us), OwnKey::Held);
-        let mut stolen = Lease { etcd_lease: 77, mod_revision: 12, ..mine.clone() };
-        stolen.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, stolen)].into(), ..Default::default() };
+        // Another host acquired the subnet after ours expired: a new key on its etcd lease.
+        let mut acquired = Lease { etcd_lease: 77, mod_revision: 12, create_revision: 12, ..mine.clone() };
+        acquired.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
+        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, acquired)].into(), ..Default::default() };
         assert_eq!(own_key(&mine, &taken), OwnKey::Lost);
     }
 
+    /// Every way a key can hold something other than our lease, readable or not: a put over
+    /// our key (same create revision) is ours to write back whatever etcd lease it hangs on; a
+    /// key created afresh is ours only on our etcd lease or none.
     #[test]
-    fn a_key_written_outside_another_hosts_etcd_lease_is_ours_to_repair() {
+    fn own_key_tells_damage_from_another_hosts_acquisition() {
         let mine = own();
-        let mut overwritten = Lease { etcd_lease: 0, mod_revision: 12, ..mine.clone() };
-        overwritten.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let set = LeaseSet { revision: 12, leases: [(mine.subnet, overwritten)].into(), ..Default::default() };
-        assert_eq!(own_key(&mine, &set), OwnKey::Damaged { mod_revision: 12 });
-        // Unreadable: the last good value (ours) is still in `leases`, the key is not.
-        let unreadable = UnreadableKey { mod_revision: 13, etcd_lease: 0 };
-        let set = LeaseSet {
-            revision: 13,
-            leases: [(mine.subnet, mine.clone())].into(),
-            unreadable: [(mine.subnet, unreadable)].into(),
-            ..Default::default()
-        };
-        assert_eq!(own_key(&mine, &set), OwnKey::Damaged { mod_revision: 13 });
-        let under_ours = UnreadableKey { etcd_lease: mine.etcd_lease, ..unreadable };
-        let set = LeaseSet { unreadable: [(mine.subnet, under_ours)].into(), ..set };
-        assert_eq!(own_key(&mine, &set), OwnKey::Damaged { mod_revision: 13 });
+        let mut other_value = mine.attrs.clone();
+        other_value.public_ip = Ipv4Addr::new(198, 18, 0, 99);
+        let (foreign, ours, none) = (77, mine.etcd_lease, 0);
+        let (same_key, new_key) = (mine.create_revision, 12);
+        let cases = [
+            // (etcd lease, create revision, value, expected)
+            (foreign, same_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
+            (foreign, same_key, mine.attrs.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
+            (none, same_key, mine.attrs.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
+            (none, same_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
+            (ours, same_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
+            (none, new_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: new_key }),
+            (ours, new_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: new_key }),
+            (foreign, new_key, other_value.clone(), OwnKey::Lost),
+            (foreign, new_key, mine.attrs.clone(), OwnKey::Lost),
+            (ours, same_key, mine.attrs.clone(), OwnKey::Held),
+        ];
+        for (etcd_lease, create_revision, attrs, expected) in cases {
+            let key = Lease { etcd_lease, create_revision, mod_revision: 13, attrs, ..mine.clone() };
+            let set = LeaseSet { revision: 13, leases: [(mine.subnet, key.clone())].into(), ..Default::default() };
+            assert_eq!(own_key(&mine, &set), expected, "readable {key:?}");
+            if expected == OwnKey::Held {
+                continue; // an unreadable key never holds our lease
+            }
+            // Unreadable: the last good value (ours) is still in `leases`, the key is not.
+            let unreadable = UnreadableKey { mod_revision: 13, etcd_lease, create_revision };
+            let set = LeaseSet {
+                revision: 13,
+                leases: [(mine.subnet, mine.clone())].into(),
+                unreadable: [(mine.subnet, unreadable)].into(),
+                ..Default::default()
+            };
+            assert_eq!(own_key(&mine, &set), expected, "unreadable {unreadable:?}");
+        }
     }
 }

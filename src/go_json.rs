@@ -17,12 +17,44 @@ pub type Members = Vec<(String, Box<RawValue>)>;
 /// leaves every field at its zero value.
 ///
 /// # Errors
-/// The text is not JSON, or its top-level value is neither an object nor `null`.
+/// The text is not JSON, nests deeper than Go allows, or its top-level value is neither an
+/// object nor `null`.
 pub fn object(text: &str) -> Result<Option<Members>, String> {
+    check_depth(text)?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let members = deserializer.deserialize_any(ObjectVisitor).map_err(|e| e.to_string())?;
     deserializer.end().map_err(|e| e.to_string())?;
     Ok(members)
+}
+
+/// How deep Go's scanner lets arrays and objects nest (`maxNestingDepth` in encoding/json).
+const MAX_DEPTH: usize = 10_000;
+
+/// Refuses text whose arrays and objects nest past [`MAX_DEPTH`], as Go does: its scanner
+/// checks the whole input before decoding, so a member no field matches counts too.
+///
+/// # Errors
+/// The nesting goes past the limit.
+fn check_depth(text: &str) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, byte) in text.bytes().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            _ if in_string => {}
+            b'[' | b'{' => depth += 1,
+            // Unbalanced closers make the text invalid JSON; the parser says so.
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "exceeded max depth: arrays and objects nest more than {MAX_DEPTH} deep at byte {at} (Go's limit)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct ObjectVisitor;
@@ -168,6 +200,21 @@ mod tests {
         for bad in ["[]", "\"x\"", "1", "{} x", "{", "not json"] {
             assert!(object(bad).is_err(), "accepted {bad}");
         }
+    }
+
+    /// Go 1.19 accepts 10,000 levels (counting the lease object itself) and refuses 10,001,
+    /// wherever they are: flanneld ignores such a lease, so weft must too.
+    #[test]
+    fn nesting_past_gos_depth_limit_is_refused() {
+        let nested = |arrays: usize| format!(r#"{{"PublicIP":"10.0.0.1","x":{}{}}}"#, "[".repeat(arrays), "]".repeat(arrays));
+        for (arrays, go_accepts) in [(500, true), (MAX_DEPTH - 1, true), (MAX_DEPTH, false), (2 * MAX_DEPTH, false)] {
+            assert_eq!(object(&nested(arrays)).is_ok(), go_accepts, "{arrays} arrays inside the object");
+        }
+        let error = object(&nested(MAX_DEPTH)).unwrap_err();
+        assert!(error.contains("exceeded max depth"), "{error}");
+        // Brackets inside strings, escaped quotes included, are not nesting.
+        let in_strings = format!(r#"{{"x":"\"{}","y":[]}}"#, "[".repeat(2 * MAX_DEPTH));
+        assert!(object(&in_strings).is_ok());
     }
 
     #[test]

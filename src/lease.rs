@@ -339,6 +339,8 @@ pub struct UnreadableKey {
     pub mod_revision: i64,
     /// The etcd lease the key is attached to; 0 means none.
     pub etcd_lease: i64,
+    /// The etcd revision that created the key, to tell an overwrite from a new key.
+    pub create_revision: i64,
 }
 
 /// All leases known at one etcd revision, keyed by subnet.

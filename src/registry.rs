@@ -68,13 +68,23 @@ pub struct MalformedLease {
     /// The etcd lease the key is attached to (0: none).
     pub etcd_lease: i64,
     pub mod_revision: i64,
+    pub create_revision: i64,
     pub error: String,
 }
 
 impl MalformedLease {
     /// The subnet whose key exists but holds no readable lease, if the key names one.
     fn unreadable(&self) -> Option<(Ipv4Network, UnreadableKey)> {
-        self.subnet.map(|subnet| (subnet, UnreadableKey { mod_revision: self.mod_revision, etcd_lease: self.etcd_lease }))
+        self.subnet.map(|subnet| {
+            (
+                subnet,
+                UnreadableKey {
+                    mod_revision: self.mod_revision,
+                    etcd_lease: self.etcd_lease,
+                    create_revision: self.create_revision,
+                },
+            )
+        })
     }
 }
 
@@ -612,22 +622,24 @@ impl Registry {
         if name.contains('/') {
             return None;
         }
-        let (etcd_lease, mod_revision) = (kv.lease(), kv.mod_revision());
+        let (etcd_lease, mod_revision, create_revision) = (kv.lease(), kv.mod_revision(), kv.create_revision());
         let malformed = |subnet: Option<Ipv4Network>, error: LeaseError| MalformedLease {
             key: key.clone(),
             subnet,
             etcd_lease,
             mod_revision,
+            create_revision,
             error: error.to_string(),
         };
         let subnet = match lease::parse_subnet_key(name) {
             Ok(subnet) => subnet,
             Err(e) => return Some(Err(malformed(None, e))),
         };
-        // Invalid UTF-8 can only sit inside JSON strings, where Go reads it as U+FFFD too.
+        // Inside JSON strings Go reads invalid UTF-8 as U+FFFD, as the lossy conversion does;
+        // outside strings the bytes make the JSON invalid in both Go and weft.
         let text = String::from_utf8_lossy(kv.value());
         Some(match LeaseAttrs::from_json(&text) {
-            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease, mod_revision, create_revision: kv.create_revision() }),
+            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease, mod_revision, create_revision }),
             Err(e) => Err(malformed(Some(subnet), e)),
         })
     }
@@ -1099,6 +1111,7 @@ mod tests {
             subnet,
             etcd_lease: 0,
             mod_revision: 8,
+            create_revision: 8,
             error: "not json".into(),
         };
         let never_read: Ipv4Network = "10.5.5.0/24".parse().unwrap();

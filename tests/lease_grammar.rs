@@ -182,6 +182,36 @@ fn the_owner_writes_its_damaged_lease_back() {
     wait_ping(&lab, 2, lab.container(1).ip);
 }
 
+/// A put over host 2's own key under some other etcd lease (any client can `etcdctl lease
+/// grant` and `put --lease`) is damage, not another host's acquisition (that creates the key
+/// afresh): host 2 writes its lease back in place, on its own etcd lease, and keeps its subnet,
+/// so revoking the other etcd lease leaves the key alone.
+#[test]
+fn own_key_overwritten_under_a_foreign_etcd_lease_is_written_back_in_place() {
+    let (lab, _daemons) = two_hosts();
+    let subnet2 = subnet_of(&lab, 2);
+    let key2 = format!("{SUBNETS}{subnet2}");
+    let good = lab.etcd_get(&key2).expect("host 2's lease");
+    let (own_lease, _) = lab.etcd_key_lease(&key2).expect("host 2's key");
+    let granted = lab.etcdctl(&["lease", "grant", "3600"]);
+    let foreign = String::from_utf8_lossy(&granted.stdout).split_whitespace().nth(1).map(str::to_string);
+    let foreign = foreign.unwrap_or_else(|| panic!("etcdctl lease grant: {granted:?}"));
+    let put = lab.etcdctl(&["put", &format!("--lease={foreign}"), "--", &key2, &lease_value("198.18.0.99", "02:00:00:00:dd:01")]);
+    assert!(put.status.success(), "etcdctl put --lease: {put:?}");
+
+    poll("host 2 to write its lease back on its own etcd lease", REPAIR_DEADLINE, || {
+        let repaired = lab.etcd_get(&key2).as_deref() == Some(good.as_str());
+        (repaired && lab.etcd_key_lease(&key2)?.0 == own_lease).then_some(())
+    });
+    let revoked = lab.etcdctl(&["lease", "revoke", &foreign]);
+    assert!(revoked.status.success(), "etcdctl lease revoke: {revoked:?}");
+    caught_up(&lab, 2, 5);
+    assert_eq!(lab.etcd_get(&key2).as_deref(), Some(good.as_str()), "host 2's key outlives the foreign etcd lease");
+    assert_eq!(subnet_of(&lab, 2), subnet2, "host 2 kept its subnet");
+    wait_ping(&lab, 1, lab.container(2).ip);
+    wait_ping(&lab, 2, lab.container(1).ip);
+}
+
 /// With host 2 stopped and its key unreadable, a restarted host 1 keeps host 2's route, ARP
 /// and FDB entries (containers keep reaching each other); fixing the key keeps them; deleting
 /// the key removes them.
