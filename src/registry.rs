@@ -132,11 +132,12 @@ fn alias_error(subnet: Ipv4Network, holder: &str) -> String {
 
 /// `decoded`, the value of the alias key `key`, as a malformed entry naming the holder.
 fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet: Ipv4Network, holder: &str) -> MalformedLease {
-    let (etcd_lease, mod_revision) = match decoded {
-        Ok(lease) => (lease.etcd_lease, lease.mod_revision),
-        Err(bad) => (bad.etcd_lease, bad.mod_revision),
+    let (etcd_lease, mod_revision, create_revision) = match decoded {
+        Ok(lease) => (lease.etcd_lease, lease.mod_revision, lease.create_revision),
+        Err(bad) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
     };
-    MalformedLease { key: key.to_string(), subnet: None, etcd_lease, mod_revision, error: alias_error(subnet, holder) }
+    let error = alias_error(subnet, holder);
+    MalformedLease { key: key.to_string(), subnet: None, etcd_lease, mod_revision, create_revision, error }
 }
 
 impl LeaseListing {
