@@ -713,7 +713,7 @@ impl PeerWarnings {
             skipped: LogBudget::new("peer leases skipped", "`weftd status` lists them"),
             nexthop_taken: LogBudget::new(
                 "peers' routes took flanneld's form (their nexthop id is taken)",
-                "`ip route show dev flannel.1` lists them",
+                "`ip route` shows their routes",
             ),
             refused: LogBudget::new(
                 "peers' kernel entries refused or recovered",
