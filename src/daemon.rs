@@ -22,7 +22,8 @@ use crate::device;
 use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
-use crate::logtext;
+use crate::log_within;
+use crate::logtext::{self, LogBudget};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
@@ -142,7 +143,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         metrics,
         last_reconciled: None,
         notified_ready: false,
-        warned: HashMap::new(),
+        warnings: PeerWarnings::new(),
         failing: Ongoing::default(),
     };
     reconciler.run(own_rx, leases_rx).await
@@ -435,10 +436,8 @@ struct Reconciler {
     last_reconciled: Option<(Ipv4Network, i64)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
-    /// Peers already warned about (skipped, or no nexthop), so a resync does not repeat it:
-    /// one fingerprint of the last warning per peer and kind, dropped when the lease goes, so
-    /// neither the number of values a peer writes nor their size can grow it.
-    warned: HashMap<(Ipv4Network, PeerWarning), u64>,
+    /// Peers already warned about, and how many more warnings of each kind may be logged.
+    warnings: PeerWarnings,
     /// Kernel entries refused in the last pass, retried every pass and logged when they start
     /// and when they end.
     failing: Ongoing,
@@ -463,11 +462,16 @@ impl Reconciler {
             if self.reconcile(&own_lease, &lease_set).await {
                 self.write_subnet_env(&own_lease)?;
             }
+            // Warnings held back are summarised when their window ends, even if nothing else
+            // happens by then (a long resync interval, no underlay).
+            let summary_at = self.warnings.summary_at();
             tokio::select! {
                 _ = own.changed() => {}
                 _ = leases.changed() => {}
                 () = tokio::time::sleep(self.options.resync_interval) => self.lookup_underlay = true,
                 () = self.device_changes.changed() => {}
+                () = tokio::time::sleep_until(Instant::from_std(summary_at.unwrap_or_else(std::time::Instant::now))),
+                    if summary_at.is_some() => self.warnings.flush(std::time::Instant::now()),
             }
         }
     }
@@ -553,11 +557,11 @@ impl Reconciler {
         for f in &transitions.started {
             let (errno, peer) = (f.errno.map(|e| format!("{e:?}")), f.peer.map(|p| p.to_string()));
             let peer = peer.as_deref().unwrap_or("none (leftover entry)");
-            tracing::error!(peer, action = f.change.action(), entry = %f.change, errno, error = %f.error, "the kernel refused a peer's entry; that peer stays unreachable from here, the others are unaffected; retrying every pass");
+            log_within!(self.warnings.refused, error, peer, action = f.change.action(), entry = %f.change, errno, error = %f.error, "the kernel refused a peer's entry; that peer stays unreachable from here, the others are unaffected; retrying every pass");
         }
         for (peer, action) in &transitions.ended {
             let peer = peer.map_or_else(|| "none (leftover entry)".to_string(), |p| p.to_string());
-            tracing::info!(peer, action, "a peer's kernel entry no longer fails");
+            log_within!(self.warnings.refused, info, peer, action, "a peer's kernel entry no longer fails");
         }
         self.metrics.set_failing(self.failing.peer_count(), &self.failing.count_by_kind());
     }
@@ -621,12 +625,15 @@ impl Reconciler {
     }
 
     /// Warns once per peer about a lease we skip (again when its reason changes), and about a
-    /// route that cannot point at its nexthop because another program's nexthop has the id.
+    /// route that cannot point at its nexthop because another program's nexthop has the id;
+    /// within each kind's budget, so a peer rewriting its value cannot flood the log.
     fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
-        self.warned.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
+        let warnings = &mut self.warnings;
+        warnings.flush(std::time::Instant::now());
+        warnings.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
         for peer in skipped {
-            if first_warning(&mut self.warned, peer.subnet, PeerWarning::Skipped, &peer.reason) {
-                tracing::warn!(key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
+            if warnings.first(peer.subnet, PeerWarning::Skipped, &peer.reason) {
+                log_within!(warnings.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
             }
         }
         // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
@@ -634,8 +641,8 @@ impl Reconciler {
             return;
         }
         for route in desired.routes.iter().filter(|r| r.nexthop.is_none()) {
-            if first_warning(&mut self.warned, route.subnet, PeerWarning::NexthopTaken, "") {
-                tracing::warn!(subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
+            if warnings.first(route.subnet, PeerWarning::NexthopTaken, "") {
+                log_within!(warnings.nexthop_taken, warn, subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
             }
         }
     }
@@ -690,15 +697,51 @@ enum PeerWarning {
     NexthopTaken,
 }
 
-/// Records a warning about `subnet`; whether it differs from the last one of its kind.
-fn first_warning(
-    warned: &mut HashMap<(Ipv4Network, PeerWarning), u64>,
-    subnet: Ipv4Network,
-    kind: PeerWarning,
-    reason: &str,
-) -> bool {
-    let fingerprint = logtext::fingerprint(reason);
-    warned.insert((subnet, kind), fingerprint) != Some(fingerprint)
+/// The warnings a peer's lease can cause: each once per peer and reason, and each kind within
+/// a [`LogBudget`], so neither the number of values peers write, nor their size, nor how
+/// often they flip between them grows the log or this state.
+#[derive(Debug)]
+struct PeerWarnings {
+    /// One fingerprint of the last warning per peer and kind, dropped when the lease goes.
+    last: HashMap<(Ipv4Network, PeerWarning), u64>,
+    skipped: LogBudget,
+    nexthop_taken: LogBudget,
+    /// Kernel refusals starting and ending: a peer flipping between a value the kernel
+    /// refuses and one it takes would otherwise cost two lines a flip.
+    refused: LogBudget,
+}
+
+impl PeerWarnings {
+    fn new() -> Self {
+        PeerWarnings {
+            last: HashMap::new(),
+            skipped: LogBudget::new("peer leases skipped", "`weftd status` lists them"),
+            nexthop_taken: LogBudget::new(
+                "peers' routes took flanneld's form (their nexthop id is taken)",
+                "`ip route` shows their routes",
+            ),
+            refused: LogBudget::new(
+                "peers' kernel entries refused or recovered",
+                "the weft_peers_failing metric counts the peers failing now",
+            ),
+        }
+    }
+
+    /// Records a warning about `subnet`; whether it differs from the last one of its kind.
+    fn first(&mut self, subnet: Ipv4Network, kind: PeerWarning, reason: &str) -> bool {
+        let fingerprint = logtext::fingerprint(reason);
+        self.last.insert((subnet, kind), fingerprint) != Some(fingerprint)
+    }
+
+    /// When the next summary of warnings held back is due.
+    fn summary_at(&self) -> Option<std::time::Instant> {
+        [&self.skipped, &self.nexthop_taken, &self.refused].into_iter().filter_map(LogBudget::summary_at).min()
+    }
+
+    /// Logs the summaries due at `now`.
+    fn flush(&mut self, now: std::time::Instant) {
+        [&mut self.skipped, &mut self.nexthop_taken, &mut self.refused].into_iter().for_each(|budget| budget.flush(now));
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Bounded log text: anyone who can write under the etcd prefix chooses keys and values, so
-//! text taken from them is cut before it reaches a log line or a long-lived set.
+//! text taken from them is cut before it reaches a log line or a long-lived set, and the
+//! warnings their writes cause are budgeted, so their number does not grow with the writes.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
 
 /// Characters kept from the start of a long text; the end is kept too (half as many), since
 /// what follows a peer's value in a message ("… is not vxlan") says what was wrong. Enough
@@ -41,6 +43,83 @@ pub fn fingerprint(text: &str) -> u64 {
     hasher.finish()
 }
 
+/// Individual warnings of one kind logged per [`WARNING_WINDOW`]; more go to debug level.
+pub const WARNINGS_PER_WINDOW: u32 = 8;
+/// The window over which [`WARNINGS_PER_WINDOW`] applies, and after which the warnings held
+/// back in it are summarised in one line.
+pub const WARNING_WINDOW: Duration = Duration::from_secs(60);
+
+/// A budget for one kind of warning a peer's writes can cause: the first
+/// [`WARNINGS_PER_WINDOW`] in a window are logged at warn level, the rest at debug level, and
+/// once the window ends one summary warning counts them. A single bad lease still gets its
+/// own warning at once; a writer flipping values or writing thousands of keys gets at most
+/// [`WARNINGS_PER_WINDOW`] + 1 lines a minute.
+#[derive(Debug)]
+pub struct LogBudget {
+    /// What the summary counts, in the plural ("peer leases skipped").
+    what: &'static str,
+    /// What the summary tells the operator to do to see them all.
+    hint: &'static str,
+    /// When the current window started; `None` while no warning is counted.
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// A budget whose summary reads "`N` more `what` in the last 60 s; `hint`".
+    pub const fn new(what: &'static str, hint: &'static str) -> Self {
+        LogBudget { what, hint, window_start: None, logged: 0, suppressed: 0 }
+    }
+
+    /// Counts one warning at `now`; whether it may be logged at warn level (else at debug).
+    /// Ends a window that is over first, with its summary.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        self.flush(now);
+        self.window_start.get_or_insert(now);
+        if self.logged < WARNINGS_PER_WINDOW {
+            self.logged += 1;
+            return true;
+        }
+        self.suppressed += 1;
+        false
+    }
+
+    /// When the current window ends, if a summary will be due then; a caller with nothing else
+    /// to wake it waits until then and calls [`flush`](Self::flush).
+    pub fn summary_at(&self) -> Option<Instant> {
+        self.window_start.filter(|_| self.suppressed > 0).map(|start| start + WARNING_WINDOW)
+    }
+
+    /// Ends the current window if it is over at `now`, logging how many warnings it held
+    /// back, if any.
+    pub fn flush(&mut self, now: Instant) {
+        let Some(start) = self.window_start else { return };
+        if now < start + WARNING_WINDOW {
+            return;
+        }
+        if self.suppressed > 0 {
+            let (suppressed, window_s) = (self.suppressed, WARNING_WINDOW.as_secs());
+            tracing::warn!(suppressed, window_s, "{suppressed} more {} in the last {window_s} s; {}", self.what, self.hint);
+        }
+        *self = Self::new(self.what, self.hint);
+    }
+}
+
+/// Logs a peer-caused event at `level` (`warn`, `error`, `info`) if `budget` ([`LogBudget`])
+/// allows it now, else at debug level; then takes the fields and message `tracing::warn!`
+/// takes: `log_within!(budget, warn, key = %key, "skipping ...")`.
+#[macro_export]
+macro_rules! log_within {
+    ($budget:expr, $level:ident, $($event:tt)+) => {
+        if $budget.allow(::std::time::Instant::now()) {
+            ::tracing::$level!($($event)+)
+        } else {
+            ::tracing::debug!($($event)+)
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +151,40 @@ mod tests {
     fn fingerprints_tell_texts_apart() {
         assert_eq!(fingerprint("a"), fingerprint("a"));
         assert_ne!(fingerprint("a"), fingerprint("b"));
+    }
+
+    fn budget() -> LogBudget {
+        LogBudget::new("peer leases skipped", "`weftd status` lists them")
+    }
+
+    #[test]
+    fn a_few_warnings_are_each_logged_at_once_with_no_summary() {
+        let (mut budget, start) = (budget(), Instant::now());
+        assert!((0..WARNINGS_PER_WINDOW).all(|i| budget.allow(start + Duration::from_secs(u64::from(i)))));
+        assert_eq!(budget.summary_at(), None, "nothing held back, nothing to summarise");
+        budget.flush(start + WARNING_WINDOW);
+        assert!(budget.allow(start + WARNING_WINDOW), "a new window has a new budget");
+    }
+
+    #[test]
+    fn warnings_beyond_the_budget_are_held_back_and_counted_until_the_window_ends() {
+        let (mut budget, start) = (budget(), Instant::now());
+        let allowed = (0..1000).filter(|_| budget.allow(start)).count();
+        assert_eq!(allowed, WARNINGS_PER_WINDOW as usize);
+        assert_eq!(budget.suppressed, 1000 - u64::from(WARNINGS_PER_WINDOW));
+        assert_eq!(budget.summary_at(), Some(start + WARNING_WINDOW), "the summary is due when the window ends");
+        assert!(!budget.allow(start + WARNING_WINDOW - Duration::from_millis(1)), "still the same window");
+        budget.flush(start + WARNING_WINDOW);
+        assert_eq!((budget.suppressed, budget.summary_at()), (0, None), "summarised once, then forgotten");
+        assert!(budget.allow(start + WARNING_WINDOW));
+    }
+
+    #[test]
+    fn a_window_ends_by_itself_at_the_next_warning() {
+        let (mut budget, start) = (budget(), Instant::now());
+        (0..20).for_each(|_| _ = budget.allow(start));
+        let later = start + 2 * WARNING_WINDOW;
+        assert!(budget.allow(later), "the held-back count is summarised and a new window starts");
+        assert_eq!((budget.logged, budget.suppressed, budget.window_start), (1, 0, Some(later)));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions,
@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 use crate::config::NetworkConfig;
 use crate::lease::{self, Claim, Lease, LeaseAttrs, LeaseError, LeaseSet, UnreadableKey};
-use crate::logtext;
+use crate::log_within;
+use crate::logtext::{self, LogBudget};
 use crate::metrics::Metrics;
 
 /// How long one etcd request may take before we call etcd unreachable.
@@ -767,6 +768,7 @@ impl Registry {
             if let Err(e) = self.follow_once(&leases, &mut warned, &mut outage, &metrics).await {
                 outage.failed(&e);
             }
+            warned.flush(); // the watch that waited for it may have ended first
             metrics.watch_restarts.inc();
             // Even a clean end of the watch waits a moment, so a server that keeps closing
             // watches cannot turn this loop into a busy one.
@@ -802,11 +804,17 @@ impl Registry {
         tracing::debug!(revision, "watching leases");
         let mut reconnected = self.endpoints.generation.subscribe();
         loop {
+            let summary_at = warned.summary_at();
             let message = tokio::select! {
                 message = stream.message() => message.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?,
                 _ = reconnected.changed() => {
                     tracing::debug!("connections dropped; listing and watching again on a fresh one");
                     return Ok(());
+                }
+                // Held-back warnings are summarised when their window ends, even if no event comes.
+                () = tokio::time::sleep_until(summary_at.unwrap_or_else(Instant::now).into()), if summary_at.is_some() => {
+                    warned.flush();
+                    continue;
                 }
             };
             let Some(response) = message else { return Ok(()) };
@@ -986,30 +994,53 @@ impl Aliases {
 /// Malformed keys already warned about: a fingerprint of the key and of its problem, so a
 /// re-list, a re-delivery or a rewrite with the same problem does not repeat the warning, and
 /// neither the size nor the number of the values written can grow it. A key leaves the set
-/// when it is deleted or becomes readable.
-#[derive(Debug, Default)]
-struct MalformedWarnings(HashMap<u64, u64>);
+/// when it is deleted or becomes readable. The warnings share one [`LogBudget`], so thousands
+/// of bad keys, or one rewritten again and again, cost a few lines a minute.
+#[derive(Debug)]
+struct MalformedWarnings {
+    last: HashMap<u64, u64>,
+    budget: LogBudget,
+}
+
+impl Default for MalformedWarnings {
+    fn default() -> Self {
+        MalformedWarnings {
+            last: HashMap::new(),
+            budget: LogBudget::new("malformed leases skipped", "`weftd status` lists them"),
+        }
+    }
+}
 
 impl MalformedWarnings {
     /// After a fresh listing: forgets every key that is no longer malformed, then warns.
     fn relisted(&mut self, malformed: &[MalformedLease]) {
         let still: HashSet<u64> = malformed.iter().map(|bad| logtext::fingerprint(&bad.key)).collect();
-        self.0.retain(|key, _| still.contains(key));
+        self.last.retain(|key, _| still.contains(key));
         malformed.iter().for_each(|bad| self.warn(bad));
     }
 
     /// Warns about `bad` unless its key was last warned about for the same problem.
     fn warn(&mut self, bad: &MalformedLease) {
         let problem = logtext::fingerprint(&bad.error);
-        if self.0.insert(logtext::fingerprint(&bad.key), problem) != Some(problem) {
+        if self.last.insert(logtext::fingerprint(&bad.key), problem) != Some(problem) {
             let (key, error) = (logtext::clip(&bad.key), logtext::clip(&bad.error));
-            tracing::warn!(%key, %error, "skipping malformed lease; fix or delete the key");
+            log_within!(self.budget, warn, %key, %error, "skipping malformed lease; fix or delete the key");
         }
+    }
+
+    /// When the summary of the warnings held back is due; the watch waits for it.
+    fn summary_at(&self) -> Option<Instant> {
+        self.budget.summary_at()
+    }
+
+    /// Logs the summary of the warnings held back, if it is due.
+    fn flush(&mut self) {
+        self.budget.flush(Instant::now());
     }
 
     /// The key was deleted or now holds a readable lease.
     fn forget(&mut self, key: &[u8]) {
-        self.0.remove(&logtext::fingerprint(&String::from_utf8_lossy(key)));
+        self.last.remove(&logtext::fingerprint(&String::from_utf8_lossy(key)));
     }
 }
 

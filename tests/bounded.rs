@@ -149,3 +149,61 @@ fn a_config_changed_while_running_is_reported_once() {
     assert_eq!(log.matches("a restart applies the new one").count(), 1, "{log}");
     assert_eq!(log.matches("network config in etcd is invalid").count(), 2, "{log}");
 }
+
+/// Individual WARN lines weftd allows itself per kind of peer-caused warning and minute
+/// (`logtext::WARNINGS_PER_WINDOW`).
+const WARNINGS_PER_MINUTE: usize = 8;
+
+/// WARN lines of `log` (not debug ones, where the rest go) containing `needle`.
+fn warn_lines<'a>(log: &'a str, needle: &'a str) -> impl Iterator<Item = &'a str> {
+    log.lines().filter(move |line| line.contains(" WARN ") && line.contains(needle))
+}
+
+/// The count a summary line starts its message with: "… WARN weft::…: 37 more …".
+fn summarised(line: &str) -> u64 {
+    let before = line.split(" more ").next().unwrap_or_default();
+    before.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in {line:?}"))
+}
+
+#[test]
+fn warnings_a_writer_causes_stay_few_and_are_summarised_once_a_minute() {
+    let (lab, daemons) = running(CONFIG, 1, &[]);
+    // One bad key is named at once, as it always was.
+    lab.etcd_put(&format!("{SUBNETS}10.5.99.0-24"), "not json");
+    daemons[0].wait_log("skipping malformed lease", Duration::from_secs(10));
+    assert_eq!(warn_lines(&daemons[0].log(), "10.5.99.0-24").count(), 1, "{}", daemons[0].log());
+    // One key flipping between two reasons to skip it (loopback, multicast PublicIP).
+    let flip_key = format!("{SUBNETS}10.5.240.0-24");
+    for flip in 0..60 {
+        let public_ip = if flip % 2 == 0 { "127.0.0.1" } else { "224.0.0.1" };
+        lab.etcd_put(&flip_key, &lease_value(public_ip, "vxlan", "02:ee:00:00:00:01"));
+    }
+    // 200 malformed keys written, deleted and written again: 400 more malformed leases.
+    let bad: Vec<(String, String)> = (0..200).map(|i| (format!("{SUBNETS}10.5.100.{i}-32"), "x".to_string())).collect();
+    lab.etcd_put_all(&bad);
+    lab.etcdctl(&["del", "--prefix", &format!("{SUBNETS}10.5.100.")]);
+    lab.etcd_put_all(&bad);
+    // weftd logs at debug level what it holds back; all 401 are seen, a few at warn level.
+    let malformed = |log: &str| log.lines().filter(|line| line.contains("skipping malformed lease")).count();
+    let log =
+        poll("weftd to see all 401 malformed leases", DEADLINE, || Some(daemons[0].log()).filter(|log| malformed(log) == 401));
+    let (peer_warnings, malformed_warnings) =
+        (warn_lines(&log, "skipping peer lease").count(), warn_lines(&log, "skipping malformed lease").count());
+    println!("60 flips -> {peer_warnings} WARN lines; 401 malformed leases -> {malformed_warnings} WARN lines");
+    assert!(peer_warnings <= WARNINGS_PER_MINUTE, "{peer_warnings} warnings for one key flipping");
+    assert_eq!(malformed_warnings, WARNINGS_PER_MINUTE, "warnings for 401 malformed leases");
+    // The rest is summarised once the minute is over, with no further write to prompt it.
+    let summaries = |log: &str| -> Vec<String> {
+        warn_lines(log, " more peer leases skipped in the last 60 s")
+            .chain(warn_lines(log, " more malformed leases skipped in the last 60 s"))
+            .map(str::to_string)
+            .collect()
+    };
+    let lines = poll("a summary of each kind", Duration::from_secs(90), || {
+        Some(summaries(&daemons[0].log())).filter(|lines| lines.len() == 2)
+    });
+    println!("{}", lines.join("\n"));
+    assert!(summarised(&lines[0]) > 0, "{}", lines[0]);
+    assert_eq!(summarised(&lines[1]) as usize, 401 - WARNINGS_PER_MINUTE, "every malformed lease is accounted for");
+    assert!(lines.iter().all(|line| line.contains("`weftd status` lists them")), "{lines:?}");
+}
