@@ -29,14 +29,14 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found (looked in PATH and ~/.cargo/bin); install Rust with rustup" >&2; exit 1; }
 
-## build: every target (lib, weftd, tests, examples)
+## build: every target (lib, weftd, tests, examples) of the workspace (weft and its test lab)
 build:
-	$(CARGO) build --all-targets
+	$(CARGO) build --workspace --all-targets
 
 ## test: formatting, then unit and integration tests; fails if any check fails
 test: deps
-	$(CARGO) fmt --check
-	$(CARGO) test --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS) --show-output
+	$(CARGO) fmt --all --check
+	$(CARGO) test --workspace --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS) --show-output
 
 ## demo: three hosts in namespaces pinging across the overlay (DEMO_KEEP=1 to look around)
 demo: deps build

@@ -2,10 +2,7 @@
 //! on each started at the same moment, a container per host, and pings between all of them.
 //! Exits non-zero if any ping fails. Set DEMO_KEEP=1 to keep the lab until Enter is pressed.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::{poll, weftd_bin, Lab, Weftd};
+use lab::{weftd_bin, Lab, Weftd};
 use std::net::Ipv4Addr;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -37,7 +34,7 @@ fn run_demo() -> usize {
 
     let _daemons = start_all_at_once(&lab);
     for n in 1..=HOSTS {
-        wait_subnet_env(&lab, n);
+        lab.wait_subnet_env(n, SUBNET_TIMEOUT);
         print_subnet_env(&lab, n);
     }
     let ips: Vec<Ipv4Addr> = (1..=HOSTS).map(|n| lab.attach_container(n)).collect();
@@ -69,13 +66,6 @@ fn start_all_at_once(lab: &Lab) -> Vec<Weftd> {
             .collect();
         handles.into_iter().map(|h| h.join().expect("start weftd")).collect()
     })
-}
-
-/// Waits until host N's subnet.env names a subnet.
-fn wait_subnet_env(lab: &Lab, n: usize) {
-    poll(&format!("subnet.env of host {n}"), SUBNET_TIMEOUT, || {
-        lab.host(n).subnet_env().filter(|env| env.contains_key("FLANNEL_SUBNET"))
-    });
 }
 
 /// Prints the file exactly as docker's tooling reads it.

@@ -1,12 +1,10 @@
 //! Bounded by design (issue 13 §6): what anyone writing under the prefix can make weftd hold in
 //! memory, fail to list, or write to its log.
 
-mod common;
-
 use std::time::Duration;
 
-use common::bounded::vm_rss_kib;
-use common::{poll, Lab, Weftd};
+use lab::bounded::vm_rss_kib;
+use lab::{poll, Lab, Weftd};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const SUBNETS: &str = "/coreos.com/network/subnets/";
@@ -27,7 +25,7 @@ fn running(config: &str, hosts: usize, env: &[(&str, &str)]) -> (Lab, Vec<Weftd>
 }
 
 fn wait_subnet(lab: &Lab, n: usize) -> String {
-    poll(&format!("host {n}'s subnet.env"), DEADLINE, || lab.host(n).subnet_env().and_then(|e| e.get("FLANNEL_SUBNET").cloned()))
+    lab.wait_subnet_env(n, DEADLINE)["FLANNEL_SUBNET"].clone()
 }
 
 /// A lease value for `public_ip` whose BackendType is `backend_type`.

@@ -2,15 +2,13 @@
 //! cloud-config and the Vagrant cluster. The files are checked against what weftd really
 //! accepts, so a renamed flag or path breaks this test rather than a user's boot.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Lab;
+use lab::Lab;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -41,7 +39,7 @@ fn values<'a>(unit: &'a Unit, section: &str, key: &str) -> Vec<&'a str> {
 
 /// `weftd <args> --help`, run in a fresh empty network namespace (weftd never runs in the host's).
 fn weftd_help(args: &[&str]) -> String {
-    let out = Command::new("unshare").arg("--net").arg(common::weftd_bin()).args(args).arg("--help").output().unwrap();
+    let out = Command::new("unshare").arg("--net").arg(lab::weftd_bin()).args(args).arg("--help").output().unwrap();
     assert!(out.status.success(), "weftd {args:?} --help: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }

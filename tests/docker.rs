@@ -7,10 +7,6 @@
 //! (ping RTT, transfer size, time and checksum) are printed; see them with
 //! `cargo test --test docker -- --nocapture`.
 
-mod common;
-#[path = "common/docker.rs"]
-mod docker;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -19,8 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{nth_address, parse_cidr, poll, Host, Lab, Weftd};
-use docker::{docker_opts_words, mounts_under, parse_ping_summary, weftd_docker_opts, BusyboxImage, Dockerd};
+use lab::docker::{docker_opts_words, mounts_under, parse_ping_summary, weftd_docker_opts, BusyboxImage, Dockerd};
+use lab::{nth_address, parse_cidr, poll, Host, Lab, Weftd};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const NETWORK: &str = "10.5.0.0/16";
@@ -38,7 +34,7 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     // flannel's recipe for docker: flanneld --ip-masq, so that mk-docker-opts gives docker
     // --ip-masq=false and containers talk to each other with their own addresses.
     let _weftd: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &["--ip-masq"])).collect();
-    let envs: Vec<BTreeMap<String, String>> = hosts.iter().map(|&n| wait_subnet_env(&lab, n)).collect();
+    let envs: Vec<BTreeMap<String, String>> = hosts.iter().map(|&n| lab.wait_subnet_env(n, CONVERGE)).collect();
 
     // Declared after the lab so they are dropped (and torn down) before it.
     let image = BusyboxImage::build(lab.dir());
@@ -148,13 +144,6 @@ fn check_transfers(a: &Dockerd, b: &Dockerd, ip_a: Ipv4Addr, ip_b: Ipv4Addr, exp
 
 fn container_name(n: usize) -> String {
     format!("weft-h{n}")
-}
-
-/// Host N's subnet.env once it has FLANNEL_SUBNET and FLANNEL_MTU.
-fn wait_subnet_env(lab: &Lab, n: usize) -> BTreeMap<String, String> {
-    poll(&format!("host {n}'s subnet.env"), CONVERGE, || {
-        lab.host(n).subnet_env().filter(|env| env.contains_key("FLANNEL_SUBNET") && env.contains_key("FLANNEL_MTU"))
-    })
 }
 
 /// The docker options are flannel's mk-docker-opts.sh output for this subnet.env.

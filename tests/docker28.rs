@@ -7,12 +7,10 @@
 //! PREROUTING. Containers on two hosts must still reach each other, as docker starts after
 //! weftd, restarts, or a firewall reload wipes every table.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{poll, Host, Lab, Weftd};
+use lab::{poll, Host, Lab, Weftd};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -105,7 +103,7 @@ fn containers_on_two_hosts_talk_through_docker_28s_drop_rules() {
     let hosts = [lab.add_host(), lab.add_host()];
     let _weftd: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &["-iptables-resync=1"])).collect();
     for &n in &hosts {
-        poll("subnet.env", DEADLINE, || lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_MTU")));
+        lab.wait_subnet_env(n, DEADLINE);
         lab.attach_container(n);
     }
     poll("containers to ping across hosts before docker", DEADLINE, || {
@@ -149,7 +147,7 @@ fn an_operators_drop_above_the_jump_in_docker_user_stays_in_force() {
     let hosts = [lab.add_host(), lab.add_host()];
     let weftd: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &["-iptables-resync=1"])).collect();
     for &n in &hosts {
-        poll("subnet.env", DEADLINE, || lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_MTU")));
+        lab.wait_subnet_env(n, DEADLINE);
         lab.attach_container(n);
     }
     let (c1, c2) = (lab.container(hosts[0]).ip, lab.container(hosts[1]).ip);

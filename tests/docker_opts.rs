@@ -6,8 +6,6 @@
 //! checked identical under `bash --posix` and `busybox sh`, in a clean environment (`env -i`)
 //! holding only the case's variables (and PATH); weftd runs here in the same clean environment.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -325,7 +323,7 @@ impl Drop for Scratch {
 
 /// Runs `weftd docker-opts -f <subnet> -d <out> <args>` with exactly `env` as its environment.
 fn docker_opts(subnet: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(common::weftd_bin())
+    Command::new(lab::weftd_bin())
         .env_clear()
         .envs(env.iter().copied())
         .arg("docker-opts")

@@ -3,12 +3,10 @@
 //! daemon runs with `--resync-interval 1h`, so what repairs the overlay is a kernel
 //! notification, never the periodic resync.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{poll, Lab, Weftd};
+use lab::{poll, Lab, Weftd};
 use serde_json::Value;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -27,7 +25,7 @@ fn pinging_pair_with(config: &str, extra: &[&str]) -> (Lab, Vec<Weftd>, [Ipv4Add
     let args = [&SLOW_RESYNC[..], extra].concat();
     let daemons: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &args)).collect();
     for n in hosts {
-        poll(&format!("host {n}'s subnet.env"), CONVERGE, || lab.host(n).subnet_env());
+        lab.wait_subnet_env(n, CONVERGE);
     }
     let ips = [lab.attach_container(1), lab.attach_container(2)];
     assert_pings(&lab, ips, CONVERGE);
@@ -151,7 +149,7 @@ fn status_reports_device_drift_while_it_lasts() {
     let host = lab.host(1);
     let mac = vtep_mac(&lease_of(&lab, host.underlay_ip).expect("host 1's lease").1);
     let status = || {
-        let bin = common::weftd_bin();
+        let bin = lab::weftd_bin();
         let endpoint = lab.etcd_endpoint();
         host.exec(&[bin.to_str().unwrap(), "status", "--etcd-endpoints", &endpoint, "--iface", "eth0"])
     };

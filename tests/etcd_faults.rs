@@ -1,12 +1,10 @@
 //! etcd outages, failover, crashes and etcd security, with containers pinging through them.
 //! Each test prints the figures it measured.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{poll, EtcdMode, Lab, Weftd};
+use lab::{poll, EtcdMode, Lab, Weftd};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -35,7 +33,7 @@ fn start_cluster(mut lab: Lab, hosts: usize, extra: &[&str]) -> (Lab, Vec<Weftd>
 }
 
 fn wait_subnet(lab: &Lab, n: usize) -> String {
-    poll(&format!("host {n}'s subnet.env"), DEADLINE, || lab.host(n).subnet_env().and_then(|e| e.get("FLANNEL_SUBNET").cloned()))
+    lab.wait_subnet_env(n, DEADLINE)["FLANNEL_SUBNET"].clone()
 }
 
 fn wait_ping(lab: &Lab, from: usize, to: Ipv4Addr) {
@@ -56,7 +54,7 @@ fn join_and_ping(lab: &mut Lab, extra: &[&str]) -> Weftd {
 /// `weftd status --json` in host n's namespace: healthy means every peer's entries are exact
 /// and nothing unexplained is on the device.
 fn status_healthy(lab: &Lab, n: usize) -> bool {
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let endpoints = lab.etcd_endpoints();
     let out = lab.host(n).exec(&[bin.to_str().unwrap(), "status", "--etcd-endpoints", &endpoints, "--iface", "eth0"]);
     if !out.status.success() {
@@ -192,8 +190,8 @@ fn username_and_password_work_and_a_wrong_password_is_a_clear_error() {
     let mut lab = Lab::with_etcd(EtcdMode::Auth);
     lab.put_network_config(CONFIG);
     let (good, bad) = (lab.add_host(), lab.add_host());
-    let user = ["--etcd-username", common::ETCD_WEFT_USER];
-    let _good = lab.start_weftd(good, &[user[0], user[1], "--etcd-password", common::ETCD_WEFT_PASSWORD]);
+    let user = ["--etcd-username", lab::ETCD_WEFT_USER];
+    let _good = lab.start_weftd(good, &[user[0], user[1], "--etcd-password", lab::ETCD_WEFT_PASSWORD]);
     wait_subnet(&lab, good);
 
     let mut daemon = lab.start_weftd(bad, &[user[0], user[1], "--etcd-password", "not-the-password"]);
@@ -210,8 +208,8 @@ const REASSERT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Host n's lease key, from the subnet in its subnet.env.
 fn lease_key(lab: &Lab, n: usize) -> String {
-    let (gateway, prefix) = common::parse_cidr(&wait_subnet(lab, n));
-    format!("{SUBNETS}{}-{prefix}", common::nth_address(gateway, prefix, 0))
+    let (gateway, prefix) = lab::parse_cidr(&wait_subnet(lab, n));
+    format!("{SUBNETS}{}-{prefix}", lab::nth_address(gateway, prefix, 0))
 }
 
 /// Whether host n routes `subnet` (as `10.5.7.0-24`, a lease key's last part) over flannel.1.
@@ -307,7 +305,7 @@ fn a_restored_backup_with_our_older_public_ip_is_corrected() {
     let hosts = [lab.add_host(), lab.add_host()];
     let _daemons: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &[])).collect();
     for n in hosts {
-        poll("subnet.env", DEADLINE, || lab.host(n).subnet_env());
+        lab.wait_subnet_env(n, DEADLINE);
     }
     let ips = [lab.attach_container(1), lab.attach_container(2)];
     poll("pings", DEADLINE, || (lab.container_ping(1, ips[1]) && lab.container_ping(2, ips[0])).then_some(()));

@@ -3,11 +3,9 @@
 //! and IPv6 flags are refused (exit 2) naming the whole flag and why, logging flags are accepted
 //! with one warning each; and a network config asking for IPv6 is warned about once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{poll, Lab};
+use lab::Lab;
 
 const KUBE_MODE: &str = "Kubernetes mode is not implemented by weftd; use etcd (--etcd-endpoints)";
 const KUBE_ONLY: &str = "used only in Kubernetes mode (-kube-subnet-mgr), which weftd does not implement";
@@ -16,7 +14,7 @@ const LOGGING: &str = "a flanneld logging flag that weftd ignores";
 
 /// Runs weftd in host N's namespace with `env` set and `args`; returns (exit code, stderr).
 fn weftd(lab: &Lab, n: usize, env: &[&str], args: &[&str]) -> (Option<i32>, String) {
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let mut command = vec!["env"];
     command.extend_from_slice(env);
     command.push(bin.to_str().unwrap());
@@ -79,7 +77,7 @@ fn logging_flags_warn_once_and_an_ipv6_config_is_warned_about_at_start() {
     let env =
         [("FLANNELD_LOG_DIR", "/var/log/flannel"), ("FLANNELD_STDERRTHRESHOLD", "INFO"), ("FLANNELD_KUBE_SUBNET_MGR", "false")];
     let daemon = lab.start_weftd_env(n, &args, &env);
-    poll("host's subnet.env", Duration::from_secs(20), || lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET")));
+    lab.wait_subnet_env(n, Duration::from_secs(20));
     let log = daemon.log();
     for named in
         ["-vmodule", "-log_backtrace_at", "--logtostderr", "FLANNELD_LOG_DIR=/var/log/flannel", "FLANNELD_STDERRTHRESHOLD=INFO"]

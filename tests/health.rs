@@ -1,12 +1,10 @@
 //! `/healthz` and `/readyz`, queried from inside the host's namespace as a local agent would.
 
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use lab::http;
 
 use std::time::Duration;
 
-use common::{poll, Host, Lab};
+use lab::{poll, Host, Lab};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -2,12 +2,10 @@
 //! Every kind of bad lease is written at once into a running two-host cluster; containers keep
 //! pinging, no host programs anything for them, and each is warned about once, by its key.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{poll, Lab, Weftd};
+use lab::{poll, Lab, Weftd};
 use serde_json::Value;
 
 /// SubnetMax below the top of the Network, so a lease above it can be tried.
@@ -23,9 +21,9 @@ fn lease_value(public_ip: &str, mac: &str) -> String {
 
 /// Host n's subnet as (third octet, key name `10.5.N.0-24`), from its subnet.env.
 fn subnet_of(lab: &Lab, n: usize) -> (u8, String) {
-    let subnet = poll(&format!("host {n}'s subnet.env"), CONVERGE, || lab.host(n).subnet_env()?.get("FLANNEL_SUBNET").cloned());
-    let (gateway, prefix) = common::parse_cidr(&subnet);
-    let network = common::nth_address(gateway, prefix, 0);
+    let env = lab.wait_subnet_env(n, CONVERGE);
+    let (gateway, prefix) = lab::parse_cidr(&env["FLANNEL_SUBNET"]);
+    let network = lab::nth_address(gateway, prefix, 0);
     (network.octets()[2], format!("{network}-{prefix}"))
 }
 
@@ -65,7 +63,7 @@ fn hostile_leases(lab: &Lab) -> Vec<(String, String)> {
 
 /// `weftd status --json` on host n.
 fn status_json(lab: &Lab, n: usize) -> Value {
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let endpoints = lab.etcd_endpoints();
     let out = lab.host(n).exec(&[bin.to_str().unwrap(), "status", "--json", "--etcd-endpoints", &endpoints, "--iface", "eth0"]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"))

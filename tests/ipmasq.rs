@@ -2,13 +2,11 @@
 //! flanneld's, they come back when deleted, and masquerading is what lets a container reach an
 //! underlay address that has no route back to the overlay. The check never waits on DNS.
 
-mod common;
-
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{poll, Host, Lab};
+use lab::{poll, Host, Lab};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -33,11 +31,9 @@ fn expected_masquerade(subnet: &str) -> Vec<String> {
 }
 
 fn own_subnet(lab: &Lab, n: usize) -> String {
-    let env = poll(&format!("host {n}'s subnet.env"), DEADLINE, || {
-        lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET"))
-    });
-    let (gateway, prefix) = common::parse_cidr(&env["FLANNEL_SUBNET"]);
-    format!("{}/{prefix}", common::nth_address(gateway, prefix, 0))
+    let env = lab.wait_subnet_env(n, DEADLINE);
+    let (gateway, prefix) = lab::parse_cidr(&env["FLANNEL_SUBNET"]);
+    format!("{}/{prefix}", lab::nth_address(gateway, prefix, 0))
 }
 
 #[test]

@@ -1,8 +1,6 @@
-//! Tests of the lab's etcd modes, background pings and weftd CPU time (tests/common). Only
+//! Tests of the lab's etcd modes, background pings and weftd CPU time (the `lab` crate). Only
 //! `weftd_cpu_time_is_read_from_proc` and `tls_files_are_accepted_by_weftd` run weftd. Needs
 //! root.
-
-mod common;
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -10,7 +8,7 @@ use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{netns_list, pids_mentioning, poll, EtcdMode, Lab, PingStats};
+use lab::{netns_list, pids_mentioning, poll, EtcdMode, Lab, PingStats};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 
@@ -184,7 +182,7 @@ fn weftd_cpu_time_is_read_from_proc() {
     let n = lab.add_host();
     let started = Instant::now();
     let weftd = lab.start_weftd(n, &[]);
-    poll("subnet.env", Duration::from_secs(20), || lab.host(n).subnet_env());
+    lab.wait_subnet_env(n, Duration::from_secs(20));
     let first = weftd.cpu_time();
     thread::sleep(Duration::from_millis(500));
     let second = weftd.cpu_time();
@@ -203,6 +201,6 @@ fn tls_files_are_accepted_by_weftd() {
     let tls = lab.tls_files();
     let (ca, cert, key) = (tls.ca.to_str().unwrap(), tls.cert.to_str().unwrap(), tls.key.to_str().unwrap());
     let _weftd = lab.start_weftd(n, &["--etcd-cafile", ca, "--etcd-certfile", cert, "--etcd-keyfile", key]);
-    poll("subnet.env over TLS", Duration::from_secs(20), || lab.host(n).subnet_env());
+    lab.wait_subnet_env(n, Duration::from_secs(20));
     assert_eq!(lab.etcd_get_prefix("/coreos.com/network/subnets/").len(), 1);
 }

@@ -1,9 +1,7 @@
-//! Smoke test of the namespace lab in `tests/common` itself (no weftd needed): wiring, etcd
+//! Smoke test of the namespace lab (the `lab` crate) itself (no weftd needed): wiring, etcd
 //! access, containers, and that nothing is left behind after Drop. Needs root.
 
-mod common;
-
-use common::{netns_list, nth_address, parse_cidr, pids_mentioning, Lab};
+use lab::{netns_list, nth_address, parse_cidr, pids_mentioning, Lab};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;

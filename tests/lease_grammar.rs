@@ -2,12 +2,10 @@
 //! restart keeping the entries of a peer whose key cannot be read (issue 13, parts 4 and 5).
 //! Every test runs real weftd hosts against a real etcd and checks the kernel tables.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{poll, Lab, Weftd};
+use lab::{poll, Lab, Weftd};
 use serde_json::Value;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -33,9 +31,9 @@ fn two_hosts() -> (Lab, Vec<Weftd>) {
 
 /// Host n's subnet as a lease key's last part, e.g. `10.5.7.0-24`.
 fn subnet_of(lab: &Lab, n: usize) -> String {
-    let env = poll(&format!("host {n}'s subnet.env"), DEADLINE, || lab.host(n).subnet_env()?.get("FLANNEL_SUBNET").cloned());
-    let (gateway, prefix) = common::parse_cidr(&env);
-    format!("{}-{prefix}", common::nth_address(gateway, prefix, 0))
+    let env = lab.wait_subnet_env(n, DEADLINE);
+    let (gateway, prefix) = lab::parse_cidr(&env["FLANNEL_SUBNET"]);
+    format!("{}-{prefix}", lab::nth_address(gateway, prefix, 0))
 }
 
 fn wait_ping(lab: &Lab, from: usize, to: Ipv4Addr) {

@@ -1,13 +1,11 @@
 //! `/metrics` scraped from a running cluster, checked against what the cluster really is.
 
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use lab::http;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{poll, Host, Lab};
+use lab::{poll, Host, Lab};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const PORT: u16 = 9302;

@@ -1,13 +1,11 @@
 //! The overlay end to end: real `weftd` processes in host namespaces against a real etcd,
 //! checked the way an operator would — `ip`, `bridge`, `etcdctl` and ping between containers.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{poll, Host, Lab, Weftd};
+use lab::{poll, Host, Lab, Weftd};
 use serde_json::Value;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -32,9 +30,7 @@ fn cluster_with(hosts: usize, extra: &[&str]) -> (Lab, Vec<Weftd>) {
 }
 
 fn wait_subnet_env(lab: &Lab, n: usize) -> String {
-    poll(&format!("host {n}'s subnet.env"), CONVERGE, || {
-        lab.host(n).subnet_env().and_then(|env| env.get("FLANNEL_SUBNET").cloned())
-    })
+    lab.wait_subnet_env(n, CONVERGE)["FLANNEL_SUBNET"].clone()
 }
 
 /// What `ip neigh`, `bridge fdb` and `ip route` show on flannel.1.
@@ -120,8 +116,8 @@ fn ping_all_pairs(lab: &Lab, hosts: &[usize]) {
 
 fn lease_key_of(lab: &Lab, n: usize) -> String {
     let subnet = wait_subnet_env(lab, n);
-    let (gateway, prefix) = common::parse_cidr(&subnet);
-    let network = common::nth_address(gateway, prefix, 0);
+    let (gateway, prefix) = lab::parse_cidr(&subnet);
+    let network = lab::nth_address(gateway, prefix, 0);
     format!("{SUBNETS}{network}-{prefix}")
 }
 
@@ -170,8 +166,8 @@ fn device_and_etcd_values_are_what_flanneld_writes() {
         assert_eq!(vxlan["local"], host.underlay_ip.to_string());
         assert_eq!(vxlan["learning"], false);
         let address = &host.ip_json(&["-4", "addr", "show", "flannel.1"])[0]["addr_info"][0];
-        let (gateway, _) = common::parse_cidr(&wait_subnet_env(&lab, n));
-        assert_eq!(address["local"], common::nth_address(gateway, 24, 0).to_string());
+        let (gateway, _) = lab::parse_cidr(&wait_subnet_env(&lab, n));
+        assert_eq!(address["local"], lab::nth_address(gateway, 24, 0).to_string());
         assert_eq!(address["prefixlen"], 32);
         assert_eq!(
             host.subnet_env().unwrap().into_iter().collect::<Vec<_>>(),
@@ -587,7 +583,7 @@ fn a_bad_network_config_is_a_clear_error_and_a_missing_one_is_waited_for() {
         assert!(daemon.log().contains(message), "log must say {message:?}:\n{}", daemon.log());
     }
 
-    lab.etcd_del(common::NETWORK_CONFIG_KEY);
+    lab.etcd_del(lab::NETWORK_CONFIG_KEY);
     let daemon = lab.start_weftd(n, &[]);
     daemon.wait_log("network config not found", CONVERGE);
     lab.put_network_config(CONFIG);
@@ -599,7 +595,7 @@ fn flanneld_environment_variables_are_read() {
     let mut lab = Lab::new();
     lab.put_network_config(CONFIG);
     let n = lab.add_host();
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let bin = bin.to_str().unwrap();
     let run = |env: &str| lab.host(n).exec(&["env", env, bin, "--etcd-endpoints", "http://127.0.0.1:1"]);
     let out = run("FLANNELD_SUBNET_LEASE_RENEW_MARGIN=0");

@@ -1,15 +1,13 @@
 //! A peer lease the kernel refuses costs that peer only: a host started after it still becomes
 //! ready, reaches every other peer, logs the refusal once and shows it in status and metrics.
 
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use lab::http;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{poll, Host, Lab};
+use lab::{poll, Host, Lab};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -58,7 +56,7 @@ fn complaints(log: &str, subnet: &str) -> Vec<String> {
 }
 
 fn weftd_status(lab: &Lab, host: &Host) -> (Option<i32>, Value) {
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let endpoint = lab.etcd_endpoint();
     let args = [bin.to_str().unwrap(), "status", "--json", "--etcd-endpoints", &endpoint, "--iface", "eth0"];
     let out = host.exec(&args);
@@ -72,7 +70,7 @@ fn a_refused_peer_never_holds_back_readiness_or_other_peers() {
     lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
     let (a, b) = (lab.add_host(), lab.add_host());
     let _peer = lab.start_weftd(b, &[]);
-    poll("host b to write subnet.env", DEADLINE, || lab.host(b).subnet_env());
+    lab.wait_subnet_env(b, DEADLINE);
     lab.etcd_put(&key(ROUTE_REFUSED), &lease(Ipv4Addr::new(198, 18, 0, 201), "02:00:00:00:c8:01"));
     lab.etcd_put(&key(MAC_REFUSED), &lease(Ipv4Addr::new(198, 18, 0, 202), "ff:ff:ff:ff:ff:ff"));
     let host = lab.host(a).clone();
@@ -82,7 +80,8 @@ fn a_refused_peer_never_holds_back_readiness_or_other_peers() {
     let (healthz, metrics) = (HEALTHZ.to_string(), METRICS.to_string());
     let args = ["--healthz-port", &healthz, "--metrics-port", &metrics, "--resync-interval", "1s"];
     let daemon = lab.start_weftd(a, &args);
-    let env = poll("host a to write subnet.env despite the refused peers", DEADLINE, || host.subnet_env());
+    // Written despite the refused peers.
+    let env = lab.wait_subnet_env(a, DEADLINE);
     assert!(env.contains_key("FLANNEL_SUBNET"), "{env:?}");
     poll("/readyz to answer 200", DEADLINE, || (http::get(&host, HEALTHZ, "/readyz")?.0 == 200).then_some(()));
 

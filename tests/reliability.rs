@@ -1,12 +1,10 @@
 //! Faults, on real parts: hosts that die, hosts that race, peers that vanish while a daemon is
 //! down. Each test prints the figure it measured.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{poll, Host, Lab};
+use lab::{poll, Host, Lab};
 use serde_json::Value;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -14,11 +12,9 @@ const SUBNETS: &str = "/coreos.com/network/subnets/";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn subnet_of(lab: &Lab, n: usize) -> String {
-    let env = poll(&format!("host {n}'s subnet.env"), DEADLINE, || {
-        lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET"))
-    });
-    let (gateway, prefix) = common::parse_cidr(&env["FLANNEL_SUBNET"]);
-    format!("{}/{prefix}", common::nth_address(gateway, prefix, 0))
+    let env = lab.wait_subnet_env(n, DEADLINE);
+    let (gateway, prefix) = lab::parse_cidr(&env["FLANNEL_SUBNET"]);
+    format!("{}/{prefix}", lab::nth_address(gateway, prefix, 0))
 }
 
 fn key_of(subnet: &str) -> String {

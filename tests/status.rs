@@ -1,11 +1,9 @@
 //! `weftd status` run in a host's namespace against a real cluster, as an operator would.
 
-mod common;
-
 use std::process::Output;
 use std::time::Duration;
 
-use common::{poll, Lab};
+use lab::{poll, Lab};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -15,7 +13,7 @@ fn status(lab: &Lab, n: usize, extra: &[&str]) -> Output {
 }
 
 fn status_via(lab: &Lab, n: usize, endpoint: &str, extra: &[&str]) -> Output {
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let mut args = vec![bin.to_str().unwrap(), "status", "--etcd-endpoints", endpoint, "--iface", "eth0"];
     args.extend_from_slice(extra);
     lab.host(n).exec(&args)

@@ -2,11 +2,9 @@
 //! hold several addresses, checked the way an operator would — the lease's PublicIP in etcd and
 //! the `local` and `dev` of `ip -d link show flannel.1`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Host, Lab};
+use lab::{Host, Lab};
 use serde_json::Value;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -145,7 +143,7 @@ fn the_address_that_matched_is_the_vxlan_local_and_the_lease_public_ip() {
 /// weftd's stderr when started in `host` with `flags`; it must exit non-zero before reaching
 /// etcd (the endpoint is unreachable on purpose).
 fn refused(host: &Host, flags: &[&str]) -> String {
-    let bin = common::weftd_bin();
+    let bin = lab::weftd_bin();
     let args = [&[bin.to_str().unwrap(), "--etcd-endpoints", "http://127.0.0.1:1"], flags].concat();
     let out = host.exec(&args);
     assert!(!out.status.success(), "weftd {flags:?} must refuse to start: {out:?}");

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn};
 use nix::sys::time::TimeVal;
 
-use crate::common::{nth_address, parse_cidr, poll, Lab, Weftd};
-use crate::lab::{keep_logs, new_lab, start_weftd};
+use crate::fixture::{keep_logs, new_lab, start_weftd};
 use crate::report::{cell, fmt_num, lock, max_of, ms, pct, Report, Settings};
-use crate::system::{enter_netns, ip_batch, tool_json, LocalNetns};
+use crate::system::{enter_netns, ip_batch, LocalNetns};
 use crate::{PAIR_TIMEOUT, SMALL_NETWORK, SUBNET_ENV_TIMEOUT};
+use lab::{nth_address, parse_cidr, poll_for, Lab, Weftd};
 
 struct TrialResult {
     t_spawn: Instant,
@@ -208,17 +208,9 @@ fn convergence_trial(n: usize, trial: usize, report: &Report) -> (TrialResult, S
 
 /// Polls host N's subnet file every 2 ms (a file, not kernel state) until it names a subnet.
 fn wait_env_fast(lab: &Lab, n: usize) -> Option<BTreeMap<String, String>> {
-    let deadline = Instant::now() + SUBNET_ENV_TIMEOUT;
-    loop {
-        if let Some(env) = lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET") && e.contains_key("FLANNEL_MTU"))
-        {
-            return Some(env);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
+    poll_for(SUBNET_ENV_TIMEOUT, Duration::from_millis(2), || {
+        lab.host(n).subnet_env().filter(|e| e.contains_key("FLANNEL_SUBNET") && e.contains_key("FLANNEL_MTU"))
+    })
 }
 
 /// Host N's container `<lab id>cN`, wired like `Lab::attach_container` does (bridge `cbr0`,
@@ -241,11 +233,7 @@ fn prewire_container(lab: &Lab, local: &mut LocalNetns, n: usize) {
 
 fn wait_prewired(lab: &Lab, n: usize) {
     let (host_ns, ns) = (&lab.host(n).ns, format!("{}c{n}", lab.id()));
-    poll(&format!("container {n} wiring to forward"), Duration::from_secs(10), || {
-        let port = tool_json("bridge", host_ns, &["link", "show", "dev", &format!("vethc{n}")]);
-        let dev = tool_json("ip", &ns, &["link", "show", "dev", "eth0"]);
-        (port[0]["state"] == "forwarding" && dev[0]["operstate"] == "UP").then_some(())
-    })
+    lab::wait_wire_ready(host_ns, &format!("vethc{n}"), &ns, "eth0");
 }
 
 /// Gives host N's prewired container its address from subnet.env (the bridge gets

@@ -6,11 +6,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{poll, Lab, Weftd};
-use crate::lab::{new_lab, start_weftd, wait_env};
+use crate::fixture::{new_lab, start_weftd};
 use crate::report::{mean, Report, Settings};
 use crate::system::{run_cmd, tool_json, Bg};
-use crate::{DIRECT_NETWORK, SMALL_NETWORK};
+use crate::{DIRECT_NETWORK, SMALL_NETWORK, SUBNET_ENV_TIMEOUT};
+use lab::{poll, Lab, Weftd};
 
 pub(crate) fn bench_datapath(s: &Settings, report: &Report) {
     let (lab, _daemons, c2) = datapath_lab(SMALL_NETWORK);
@@ -58,8 +58,8 @@ pub(crate) fn bench_datapath(s: &Settings, report: &Report) {
 fn datapath_lab(config: &str) -> (Lab, Vec<Weftd>, Ipv4Addr) {
     let mut lab = new_lab(2, config);
     let daemons: Vec<Weftd> = (1..=2).map(|h| start_weftd(&lab, h)).collect();
-    wait_env(&lab, 1);
-    wait_env(&lab, 2);
+    lab.wait_subnet_env(1, SUBNET_ENV_TIMEOUT);
+    lab.wait_subnet_env(2, SUBNET_ENV_TIMEOUT);
     lab.attach_container(1);
     let c2 = lab.attach_container(2);
     poll("container 1 to reach container 2 over the overlay", Duration::from_secs(20), || {

@@ -1,14 +1,14 @@
 //! Section 4, idle cost: CPU, wakeups and kernel events of a converged weftd left alone.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::lab::{fake_subnets, flannel_index, new_lab, preload, start_weftd, wait_env, FakeMaker, FakePeer, PeerIndex};
+use crate::fixture::{fake_subnets, flannel_index, new_lab, preload, start_weftd, FakeMaker, FakePeer, PeerIndex};
 use crate::monitor::{monitor_hosts, next_event, settle};
 use crate::report::{Report, Settings};
-use crate::system::{proc_status_kb, run_cmd, thread_totals};
-use crate::BIG_NETWORK;
+use crate::system::thread_totals;
+use crate::{BIG_NETWORK, SUBNET_ENV_TIMEOUT};
+use lab::proc_status_kib as proc_status_kb;
 
 pub(crate) fn bench_idle(s: &Settings, report: &Report) {
     let k = s.idle_peers;
@@ -33,7 +33,7 @@ pub(crate) fn bench_idle(s: &Settings, report: &Report) {
             seen.insert((i, part as usize));
         }
     }
-    wait_env(&lab, 1);
+    lab.wait_subnet_env(1, SUBNET_ENV_TIMEOUT);
     settle(&rx, Duration::from_secs(1), Duration::from_secs(15), &mut overflows);
     let dev = flannel_index(&lab, 1);
     let pid = weftd.pid();
@@ -71,7 +71,7 @@ pub(crate) fn bench_idle(s: &Settings, report: &Report) {
     report.note(&format!(
         "idle: one weftd with {k} peers, {:.0} s after convergence; cpu = utime+stime ({} ms ticks), wakeups = voluntary+involuntary context switches over its {th1} threads",
         secs,
-        1000 / clk_tck()
+        1000 / lab::clock_ticks_per_second()
     ));
     report.figure("idle_cpu_ms", cpu_ms);
     report.figure("idle_cpu_schedstat_ms", sched_ms);
@@ -80,9 +80,4 @@ pub(crate) fn bench_idle(s: &Settings, report: &Report) {
     report.figure("idle_wakeups_per_s", wakeups as f64 / secs);
     report.figure("idle_kernel_events_count", kernel_events as f64);
     report.figure("idle_rss_kb", proc_status_kb(pid, "VmRSS").unwrap_or(0) as f64);
-}
-
-fn clk_tck() -> u64 {
-    let out = run_cmd(Command::new("getconf").arg("CLK_TCK"));
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100)
 }

@@ -1,5 +1,5 @@
 //! Benchmarks of issue 6 (`make bench`, needs root): convergence, propagation latency, scale,
-//! idle cost and datapath throughput, measured on the namespace lab of `tests/common`.
+//! idle cost and datapath throughput, measured on the namespace lab (the `lab` crate).
 //!
 //! stdout gets one `name value` line per figure (the unit ends the name: `_ms`, `_kb`, `_gbps`,
 //! `_pct`, `_count`) and `#` notes; stderr gets progress. Raw numbers go to `$BENCH_OUT`
@@ -16,15 +16,10 @@
 //! (100,1000,2000,5000), `BENCH_SCALE_REPEATS` (3), `BENCH_IDLE_PEERS` (100),
 //! `BENCH_IDLE_SECONDS` (60), `BENCH_IPERF_SECONDS` (10), `BENCH_IPERF_ROUNDS` (3).
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-#[path = "../../tests/common/http.rs"]
-mod http;
-
 mod convergence;
 mod datapath;
+mod fixture;
 mod idle;
-mod lab;
 mod monitor;
 mod propagation;
 mod report;
@@ -40,10 +35,10 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{weftd_bin, Lab};
 use convergence::bench_convergence;
 use datapath::bench_datapath;
 use idle::bench_idle;
+use lab::{weftd_bin, Lab};
 use propagation::bench_propagation;
 use report::{Report, Settings};
 use scale::bench_scale;
@@ -206,7 +201,7 @@ fn remove_labs_of(out: &Path, pid: u32) -> usize {
         }
     }
     let mut removed = 0;
-    let namespaces = common::netns_list();
+    let namespaces = lab::netns_list();
     for (id, dir) in &labs {
         let ours = |ns: &&String| {
             ns.strip_prefix(id.as_str()).is_some_and(|rest| {

@@ -16,8 +16,8 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage}
 use rtnetlink::packet_route::{AddressFamily as NlFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket as NlSocket, SocketAddr as NlAddr};
 
-use crate::common::Lab;
 use crate::system::enter_netns;
+use lab::Lab;
 
 /// A route, ARP or FDB notification as the kernel multicast it.
 #[derive(Clone, Copy, Debug)]

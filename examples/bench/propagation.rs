@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use etcd_client::PutOptions;
 
-use crate::common::{poll, Lab, Weftd};
-use crate::lab::{dump_counts, env_subnet, fake_subnets, new_lab, wait_env, with_etcd, FakeMaker, FakePeer, Part, PeerIndex};
+use crate::fixture::{dump_counts, env_subnet, fake_subnets, new_lab, with_etcd, FakeMaker, FakePeer, Part, PeerIndex};
 use crate::monitor::{drain, monitor_hosts, next_event, Ev, Msg};
 use crate::report::{cell, max_of, ms, pct, Report, Settings};
-use crate::{BIG_NETWORK, ENTRY_TIMEOUT, WEFTD_ENV};
+use crate::{BIG_NETWORK, ENTRY_TIMEOUT, SUBNET_ENV_TIMEOUT, WEFTD_ENV};
+use lab::{poll, Lab, Weftd};
 
 /// Where each host's weftd serves /metrics (inside its own namespace).
 const METRICS_PORT: u16 = 9400;
@@ -23,7 +23,7 @@ pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
     let _daemons: Vec<Weftd> = (1..=n).map(|h| lab.start_weftd_env(h, &metrics, &WEFTD_ENV)).collect();
     let mut taken = HashSet::new();
     for h in 1..=n {
-        taken.insert(env_subnet(&wait_env(&lab, h)));
+        taken.insert(env_subnet(&lab.wait_subnet_env(h, SUBNET_ENV_TIMEOUT)));
     }
     for h in 1..=n {
         poll(&format!("host {h} to program its {} peers", n - 1), Duration::from_secs(30), || {
@@ -118,7 +118,7 @@ fn settled_passes(lab: &Lab, n: usize) -> f64 {
     let total = || -> Option<f64> {
         (1..=n)
             .map(|h| {
-                let (_, body) = crate::http::get(lab.host(h), METRICS_PORT, "/metrics")?;
+                let (_, body) = lab::http::get(lab.host(h), METRICS_PORT, "/metrics")?;
                 let line = body.lines().find(|l| l.starts_with("weft_reconcile_runs_total "))?;
                 line.rsplit_once(' ')?.1.parse::<f64>().ok()
             })

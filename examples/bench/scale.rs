@@ -4,15 +4,15 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::lab::{
-    dump_counts, env_subnet, fake_subnets, flannel_index, keep_logs, new_lab, preload, start_weftd, wait_env, with_etcd,
-    FakeMaker, FakePeer, Part, PeerIndex,
+use crate::fixture::{
+    dump_counts, env_subnet, fake_subnets, flannel_index, keep_logs, new_lab, preload, start_weftd, with_etcd, FakeMaker,
+    FakePeer, Part, PeerIndex,
 };
 use crate::monitor::{monitor_hosts, next_event, settle};
 use crate::propagation::all_three;
 use crate::report::{cell, fmt_num, max_of, ms, pct, Report, Settings};
-use crate::system::proc_status_kb;
-use crate::{BIG_NETWORK, ENTRY_TIMEOUT, SCALE_TIMEOUT};
+use crate::{BIG_NETWORK, ENTRY_TIMEOUT, SCALE_TIMEOUT, SUBNET_ENV_TIMEOUT};
+use lab::proc_status_kib as proc_status_kb;
 
 struct ScaleResult {
     k: usize,
@@ -143,7 +143,7 @@ fn scale_run(k: usize, report: &Report) -> ScaleResult {
         keep_logs(&lab, report, &format!("scale-k{k}"));
         eprintln!("K={k}: only {count} of {} entries seen", 3 * k);
     }
-    wait_env(&lab, 1);
+    lab.wait_subnet_env(1, SUBNET_ENV_TIMEOUT);
     let pid = weftd.pid();
     let dump = dump_counts(&lab, 1);
     let index_dev = flannel_index(&lab, 1);

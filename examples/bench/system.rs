@@ -42,13 +42,9 @@ pub(crate) fn ip_batch(ns: &str, lines: &[String]) {
     );
 }
 
+/// `<tool> -n <ns> -j <args>`, parsed; panics if it fails.
 pub(crate) fn tool_json(tool: &str, ns: &str, args: &[&str]) -> serde_json::Value {
-    let out = run_cmd(Command::new(tool).args(["-n", ns, "-j"]).args(args));
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.trim().is_empty() {
-        return serde_json::Value::Array(Vec::new());
-    }
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{tool} -j {args:?}: bad JSON: {e}"))
+    lab::tool_json(tool, ns, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Namespaces made here (not by the lab), deleted on Drop with whatever runs in them. They are
@@ -86,13 +82,6 @@ impl Drop for Bg {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A field of /proc/<pid>/status in kB (VmHWM, VmRSS).
-pub(crate) fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Per-process totals over all threads: context switches (voluntary, involuntary), on-CPU ns

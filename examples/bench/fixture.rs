@@ -11,11 +11,11 @@ use etcd_client::{Client, Txn, TxnOp};
 use rand::Rng;
 use tokio::runtime::Runtime;
 
-use crate::common::{nth_address, parse_cidr, poll, Lab, Weftd};
 use crate::monitor::{Ev, Kind};
 use crate::report::{ms, Report};
 use crate::system::{enter_netns, tool_json};
-use crate::{record_lab, SUBNETS_PREFIX, SUBNET_ENV_TIMEOUT, TXN_OPS, WEFTD_ENV};
+use crate::{record_lab, SUBNETS_PREFIX, TXN_OPS, WEFTD_ENV};
+use lab::{nth_address, parse_cidr, Lab, Weftd};
 
 pub(crate) fn new_lab(hosts: usize, config: &str) -> Lab {
     let mut lab = Lab::new();
@@ -29,13 +29,6 @@ pub(crate) fn new_lab(hosts: usize, config: &str) -> Lab {
 
 pub(crate) fn start_weftd(lab: &Lab, n: usize) -> Weftd {
     lab.start_weftd_env(n, &[], &WEFTD_ENV)
-}
-
-/// Host N's subnet.env once it names a subnet.
-pub(crate) fn wait_env(lab: &Lab, n: usize) -> BTreeMap<String, String> {
-    poll(&format!("subnet.env of host {n}"), SUBNET_ENV_TIMEOUT, || {
-        lab.host(n).subnet_env().filter(|env| env.contains_key("FLANNEL_SUBNET"))
-    })
 }
 
 /// The network address of a host's FLANNEL_SUBNET.

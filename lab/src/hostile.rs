@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Host, Weftd};
+use crate::{Host, Weftd};
 
 impl Host {
     /// Every route, neighbour, FDB entry and nexthop on `flannel.1`, one line each as `ip -j -4 route` (every table),

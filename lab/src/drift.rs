@@ -1,6 +1,7 @@
 //! Lab helpers for drift tests: things the overlay depends on vanishing or changing under weftd.
 
-use super::{ip, poll, Host, Lab};
+use crate::netns::ip;
+use crate::{poll, Host, Lab};
 use std::time::Duration;
 
 impl Lab {

@@ -1,7 +1,7 @@
 //! A tiny HTTP/1.0 GET from inside a host namespace (bash's /dev/tcp), for endpoints weftd binds
 //! on the host's 127.0.0.1, which the test process in the root namespace cannot reach.
 
-use crate::common::Host;
+use crate::Host;
 
 /// `GET <path>` on 127.0.0.1:<port> in the host's namespace: (status code, body).
 pub fn get(host: &Host, port: u16, path: &str) -> Option<(u16, String)> {

@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{run, stdout_of, EtcdMode, Lab};
+use crate::netns::netns_exec;
+use crate::process::{run, stderr_of, stdout_of};
+use crate::{EtcdMode, Lab};
 
 impl Lab {
     /// Stops the single etcd member, deletes its data dir and starts it empty with the same
@@ -22,7 +24,7 @@ impl Lab {
         let path = self.dir().join(format!("{name}.db"));
         let path_text = path.to_str().expect("lab paths are UTF-8");
         let out = self.etcdctl_member(0, &["snapshot", "save", path_text]);
-        assert!(out.status.success(), "etcdctl snapshot save failed: {}", super::stderr_of(&out));
+        assert!(out.status.success(), "etcdctl snapshot save failed: {}", stderr_of(&out));
         path
     }
 
@@ -36,7 +38,7 @@ impl Lab {
         fs::remove_dir_all(&data_dir).unwrap_or_else(|e| panic!("cannot delete etcd's data dir {}: {e}", data_dir.display()));
         let member = self.member(0);
         let peer = "http://127.0.0.1:2380"; // a lone member peers on loopback (see etcd_command)
-        let mut restore = super::netns_exec(&member.ns, &["etcdctl", "snapshot", "restore"]);
+        let mut restore = netns_exec(&member.ns, &["etcdctl", "snapshot", "restore"]);
         restore.arg(snapshot).arg("--data-dir").arg(&data_dir).args([
             &format!("--name={}", member.name),
             &format!("--initial-cluster={}={peer}", member.name),

@@ -1,41 +1,18 @@
-//! Real Docker in lab hosts (design.md §3): a Debian `dockerd` per host namespace, started with
-//! the options `weftd docker-opts` made from that host's subnet.env, a busybox image built
-//! without a registry, and cleanup of everything dockerd leaves behind — on Drop, and for runs
-//! that were killed, at the next start.
-//!
-//! Declared by `tests/docker.rs` with `#[path]` (not from `common/mod.rs`, so the other test
-//! binaries do not compile it); it reaches the lab through `crate::common`.
-//!
-//! Isolation, beyond the lab's namespaces:
-//! - dockerd runs in the host's network namespace (`nsenter --net`, not `ip netns exec`, which
-//!   remounts /sys and breaks dockerd's cgroup setup);
-//! - in a mount namespace of its own (`unshare --mount --propagation slave`), so the bind mounts
-//!   it makes (its data root, the containers' netns files) never appear in the machine's mount
-//!   table and vanish with its last process; there, tmpfs over `/run/docker` and
-//!   `/run/containerd` (shim sockets), and the trust key in the daemon's own dir (daemon.json),
-//!   so nothing is written outside the lab dir;
-//! - in a PID namespace of its own (`unshare --pid --fork --kill-child`) whose init is
-//!   docker.io's `docker-init` (tini): the shims dockerd's containerd daemonises are reaped
-//!   there instead of lingering as zombies of the machine's init, and killing `unshare` (our
-//!   child; the lab's sweep of a killed run does it too, as `unshare` is in the host namespace)
-//!   takes down dockerd, containerd, the shims and every container at once;
-//! - containers get a cgroup parent named after the lab and host, so stray processes can be
-//!   found and killed, and the cgroup dirs removed;
-//! - every container's main process is `sleep CONTAINER_LIFETIME_SECS`, as a last resort.
-#![allow(dead_code)] // the docker test uses most, not all, of this module
+//! One dockerd per lab host, isolated in namespaces of its own (see the `docker` module), its
+//! docker CLI, and a teardown that reports whatever was left behind.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{pids_mentioning, poll, weftd_bin, Lab};
+use super::cgroup::{cgroup_pids, mounts_under, remove_cgroup_everywhere, sweep_abandoned_cgroups};
+use super::image::BusyboxImage;
+use crate::{pids_mentioning, poll, poll_for, Lab};
 
 const DOCKERD_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a `docker` CLI call may take before `timeout` kills it (a wedged daemon must fail
@@ -48,8 +25,6 @@ const LEFTOVER_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A container's main process is `sleep` for this long (its other processes die with it).
 pub const CONTAINER_LIFETIME_SECS: u32 = 900;
 /// Debian's busybox-static installs this statically linked binary.
-const BUSYBOX: &str = "/bin/busybox";
-const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 /// `unshare` blocks SIGTERM while it waits for its child, so dockerd is stopped through
 /// docker-init, which forwards SIGTERM; `--kill-child` makes a SIGKILL of `unshare` end it all.
 const UNSHARE: [&str; 9] =
@@ -59,118 +34,6 @@ const UNSHARE: [&str; 9] =
 const NS_SETUP: &str = "set -e; for d in /run/docker /run/containerd; do mkdir -p $d; \
      mount -t tmpfs -o mode=0711,size=16m weft-dockerd $d; done; exec \"$@\"";
 
-// ---------------------------------------------------------------------------------------------
-// docker options from weftd
-// ---------------------------------------------------------------------------------------------
-
-/// Set in `weftd docker-opts`'s environment; docker must be started with `--log-level=warn`.
-pub const EXTRA_DOCKER_OPT: &str = "DOCKER_OPT_LOG_LEVEL=--log-level=warn";
-
-/// Runs `weftd docker-opts -f <subnet.env> -d <file>` (flannel's mk-docker-opts.sh) inside host
-/// N's namespace and returns the file it wrote, parsed: `DOCKER_OPT_BIP`, `DOCKER_OPT_MTU`,
-/// `DOCKER_OPT_IPMASQ` (only with FLANNEL_IPMASQ=true), `DOCKER_OPT_LOG_LEVEL` (from
-/// [`EXTRA_DOCKER_OPT`]) and `DOCKER_OPTS`.
-pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
-    let host = lab.host(n);
-    let out_file = lab.dir().join(format!("h{n}")).join("docker_opts.env");
-    let bin = weftd_bin();
-    // An option of the operator's own, passed on as mk-docker-opts.sh passes every DOCKER_OPT_*.
-    let args = [
-        "env",
-        EXTRA_DOCKER_OPT,
-        bin.to_str().expect("weftd path is UTF-8"),
-        "docker-opts",
-        "-f",
-        host.subnet_file.to_str().expect("subnet file path is UTF-8"),
-        "-d",
-        out_file.to_str().expect("lab dir is UTF-8"),
-    ];
-    let out = host.exec(&args);
-    assert!(out.status.success(), "`weftd docker-opts` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    let text = fs::read_to_string(&out_file).unwrap_or_else(|e| panic!("read {}: {e}", out_file.display()));
-    weft::subnet_env::parse_env(&text)
-}
-
-/// The words of `$DOCKER_OPTS` as an unquoted expansion in a unit's `ExecStart=` gives them.
-pub fn docker_opts_words(opts: &BTreeMap<String, String>) -> Vec<String> {
-    opts.get("DOCKER_OPTS")
-        .unwrap_or_else(|| panic!("docker options file lacks DOCKER_OPTS: {opts:?}"))
-        .split_whitespace()
-        .map(String::from)
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// image
-// ---------------------------------------------------------------------------------------------
-
-/// A `docker import`-able tarball: Debian's static busybox as `/bin/busybox`, a symlink per
-/// applet (sh, ping, wget, httpd, sha256sum, sleep, ...), and the usual empty top-level dirs.
-pub struct BusyboxImage {
-    pub tar: PathBuf,
-}
-
-impl BusyboxImage {
-    /// Builds the rootfs and tarball under `dir` (e.g. the lab dir, removed with it).
-    pub fn build(dir: &Path) -> BusyboxImage {
-        let busybox = Path::new(BUSYBOX);
-        assert!(
-            is_static_elf(busybox),
-            "{BUSYBOX} is missing or not statically linked: install Debian's busybox-static \
-             (`make deps`)"
-        );
-        let rootfs = dir.join("image-rootfs");
-        for sub in ["bin", "dev", "etc", "proc", "sys", "tmp", "root"] {
-            fs::create_dir_all(rootfs.join(sub)).expect("create image rootfs dirs");
-        }
-        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod image /tmp");
-        fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox into the image");
-        let list = checked(Command::new(busybox).arg("--list"));
-        for applet in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
-        {
-            symlink("busybox", rootfs.join("bin").join(applet)).expect("applet symlink");
-        }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write image /etc/passwd");
-        fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("write image /etc/group");
-        let tar = dir.join("busybox-image.tar");
-        checked(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-                .arg(&tar)
-                .arg("."),
-        );
-        BusyboxImage { tar }
-    }
-}
-
-/// Whether `path` is an ELF executable without a program interpreter (PT_INTERP).
-fn is_static_elf(path: &Path) -> bool {
-    let Ok(bytes) = fs::read(path) else {
-        return false;
-    };
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
-    // ELF64, little endian: the only kind Debian amd64/arm64 ship.
-    if bytes.get(..6) != Some(b"\x7fELF\x02\x01") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
-        return false;
-    };
-    const PT_INTERP: u32 = 3;
-    (0..usize::from(phnum)).all(|i| {
-        let at = phoff as usize + i * usize::from(phentsize);
-        u32_at(at).is_some_and(|p_type| p_type != PT_INTERP)
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // dockerd
 // ---------------------------------------------------------------------------------------------
 
@@ -491,191 +354,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The exit status if `child` exits within `timeout`.
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn checked(cmd: &mut Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
-    assert!(
-        out.status.success(),
-        "{:?} {:?} failed ({}): {}",
-        cmd.get_program(),
-        cmd.get_args().collect::<Vec<_>>(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// cgroups and mounts
-// ---------------------------------------------------------------------------------------------
-
-/// Every cgroup hierarchy root: `/sys/fs/cgroup` itself on a pure v2 system, its
-/// subdirectories (cpu, memory, pids, unified, ...) on v1 / hybrid ones.
-fn cgroup_roots() -> Vec<PathBuf> {
-    let base = Path::new(CGROUP_MOUNT);
-    if base.join("cgroup.procs").exists() {
-        return vec![base.to_path_buf()];
-    }
-    fs::read_dir(base).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.join("cgroup.procs").exists()).collect()
-}
-
-/// `dir` and all its descendants, deepest first.
-fn cgroup_tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(cgroup_tree(&entry.path()));
-        }
-    }
-    if dir.is_dir() {
-        out.push(dir.to_path_buf());
-    }
-    out
-}
-
-/// The processes in cgroup `name` (any hierarchy, any depth).
-fn cgroup_pids(name: &str) -> BTreeSet<u32> {
-    let mut pids = BTreeSet::new();
-    for root in cgroup_roots() {
-        for dir in cgroup_tree(&root.join(name)) {
-            let mut text = String::new();
-            if let Ok(mut f) = fs::File::open(dir.join("cgroup.procs")) {
-                let _ = f.read_to_string(&mut text);
-            }
-            pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-        }
-    }
-    pids
-}
-
-/// Removes cgroup `name` and its children in every hierarchy (retrying while exiting tasks
-/// still hold them); what could not be removed.
-fn remove_cgroup_everywhere(name: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    for root in cgroup_roots() {
-        for dir in cgroup_tree(&root.join(name)) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match fs::remove_dir(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if Instant::now() >= deadline => {
-                        problems.push(format!("cannot remove cgroup {}: {e}", dir.display()));
-                        break;
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        }
-    }
-    problems
-}
-
-/// Cgroups `weft-<lab id>-hN` whose lab dir is gone belong to a test that was killed: kill
-/// their processes (containers that lost their daemon) and remove them.
-fn sweep_abandoned_cgroups(labs_root: &Path) {
-    let mut names = BTreeSet::new();
-    for root in cgroup_roots() {
-        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(lab_id) = lab_id_of_cgroup(&name) {
-                if !labs_root.join(lab_id).exists() {
-                    names.insert(name);
-                }
-            }
-        }
-    }
-    for name in names {
-        eprintln!("weft docker: removing abandoned cgroup {name}");
-        for _ in 0..50 {
-            let pids = cgroup_pids(&name);
-            if pids.is_empty() {
-                break;
-            }
-            let _ = Command::new("kill").arg("-KILL").args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
-            thread::sleep(Duration::from_millis(50));
-        }
-        for problem in remove_cgroup_everywhere(&name) {
-            eprintln!("weft docker: {problem}");
-        }
-    }
-}
-
-/// `weft-w1a2b3-h2` -> `w1a2b3`.
-fn lab_id_of_cgroup(name: &str) -> Option<&str> {
-    let rest = name.strip_prefix("weft-")?;
-    let (id, host) = rest.split_once("-h")?;
-    let id_ok = id.len() == 6 && id.starts_with('w') && id[1..].chars().all(|c| c.is_ascii_hexdigit());
-    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_digit());
-    (id_ok && host_ok).then_some(id)
-}
-
-/// Mount points at or below `dir` in this process's mount namespace.
-pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(unescape_mountinfo)
-        .filter(|t| t == &prefix || t.starts_with(&format!("{prefix}/")))
-        .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let mut out = String::new();
-    let mut chars = field.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let digits: String = (0..3).filter_map(|_| chars.next()).collect();
-            match u8::from_str_radix(&digits, 8) {
-                Ok(b) => out.push(b as char),
-                Err(_) => {
-                    out.push('\\');
-                    out.push_str(&digits);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// output parsing
-// ---------------------------------------------------------------------------------------------
-
-/// Busybox ping's summary: (transmitted, received, (min, avg, max) RTT in ms if any reply).
-pub fn parse_ping_summary(text: &str) -> (u32, u32, Option<(f64, f64, f64)>) {
-    let mut counts = (0, 0);
-    let mut rtt = None;
-    for line in text.lines() {
-        if line.contains("packets transmitted") {
-            let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-            if let [tx, rx, ..] = nums[..] {
-                counts = (tx, rx);
-            }
-        }
-        if let Some((_, values)) = line.split_once("min/avg/max = ") {
-            let v: Vec<f64> = values.trim_end_matches(" ms").split('/').filter_map(|x| x.trim().parse().ok()).collect();
-            if let [min, avg, max] = v[..] {
-                rtt = Some((min, avg, max));
-            }
-        }
-    }
-    (counts.0, counts.1, rtt)
+    poll_for(timeout, Duration::from_millis(20), || child.try_wait().ok().flatten())
 }

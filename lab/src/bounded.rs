@@ -3,7 +3,8 @@
 
 use std::process::Stdio;
 
-use super::{stderr_of, Lab};
+use crate::process::stderr_of;
+use crate::Lab;
 
 impl Lab {
     /// Puts `value` at `key` with etcdctl reading the value from stdin: a value over 128 KiB
@@ -20,8 +21,5 @@ impl Lab {
 
 /// Resident memory of process `pid` in KiB (`VmRSS` in /proc/<pid>/status).
 pub fn vm_rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_else(|| panic!("no VmRSS for {pid}"));
-    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or_else(|| panic!("bad VmRSS line {line:?}"))
+    crate::process::proc_status_kib(pid, "VmRSS").unwrap_or_else(|| panic!("no VmRSS for {pid}"))
 }

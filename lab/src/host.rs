@@ -1,0 +1,189 @@
+//! Hosts and containers: a host is a namespace on the underlay where weftd runs; a container is
+//! a namespace behind bridge `cbr0` in its host, addressed from the host's subnet.env.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use crate::netns::{ip, netns_exec, tool_json, wait_wire_ready};
+use crate::ping::ping_from;
+use crate::process::{output, poll, run};
+use crate::{Lab, UNDERLAY_NET};
+
+/// Underlay address of host N: .(HOST_IP_BASE + N).
+const HOST_IP_BASE: u8 = 10;
+const MAX_HOSTS: usize = 200;
+
+impl Lab {
+    // ----- hosts -----
+
+    /// Adds host N (returned, 1-based): namespace `<id>hN`, `eth0` at 198.18.0.(10+N)/24 on the
+    /// underlay, IP forwarding on, and a directory for its subnet file.
+    pub fn add_host(&mut self) -> usize {
+        let n = self.hosts.len() + 1;
+        assert!(n <= MAX_HOSTS, "a lab holds at most {MAX_HOSTS} hosts");
+        let ns = format!("{}h{n}", self.id);
+        let [a, b, c] = UNDERLAY_NET;
+        let underlay_ip = Ipv4Addr::new(a, b, c, HOST_IP_BASE + n as u8);
+        self.add_netns(&ns);
+        self.wire_to_underlay(&ns, &format!("h{n}"), underlay_ip);
+        run(&mut netns_exec(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+
+        let host_dir = self.dir.join(format!("h{n}"));
+        fs::create_dir(&host_dir).expect("create host dir");
+        let subnet_file = host_dir.join("subnet.env");
+        self.hosts.push(Host { n, ns, underlay_ip, subnet_file });
+        n
+    }
+
+    /// Host N (1-based); panics if it was not added.
+    pub fn host(&self, n: usize) -> &Host {
+        n.checked_sub(1)
+            .and_then(|i| self.hosts.get(i))
+            .unwrap_or_else(|| panic!("lab has no host {n} ({} hosts)", self.hosts.len()))
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Host N's subnet.env once weftd has written it (it writes the file whole, through a
+    /// rename); panics after `timeout`.
+    pub fn wait_subnet_env(&self, n: usize, timeout: Duration) -> BTreeMap<String, String> {
+        poll(&format!("host {n}'s subnet.env"), timeout, || {
+            self.host(n).subnet_env().filter(|env| env.contains_key("FLANNEL_SUBNET") && env.contains_key("FLANNEL_MTU"))
+        })
+    }
+
+    // ----- containers -----
+
+    /// Gives host N a "container": namespace `<id>cN` whose `eth0` is on bridge `cbr0` in the
+    /// host, configured from the host's subnet.env (bridge gets FLANNEL_SUBNET, both ends get
+    /// FLANNEL_MTU, the container the .2 address and a default route via the bridge).
+    /// Returns the container's IP. Panics if subnet.env is missing or incomplete.
+    pub fn attach_container(&mut self, n: usize) -> Ipv4Addr {
+        assert!(!self.containers.contains_key(&n), "host {n} already has a container");
+        let host = self.host(n).clone();
+        let env = host.subnet_env().unwrap_or_else(|| panic!("host {n} has no subnet file at {}", host.subnet_file.display()));
+        let field = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("subnet.env lacks {k}: {env:?}"));
+        let subnet = field("FLANNEL_SUBNET");
+        let mtu = field("FLANNEL_MTU");
+        let (gateway, prefix) = parse_cidr(&subnet);
+        let addr = nth_address(gateway, prefix, 2);
+
+        let ns = format!("{}c{n}", self.id);
+        self.add_netns(&ns);
+        let port = format!("vethc{n}");
+        ip(&host.ns, &["link", "add", "cbr0", "type", "bridge"]);
+        ip(&host.ns, &["addr", "add", &subnet, "dev", "cbr0"]);
+        ip(&host.ns, &["link", "set", "cbr0", "mtu", &mtu, "up"]);
+        ip(&host.ns, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&host.ns, &["link", "set", &port, "mtu", &mtu, "master", "cbr0", "up"]);
+        ip(&ns, &["link", "set", "eth0", "mtu", &mtu, "up"]);
+        ip(&ns, &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"]);
+        ip(&ns, &["route", "add", "default", "via", &gateway.to_string()]);
+        wait_wire_ready(&host.ns, &port, &ns, "eth0");
+
+        self.containers.insert(n, Container { n, ns, ip: addr, gateway });
+        addr
+    }
+
+    /// The container attached to host N; panics if there is none.
+    pub fn container(&self, n: usize) -> &Container {
+        self.containers.get(&n).unwrap_or_else(|| panic!("host {n} has no container"))
+    }
+
+    /// One ping (1 s timeout) from host N's container to `dst`.
+    pub fn container_ping(&self, n: usize, dst: Ipv4Addr) -> bool {
+        self.container(n).ping(dst)
+    }
+}
+
+/// A host: a network namespace on the underlay.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub n: usize,
+    pub ns: String,
+    pub underlay_ip: Ipv4Addr,
+    /// Where weftd is told to write subnet.env (the file may not exist yet).
+    pub subnet_file: PathBuf,
+}
+
+impl Host {
+    /// Runs `args` inside the host namespace (`ip netns exec`); output is not checked.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        output(&mut netns_exec(&self.ns, args))
+    }
+
+    /// `ip -j <args>` inside the host, parsed; panics if the command fails.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        self.try_ip_json(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `ip_json` but returns the error (e.g. "Device does not exist") for polling.
+    pub fn try_ip_json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        tool_json("ip", &self.ns, args)
+    }
+
+    /// `bridge -j <args>` inside the host, parsed; panics if the command fails.
+    pub fn bridge_json(&self, args: &[&str]) -> serde_json::Value {
+        tool_json("bridge", &self.ns, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The subnet file's KEY=VALUE lines, or None while it does not exist.
+    pub fn subnet_env(&self) -> Option<BTreeMap<String, String>> {
+        let text = fs::read_to_string(&self.subnet_file).ok()?;
+        Some(weft::subnet_env::parse_env(&text))
+    }
+
+    /// Runs `args` inside the host namespace and panics with its output if it fails.
+    pub fn exec_ok(&self, args: &[&str]) {
+        let out = self.exec(args);
+        assert!(out.status.success(), "{args:?} in {}: {}", self.ns, String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// One ping (1 s timeout) from the host namespace.
+    pub fn ping(&self, dst: Ipv4Addr) -> bool {
+        ping_from(&self.ns, dst)
+    }
+}
+
+/// A "container": a namespace behind bridge `cbr0` in its host.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub n: usize,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    /// The bridge address (the first address of the host's subnet).
+    pub gateway: Ipv4Addr,
+}
+
+impl Container {
+    /// Runs `args` inside the container namespace; output is not checked.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        output(&mut netns_exec(&self.ns, args))
+    }
+
+    pub fn ping(&self, dst: Ipv4Addr) -> bool {
+        ping_from(&self.ns, dst)
+    }
+}
+
+/// "10.5.7.1/24" -> (10.5.7.1, 24).
+pub fn parse_cidr(cidr: &str) -> (Ipv4Addr, u8) {
+    let parse = || {
+        let (addr, prefix) = cidr.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some((addr.parse().ok()?, prefix))
+    };
+    parse().unwrap_or_else(|| panic!("not an IPv4 CIDR: {cidr:?}"))
+}
+
+/// The `k`-th address of the network `addr/prefix` belongs to.
+pub fn nth_address(addr: Ipv4Addr, prefix: u8, k: u32) -> Ipv4Addr {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    Ipv4Addr::from((u32::from(addr) & mask) + k)
+}
