@@ -163,6 +163,7 @@ fn an_older_key_that_copies_a_mac_later_does_not_take_it() {
     let h2 = lab.add_host();
     daemons.push(lab.start_weftd(h2, &["--resync-interval", "1s"]));
     for n in [h1, h2] {
+        subnet_of(&lab, n);
         lab.attach_container(n);
     }
     wait_ping(&lab, 1, lab.container(2).ip);
