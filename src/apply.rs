@@ -17,6 +17,7 @@ use ipnetwork::Ipv4Network;
 use nix::errno::Errno;
 
 use crate::lease::MacAddr;
+use crate::model::vtep_address;
 use crate::netlink::{Kernel, NetlinkError};
 use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, KernelState, Nexthop, Plan, RouteEntry};
 
@@ -186,7 +187,7 @@ impl<D: Dataplane> Writer<'_, D> {
                 true
             }
             Err(e) => {
-                let errno = e.errno().map(Errno::from_raw);
+                let errno = e.errno();
                 let error = e.to_string();
                 let peers = self.owners.peers(&change);
                 let owners = if peers.is_empty() { vec![None] } else { peers.into_iter().map(Some).collect() };
@@ -210,7 +211,7 @@ pub async fn apply(dataplane: &impl Dataplane, index: u32, plan: &Plan, desired:
         w.write(Change::AddFdb(*e)).await;
     }
     let no_fdb = w.applied.failed_peers();
-    for e in plan.add.arp.iter().filter(|e| !no_fdb.iter().any(|s| s.network() == e.ip)) {
+    for e in plan.add.arp.iter().filter(|e| !no_fdb.iter().any(|s| vtep_address(*s) == e.ip)) {
         w.write(Change::AddArp(*e)).await;
     }
     let unreachable = w.applied.failed_peers();
@@ -228,7 +229,7 @@ async fn write_routes<D: Dataplane>(
     plan: &Plan,
     unreachable: &BTreeSet<Ipv4Network>,
 ) -> BTreeSet<Ipv4Network> {
-    let reachable_vtep = |ip: &Ipv4Addr| !unreachable.iter().any(|s| s.network() == *ip);
+    let reachable_vtep = |ip: &Ipv4Addr| !unreachable.iter().any(|s| vtep_address(*s) == *ip);
     let mut missing_nexthops = BTreeSet::new();
     for e in plan.add.nexthops.iter().filter(|e| reachable_vtep(&e.gateway)) {
         if !w.write(Change::AddNexthop(*e)).await {
@@ -259,7 +260,7 @@ async fn write_routes<D: Dataplane>(
 /// Adds to `remove` what `actual` holds for the `unreachable` peers' routes: their route,
 /// direct route, nexthop and ARP entry, whatever form an earlier lease gave them.
 fn withdraw(remove: &mut KernelState, actual: &KernelState, unreachable: &BTreeSet<Ipv4Network>) {
-    let vteps: BTreeSet<Ipv4Addr> = unreachable.iter().map(|s| s.network()).collect();
+    let vteps: BTreeSet<Ipv4Addr> = unreachable.iter().map(|s| vtep_address(*s)).collect();
     let routes = actual.routes.iter().filter(|r| unreachable.contains(&r.subnet));
     let route_nexthops: BTreeSet<u32> = routes.clone().filter_map(|r| r.nexthop).collect();
     remove.routes.extend(routes);
@@ -355,7 +356,7 @@ mod tests {
         async fn write(&self, _index: u32, change: Change) -> Result<(), NetlinkError> {
             self.changes.borrow_mut().push(change);
             if (self.refuse)(&change) {
-                let errno = Some(Errno::EOPNOTSUPP as i32);
+                let errno = Some(Errno::EOPNOTSUPP);
                 return Err(NetlinkError::Request { op: change.action(), errno, source: rtnetlink::Error::RequestFailed });
             }
             Ok(())

@@ -25,6 +25,7 @@ use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::metrics::Metrics;
+use crate::model;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
 use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
@@ -152,8 +153,8 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
 /// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may
 /// still point at it), else one derived from the PublicIP and VNI, stable across restarts.
 async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) -> Result<MacAddr, NetlinkError> {
-    let existing = kernel.vxlan_device(&device::device_name(config.backend.vni)).await?;
-    Ok(existing.and_then(|d| d.spec).map_or_else(|| netlink::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
+    let existing = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
+    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
 }
 
 /// Retries an etcd operation until it succeeds, logging the outage once. Errors only the
@@ -666,7 +667,7 @@ impl Reconciler {
 
     async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, NetlinkError> {
         let device = device::ensure(&self.kernel, &self.spec).await?;
-        let address = Ipv4Network::new(own.subnet.network(), 32).expect("/32 is valid");
+        let address = Ipv4Network::new(model::vtep_address(own.subnet), 32).expect("/32 is valid");
         self.kernel.ensure_address(device.index, address).await?;
         Ok(device)
     }

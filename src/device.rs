@@ -7,14 +7,9 @@
 use std::fmt;
 
 use crate::config::NetworkConfig;
-use crate::lease::MacAddr;
+use crate::model::{device_name, MacAddr};
 use crate::netlink::{Kernel, NetlinkError, VxlanDevice, VxlanSpec, VXLAN_OVERHEAD};
 use crate::underlay::Underlay;
-
-/// The name flanneld gives the device of a VNI.
-pub fn device_name(vni: u32) -> String {
-    format!("flannel.{vni}")
-}
 
 /// The device for the current `underlay` and our lease's VTEP `mac`: local is the underlay's
 /// address (flanneld's rule, also with `--public-ip`), the MTU the config's or the underlay's

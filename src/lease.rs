@@ -6,7 +6,6 @@
 //! and values exactly as flanneld v0.20.2 does (its key pattern, Go's JSON rules).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -14,12 +13,14 @@ use std::sync::LazyLock;
 use ipnetwork::Ipv4Network;
 use rand::Rng;
 use regex::Regex;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::config::NetworkConfig;
 use crate::go_json;
+// The type lives in `model`; reading it from text (Go's rules, `LeaseError`) stays here.
+pub use crate::model::MacAddr;
 
 /// The only backend weft speaks.
 pub const BACKEND_VXLAN: &str = "vxlan";
@@ -39,16 +40,6 @@ pub enum LeaseError {
         "VtepMAC {0} is a multicast or all-zero address, which no VTEP has; the lease's host must write its VXLAN device's MAC"
     )]
     NotUnicastMac(MacAddr),
-}
-/// An Ethernet address, written the way Go's `net.HardwareAddr` prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
 }
 
 impl FromStr for MacAddr {
@@ -71,12 +62,6 @@ impl FromStr for MacAddr {
     }
 }
 
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 impl MacAddr {
     /// Reads a MAC the way Go's `net.ParseMAC` does (`c6:d2:32:6f:8f:44`, `c6-d2-…`,
     /// `c6d2.326f.8f44`, either case), keeping only 6-byte Ethernet addresses.
@@ -87,11 +72,6 @@ impl MacAddr {
         let bad = || LeaseError::BadMac(text.to_string());
         let bytes = go_parse_mac(text.as_bytes()).ok_or_else(bad)?;
         Ok(MacAddr(bytes.try_into().map_err(|_| bad())?))
-    }
-
-    /// Whether a VTEP can have this address: not all zero, not multicast (nor broadcast).
-    pub fn is_unicast(&self) -> bool {
-        self.0 != [0; 6] && self.0[0] & 1 == 0
     }
 }
 

@@ -14,6 +14,7 @@ pub mod ipmasq;
 pub mod lease;
 pub mod logtext;
 pub mod metrics;
+pub mod model;
 pub mod netlink;
 pub mod peer_log;
 pub mod reconcile;

@@ -11,125 +11,13 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use crate::config::NetworkConfig;
-use crate::lease::{subnet_key, Lease, LeaseSet, MacAddr, BACKEND_VXLAN};
-
-/// `ip neigh replace <ip> lladdr <mac> dev flannel.1 nud permanent`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ArpEntry {
-    pub ip: Ipv4Addr,
-    pub mac: MacAddr,
-}
-
-/// `bridge fdb replace <mac> dev flannel.1 dst <public ip> self permanent`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FdbEntry {
-    pub mac: MacAddr,
-    pub dst: Ipv4Addr,
-}
-
-/// `ip route replace <subnet> nhid <id of the gateway's nexthop>`, or in flanneld's form,
-/// `ip route replace <subnet> via <subnet .0> dev flannel.1 onlink`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteEntry {
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    pub onlink: bool,
-    /// The id of the [`Nexthop`] the route points at; `None` for a route that names its gateway.
-    pub nexthop: Option<u32>,
-}
-
-/// `ip nexthop add id <id> via <gateway> dev flannel.1 onlink`: what a peer's route points at
-/// where the kernel has nexthop objects (see `netlink/nexthop.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Nexthop {
-    pub id: u32,
-    pub gateway: Ipv4Addr,
-}
-
-impl Nexthop {
-    /// weftd names a peer's nexthop after its gateway, the address as a number: unique per peer
-    /// and the same after a restart, so it needs no bookkeeping.
-    pub fn for_gateway(gateway: Ipv4Addr) -> Self {
-        Self { id: u32::from(gateway), gateway }
-    }
-}
-
-/// `ip route replace <subnet> via <peer's PublicIP>`: with `Backend.DirectRouting`, the route
-/// to a peer this host reaches without a gateway; its packets skip VXLAN, as flanneld's do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DirectRoute {
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
-}
-
-/// The ARP, FDB, nexthop and route entries on our VXLAN device, and the direct routes to peers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelState {
-    pub arp: BTreeSet<ArpEntry>,
-    pub fdb: BTreeSet<FdbEntry>,
-    pub nexthops: BTreeSet<Nexthop>,
-    pub routes: BTreeSet<RouteEntry>,
-    pub direct_routes: BTreeSet<DirectRoute>,
-}
-
-impl KernelState {
-    pub fn entry_count(&self) -> usize {
-        self.arp.len() + self.fdb.len() + self.nexthops.len() + self.routes.len() + self.direct_routes.len()
-    }
-
-    /// One route per programmed peer, through VXLAN or direct.
-    pub fn peer_count(&self) -> usize {
-        self.routes.len() + self.direct_routes.len()
-    }
-}
-
-/// The main routing table's other IPv4 routes, each with whether it has a gateway: what
-/// `ip route get` consults. flanneld's DirectRouting asks it whether a peer's PublicIP is
-/// reached without a gateway, that is, on this host's own link.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MainTable {
-    routes: Vec<(Ipv4Network, bool)>,
-}
-
-impl MainTable {
-    pub fn new(routes: impl IntoIterator<Item = (Ipv4Network, bool)>) -> Self {
-        Self { routes: routes.into_iter().collect() }
-    }
-
-    /// Whether the most specific route to `ip` has no gateway.
-    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
-        let best = self.routes.iter().filter(|(network, _)| network.contains(ip)).max_by_key(|(network, _)| network.prefix());
-        best.is_some_and(|(_, has_gateway)| !has_gateway)
-    }
-}
-
-/// Whether peer routes can point at nexthop objects: not on a kernel without them (before 5.3),
-/// and not for a gateway whose id another program's nexthop already holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum NexthopSupport {
-    #[default]
-    Unavailable,
-    Available {
-        /// The nexthop ids that nexthops of other programs hold.
-        taken: BTreeSet<u32>,
-    },
-}
-
-impl NexthopSupport {
-    /// The nexthop for `gateway`, unless the kernel has none or its id is taken.
-    pub fn for_gateway(&self, gateway: Ipv4Addr) -> Option<Nexthop> {
-        let nexthop = Nexthop::for_gateway(gateway);
-        matches!(self, Self::Available { taken } if !taken.contains(&nexthop.id)).then_some(nexthop)
-    }
-}
-
-/// What the kernel holds besides our entries that decides their form: the main table (for
-/// DirectRouting) and what nexthop objects allow.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelContext {
-    pub main_table: MainTable,
-    pub nexthops: NexthopSupport,
-}
+use crate::lease::{subnet_key, Lease, LeaseSet, BACKEND_VXLAN};
+use crate::model::{vtep_address, MacAddr};
+// The entries and kernel facts moved to `model`; re-exported so callers keep their paths until
+// this module is reshaped.
+pub use crate::model::{
+    ArpEntry, DirectRoute, FdbEntry, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry,
+};
 
 /// A peer lease we cannot program, and why; logged once by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +75,7 @@ pub fn desired_state(
             state.direct_routes.insert(DirectRoute { subnet: lease.subnet, gateway: public_ip });
             continue;
         }
-        let vtep = lease.subnet.network();
+        let vtep = vtep_address(lease.subnet);
         let mac = lease.attrs.backend_data.vtep_mac;
         state.arp.insert(ArpEntry { ip: vtep, mac });
         state.fdb.insert(FdbEntry { mac, dst: public_ip });
@@ -308,7 +196,7 @@ impl Plan {
     /// later pass succeeds.
     pub fn removals_keeping(&self, failed: &BTreeSet<Ipv4Network>) -> KernelState {
         let remove = &self.remove;
-        let kept_vteps: BTreeSet<Ipv4Addr> = failed.iter().map(|subnet| subnet.network()).collect();
+        let kept_vteps: BTreeSet<Ipv4Addr> = failed.iter().map(|subnet| vtep_address(*subnet)).collect();
         let kept_macs: BTreeSet<MacAddr> = remove.arp.iter().filter(|e| kept_vteps.contains(&e.ip)).map(|e| e.mac).collect();
         let kept_route_nexthops = remove.routes.iter().filter(|r| failed.contains(&r.subnet)).filter_map(|r| r.nexthop);
         let kept_nexthops: BTreeSet<u32> =
@@ -425,16 +313,6 @@ mod tests {
     /// That main table, on a kernel with nexthop objects and no other program's nexthops.
     fn lab_kernel() -> KernelContext {
         KernelContext { main_table: underlay_table(), nexthops: NexthopSupport::Available { taken: BTreeSet::new() } }
-    }
-
-    #[test]
-    fn on_link_follows_the_most_specific_route() {
-        let mut table = underlay_table();
-        assert!(table.on_link(Ipv4Addr::new(198, 18, 0, 12)));
-        assert!(!table.on_link(Ipv4Addr::new(203, 0, 113, 5)), "through the default gateway");
-        table.routes.push(("198.18.0.128/25".parse().unwrap(), true));
-        assert!(!table.on_link(Ipv4Addr::new(198, 18, 0, 200)), "a more specific route with a gateway wins");
-        assert!(!MainTable::default().on_link(Ipv4Addr::new(198, 18, 0, 12)), "no route at all");
     }
 
     #[test]

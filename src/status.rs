@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::lease::{Lease, LeaseSet};
+use crate::model;
 use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::{self, KernelContext, KernelState, ThisHost};
 use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
@@ -146,7 +147,7 @@ pub fn assess(observed: &Observed) -> Status {
         network: observed.config.network,
         subnet_len: observed.config.subnet_len,
         vni: observed.config.backend.vni,
-        device: format!("flannel.{}", observed.config.backend.vni),
+        device: model::device_name(observed.config.backend.vni),
         public_ip: observed.public_ip,
         own_subnet,
         leases,
@@ -161,7 +162,7 @@ pub fn assess(observed: &Observed) -> Status {
 /// The device's drift from what the current underlay, the config and our lease's VtepMAC ask
 /// for; nothing to compare without our lease or the device, which are reported on their own.
 fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
-    let name = device::device_name(observed.config.backend.vni);
+    let name = model::device_name(observed.config.backend.vni);
     let (Some(own), Some(actual)) = (own, &observed.device) else { return Vec::new() };
     let mac = own.attrs.backend_data.vtep_mac;
     // Without an underlay, only what the config and the lease decide can be compared: the
@@ -190,7 +191,7 @@ fn check_direct_route(lease: &Lease, actual: &KernelState) -> Check {
 }
 
 fn check_peer(lease: &Lease, actual: &KernelState) -> (Check, Check, Check) {
-    let vtep = lease.subnet.network();
+    let vtep = model::vtep_address(lease.subnet);
     let mac = lease.attrs.backend_data.vtep_mac;
     let route = match actual.routes.iter().find(|r| r.subnet == lease.subnet) {
         Some(r) if r.gateway == vtep && r.onlink => Check::Ok,
@@ -239,7 +240,7 @@ pub async fn observe(
         .await
         .map_err(unreachable)?;
     // Read even without the device: the main table still tells which peers are direct.
-    let link = kernel.vxlan_device(&device::device_name(config.backend.vni)).await?;
+    let link = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
     let (state, context) = kernel.read_state(link.as_ref().map_or(0, |l| l.index), config.network).await?;
     let kernel_state = link.as_ref().map(|_| state);
     let malformed = listing.malformed;

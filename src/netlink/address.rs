@@ -1,0 +1,101 @@
+//! Addresses: every link's IPv4 addresses (the raw material of the underlay choice), and the
+//! VXLAN device's own address (`ip addr`).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::LinkMessage;
+
+use super::link::{link_mtu, link_name};
+use super::{request_error, Kernel, NetlinkError};
+
+/// A link and its IPv4 addresses, as `ip -4 addr show` lists them: the raw material of the
+/// underlay choice (see the `underlay` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv4Link {
+    pub name: String,
+    pub index: u32,
+    /// Bytes.
+    pub mtu: u32,
+    /// Every IPv4 address (primary and secondary, any scope), in the kernel's order.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+impl Kernel {
+    /// `ip -4 addr show`: every link with its IPv4 addresses, both in the kernel's order.
+    ///
+    /// # Errors
+    /// The dump of links or addresses failed.
+    pub async fn ipv4_links(&self) -> Result<Vec<Ipv4Link>, NetlinkError> {
+        let links: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(request_error("dump links"))?;
+        let addresses: Vec<_> =
+            self.handle.address().get().execute().try_collect().await.map_err(request_error("dump addresses"))?;
+        Ok(links
+            .iter()
+            .map(|link| Ipv4Link {
+                name: link_name(link),
+                index: link.header.index,
+                mtu: link_mtu(link),
+                addresses: addresses.iter().filter(|a| a.header.index == link.header.index).filter_map(address_ipv4).collect(),
+            })
+            .collect())
+    }
+
+    /// `ip addr replace <address> dev <device>`, removing any other IPv4 address from it (a
+    /// previous lease's subnet must not linger).
+    ///
+    /// # Errors
+    /// The dump, a deletion or the addition failed.
+    pub async fn ensure_address(&self, index: u32, address: Ipv4Network) -> Result<(), NetlinkError> {
+        let current: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error("dump addresses"))?;
+        let mut present = false;
+        for message in current {
+            let ip = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let Some(ip) = ip else { continue };
+            if ip == address.ip() && message.header.prefix_len == address.prefix() {
+                present = true;
+            } else {
+                tracing::info!(%ip, "removing stale address from the VXLAN device");
+                self.handle.address().del(message).execute().await.map_err(request_error("delete address"))?;
+            }
+        }
+        if !present {
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(address.ip()), address.prefix())
+                .replace()
+                .execute()
+                .await
+                .map_err(request_error("add address"))?;
+        }
+        Ok(())
+    }
+}
+
+/// An address message's IPv4 address: `IFA_LOCAL` when present, since on a point-to-point link
+/// `IFA_ADDRESS` is the peer's.
+fn address_ipv4(message: &AddressMessage) -> Option<Ipv4Addr> {
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(IpAddr::V4(ip)) => return Some(*ip),
+            AddressAttribute::Address(IpAddr::V4(ip)) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    address
+}
