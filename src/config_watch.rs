@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::NetworkConfig;
 use crate::logtext;
-use crate::registry::Registry;
+use crate::etcd::Registry;
 
 /// How the config in etcd compares with the loaded one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use crate::logtext::{self, LogBudget};
 use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
-use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
+use crate::etcd::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 

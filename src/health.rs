@@ -12,7 +12,7 @@ use axum::Router;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::registry::Registry;
+use crate::etcd::Registry;
 
 /// How recently etcd must have answered for `/healthz` to say healthy: three missed probes.
 pub const ETCD_FRESHNESS: Duration = Duration::from_secs(15);

@@ -15,7 +15,7 @@ use crate::device;
 use crate::lease::{Lease, LeaseSet};
 use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::{self, KernelContext, KernelState, ThisHost};
-use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
+use crate::etcd::{EtcdOptions, MalformedLease, Registry, RegistryError};
 use crate::underlay::Underlay;
 
 #[derive(Debug, Error)]
