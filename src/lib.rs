@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod go_json;
 pub mod health;
 pub mod ipmasq;
+pub mod keeper;
 pub mod lease;
 pub mod logtext;
 pub mod metrics;
