@@ -138,7 +138,7 @@ async fn deadline<T>(op: &'static str, future: impl Future<Output = Result<T, et
 /// it the operator's.
 fn classify(op: &'static str, source: etcd_client::Error) -> RegistryError {
     if let Some(tls) = rustls_error(&source) {
-        return RegistryError::Tls { op, source: tls.clone() };
+        return RegistryError::Tls { op, tls: tls.clone() };
     }
     let etcd_client::Error::GRpcStatus(status) = &source else { return RegistryError::Etcd { op, source } };
     match status.code() {

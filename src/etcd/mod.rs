@@ -45,8 +45,9 @@ pub enum RegistryError {
     Etcd { op: &'static str, source: etcd_client::Error },
     #[error("etcd refused {op}: {}; check --etcd-username and --etcd-password (FLANNELD_ETCD_USERNAME/PASSWORD)", status.message())]
     Refused { op: &'static str, status: tonic::Status },
-    #[error("TLS with etcd failed during {op}: {source}; check --etcd-cafile, --etcd-certfile and --etcd-keyfile, and that the endpoints use https://")]
-    Tls { op: &'static str, source: rustls::Error },
+    /// The TLS error is data, not the error's source, so the one line printed names it once.
+    #[error("TLS with etcd failed during {op}: {tls}; check --etcd-cafile, --etcd-certfile and --etcd-keyfile, and that the endpoints use https://")]
+    Tls { op: &'static str, tls: rustls::Error },
     #[error("etcd {op} timed out after {REQUEST_TIMEOUT:?}: is etcd reachable at the --etcd-endpoints?")]
     Timeout { op: &'static str },
     #[error("etcd {op}: a response was larger than weftd reads ({}); a key under the prefix holds a huge value", status.message())]
