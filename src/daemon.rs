@@ -20,14 +20,15 @@ use crate::apply::{self, Applied, Ongoing};
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::etcd::{outage, EtcdOptions, Registry, RegistryError};
-use crate::health::{self, Health, HealthError};
 use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
-use crate::metrics::Metrics;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::observe::health::{self, Health};
+use crate::observe::http::{self, HttpError};
+use crate::observe::metrics::Metrics;
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
@@ -66,7 +67,7 @@ pub enum DaemonError {
     #[error(transparent)]
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
-    Health(#[from] HealthError),
+    Http(#[from] HttpError),
 }
 
 /// Runs the daemon until `shutdown` completes. On shutdown the device, its entries and our
@@ -84,11 +85,11 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
 async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let health = Health::default();
     if let Some(addr) = options.healthz {
-        health::serve(addr, health.clone()).await?;
+        http::serve_health(addr, health.clone()).await?;
     }
     let metrics = Metrics::new();
     if let Some(addr) = options.metrics {
-        crate::metrics::serve(addr, metrics.clone()).await?;
+        http::serve_metrics(addr, metrics.clone()).await?;
     }
     let kernel = Kernel::connect()?;
     let underlay = underlay::find(&kernel, &options.underlay).await?;
@@ -97,7 +98,8 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
 
     let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if options.healthz.is_some() {
-        tokio::spawn(health::probe_etcd(registry.clone(), health.clone(), Duration::from_secs(5)));
+        let etcd = registry.clone();
+        tokio::spawn(health::probe(health.clone(), Duration::from_secs(5), move || etcd_answers(etcd.clone())));
     }
     let config = wait_for_config(&registry).await?;
     tokio::spawn(crate::config_watch::follow(registry.clone(), config.clone()));
@@ -148,6 +150,11 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         failing: Ongoing::default(),
     };
     reconciler.run(own_rx, leases_rx).await
+}
+
+/// Whether etcd answers a trivial request now: the probe behind `/healthz`.
+async fn etcd_answers(registry: Registry) -> bool {
+    registry.ping().await.is_ok()
 }
 
 /// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may

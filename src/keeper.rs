@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::config::NetworkConfig;
 use crate::etcd::{outage, Outage, Registry, RegistryError};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// Acquires a lease, riding out etcd outages; running out of subnets is fatal.
 ///

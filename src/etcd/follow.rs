@@ -15,7 +15,7 @@ use super::{Outage, Registry, RegistryError};
 use crate::lease::LeaseSet;
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 impl Registry {
     /// Follows `<prefix>/config`: calls `seen` with its text (`None` when absent) now, then
