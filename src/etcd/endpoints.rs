@@ -221,3 +221,29 @@ fn tls_options(options: &EtcdOptions) -> Result<Option<TlsOptions>, RegistryErro
     }
     Ok(Some(tls))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn errors_are_told_apart_by_their_status_code() {
+        let refused = classify("connect", status(Code::InvalidArgument, "etcdserver: authentication failed"));
+        assert!(matches!(refused, RegistryError::Refused { .. }) && refused.needs_operator());
+        let at_login = classify("connect", status(Code::FailedPrecondition, "etcdserver: authentication is not enabled"));
+        assert!(at_login.needs_operator());
+        let later = classify("get config", status(Code::FailedPrecondition, "etcdserver: revision of auth store is old"));
+        assert!(!later.needs_operator());
+        let down = classify("get config", status(Code::Unavailable, "etcdserver: no leader"));
+        assert!(down.member_unreachable() && !down.needs_operator());
+        let large = classify("list leases", status(Code::OutOfRange, "decoded message length too large"));
+        assert!(matches!(large, RegistryError::TooLarge { .. }));
+        let compacted =
+            classify("watch leases", status(Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"));
+        assert!(matches!(compacted, RegistryError::Etcd { .. }));
+    }
+}
