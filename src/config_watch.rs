@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::config::NetworkConfig;
+use crate::etcd::Registry;
 use crate::logtext;
-use crate::registry::Registry;
 
 /// How the config in etcd compares with the loaded one.
 #[derive(Debug, Clone, PartialEq, Eq)]

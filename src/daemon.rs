@@ -19,16 +19,18 @@ use tokio::time::Instant;
 use crate::apply::{self, Applied, Ongoing};
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
-use crate::health::{self, Health, HealthError};
+use crate::etcd::{outage, EtcdOptions, Registry, RegistryError};
 use crate::ipmasq;
+use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
-use crate::metrics::Metrics;
 use crate::model;
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::observe::health::{self, Health};
+use crate::observe::http::{self, HttpError};
+use crate::observe::metrics::Metrics;
 use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
-use crate::registry::{EtcdOptions, Outage, Registry, RegistryError};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
@@ -66,7 +68,7 @@ pub enum DaemonError {
     #[error(transparent)]
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
-    Health(#[from] HealthError),
+    Http(#[from] HttpError),
 }
 
 /// Runs the daemon until `shutdown` completes. On shutdown the device, its entries and our
@@ -84,22 +86,23 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
 async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let health = Health::default();
     if let Some(addr) = options.healthz {
-        health::serve(addr, health.clone()).await?;
+        http::serve_health(addr, health.clone()).await?;
     }
     let metrics = Metrics::new();
     if let Some(addr) = options.metrics {
-        crate::metrics::serve(addr, metrics.clone()).await?;
+        http::serve_metrics(addr, metrics.clone()).await?;
     }
     let kernel = Kernel::connect()?;
     let underlay = underlay::find(&kernel, &options.underlay).await?;
     let public_ip = underlay.public_ip;
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 
-    let registry = retry_etcd("connect to etcd", || Registry::connect(&options.etcd)).await?;
+    let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if options.healthz.is_some() {
-        tokio::spawn(health::probe_etcd(registry.clone(), health.clone(), Duration::from_secs(5)));
+        let etcd = registry.clone();
+        tokio::spawn(health::probe(health.clone(), Duration::from_secs(5), move || etcd_answers(etcd.clone())));
     }
-    let config = wait_for_config(&registry, &options.etcd.prefix).await?;
+    let config = wait_for_config(&registry).await?;
     tokio::spawn(crate::config_watch::follow(registry.clone(), config.clone()));
 
     let mac = vtep_mac(&kernel, &config, public_ip).await?;
@@ -150,6 +153,11 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     reconciler.run(own_rx, leases_rx).await
 }
 
+/// Whether etcd answers a trivial request now: the probe behind `/healthz`.
+async fn etcd_answers(registry: Registry) -> bool {
+    registry.ping().await.is_ok()
+}
+
 /// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may
 /// still point at it), else one derived from the PublicIP and VNI, stable across restarts.
 async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) -> Result<MacAddr, NetlinkError> {
@@ -157,36 +165,12 @@ async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) 
     Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
 }
 
-/// Retries an etcd operation until it succeeds, logging the outage once. Errors only the
-/// operator can fix (credentials, certificates) end the retries.
-async fn retry_etcd<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, RegistryError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, RegistryError>>,
-{
-    let mut outage = Outage::default();
-    loop {
-        match attempt().await {
-            Ok(value) => {
-                outage.recovered();
-                return Ok(value);
-            }
-            Err(e) if e.needs_operator() => return Err(e),
-            Err(e) => {
-                tracing::debug!(what, "etcd operation failed");
-                outage.failed(&e);
-            }
-        }
-        tokio::time::sleep(outage.backoff()).await;
-    }
-}
-
 /// Reads `<prefix>/config`, waiting (one try a second) while it is absent. An invalid config
 /// is an error: the operator must fix it, and guessing would split the cluster.
-async fn wait_for_config(registry: &Registry, prefix: &str) -> Result<NetworkConfig, DaemonError> {
+async fn wait_for_config(registry: &Registry) -> Result<NetworkConfig, DaemonError> {
     let mut logged = false;
     loop {
-        if let Some(text) = retry_etcd("read network config", || registry.network_config()).await? {
+        if let Some(text) = outage::retry("read network config", || registry.network_config()).await? {
             let config = NetworkConfig::parse(&text)?;
             tracing::info!(network = %config.network, subnet_len = config.subnet_len, vni = config.backend.vni, "network config loaded");
             if config.enable_ipv6 {
@@ -195,216 +179,10 @@ async fn wait_for_config(registry: &Registry, prefix: &str) -> Result<NetworkCon
             return Ok(config);
         }
         if !logged {
-            tracing::warn!(key = %format!("{}/config", prefix.trim_end_matches('/')), "network config not found in etcd; retrying every second until it is written");
+            tracing::warn!(key = %registry.keys().config(), "network config not found in etcd; retrying every second until it is written");
             logged = true;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Acquires a lease, riding out etcd outages; running out of subnets is fatal.
-async fn acquire(
-    registry: &Registry,
-    config: &NetworkConfig,
-    attrs: &LeaseAttrs,
-    ttl: Duration,
-    previous: Option<Ipv4Network>,
-) -> Result<Lease, RegistryError> {
-    let mut outage = Outage::default();
-    loop {
-        match registry.acquire(config, attrs, ttl, previous).await {
-            Ok(lease) => {
-                outage.recovered();
-                tracing::info!(subnet = %lease.subnet, reservation = lease.is_reservation(), "lease acquired");
-                return Ok(lease);
-            }
-            Err(e) if e.needs_operator() => return Err(e),
-            Err(e) => outage.failed(&e),
-        }
-        tokio::time::sleep(outage.backoff()).await;
-    }
-}
-
-/// Holds our lease: renews it before it expires, and acquires it again if it disappears.
-struct LeaseKeeper {
-    registry: Registry,
-    config: NetworkConfig,
-    /// What our lease must say; the reconciler changes it when the underlay is readdressed.
-    attrs: watch::Receiver<LeaseAttrs>,
-    ttl: Duration,
-    renew_margin: Duration,
-    metrics: Arc<Metrics>,
-}
-
-impl LeaseKeeper {
-    /// When to renew a lease granted (or renewed) at `since`. The margin is capped at half the
-    /// TTL so a short test TTL with flanneld's default 60 min margin does not renew in a loop.
-    fn renew_at(&self, since: Instant) -> Instant {
-        since + self.ttl - self.renew_margin.min(self.ttl / 2)
-    }
-
-    async fn run(mut self, own: watch::Sender<Lease>, mut leases: watch::Receiver<Arc<LeaseSet>>) {
-        let mut renew_at = self.renew_at(Instant::now());
-        let mut outage = Outage::default();
-        let mut replacements = self.registry.store_replacements();
-        loop {
-            let current = own.borrow().clone();
-            let renew = !current.is_reservation();
-            tokio::select! {
-                // A replaced store is noticed before its leases are published: acquiring
-                // afresh comes first, as an old value of our key there may hang on an etcd
-                // lease the store no longer has, and rewriting it in place would fail.
-                biased;
-                // A wiped or restored store may lack our key, hold an old value, and has no
-                // etcd lease we granted: the revisions `own_key` compares mean nothing across it.
-                Ok(()) = replacements.changed() => {
-                    tracing::info!(subnet = %current.subnet, etcd_lease = current.etcd_lease, "writing our lease into the replaced etcd store with a fresh etcd lease");
-                    renew_at = self.reacquire(&own, current.subnet).await;
-                    // Our write went to the store that answered last: replacements seen while
-                    // acquiring are covered by it.
-                    replacements.borrow_and_update();
-                }
-                () = tokio::time::sleep_until(renew_at), if renew => {
-                    renew_at = self.renew(&own, &current, &mut outage).await;
-                }
-                changed = self.attrs.changed() => {
-                    if changed.is_err() {
-                        return; // the reconciler is gone: the daemon is stopping
-                    }
-                    let attrs = self.attrs.borrow_and_update().clone();
-                    if attrs != current.attrs {
-                        renew_at = self.readvertise(&own, &current, &attrs).await.unwrap_or(renew_at);
-                    }
-                }
-                changed = leases.changed() => {
-                    if changed.is_err() {
-                        return; // the registry task is gone: the daemon is stopping
-                    }
-                    let state = own_key(&current, &leases.borrow_and_update());
-                    renew_at = self.keep_own_key(&own, &current, state).await.unwrap_or(renew_at);
-                }
-            }
-        }
-    }
-
-    /// Renews our etcd lease once; returns when to act next.
-    async fn renew(&self, own: &watch::Sender<Lease>, current: &Lease, outage: &mut Outage) -> Instant {
-        match self.registry.renew(current.etcd_lease).await {
-            Ok(true) => {
-                outage.recovered();
-                tracing::info!(subnet = %current.subnet, "lease renewed");
-                self.metrics.set_lease_expiry(Some(self.ttl));
-                self.renew_at(Instant::now())
-            }
-            Ok(false) => {
-                tracing::warn!(subnet = %current.subnet, "lease expired in etcd; acquiring again");
-                self.reacquire(own, current.subnet).await
-            }
-            Err(e) => {
-                outage.failed(&e);
-                Instant::now() + outage.backoff()
-            }
-        }
-    }
-
-    /// Acts on what our key holds; returns the new renewal time if the lease changed.
-    async fn keep_own_key(&self, own: &watch::Sender<Lease>, current: &Lease, state: OwnKey) -> Option<Instant> {
-        match state {
-            OwnKey::Held => None,
-            OwnKey::Damaged { mod_revision, create_revision } => {
-                tracing::warn!(subnet = %current.subnet, "our lease key holds something other than our lease; writing our lease back");
-                let attrs = self.attrs.borrow().clone();
-                // The rewrite keeps the key, so our lease takes its create revision.
-                let seen = Lease { mod_revision, create_revision, ..current.clone() };
-                self.readvertise(own, &seen, &attrs).await
-            }
-            OwnKey::Lost => {
-                tracing::warn!(subnet = %current.subnet, "our lease was deleted or taken over in etcd; acquiring again");
-                Some(self.reacquire(own, current.subnet).await)
-            }
-        }
-    }
-
-    /// Acquires a lease again, preferring the subnet we had, and publishes it.
-    async fn reacquire(&self, own: &watch::Sender<Lease>, previous: Ipv4Network) -> Instant {
-        loop {
-            let attrs = self.attrs.borrow().clone();
-            match acquire(&self.registry, &self.config, &attrs, self.ttl, Some(previous)).await {
-                Ok(lease) => {
-                    self.metrics.set_lease_expiry((!lease.is_reservation()).then_some(self.ttl));
-                    own.send_replace(lease);
-                    return self.renew_at(Instant::now());
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot acquire a lease; keeping the current overlay and retrying in 10 s");
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                }
-            }
-        }
-    }
-}
-
-impl LeaseKeeper {
-    /// Rewrites our lease with `attrs` (same subnet, same etcd lease) so peers follow a new
-    /// PublicIP, retrying through etcd outages. If the key changed meanwhile, acquires again and
-    /// returns the new renewal time.
-    async fn readvertise(&self, own: &watch::Sender<Lease>, current: &Lease, attrs: &LeaseAttrs) -> Option<Instant> {
-        if attrs.public_ip != current.attrs.public_ip {
-            self.registry.reconnect().await;
-        }
-        let mut outage = Outage::default();
-        loop {
-            match self.registry.rewrite(current, attrs).await {
-                Ok(Some(lease)) => {
-                    outage.recovered();
-                    tracing::info!(subnet = %lease.subnet, public_ip = %attrs.public_ip, vtep_mac = %attrs.backend_data.vtep_mac, "lease re-advertised");
-                    own.send_replace(lease);
-                    return None;
-                }
-                Ok(None) => {
-                    tracing::warn!(subnet = %current.subnet, "our lease changed in etcd before it could be re-advertised; acquiring again");
-                    return Some(self.reacquire(own, current.subnet).await);
-                }
-                Err(e) => outage.failed(&e),
-            }
-            tokio::time::sleep(outage.backoff()).await;
-        }
-    }
-}
-
-/// What our lease's key holds, as far as the lease keeper is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OwnKey {
-    /// Our lease, on our etcd lease (or the watch has not caught up with our own write yet).
-    Held,
-    /// Something else written over our key in place, or written afresh outside any other
-    /// host's etcd lease (a bad value, other attributes, another etcd lease): ours to write
-    /// back, in place. The revisions are the key's as the watch saw it.
-    Damaged { mod_revision: i64, create_revision: i64 },
-    /// Deleted, or created afresh under another etcd lease (another host acquired the subnet
-    /// after ours expired): acquire again.
-    Lost,
-}
-
-/// What a lease set that is at least as new as our lease says of our key.
-fn own_key(own: &Lease, leases: &LeaseSet) -> OwnKey {
-    if leases.revision < own.mod_revision {
-        return OwnKey::Held; // the watch has not caught up with our own write yet
-    }
-    let (etcd_lease, mod_revision, create_revision) = match (leases.unreadable.get(&own.subnet), leases.leases.get(&own.subnet)) {
-        (Some(bad), _) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
-        (None, None) => return OwnKey::Lost,
-        (None, Some(lease)) if lease.attrs == own.attrs && lease.etcd_lease == own.etcd_lease => return OwnKey::Held,
-        (None, Some(lease)) => (lease.etcd_lease, lease.mod_revision, lease.create_revision),
-    };
-    // A host acquiring a subnet creates its key afresh (create-if-absent): a new create
-    // revision. A put over our key keeps ours, whatever etcd lease it hangs the key on. A key
-    // created afresh under our etcd lease or none was written by an operator, not a host.
-    let overwritten = create_revision == own.create_revision;
-    if overwritten || etcd_lease == 0 || etcd_lease == own.etcd_lease {
-        OwnKey::Damaged { mod_revision, create_revision }
-    } else {
-        OwnKey::Lost
     }
 }
 
@@ -434,7 +212,7 @@ struct Reconciler {
     metrics: Arc<Metrics>,
     /// The (own subnet, lease revision) of the last successful pass: a later pass that still
     /// has to change something, with neither changed, is repairing the kernel.
-    last_reconciled: Option<(Ipv4Network, i64)>,
+    last_reconciled: Option<(Ipv4Network, Option<i64>)>,
     /// Whether systemd has been told we are ready.
     notified_ready: bool,
     /// Peers already warned about, and how many more warnings of each kind may be logged.
@@ -452,7 +230,7 @@ impl Reconciler {
     ) -> Result<(), DaemonError> {
         // Reconciling against an empty set before the first listing would tear down every
         // peer a restarted daemon left in place; wait for a real picture first.
-        while leases.borrow().revision == 0 {
+        while leases.borrow().revision.is_none() {
             leases.changed().await.expect("the lease follower runs as long as the daemon");
         }
         loop {
@@ -742,79 +520,5 @@ impl PeerWarnings {
     /// Logs the summaries due at `now`.
     fn flush(&mut self, now: std::time::Instant) {
         [&mut self.skipped, &mut self.nexthop_taken, &mut self.refused].into_iter().for_each(|budget| budget.flush(now));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lease::{MacAddr, UnreadableKey};
-
-    fn own() -> Lease {
-        Lease {
-            subnet: "10.5.2.0/24".parse().unwrap(),
-            attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 2])),
-            etcd_lease: 9,
-            mod_revision: 10,
-            create_revision: 10,
-        }
-    }
-
-    #[test]
-    fn lease_is_lost_only_once_the_watch_has_caught_up() {
-        let mine = own();
-        let empty_old = LeaseSet { revision: 9, ..Default::default() };
-        assert_eq!(own_key(&mine, &empty_old), OwnKey::Held);
-        let empty_new = LeaseSet { revision: 11, ..Default::default() };
-        assert_eq!(own_key(&mine, &empty_new), OwnKey::Lost);
-        let with_us = LeaseSet { revision: 11, leases: [(mine.subnet, mine.clone())].into(), ..Default::default() };
-        assert_eq!(own_key(&mine, &with_us), OwnKey::Held);
-        // Another host acquired the subnet after ours expired: a new key on its etcd lease.
-        let mut acquired = Lease { etcd_lease: 77, mod_revision: 12, create_revision: 12, ..mine.clone() };
-        acquired.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let taken = LeaseSet { revision: 12, leases: [(mine.subnet, acquired)].into(), ..Default::default() };
-        assert_eq!(own_key(&mine, &taken), OwnKey::Lost);
-    }
-
-    /// Every way a key can hold something other than our lease, readable or not: a put over
-    /// our key (same create revision) is ours to write back whatever etcd lease it hangs on; a
-    /// key created afresh is ours only on our etcd lease or none.
-    #[test]
-    fn own_key_tells_damage_from_another_hosts_acquisition() {
-        let mine = own();
-        let mut other_value = mine.attrs.clone();
-        other_value.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let (foreign, ours, none) = (77, mine.etcd_lease, 0);
-        let (same_key, new_key) = (mine.create_revision, 12);
-        let cases = [
-            // (etcd lease, create revision, value, expected)
-            (foreign, same_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
-            (foreign, same_key, mine.attrs.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
-            (none, same_key, mine.attrs.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
-            (none, same_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
-            (ours, same_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: same_key }),
-            (none, new_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: new_key }),
-            (ours, new_key, other_value.clone(), OwnKey::Damaged { mod_revision: 13, create_revision: new_key }),
-            (foreign, new_key, other_value.clone(), OwnKey::Lost),
-            (foreign, new_key, mine.attrs.clone(), OwnKey::Lost),
-            (ours, same_key, mine.attrs.clone(), OwnKey::Held),
-        ];
-        for (etcd_lease, create_revision, attrs, expected) in cases {
-            let key = Lease { etcd_lease, create_revision, mod_revision: 13, attrs, ..mine.clone() };
-            let set = LeaseSet { revision: 13, leases: [(mine.subnet, key.clone())].into(), ..Default::default() };
-            assert_eq!(own_key(&mine, &set), expected, "readable {key:?}");
-            if expected == OwnKey::Held {
-                continue; // an unreadable key never holds our lease
-            }
-            // Unreadable: the last good value (ours) is still in `leases`, the key is not.
-            let unreadable = UnreadableKey { mod_revision: 13, etcd_lease, create_revision };
-            let set = LeaseSet {
-                revision: 13,
-                leases: [(mine.subnet, mine.clone())].into(),
-                unreadable: [(mine.subnet, unreadable)].into(),
-                ..Default::default()
-            };
-            assert_eq!(own_key(&mine, &set), expected, "unreadable {unreadable:?}");
-        }
     }
 }

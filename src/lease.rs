@@ -297,8 +297,8 @@ pub fn parse_subnet_key(name: &str) -> Result<Ipv4Network, LeaseError> {
 pub struct Lease {
     pub subnet: Ipv4Network,
     pub attrs: LeaseAttrs,
-    /// The etcd lease the key is attached to; 0 means a reservation that never expires.
-    pub etcd_lease: i64,
+    /// The etcd lease the key is attached to; `None` for a reservation, which never expires.
+    pub etcd_lease: Option<EtcdLeaseId>,
     /// The key's etcd mod revision, used for compare-and-swap updates.
     pub mod_revision: i64,
     /// The etcd revision that created the key: unlike the mod revision it survives flanneld's
@@ -307,8 +307,27 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Whether the key hangs on no etcd lease: flannel's reservation, only for its PublicIP.
     pub fn is_reservation(&self) -> bool {
-        self.etcd_lease == 0
+        self.etcd_lease.is_none()
+    }
+}
+
+/// The id of an etcd lease (`etcdctl lease list`) a key is attached to. etcd reports a key on
+/// none with the id 0, which [`EtcdLeaseId::attached`] turns into `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EtcdLeaseId(pub i64);
+
+impl EtcdLeaseId {
+    /// The etcd lease of a key whose `lease` field etcd reports as `id`; `None` for 0.
+    pub fn attached(id: i64) -> Option<Self> {
+        (id != 0).then_some(Self(id))
+    }
+}
+
+impl std::fmt::Display for EtcdLeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -317,8 +336,8 @@ impl Lease {
 pub struct UnreadableKey {
     /// The key's etcd mod revision, for a compare-and-swap repair by its owner.
     pub mod_revision: i64,
-    /// The etcd lease the key is attached to; 0 means none.
-    pub etcd_lease: i64,
+    /// The etcd lease the key is attached to; `None` for none.
+    pub etcd_lease: Option<EtcdLeaseId>,
     /// The etcd revision that created the key, to tell an overwrite from a new key.
     pub create_revision: i64,
 }
@@ -326,7 +345,9 @@ pub struct UnreadableKey {
 /// All leases known at one etcd revision, keyed by subnet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseSet {
-    pub revision: i64,
+    /// The etcd revision the set reflects; `None` until the first listing, when the set is
+    /// no picture of etcd at all.
+    pub revision: Option<i64>,
     pub leases: BTreeMap<Ipv4Network, Lease>,
     /// Subnets whose key exists but holds no readable lease: their kernel entries stay as
     /// they are (a last good value in `leases` is kept) until the key is fixed or deleted.
@@ -480,7 +501,7 @@ mod tests {
         let at = |mod_revision: i64, mac_last: u8| Lease {
             subnet,
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, mac_last])),
-            etcd_lease: 1,
+            etcd_lease: Some(EtcdLeaseId(1)),
             mod_revision,
             create_revision: 1,
         };
@@ -755,7 +776,7 @@ mod tests {
         Lease {
             subnet: subnet.parse().unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, MacAddr([2, 0, 0, 0, 0, 1])),
-            etcd_lease: 0,
+            etcd_lease: None,
             mod_revision: 3,
             create_revision: 3,
         }

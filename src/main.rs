@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
-use weft::registry::EtcdOptions;
+use weft::etcd::EtcdOptions;
 use weft::status;
 use weft::underlay::{self, UnderlayChoice};
 

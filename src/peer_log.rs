@@ -138,10 +138,13 @@ mod tests {
             .map(|third| {
                 let subnet: Ipv4Network = format!("10.5.{third}.0/24").parse().unwrap();
                 let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, third), 1, MacAddr([2, 0, 0, 0, 0, third]));
-                (subnet, Lease { subnet, attrs, etcd_lease: 1, mod_revision: 1, create_revision: 1 })
+                (
+                    subnet,
+                    Lease { subnet, attrs, etcd_lease: Some(crate::lease::EtcdLeaseId(1)), mod_revision: 1, create_revision: 1 },
+                )
             })
             .collect();
-        LeaseSet { revision: 1, leases, ..Default::default() }
+        LeaseSet { revision: Some(1), leases, ..Default::default() }
     }
 
     fn own() -> Ipv4Network {

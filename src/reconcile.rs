@@ -260,7 +260,7 @@ mod tests {
         Lease {
             subnet: subnet.parse().unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, mac(mac_last)),
-            etcd_lease: 7,
+            etcd_lease: Some(crate::lease::EtcdLeaseId(7)),
             mod_revision: 1,
             create_revision: 1,
         }
@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn lease_set(leases: Vec<Lease>) -> LeaseSet {
-        LeaseSet { revision: 1, leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), ..Default::default() }
+        LeaseSet { revision: Some(1), leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), ..Default::default() }
     }
 
     const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);

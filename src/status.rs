@@ -12,11 +12,11 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
-use crate::lease::{Lease, LeaseSet};
+use crate::etcd::{EtcdOptions, MalformedLease, Registry, RegistryError};
+use crate::lease::{EtcdLeaseId, Lease, LeaseSet};
 use crate::model;
 use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::{self, KernelContext, KernelState, ThisHost};
-use crate::registry::{EtcdOptions, MalformedLease, Registry, RegistryError};
 use crate::underlay::Underlay;
 
 #[derive(Debug, Error)]
@@ -87,7 +87,7 @@ pub struct Observed {
     pub config: NetworkConfig,
     pub public_ip: Ipv4Addr,
     pub leases: Vec<Lease>,
-    pub ttls: BTreeMap<i64, Option<i64>>,
+    pub ttls: BTreeMap<EtcdLeaseId, Option<i64>>,
     pub malformed: Vec<MalformedLease>,
     /// `None` when the device does not exist.
     pub kernel: Option<KernelState>,
@@ -129,7 +129,7 @@ pub fn assess(observed: &Observed) -> Status {
                 subnet: lease.subnet,
                 public_ip: lease.attrs.public_ip,
                 vtep_mac: lease.attrs.backend_data.vtep_mac.to_string(),
-                expires_in_seconds: observed.ttls.get(&lease.etcd_lease).copied().flatten(),
+                expires_in_seconds: lease.etcd_lease.and_then(|id| observed.ttls.get(&id).copied().flatten()),
                 reservation: lease.is_reservation(),
                 this_host,
                 skipped: skip,
@@ -224,11 +224,11 @@ pub async fn observe(
 ) -> Result<Observed, StatusError> {
     let unreachable = |source| StatusError::Etcd { endpoints: etcd.endpoints.join(","), source };
     let registry = Registry::connect(etcd).await.map_err(unreachable)?;
-    let config_key = format!("{}/config", etcd.prefix.trim_end_matches('/'));
+    let config_key = registry.keys().config();
     let text = registry.network_config().await.map_err(unreachable)?.ok_or(StatusError::NoConfig(config_key))?;
     let config = NetworkConfig::parse(&text)?;
     let listing = registry.list_leases().await.map_err(unreachable)?;
-    let etcd_leases: BTreeSet<i64> = listing.leases.iter().filter(|l| !l.is_reservation()).map(|l| l.etcd_lease).collect();
+    let etcd_leases: BTreeSet<EtcdLeaseId> = listing.leases.iter().filter_map(|l| l.etcd_lease).collect();
     // etcd answers one lease per request; many in flight at once keep thousands of leases quick.
     let ttls = futures::stream::iter(etcd_leases)
         .map(|id| {
@@ -319,7 +319,7 @@ mod tests {
         Lease {
             subnet: subnet.parse().unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])),
-            etcd_lease: 7,
+            etcd_lease: Some(EtcdLeaseId(7)),
             mod_revision: 1,
             create_revision: 1,
         }
@@ -330,7 +330,7 @@ mod tests {
             config: NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap(),
             public_ip: Ipv4Addr::new(198, 18, 0, 11),
             leases: vec![lease("10.5.1.0/24", [198, 18, 0, 11], 1), lease("10.5.2.0/24", [198, 18, 0, 12], 2)],
-            ttls: [(7, Some(3600))].into(),
+            ttls: [(EtcdLeaseId(7), Some(3600))].into(),
             malformed: vec![],
             kernel,
             device: None,

@@ -1,13 +1,11 @@
-//! Prometheus metrics on `--metrics-ip:--metrics-port`, in the text exposition format.
+//! Everything weftd counts, in Prometheus form: state only; [`super::http`] serves it on
+//! `--metrics-ip:--metrics-port` in the text exposition format.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::health::{spawn_http, HealthError};
 use crate::reconcile::KernelState;
 
 /// The `kind` label's values: every kind of kernel entry weft writes, a bounded set.
@@ -131,23 +128,12 @@ impl Metrics {
         self.lease_expiry.set(at.unwrap_or(0.0));
     }
 
+    /// Every metric in the OpenMetrics text format (`application/openmetrics-text`).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
-}
-
-/// Serves `/metrics` in the background; binding fails at once if the address is taken.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), HealthError> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()) }
-        }),
-    );
-    spawn_http(addr, app, "/metrics").await
 }
 
 #[cfg(test)]

@@ -1,0 +1,342 @@
+//! Following every lease: list, then watch from the listed revision + 1; list again on
+//! compaction, cancel, a replaced store or dropped connections. Also following the config key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, KeyValue, WatchOptions, WatchResponse, WatchStream};
+use ipnetwork::Ipv4Network;
+use tokio::sync::watch;
+
+use super::keys::key_name;
+use super::listing::{as_alias, LeaseListing, MalformedLease, MAX_RESPONSE_BYTES};
+use super::{Outage, Registry, RegistryError};
+use crate::lease::LeaseSet;
+use crate::log_within;
+use crate::logtext::{self, LogBudget};
+use crate::observe::metrics::Metrics;
+
+impl Registry {
+    /// Follows `<prefix>/config`: calls `seen` with its text (`None` when absent) now, then
+    /// after every change, until the watch ends (`Ok`: compaction or cancel) or fails.
+    ///
+    /// # Errors
+    /// Any etcd failure; the caller retries.
+    pub async fn follow_config(&self, mut seen: impl FnMut(Option<String>)) -> Result<(), RegistryError> {
+        let key = self.keys.config();
+        let response = self
+            .call("get config", |c| {
+                let key = key.clone();
+                async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(key, None).await }
+            })
+            .await?;
+        let text = |kv: &KeyValue| String::from_utf8_lossy(kv.value()).into_owned();
+        seen(response.kvs().first().map(text));
+        let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let mut stream = self
+            .call("watch config", |c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES).watch(key, Some(options)).await }
+            })
+            .await?;
+        while let Some(response) = stream.message().await.map_err(|source| RegistryError::Etcd { op: "watch config", source })? {
+            if response.canceled() || response.compact_revision() > 0 {
+                return Ok(());
+            }
+            for event in response.events() {
+                let put = event.event_type() == EventType::Put;
+                seen(event.kv().filter(|_| put).map(text));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `leases` equal to the leases in etcd, for as long as the task runs: list, then
+    /// watch from the next revision; after any failure, back off and list again.
+    pub async fn follow_leases(self, leases: watch::Sender<Arc<LeaseSet>>, metrics: Arc<Metrics>) {
+        let mut outage = Outage::default();
+        let mut warned = MalformedWarnings::default();
+        loop {
+            if let Err(e) = self.follow_once(&leases, &mut warned, &mut outage, &metrics).await {
+                outage.failed(&e);
+            }
+            warned.flush(); // the watch that waited for it may have ended first
+            metrics.watch_restarts.inc();
+            // Even a clean end of the watch waits a moment, so a server that keeps closing
+            // watches cannot turn this loop into a busy one.
+            tokio::time::sleep(outage.backoff().max(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// One list-then-watch cycle. Returns `Ok` when the watch ended in a way that needs a
+    /// re-list (compaction, cancel), `Err` when etcd failed.
+    async fn follow_once(
+        &self,
+        leases: &watch::Sender<Arc<LeaseSet>>,
+        warned: &mut MalformedWarnings,
+        outage: &mut Outage,
+        metrics: &Metrics,
+    ) -> Result<(), RegistryError> {
+        let listing = self.list_leases().await?;
+        // A successful list ends an outage; the watch that follows may run for days.
+        if outage.recovered() {
+            metrics.etcd_reconnects.inc();
+        }
+        warned.relisted(&listing.malformed);
+        let mut aliases = Aliases::listed(&listing.aliases);
+        let revision = listing.revision;
+        leases.send_modify(|set| *set = Arc::new(replace_with_listing(set, listing)));
+        let (prefix, options) = (self.keys.subnets(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
+        let stream = self
+            .call("watch leases", |c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES).watch(prefix, Some(options)).await }
+            })
+            .await?;
+        tracing::debug!(revision, "watching leases");
+        self.watch_leases(stream, leases, warned, &mut aliases).await
+    }
+
+    /// Applies the lease watch's responses until it ends; `Ok` when a re-list is needed.
+    async fn watch_leases(
+        &self,
+        mut stream: WatchStream,
+        leases: &watch::Sender<Arc<LeaseSet>>,
+        warned: &mut MalformedWarnings,
+        aliases: &mut Aliases,
+    ) -> Result<(), RegistryError> {
+        let mut reconnected = self.endpoints.reconnected();
+        loop {
+            let summary_at = warned.summary_at();
+            let message = tokio::select! {
+                message = stream.message() => message.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?,
+                _ = reconnected.changed() => {
+                    tracing::debug!("connections dropped; listing and watching again on a fresh one");
+                    return Ok(());
+                }
+                // Held-back warnings are summarised when their window ends, even if no event comes.
+                () = tokio::time::sleep_until(summary_at.unwrap_or_else(Instant::now).into()), if summary_at.is_some() => {
+                    warned.flush();
+                    continue;
+                }
+            };
+            let Some(response) = message else { return Ok(()) };
+            if !self.apply_response(&response, leases, warned, aliases) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies one watch response to the published set. Returns whether the watch goes on;
+    /// `false` when only a fresh listing can tell the set.
+    fn apply_response(
+        &self,
+        response: &WatchResponse,
+        leases: &watch::Sender<Arc<LeaseSet>>,
+        warned: &mut MalformedWarnings,
+        aliases: &mut Aliases,
+    ) -> bool {
+        if response.canceled() || response.compact_revision() > 0 {
+            tracing::info!(
+                compact_revision = response.compact_revision(),
+                reason = response.cancel_reason(),
+                "lease watch was cancelled or compacted; listing again"
+            );
+            return false;
+        }
+        let newest = response.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max();
+        if self.store.watch(response.header(), newest).is_some() {
+            return false; // another store answers: its events do not apply to our set
+        }
+        // The revision the set now reflects is its newest event's. The header's is the
+        // store's, which can be ahead of the events delivered so far (the watch's first,
+        // empty response already carries it); taking it would stamp a later set with the
+        // same revision as an earlier one and make a lease change look like a repair.
+        let Some(revision) = newest else { return true };
+        let mut relist = false;
+        leases.send_modify(|set| {
+            // A copy whenever the reconciler still holds this set, as it does after each
+            // pass: O(leases) per watch response, a few ms at thousands of peers.
+            let set = Arc::make_mut(set);
+            set.revision = Some(revision);
+            set.changed_at = Some(std::time::Instant::now());
+            for event in response.events() {
+                relist |= self.apply(set, event, warned, aliases);
+            }
+        });
+        if relist {
+            tracing::debug!(
+                "the key holding a subnet other keys name was deleted; listing again so the first of them takes over"
+            );
+        }
+        !relist
+    }
+
+    /// Applies one watch event to the set; malformed values are warned about once. Returns
+    /// whether a fresh listing must replace the set instead: the key holding a subnet was
+    /// deleted while other keys name it, and only a listing tells which of them came first.
+    fn apply(
+        &self,
+        set: &mut LeaseSet,
+        event: &etcd_client::Event,
+        warned: &mut MalformedWarnings,
+        aliases: &mut Aliases,
+    ) -> bool {
+        let Some(kv) = event.kv() else { return false };
+        let Some(decoded) = self.decode(kv) else { return false };
+        let key = String::from_utf8_lossy(kv.key());
+        let subnet = match &decoded {
+            Ok(lease) => Some(lease.subnet),
+            Err(bad) => bad.subnet,
+        };
+        let holder = subnet.and_then(|s| set.keys.get(&s)).filter(|holder| holder.as_str() != key_name(&key)).cloned();
+        match (event.event_type(), subnet, holder) {
+            (EventType::Delete, _, Some(_)) => {
+                warned.forget(kv.key());
+                aliases.remove(&key);
+            }
+            (EventType::Delete, Some(subnet), None) if aliases.name(subnet) => return true,
+            (EventType::Delete, subnet, None) => {
+                warned.forget(kv.key());
+                subnet.into_iter().for_each(|subnet| set.remove(subnet));
+            }
+            (EventType::Put, Some(subnet), Some(holder)) => {
+                aliases.insert(&key, subnet);
+                warned.warn(&as_alias(decoded, &key, subnet, &holder));
+            }
+            // A key that names no subnet has no holder.
+            (EventType::Put, _, _) => match decoded {
+                Ok(lease) => {
+                    warned.forget(kv.key());
+                    set.put(key_name(&key).to_string(), lease);
+                }
+                // The last good lease stays in `leases`: bad input never removes good state.
+                Err(bad) => {
+                    if let Some((subnet, unreadable)) = bad.unreadable() {
+                        set.unreadable.insert(subnet, unreadable);
+                        set.keys.insert(subnet, key_name(&key).to_string());
+                    }
+                    warned.warn(&bad);
+                }
+            },
+        }
+        false
+    }
+}
+
+/// The set to publish after a fresh listing. A key whose value became unreadable keeps its
+/// last good lease from `previous`, and is listed as unreadable (with or without one, so a
+/// restarted daemon keeps that subnet's kernel entries): bad input never removes good state.
+///
+/// A lease whose VtepMAC is the one `previous` knew keeps the revision since which it
+/// advertised it. A lease new to us counts from its key's last write: all a first listing (a
+/// restart) knows. weft renews its lease by keep-alive, so for a weft peer that is when it
+/// wrote its MAC; flanneld renews by a put (an hour before its 24 h lease ends), so a
+/// restarted host counts a flanneld peer's MAC from its last renewal, and may give it to a key
+/// that copied it before then, where hosts that kept running do not.
+fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet {
+    let unreadable = listing.malformed.iter().filter_map(MalformedLease::unreadable).collect();
+    let keys = listing.holders.iter().map(|(subnet, held)| (*subnet, held.name().to_string())).collect();
+    let mut set = LeaseSet {
+        revision: Some(listing.revision),
+        unreadable,
+        keys,
+        changed_at: Some(std::time::Instant::now()),
+        ..Default::default()
+    };
+    for lease in listing.leases {
+        set.mac_since.insert(lease.subnet, previous.mac_since_for(&lease));
+        set.leases.insert(lease.subnet, lease);
+    }
+    for subnet in &listing.occupied {
+        if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
+            set.mac_since.insert(*subnet, previous.mac_since(last_good));
+            set.leases.insert(*subnet, last_good.clone());
+        }
+    }
+    set
+}
+
+/// Keys skipped because another key holds their subnet, by a fingerprint of the key (so
+/// their number, not their size, bounds it), with that subnet: deleting one changes nothing;
+/// deleting the holder of a subnet that some name needs a fresh listing.
+#[derive(Debug, Default)]
+struct Aliases(HashMap<u64, Ipv4Network>);
+
+impl Aliases {
+    fn listed(aliases: &[(String, Ipv4Network)]) -> Self {
+        Self(aliases.iter().map(|(key, subnet)| (logtext::fingerprint(key), *subnet)).collect())
+    }
+
+    fn insert(&mut self, key: &str, subnet: Ipv4Network) {
+        self.0.insert(logtext::fingerprint(key), subnet);
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.remove(&logtext::fingerprint(key));
+    }
+
+    /// Whether a skipped key names `subnet`.
+    fn name(&self, subnet: Ipv4Network) -> bool {
+        self.0.values().any(|s| *s == subnet)
+    }
+}
+
+/// Malformed keys already warned about: a fingerprint of the key and of its problem, so a
+/// re-list, a re-delivery or a rewrite with the same problem does not repeat the warning, and
+/// neither the size nor the number of the values written can grow it. A key leaves the set
+/// when it is deleted or becomes readable. The warnings share one [`LogBudget`], so thousands
+/// of bad keys, or one rewritten again and again, cost a few lines a minute.
+#[derive(Debug)]
+struct MalformedWarnings {
+    last: HashMap<u64, u64>,
+    budget: LogBudget,
+}
+
+impl Default for MalformedWarnings {
+    fn default() -> Self {
+        MalformedWarnings {
+            last: HashMap::new(),
+            budget: LogBudget::new("malformed leases skipped", "`weftd status` lists them"),
+        }
+    }
+}
+
+impl MalformedWarnings {
+    /// After a fresh listing: forgets every key that is no longer malformed, then warns.
+    fn relisted(&mut self, malformed: &[MalformedLease]) {
+        let still: HashSet<u64> = malformed.iter().map(|bad| logtext::fingerprint(&bad.key)).collect();
+        self.last.retain(|key, _| still.contains(key));
+        malformed.iter().for_each(|bad| self.warn(bad));
+    }
+
+    /// Warns about `bad` unless its key was last warned about for the same problem.
+    fn warn(&mut self, bad: &MalformedLease) {
+        let problem = logtext::fingerprint(&bad.error);
+        if self.last.insert(logtext::fingerprint(&bad.key), problem) != Some(problem) {
+            let (key, error) = (logtext::clip(&bad.key), logtext::clip(&bad.error));
+            log_within!(self.budget, warn, %key, %error, "skipping malformed lease; fix or delete the key");
+        }
+    }
+
+    /// When the summary of the warnings held back is due; the watch waits for it.
+    fn summary_at(&self) -> Option<Instant> {
+        self.budget.summary_at()
+    }
+
+    /// Logs the summary of the warnings held back, if it is due.
+    fn flush(&mut self) {
+        self.budget.flush(Instant::now());
+    }
+
+    /// The key was deleted or now holds a readable lease.
+    fn forget(&mut self, key: &[u8]) {
+        self.last.remove(&logtext::fingerprint(&String::from_utf8_lossy(key)));
+    }
+}
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;

@@ -1,0 +1,254 @@
+//! One consistent read of every lease under `<prefix>/subnets/`, and which key holds a subnet
+//! that several keys name.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use etcd_client::{GetOptions, KeyValue};
+use ipnetwork::Ipv4Network;
+
+use super::keys::{key_name, prefix_end};
+use super::{Registry, RegistryError};
+use crate::lease::{self, EtcdLeaseId, Lease, LeaseAttrs, LeaseError, UnreadableKey};
+use crate::logtext;
+
+/// A key under the subnets prefix that is not a readable lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedLease {
+    pub key: String,
+    /// The subnet the key names, when the key itself is one (only its value is bad).
+    pub subnet: Option<Ipv4Network>,
+    /// The etcd lease the key is attached to, if any.
+    pub etcd_lease: Option<EtcdLeaseId>,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    pub error: String,
+}
+
+impl MalformedLease {
+    /// The subnet whose key exists but holds no readable lease, if the key names one.
+    pub(super) fn unreadable(&self) -> Option<(Ipv4Network, UnreadableKey)> {
+        self.subnet.map(|subnet| {
+            (
+                subnet,
+                UnreadableKey {
+                    mod_revision: self.mod_revision,
+                    etcd_lease: self.etcd_lease,
+                    create_revision: self.create_revision,
+                },
+            )
+        })
+    }
+}
+
+/// Every lease under `<prefix>/subnets/` at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseListing {
+    pub revision: i64,
+    pub leases: Vec<Lease>,
+    pub malformed: Vec<MalformedLease>,
+    /// Subnets that have a key, readable or not.
+    pub occupied: BTreeSet<Ipv4Network>,
+    /// Per subnet, the key holding it (see [`LeaseListing::add`]).
+    pub holders: BTreeMap<Ipv4Network, ListedKey>,
+    /// Keys skipped because another key holds their subnet, with that subnet; each is also
+    /// in `malformed`, naming the holder.
+    pub aliases: Vec<(String, Ipv4Network)>,
+}
+
+/// A key under the subnets prefix, and when etcd created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedKey {
+    /// The whole key, `<prefix>/subnets/10.5.52.0-24`.
+    pub key: String,
+    pub create_revision: i64,
+}
+
+impl ListedKey {
+    /// The key's last path element, `10.5.52.0-24`.
+    pub fn name(&self) -> &str {
+        key_name(&self.key)
+    }
+}
+
+/// Why a key naming a subnet another key holds is skipped, naming both keys. flanneld reads
+/// `<subnet>&<ipv6>-<len>` (dual stack) as a second key for `<subnet>`, so such keys are
+/// not refused; one subnet still has one lease.
+fn alias_error(subnet: Ipv4Network, holder: &str) -> String {
+    format!("it names subnet {subnet}, which the key {holder} held first; skipped until that key is deleted")
+}
+
+/// `decoded`, the value of the alias key `key`, as a malformed entry naming the holder.
+pub(super) fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet: Ipv4Network, holder: &str) -> MalformedLease {
+    let (etcd_lease, mod_revision, create_revision) = match decoded {
+        Ok(lease) => (lease.etcd_lease, lease.mod_revision, lease.create_revision),
+        Err(bad) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
+    };
+    let error = alias_error(subnet, holder);
+    MalformedLease { key: key.to_string(), subnet: None, etcd_lease, mod_revision, create_revision, error }
+}
+
+impl LeaseListing {
+    /// Adds one decoded key. Of several keys naming one subnet, the one etcd created first
+    /// (then the lower key) holds it, whatever the listing order; the others become malformed
+    /// entries that name it.
+    pub(super) fn add(&mut self, listed: ListedKey, decoded: Result<Lease, MalformedLease>) {
+        let subnet = match &decoded {
+            Ok(lease) => Some(lease.subnet),
+            Err(bad) => bad.subnet,
+        };
+        let decoded = match subnet {
+            Some(subnet) => self.hold(subnet, listed, decoded),
+            None => decoded,
+        };
+        match decoded {
+            Ok(lease) => {
+                self.occupied.insert(lease.subnet);
+                self.leases.push(lease);
+            }
+            Err(malformed) => {
+                self.occupied.extend(malformed.subnet);
+                self.malformed.push(malformed);
+            }
+        }
+    }
+
+    /// Gives `subnet` to `listed` unless an earlier key holds it; returns what to add for it.
+    fn hold(
+        &mut self,
+        subnet: Ipv4Network,
+        listed: ListedKey,
+        decoded: Result<Lease, MalformedLease>,
+    ) -> Result<Lease, MalformedLease> {
+        let rank = |k: &ListedKey| (k.create_revision, k.key.clone());
+        match self.holders.get(&subnet).cloned() {
+            None => {}
+            Some(held) if rank(&held) < rank(&listed) => {
+                self.aliases.push((listed.key.clone(), subnet));
+                return Err(as_alias(decoded, &listed.key, subnet, held.name()));
+            }
+            Some(held) => {
+                // A key created earlier can come later in key order: the one added before steps aside.
+                let displaced = self.take(subnet);
+                self.malformed.extend(displaced.map(|d| as_alias(d, &held.key, subnet, listed.name())));
+                self.aliases.push((held.key, subnet));
+            }
+        }
+        self.holders.insert(subnet, listed);
+        decoded
+    }
+
+    /// Removes and returns what was added for `subnet`.
+    fn take(&mut self, subnet: Ipv4Network) -> Option<Result<Lease, MalformedLease>> {
+        if let Some(at) = self.leases.iter().position(|l| l.subnet == subnet) {
+            return Some(Ok(self.leases.remove(at)));
+        }
+        let at = self.malformed.iter().position(|m| m.subnet == Some(subnet))?;
+        Some(Err(self.malformed.remove(at)))
+    }
+}
+
+impl Registry {
+    /// Lists every lease under the subnets prefix as one consistent snapshot, read in pages so
+    /// thousands of leases never sit in memory twice over (raw response and decoded leases). A
+    /// page over [`MAX_RESPONSE_BYTES`] is read again with half as many keys.
+    ///
+    /// # Errors
+    /// Any etcd failure; [`RegistryError::LeaseTooLarge`] when one key alone is over the limit.
+    pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
+        let prefix = self.keys.subnets();
+        let end = prefix_end(&prefix);
+        let mut listing = LeaseListing::default();
+        // The revision of the first page read, once one was.
+        let mut snapshot = None;
+        let mut from = prefix.into_bytes();
+        let mut page = LIST_PAGE;
+        let floor = self.store.floor();
+        loop {
+            // Every page after the first reads at the first page's revision: one snapshot.
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+            if let Some(revision) = snapshot {
+                options = options.with_revision(revision);
+            }
+            let key = from.clone();
+            let result = self
+                .call("list leases", |c| {
+                    let (key, options) = (key.clone(), options.clone());
+                    async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(key, Some(options)).await }
+                })
+                .await;
+            let response = match result {
+                Err(RegistryError::TooLarge { status, .. }) => {
+                    let reason = status.message();
+                    let key = logtext::clip(&String::from_utf8_lossy(&from)).to_string();
+                    page = smaller_page(page).ok_or(RegistryError::LeaseTooLarge { key, limit: MAX_RESPONSE_BYTES })?;
+                    tracing::debug!(page, %reason, "lease listing page too large; reading fewer keys at a time");
+                    continue;
+                }
+                other => other?,
+            };
+            if snapshot.is_none() {
+                listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
+                snapshot = Some(listing.revision);
+                self.store.response(response.header(), floor);
+            }
+            response.kvs().iter().for_each(|kv| self.add_to_listing(&mut listing, kv));
+            match response.kvs().last() {
+                Some(last) if response.more() => from = [last.key(), &[0]].concat(),
+                _ => return Ok(listing),
+            }
+        }
+    }
+
+    fn add_to_listing(&self, listing: &mut LeaseListing, kv: &KeyValue) {
+        if let Some(decoded) = self.decode(kv) {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            listing.add(ListedKey { key, create_revision: kv.create_revision() }, decoded);
+        }
+    }
+
+    /// Decodes a key-value under the subnets prefix. `None` for keys that are not leases at all
+    /// (deeper paths); a malformed lease names its subnet when the key itself was readable.
+    pub(super) fn decode(&self, kv: &KeyValue) -> Option<Result<Lease, MalformedLease>> {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let name = self.keys.lease_name(&key)?;
+        let (mod_revision, create_revision) = (kv.mod_revision(), kv.create_revision());
+        let etcd_lease = EtcdLeaseId::attached(kv.lease());
+        let malformed = |subnet: Option<Ipv4Network>, error: LeaseError| MalformedLease {
+            key: key.clone(),
+            subnet,
+            etcd_lease,
+            mod_revision,
+            create_revision,
+            error: error.to_string(),
+        };
+        let subnet = match lease::parse_subnet_key(name) {
+            Ok(subnet) => subnet,
+            Err(e) => return Some(Err(malformed(None, e))),
+        };
+        // Inside JSON strings Go reads invalid UTF-8 as U+FFFD, as the lossy conversion does;
+        // outside strings the bytes make the JSON invalid in both Go and weft.
+        let text = String::from_utf8_lossy(kv.value());
+        Some(match LeaseAttrs::from_json(&text) {
+            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease, mod_revision, create_revision }),
+            Err(e) => Err(malformed(Some(subnet), e)),
+        })
+    }
+}
+
+/// Keys per request when listing leases; fewer when a page comes back too large.
+const LIST_PAGE: i64 = 500;
+
+/// The largest etcd response weftd decodes, in bytes: the most one listing page or watch
+/// response may hold in memory. flanneld's client takes up to 2 GiB; etcd's own limit on a
+/// written value is 1.5 MiB (`--max-request-bytes`), so one key always fits, and a page of many
+/// large values is read again in smaller pages.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// The page size to try after a page of `page` keys was too large; `None` at one key.
+fn smaller_page(page: i64) -> Option<i64> {
+    (page > 1).then_some(page / 2)
+}
+
+#[cfg(test)]
+#[path = "listing_tests.rs"]
+pub(super) mod tests;

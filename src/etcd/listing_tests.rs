@@ -1,0 +1,65 @@
+//! Unit tests of the lease listing.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::lease::MacAddr;
+
+#[test]
+fn a_page_too_large_is_read_again_halved_down_to_one_key() {
+    let mut pages = vec![LIST_PAGE];
+    while let Some(next) = smaller_page(*pages.last().unwrap()) {
+        pages.push(next);
+    }
+    assert_eq!(pages, [500, 250, 125, 62, 31, 15, 7, 3, 1]);
+}
+
+/// A lease on `subnet` from host 198.18.0.`last`, with a MAC ending in `last`.
+pub(in crate::etcd) fn lease(subnet: &str, last: u8) -> Lease {
+    Lease {
+        subnet: subnet.parse().unwrap(),
+        attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, last), 1, MacAddr([2, 0, 0, 0, 0, last])),
+        etcd_lease: Some(EtcdLeaseId(1)),
+        mod_revision: 1,
+        create_revision: 1,
+    }
+}
+
+/// A lease key named `name`, created at `create_revision`.
+pub(in crate::etcd) fn listed(name: &str, create_revision: i64) -> ListedKey {
+    ListedKey { key: format!("/coreos.com/network/subnets/{name}"), create_revision }
+}
+
+#[test]
+fn of_two_keys_naming_one_subnet_the_one_created_first_holds_it_in_any_listing_order() {
+    let first = Lease { create_revision: 3, ..lease("10.5.2.0/24", 12) };
+    let second = Lease { create_revision: 9, ..lease("10.5.2.0/24", 99) };
+    let (canonical, dual) = ("10.5.2.0-24", "10.5.2.0-24&fd00::-64");
+    for (created_first, then) in [((canonical, &first), (dual, &second)), ((dual, &first), (canonical, &second))] {
+        let mut listing = LeaseListing::default();
+        listing.add(listed(created_first.0, 3), Ok(created_first.1.clone()));
+        listing.add(listed(then.0, 9), Ok(then.1.clone()));
+        // etcd lists keys in key order: the same two, the other way round.
+        let mut reversed = LeaseListing::default();
+        reversed.add(listed(then.0, 9), Ok(then.1.clone()));
+        reversed.add(listed(created_first.0, 3), Ok(created_first.1.clone()));
+        for listing in [listing, reversed] {
+            assert_eq!(listing.leases, std::slice::from_ref(&first));
+            assert_eq!(listing.holders[&first.subnet].name(), created_first.0);
+            assert_eq!(listing.aliases, [(format!("/coreos.com/network/subnets/{}", then.0), first.subnet)]);
+            let error = &listing.malformed[0].error;
+            assert_eq!(
+                *error,
+                format!(
+                    "it names subnet 10.5.2.0/24, which the key {} held first; skipped until that key is deleted",
+                    created_first.0
+                )
+            );
+            assert_eq!(
+                (listing.malformed.len(), listing.malformed[0].subnet),
+                (1, None),
+                "the skipped key marks nothing unreadable"
+            );
+        }
+    }
+}
