@@ -356,10 +356,13 @@ pub struct LeaseSet {
     pub changed_at: Option<std::time::Instant>,
     /// Per subnet, the etcd revision since which its lease has advertised its current VtepMAC
     /// (see [`LeaseSet::mac_since`]): of two leases carrying one MAC, the first to advertise
-    /// it keeps it, however old the other's key.
+    /// it keeps it, however old the other's key. Only where that is not the lease's last write
+    /// (a lease rewritten with its MAC unchanged): thousands of entries that say what the lease
+    /// already says cost memory at every copy of the set.
     pub mac_since: BTreeMap<Ipv4Network, i64>,
-    /// Per subnet, the name of the key holding it (`10.5.52.0-24`, or with a dual-stack part
-    /// such as `10.5.52.0-24&fd00::-64`): another key naming the same subnet is skipped.
+    /// Per subnet, the name of the key holding it, where that is not the plain
+    /// [`subnet_key`] (a key with a dual-stack part such as `10.5.52.0-24&fd00::-64`): another
+    /// key naming the same subnet is skipped. See [`LeaseSet::key_of`].
     pub keys: BTreeMap<Ipv4Network, String>,
 }
 
@@ -383,10 +386,32 @@ impl LeaseSet {
     /// when its VtepMAC was first advertised if that is unchanged.
     pub fn put(&mut self, key: String, lease: Lease) {
         let since = self.mac_since_for(&lease);
-        self.mac_since.insert(lease.subnet, since);
+        self.record_mac_since(&lease, since);
         self.unreadable.remove(&lease.subnet);
-        self.keys.insert(lease.subnet, key);
+        self.record_key(lease.subnet, key);
         self.leases.insert(lease.subnet, lease);
+    }
+
+    /// Notes that `lease` has advertised its VtepMAC since revision `since`.
+    pub fn record_mac_since(&mut self, lease: &Lease, since: i64) {
+        match since == lease.mod_revision {
+            true => self.mac_since.remove(&lease.subnet),
+            false => self.mac_since.insert(lease.subnet, since),
+        };
+    }
+
+    /// Notes that the key named `key` holds `subnet`.
+    pub fn record_key(&mut self, subnet: Ipv4Network, key: String) {
+        match key == subnet_key(subnet) {
+            true => self.keys.remove(&subnet),
+            false => self.keys.insert(subnet, key),
+        };
+    }
+
+    /// The name of the key holding `subnet`, if any key does.
+    pub fn key_of(&self, subnet: Ipv4Network) -> Option<String> {
+        let held = self.leases.contains_key(&subnet) || self.unreadable.contains_key(&subnet);
+        self.keys.get(&subnet).cloned().or_else(|| held.then(|| subnet_key(subnet)))
     }
 
     /// Forgets the subnet: its key was deleted.

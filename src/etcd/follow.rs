@@ -191,7 +191,7 @@ impl Registry {
             Ok(lease) => Some(lease.subnet),
             Err(bad) => bad.subnet,
         };
-        let holder = subnet.and_then(|s| set.keys.get(&s)).filter(|holder| holder.as_str() != key_name(&key)).cloned();
+        let holder = subnet.and_then(|s| set.key_of(s)).filter(|holder| holder.as_str() != key_name(&key));
         match (event.event_type(), subnet, holder) {
             (EventType::Delete, _, Some(_)) => {
                 warned.forget(kv.key());
@@ -216,7 +216,7 @@ impl Registry {
                 Err(bad) => {
                     if let Some((subnet, unreadable)) = bad.unreadable() {
                         set.unreadable.insert(subnet, unreadable);
-                        set.keys.insert(subnet, key_name(&key).to_string());
+                        set.record_key(subnet, key_name(&key).to_string());
                     }
                     warned.warn(&bad);
                 }
@@ -238,21 +238,22 @@ impl Registry {
 /// that copied it before then, where hosts that kept running do not.
 fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet {
     let unreadable = listing.malformed.iter().filter_map(MalformedLease::unreadable).collect();
-    let keys = listing.holders.iter().map(|(subnet, held)| (*subnet, held.name().to_string())).collect();
     let mut set = LeaseSet {
         revision: Some(listing.revision),
         unreadable,
-        keys,
         changed_at: Some(std::time::Instant::now()),
         ..Default::default()
     };
+    for (subnet, held) in &listing.holders {
+        set.record_key(*subnet, held.name().to_string());
+    }
     for lease in listing.leases {
-        set.mac_since.insert(lease.subnet, previous.mac_since_for(&lease));
+        set.record_mac_since(&lease, previous.mac_since_for(&lease));
         set.leases.insert(lease.subnet, lease);
     }
     for subnet in &listing.occupied {
         if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
-            set.mac_since.insert(*subnet, previous.mac_since(last_good));
+            set.record_mac_since(last_good, previous.mac_since(last_good));
             set.leases.insert(*subnet, last_good.clone());
         }
     }
