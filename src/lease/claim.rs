@@ -1,0 +1,100 @@
+//! Choosing our subnet: our existing lease, the previous subnet, or a random free one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use rand::Rng;
+
+use super::{Lease, LeaseAttrs};
+use crate::config::NetworkConfig;
+
+/// Picks a random subnet between SubnetMin and SubnetMax that no key in `taken` holds.
+/// Probing from a random start keeps hosts that start together from all racing for the same
+/// subnet, and costs at most `taken.len() + 1` probes however large the Network is.
+pub fn pick_free_subnet(config: &NetworkConfig, taken: &BTreeSet<Ipv4Network>) -> Option<Ipv4Network> {
+    let taken = AddressRanges::new(taken);
+    let count = subnet_count(config);
+    let start = rand::rng().random_range(0..count);
+    (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.overlaps(*s))
+}
+
+/// The addresses a set of subnets covers, as disjoint ranges, so whether a subnet overlaps any
+/// of them (a lease of another length, left from before SubnetLen changed) is one lookup.
+struct AddressRanges(BTreeMap<u32, u32>);
+
+impl AddressRanges {
+    fn new(subnets: &BTreeSet<Ipv4Network>) -> Self {
+        let mut ranges: BTreeMap<u32, u32> = BTreeMap::new();
+        for subnet in subnets {
+            let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+            // Sorted by network address, a subnet either lies inside the last range, extends
+            // it, or starts a new one.
+            match ranges.range(..=first).next_back().map(|(start, end)| (*start, *end)) {
+                Some((start, end)) if end >= first => ranges.insert(start, end.max(last)),
+                _ => ranges.insert(first, last),
+            };
+        }
+        AddressRanges(ranges)
+    }
+
+    fn overlaps(&self, subnet: Ipv4Network) -> bool {
+        let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+        self.0.range(..=last).next_back().is_some_and(|(_, end)| *end >= first)
+    }
+}
+
+/// How many subnets lie between SubnetMin and SubnetMax.
+fn subnet_count(config: &NetworkConfig) -> u32 {
+    (u32::from(config.subnet_max) - u32::from(config.subnet_min)) / config.subnet_size() + 1
+}
+
+fn nth_subnet(config: &NetworkConfig, n: u32) -> Ipv4Network {
+    let network = u32::from(config.subnet_min) + n * config.subnet_size();
+    Ipv4Network::new(Ipv4Addr::from(network), config.subnet_len).expect("valid prefix")
+}
+
+/// Every subnet the config allows, from SubnetMin to SubnetMax.
+pub fn candidate_subnets(config: &NetworkConfig) -> impl Iterator<Item = Ipv4Network> + '_ {
+    (0..subnet_count(config)).map(|n| nth_subnet(config, n))
+}
+
+/// Whether `subnet` is one the config could hand out (right size, inside the range).
+pub fn subnet_fits(config: &NetworkConfig, subnet: Ipv4Network) -> bool {
+    subnet.prefix() == config.subnet_len && subnet.network() >= config.subnet_min && subnet.network() <= config.subnet_max
+}
+
+/// What to do to get a lease, in flanneld's order of preference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A lease (or reservation) already carrying our PublicIP: take it over.
+    Existing(Lease),
+    /// A free subnet to create a new lease for.
+    Free(Ipv4Network),
+}
+
+/// Chooses our lease: an existing one with our PublicIP (`ours.public_ip`), else the lease on
+/// the `previous` subnet if it carries our VtepMAC (an older value of our own lease: from
+/// before the underlay was readdressed, restored from a backup), else the `previous` subnet (from
+/// the last subnet.env or the lease we held) if it is still free, else a random free subnet.
+/// `occupied` holds every subnet that has a key, readable or not, so a malformed key is never
+/// handed out twice. `None` means the Network has no free subnet left.
+pub fn choose_claim(
+    config: &NetworkConfig,
+    ours: &LeaseAttrs,
+    leases: &[Lease],
+    occupied: &BTreeSet<Ipv4Network>,
+    previous: Option<Ipv4Network>,
+) -> Option<Claim> {
+    let fits = |l: &&Lease| config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len;
+    let by_ip = leases.iter().filter(fits).find(|l| l.attrs.public_ip == ours.public_ip);
+    let mac = ours.backend_data.vtep_mac;
+    let by_mac = || leases.iter().filter(fits).find(|l| Some(l.subnet) == previous && l.attrs.backend_data.vtep_mac == mac);
+    if let Some(lease) = by_ip.or_else(by_mac) {
+        return Some(Claim::Existing(lease.clone()));
+    }
+    if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !AddressRanges::new(occupied).overlaps(*s)) {
+        return Some(Claim::Free(subnet));
+    }
+    pick_free_subnet(config, occupied).map(Claim::Free)
+}

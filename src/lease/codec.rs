@@ -1,0 +1,221 @@
+//! Lease values: flanneld's JSON as Go's `encoding/json` reads it, and as flanneld writes it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{LeaseError, MacAddr, BACKEND_VXLAN};
+use crate::go_json;
+
+impl FromStr for MacAddr {
+    type Err = LeaseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || LeaseError::BadMac(s.to_string());
+        let mut bytes = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(bytes))
+    }
+}
+
+impl MacAddr {
+    /// Reads a MAC the way Go's `net.ParseMAC` does (`c6:d2:32:6f:8f:44`, `c6-d2-…`,
+    /// `c6d2.326f.8f44`, either case), keeping only 6-byte Ethernet addresses.
+    ///
+    /// # Errors
+    /// Go would refuse the text, or it is an 8- or 20-byte address no VTEP has.
+    pub fn parse_go(text: &str) -> Result<Self, LeaseError> {
+        let bad = || LeaseError::BadMac(text.to_string());
+        let bytes = go_parse_mac(text.as_bytes()).ok_or_else(bad)?;
+        Ok(MacAddr(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+/// Go's `net.ParseMAC`: groups of two hex digits split by `:` or `-` (the first separator
+/// sets the rest), or groups of four split by `.`; 6, 8 or 20 bytes.
+pub(super) fn go_parse_mac(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() < 14 {
+        return None;
+    }
+    // Hex digits per group, and the separator between groups.
+    let (width, separator) = match (s[2], s[4]) {
+        (b':' | b'-', _) => (2, s[2]),
+        (_, b'.') => (4, b'.'),
+        _ => return None,
+    };
+    let stride = width + 1;
+    let bytes = (s.len() + 1) / stride * width / 2;
+    if !(s.len() + 1).is_multiple_of(stride) || ![6, 8, 20].contains(&bytes) {
+        return None;
+    }
+    let hex = |pair: &[u8]| {
+        let digit = |b: u8| (b as char).to_digit(16);
+        Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+    };
+    let mut out = Vec::with_capacity(bytes);
+    // Every group but the last ends with the separator.
+    for group in s.chunks(stride) {
+        let (digits, end) = group.split_at(width);
+        if !end.is_empty() && end != [separator] {
+            return None;
+        }
+        for pair in digits.chunks(2) {
+            out.push(hex(pair)?);
+        }
+    }
+    Some(out)
+}
+
+/// Go's `net.ParseIP` (Go 1.19, which built flanneld v0.20.2): the first `.` or `:` decides
+/// between IPv4 (no leading zeros) and IPv6 (whose groups may carry extra leading zeros).
+pub(super) fn go_parse_ip(text: &str) -> Option<IpAddr> {
+    match text.bytes().find(|b| *b == b'.' || *b == b':')? {
+        b'.' => text.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+        _ => go_parse_ipv6(text).map(IpAddr::V6),
+    }
+}
+
+pub(super) fn go_parse_ipv6(text: &str) -> Option<Ipv6Addr> {
+    let groups: Vec<&str> = text
+        .split(':')
+        .map(|g| if g.len() > 4 && !g.contains('.') { &g[g.len() - g.trim_start_matches('0').len().max(1)..] } else { g })
+        .collect();
+    groups.join(":").parse().ok()
+}
+
+/// Go's `strconv.ParseUint(text, 10, bits)` for `text` made of ASCII digits: at most `max`.
+pub(super) fn go_parse_prefix(text: &str, max: u8) -> Option<u8> {
+    let significant = text.trim_start_matches('0');
+    let value = if significant.is_empty() { 0 } else { significant.parse::<u64>().ok()? };
+    u8::try_from(value).ok().filter(|v| *v <= max)
+}
+
+/// What a lease says about its host: flannel's `LeaseAttrs` for the vxlan backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseAttrs {
+    #[serde(rename = "PublicIP")]
+    pub public_ip: Ipv4Addr,
+    /// Dual stack comes later; flanneld writes `null` here, and so do we.
+    #[serde(rename = "PublicIPv6")]
+    pub public_ipv6: Option<String>,
+    #[serde(rename = "BackendType")]
+    pub backend_type: String,
+    #[serde(rename = "BackendData")]
+    pub backend_data: VxlanData,
+}
+
+/// The vxlan backend's part of a lease: where to send frames for this host's VTEP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VxlanData {
+    /// flannel's lease carries the VNI as a 16-bit number.
+    #[serde(rename = "VNI")]
+    pub vni: u32,
+    #[serde(rename = "VtepMAC")]
+    pub vtep_mac: MacAddr,
+}
+
+/// flannel's `LeaseAttrs` fields, as Go matches JSON member names against them.
+const ATTRS_FIELDS: [&str; 5] = ["PublicIP", "PublicIPv6", "BackendType", "BackendData", "BackendV6Data"];
+/// flannel's vxlan `BackendData` fields.
+const VXLAN_FIELDS: [&str; 2] = ["VNI", "VtepMAC"];
+
+impl LeaseAttrs {
+    /// Our lease's attributes. Like flanneld, the VNI is written as 16 bits (flanneld peers
+    /// refuse a larger number); the device keeps the full VNI.
+    pub fn vxlan(public_ip: Ipv4Addr, vni: u32, vtep_mac: MacAddr) -> Self {
+        let vni = u32::from(vni as u16);
+        Self { public_ip, public_ipv6: None, backend_type: BACKEND_VXLAN.to_string(), backend_data: VxlanData { vni, vtep_mac } }
+    }
+
+    /// The JSON value stored in etcd, byte-compatible with flanneld's.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("lease attributes always serialize")
+    }
+
+    /// Reads a lease value exactly as flanneld v0.20.2 does (Go's `encoding/json`, see
+    /// [`go_json`]): names match case-insensitively, the last of duplicate members wins,
+    /// unknown members are ignored, a `null` string or number leaves the field as it was.
+    ///
+    /// # Errors
+    /// A value flanneld refuses, or one it accepts but cannot use as a vxlan peer (no
+    /// PublicIP, an IPv6 PublicIP, no VtepMAC): [`LeaseError::BadValue`]; a VtepMAC that is
+    /// multicast or all zero: [`LeaseError::NotUnicastMac`].
+    pub fn from_json(text: &str) -> Result<Self, LeaseError> {
+        let members = go_json::object(text).map_err(LeaseError::BadValue)?.unwrap_or_default();
+        let (mut public_ip, mut public_ipv6, mut backend_type, mut backend_data) = (None, None, String::new(), None);
+        for (name, raw) in &members {
+            match go_json::field_index(name, &ATTRS_FIELDS) {
+                Some(0) => public_ip = Some(go_public_ip(go_json::trimmed_quotes(raw))?),
+                Some(1) if go_json::is_null(raw) => public_ipv6 = None,
+                Some(1) => public_ipv6 = Some(go_public_ipv6(go_json::trimmed_quotes(raw))?),
+                Some(2) => backend_type = go_json::string(raw).map_err(bad_field("BackendType"))?.unwrap_or(backend_type),
+                Some(3) => backend_data = Some(raw),
+                _ => {}
+            }
+        }
+        let public_ip = public_ip.ok_or_else(|| LeaseError::BadValue("it has no PublicIP".into()))?;
+        let backend_data = backend_data.ok_or_else(|| LeaseError::BadValue("it has no BackendData".into()))?;
+        Ok(Self { public_ip, public_ipv6, backend_type, backend_data: VxlanData::from_raw(backend_data)? })
+    }
+}
+
+impl VxlanData {
+    /// Reads the vxlan backend's data as flanneld does (Go's rules, as for the lease).
+    fn from_raw(raw: &RawValue) -> Result<Self, LeaseError> {
+        let members = go_json::object(raw.get()).map_err(|_| LeaseError::BadValue("BackendData is not an object".into()))?;
+        let (mut vni, mut vtep_mac) = (0, None);
+        for (name, raw) in members.iter().flatten() {
+            match go_json::field_index(name, &VXLAN_FIELDS) {
+                Some(0) => vni = go_json::uint16(raw).map_err(bad_field("VNI"))?.unwrap_or(vni),
+                Some(1) => vtep_mac = Some(go_vtep_mac(raw.get())?),
+                _ => {}
+            }
+        }
+        let vtep_mac = vtep_mac.ok_or_else(|| LeaseError::BadValue("BackendData has no VtepMAC".into()))?;
+        if !vtep_mac.is_unicast() {
+            return Err(LeaseError::NotUnicastMac(vtep_mac));
+        }
+        Ok(Self { vni: u32::from(vni), vtep_mac })
+    }
+}
+
+fn bad_field(field: &'static str) -> impl Fn(String) -> LeaseError {
+    move |problem| LeaseError::BadValue(format!("{field}: {problem}"))
+}
+
+/// flannel's `ip.IP4` decoder: Go's `ParseIP` of the quote-trimmed raw text, then `To4`
+/// (an IPv4-mapped IPv6 address is its IPv4 address).
+fn go_public_ip(text: &str) -> Result<Ipv4Addr, LeaseError> {
+    match go_parse_ip(text) {
+        Some(IpAddr::V4(ip)) => Ok(ip),
+        Some(IpAddr::V6(ip)) => ip
+            .to_ipv4_mapped()
+            .ok_or_else(|| LeaseError::BadValue(format!("PublicIP {text} is IPv6; weft and flanneld need an IPv4 PublicIP"))),
+        None => Err(LeaseError::BadValue(format!("PublicIP {text:?} is not an IP address"))),
+    }
+}
+
+/// flannel's `ip.IP6` decoder: any address Go's `ParseIP` reads.
+fn go_public_ipv6(text: &str) -> Result<String, LeaseError> {
+    go_parse_ip(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| LeaseError::BadValue(format!("PublicIPv6 {text:?} is not an IP address")))
+}
+
+/// flannel's `hardwareAddr` decoder: the raw text must be a string; its inside, escapes
+/// and all, is Go's `ParseMAC`.
+fn go_vtep_mac(raw: &str) -> Result<MacAddr, LeaseError> {
+    let inner = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).ok_or_else(|| LeaseError::BadMac(raw.to_string()))?;
+    MacAddr::parse_go(inner)
+}

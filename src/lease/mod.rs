@@ -1,0 +1,177 @@
+//! Subnet leases: flannel's etcd key and value formats, the set of leases weft follows, and
+//! picking a free subnet (pure). `codec` reads and writes values, `key` the key grammar,
+//! `claim` the choice of a subnet.
+//!
+//! A lease lives at `<prefix>/subnets/10.5.52.0-24` with a JSON value such as
+//! `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`.
+//! The encoder writes exactly that shape so flanneld peers can read it; the decoder reads keys
+//! and values exactly as flanneld v0.20.2 does (its key pattern, Go's JSON rules).
+
+use std::collections::BTreeMap;
+
+use ipnetwork::Ipv4Network;
+use thiserror::Error;
+
+// The type lives in `model`; reading it from text (Go's rules, `LeaseError`) stays here.
+pub use crate::model::MacAddr;
+
+/// The only backend weft speaks.
+pub const BACKEND_VXLAN: &str = "vxlan";
+
+/// Why a lease key or value could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LeaseError {
+    #[error("lease key {0:?} is not one flanneld reads (<ip>-<prefix length 0-31>, optionally &<ipv6>-<length>, e.g. 10.5.52.0-24); delete it")]
+    BadKey(String),
+    #[error("lease key {key:?} is not how flannel writes the key of subnet {subnet} ({canonical:?}); it is ignored so it cannot alias that subnet's lease; delete it")]
+    AliasKey { key: String, subnet: Ipv4Network, canonical: String },
+    #[error("lease value is not flannel lease JSON: {0}")]
+    BadValue(String),
+    #[error("\"{0}\" is not a MAC address like c6:d2:32:6f:8f:44")]
+    BadMac(String),
+    #[error(
+        "VtepMAC {0} is a multicast or all-zero address, which no VTEP has; the lease's host must write its VXLAN device's MAC"
+    )]
+    NotUnicastMac(MacAddr),
+}
+
+mod claim;
+mod codec;
+mod key;
+#[cfg(test)]
+mod tests;
+
+pub use claim::{candidate_subnets, choose_claim, pick_free_subnet, subnet_fits, Claim};
+pub use codec::{LeaseAttrs, VxlanData};
+pub use key::{parse_subnet_key, subnet_key};
+
+/// A subnet lease as read from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub subnet: Ipv4Network,
+    pub attrs: LeaseAttrs,
+    /// The etcd lease the key is attached to; `None` for a reservation, which never expires.
+    pub etcd_lease: Option<EtcdLeaseId>,
+    /// The key's etcd mod revision, used for compare-and-swap updates.
+    pub mod_revision: i64,
+    /// The etcd revision that created the key: unlike the mod revision it survives flanneld's
+    /// renewals (a put), so it tells the established of two conflicting leases.
+    pub create_revision: i64,
+}
+
+impl Lease {
+    /// Whether the key hangs on no etcd lease: flannel's reservation, only for its PublicIP.
+    pub fn is_reservation(&self) -> bool {
+        self.etcd_lease.is_none()
+    }
+}
+
+/// The id of an etcd lease (`etcdctl lease list`) a key is attached to. etcd reports a key on
+/// none with the id 0, which [`EtcdLeaseId::attached`] turns into `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EtcdLeaseId(pub i64);
+
+impl EtcdLeaseId {
+    /// The etcd lease of a key whose `lease` field etcd reports as `id`; `None` for 0.
+    pub fn attached(id: i64) -> Option<Self> {
+        (id != 0).then_some(Self(id))
+    }
+}
+
+impl std::fmt::Display for EtcdLeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A subnet's lease key whose value cannot be read (see [`LeaseSet::unreadable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadableKey {
+    /// The key's etcd mod revision, for a compare-and-swap repair by its owner.
+    pub mod_revision: i64,
+    /// The etcd lease the key is attached to; `None` for none.
+    pub etcd_lease: Option<EtcdLeaseId>,
+    /// The etcd revision that created the key, to tell an overwrite from a new key.
+    pub create_revision: i64,
+}
+
+/// All leases known at one etcd revision, keyed by subnet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseSet {
+    /// The etcd revision the set reflects; `None` until the first listing, when the set is
+    /// no picture of etcd at all.
+    pub revision: Option<i64>,
+    pub leases: BTreeMap<Ipv4Network, Lease>,
+    /// Subnets whose key exists but holds no readable lease: their kernel entries stay as
+    /// they are (a last good value in `leases` is kept) until the key is fixed or deleted.
+    pub unreadable: BTreeMap<Ipv4Network, UnreadableKey>,
+    /// When the last change arrived from etcd (for the event-to-kernel latency metric).
+    pub changed_at: Option<std::time::Instant>,
+    /// Per subnet, the etcd revision since which its lease has advertised its current VtepMAC
+    /// (see [`LeaseSet::mac_since`]): of two leases carrying one MAC, the first to advertise
+    /// it keeps it, however old the other's key. Only where that is not the lease's last write
+    /// (a lease rewritten with its MAC unchanged): thousands of entries that say what the lease
+    /// already says cost memory at every copy of the set.
+    pub mac_since: BTreeMap<Ipv4Network, i64>,
+    /// Per subnet, the name of the key holding it, where that is not the plain
+    /// [`subnet_key`] (a key with a dual-stack part such as `10.5.52.0-24&fd00::-64`): another
+    /// key naming the same subnet is skipped. See [`LeaseSet::key_of`].
+    pub keys: BTreeMap<Ipv4Network, String>,
+}
+
+impl LeaseSet {
+    /// The etcd revision since which `lease` has advertised its VtepMAC; where the follower
+    /// never recorded one, the lease's last write, the best a single listing knows.
+    pub fn mac_since(&self, lease: &Lease) -> i64 {
+        self.mac_since.get(&lease.subnet).copied().unwrap_or(lease.mod_revision)
+    }
+
+    /// The revision since which `lease`, just read, advertises its VtepMAC: kept from this set
+    /// when the subnet's lease here carries the same MAC, else the new value's write.
+    pub fn mac_since_for(&self, lease: &Lease) -> i64 {
+        match self.leases.get(&lease.subnet) {
+            Some(known) if known.attrs.backend_data.vtep_mac == lease.attrs.backend_data.vtep_mac => self.mac_since(known),
+            _ => lease.mod_revision,
+        }
+    }
+
+    /// Records a lease read from the key `key` (its name, as in [`LeaseSet::keys`]), keeping
+    /// when its VtepMAC was first advertised if that is unchanged.
+    pub fn put(&mut self, key: String, lease: Lease) {
+        let since = self.mac_since_for(&lease);
+        self.record_mac_since(&lease, since);
+        self.unreadable.remove(&lease.subnet);
+        self.record_key(lease.subnet, key);
+        self.leases.insert(lease.subnet, lease);
+    }
+
+    /// Notes that `lease` has advertised its VtepMAC since revision `since`.
+    pub fn record_mac_since(&mut self, lease: &Lease, since: i64) {
+        match since == lease.mod_revision {
+            true => self.mac_since.remove(&lease.subnet),
+            false => self.mac_since.insert(lease.subnet, since),
+        };
+    }
+
+    /// Notes that the key named `key` holds `subnet`.
+    pub fn record_key(&mut self, subnet: Ipv4Network, key: String) {
+        match key == subnet_key(subnet) {
+            true => self.keys.remove(&subnet),
+            false => self.keys.insert(subnet, key),
+        };
+    }
+
+    /// The name of the key holding `subnet`, if any key does.
+    pub fn key_of(&self, subnet: Ipv4Network) -> Option<String> {
+        let held = self.leases.contains_key(&subnet) || self.unreadable.contains_key(&subnet);
+        self.keys.get(&subnet).cloned().or_else(|| held.then(|| subnet_key(subnet)))
+    }
+
+    /// Forgets the subnet: its key was deleted.
+    pub fn remove(&mut self, subnet: Ipv4Network) {
+        self.leases.remove(&subnet);
+        self.unreadable.remove(&subnet);
+        self.mac_since.remove(&subnet);
+        self.keys.remove(&subnet);
+    }
+}
