@@ -117,7 +117,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
-    tokio::spawn(registry.clone().follow_leases(leases_tx, metrics.clone()));
+    tokio::spawn(registry.clone().follow_leases(leases_tx, own_rx.clone(), metrics.clone()));
     let keeper = LeaseKeeper {
         registry,
         config: config.clone(),
@@ -127,7 +127,6 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
         metrics: metrics.clone(),
     };
     tokio::spawn(keeper.run(own_tx, leases_rx.clone()));
-    tokio::spawn(crate::peer_log::follow(leases_rx.clone(), own_rx.clone()));
     let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
     tokio::spawn(ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
 

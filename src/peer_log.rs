@@ -1,8 +1,9 @@
 //! Logging which peers came, went or changed, bounded: a few peers get a line each, a burst
-//! (thousands of lease events a second) gets one summary line a second.
+//! (thousands of lease events a second) gets one summary line a second. The lease follower
+//! reports each change as it applies it (it knows them already), so no copy of the lease set
+//! is kept only to diff it again.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
@@ -39,12 +40,17 @@ impl PeerChangeLog {
     /// logs each at debug level; [`flush`](Self::flush) logs them at info level.
     pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
         for (change, lease) in peer_changes(before, after, own_subnet) {
-            let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
-            tracing::debug!(%subnet, %public_ip, %vtep_mac, ?change, "peer change");
-            self.counts[change as usize] += 1;
-            if self.listed.len() <= LISTED_CHANGES {
-                self.listed.push((change, lease.clone()));
-            }
+            self.record_one(change, lease);
+        }
+    }
+
+    /// Records one peer's change and logs it at debug level.
+    pub fn record_one(&mut self, change: PeerChange, lease: &Lease) {
+        let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+        tracing::debug!(%subnet, %public_ip, %vtep_mac, ?change, "peer change");
+        self.counts[change as usize] += 1;
+        if self.listed.len() <= LISTED_CHANGES {
+            self.listed.push((change, lease.clone()));
         }
     }
 
@@ -76,26 +82,41 @@ impl PeerChangeLog {
     }
 }
 
-/// Logs peer changes as the lease set changes, for as long as the daemon runs: apart from the
-/// reconciler, so a summary held back by [`LOG_INTERVAL`] is written when it is due even if no
-/// further pass comes.
-pub async fn follow(mut leases: watch::Receiver<Arc<LeaseSet>>, own: watch::Receiver<Lease>) {
-    let mut last = Arc::new(LeaseSet::default());
-    let mut log = PeerChangeLog::default();
-    loop {
-        let flush_at = log.flush_at();
-        tokio::select! {
-            changed = leases.changed() => {
-                if changed.is_err() {
-                    return; // the lease follower is gone: the daemon is stopping
-                }
-                let set = Arc::clone(&leases.borrow_and_update());
-                log.record(&last, &set, own.borrow().subnet);
-                last = set;
-            }
-            () = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {}
+/// The peer changes the lease follower sees, with our own lease left out, logged through a
+/// [`PeerChangeLog`].
+#[derive(Debug)]
+pub struct PeerLog {
+    changes: PeerChangeLog,
+    own: watch::Receiver<Lease>,
+}
+
+impl PeerLog {
+    /// `own` tells which lease is ours (not a peer).
+    pub fn new(own: watch::Receiver<Lease>) -> Self {
+        PeerLog { changes: PeerChangeLog::default(), own }
+    }
+
+    /// One lease appeared, changed or left.
+    pub fn record(&mut self, change: PeerChange, lease: &Lease) {
+        if lease.subnet != self.own.borrow().subnet {
+            self.changes.record_one(change, lease);
         }
-        log.flush(Instant::now());
+    }
+
+    /// A fresh listing replaced `before` with `after`.
+    pub fn relisted(&mut self, before: &LeaseSet, after: &LeaseSet) {
+        let own = self.own.borrow().subnet;
+        self.changes.record(before, after, own);
+    }
+
+    /// When the changes recorded so far are due to be logged; `None` when there are none.
+    pub fn due_at(&self) -> Option<Instant> {
+        self.changes.flush_at()
+    }
+
+    /// Logs what is due (see [`PeerChangeLog::flush`]).
+    pub fn flush(&mut self) {
+        self.changes.flush(Instant::now());
     }
 }
 

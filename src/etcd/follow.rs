@@ -12,10 +12,11 @@ use tokio::sync::watch;
 use super::keys::key_name;
 use super::listing::{as_alias, LeaseListing, MalformedLease, MAX_RESPONSE_BYTES};
 use super::{Outage, Registry, RegistryError};
-use crate::lease::LeaseSet;
+use crate::lease::{Lease, LeaseSet};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::observe::metrics::Metrics;
+use crate::peer_log::{PeerChange, PeerLog};
 
 impl Registry {
     /// Follows `<prefix>/config`: calls `seen` with its text (`None` when absent) now, then
@@ -55,14 +56,16 @@ impl Registry {
 
     /// Keeps `leases` equal to the leases in etcd, for as long as the task runs: list, then
     /// watch from the next revision; after any failure, back off and list again.
-    pub async fn follow_leases(self, leases: watch::Sender<Arc<LeaseSet>>, metrics: Arc<Metrics>) {
+    /// It logs which peers came, changed or left as it applies each change (`own` tells our
+    /// lease from the peers').
+    pub async fn follow_leases(self, leases: watch::Sender<Arc<LeaseSet>>, own: watch::Receiver<Lease>, metrics: Arc<Metrics>) {
         let mut outage = Outage::default();
-        let mut warned = MalformedWarnings::default();
+        let mut reports = Reports { malformed: MalformedWarnings::default(), peers: PeerLog::new(own) };
         loop {
-            if let Err(e) = self.follow_once(&leases, &mut warned, &mut outage, &metrics).await {
+            if let Err(e) = self.follow_once(&leases, &mut reports, &mut outage, &metrics).await {
                 outage.failed(&e);
             }
-            warned.flush(); // the watch that waited for it may have ended first
+            reports.flush(); // the watch that waited for it may have ended first
             metrics.watch_restarts.inc();
             // Even a clean end of the watch waits a moment, so a server that keeps closing
             // watches cannot turn this loop into a busy one.
@@ -75,7 +78,7 @@ impl Registry {
     async fn follow_once(
         &self,
         leases: &watch::Sender<Arc<LeaseSet>>,
-        warned: &mut MalformedWarnings,
+        reports: &mut Reports,
         outage: &mut Outage,
         metrics: &Metrics,
     ) -> Result<(), RegistryError> {
@@ -84,10 +87,15 @@ impl Registry {
         if outage.recovered() {
             metrics.etcd_reconnects.inc();
         }
-        warned.relisted(&listing.malformed);
+        reports.malformed.relisted(&listing.malformed);
         let mut aliases = Aliases::listed(&listing.aliases);
         let revision = listing.revision;
-        leases.send_modify(|set| *set = Arc::new(replace_with_listing(set, listing)));
+        leases.send_modify(|set| {
+            let listed = replace_with_listing(set, listing);
+            reports.peers.relisted(set, &listed);
+            *set = Arc::new(listed);
+        });
+        reports.peers.flush();
         let (prefix, options) = (self.keys.subnets(), WatchOptions::new().with_prefix().with_start_revision(revision + 1));
         let stream = self
             .call("watch leases", |c| {
@@ -96,7 +104,7 @@ impl Registry {
             })
             .await?;
         tracing::debug!(revision, "watching leases");
-        self.watch_leases(stream, leases, warned, &mut aliases).await
+        self.watch_leases(stream, leases, reports, &mut aliases).await
     }
 
     /// Applies the lease watch's responses until it ends; `Ok` when a re-list is needed.
@@ -104,12 +112,12 @@ impl Registry {
         &self,
         mut stream: WatchStream,
         leases: &watch::Sender<Arc<LeaseSet>>,
-        warned: &mut MalformedWarnings,
+        reports: &mut Reports,
         aliases: &mut Aliases,
     ) -> Result<(), RegistryError> {
         let mut reconnected = self.endpoints.reconnected();
         loop {
-            let summary_at = warned.summary_at();
+            let summary_at = [reports.malformed.summary_at(), reports.peers.due_at()].into_iter().flatten().min();
             let message = tokio::select! {
                 message = stream.message() => message.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?,
                 _ = reconnected.changed() => {
@@ -118,12 +126,14 @@ impl Registry {
                 }
                 // Held-back warnings are summarised when their window ends, even if no event comes.
                 () = tokio::time::sleep_until(summary_at.unwrap_or_else(Instant::now).into()), if summary_at.is_some() => {
-                    warned.flush();
+                    reports.flush();
                     continue;
                 }
             };
             let Some(response) = message else { return Ok(()) };
-            if !self.apply_response(&response, leases, warned, aliases) {
+            let goes_on = self.apply_response(&response, leases, reports, aliases);
+            reports.peers.flush();
+            if !goes_on {
                 return Ok(());
             }
         }
@@ -135,7 +145,7 @@ impl Registry {
         &self,
         response: &WatchResponse,
         leases: &watch::Sender<Arc<LeaseSet>>,
-        warned: &mut MalformedWarnings,
+        reports: &mut Reports,
         aliases: &mut Aliases,
     ) -> bool {
         if response.canceled() || response.compact_revision() > 0 {
@@ -163,7 +173,7 @@ impl Registry {
             set.revision = Some(revision);
             set.changed_at = Some(std::time::Instant::now());
             for event in response.events() {
-                relist |= self.apply(set, event, warned, aliases);
+                relist |= self.apply(set, event, reports, aliases);
             }
         });
         if relist {
@@ -174,16 +184,10 @@ impl Registry {
         !relist
     }
 
-    /// Applies one watch event to the set; malformed values are warned about once. Returns
+    /// Applies one watch event to the set; malformed values are reports about once. Returns
     /// whether a fresh listing must replace the set instead: the key holding a subnet was
     /// deleted while other keys name it, and only a listing tells which of them came first.
-    fn apply(
-        &self,
-        set: &mut LeaseSet,
-        event: &etcd_client::Event,
-        warned: &mut MalformedWarnings,
-        aliases: &mut Aliases,
-    ) -> bool {
+    fn apply(&self, set: &mut LeaseSet, event: &etcd_client::Event, reports: &mut Reports, aliases: &mut Aliases) -> bool {
         let Some(kv) = event.kv() else { return false };
         let Some(decoded) = self.decode(kv) else { return false };
         let key = String::from_utf8_lossy(kv.key());
@@ -194,22 +198,30 @@ impl Registry {
         let holder = subnet.and_then(|s| set.key_of(s)).filter(|holder| holder.as_str() != key_name(&key));
         match (event.event_type(), subnet, holder) {
             (EventType::Delete, _, Some(_)) => {
-                warned.forget(kv.key());
+                reports.malformed.forget(kv.key());
                 aliases.remove(&key);
             }
             (EventType::Delete, Some(subnet), None) if aliases.name(subnet) => return true,
             (EventType::Delete, subnet, None) => {
-                warned.forget(kv.key());
+                reports.malformed.forget(kv.key());
+                if let Some(gone) = subnet.and_then(|subnet| set.leases.get(&subnet)) {
+                    reports.peers.record(PeerChange::Removed, gone);
+                }
                 subnet.into_iter().for_each(|subnet| set.remove(subnet));
             }
             (EventType::Put, Some(subnet), Some(holder)) => {
                 aliases.insert(&key, subnet);
-                warned.warn(&as_alias(decoded, &key, subnet, &holder));
+                reports.malformed.warn(&as_alias(decoded, &key, subnet, &holder));
             }
             // A key that names no subnet has no holder.
             (EventType::Put, _, _) => match decoded {
                 Ok(lease) => {
-                    warned.forget(kv.key());
+                    reports.malformed.forget(kv.key());
+                    match set.leases.get(&lease.subnet) {
+                        None => reports.peers.record(PeerChange::Added, &lease),
+                        Some(known) if known.attrs != lease.attrs => reports.peers.record(PeerChange::Changed, &lease),
+                        Some(_) => {}
+                    }
                     set.put(key_name(&key).to_string(), lease);
                 }
                 // The last good lease stays in `leases`: bad input never removes good state.
@@ -218,7 +230,7 @@ impl Registry {
                         set.unreadable.insert(subnet, unreadable);
                         set.record_key(subnet, key_name(&key).to_string());
                     }
-                    warned.warn(&bad);
+                    reports.malformed.warn(&bad);
                 }
             },
         }
@@ -285,7 +297,7 @@ impl Aliases {
     }
 }
 
-/// Malformed keys already warned about: a fingerprint of the key and of its problem, so a
+/// Malformed keys already reports about: a fingerprint of the key and of its problem, so a
 /// re-list, a re-delivery or a rewrite with the same problem does not repeat the warning, and
 /// neither the size nor the number of the values written can grow it. A key leaves the set
 /// when it is deleted or becomes readable. The warnings share one [`LogBudget`], so thousands
@@ -313,7 +325,7 @@ impl MalformedWarnings {
         malformed.iter().for_each(|bad| self.warn(bad));
     }
 
-    /// Warns about `bad` unless its key was last warned about for the same problem.
+    /// Warns about `bad` unless its key was last reports about for the same problem.
     fn warn(&mut self, bad: &MalformedLease) {
         let problem = logtext::fingerprint(&bad.error);
         if self.last.insert(logtext::fingerprint(&bad.key), problem) != Some(problem) {
@@ -335,6 +347,20 @@ impl MalformedWarnings {
     /// The key was deleted or now holds a readable lease.
     fn forget(&mut self, key: &[u8]) {
         self.last.remove(&logtext::fingerprint(&String::from_utf8_lossy(key)));
+    }
+}
+
+/// What the follower reports besides the set: malformed keys and peers' comings and goings.
+struct Reports {
+    malformed: MalformedWarnings,
+    peers: PeerLog,
+}
+
+impl Reports {
+    /// Logs the summaries and peer lines that are due.
+    fn flush(&mut self) {
+        self.malformed.flush();
+        self.peers.flush();
     }
 }
 
