@@ -16,7 +16,6 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::apply::{self, Applied, Ongoing};
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::etcd::{outage, EtcdOptions, Registry, RegistryError};
@@ -25,12 +24,13 @@ use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
-use crate::model;
+use crate::model::{self, KernelContext, KernelState, NexthopSupport};
 use crate::netlink::{self, DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
 use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
 use crate::observe::metrics::Metrics;
-use crate::reconcile::{self, KernelContext, KernelState, NexthopSupport, SkippedPeer, ThisHost};
+use crate::reconcile::apply::{self, Applied, Ongoing};
+use crate::reconcile::{self, SkippedPeer, ThisHost};
 use crate::subnet_env::{self, SubnetEnv, SubnetEnvError};
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
