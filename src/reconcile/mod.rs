@@ -10,6 +10,11 @@
 pub mod apply;
 pub mod desired;
 pub mod plan;
+pub mod readiness;
+pub mod reconciler;
+pub mod record;
+pub mod underlay;
+pub mod warnings;
 
 pub use desired::{desired_state, SkippedPeer, ThisHost};
 pub use plan::{plan, Plan};
