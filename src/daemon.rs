@@ -20,7 +20,7 @@ use crate::device;
 use crate::etcd::{outage, EtcdOptions, Registry, RegistryError};
 use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
-use crate::lease::{LeaseAttrs, LeaseSet, MacAddr};
+use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
 use crate::netlink::{self, Kernel, NetlinkError};
 use crate::observe::health::{self, Health};
@@ -164,25 +164,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
-    let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
-    let (own_tx, own_rx) = watch::channel(own);
-    let (attrs_tx, attrs_rx) = watch::channel(attrs);
-    tasks.spawn_forever("lease follower", registry.clone().follow_leases(leases_tx, metrics.clone()));
-    let keeper = LeaseKeeper {
-        registry,
-        config: config.clone(),
-        attrs: attrs_rx,
-        ttl: options.lease_ttl,
-        renew_margin: options.renew_margin,
-        metrics: metrics.clone(),
-    };
-    tasks.spawn_forever("lease keeper", keeper.run(own_tx, leases_rx.clone()));
-    tasks.spawn_forever("peer log", crate::peer_log::follow(leases_rx.clone(), own_rx.clone()));
-    let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
-    // With neither flag there are no rules to keep, and `keep_rules` returns at once.
-    if masq || forward {
-        tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
-    }
+    let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
 
     let direct_routing = config.backend.direct_routing;
     let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
@@ -207,6 +189,39 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
+}
+
+/// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
+/// log, the iptables rules); returns our lease, every lease, and where to ask for new attrs.
+fn start_lease_tasks(
+    tasks: &mut Tasks,
+    registry: Registry,
+    config: &NetworkConfig,
+    options: &DaemonOptions,
+    own: Lease,
+    attrs: LeaseAttrs,
+    metrics: &Arc<Metrics>,
+) -> (watch::Receiver<Lease>, watch::Receiver<Arc<LeaseSet>>, watch::Sender<LeaseAttrs>) {
+    let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
+    let (own_tx, own_rx) = watch::channel(own);
+    let (attrs_tx, attrs_rx) = watch::channel(attrs);
+    tasks.spawn_forever("lease follower", registry.clone().follow_leases(leases_tx, Arc::clone(metrics)));
+    let keeper = LeaseKeeper {
+        registry,
+        config: config.clone(),
+        attrs: attrs_rx,
+        ttl: options.lease_ttl,
+        renew_margin: options.renew_margin,
+        metrics: Arc::clone(metrics),
+    };
+    tasks.spawn_forever("lease keeper", keeper.run(own_tx, leases_rx.clone()));
+    tasks.spawn_forever("peer log", crate::peer_log::follow(leases_rx.clone(), own_rx.clone()));
+    let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
+    // With neither flag there are no rules to keep, and `keep_rules` returns at once.
+    if masq || forward {
+        tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
+    }
+    (own_rx, leases_rx, attrs_tx)
 }
 
 /// Whether etcd answers a trivial request now: the probe behind `/healthz`.
