@@ -2,7 +2,6 @@
 //!
 //! The library holds everything; `src/main.rs` only parses flags and starts [`daemon::run`].
 
-pub mod apply;
 pub mod config;
 pub mod config_watch;
 pub mod daemon;

@@ -14,9 +14,9 @@ use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::etcd::{EtcdOptions, MalformedLease, Registry, RegistryError};
 use crate::lease::{EtcdLeaseId, Lease, LeaseSet};
-use crate::model;
+use crate::model::{self, KernelContext, KernelState};
 use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
-use crate::reconcile::{self, KernelContext, KernelState, ThisHost};
+use crate::reconcile::{self, ThisHost};
 use crate::underlay::Underlay;
 
 #[derive(Debug, Error)]
@@ -313,7 +313,7 @@ pub fn render(status: &Status) -> String {
 mod tests {
     use super::*;
     use crate::lease::{LeaseAttrs, MacAddr};
-    use crate::reconcile::{ArpEntry, DirectRoute, FdbEntry, MainTable, RouteEntry};
+    use crate::model::{ArpEntry, DirectRoute, FdbEntry, MainTable, RouteEntry};
 
     fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
         Lease {

@@ -87,10 +87,32 @@ pub struct Kernel {
     raw_port: u32,
     /// Sequence numbers for requests on the raw socket.
     sequence: Arc<AtomicU32>,
+    /// The task that drives the rtnetlink socket, aborted when the last clone goes.
+    _connection: Arc<OwnedTask>,
+}
+
+/// A task that belongs to a netlink handle rather than to the daemon's task set: it is aborted
+/// when its owner drops, so a daemon that stops (or a `weftd status` that is done) leaves no
+/// socket task behind.
+#[derive(Debug)]
+pub(crate) struct OwnedTask(tokio::task::JoinHandle<()>);
+
+impl OwnedTask {
+    /// Spawns `task` on the current runtime, owned by the returned handle.
+    pub(crate) fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        OwnedTask(tokio::spawn(task))
+    }
+}
+
+impl Drop for OwnedTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Kernel {
-    /// Opens a netlink socket and spawns the task that drives it.
+    /// Opens a netlink socket and spawns the task that drives it, owned by the handle (and its
+    /// clones): aborted when the last one drops.
     ///
     /// # Errors
     /// A socket could not be opened, bound or connected.
@@ -98,7 +120,7 @@ impl Kernel {
         let (mut connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
         // Bound now rather than on first send, so the port id is known before any write.
         let address = connection.socket_mut().socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
-        tokio::spawn(connection);
+        let connection = Arc::new(OwnedTask::spawn(connection));
         let mut raw = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
         let raw_address = raw.socket_mut().bind_auto().map_err(NetlinkError::Socket)?;
         raw.socket_mut().connect(&rtnetlink::sys::SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
@@ -109,6 +131,7 @@ impl Kernel {
             port: address.port_number(),
             raw_port: raw_address.port_number(),
             sequence: Arc::new(AtomicU32::new(1)),
+            _connection: connection,
         })
     }
 }

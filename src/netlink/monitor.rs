@@ -17,7 +17,7 @@ use super::neighbour::{arp_entry, fdb_entry, neighbour_ip};
 use super::nexthop;
 use super::route::{route_table, MAIN_TABLE};
 use super::snapshot::{direct_route, our_route};
-use super::{Kernel, NetlinkError};
+use super::{Kernel, NetlinkError, OwnedTask};
 use crate::model::{ArpEntry, FdbEntry, KernelState, MacAddr};
 
 /// Kernel notifications, as `ip monitor link neigh route` prints them.
@@ -34,6 +34,10 @@ pub struct DeviceChanges {
     /// Set when a link or an IPv4 address changed elsewhere than on our device: the underlay
     /// may have gone, come back, been renamed or readdressed, and must be looked up again.
     underlay_changed: Arc<AtomicBool>,
+    /// The notification socket's connection, the nexthop watcher and the filter: aborted when
+    /// the reconciler that owns this drops. Their ending is not fatal (repairs then wait for
+    /// the periodic resync), so they are not supervised by the daemon.
+    _tasks: Vec<OwnedTask>,
 }
 
 impl DeviceChanges {
@@ -92,21 +96,22 @@ pub fn monitor(
 ) -> Result<DeviceChanges, NetlinkError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv4Route];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
-    tokio::spawn(connection);
-    let changes = DeviceChanges {
+    let mut tasks = vec![OwnedTask::spawn(connection)];
+    let mut changes = DeviceChanges {
         changed: Arc::new(Notify::new()),
         index: Arc::new(AtomicU32::new(index)),
         wanted: Arc::new(Mutex::new(None)),
         underlay_changed: Arc::new(AtomicBool::new(false)),
+        _tasks: Vec::new(),
     };
     if kernel.nexthops.load(Ordering::Relaxed) {
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
-        tokio::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone()));
+        tasks.push(OwnedTask::spawn(nexthop::watch(socket, kernel.raw_port, changes.changed.clone())));
     }
     let (changed, watched, name) = (changes.changed.clone(), changes.index.clone(), name.to_string());
     let (wanted_state, underlay_changed) = (changes.wanted.clone(), changes.underlay_changed.clone());
     let own_ports = [kernel.port, kernel.raw_port];
-    tokio::spawn(async move {
+    tasks.push(OwnedTask::spawn(async move {
         while let Some((event, _)) = futures::StreamExt::next(&mut events).await {
             // Lost notifications (socket buffer overrun) could be about anything: look again.
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
@@ -123,7 +128,8 @@ pub fn monitor(
             }
         }
         tracing::warn!("kernel notifications stopped; repairs wait for the periodic resync");
-    });
+    }));
+    changes._tasks = tasks;
     Ok(changes)
 }
 

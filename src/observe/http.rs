@@ -2,7 +2,9 @@
 //! on `--metrics-ip:--metrics-port`. The only module that knows HTTP (axum); it reads
 //! [`Health`] and [`Metrics`], which know nothing of it.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -15,17 +17,21 @@ use super::metrics::Metrics;
 
 /// An endpoint could not be served.
 #[derive(Debug, Error)]
-#[error("cannot listen on {addr}: {source}")]
-pub struct HttpError {
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{what} on {addr} stopped: {source}")]
+    Serve { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
-/// Serves `/healthz` and `/readyz` in the background.
+/// An endpoint bound and ready to serve: the daemon runs it as one of its tasks.
+pub type Serving = Pin<Box<dyn Future<Output = Result<(), HttpError>> + Send>>;
+
+/// Binds `/healthz` and `/readyz`; the future returned serves them until it fails.
 ///
 /// # Errors
 /// The address cannot be bound (taken, or not on this host).
-pub async fn serve_health(addr: SocketAddr, health: Health) -> Result<(), HttpError> {
+pub async fn serve_health(addr: SocketAddr, health: Health) -> Result<Serving, HttpError> {
     let (for_healthz, for_readyz) = (health.clone(), health);
     let app = Router::new()
         .route("/healthz", get(move || async move { status(for_healthz.liveness()) }))
@@ -33,11 +39,11 @@ pub async fn serve_health(addr: SocketAddr, health: Health) -> Result<(), HttpEr
     spawn_http(addr, app, "/healthz and /readyz").await
 }
 
-/// Serves `/metrics` in the background.
+/// Binds `/metrics`; the future returned serves it until it fails.
 ///
 /// # Errors
 /// The address cannot be bound (taken, or not on this host).
-pub async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), HttpError> {
+pub async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Serving, HttpError> {
     let app = Router::new().route(
         "/metrics",
         get(move || {
@@ -56,14 +62,9 @@ fn status(report: Result<String, String>) -> (StatusCode, String) {
     }
 }
 
-/// Binds at once (a taken port is a start-up error) and serves `app` in the background.
-async fn spawn_http(addr: SocketAddr, app: Router, what: &'static str) -> Result<(), HttpError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError { addr, source })?;
+/// Binds at once (a taken port is a start-up error); the future returned serves `app`.
+async fn spawn_http(addr: SocketAddr, app: Router, what: &'static str) -> Result<Serving, HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
     tracing::info!(%addr, what, "serving");
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, what, "HTTP endpoint stopped");
-        }
-    });
-    Ok(())
+    Ok(Box::pin(async move { axum::serve(listener, app).await.map_err(|source| HttpError::Serve { what, addr, source }) }))
 }

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::reconcile::KernelState;
+use crate::model::KernelState;
 
 /// The `kind` label's values: every kind of kernel entry weft writes, a bounded set.
 const ENTRY_KINDS: [&str; 5] = ["arp", "fdb", "nexthop", "route", "direct_route"];

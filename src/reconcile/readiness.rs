@@ -1,0 +1,47 @@
+//! Telling the host the overlay is ready: subnet.env written, systemd notified, `/readyz` true.
+
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+
+use crate::lease::Lease;
+use crate::observe::health::Health;
+use crate::subnet_env::{SubnetEnv, SubnetEnvError};
+
+/// What the readiness signals need, and whether they were given.
+#[derive(Clone)]
+pub struct Readiness {
+    /// Where subnet.env goes (`--subnet-file`).
+    pub subnet_file: PathBuf,
+    /// The overlay Network, for `FLANNEL_NETWORK`.
+    pub network: Ipv4Network,
+    /// `--ip-masq`, for `FLANNEL_IPMASQ`.
+    pub ip_masq: bool,
+    /// What /readyz reports.
+    pub health: Health,
+    /// Whether systemd has been told we are ready.
+    pub notified: bool,
+}
+
+impl Readiness {
+    /// Writes subnet.env for `own` lease and the device's `mtu` (bytes), then tells systemd
+    /// (`Type=notify`) we are ready: a unit ordered after weftd.service can rely on the file
+    /// existing and the overlay being programmed.
+    ///
+    /// # Errors
+    /// subnet.env cannot be written.
+    pub fn signal(&mut self, own: &Lease, mtu: u32) -> Result<(), SubnetEnvError> {
+        let env = SubnetEnv { network: self.network, subnet: own.subnet, mtu, ip_masq: self.ip_masq };
+        if env.write_if_changed(&self.subnet_file)? {
+            tracing::info!(path = %self.subnet_file.display(), subnet = %own.subnet, "wrote subnet file");
+        }
+        if !self.notified {
+            if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(%error, "cannot notify systemd of readiness");
+            }
+            self.health.set_ready();
+            self.notified = true;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! What a pass tells the metrics: runs and errors, the entries programmed, the peers failing,
+//! repairs (a pass that writes with neither our lease nor the leases changed) and how long a
+//! lease change took to reach the kernel.
+
+use std::sync::Arc;
+
+use ipnetwork::Ipv4Network;
+
+use crate::lease::{Lease, LeaseSet};
+use crate::model::KernelState;
+use crate::observe::metrics::Metrics;
+use crate::reconcile::apply::{Applied, Failure, Ongoing, Transitions};
+
+/// The metrics and what they need remembered between passes.
+pub struct PassRecord {
+    metrics: Arc<Metrics>,
+    /// The (own subnet, lease revision) of the last successful pass: a later pass that still
+    /// has to change something, with neither changed, is repairing the kernel.
+    last_reconciled: Option<(Ipv4Network, Option<i64>)>,
+    /// Kernel entries refused in the last pass, retried every pass and logged when they start
+    /// and when they end.
+    failing: Ongoing,
+}
+
+impl PassRecord {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        PassRecord { metrics, last_reconciled: None, failing: Ongoing::default() }
+    }
+
+    /// A pass starts.
+    pub fn started(&self) {
+        self.metrics.reconcile_runs.inc();
+    }
+
+    /// A pass ended: it `ran` (reached the peers) with `failures` entries refused.
+    pub fn ended(&self, ran: bool, failures: usize) {
+        if !ran || failures > 0 {
+            self.metrics.reconcile_errors.inc();
+        }
+    }
+
+    /// Takes the failures of the pass that just ran; returns which started and which ended,
+    /// and counts the peers whose entries fail.
+    pub fn failures(&mut self, failures: Vec<Failure>) -> Transitions {
+        let transitions = self.failing.update(failures);
+        self.metrics.set_failing(self.failing.peer_count(), &self.failing.count_by_kind());
+        transitions
+    }
+
+    /// Updates the metrics after a pass. Only changes the kernel accepted count: retrying a
+    /// refused entry every pass repairs nothing.
+    pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied) {
+        self.metrics.set_programmed(desired, applied.failed_peers().len());
+        let inputs = (own.subnet, leases.revision);
+        let changes = applied.written as u64;
+        if self.last_reconciled == Some(inputs) && changes > 0 {
+            self.metrics.entries_repaired.inc_by(changes);
+            tracing::info!(entries = changes, "repaired kernel entries");
+        } else if self.last_reconciled != Some(inputs) && changes > 0 {
+            if let Some(at) = leases.changed_at {
+                self.metrics.lease_to_kernel.observe(at.elapsed().as_secs_f64());
+            }
+        }
+        self.last_reconciled = Some(inputs);
+    }
+}

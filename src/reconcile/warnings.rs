@@ -1,0 +1,107 @@
+//! The operator-facing warnings a pass can raise about peers: a lease skipped, a route that
+//! cannot use its nexthop, a kernel entry refused or recovered. Each is logged once per peer and
+//! reason, and each kind within a [`LogBudget`], so hostile or broken leases cannot flood the log.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use ipnetwork::Ipv4Network;
+
+use crate::lease::LeaseSet;
+use crate::log_within;
+use crate::logtext::{self, LogBudget};
+use crate::model::{KernelContext, KernelState, NexthopSupport};
+use crate::reconcile::apply::Transitions;
+use crate::reconcile::desired::SkippedPeer;
+
+/// What a peer was warned about; each kind is remembered apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PeerWarning {
+    Skipped,
+    NexthopTaken,
+}
+
+/// The warnings a peer's lease can cause: each once per peer and reason, and each kind within
+/// a [`LogBudget`], so neither the number of values peers write, nor their size, nor how
+/// often they flip between them grows the log or this state.
+#[derive(Debug)]
+pub struct PeerWarnings {
+    /// One fingerprint of the last warning per peer and kind, dropped when the lease goes.
+    last: HashMap<(Ipv4Network, PeerWarning), u64>,
+    skipped: LogBudget,
+    nexthop_taken: LogBudget,
+    /// Kernel refusals starting and ending: a peer flipping between a value the kernel
+    /// refuses and one it takes would otherwise cost two lines a flip.
+    refused: LogBudget,
+}
+
+impl Default for PeerWarnings {
+    fn default() -> Self {
+        PeerWarnings {
+            last: HashMap::new(),
+            skipped: LogBudget::new("peer leases skipped", "`weftd status` lists them"),
+            nexthop_taken: LogBudget::new(
+                "peers' routes took flanneld's form (their nexthop id is taken)",
+                "`ip route` shows their routes",
+            ),
+            refused: LogBudget::new(
+                "peers' kernel entries refused or recovered",
+                "the weft_peers_failing metric counts the peers failing now",
+            ),
+        }
+    }
+}
+
+impl PeerWarnings {
+    /// Warns once per peer about a lease we skip (again when its reason changes), and about a
+    /// route that cannot point at its nexthop because another program's nexthop has the id;
+    /// within each kind's budget, so a peer rewriting its value cannot flood the log.
+    pub fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
+        self.flush(Instant::now());
+        self.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
+        for peer in skipped {
+            if self.first(peer.subnet, PeerWarning::Skipped, &peer.reason) {
+                log_within!(self.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
+            }
+        }
+        // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
+        if context.nexthops == NexthopSupport::Unavailable {
+            return;
+        }
+        for route in desired.routes.iter().filter(|r| r.nexthop.is_none()) {
+            if self.first(route.subnet, PeerWarning::NexthopTaken, "") {
+                log_within!(self.nexthop_taken, warn, subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
+            }
+        }
+    }
+
+    /// Logs each kernel refusal once when it starts and once when it ends, so a refusal that
+    /// lasts costs two log lines, not one per pass.
+    pub fn log_refusals(&mut self, transitions: &Transitions) {
+        for f in &transitions.started {
+            let (errno, peer) = (f.errno.map(|e| format!("{e:?}")), f.peer.map(|p| p.to_string()));
+            let peer = peer.as_deref().unwrap_or("none (leftover entry)");
+            log_within!(self.refused, error, peer, action = f.change.action(), entry = %f.change, errno, error = %f.error, "the kernel refused a peer's entry; that peer stays unreachable from here, the others are unaffected; retrying every pass");
+        }
+        for (peer, action) in &transitions.ended {
+            let peer = peer.map_or_else(|| "none (leftover entry)".to_string(), |p| p.to_string());
+            log_within!(self.refused, info, peer, action, "a peer's kernel entry no longer fails");
+        }
+    }
+
+    /// Records a warning about `subnet`; whether it differs from the last one of its kind.
+    fn first(&mut self, subnet: Ipv4Network, kind: PeerWarning, reason: &str) -> bool {
+        let fingerprint = logtext::fingerprint(reason);
+        self.last.insert((subnet, kind), fingerprint) != Some(fingerprint)
+    }
+
+    /// When the next summary of warnings held back is due.
+    pub fn summary_at(&self) -> Option<Instant> {
+        [&self.skipped, &self.nexthop_taken, &self.refused].into_iter().filter_map(LogBudget::summary_at).min()
+    }
+
+    /// Logs the summaries due at `now`.
+    pub fn flush(&mut self, now: Instant) {
+        [&mut self.skipped, &mut self.nexthop_taken, &mut self.refused].into_iter().for_each(|budget| budget.flush(now));
+    }
+}
