@@ -35,7 +35,7 @@ use crate::subnet_env::{self, SubnetEnvError};
 use crate::underlay::{self, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DaemonOptions {
     pub etcd: EtcdOptions,
     /// `--iface`, `--iface-regex`, `--iface-can-reach` and `--public-ip`.
@@ -48,10 +48,11 @@ pub struct DaemonOptions {
     pub iptables_resync: Duration,
     pub ip_masq: bool,
     pub iptables_forward_rules: bool,
-    /// Where to serve /healthz and /readyz; `None` disables them.
-    pub healthz: Option<std::net::SocketAddr>,
-    /// Where to serve /metrics; `None` disables it.
-    pub metrics: Option<std::net::SocketAddr>,
+    /// The socket /healthz and /readyz are served on, bound by the caller (so a test can bind
+    /// port 0 and learn the port); `None` disables them.
+    pub healthz: Option<std::net::TcpListener>,
+    /// The socket /metrics is served on, bound by the caller; `None` disables it.
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// Why the daemon stopped with an error.
@@ -129,15 +130,16 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
     }
 }
 
-async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
+async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let mut tasks = Tasks::default();
     let health = Health::default();
-    if let Some(addr) = options.healthz {
-        tasks.spawn("/healthz server", http::serve_health(addr, health.clone()).await?);
+    let serves_health = options.healthz.is_some();
+    if let Some(listener) = options.healthz.take() {
+        tasks.spawn("/healthz server", http::serve_health(listener, health.clone())?);
     }
     let metrics = Metrics::new();
-    if let Some(addr) = options.metrics {
-        tasks.spawn("/metrics server", http::serve_metrics(addr, metrics.clone()).await?);
+    if let Some(listener) = options.metrics.take() {
+        tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
     }
     let kernel = Kernel::connect()?;
     let underlay = underlay::find(&kernel, &options.underlay).await?;
@@ -145,7 +147,7 @@ async fn serve(options: DaemonOptions) -> Result<(), DaemonError> {
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 
     let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
-    if options.healthz.is_some() {
+    if serves_health {
         let etcd = registry.clone();
         tasks.spawn_forever(
             "etcd health probe",

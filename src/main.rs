@@ -222,9 +222,22 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         iptables_resync: Duration::from_secs(flags.iptables_resync),
         ip_masq: flags.ip_masq,
         iptables_forward_rules: flags.iptables_forward_rules,
-        healthz: (flags.healthz_port != 0).then(|| std::net::SocketAddr::new(flags.healthz_ip, flags.healthz_port)),
-        metrics: (flags.metrics_port != 0).then(|| std::net::SocketAddr::new(flags.metrics_ip, flags.metrics_port)),
+        // Bound only when the daemon runs (`with_listeners`): `weftd status` on the same host,
+        // with the same FLANNELD_* environment, must not try to take the daemon's ports.
+        healthz: None,
+        metrics: None,
     })
+}
+
+type Port = (std::net::IpAddr, u16);
+
+/// Binds the sockets the daemon's HTTP endpoints listen on (`--healthz-*`, `--metrics-*`), here,
+/// before the daemon starts; port 0 means the endpoint is off.
+fn with_listeners(mut options: DaemonOptions, (healthz, metrics): (Port, Port)) -> anyhow::Result<DaemonOptions> {
+    let bind = |(ip, port): Port| (port != 0).then(|| weft::observe::http::bind(std::net::SocketAddr::new(ip, port))).transpose();
+    options.healthz = bind(healthz)?;
+    options.metrics = bind(metrics)?;
+    Ok(options)
 }
 
 fn init_logging(verbosity: u8) {
@@ -330,7 +343,8 @@ fn main() -> ExitCode {
     for ignored in &screened.ignored {
         tracing::warn!(flag = %ignored.0, "{ignored}");
     }
-    let result = options(flags).and_then(|options| {
+    let ports = ((flags.healthz_ip, flags.healthz_port), (flags.metrics_ip, flags.metrics_port));
+    let result = options(flags).and_then(|options| with_listeners(options, ports)).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(daemon::run(options, shutdown_signal())).map_err(anyhow::Error::from)
     });

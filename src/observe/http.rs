@@ -20,6 +20,8 @@ use super::metrics::Metrics;
 pub enum HttpError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot serve on the socket given: {0}")]
+    Socket(#[source] std::io::Error),
     #[error("{what} on {addr} stopped: {source}")]
     Serve { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -27,23 +29,23 @@ pub enum HttpError {
 /// An endpoint bound and ready to serve: the daemon runs it as one of its tasks.
 pub type Serving = Pin<Box<dyn Future<Output = Result<(), HttpError>> + Send>>;
 
-/// Binds `/healthz` and `/readyz`; the future returned serves them until it fails.
+/// `/healthz` and `/readyz` on `listener`; the future returned serves them until it fails.
 ///
 /// # Errors
-/// The address cannot be bound (taken, or not on this host).
-pub async fn serve_health(addr: SocketAddr, health: Health) -> Result<Serving, HttpError> {
+/// The socket cannot be handed to the runtime.
+pub fn serve_health(listener: std::net::TcpListener, health: Health) -> Result<Serving, HttpError> {
     let (for_healthz, for_readyz) = (health.clone(), health);
     let app = Router::new()
         .route("/healthz", get(move || async move { status(for_healthz.liveness()) }))
         .route("/readyz", get(move || async move { status(for_readyz.readiness()) }));
-    spawn_http(addr, app, "/healthz and /readyz").await
+    serving(listener, app, "/healthz and /readyz")
 }
 
-/// Binds `/metrics`; the future returned serves it until it fails.
+/// `/metrics` on `listener`; the future returned serves it until it fails.
 ///
 /// # Errors
-/// The address cannot be bound (taken, or not on this host).
-pub async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Serving, HttpError> {
+/// The socket cannot be handed to the runtime.
+pub fn serve_metrics(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> Result<Serving, HttpError> {
     let app = Router::new().route(
         "/metrics",
         get(move || {
@@ -51,7 +53,7 @@ pub async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Se
             async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()) }
         }),
     );
-    spawn_http(addr, app, "/metrics").await
+    serving(listener, app, "/metrics")
 }
 
 /// 200 with the text of a good report, 503 with that of a bad one.
@@ -62,9 +64,58 @@ fn status(report: Result<String, String>) -> (StatusCode, String) {
     }
 }
 
-/// Binds at once (a taken port is a start-up error); the future returned serves `app`.
-async fn spawn_http(addr: SocketAddr, app: Router, what: &'static str) -> Result<Serving, HttpError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+/// Binds `addr` (`ip link`-style: a taken port is a start-up error, not a later one), for the
+/// caller to hand to [`serve_health`] or [`serve_metrics`]; port 0 picks a free port.
+///
+/// # Errors
+/// The address is taken or not on this host.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, HttpError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| HttpError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(HttpError::Socket)?;
+    Ok(listener)
+}
+
+/// The future that serves `app` on `listener` until it fails.
+fn serving(listener: std::net::TcpListener, app: Router, what: &'static str) -> Result<Serving, HttpError> {
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(HttpError::Socket)?;
+    let addr = listener.local_addr().map_err(HttpError::Socket)?;
     tracing::info!(%addr, what, "serving");
     Ok(Box::pin(async move { axum::serve(listener, app).await.map_err(|source| HttpError::Serve { what, addr, source }) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// `GET path` on `addr`, HTTP/1.0: the status line.
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        reply.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_socket_bound_on_port_0_serves_readiness_as_it_changes() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let health = Health::default();
+        let server = tokio::spawn(serve_health(listener, health.clone()).unwrap());
+        assert!(get(addr, "/readyz").await.contains("503"), "not ready before the first pass");
+        health.set_ready();
+        assert!(get(addr, "/readyz").await.contains("200"));
+        server.abort();
+    }
+
+    #[test]
+    fn a_taken_port_is_an_error_naming_the_address() {
+        let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let error = bind(addr).unwrap_err().to_string();
+        assert!(error.contains(&addr.to_string()), "{error}");
+    }
 }
