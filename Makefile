@@ -39,7 +39,8 @@ test: deps
 	$(CARGO) test --workspace --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS) --show-output
 
 ## demo: three hosts in namespaces pinging across the overlay (DEMO_KEEP=1 to look around)
-demo: deps build
+demo: deps
+	$(CARGO) build --bins --examples
 	$(CARGO) run --example demo
 
 clean:
