@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use ipnetwork::Ipv4Network;
 use thiserror::Error;
 
-use crate::subnet_env::{self, SubnetEnvError};
+use crate::atomic_file::{self, AtomicWriteError};
+use crate::subnet_env;
 
 /// What mk-docker-opts.sh greps its variable listing for.
 const MARKER: &str = "DOCKER_OPT_";
@@ -44,8 +45,8 @@ pub enum DockerOptsError {
     MarkedPath { path: PathBuf },
     #[error("{name}={value:?} {reason}; mk-docker-opts.sh would write broken lines for it, so weftd refuses: {advice}")]
     Unsafe { name: String, value: String, reason: &'static str, advice: &'static str },
-    #[error(transparent)]
-    Write(#[from] SubnetEnvError),
+    #[error("cannot write the docker options file: {0}")]
+    Write(#[from] AtomicWriteError),
 }
 
 /// mk-docker-opts.sh's flags, plus weft's opt-in `--allow-direct-routing`.
@@ -215,7 +216,7 @@ pub fn write_docker_opts(request: &DockerOptsRequest) -> Result<(), DockerOptsEr
     let env = std::env::vars_os().filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
     let mut variables = script_variables(env, subnet_env::parse_env(&text));
     assign_options(&mut variables, request)?;
-    subnet_env::write_if_changed(&request.docker_env, &render(&variables, request)?)?;
+    atomic_file::write_if_changed(&request.docker_env, &render(&variables, request)?)?;
     Ok(())
 }
 

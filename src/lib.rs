@@ -2,6 +2,7 @@
 //!
 //! The library holds everything; `src/main.rs` only parses flags and starts [`daemon::run`].
 
+pub mod atomic_file;
 pub mod config;
 pub mod config_watch;
 pub mod daemon;

@@ -1,19 +1,18 @@
 //! `/run/flannel/subnet.env`: the file docker's bridge options are made from, in flanneld's
 //! exact format and line order, written atomically and only when it changes.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnetwork::Ipv4Network;
 use thiserror::Error;
 
+use crate::atomic_file::{write_if_changed, AtomicWriteError};
+
+/// The subnet file could not be written.
 #[derive(Debug, Error)]
-#[error("cannot write {path}: {source}")]
-pub struct SubnetEnvError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
+#[error("cannot write the subnet file (docker's --bip and --mtu come from it): {0}")]
+pub struct SubnetEnvError(#[from] pub AtomicWriteError);
 
 /// The four values flanneld writes for an IPv4-only network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,30 +38,12 @@ impl SubnetEnv {
     }
 
     /// Writes the file atomically; returns whether the content changed.
+    ///
+    /// # Errors
+    /// The file or its directory cannot be written.
     pub fn write_if_changed(&self, path: &Path) -> Result<bool, SubnetEnvError> {
-        write_if_changed(path, &self.render())
+        Ok(write_if_changed(path, &self.render())?)
     }
-}
-
-/// Writes `content` to `path` through a temporary file and a rename, so readers never see half
-/// of it, with mode 0644. Returns whether the content changed (an identical file is left alone).
-pub fn write_if_changed(path: &Path, content: &str) -> Result<bool, SubnetEnvError> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-        return Ok(false);
-    }
-    let error = |source| SubnetEnvError { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(error)?;
-    }
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    let mut file = std::fs::File::create(&temp).map_err(error)?;
-    file.write_all(content.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(error)?;
-    std::fs::rename(&temp, path).map_err(error)?;
-    Ok(true)
 }
 
 /// Parses `KEY=VALUE` lines (optionally quoted values), skipping blanks and comments.
