@@ -22,7 +22,7 @@ pub fn desired_device(config: &NetworkConfig, underlay: &Underlay, mac: MacAddr)
         vni: config.backend.vni,
         port: config.backend.port,
         local: underlay.ip,
-        underlay_index: underlay.index,
+        underlay_index: Some(underlay.index),
         mtu: config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD)),
         learning: config.backend.learning,
         gbp: config.backend.gbp,
@@ -72,13 +72,19 @@ pub fn drift(wanted: &VxlanSpec, actual: &VxlanSpec) -> Vec<Drift> {
     compare("vni", actual.vni != wanted.vni, actual.vni.to_string(), wanted.vni.to_string(), "config says");
     compare("local", actual.local != wanted.local, actual.local.to_string(), wanted.local.to_string(), "underlay has");
     let (dev, wanted_dev) = (actual.underlay_index, wanted.underlay_index);
-    compare("dev", dev != wanted_dev, format!("index {dev}"), format!("index {wanted_dev}"), "underlay is");
+    compare("dev", dev != wanted_dev, dev_text(dev), dev_text(wanted_dev), "underlay is");
     compare("dstport", actual.port != wanted.port, actual.port.to_string(), wanted.port.to_string(), "config says");
     let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
     let (learning, gbp) = (wanted.learning, wanted.gbp);
     compare("learning", actual.learning != learning, on_off(actual.learning), on_off(learning), "config says");
     compare("gbp", actual.gbp != gbp, on_off(actual.gbp), on_off(gbp), "config says");
     found
+}
+
+/// A device's underlay link as the drift report words it: `index 4`, and `index 0` for none
+/// (the kernel's number for it, which the report has always shown).
+fn dev_text(index: Option<u32>) -> String {
+    format!("index {}", index.unwrap_or(0))
 }
 
 /// The drift as one line per attribute, `<device>: <drift>`, joined by `; ` for a log field.
@@ -138,11 +144,11 @@ mod tests {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let spec = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), mac);
         assert_eq!((spec.name.as_str(), spec.vni, spec.port, spec.mtu), ("flannel.1", 1, 8472, 1450));
-        assert_eq!((spec.local, spec.underlay_index, spec.mac), (Ipv4Addr::new(198, 18, 0, 11), 4, mac));
+        assert_eq!((spec.local, spec.underlay_index, spec.mac), (Ipv4Addr::new(198, 18, 0, 11), Some(4), mac));
         let moved = Underlay { index: 9, ip: Ipv4Addr::new(10, 0, 0, 9), mtu: 9000, ..underlay() };
         let json = r#"{"Network":"10.5.0.0/16","Backend":{"VNI":7,"Port":4789,"MTU":1400}}"#;
         let spec = desired_device(&config(json), &moved, mac);
-        assert_eq!((spec.name.as_str(), spec.port, spec.mtu, spec.underlay_index), ("flannel.7", 4789, 1400, 9));
+        assert_eq!((spec.name.as_str(), spec.port, spec.mtu, spec.underlay_index), ("flannel.7", 4789, 1400, Some(9)));
         assert_eq!(spec.local, Ipv4Addr::new(10, 0, 0, 9));
     }
 
@@ -157,7 +163,8 @@ mod tests {
             describe("flannel.1", &found),
             "flannel.1: MAC 02:00:00:00:00:09, lease says 02:00:00:00:00:01; flannel.1: mtu 1400, should be 1450"
         );
-        let actual = VxlanSpec { local: Ipv4Addr::new(10, 0, 0, 9), vni: 2, port: 4789, underlay_index: 3, ..wanted.clone() };
+        let actual =
+            VxlanSpec { local: Ipv4Addr::new(10, 0, 0, 9), vni: 2, port: 4789, underlay_index: Some(3), ..wanted.clone() };
         let found = drift(&wanted, &actual);
         assert!(found.iter().all(|d| !d.in_place()), "{found:?}");
         let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
@@ -170,6 +177,9 @@ mod tests {
                 "dstport 4789, config says 8472"
             ]
         );
+        let unbound = VxlanSpec { underlay_index: None, ..wanted.clone() };
+        let lines: Vec<String> = drift(&wanted, &unbound).iter().map(ToString::to_string).collect();
+        assert_eq!(lines, ["dev index 0, underlay is index 4"], "no link, in the kernel's number for it");
         let actual = VxlanSpec { learning: true, gbp: true, ..wanted.clone() };
         let lines: Vec<String> = drift(&wanted, &actual).iter().map(ToString::to_string).collect();
         assert_eq!(lines, ["learning on, config says off", "gbp on, config says off"]);

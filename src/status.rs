@@ -165,17 +165,23 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
     let name = model::device_name(observed.config.backend.vni);
     let (Some(own), Some(actual)) = (own, &observed.device) else { return Vec::new() };
     let mac = own.attrs.backend_data.vtep_mac;
-    // Without an underlay, only what the config and the lease decide can be compared: the
-    // device's own underlay, local address and MTU stand in for the missing interface's.
-    let stand_in = |actual: &VxlanSpec| Underlay {
-        name: String::new(),
-        index: actual.underlay_index,
-        ip: actual.local,
-        mtu: actual.mtu + VXLAN_OVERHEAD,
-        public_ip: own.attrs.public_ip,
+    let wanted = match &observed.underlay {
+        Ok(underlay) => device::desired_device(&observed.config, underlay, mac),
+        // Without an underlay, only what the config and the lease decide can be compared: the
+        // device's own local address and MTU stand in for the missing interface's, and its own
+        // underlay link (or none) for that interface.
+        Err(_) => {
+            let stand_in = Underlay {
+                name: String::new(),
+                index: actual.underlay_index.unwrap_or_default(), // replaced just below
+                ip: actual.local,
+                mtu: actual.mtu + VXLAN_OVERHEAD,
+                public_ip: own.attrs.public_ip,
+            };
+            VxlanSpec { underlay_index: actual.underlay_index, ..device::desired_device(&observed.config, &stand_in, mac) }
+        }
     };
-    let underlay = observed.underlay.clone().unwrap_or_else(|_| stand_in(actual));
-    let drift = device::drift(&device::desired_device(&observed.config, &underlay, mac), actual);
+    let drift = device::drift(&wanted, actual);
     drift.iter().map(|d| format!("{name}: {d}")).collect()
 }
 
@@ -420,6 +426,8 @@ mod tests {
         observed.device = Some(VxlanSpec { mtu: 1300, port: 4789, ..wanted.clone() });
         let status = assess(&observed);
         assert_eq!(status.device_drift, ["flannel.1: dstport 4789, config says 8472"], "the MTU follows the missing underlay");
+        observed.device = Some(VxlanSpec { underlay_index: None, ..wanted.clone() });
+        assert!(assess(&observed).device_drift.is_empty(), "a device bound to no link stands in for the missing one");
         assert!(
             render(&status).contains("underlay   no usable underlay interface: no interface matches --iface"),
             "{}",

@@ -1,36 +1,37 @@
 //! The kernel entries weft owns on this host, one type per kernel object, each documented by
 //! the `ip`/`bridge` command that writes it.
 //!
-//! IPv4 only (see the module note in `model`): an IPv6 peer adds entries keyed by `Ipv6Addr`.
+//! Each is generic over its address family `A` ([`Family`]), IPv4 by default: `ArpEntry` is
+//! the IPv4 entry it always was, `ArpEntry<Ipv6Addr>` its IPv6 twin (an NDP entry).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
-
+use super::family::Family;
 use super::mac::MacAddr;
 use super::names::nexthop_id;
 
 /// `ip neigh replace <ip> lladdr <mac> dev flannel.1 nud permanent`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ArpEntry {
-    pub ip: Ipv4Addr,
+pub struct ArpEntry<A: Family = Ipv4Addr> {
+    pub ip: A,
     pub mac: MacAddr,
 }
 
 /// `bridge fdb replace <mac> dev flannel.1 dst <public ip> self permanent`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FdbEntry {
+pub struct FdbEntry<A: Family = Ipv4Addr> {
     pub mac: MacAddr,
-    pub dst: Ipv4Addr,
+    /// The peer's public address; for an IPv6 device, its PublicIPv6, as flanneld's dual-stack has it.
+    pub dst: A,
 }
 
 /// `ip route replace <subnet> nhid <id of the gateway's nexthop>`, or in flanneld's form,
 /// `ip route replace <subnet> via <subnet .0> dev flannel.1 onlink`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteEntry {
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
+pub struct RouteEntry<A: Family = Ipv4Addr> {
+    pub subnet: A::Network,
+    pub gateway: A,
     pub onlink: bool,
     /// The id of the [`Nexthop`] the route points at; `None` for a route that names its gateway.
     pub nexthop: Option<u32>,
@@ -39,14 +40,14 @@ pub struct RouteEntry {
 /// `ip nexthop add id <id> via <gateway> dev flannel.1 onlink`: what a peer's route points at
 /// where the kernel has nexthop objects (see `netlink/nexthop.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Nexthop {
+pub struct Nexthop<A: Family = Ipv4Addr> {
     pub id: u32,
-    pub gateway: Ipv4Addr,
+    pub gateway: A,
 }
 
-impl Nexthop {
+impl<A: Family> Nexthop<A> {
     /// The nexthop weftd writes for `gateway`, with the id [`nexthop_id`] gives it.
-    pub fn for_gateway(gateway: Ipv4Addr) -> Self {
+    pub fn for_gateway(gateway: A) -> Self {
         Self { id: nexthop_id(gateway), gateway }
     }
 }
@@ -54,22 +55,35 @@ impl Nexthop {
 /// `ip route replace <subnet> via <peer's PublicIP>`: with `Backend.DirectRouting`, the route
 /// to a peer this host reaches without a gateway; its packets skip VXLAN, as flanneld's do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DirectRoute {
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
+pub struct DirectRoute<A: Family = Ipv4Addr> {
+    pub subnet: A::Network,
+    pub gateway: A,
 }
 
 /// The ARP, FDB, nexthop and route entries on our VXLAN device, and the direct routes to peers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelState {
-    pub arp: BTreeSet<ArpEntry>,
-    pub fdb: BTreeSet<FdbEntry>,
-    pub nexthops: BTreeSet<Nexthop>,
-    pub routes: BTreeSet<RouteEntry>,
-    pub direct_routes: BTreeSet<DirectRoute>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelState<A: Family = Ipv4Addr> {
+    pub arp: BTreeSet<ArpEntry<A>>,
+    pub fdb: BTreeSet<FdbEntry<A>>,
+    pub nexthops: BTreeSet<Nexthop<A>>,
+    pub routes: BTreeSet<RouteEntry<A>>,
+    pub direct_routes: BTreeSet<DirectRoute<A>>,
 }
 
-impl KernelState {
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for KernelState<A> {
+    fn default() -> Self {
+        Self {
+            arp: BTreeSet::new(),
+            fdb: BTreeSet::new(),
+            nexthops: BTreeSet::new(),
+            routes: BTreeSet::new(),
+            direct_routes: BTreeSet::new(),
+        }
+    }
+}
+
+impl<A: Family> KernelState<A> {
     /// Every entry of every kind.
     pub fn entry_count(&self) -> usize {
         self.arp.len() + self.fdb.len() + self.nexthops.len() + self.routes.len() + self.direct_routes.len()

@@ -4,27 +4,33 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
-
 use super::entries::Nexthop;
+use super::family::{Family, Subnet};
 
-/// The main routing table's other IPv4 routes, each with whether it has a gateway: what
+/// The main routing table's other routes of family `A` (IPv4 by default), each with whether it has a gateway: what
 /// `ip route get` consults. flanneld's DirectRouting asks it whether a peer's PublicIP is
 /// reached without a gateway, that is, on this host's own link.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MainTable {
-    routes: Vec<(Ipv4Network, bool)>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MainTable<A: Family = Ipv4Addr> {
+    routes: Vec<(A::Network, bool)>,
 }
 
-impl MainTable {
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for MainTable<A> {
+    fn default() -> Self {
+        Self { routes: Vec::new() }
+    }
+}
+
+impl<A: Family> MainTable<A> {
     /// The table of these routes: each destination with whether the route has a gateway.
-    pub fn new(routes: impl IntoIterator<Item = (Ipv4Network, bool)>) -> Self {
+    pub fn new(routes: impl IntoIterator<Item = (A::Network, bool)>) -> Self {
         Self { routes: routes.into_iter().collect() }
     }
 
     /// Whether the most specific route to `ip` has no gateway.
-    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
-        let best = self.routes.iter().filter(|(network, _)| network.contains(ip)).max_by_key(|(network, _)| network.prefix());
+    pub fn on_link(&self, ip: A) -> bool {
+        let best = self.routes.iter().filter(|(network, _)| network.holds(ip)).max_by_key(|(network, _)| network.prefix_len());
         best.is_some_and(|(_, has_gateway)| !has_gateway)
     }
 }
@@ -42,8 +48,9 @@ pub enum NexthopSupport {
 }
 
 impl NexthopSupport {
-    /// The nexthop for `gateway`, unless the kernel has none or its id is taken.
-    pub fn for_gateway(&self, gateway: Ipv4Addr) -> Option<Nexthop> {
+    /// The nexthop for `gateway` (of either family: the ids do not overlap), unless the kernel
+    /// has none or its id is taken.
+    pub fn for_gateway<A: Family>(&self, gateway: A) -> Option<Nexthop<A>> {
         let nexthop = Nexthop::for_gateway(gateway);
         matches!(self, Self::Available { taken } if !taken.contains(&nexthop.id)).then_some(nexthop)
     }
@@ -51,10 +58,17 @@ impl NexthopSupport {
 
 /// What the kernel holds besides our entries that decides their form: the main table (for
 /// DirectRouting) and what nexthop objects allow.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelContext {
-    pub main_table: MainTable,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelContext<A: Family = Ipv4Addr> {
+    pub main_table: MainTable<A>,
     pub nexthops: NexthopSupport,
+}
+
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for KernelContext<A> {
+    fn default() -> Self {
+        Self { main_table: MainTable::default(), nexthops: NexthopSupport::default() }
+    }
 }
 
 #[cfg(test)]

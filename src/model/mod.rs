@@ -4,17 +4,20 @@
 //! A leaf: it uses no other module of the crate, so `netlink` (the kernel), `reconcile` (the
 //! policy) and `status` (the report) read one definition of each entry and each rule.
 //!
-//! Address families: every entry is IPv4 today (flanneld's vxlan backend with `EnableIPv4`).
-//! IPv6 is meant as an addition beside it: twin entries (or a family parameter) keyed by
-//! `Ipv6Addr`/`Ipv6Network`, with the rules in [`names`] given their IPv6 form, rather than a
-//! rewrite of the IPv4 ones.
+//! Address families: every entry, `KernelState` and `KernelContext` take a [`Family`]
+//! parameter (`Ipv4Addr` or `Ipv6Addr`), IPv4 by default, which is all weft programs today
+//! (flanneld's vxlan backend with `EnableIPv4`). IPv6 is an addition beside it:
+//! `KernelState<Ipv6Addr>` already exists, and the rules in [`names`] have their IPv6 form
+//! (the VTEP address of an IPv6 subnet, a nexthop id space of its own).
 
 mod entries;
+mod family;
 mod kernel;
 mod mac;
 pub mod names;
 
 pub use entries::{ArpEntry, DirectRoute, FdbEntry, KernelState, Nexthop, RouteEntry};
+pub use family::{Family, Subnet, IPV6_NEXTHOP_IDS};
 pub use kernel::{KernelContext, MainTable, NexthopSupport};
 pub use mac::MacAddr;
 pub use names::{derived_mac, device_name, nexthop_gateway, nexthop_id, vtep_address};

@@ -4,26 +4,32 @@
 
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
-
+use super::family::{Family, Subnet};
 use super::mac::MacAddr;
 
 /// The VTEP address of a host's subnet: its network address (`10.5.52.0` for `10.5.52.0/24`),
 /// as flanneld gives it. It is the address of that host's VXLAN device (as a /32), the
-/// destination of its ARP entry on peers, and the gateway of their routes to the subnet.
-pub fn vtep_address(subnet: Ipv4Network) -> Ipv4Addr {
-    subnet.network()
+/// destination of its ARP entry on peers, and the gateway of their routes to the subnet. The
+/// same rule for an IPv6 subnet (`fd00:5:34::` for `fd00:5:34::/64`, as a /128).
+pub fn vtep_address<N: Subnet>(subnet: N) -> N::Addr {
+    subnet.network_address()
 }
 
-/// The id weftd gives the nexthop for `gateway`: the address as a number, unique per peer and
-/// the same after a restart, so it needs no bookkeeping. (An IPv6 gateway does not fit in the
-/// 32-bit id; its rule will be its own.)
-pub fn nexthop_id(gateway: Ipv4Addr) -> u32 {
-    u32::from(gateway)
+/// The id weftd gives the nexthop for `gateway`, the same after a restart, so it needs no
+/// bookkeeping. The id space (kernel nexthop ids are 32 bits) is split by family:
+/// - IPv4: the address as a number (`10.5.3.0` → `0x0a050300`), unique per peer. These ids are
+///   in the kernels of running hosts, so this rule never changes.
+/// - IPv6: `0xE000_0000` ([`super::family::IPV6_NEXTHOP_IDS`]) or-ed with the gateway folded
+///   into 28 bits: the ids that in IPv4 terms name 224.0.0.0/4, a multicast gateway, which the
+///   kernel refuses for a nexthop, so no IPv4 id is one. Unique among the subnets of an IPv6
+///   network of at most 2^28 subnets (see `Family::nexthop_id` for `Ipv6Addr`).
+pub fn nexthop_id<A: Family>(gateway: A) -> u32 {
+    gateway.nexthop_id()
 }
 
-/// The gateway whose nexthop [`nexthop_id`] names `id`: how an id found in the kernel is
-/// recognised as one weftd could have written.
+/// The IPv4 gateway whose nexthop [`nexthop_id`] names `id`: how an id found in the kernel is
+/// recognised as one weftd could have written. (An IPv6 id keeps 28 bits of its gateway, so it
+/// is recognised the other way: by comparing `nexthop_id` of the gateway the kernel reports.)
 pub fn nexthop_gateway(id: u32) -> Ipv4Addr {
     Ipv4Addr::from(id)
 }
@@ -64,6 +70,6 @@ mod tests {
     fn a_nexthop_id_names_its_gateway() {
         let gateway = Ipv4Addr::new(10, 5, 3, 0);
         assert_eq!(nexthop_gateway(nexthop_id(gateway)), gateway);
-        assert_eq!(vtep_address("10.5.3.0/24".parse().unwrap()), gateway);
+        assert_eq!(vtep_address("10.5.3.0/24".parse::<ipnetwork::Ipv4Network>().unwrap()), gateway);
     }
 }

@@ -18,7 +18,9 @@ pub struct VxlanSpec {
     pub vni: u32,
     pub port: u16,
     pub local: Ipv4Addr,
-    pub underlay_index: u32,
+    /// The index of the link VXLAN packets leave by (`dev` in `ip -d link`); `None` for a
+    /// device bound to no link, which the kernel reports as no `IFLA_VXLAN_LINK` (or 0).
+    pub underlay_index: Option<u32>,
     /// Bytes.
     pub mtu: u32,
     pub learning: bool,
@@ -78,13 +80,16 @@ impl Kernel {
     /// The kernel refused the device (e.g. `EEXIST`: a link of that name exists).
     pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
         let mut builder = LinkVxlan::new(&spec.name, spec.vni)
-            .dev(spec.underlay_index)
             .local(spec.local)
             .port(spec.port)
             .learning(spec.learning)
             .mtu(spec.mtu)
             .address(spec.mac.0.to_vec())
             .up();
+        // No `dev` is what a link index of 0 meant to the kernel: bound to no link.
+        if let Some(index) = spec.underlay_index {
+            builder = builder.dev(index);
+        }
         if spec.gbp {
             builder = builder.gbp();
         }
@@ -158,7 +163,7 @@ fn vxlan_spec(link: &LinkMessage) -> Option<VxlanSpec> {
         vni: 0,
         port: 0,
         local: Ipv4Addr::UNSPECIFIED,
-        underlay_index: 0,
+        underlay_index: None,
         mtu: link_mtu(link),
         learning: false,
         gbp: false,
@@ -169,7 +174,7 @@ fn vxlan_spec(link: &LinkMessage) -> Option<VxlanSpec> {
             InfoVxlan::Id(vni) => spec.vni = *vni,
             InfoVxlan::Port(port) => spec.port = *port,
             InfoVxlan::Local(local) => spec.local = *local,
-            InfoVxlan::Link(index) => spec.underlay_index = *index,
+            InfoVxlan::Link(index) => spec.underlay_index = (*index != 0).then_some(*index),
             InfoVxlan::Learning(learning) => spec.learning = *learning,
             InfoVxlan::Gbp => spec.gbp = true,
             _ => {}
