@@ -27,8 +27,8 @@ pub trait Family: sealed::Sealed + Copy + Ord + Hash + Debug + Display + Send + 
     /// The prefix length of one host, in bits: 32 or 128 (a VTEP address is assigned as one).
     const HOST_PREFIX: u8;
 
-    /// The id weftd gives the nexthop for this gateway; see [`crate::model::names::nexthop_id`]
-    /// for the id space of each family.
+    /// The id weftd gives the nexthop for this gateway; `nexthop_id` in the `names` module says
+    /// which id space each family has.
     fn nexthop_id(self) -> u32;
 }
 

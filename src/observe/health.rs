@@ -1,5 +1,5 @@
 //! What `/healthz` (alive, and etcd answered recently) and `/readyz` (subnet.env written and
-//! the overlay programmed) report: state only; [`super::http`] serves it.
+//! the overlay programmed) report: state only; the `http` module serves it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! Everything weftd counts, in Prometheus form: state only; [`super::http`] serves it on
+//! Everything weftd counts, in Prometheus form: state only; the `http` module serves it on
 //! `--metrics-ip:--metrics-port` in the text exposition format.
 
 use std::collections::BTreeMap;
