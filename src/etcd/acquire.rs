@@ -22,7 +22,7 @@ impl Registry {
     ) -> Result<Lease, RegistryError> {
         loop {
             let listing = self.list_leases().await?;
-            let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied, previous)
+            let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied(), previous)
                 .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
             let won = match &claim {
                 Claim::Existing(existing) => self.take_over(existing, attrs, ttl).await?,

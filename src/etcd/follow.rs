@@ -263,7 +263,7 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
         set.record_mac_since(&lease, previous.mac_since_for(&lease));
         set.leases.insert(lease.subnet, lease);
     }
-    for subnet in &listing.occupied {
+    for subnet in listing.holders.keys() {
         if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
             set.record_mac_since(last_good, previous.mac_since(last_good));
             set.leases.insert(*subnet, last_good.clone());

@@ -27,7 +27,7 @@ fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
         revision: 9,
         leases: vec![fresh.clone()],
         malformed: vec![broken(Some(good.subnet)), broken(Some(never_read)), broken(None)],
-        occupied: [good.subnet, fresh.subnet, never_read].into(),
+        holders: [good.subnet, fresh.subnet, never_read].map(|s| (s, listed(&crate::lease::subnet_key(s), 1))).into(),
         ..Default::default()
     };
     let set = replace_with_listing(&set, listing);

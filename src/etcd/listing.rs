@@ -46,8 +46,6 @@ pub struct LeaseListing {
     pub revision: i64,
     pub leases: Vec<Lease>,
     pub malformed: Vec<MalformedLease>,
-    /// Subnets that have a key, readable or not.
-    pub occupied: BTreeSet<Ipv4Network>,
     /// Per subnet, the key holding it (see [`LeaseListing::add`]).
     pub holders: BTreeMap<Ipv4Network, ListedKey>,
     /// Keys skipped because another key holds their subnet, with that subnet; each is also
@@ -88,6 +86,11 @@ pub(super) fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet
 }
 
 impl LeaseListing {
+    /// Every subnet a key names, readable or not: the keys holding them.
+    pub fn occupied(&self) -> BTreeSet<Ipv4Network> {
+        self.holders.keys().copied().collect()
+    }
+
     /// Adds one decoded key. Of several keys naming one subnet, the one etcd created first
     /// (then the lower key) holds it, whatever the listing order; the others become malformed
     /// entries that name it.
@@ -102,11 +105,9 @@ impl LeaseListing {
         };
         match decoded {
             Ok(lease) => {
-                self.occupied.insert(lease.subnet);
                 self.leases.push(lease);
             }
             Err(malformed) => {
-                self.occupied.extend(malformed.subnet);
                 self.malformed.push(malformed);
             }
         }
