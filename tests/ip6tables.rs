@@ -1,0 +1,123 @@
+//! `--ip-masq` and `--iptables-forward-rules` with IPv6 in the overlay: weftd installs flanneld's
+//! chains through ip6tables too, with the IPv6 Network and its own IPv6 subnet, keeps its jumps
+//! ahead of Docker's as for IPv4, and puts back what is deleted; an IPv4-only overlay leaves
+//! ip6tables alone.
+
+use std::time::Duration;
+
+use ipnetwork::Ipv6Network;
+use lab::{poll, Host, Lab};
+
+const DUAL_STACK: &str =
+    r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
+const IPV4_ONLY: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const DEADLINE: Duration = Duration::from_secs(20);
+const MASQ: &str = "-m comment --comment \"flanneld masq\"";
+const FORWARD: &str = "-m comment --comment \"flanneld forward\"";
+
+/// Our IPv6 subnet from subnet.env's `FLANNEL_IPV6_SUBNET` (its first address, `…::1/64`).
+fn own_ipv6_subnet(lab: &Lab, n: usize) -> Ipv6Network {
+    let env = lab.wait_subnet_env(n, DEADLINE);
+    let gateway: Ipv6Network = env.get("FLANNEL_IPV6_SUBNET").unwrap_or_else(|| panic!("no IPv6 subnet: {env:?}")).parse().unwrap();
+    Ipv6Network::new(gateway.network(), gateway.prefix()).unwrap()
+}
+
+/// flanneld's IPv6 nat chain for our subnet `p` in fd00:5::/48, as `ip6tables -S` prints it.
+fn expected_masquerade(p: Ipv6Network) -> Vec<String> {
+    let n = "fd00:5::/48";
+    [
+        format!("-s {p} -d {n} {MASQ} -j RETURN"),
+        format!("-s {n} -d {p} {MASQ} -j RETURN"),
+        format!("! -s {n} -d {p} {MASQ} -j RETURN"),
+        format!("-s {n} ! -d ff00::/8 {MASQ} -j MASQUERADE --random-fully"),
+        format!("! -s {n} -d {n} {MASQ} -j MASQUERADE --random-fully"),
+    ]
+    .into_iter()
+    .map(|rule| format!("-A FLANNEL-POSTRTG {rule}"))
+    .collect()
+}
+
+fn expected_forward() -> Vec<String> {
+    vec![format!("-A FLANNEL-FWD -s fd00:5::/48 {FORWARD} -j ACCEPT"), format!("-A FLANNEL-FWD -d fd00:5::/48 {FORWARD} -j ACCEPT")]
+}
+
+/// The jump into `chain` with `comment`, as `-S` prints it in `hook`.
+fn jump(hook: &str, comment: &str, chain: &str) -> String {
+    format!("-A {hook} {comment} -j {chain}")
+}
+
+/// Whether every chain of ours, and each jump at the top of its hook, is exactly flanneld's.
+fn ipv6_rules_in_place(host: &Host, p: Ipv6Network) -> bool {
+    let rules = |table: &str, chain: &str| host.firewall_rules("ip6tables", table, chain);
+    let first = |table: &str, hook: &str| rules(table, hook).into_iter().next();
+    let raw = [format!("-A FLANNEL-PRERTG -s fd00:5::/48 -d {p} {FORWARD} -j ACCEPT")];
+    rules("nat", "FLANNEL-POSTRTG") == expected_masquerade(p)
+        && rules("filter", "FLANNEL-FWD") == expected_forward()
+        && rules("raw", "FLANNEL-PRERTG") == raw
+        && first("nat", "POSTROUTING") == Some(jump("POSTROUTING", MASQ, "FLANNEL-POSTRTG"))
+        && first("filter", "FORWARD") == Some(jump("FORWARD", FORWARD, "FLANNEL-FWD"))
+        && first("filter", "DOCKER-USER") == Some(jump("DOCKER-USER", FORWARD, "FLANNEL-FWD"))
+        && first("raw", "PREROUTING") == Some(jump("PREROUTING", FORWARD, "FLANNEL-PRERTG"))
+}
+
+#[test]
+fn dual_stack_installs_flanneld_s_ip6tables_rules_and_restores_them() {
+    let mut lab = Lab::new();
+    lab.put_network_config(DUAL_STACK);
+    let n = lab.add_host();
+    let weftd = lab.start_weftd(n, &["--ip-masq", "-iptables-resync=1"]);
+    let p = own_ipv6_subnet(&lab, n);
+    let host = lab.host(n).clone();
+    poll("flanneld's ip6tables rules", DEADLINE, || ipv6_rules_in_place(&host, p).then_some(()));
+    // The IPv4 rules are there as ever, with the IPv4 Network.
+    let ipv4_forward = host.firewall_rules("iptables", "filter", "FLANNEL-FWD");
+    assert_eq!(ipv4_forward.first().map(String::as_str), Some(&*format!("-A FLANNEL-FWD -s 10.5.0.0/16 {FORWARD} -j ACCEPT")));
+    assert_eq!(host.firewall_rules("iptables", "nat", "FLANNEL-POSTRTG").len(), 5);
+
+    // A rule deleted by hand, and each jump, come back at the next check (every second here):
+    // three times in a row within 2 s, which a check every 5 s would manage about once in
+    // sixteen tries.
+    let masq = expected_masquerade(p);
+    for round in 1..=3 {
+        host.delete_firewall_rule("ip6tables", "nat", &masq[3]);
+        host.delete_firewall_rule("ip6tables", "nat", &jump("POSTROUTING", MASQ, "FLANNEL-POSTRTG"));
+        host.delete_firewall_rule("ip6tables", "filter", &expected_forward()[1]);
+        host.delete_firewall_rule("ip6tables", "filter", &jump("FORWARD", FORWARD, "FLANNEL-FWD"));
+        host.delete_firewall_rule("ip6tables", "raw", &jump("PREROUTING", FORWARD, "FLANNEL-PRERTG"));
+        assert!(!ipv6_rules_in_place(&host, p));
+        poll(&format!("the deleted ip6tables rules to be restored (round {round})"), Duration::from_secs(2), || {
+            ipv6_rules_in_place(&host, p).then_some(())
+        });
+    }
+    // A whole chain flushed (a firewall reload) is refilled in order.
+    host.exec_ok(&["ip6tables", "-w", "-t", "nat", "-F", "FLANNEL-POSTRTG"]);
+    poll("the flushed chain to be refilled", Duration::from_secs(2), || ipv6_rules_in_place(&host, p).then_some(()));
+    let log = weftd.log();
+    assert!(log.contains("ip6tables rules installed") && log.contains("ip6tables rules were missing or changed; restored"), "{log}");
+    assert!(!log.contains("cannot install"), "{log}");
+}
+
+#[test]
+fn an_ipv4_only_overlay_creates_nothing_in_ip6tables() {
+    let mut lab = Lab::new();
+    lab.put_network_config(IPV4_ONLY);
+    let n = lab.add_host();
+    let weftd = lab.start_weftd(n, &["--ip-masq", "-iptables-resync=1"]);
+    lab.wait_subnet_env(n, DEADLINE);
+    let host = lab.host(n).clone();
+    // The IPv4 check has run (its last chain is in place); a rule it restores after that shows
+    // a later check came and went, long after any ip6tables check started with it would have.
+    poll("the iptables rules", DEADLINE, || (!host.firewall_rules("iptables", "raw", "FLANNEL-PRERTG").is_empty()).then_some(()));
+    let ipv4_jump = jump("FORWARD", FORWARD, "FLANNEL-FWD");
+    host.delete_firewall_rule("iptables", "filter", &ipv4_jump);
+    poll("the IPv4 jump to be restored", DEADLINE, || {
+        host.firewall_rules("iptables", "filter", "FORWARD").contains(&ipv4_jump).then_some(())
+    });
+    for table in ["nat", "filter", "raw"] {
+        let chains = host.firewall_chains("ip6tables", table);
+        assert!(chains.iter().all(|c| !c.starts_with("FLANNEL") && c != "DOCKER-USER"), "ip6tables -t {table}: {chains:?}");
+        let saved = String::from_utf8_lossy(&host.exec(&["ip6tables-save", "-t", table]).stdout).to_lowercase();
+        assert!(!saved.contains("flannel"), "ip6tables-save -t {table}: {saved}");
+    }
+    assert!(!weftd.log().contains("ip6tables"), "{}", weftd.log());
+}
