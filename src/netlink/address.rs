@@ -44,6 +44,30 @@ impl Kernel {
             .collect())
     }
 
+    /// `ip -6 addr show dev <index> scope global`: the first global IPv6 address of a link, in
+    /// the kernel's order; `None` when it has none.
+    ///
+    /// # Errors
+    /// The address dump failed.
+    pub async fn first_global_ipv6(&self, index: u32) -> Result<Option<std::net::Ipv6Addr>, NetlinkError> {
+        let addresses: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error("dump addresses"))?;
+        // RT_SCOPE_UNIVERSE: not link-local, not host.
+        Ok(addresses.iter().filter(|a| a.header.scope == netlink_packet_route::address::AddressScope::Universe).find_map(|a| {
+            a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            })
+        }))
+    }
+
     /// `ip addr replace <address> dev <device>`, removing any other IPv4 address from it (a
     /// previous lease's subnet must not linger).
     ///
