@@ -238,6 +238,9 @@ fn start_lease_tasks(
     // With neither flag there are no rules to keep, and `keep_rules` returns at once.
     if rules.ip_masq || rules.forward {
         tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
+        if let Some(ipv6) = &config.ipv6 {
+            tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
+        }
     }
     (own_rx, leases_rx, attrs_tx)
 }

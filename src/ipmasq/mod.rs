@@ -18,6 +18,7 @@ mod rules;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use ipnetwork::Ipv6Network;
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -66,8 +67,9 @@ impl Firewall for Ipv6Addr {
     const IPV6: bool = true;
     const MULTICAST: &'static str = "ff00::/8";
 
-    fn own_subnet(_lease: &Lease) -> Option<Self::Network> {
-        None
+    /// Host bits cleared: iptables prints the network so, and the listing then matches ours.
+    fn own_subnet(lease: &Lease) -> Option<Self::Network> {
+        lease.ipv6_subnet.and_then(|subnet| Ipv6Network::new(subnet.network(), subnet.prefix()).ok())
     }
 }
 

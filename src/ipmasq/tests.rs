@@ -131,3 +131,19 @@ fn wanted_rules_follow_the_flags_and_need_our_subnet_only_for_masquerade_and_raw
     assert_eq!(chains(wanted_rules(n, None, true, true)), ["FLANNEL-FWD"]);
     assert!(wanted_rules(v4("10.5.0.0/16"), Some(v4("10.5.72.0/24")), false, false).is_empty());
 }
+
+#[test]
+fn our_subnet_of_each_family_comes_from_our_lease_with_host_bits_cleared() {
+    let mut lease = Lease {
+        subnet: v4("10.5.72.0/24"),
+        ipv6_subnet: None,
+        attrs: crate::lease::LeaseAttrs::vxlan("198.18.0.11".parse().unwrap(), 1, crate::lease::MacAddr([2, 0, 0, 0, 0, 1])),
+        etcd_lease: None,
+        mod_revision: 1,
+        create_revision: 1,
+    };
+    assert_eq!(<Ipv4Addr as Firewall>::own_subnet(&lease), Some(v4("10.5.72.0/24")));
+    assert_eq!(<Ipv6Addr as Firewall>::own_subnet(&lease), None, "an IPv4-only lease");
+    lease.ipv6_subnet = Some(v6("fd00:5:0:7::5/64"));
+    assert_eq!(<Ipv6Addr as Firewall>::own_subnet(&lease).map(|s| s.to_string()), Some("fd00:5:0:7::/64".into()));
+}
