@@ -8,8 +8,7 @@ use std::time::Duration;
 use ipnetwork::Ipv6Network;
 use lab::{poll, Host, Lab};
 
-const DUAL_STACK: &str =
-    r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
+const DUAL_STACK: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
 const IPV4_ONLY: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const DEADLINE: Duration = Duration::from_secs(20);
 const MASQ: &str = "-m comment --comment \"flanneld masq\"";
@@ -18,7 +17,8 @@ const FORWARD: &str = "-m comment --comment \"flanneld forward\"";
 /// Our IPv6 subnet from subnet.env's `FLANNEL_IPV6_SUBNET` (its first address, `…::1/64`).
 fn own_ipv6_subnet(lab: &Lab, n: usize) -> Ipv6Network {
     let env = lab.wait_subnet_env(n, DEADLINE);
-    let gateway: Ipv6Network = env.get("FLANNEL_IPV6_SUBNET").unwrap_or_else(|| panic!("no IPv6 subnet: {env:?}")).parse().unwrap();
+    let gateway: Ipv6Network =
+        env.get("FLANNEL_IPV6_SUBNET").unwrap_or_else(|| panic!("no IPv6 subnet: {env:?}")).parse().unwrap();
     Ipv6Network::new(gateway.network(), gateway.prefix()).unwrap()
 }
 
@@ -38,7 +38,10 @@ fn expected_masquerade(p: Ipv6Network) -> Vec<String> {
 }
 
 fn expected_forward() -> Vec<String> {
-    vec![format!("-A FLANNEL-FWD -s fd00:5::/48 {FORWARD} -j ACCEPT"), format!("-A FLANNEL-FWD -d fd00:5::/48 {FORWARD} -j ACCEPT")]
+    vec![
+        format!("-A FLANNEL-FWD -s fd00:5::/48 {FORWARD} -j ACCEPT"),
+        format!("-A FLANNEL-FWD -d fd00:5::/48 {FORWARD} -j ACCEPT"),
+    ]
 }
 
 /// The jump into `chain` with `comment`, as `-S` prints it in `hook`.
@@ -92,8 +95,15 @@ fn dual_stack_installs_flanneld_s_ip6tables_rules_and_restores_them() {
     // A whole chain flushed (a firewall reload) is refilled in order.
     host.exec_ok(&["ip6tables", "-w", "-t", "nat", "-F", "FLANNEL-POSTRTG"]);
     poll("the flushed chain to be refilled", Duration::from_secs(2), || ipv6_rules_in_place(&host, p).then_some(()));
+    // What the README shows.
+    for (table, chain) in [("nat", "FLANNEL-POSTRTG"), ("filter", "FLANNEL-FWD"), ("raw", "FLANNEL-PRERTG")] {
+        println!("# ip6tables -t {table} -S {chain}\n{}", host.firewall_rules("ip6tables", table, chain).join("\n"));
+    }
     let log = weftd.log();
-    assert!(log.contains("ip6tables rules installed") && log.contains("ip6tables rules were missing or changed; restored"), "{log}");
+    assert!(
+        log.contains("ip6tables rules installed") && log.contains("ip6tables rules were missing or changed; restored"),
+        "{log}"
+    );
     assert!(!log.contains("cannot install"), "{log}");
 }
 
@@ -120,4 +130,29 @@ fn an_ipv4_only_overlay_creates_nothing_in_ip6tables() {
         assert!(!saved.contains("flannel"), "ip6tables-save -t {table}: {saved}");
     }
     assert!(!weftd.log().contains("ip6tables"), "{}", weftd.log());
+}
+
+/// What the IPv6 masquerade is for: a container reaching an underlay address that has no route
+/// back to the overlay. Host 3 runs no weftd; only the masquerading host's container gets an
+/// answer from it, with its own source address replaced by the host's.
+#[test]
+fn ipv6_masquerade_reaches_an_underlay_address_with_no_route_back() {
+    let mut lab = Lab::new();
+    lab.put_network_config(DUAL_STACK);
+    let (masq, plain, bare) = (lab.add_host(), lab.add_host(), lab.add_host());
+    let _masq = lab.start_weftd(masq, &["--ip-masq"]);
+    let _plain = lab.start_weftd(plain, &["--iptables-forward-rules=false"]);
+    let p = own_ipv6_subnet(&lab, masq);
+    own_ipv6_subnet(&lab, plain);
+    lab.attach_container(masq);
+    lab.attach_container(plain);
+    let host = lab.host(masq).clone();
+    poll("flanneld's ip6tables rules", DEADLINE, || ipv6_rules_in_place(&host, p).then_some(()));
+    assert!(lab.host(plain).firewall_chains("ip6tables", "nat").iter().all(|c| c != "FLANNEL-POSTRTG"), "no --ip-masq");
+
+    let target = lab.host(bare).underlay_ipv6;
+    poll("the masquerading host's container to reach the bare host over IPv6", DEADLINE, || {
+        lab.container_ping(masq, target).then_some(())
+    });
+    assert!((0..3).all(|_| !lab.container_ping(plain, target)), "without --ip-masq the reply has no way back");
 }
