@@ -87,7 +87,6 @@ fn dual_stack_installs_flanneld_s_ip6tables_rules_and_restores_them() {
         host.delete_firewall_rule("ip6tables", "filter", &expected_forward()[1]);
         host.delete_firewall_rule("ip6tables", "filter", &jump("FORWARD", FORWARD, "FLANNEL-FWD"));
         host.delete_firewall_rule("ip6tables", "raw", &jump("PREROUTING", FORWARD, "FLANNEL-PRERTG"));
-        assert!(!ipv6_rules_in_place(&host, p));
         poll(&format!("the deleted ip6tables rules to be restored (round {round})"), Duration::from_secs(2), || {
             ipv6_rules_in_place(&host, p).then_some(())
         });
@@ -155,4 +154,41 @@ fn ipv6_masquerade_reaches_an_underlay_address_with_no_route_back() {
         lab.container_ping(masq, target).then_some(())
     });
     assert!((0..3).all(|_| !lab.container_ping(plain, target)), "without --ip-masq the reply has no way back");
+}
+
+/// dockerd with `--ipv6` writes its chains in ip6tables as in iptables: when it (re)starts
+/// after weftd, its FORWARD jump lands above ours, its RETURN ends DOCKER-USER and a
+/// container's direct-access DROP is appended to raw PREROUTING. weftd moves its FORWARD jump
+/// back above Docker's; the others stay first.
+#[test]
+fn ipv6_jumps_are_kept_ahead_of_dockers_chains() {
+    let mut lab = Lab::new();
+    lab.put_network_config(DUAL_STACK);
+    let n = lab.add_host();
+    let _weftd = lab.start_weftd(n, &["-iptables-resync=1"]);
+    let p = own_ipv6_subnet(&lab, n);
+    let host = lab.host(n).clone();
+    let in_place = || {
+        let rules = |table: &str, chain: &str| host.firewall_rules("ip6tables", table, chain);
+        let first = |table: &str, hook: &str| rules(table, hook).into_iter().next();
+        rules("filter", "FLANNEL-FWD") == expected_forward()
+            && first("filter", "FORWARD") == Some(jump("FORWARD", FORWARD, "FLANNEL-FWD"))
+            && first("filter", "DOCKER-USER") == Some(jump("DOCKER-USER", FORWARD, "FLANNEL-FWD"))
+            && first("raw", "PREROUTING") == Some(jump("PREROUTING", FORWARD, "FLANNEL-PRERTG"))
+    };
+    poll("weftd's ip6tables jumps", DEADLINE, || in_place().then_some(()));
+    assert!(host.firewall_chains("ip6tables", "nat").iter().all(|c| c != "FLANNEL-POSTRTG"), "no --ip-masq");
+
+    let container = format!("{}/128", std::net::Ipv6Addr::from(u128::from(p.network()) + 2));
+    let ip6tables = |table: &str, args: &[&str]| host.exec_ok(&[&["ip6tables", "-w", "-t", table], args].concat());
+    ip6tables("filter", &["-N", "DOCKER-FORWARD"]);
+    ip6tables("filter", &["-A", "DOCKER-USER", "-j", "RETURN"]);
+    ip6tables("filter", &["-I", "FORWARD", "-j", "DOCKER-FORWARD"]);
+    ip6tables("raw", &["-A", "PREROUTING", "-d", &container, "!", "-i", "cbr0", "-j", "DROP"]);
+    poll("weftd's FORWARD jump to be moved above Docker's", Duration::from_secs(4), || in_place().then_some(()));
+    let forward = host.firewall_rules("ip6tables", "filter", "FORWARD");
+    assert_eq!(forward, [jump("FORWARD", FORWARD, "FLANNEL-FWD"), "-A FORWARD -j DOCKER-FORWARD".to_string()]);
+    let docker_user = host.firewall_rules("ip6tables", "filter", "DOCKER-USER");
+    assert_eq!(docker_user, [jump("DOCKER-USER", FORWARD, "FLANNEL-FWD"), "-A DOCKER-USER -j RETURN".to_string()]);
+    assert_eq!(host.firewall_rules("ip6tables", "raw", "PREROUTING").len(), 2);
 }
