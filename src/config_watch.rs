@@ -53,7 +53,8 @@ impl DriftNotices {
 /// Whether `config` differs from `loaded` in turning IPv6 on or off, and in nothing else a
 /// restart would renumber: the change an operator rolls out host by host.
 pub fn ipv6_toggled(loaded: &NetworkConfig, config: &NetworkConfig) -> bool {
-    let same_ipv4 = (config.network, config.subnet_len, config.backend.vni) == (loaded.network, loaded.subnet_len, loaded.backend.vni);
+    let same_ipv4 =
+        (config.network, config.subnet_len, config.backend.vni) == (loaded.network, loaded.subnet_len, loaded.backend.vni);
     same_ipv4 && config.ipv6.is_some() != loaded.ipv6.is_some()
 }
 

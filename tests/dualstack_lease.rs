@@ -126,7 +126,8 @@ fn hosts_started_at_once_never_share_an_ipv6_subnet() {
     let hosts: Vec<usize> = (0..3).map(|_| lab.add_host()).collect();
     for round in 0..2 {
         let mut daemons: Vec<_> = hosts.iter().map(|&n| lab.start_weftd(n, &[])).collect();
-        let subnets: BTreeSet<String> = hosts.iter().map(|&n| lab.wait_subnet_env(n, CONVERGE)["FLANNEL_IPV6_SUBNET"].clone()).collect();
+        let subnets: BTreeSet<String> =
+            hosts.iter().map(|&n| lab.wait_subnet_env(n, CONVERGE)["FLANNEL_IPV6_SUBNET"].clone()).collect();
         assert_eq!(subnets.len(), 3, "round {round}: {subnets:?}");
         let keys = poll("one key per host", CONVERGE, || Some(lab.lease_keys()).filter(|k| k.len() == 3));
         let ipv6: BTreeSet<&str> = keys.keys().filter_map(|k| k.split_once('&')).map(|(_, v6)| v6).collect();

@@ -36,7 +36,9 @@ impl Lab {
 pub fn lease_value(host: &Host, mac: &str, mac6: Option<&str>) -> String {
     let ip = host.underlay_ip;
     match mac6 {
-        None => format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#),
+        None => format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        ),
         Some(mac6) => format!(
             r#"{{"PublicIP":"{ip}","PublicIPv6":"{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac6}"}}}}"#,
             host.underlay_ipv6

@@ -189,7 +189,8 @@ fn choose_ipv6(
         Claim::Existing(lease) => (lease.ipv6_subnet, Some(lease.subnet)),
         Claim::Free(_) => (None, None),
     };
-    let taken: BTreeSet<Ipv6Network> = claims.iter().filter(|c| holder.is_none() || c.holds != holder).map(|c| c.subnet).collect();
+    let taken: BTreeSet<Ipv6Network> =
+        claims.iter().filter(|c| holder.is_none() || c.holds != holder).map(|c| c.subnet).collect();
     lease::choose_ipv6_subnet(v6, &taken, current, previous)
         .map(Some)
         .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })
@@ -198,7 +199,11 @@ fn choose_ipv6(
 /// The first-ranked of the keys other than ours (ranked `ours`: create revision, key name)
 /// whose IPv6 subnet overlaps `subnet`, if it ranks before ours.
 fn first_ipv6_claim<'c>(claims: &'c [Ipv6Claim], subnet: Ipv6Network, ours: (i64, &str)) -> Option<&'c Ipv6Claim> {
-    claims.iter().filter(|c| c.key != ours.1 && c.overlaps(subnet)).min_by(|a, b| a.rank().cmp(&b.rank())).filter(|c| c.rank() < ours)
+    claims
+        .iter()
+        .filter(|c| c.key != ours.1 && c.overlaps(subnet))
+        .min_by(|a, b| a.rank().cmp(&b.rank()))
+        .filter(|c| c.rank() < ours)
 }
 
 #[cfg(test)]
@@ -245,6 +250,9 @@ mod tests {
         let attrs = LeaseAttrs::vxlan(std::net::Ipv4Addr::new(198, 18, 0, 1), 1, crate::lease::MacAddr([2, 0, 0, 0, 0, 1]));
         let (subnet, ipv6_subnet) = ("10.5.1.0/24".parse().unwrap(), Some("fd00:5:0:1::/64".parse().unwrap()));
         let ours = Lease { subnet, ipv6_subnet, attrs, etcd_lease: None, mod_revision: 1, create_revision: 1 };
-        assert_eq!(choose_ipv6(&config, &Claim::Existing(ours), &claims, None).unwrap(), Some("fd00:5:0:1::/64".parse().unwrap()));
+        assert_eq!(
+            choose_ipv6(&config, &Claim::Existing(ours), &claims, None).unwrap(),
+            Some("fd00:5:0:1::/64".parse().unwrap())
+        );
     }
 }

@@ -27,7 +27,11 @@ pub fn ipv6_problem(lease: &Lease, v6: Option<&Ipv6Config>) -> Option<String> {
         return Some("its key names an IPv6 subnet but its value lacks PublicIPv6 or BackendV6Data".into());
     }
     if subnet.ip() != subnet.network() {
-        return Some(format!("its key's IPv6 subnet {subnet} has host bits set (flannel writes {}/{})", subnet.network(), subnet.prefix()));
+        return Some(format!(
+            "its key's IPv6 subnet {subnet} has host bits set (flannel writes {}/{})",
+            subnet.network(),
+            subnet.prefix()
+        ));
     }
     let v6 = v6.filter(|v6| !lease::ipv6_subnet_fits(v6, subnet))?;
     Some(format!(
@@ -118,8 +122,12 @@ mod tests {
         .unwrap();
         let v6 = config.ipv6.as_ref();
         assert_eq!(ipv6_problem(&dual("fd00:5:0:3::/64"), v6), None);
-        let unread = Lease { attrs: LeaseAttrs { ipv6_error: Some("bad".into()), ..dual("fd00:5:0:3::/64").attrs }, ..dual("fd00:5:0:3::/64") };
-        let no_data = Lease { attrs: LeaseAttrs { backend_v6_data: None, ..dual("fd00:5:0:3::/64").attrs }, ..dual("fd00:5:0:3::/64") };
+        let unread = Lease {
+            attrs: LeaseAttrs { ipv6_error: Some("bad".into()), ..dual("fd00:5:0:3::/64").attrs },
+            ..dual("fd00:5:0:3::/64")
+        };
+        let no_data =
+            Lease { attrs: LeaseAttrs { backend_v6_data: None, ..dual("fd00:5:0:3::/64").attrs }, ..dual("fd00:5:0:3::/64") };
         let no_subnet = Lease { ipv6_subnet: None, ..dual("fd00:5:0:3::/64") };
         let cases = [
             (unread, "cannot be read: bad"),

@@ -28,8 +28,8 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 pub use acquire::Previous;
-pub use ipv6_notes::ipv6_problem;
 pub use endpoints::{EtcdOptions, REQUEST_TIMEOUT};
+pub use ipv6_notes::ipv6_problem;
 pub use keys::Keys;
 pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
 pub use outage::Outage;
