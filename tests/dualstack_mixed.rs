@@ -63,6 +63,11 @@ fn turning_ipv6_on_then_off_host_by_host_keeps_every_ipv4_subnet() {
     poll("host b to reach host a's VTEP over IPv4", CONVERGE, || lab.host(b).ping(vtep(&a_key)).then_some(()));
     poll("host a to reach host b's VTEP over IPv4", CONVERGE, || lab.host(a).ping(vtep(&b_key)).then_some(()));
     assert_eq!(daemon_b.log().matches(DUAL_PEERS).count(), 1, "said once");
+    // The key's move (delete and put in one transaction) is a change to b, never a departure.
+    let a_subnet = format!("subnet={}", a_key.replace('-', "/"));
+    let says = |what: &str| daemon_b.log().lines().any(|l| l.contains(what) && l.contains(&a_subnet));
+    poll("host b to log host a's lease as changed", CONVERGE, || says("peer changed").then_some(()));
+    assert!(!says("peer removed"), "{}", daemon_b.log());
 
     daemon_b.terminate();
     let _daemon_b = lab.start_weftd(b, &[]);

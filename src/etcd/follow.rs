@@ -14,7 +14,7 @@ use super::keys::key_name;
 use super::listing::{as_alias, LeaseListing, MalformedLease, MAX_RESPONSE_BYTES};
 use super::{Outage, Registry, RegistryError};
 use crate::config::Ipv6Config;
-use crate::lease::{Lease, LeaseSet};
+use crate::lease::{self, Lease, LeaseSet};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::observe::metrics::Metrics;
@@ -185,8 +185,11 @@ impl Registry {
             let set = Arc::make_mut(set);
             set.revision = Some(revision);
             set.changed_at = Some(std::time::Instant::now());
-            for event in response.events() {
-                relist |= self.apply(set, event, reports, aliases);
+            let events = response.events();
+            for (at, event) in events.iter().enumerate() {
+                if !self.moved(set, event, &events[at + 1..], reports) {
+                    relist |= self.apply(set, event, reports, aliases);
+                }
             }
         });
         if relist {
@@ -195,6 +198,29 @@ impl Registry {
             );
         }
         !relist
+    }
+
+    /// Whether `event` deletes the key holding a subnet that a put among the `later` events of
+    /// the same response names under another key: a key that moved in one transaction (IPv6
+    /// turned on or off: `10.5.3.0-24` became `10.5.3.0-24&fd00:5:0:3::-64`). Then the lease
+    /// stays, and the put replaces it in place: the peer's entries never go, its VtepMAC keeps
+    /// its seniority, and the log tells a change, not a departure and an arrival.
+    fn moved(&self, set: &mut LeaseSet, event: &etcd_client::Event, later: &[etcd_client::Event], reports: &mut Reports) -> bool {
+        let subnet_of = |event: &etcd_client::Event| {
+            let name = self.keys.lease_name(std::str::from_utf8(event.kv()?.key()).ok()?)?;
+            Some((name.to_string(), lease::parse_subnet_key(name).ok()?))
+        };
+        let Some((from, subnet)) = subnet_of(event).filter(|_| event.event_type() == EventType::Delete) else { return false };
+        let put_again =
+            later.iter().filter(|e| e.event_type() == EventType::Put).filter_map(subnet_of).find(|(_, s)| *s == subnet);
+        let Some((to, _)) = put_again.filter(|(to, _)| *to != from && set.key_of(subnet).as_deref() == Some(from.as_str()))
+        else {
+            return false;
+        };
+        reports.malformed.forget(event.kv().map_or(&[][..], |kv| kv.key()));
+        reports.ipv6.forget(&from);
+        set.record_key(subnet, to);
+        true
     }
 
     /// Applies one watch event to the set; malformed values are reports about once. Returns
