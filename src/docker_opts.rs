@@ -12,6 +12,11 @@
 //! start with a default bridge), values the script's word splitting breaks into junk lines (white
 //! space, `*?[`, backslashes, echo options), and names for which the output depends on which `sh`
 //! runs the script (a combined key or file path containing `DOCKER_OPT_`).
+//!
+//! With `--names`, weftd adds the options that give containers weftd's DNS server (names
+//! across hosts): `--dns=<docker0 address>` (the FLANNEL_SUBNET gateway, where weftd answers)
+//! and `--dns-search=<domain>`, as two more `DOCKER_OPT_` variables, written exactly as the
+//! script writes them when they are in its environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +25,7 @@ use ipnetwork::Ipv4Network;
 use thiserror::Error;
 
 use crate::atomic_file::{self, AtomicWriteError};
+use crate::names::skydns::{Domain, SkyDnsError};
 use crate::subnet_env;
 
 /// What mk-docker-opts.sh greps its variable listing for.
@@ -27,6 +33,12 @@ const MARKER: &str = "DOCKER_OPT_";
 
 /// The variable `--allow-direct-routing` adds, as if it were in the script's environment.
 const ALLOW_DIRECT_ROUTING: (&str, &str) = ("DOCKER_OPT_ALLOW_DIRECT_ROUTING", "--allow-direct-routing");
+
+/// The variables `--names` adds, as if they were in the script's environment: the resolver
+/// containers get (the docker0 address is appended) and the domain their short names are
+/// completed with (appended too).
+const DNS: (&str, &str) = ("DOCKER_OPT_DNS", "--dns=");
+const DNS_SEARCH: (&str, &str) = ("DOCKER_OPT_DNS_SEARCH", "--dns-search=");
 
 #[derive(Debug, Error)]
 pub enum DockerOptsError {
@@ -45,6 +57,8 @@ pub enum DockerOptsError {
     MarkedPath { path: PathBuf },
     #[error("{name}={value:?} {reason}; mk-docker-opts.sh would write broken lines for it, so weftd refuses: {advice}")]
     Unsafe { name: String, value: String, reason: &'static str, advice: &'static str },
+    #[error("--names-domain: {0}")]
+    Domain(#[source] SkyDnsError),
     #[error("cannot write the docker options file: {0}")]
     Write(#[from] AtomicWriteError),
 }
@@ -67,6 +81,10 @@ pub struct DockerOptsRequest {
     /// `--allow-direct-routing`: add docker's (28.2+) option of that name, which keeps its
     /// iptables rules from dropping overlay traffic routed straight to containers.
     pub allow_direct_routing: bool,
+    /// `--names [--names-domain D]`: the domain names are published under (e.g. `weft.local`);
+    /// adds docker's `--dns=<docker0 address>` and `--dns-search=<domain>`, so containers ask
+    /// weftd's DNS server and find `web` as `web.<domain>`. `None` leaves both out.
+    pub names_domain: Option<String>,
 }
 
 /// The shell variables mk-docker-opts.sh sees, by name.
@@ -119,9 +137,10 @@ fn assign_options(variables: &mut ShellVariables, request: &DockerOptsRequest) -
         expected,
     };
     let subnet = set("FLANNEL_SUBNET").ok_or_else(|| DockerOptsError::Missing { path: path.clone(), key: "FLANNEL_SUBNET" })?;
-    if !subnet.contains('/') || subnet.parse::<Ipv4Network>().is_err() {
-        return Err(invalid("FLANNEL_SUBNET", subnet, "an IPv4 CIDR like 10.5.72.1/24"));
-    }
+    let gateway = match subnet.parse::<Ipv4Network>() {
+        Ok(network) if subnet.contains('/') => network.ip(),
+        _ => return Err(invalid("FLANNEL_SUBNET", subnet, "an IPv4 CIDR like 10.5.72.1/24")),
+    };
     let mtu = set("FLANNEL_MTU");
     if let Some(mtu) = mtu.as_ref().filter(|m| !m.bytes().all(|b| b.is_ascii_digit())) {
         return Err(invalid("FLANNEL_MTU", mtu.clone(), "a number"));
@@ -143,6 +162,12 @@ fn assign_options(variables: &mut ShellVariables, request: &DockerOptsRequest) -
     }
     if request.allow_direct_routing {
         variables.insert(ALLOW_DIRECT_ROUTING.0.into(), ALLOW_DIRECT_ROUTING.1.into());
+    }
+    if let Some(domain) = &request.names_domain {
+        let domain: Domain = domain.parse().map_err(DockerOptsError::Domain)?;
+        // FLANNEL_SUBNET's address is docker0's (`--bip`), where weftd's DNS server listens.
+        variables.insert(DNS.0.into(), format!("{}{gateway}", DNS.1));
+        variables.insert(DNS_SEARCH.0.into(), format!("{}{domain}", DNS_SEARCH.1));
     }
     Ok(())
 }
@@ -236,6 +261,7 @@ mod tests {
             combined_key: "DOCKER_OPTS".into(),
             ip_masq: true,
             allow_direct_routing: false,
+            names_domain: None,
         }
     }
 
@@ -326,6 +352,23 @@ mod tests {
         assert!(with_flag.starts_with("DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\n"), "{with_flag}");
         assert!(with_flag.contains("DOCKER_OPTS=\" --allow-direct-routing --bip="), "{with_flag}");
         assert!(!output(&request(), &[], SUBNET_FILE).unwrap().contains("direct"));
+    }
+
+    #[test]
+    fn names_add_the_docker0_resolver_and_the_search_domain() {
+        let names = DockerOptsRequest { names_domain: Some("weft.local".into()), ..request() };
+        let with_names = output(&names, &[], SUBNET_FILE).unwrap();
+        let as_env = [("DOCKER_OPT_DNS", "--dns=10.1.74.1"), ("DOCKER_OPT_DNS_SEARCH", "--dns-search=weft.local")];
+        assert_eq!(with_names, output(&request(), &as_env, SUBNET_FILE).unwrap());
+        assert!(with_names.contains("DOCKER_OPTS=\" --bip=10.1.74.1/24 --dns=10.1.74.1 --dns-search=weft.local --ip-masq"));
+        // The domain is written as the DNS server serves it: lower case, no root dot.
+        let upper = DockerOptsRequest { names_domain: Some("Cluster.Example.".into()), ..request() };
+        assert!(output(&upper, &[], SUBNET_FILE).unwrap().contains("DOCKER_OPT_DNS_SEARCH=\"--dns-search=cluster.example\"\n"));
+        for bad in ["", "a b", "-x.local", "a..b", "*.local"] {
+            let request = DockerOptsRequest { names_domain: Some(bad.into()), ..request() };
+            assert!(matches!(output(&request, &[], SUBNET_FILE), Err(DockerOptsError::Domain(_))), "{bad:?}");
+        }
+        assert!(!output(&request(), &[], SUBNET_FILE).unwrap().contains("dns"));
     }
 
     #[test]

@@ -157,6 +157,15 @@ struct DockerOptsFlags {
     /// iptables rules drop overlay traffic routed straight to containers. Off by default.
     #[arg(long)]
     allow_direct_routing: bool,
+    /// Names across hosts: also write DOCKER_OPT_DNS="--dns=<docker0 address>" (the
+    /// FLANNEL_SUBNET gateway, where `weftd --names` answers DNS) and
+    /// DOCKER_OPT_DNS_SEARCH="--dns-search=<names domain>", and both in the combined one, so
+    /// containers resolve `db` as db.<names domain>. Off by default.
+    #[arg(long)]
+    names: bool,
+    /// The domain names are published under (as weftd's --names-domain); used with --names.
+    #[arg(long, value_name = "DOMAIN", default_value = "weft.local", requires = "names")]
+    names_domain: String,
 }
 
 impl DockerOptsFlags {
@@ -169,6 +178,7 @@ impl DockerOptsFlags {
             combined_key: self.combined_key,
             ip_masq: !self.no_ip_masq,
             allow_direct_routing: self.allow_direct_routing,
+            names_domain: self.names.then_some(self.names_domain),
         }
     }
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// One run of the script: weftd's arguments after `docker-opts -f S -d D`, its environment, the
 /// subnet file, and what the script wrote. Cases with `--allow-direct-routing` were recorded
-/// with `DOCKER_OPT_ALLOW_DIRECT_ROUTING=--allow-direct-routing` in the script's environment.
+/// with `DOCKER_OPT_ALLOW_DIRECT_ROUTING=--allow-direct-routing` in the script's environment;
+/// cases with `--names` with `DOCKER_OPT_DNS=--dns=<FLANNEL_SUBNET's address>` and
+/// `DOCKER_OPT_DNS_SEARCH=--dns-search=<domain>` there.
 struct Case {
     name: &'static str,
     args: &'static [&'static str],
@@ -296,6 +298,34 @@ const CASES: &[Case] = &[
         subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n",
         expected: "DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\nDOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --allow-direct-routing --bip=10.1.74.1/24 --mtu=1472\"\n",
     },
+    Case {
+        name: "names_default_domain",
+        args: &["--names"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_DNS=\"--dns=10.1.74.1\"\nDOCKER_OPT_DNS_SEARCH=\"--dns-search=weft.local\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --dns=10.1.74.1 --dns-search=weft.local --ip-masq=true --mtu=1472\"\n",
+    },
+    Case {
+        name: "names_domain_direct_routing_combined_key",
+        args: &["--names", "--names-domain", "cluster.example", "--allow-direct-routing", "-c", "-k", "DOCKER_NETWORK_OPTIONS"],
+        env: &[("DOCKER_NETWORK_OPTIONS", "--debug")],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n",
+        expected: "DOCKER_NETWORK_OPTIONS=\"--debug  --allow-direct-routing --bip=10.1.74.1/24 --dns=10.1.74.1 --dns-search=cluster.example --ip-masq=false --mtu=1472\"\n",
+    },
+    Case {
+        name: "names_individual_without_ipmasq",
+        args: &["--names", "-i", "-m"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_DNS=\"--dns=10.1.74.1\"\nDOCKER_OPT_DNS_SEARCH=\"--dns-search=weft.local\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\n",
+    },
+    Case {
+        name: "names_without_mtu_or_ipmasq",
+        args: &["--names"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_DNS=\"--dns=10.1.74.1\"\nDOCKER_OPT_DNS_SEARCH=\"--dns-search=weft.local\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --dns=10.1.74.1 --dns-search=weft.local\"\n",
+    },
 ];
 
 /// A scratch directory, removed on drop; unique per process and call.
@@ -395,6 +425,13 @@ fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file
             "-k \"DOCKER_OPT_BIP\": a combined key containing DOCKER_OPT_",
         ),
         ("key that is no variable name", Some(SUBNET_FILE), &["-k", "DOCKER-OPTS"], &[], "must be a shell variable name"),
+        (
+            "names domain that is no DNS domain",
+            Some(SUBNET_FILE),
+            &["--names", "--names-domain", "weft local"],
+            &[],
+            "--names-domain: \"weft local\" is not a DNS domain",
+        ),
     ];
     for (what, subnet_text, args, env, message) in cases {
         let scratch = Scratch::new();
