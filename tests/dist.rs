@@ -44,11 +44,21 @@ fn weftd_help(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Whether `--help` lists `flag` (followed by its value's name, or alone on its line).
+fn has_flag(help: &str, flag: &str) -> bool {
+    help.contains(&format!("  {flag} ")) || help.contains(&format!("  {flag}\n"))
+}
+
 /// Checks one weftd unit: readiness, ordering, and that its commands name real flags and files.
 fn check_weftd_unit(unit: &Unit, binary: &str) {
     assert_eq!(values(unit, "Service", "Type"), ["notify"]);
     assert_eq!(values(unit, "Service", "EnvironmentFile"), ["-/etc/weft/weftd.env"]);
-    assert_eq!(values(unit, "Service", "ExecStart"), [binary]);
+    let start = values(unit, "Service", "ExecStart");
+    assert_eq!(start, [binary, "--names"], "weftd runs with names across hosts on");
+    let help = weftd_help(&[]);
+    for flag in start.iter().filter(|w| w.starts_with('-')) {
+        assert!(has_flag(&help, flag), "weftd has no {flag}");
+    }
     assert_eq!(values(unit, "Service", "Restart"), ["on-failure"]);
     assert!(values(unit, "Unit", "After").iter().any(|u| u.starts_with("etcd")), "weftd must start after etcd");
     assert!(values(unit, "Unit", "Wants").iter().any(|u| u.starts_with("etcd")));
@@ -58,12 +68,20 @@ fn check_weftd_unit(unit: &Unit, binary: &str) {
     assert_eq!(&post[..2], [binary, "docker-opts"]);
     let docker_help = weftd_help(&["docker-opts"]);
     for flag in post.iter().filter(|w| w.starts_with('-')) {
-        assert!(docker_help.contains(&format!("  {flag} ")), "weftd docker-opts has no {flag}");
+        assert!(has_flag(&docker_help, flag), "weftd docker-opts has no {flag}");
     }
     let flag_value = |flag: &str| post.iter().position(|w| *w == flag).map(|i| post[i + 1]).unwrap();
     assert_eq!(flag_value("-f"), "/run/flannel/subnet.env", "docker-opts must read weftd's default subnet file");
     assert!(weftd_help(&[]).contains("[default: /run/flannel/subnet.env]"));
     assert_eq!(flag_value("-d"), "/run/docker_opts.env");
+    // Containers must be told the resolver and the search domain weftd serves.
+    assert!(post.contains(&"--names"), "docker-opts must add --dns and --dns-search");
+    assert_eq!(names_domain(&post), names_domain(&start), "weftd and docker-opts must use one names domain");
+}
+
+/// The `--names-domain` a command line gives (weftd's default when it gives none).
+fn names_domain<'a>(words: &[&'a str]) -> &'a str {
+    words.iter().position(|w| *w == "--names-domain").map_or("weft.local", |i| words[i + 1])
 }
 
 fn check_docker_drop_in(unit: &Unit) {
