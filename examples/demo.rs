@@ -1,17 +1,26 @@
-//! Demo (`make demo`, needs root): three hosts as network namespaces sharing one etcd, a weftd
-//! on each started at the same moment, a container per host, and pings between all of them.
-//! Exits non-zero if any ping fails. Set DEMO_KEEP=1 to keep the lab until Enter is pressed.
+//! Demo (`make demo`, needs root): names across hosts with real docker. Two hosts (network
+//! namespaces) share one etcd; each runs `weftd --names`, then a dockerd of its own started with
+//! the options `weftd docker-opts --names` writes. "web" (busybox httpd) runs on host A,
+//! "client" on host B; the client pings web by IP and by name and fetches web's page by name.
+//!
+//! Exits non-zero if a step fails. Everything (containers, dockerds, their mounts, namespaces,
+//! files) is removed on the way out, after a failure too; the last lines say what was left (nothing).
+//! DEMO_KEEP=1 keeps it all until Enter is pressed.
 
-use lab::{weftd_bin, Lab, Weftd};
 use std::net::Ipv4Addr;
-use std::sync::Barrier;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-const HOSTS: usize = 3;
+use lab::docker::{mounts_under, BusyboxImage, Dockerd};
+use lab::docker_names::{run_container_with, serve_page, start_dockerd_with_names, weftd_names_flags, NAMES_DOMAIN};
+use lab::{weftd_bin, Lab, Weftd};
+
 const NETWORK_CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const SUBNET_TIMEOUT: Duration = Duration::from_secs(30);
-/// Each daemon learns its peers' leases asynchronously, so a pair gets this long to converge.
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// A name is published within a second; the first packets across may wait for ARP.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+const IMAGE: &str = "busybox";
+const HOSTS: [(usize, &str); 2] = [(1, "A"), (2, "B")];
 
 fn main() {
     let bin = weftd_bin();
@@ -20,119 +29,172 @@ fn main() {
         std::process::exit(2);
     }
     let failures = run_demo();
+    if failures > 0 {
+        eprintln!("\ndemo: {failures} step(s) failed");
+    }
     std::process::exit(if failures == 0 { 0 } else { 1 });
 }
 
-/// Runs the demo; returns the number of failed pings. The lab is dropped (cleaned) on return.
+/// Runs the demo; returns how many steps failed. Declared after the lab, the dockerds are
+/// stopped before it is removed (also when a panic unwinds).
 fn run_demo() -> usize {
     let mut lab = Lab::new();
-    for _ in 0..HOSTS {
+    for _ in HOSTS {
         lab.add_host();
     }
-    println!("lab {} in {}: etcd at {}", lab.id(), lab.dir().display(), lab.etcd_endpoint());
     lab.put_network_config(NETWORK_CONFIG);
+    println!("Two hosts, A and B, as network namespaces; etcd at {}.", lab.etcd_endpoint());
+    println!("$ etcdctl put /coreos.com/network/config '{NETWORK_CONFIG}'");
 
-    let _daemons = start_all_at_once(&lab);
-    for n in 1..=HOSTS {
+    section("weftd --names on each host (it starts before docker, as systemd orders them)");
+    let _weftd: Vec<Weftd> = HOSTS.iter().map(|&(n, _)| start_weftd(&lab, n)).collect();
+    for (n, name) in HOSTS {
         lab.wait_subnet_env(n, SUBNET_TIMEOUT);
-        print_subnet_env(&lab, n);
+        println!("\nhost {name}$ cat /run/flannel/subnet.env");
+        print!("{}", std::fs::read_to_string(&lab.host(n).subnet_file).expect("subnet.env was just seen"));
     }
-    let ips: Vec<Ipv4Addr> = (1..=HOSTS).map(|n| lab.attach_container(n)).collect();
-    let failures = ping_all_pairs(&lab, &ips);
-    print_flannel_state(&lab, 1);
+
+    section("docker on each host, with the options `weftd docker-opts --names` writes");
+    let image = BusyboxImage::build(lab.dir());
+    let mut dockers: Vec<Dockerd> = HOSTS.iter().map(|&(n, name)| start_docker(&lab, n, name, &image)).collect();
+
+    section("containers: \"web\" on host A serves a page, \"client\" runs on host B");
+    let (a, b) = (&dockers[0], &dockers[1]);
+    let web = run_shown(a, "A", "web", &["--expose", "80"]);
+    serve_page(a, "web", 80, "hello from web on host A");
+    println!("host A$ docker exec web httpd -p 80 -h /www    # serves \"hello from web on host A\"");
+    let client = run_shown(b, "B", "client", &[]);
+
+    let mut failures = 0;
+    section("what weftd on host A published in etcd (the SkyDNS layout)");
+    failures += usize::from(!show_records(&lab));
+
+    section("from \"client\" on host B");
+    failures += steps_from_client(b, web);
+    section("and back, from \"web\" on host A");
+    failures += usize::from(!step(a, "web", &["ping", "-c", "1", "-W", "1", "client"], |out| out.contains(&client.to_string())));
 
     if failures > 0 {
-        eprintln!("\n{failures} ping(s) failed; weftd logs follow");
-        lab.dump_logs(40);
+        println!("\nweftd logs follow");
+        lab.dump_logs(30);
     }
     if std::env::var_os("DEMO_KEEP").is_some() {
-        keep_until_enter(&lab);
+        keep_until_enter(&lab, &dockers);
     }
-    failures
+    failures + usize::from(!clean_up(&lab, &mut dockers))
 }
 
-/// Starts one weftd per host, released together by a barrier so they race for leases.
-fn start_all_at_once(lab: &Lab) -> Vec<Weftd> {
-    let barrier = Barrier::new(HOSTS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..=HOSTS)
-            .map(|n| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    lab.start_weftd(n, &[])
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("start weftd")).collect()
-    })
+fn section(title: &str) {
+    println!("\n== {title}");
 }
 
-/// Prints the file exactly as docker's tooling reads it.
-fn print_subnet_env(lab: &Lab, n: usize) {
-    let path = &lab.host(n).subnet_file;
-    println!("\n== host {n}: cat {}", path.display());
-    print!("{}", std::fs::read_to_string(path).expect("subnet.env was just seen"));
+/// weftd on host N with names on, pointed at the dockerd that host will run.
+fn start_weftd(lab: &Lab, n: usize) -> Weftd {
+    let flags = weftd_names_flags(lab, n);
+    println!("host {}$ weftd --ip-masq {}", HOSTS[n - 1].1, flags.join(" "));
+    let flags: Vec<&str> = ["--ip-masq"].into_iter().chain(flags.iter().map(String::as_str)).collect();
+    lab.start_weftd(n, &flags)
 }
 
-/// Pings every container from every other one; prints a line per pair, returns the failures.
-fn ping_all_pairs(lab: &Lab, ips: &[Ipv4Addr]) -> usize {
-    println!("\n== container pings");
-    let mut failures = 0;
-    for from in 1..=HOSTS {
-        for to in (1..=HOSTS).filter(|&to| to != from) {
-            let dst = ips[to - 1];
-            let started = Instant::now();
-            let (ok, tries) = ping_until_ok(lab, from, dst);
-            let verdict = if ok { "OK" } else { "FAIL" };
-            let took = started.elapsed();
-            println!("c{from} ({}) -> c{to} ({dst}): {verdict} ({tries} tries, {took:.1?})", ips[from - 1]);
-            failures += usize::from(!ok);
-        }
-    }
-    failures
+/// Starts host N's dockerd from weftd's options and loads the busybox image into it.
+fn start_docker(lab: &Lab, n: usize, name: &str, image: &BusyboxImage) -> Dockerd {
+    let (dockerd, words) = start_dockerd_with_names(lab, n);
+    println!("\nhost {name}$ weftd docker-opts --names && cat /run/docker_opts.env | grep DOCKER_OPTS=");
+    println!("DOCKER_OPTS=\" {}\"", words.join(" "));
+    println!("host {name}$ dockerd $DOCKER_OPTS &    # then: docker import busybox.tar {IMAGE}");
+    dockerd.import(image, IMAGE);
+    dockerd
 }
 
-/// Pings until one answer or PING_TIMEOUT; returns (answered, attempts).
-fn ping_until_ok(lab: &Lab, from: usize, dst: Ipv4Addr) -> (bool, u32) {
-    let deadline = Instant::now() + PING_TIMEOUT;
-    let mut tries = 0;
+/// `docker run -d --name <name> <options> busybox sleep …`, shown with the address docker gave.
+fn run_shown(dockerd: &Dockerd, host: &str, name: &str, options: &[&str]) -> Ipv4Addr {
+    let ip = run_container_with(dockerd, name, options, IMAGE);
+    println!("host {host}$ docker run -d --name {name} {}{IMAGE} sleep …    # got {ip}", options.iter().map(|o| format!("{o} ")).collect::<String>());
+    ip
+}
+
+/// `etcdctl get --prefix /skydns/local/weft/` until web's records are there; whether they came.
+fn show_records(lab: &Lab) -> bool {
+    let prefix = format!("/skydns/{}/", NAMES_DOMAIN.split('.').rev().collect::<Vec<_>>().join("/"));
+    println!("$ etcdctl get --prefix {prefix}");
+    let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
-        tries += 1;
-        if lab.container_ping(from, dst) {
-            return (true, tries);
+        let records = lab.etcd_get_prefix(&prefix);
+        if records.iter().any(|(key, _)| key.starts_with(&format!("{prefix}web/"))) || Instant::now() >= deadline {
+            for (key, value) in &records {
+                println!("{key}\n{value}");
+            }
+            let ok = !records.is_empty();
+            if !ok {
+                println!("FAIL: nothing published within {STEP_TIMEOUT:?}");
+            }
+            return ok;
         }
-        if Instant::now() >= deadline {
-            return (false, tries);
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// What weftd programmed for the overlay on host N: routes, neighbours and FDB of flannel.1.
-fn print_flannel_state(lab: &Lab, n: usize) {
-    let host = lab.host(n);
-    for args in [
-        ["ip", "route", "show", "dev", "flannel.1"],
-        ["ip", "neigh", "show", "dev", "flannel.1"],
-        ["bridge", "fdb", "show", "dev", "flannel.1"],
-    ] {
-        println!("\n== host {n}: {}", args.join(" "));
-        let out = host.exec(&args);
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+/// Ping by IP, name lookup, ping by name and an HTTP fetch by name, from client on host B.
+fn steps_from_client(b: &Dockerd, web: Ipv4Addr) -> usize {
+    let web_ip = web.to_string();
+    let fqdn = format!("web.{NAMES_DOMAIN}");
+    println!("client$ cat /etc/resolv.conf    # written by docker from --dns and --dns-search");
+    print!("{}", String::from_utf8_lossy(&b.exec("client", &["cat", "/etc/resolv.conf"]).stdout));
+    let steps: [(&[&str], &str); 4] = [
+        (&["ping", "-c", "1", "-W", "1", &web_ip], "1 packets received"),
+        (&["nslookup", &fqdn], &web_ip),
+        (&["ping", "-c", "1", "-W", "1", "web"], &web_ip),
+        (&["wget", "-q", "-O", "-", "http://web/"], "hello from web on host A"),
+    ];
+    steps.iter().filter(|(args, expect)| !step(b, "client", args, |out| out.contains(expect))).count()
+}
+
+/// Runs `docker exec <container> <args>` until it succeeds with output `ok` accepts, or
+/// STEP_TIMEOUT; shows the command and its last output. Whether it succeeded.
+fn step(dockerd: &Dockerd, container: &str, args: &[&str], ok: impl Fn(&str) -> bool) -> bool {
+    println!("\n{container}$ {}", args.join(" "));
+    let started = Instant::now();
+    let mut tries = 0;
+    let (passed, out) = loop {
+        tries += 1;
+        let out: Output = dockerd.exec(container, args);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let passed = out.status.success() && ok(&text);
+        if passed || started.elapsed() >= STEP_TIMEOUT {
+            break (passed, text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    print!("{out}");
+    let took = started.elapsed().as_secs_f64();
+    match (passed, tries) {
+        (true, 1) => {}
+        (true, _) => println!("(answered on try {tries}, after {took:.1} s)"),
+        (false, _) => println!("FAIL: no good answer in {tries} tries ({took:.1} s)"),
     }
+    passed
+}
+
+/// Stops the dockerds (their containers, shims, mounts) and says what was left; whether
+/// nothing was. The lab (namespaces, etcd, weftd, files) goes when it is dropped after this.
+fn clean_up(lab: &Lab, dockers: &mut [Dockerd]) -> bool {
+    section("cleaning up");
+    let mut problems: Vec<String> = dockers.iter_mut().rev().flat_map(Dockerd::stop).collect();
+    problems.extend(mounts_under(lab.dir()).into_iter().map(|m| format!("mount left: {m}")));
+    for problem in &problems {
+        println!("LEFT BEHIND: {problem}");
+    }
+    println!("containers, dockerds and their mounts removed; namespaces {} go next", lab.namespaces().join(" "));
+    problems.is_empty()
 }
 
 /// Prints how to look around, then waits for Enter (or end of input) before cleaning up.
-fn keep_until_enter(lab: &Lab) {
-    println!("\n== DEMO_KEEP: the lab stays up until you press Enter");
-    for ns in lab.namespaces() {
-        println!("  {ns}");
+fn keep_until_enter(lab: &Lab, dockers: &[Dockerd]) {
+    println!("\n== DEMO_KEEP: everything stays up until you press Enter");
+    for (dockerd, (_, name)) in dockers.iter().zip(HOSTS) {
+        println!("host {name}: docker -H {} exec -it <web|client> sh", dockerd.host_uri());
     }
-    let h1 = &lab.host(1).ns;
-    println!("e.g. ip netns exec {h1} ip -d link show flannel.1");
-    println!("     ip netns exec {h1} bridge fdb show dev flannel.1");
-    println!("     ip netns exec {h1} bash    # a shell on host 1");
+    println!("etcd: ip netns exec {} etcdctl --endpoints {} get --prefix /skydns", lab.host(1).ns, lab.etcd_endpoint());
     println!("logs: {}", lab.dir().display());
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub mod bounded;
 pub mod docker;
+pub mod docker_names;
 pub mod drift;
 pub mod dualstack;
 pub mod etcd_wipe;

@@ -47,6 +47,11 @@ pub const EXTRA_DOCKER_OPT: &str = "DOCKER_OPT_LOG_LEVEL=--log-level=warn";
 /// `DOCKER_OPT_IPMASQ` (only with FLANNEL_IPMASQ=true), `DOCKER_OPT_LOG_LEVEL` (from
 /// [`EXTRA_DOCKER_OPT`]) and `DOCKER_OPTS`.
 pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
+    weftd_docker_opts_with(lab, n, &[])
+}
+
+/// [`weftd_docker_opts`] with more `weftd docker-opts` flags (e.g. `--names`).
+pub fn weftd_docker_opts_with(lab: &Lab, n: usize, flags: &[&str]) -> BTreeMap<String, String> {
     let host = lab.host(n);
     let out_file = lab.dir().join(format!("h{n}")).join("docker_opts.env");
     let bin = weftd_bin();
@@ -61,7 +66,7 @@ pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
         "-d",
         out_file.to_str().expect("lab dir is UTF-8"),
     ];
-    let out = host.exec(&args);
+    let out = host.exec(&[&args[..], flags].concat());
     assert!(out.status.success(), "`weftd docker-opts` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     let text = fs::read_to_string(&out_file).unwrap_or_else(|e| panic!("read {}: {e}", out_file.display()));
     weft::subnet_env::parse_env(&text)
