@@ -40,7 +40,8 @@ test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) test --workspace --all-targets --no-fail-fast -- --test-threads=$(TEST_THREADS) --show-output
 
-## demo: three hosts in namespaces pinging across the overlay (DEMO_KEEP=1 to look around)
+## demo: two hosts in namespaces, each with weftd --names and its own dockerd; containers ping
+## and fetch a page across hosts by IP and by name (DEMO_KEEP=1 to look around)
 demo: deps
 	$(CARGO) build --bins --examples
 	$(CARGO) run --example demo
@@ -48,9 +49,10 @@ demo: deps
 clean:
 	$(CARGO) clean
 
-## bench: benchmarks of issue 6 (root, a few minutes): builds release, prints one line per figure,
-## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,idle,datapath runs a
-## subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K, ... see examples/bench/main.rs.
+## bench: benchmarks of issues 6 and 16 (root, a few minutes): builds release, prints one line per
+## figure, writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,idle,datapath,names
+## runs a subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K, BENCH_NAMES, ...
+## see examples/bench/main.rs.
 BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
 .PHONY: bench
 bench: deps

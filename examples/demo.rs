@@ -109,7 +109,10 @@ fn start_docker(lab: &Lab, n: usize, name: &str, image: &BusyboxImage) -> Docker
 /// `docker run -d --name <name> <options> busybox sleep …`, shown with the address docker gave.
 fn run_shown(dockerd: &Dockerd, host: &str, name: &str, options: &[&str]) -> Ipv4Addr {
     let ip = run_container_with(dockerd, name, options, IMAGE);
-    println!("host {host}$ docker run -d --name {name} {}{IMAGE} sleep …    # got {ip}", options.iter().map(|o| format!("{o} ")).collect::<String>());
+    println!(
+        "host {host}$ docker run -d --name {name} {}{IMAGE} sleep …    # got {ip}",
+        options.iter().map(|o| format!("{o} ")).collect::<String>()
+    );
     ip
 }
 

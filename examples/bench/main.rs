@@ -1,5 +1,7 @@
 //! Benchmarks of issue 6 (`make bench`, needs root): convergence, propagation latency, scale,
-//! idle cost and datapath throughput, measured on the namespace lab (the `lab` crate).
+//! idle cost and datapath throughput, and of issue 16: names across hosts (a container's name
+//! resolvable on another host, DNS answer latency, memory with 5,000 names), measured on the
+//! namespace lab (the `lab` crate).
 //!
 //! stdout gets one `name value` line per figure (the unit ends the name: `_ms`, `_kb`, `_gbps`,
 //! `_pct`, `_count`) and `#` notes; stderr gets progress. Raw numbers go to `$BENCH_OUT`
@@ -14,13 +16,16 @@
 //! Knobs (environment; defaults are what `make bench` measures): `BENCH` (sections, default
 //! all), `BENCH_OUT`, `BENCH_HOSTS` (8), `BENCH_TRIALS` (20), `BENCH_PUTS` (200), `BENCH_SCALE_K`
 //! (100,1000,2000,5000), `BENCH_SCALE_REPEATS` (3), `BENCH_IDLE_PEERS` (100),
-//! `BENCH_IDLE_SECONDS` (60), `BENCH_IPERF_SECONDS` (10), `BENCH_IPERF_ROUNDS` (3).
+//! `BENCH_IDLE_SECONDS` (60), `BENCH_IPERF_SECONDS` (10), `BENCH_IPERF_ROUNDS` (3),
+//! `BENCH_NAMES_TRIALS` (100), `BENCH_NAMES` (5000), `BENCH_DNS_QUERIES` (10000).
 
 mod convergence;
 mod datapath;
+mod dns_probe;
 mod fixture;
 mod idle;
 mod monitor;
+mod names;
 mod propagation;
 mod report;
 mod scale;
@@ -39,11 +44,12 @@ use convergence::bench_convergence;
 use datapath::bench_datapath;
 use idle::bench_idle;
 use lab::{weftd_bin, Lab};
+use names::bench_names;
 use propagation::bench_propagation;
 use report::{Report, Settings};
 use scale::bench_scale;
 
-const SECTIONS: [&str; 5] = ["convergence", "propagation", "scale", "idle", "datapath"];
+const SECTIONS: [&str; 6] = ["convergence", "propagation", "scale", "idle", "datapath", "names"];
 const SUBNETS_PREFIX: &str = "/coreos.com/network/subnets/";
 /// The small network of the convergence and datapath labs (what `make demo` uses).
 const SMALL_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -142,6 +148,7 @@ fn run_section(section: &str) {
         "scale" => bench_scale(&settings, &report),
         "idle" => bench_idle(&settings, &report),
         "datapath" => bench_datapath(&settings, &report),
+        "names" => bench_names(&settings, &report),
         other => panic!("unknown section {other:?}"),
     }
 }

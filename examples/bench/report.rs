@@ -20,6 +20,9 @@ pub(crate) struct Settings {
     pub(crate) idle_secs: u64,
     pub(crate) iperf_secs: u64,
     pub(crate) iperf_rounds: usize,
+    pub(crate) names_trials: usize,
+    pub(crate) names: usize,
+    pub(crate) dns_queries: usize,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -64,6 +67,9 @@ impl Settings {
             idle_secs: env_or("BENCH_IDLE_SECONDS", 60),
             iperf_secs: env_or("BENCH_IPERF_SECONDS", 10),
             iperf_rounds: env_or("BENCH_IPERF_ROUNDS", 3),
+            names_trials: env_or("BENCH_NAMES_TRIALS", 100),
+            names: env_or("BENCH_NAMES", 5000),
+            dns_queries: env_or("BENCH_DNS_QUERIES", 10000),
         }
     }
 }
