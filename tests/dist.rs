@@ -44,21 +44,11 @@ fn weftd_help(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Whether `--help` lists `flag` (followed by its value's name, or alone on its line).
-fn has_flag(help: &str, flag: &str) -> bool {
-    help.contains(&format!("  {flag} ")) || help.contains(&format!("  {flag}\n"))
-}
-
 /// Checks one weftd unit: readiness, ordering, and that its commands name real flags and files.
 fn check_weftd_unit(unit: &Unit, binary: &str) {
     assert_eq!(values(unit, "Service", "Type"), ["notify"]);
     assert_eq!(values(unit, "Service", "EnvironmentFile"), ["-/etc/weft/weftd.env"]);
-    let start = values(unit, "Service", "ExecStart");
-    assert_eq!(start, [binary, "--names"], "weftd runs with names across hosts on");
-    let help = weftd_help(&[]);
-    for flag in start.iter().filter(|w| w.starts_with('-')) {
-        assert!(has_flag(&help, flag), "weftd has no {flag}");
-    }
+    assert_eq!(values(unit, "Service", "ExecStart"), [binary]);
     assert_eq!(values(unit, "Service", "Restart"), ["on-failure"]);
     assert!(values(unit, "Unit", "After").iter().any(|u| u.starts_with("etcd")), "weftd must start after etcd");
     assert!(values(unit, "Unit", "Wants").iter().any(|u| u.starts_with("etcd")));
@@ -68,26 +58,28 @@ fn check_weftd_unit(unit: &Unit, binary: &str) {
     assert_eq!(&post[..2], [binary, "docker-opts"]);
     let docker_help = weftd_help(&["docker-opts"]);
     for flag in post.iter().filter(|w| w.starts_with('-')) {
-        assert!(has_flag(&docker_help, flag), "weftd docker-opts has no {flag}");
+        assert!(docker_help.contains(&format!("  {flag} ")), "weftd docker-opts has no {flag}");
     }
     let flag_value = |flag: &str| post.iter().position(|w| *w == flag).map(|i| post[i + 1]).unwrap();
     assert_eq!(flag_value("-f"), "/run/flannel/subnet.env", "docker-opts must read weftd's default subnet file");
     assert!(weftd_help(&[]).contains("[default: /run/flannel/subnet.env]"));
     assert_eq!(flag_value("-d"), "/run/docker_opts.env");
-    // Containers must be told the resolver and the search domain weftd serves.
-    assert!(post.contains(&"--names"), "docker-opts must add --dns and --dns-search");
-    assert_eq!(names_domain(&post), names_domain(&start), "weftd and docker-opts must use one names domain");
-}
-
-/// The `--names-domain` a command line gives (weftd's default when it gives none).
-fn names_domain<'a>(words: &[&'a str]) -> &'a str {
-    words.iter().position(|w| *w == "--names-domain").map_or("weft.local", |i| words[i + 1])
 }
 
 fn check_docker_drop_in(unit: &Unit) {
     assert_eq!(values(unit, "Unit", "After"), ["weftd.service"]);
     assert_eq!(values(unit, "Unit", "Requires"), ["weftd.service"]);
     assert_eq!(values(unit, "Service", "EnvironmentFile"), ["/run/docker_opts.env"], "must source what docker-opts writes");
+}
+
+/// A settings file turns names across hosts on, for weftd and for `weftd docker-opts` (which
+/// runs with the same environment and must read the variable too, to give docker its DNS).
+fn check_names_on(text: &str) {
+    assert!(text.lines().any(|l| l.trim() == "FLANNELD_NAMES=true"), "names across hosts must be on:\n{text}");
+    let help = weftd_help(&["docker-opts"]);
+    for name in ["FLANNELD_NAMES", "FLANNELD_NAMES_DOMAIN"] {
+        assert!(help.contains(&format!("[env: {name}")), "weftd docker-opts reads no {name}");
+    }
 }
 
 /// Every FLANNELD_* variable a settings file sets must be one weftd reads.
@@ -110,6 +102,7 @@ fn dist_units_start_weftd_after_etcd_and_before_docker() {
     check_weftd_unit(&parse_unit(&read("dist/weftd.service")), "/usr/local/bin/weftd");
     check_docker_drop_in(&parse_unit(&read("dist/docker.service.d/40-weft.conf")));
     check_env_file(&read("dist/weftd.env"));
+    check_names_on(&read("dist/weftd.env"));
 }
 
 fn unit_named<'a>(units: &'a [Yaml], name: &str) -> &'a Yaml {
@@ -155,6 +148,7 @@ fn cloud_config_orders_etcd_then_weftd_then_docker() {
             .unwrap_or_else(|| panic!("no {path}"))
     };
     check_env_file(file("/etc/weft/weftd.env"));
+    check_names_on(file("/etc/weft/weftd.env"));
     let script = file("/opt/bin/weft-network-config");
     assert!(script.contains(r#"'{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}'"#));
     assert!(values(&config, "Service", "ExecStart") == ["/opt/bin/weft-network-config"]);
@@ -181,6 +175,7 @@ fn vagrant_files_pass_their_syntax_checks_and_use_shipped_files() {
         }
     }
     check_env_file(&provision);
+    check_names_on(&provision);
 }
 
 #[test]

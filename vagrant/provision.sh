@@ -29,6 +29,7 @@ install -d /etc/weft /etc/systemd/system/docker.service.d
 cat > /etc/weft/weftd.env <<ENV
 FLANNELD_ETCD_ENDPOINTS=http://${WEFT_ETCD_IP}:2379
 FLANNELD_IFACE=${WEFT_NODE_IP}
+FLANNELD_NAMES=true
 ENV
 install -m 0644 /vagrant/dist/weftd.service /etc/systemd/system/weftd.service
 install -m 0644 /vagrant/dist/docker.service.d/40-weft.conf /etc/systemd/system/docker.service.d/40-weft.conf
