@@ -63,6 +63,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
     Underlay(#[from] UnderlayError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -169,7 +171,8 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
 
     let direct_routing = config.backend.direct_routing;
-    let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
+    let ipv4 = netlink::DeviceWatch::new(&spec.name, device.index, config.network);
+    let device_changes = netlink::monitor(&kernel, ipv4, None, direct_routing)?;
     let readiness = Readiness {
         subnet_file: options.subnet_file,
         network: config.network,

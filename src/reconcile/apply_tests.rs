@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 
+use ipnetwork::Ipv4Network;
+
 use super::*;
 use crate::reconcile::plan::plan;
 

@@ -1,6 +1,7 @@
 //! The one task that writes the kernel: wakes on a lease change, a kernel notification or the
 //! resync timer, and runs one whole pass (desired → plan → apply) each time.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::NetworkConfig;
-use crate::device;
+use crate::device::{self, DeviceError};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::model;
-use crate::netlink::{DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
+use crate::netlink::{DeviceChanges, Kernel, VxlanDevice, VxlanSpec};
 use crate::reconcile::apply::{self, Applied};
 use crate::reconcile::desired::{desired_state, ThisHost};
 use crate::reconcile::plan::plan;
@@ -111,7 +112,7 @@ impl Reconciler {
         self.spec = device::desired_device(&self.config, underlay, own.attrs.backend_data.vtep_mac);
         let device = match self.ensure_device(own).await {
             Ok(device) => {
-                self.device_changes.follow_index(device.index);
+                self.device_changes.ipv4.follow_index(device.index);
                 device
             }
             Err(e) => {
@@ -122,8 +123,8 @@ impl Reconciler {
         // The last pass's wanted state goes before this pass reads and builds its own, so three
         // full states never coexist (peak RSS at thousands of peers). Until `want` below, every
         // neighbour notification wakes us: a change made while we read is not missed.
-        self.device_changes.forget_wanted();
-        let (actual, context) = match self.kernel.read_state(device.index, self.config.network).await {
+        self.device_changes.ipv4.forget_wanted();
+        let (actual, context) = match self.kernel.read_state::<Ipv4Addr>(device.index, self.config.network).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
@@ -135,7 +136,7 @@ impl Reconciler {
         self.warnings.warn_once(leases, skipped, &desired, &context);
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.
-        self.device_changes.want(Arc::clone(&desired));
+        self.device_changes.ipv4.want(Arc::clone(&desired));
         let mut plan = plan(&desired, &actual);
         // A subnet whose key exists but cannot be read keeps what the kernel has for it (a
         // restart has no last good value) until the key is fixed or deleted.
@@ -154,10 +155,10 @@ impl Reconciler {
         Some(applied)
     }
 
-    async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, NetlinkError> {
+    async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, DeviceError> {
         let device = device::ensure(&self.kernel, &self.spec).await?;
         let address = Ipv4Network::new(model::vtep_address(own.subnet), 32).expect("/32 is valid");
-        self.kernel.ensure_address(device.index, address).await?;
+        self.kernel.ensure_address::<Ipv4Addr>(device.index, address).await?;
         Ok(device)
     }
 }
