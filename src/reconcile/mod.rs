@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod desired;
+pub mod pass;
 pub mod plan;
 pub mod readiness;
 pub mod reconciler;

@@ -1,22 +1,20 @@
 //! The one task that writes the kernel: wakes on a lease change, a kernel notification or the
 //! resync timer, and runs one whole pass (desired → plan → apply) each time.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::NetworkConfig;
-use crate::device::{self, DeviceError};
+use crate::device;
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
-use crate::model;
-use crate::netlink::{DeviceChanges, Kernel, VxlanDevice, VxlanSpec};
-use crate::reconcile::apply::{self, Applied};
+use crate::model::KernelContext;
+use crate::netlink::{DeviceChanges, Kernel, VxlanSpec};
+use crate::reconcile::apply::Applied;
 use crate::reconcile::desired::{desired_state, ThisHost};
-use crate::reconcile::plan::plan;
+use crate::reconcile::pass::{run_family, FamilyTarget};
 use crate::reconcile::readiness::Readiness;
 use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::{advertise, UnderlayFollower};
@@ -110,55 +108,14 @@ impl Reconciler {
         let public_ip = underlay.public_ip;
         advertise(&self.attrs, public_ip, own);
         self.spec = device::desired_device(&self.config, underlay, own.attrs.backend_data.vtep_mac);
-        let device = match self.ensure_device(own).await {
-            Ok(device) => {
-                self.device_changes.ipv4.follow_index(device.index);
-                device
-            }
-            Err(e) => {
-                tracing::error!(error = %e, device = %self.spec.name, "cannot set up the VXLAN device; retrying");
-                return None;
-            }
-        };
-        // The last pass's wanted state goes before this pass reads and builds its own, so three
-        // full states never coexist (peak RSS at thousands of peers). Until `want` below, every
-        // neighbour notification wakes us: a change made while we read is not missed.
-        self.device_changes.ipv4.forget_wanted();
-        let (actual, context) = match self.kernel.read_state::<Ipv4Addr>(device.index, self.config.network).await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
-                return None;
-            }
-        };
+        let target = FamilyTarget { spec: self.spec.clone(), own_subnet: own.subnet, network: self.config.network };
         let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
-        let (desired, skipped) = desired_state(&self.config, &us, leases, &context);
-        self.warnings.warn_once(leases, skipped, &desired, &context);
-        let desired = Arc::new(desired);
-        // Before writing: the echoes of our writes then agree with it and wake nobody.
-        self.device_changes.ipv4.want(Arc::clone(&desired));
-        let mut plan = plan(&desired, &actual);
-        // A subnet whose key exists but cannot be read keeps what the kernel has for it (a
-        // restart has no last good value) until the key is fixed or deleted.
-        plan.remove = plan.removals_keeping(&leases.unreadable.keys().copied().collect());
-        let mut applied = Applied::default();
-        if !plan.is_empty() {
-            tracing::debug!(
-                added = plan.add.entry_count(),
-                rewritten = plan.rewrite_nexthops.len(),
-                removed = plan.remove.entry_count(),
-                "applying kernel changes"
-            );
-            applied = apply::apply(&self.kernel, device.index, &plan, &desired, &actual).await;
-        }
-        self.record.applied(own, leases, &desired, &applied);
-        Some(applied)
-    }
-
-    async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, DeviceError> {
-        let device = device::ensure(&self.kernel, &self.spec).await?;
-        let address = Ipv4Network::new(model::vtep_address(own.subnet), 32).expect("/32 is valid");
-        self.kernel.ensure_address::<Ipv4Addr>(device.index, address).await?;
-        Ok(device)
+        let keep = leases.unreadable.keys().copied().collect();
+        let config = &self.config;
+        let desired = |context: &KernelContext| desired_state(config, &us, leases, context);
+        let pass = run_family(&self.kernel, &self.device_changes.ipv4, &target, desired, &keep).await?;
+        self.warnings.warn_once(leases, pass.skipped, &pass.desired, &pass.context);
+        self.record.applied(own, leases, &pass.desired, &pass.applied);
+        Some(pass.applied)
     }
 }
