@@ -1,0 +1,43 @@
+//! Lab helpers for dual-stack tests: IPv6 pings from containers, any VXLAN device's details,
+//! and a host's sysctl values.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use crate::netns::netns_exec;
+use crate::process::output;
+use crate::{poll, Container, Host, Lab};
+
+impl Lab {
+    /// One IPv6 ping (1 s timeout) from host N's container to `dst`.
+    pub fn container_ping6(&self, n: usize, dst: Ipv6Addr) -> bool {
+        self.container(n).ping6(dst)
+    }
+}
+
+impl Container {
+    /// `ping -6 -c1 -W1 <dst>` from the container.
+    pub fn ping6(&self, dst: Ipv6Addr) -> bool {
+        let dst = dst.to_string();
+        output(&mut netns_exec(&self.ns, &["ping", "-6", "-n", "-q", "-c1", "-W1", &dst])).status.success()
+    }
+}
+
+impl Host {
+    /// `ip -d -j link show <name>`: the link's details, or `None` while there is no such link.
+    pub fn link_details(&self, name: &str) -> Option<serde_json::Value> {
+        self.try_ip_json(&["-d", "link", "show", name]).ok()?.get(0).cloned()
+    }
+
+    /// [`Host::link_details`] of `name` once `ok` holds for them; panics after `timeout`.
+    pub fn wait_link(&self, name: &str, what: &str, timeout: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        poll(&format!("{what} on {}", self.ns), timeout, || self.link_details(name).filter(|link| ok(link)))
+    }
+
+    /// The value of `/proc/sys/<key>` (e.g. `net/ipv6/conf/flannel-v6.1/accept_ra`) in the
+    /// host's namespace, trimmed; `None` when it cannot be read.
+    pub fn sysctl(&self, key: &str) -> Option<String> {
+        let out = self.exec(&["cat", &format!("/proc/sys/{key}")]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
