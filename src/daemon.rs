@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::task::{self, JoinError, JoinSet};
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
-use crate::etcd::{outage, EtcdOptions, Registry, RegistryError};
+use crate::etcd::{outage, EtcdOptions, Previous, Registry, RegistryError};
 use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
@@ -27,7 +27,7 @@ use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::readiness::Readiness;
-use crate::reconcile::reconciler::Reconciler;
+use crate::reconcile::reconciler::{Ipv6Device, Reconciler};
 use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
@@ -72,6 +72,9 @@ pub enum DaemonError {
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// A dual-stack config, but the underlay has no IPv6 address to advertise.
+    #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
+    NoPublicIpv6 { iface: String },
     /// A task that runs as long as the daemon returned.
     #[error("the {task} task ended, which it must not while the daemon runs")]
     TaskEnded { task: &'static str },
@@ -159,12 +162,26 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
 
-    let mac = vtep_mac(&kernel, &config, public_ip).await?;
+    let vni = config.backend.vni;
+    let mac = vtep_mac(&kernel, &model::device_name(vni), public_ip, vni).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
-    let attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
-    let previous = subnet_env::read_previous_subnet(&options.subnet_file);
+    let mut attrs = LeaseAttrs::vxlan(public_ip, vni, device.mac);
+    let mut ipv6 = None;
+    if config.ipv6.is_some() {
+        // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
+        // peers panic on a lease without its IPv6 part.
+        let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
+        // The IPv6 device itself is created (or adopted) by the reconciler's first pass.
+        let mac = vtep_mac(&kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
+        attrs = attrs.with_ipv6(public_ipv6, mac);
+        ipv6 = Some(Ipv6Device::new(mac));
+    }
+    let previous = Previous {
+        subnet: subnet_env::read_previous_subnet(&options.subnet_file),
+        ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
+    };
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
@@ -172,8 +189,11 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
 
     let direct_routing = config.backend.direct_routing;
     let ipv4 = netlink::DeviceWatch::new(&spec.name, device.index, config.network);
-    let device_changes = netlink::monitor(&kernel, ipv4, None, direct_routing)?;
+    // Index 0 (no link) until the first pass has set the IPv6 device up: followed by name.
+    let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&model::ipv6_device_name(vni), 0, v6.network));
+    let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, direct_routing)?;
     let readiness = Readiness {
+        ipv6_network: config.ipv6.map(|v6| v6.network),
         subnet_file: options.subnet_file,
         network: config.network,
         ip_masq: options.ip_masq,
@@ -191,6 +211,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         readiness,
         record: PassRecord::new(metrics),
         warnings: PeerWarnings::default(),
+        ipv6,
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
@@ -233,11 +254,13 @@ async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
 }
 
-/// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may
-/// still point at it), else one derived from the PublicIP and VNI, stable across restarts.
-async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) -> Result<MacAddr, NetlinkError> {
-    let existing = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
-    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
+/// The VTEP MAC our lease advertises for the VXLAN device `name` (`flannel.<VNI>` or
+/// `flannel-v6.<VNI>`): the one the device left by an earlier run has (peers may still point
+/// at it), else one derived from the device family's public address and the VNI, stable
+/// across restarts.
+async fn vtep_mac(kernel: &Kernel, name: &str, public_ip: impl Into<IpAddr>, vni: u32) -> Result<MacAddr, NetlinkError> {
+    let existing = kernel.vxlan_device(name).await?;
+    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, vni), |spec| spec.mac))
 }
 
 /// Reads `<prefix>/config`, waiting (one try a second) while it is absent. An invalid config
@@ -247,10 +270,8 @@ async fn wait_for_config(registry: &Registry) -> Result<NetworkConfig, DaemonErr
     loop {
         if let Some(text) = outage::retry("read network config", || registry.network_config()).await? {
             let config = NetworkConfig::parse(&text)?;
-            tracing::info!(network = %config.network, subnet_len = config.subnet_len, vni = config.backend.vni, "network config loaded");
-            if config.enable_ipv6 {
-                tracing::warn!("network config has \"EnableIPv6\": true, but weftd runs IPv4 only (no IPv6 leases, routes or addresses); use flanneld for a dual-stack overlay until weftd supports IPv6");
-            }
+            let ipv6_network = config.ipv6.map(|v6| v6.network.to_string());
+            tracing::info!(network = %config.network, subnet_len = config.subnet_len, ipv6_network, vni = config.backend.vni, "network config loaded");
             return Ok(config);
         }
         if !logged {

@@ -58,6 +58,9 @@ pub struct Underlay {
     pub mtu: u32,
     /// The address peers send to: the lease's PublicIP.
     pub public_ip: Ipv4Addr,
+    /// The IPv6 address peers send IPv6 VXLAN packets to (the lease's PublicIPv6), and the IPv6
+    /// device's `local`; `None` when the config is IPv4 only or the underlay has none.
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// What the kernel showed, all [`choose`] needs.
@@ -169,8 +172,8 @@ pub fn choose(choice: &UnderlayChoice, host: &HostView) -> Result<Chosen, Underl
         let (link, ip) = by_default(choice, host)?;
         (link, ip, Vec::new())
     };
-    let underlay =
-        Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip: choice.public_ip.unwrap_or(ip) };
+    let public_ip = choice.public_ip.unwrap_or(ip);
+    let underlay = Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, public_ipv6: None };
     Ok(Chosen { underlay, skipped })
 }
 
@@ -298,10 +301,11 @@ pub async fn find(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Underlay, 
     if !choice.names_an_interface() && choice.public_ip.is_none() {
         host.default_route = kernel.default_route().await?;
     }
-    let chosen = choose(choice, &host)?;
+    let mut chosen = choose(choice, &host)?;
     for miss in &chosen.skipped {
         tracing::warn!(%miss, "underlay flag matched nothing; trying the next one");
     }
+    chosen.underlay.public_ipv6 = kernel.first_global_ipv6(chosen.underlay.index).await?;
     Ok(chosen.underlay)
 }
 
@@ -325,7 +329,8 @@ pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Und
         },
     };
     let public_ip = if underlay.public_ip == underlay.ip { ip } else { underlay.public_ip };
-    Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip }))
+    let public_ipv6 = kernel.first_global_ipv6(link.index).await?;
+    Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, public_ipv6 }))
 }
 
 /// eth0, index 4, 198.18.0.11, MTU 1500: the underlay unit tests elsewhere build on.
@@ -333,7 +338,7 @@ pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Und
 impl Underlay {
     pub(crate) fn example() -> Self {
         let ip = Ipv4Addr::new(198, 18, 0, 11);
-        Underlay { name: "eth0".into(), index: 4, ip, mtu: 1500, public_ip: ip }
+        Underlay { name: "eth0".into(), index: 4, ip, mtu: 1500, public_ip: ip, public_ipv6: None }
     }
 }
 

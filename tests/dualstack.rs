@@ -132,12 +132,9 @@ fn wait_tables_match(lab: &Lab, n: usize) {
     });
 }
 
-/// Container N's global IPv6 address.
+/// Container N's IPv6 address (the lab gives it one from FLANNEL_IPV6_SUBNET).
 fn container_ipv6(lab: &Lab, n: usize) -> Ipv6Addr {
-    let out = lab.container(n).exec(&["ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", "global"]);
-    let addresses: Value = serde_json::from_slice(&out.stdout).expect("ip -j addr");
-    let address = addresses[0]["addr_info"][0]["local"].as_str().unwrap_or_else(|| panic!("container {n} has no IPv6 address"));
-    address.parse().unwrap()
+    lab.container(n).ipv6.unwrap_or_else(|| panic!("container {n} has no IPv6 address"))
 }
 
 fn ping_all_pairs(lab: &Lab, hosts: &[usize]) {
@@ -145,7 +142,7 @@ fn ping_all_pairs(lab: &Lab, hosts: &[usize]) {
         for &to in hosts.iter().filter(|&&to| to != from) {
             let (v4, v6) = (lab.container(to).ip, container_ipv6(lab, to));
             poll(&format!("container {from} to ping {v4}"), CONVERGE, || lab.container_ping(from, v4).then_some(()));
-            poll(&format!("container {from} to ping {v6}"), CONVERGE, || lab.container_ping6(from, v6).then_some(()));
+            poll(&format!("container {from} to ping {v6}"), CONVERGE, || lab.container_ping(from, v6).then_some(()));
         }
     }
 }
@@ -225,7 +222,7 @@ fn hand_deleted_ipv6_route_neighbour_fdb_nexthop_and_device_are_restored() {
     assert_eq!(link["address"], mac_before, "a recreated device keeps its MAC");
     assert_eq!(host.sysctl(&format!("net/ipv6/conf/{DEVICE}/accept_ra")).as_deref(), Some("0"));
     let peer = container_ipv6(&lab, 2);
-    poll("container 1 to ping container 2 over IPv6", CONVERGE, || lab.container_ping6(1, peer).then_some(()));
+    poll("container 1 to ping container 2 over IPv6", CONVERGE, || lab.container_ping(1, peer).then_some(()));
 
     // Another program's changes to the device's MAC and MTU are set back in place.
     host.exec_ok(&["ip", "link", "set", DEVICE, "address", "02:11:22:33:44:55", "mtu", "1300"]);
@@ -259,5 +256,5 @@ fn a_departed_peers_ipv6_entries_go_and_the_ipv6_mac_survives_restarts() {
     assert_eq!(Some(lease_of(&lab, 1).v6_mac.as_str()), mac.as_str());
     wait_tables_match(&lab, 2);
     let peer = container_ipv6(&lab, 1);
-    poll("container 2 to ping container 1 over IPv6", CONVERGE, || lab.container_ping6(2, peer).then_some(()));
+    poll("container 2 to ping container 1 over IPv6", CONVERGE, || lab.container_ping(2, peer).then_some(()));
 }

@@ -1,27 +1,9 @@
-//! Lab helpers for dual-stack tests: IPv6 pings from containers, any VXLAN device's details,
-//! and a host's sysctl values.
+//! Lab helpers for dual-stack tests: any VXLAN device's details (`flannel-v6.1` beside
+//! `flannel.1`), and a host's sysctl values.
 
-use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use crate::netns::netns_exec;
-use crate::process::output;
-use crate::{poll, Container, Host, Lab};
-
-impl Lab {
-    /// One IPv6 ping (1 s timeout) from host N's container to `dst`.
-    pub fn container_ping6(&self, n: usize, dst: Ipv6Addr) -> bool {
-        self.container(n).ping6(dst)
-    }
-}
-
-impl Container {
-    /// `ping -6 -c1 -W1 <dst>` from the container.
-    pub fn ping6(&self, dst: Ipv6Addr) -> bool {
-        let dst = dst.to_string();
-        output(&mut netns_exec(&self.ns, &["ping", "-6", "-n", "-q", "-c1", "-W1", &dst])).status.success()
-    }
-}
+use crate::{poll, Host};
 
 impl Host {
     /// `ip -d -j link show <name>`: the link's details, or `None` while there is no such link.

@@ -1,8 +1,8 @@
 //! The rules that name things, each written once: the VTEP address of a subnet, the nexthop
-//! id of a gateway, the devices of a VNI, and the MAC a new device gets. The kernel side
+//! id of a gateway, the device of a VNI, and the MAC a new device gets. The kernel side
 //! (`netlink`) recognises our entries by these same rules, so it never re-derives them.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use super::family::{Family, Subnet};
 use super::mac::MacAddr;
@@ -44,32 +44,18 @@ pub fn ipv6_device_name(vni: u32) -> String {
     format!("flannel-v6.{vni}")
 }
 
-/// A stable, locally administered MAC for a new device, derived from the host's public IP and
+/// A stable, locally administered MAC for a new device, derived from the host's public IP (of
+/// the device's family: the IPv6 device's from the PublicIPv6, so the two devices differ) and
 /// the VNI, so a host that loses its device gets the same MAC back and its peers' ARP and FDB
 /// entries stay valid.
-pub fn derived_mac(public_ip: Ipv4Addr, vni: u32) -> MacAddr {
-    hashed_mac(public_ip.octets().into_iter().chain(vni.to_be_bytes()).chain(*b"weft"))
-}
-
-/// The same rule for the IPv6 device (`flannel-v6.<vni>`), from the host's public IPv6 and
-/// the VNI, under a tag of its own: never the MAC of the IPv4 device `ipv4_mac` (peers tell
-/// the two apart by MAC in their FDB), and the same after a restart.
-pub fn derived_ipv6_mac(public_ipv6: Ipv6Addr, vni: u32, ipv4_mac: MacAddr) -> MacAddr {
-    let mac = hashed_mac(public_ipv6.octets().into_iter().chain(vni.to_be_bytes()).chain(*b"weft-v6"));
-    if mac == ipv4_mac {
-        // One chance in 2^46; the flipped bit keeps it unicast, local and stable.
-        let mut bytes = mac.0;
-        bytes[5] ^= 1;
-        return MacAddr(bytes);
-    }
-    mac
-}
-
-/// A unicast, locally administered MAC hashed from `bytes`.
-fn hashed_mac(bytes: impl Iterator<Item = u8>) -> MacAddr {
+pub fn derived_mac(public_ip: impl Into<std::net::IpAddr>, vni: u32) -> MacAddr {
+    let octets = match public_ip.into() {
+        std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+        std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
     // FNV-1a: tiny, stable across releases, and good enough to spread hosts over 46 bits.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
+    for byte in octets.into_iter().chain(vni.to_be_bytes()).chain(*b"weft") {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
     }
     let b = hash.to_be_bytes();
@@ -94,16 +80,12 @@ mod tests {
     fn the_ipv6_device_gets_a_stable_mac_of_its_own() {
         let v4 = derived_mac(Ipv4Addr::new(198, 18, 0, 11), 1);
         assert_eq!(v4, MacAddr([0x6a, 0xa6, 0x84, 0xb9, 0x44, 0xf2]), "pinned: running hosts' peers hold it");
-        let ipv6: Ipv6Addr = "fd18::11".parse().unwrap();
-        let a = derived_ipv6_mac(ipv6, 1, v4);
-        assert_eq!(a, derived_ipv6_mac(ipv6, 1, v4));
+        let ipv6: std::net::Ipv6Addr = "fd18::11".parse().unwrap();
+        let a = derived_mac(ipv6, 1);
+        assert_eq!(a, derived_mac(ipv6, 1));
         assert_ne!(a, v4);
-        assert_ne!(a, derived_ipv6_mac("fd18::12".parse().unwrap(), 1, v4));
-        assert_ne!(a, derived_ipv6_mac(ipv6, 2, v4));
+        assert_ne!(a, derived_mac("fd18::12".parse::<std::net::Ipv6Addr>().unwrap(), 1));
         assert_eq!((a.0[0] & 0x01, a.0[0] & 0x02), (0, 0x02), "unicast, locally administered");
-        let clash = derived_ipv6_mac(ipv6, 1, a);
-        assert_ne!(clash, a, "never the IPv4 device's MAC");
-        assert_eq!((clash.0[0] & 0x01, clash.0[0] & 0x02), (0, 0x02));
     }
 
     #[test]

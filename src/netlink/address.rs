@@ -45,6 +45,28 @@ impl Kernel {
             .collect())
     }
 
+    /// `ip addr show dev <index>`: the link's addresses of every family.
+    async fn link_addresses(&self, index: u32) -> Result<Vec<AddressMessage>, NetlinkError> {
+        let addresses = self.handle.address().get().set_link_index_filter(index).execute();
+        addresses.try_collect().await.map_err(request_error("dump addresses"))
+    }
+
+    /// `ip -6 addr show dev <index> scope global`: the first global IPv6 address of a link, in
+    /// the kernel's order; `None` when it has none.
+    ///
+    /// # Errors
+    /// The address dump failed.
+    pub async fn first_global_ipv6(&self, index: u32) -> Result<Option<std::net::Ipv6Addr>, NetlinkError> {
+        let addresses = self.link_addresses(index).await?;
+        // RT_SCOPE_UNIVERSE: not link-local, not host.
+        Ok(addresses.iter().filter(|a| a.header.scope == netlink_packet_route::address::AddressScope::Universe).find_map(|a| {
+            a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            })
+        }))
+    }
+
     /// `ip addr replace <address> dev <device>` (`ip -6 addr` for an IPv6 one), removing every
     /// other address of its family from the device (a previous lease's subnet must not linger)
     /// but an IPv6 link-local one, which the kernel gives every device and IPv6 needs.
@@ -52,15 +74,7 @@ impl Kernel {
     /// # Errors
     /// The dump, a deletion or the addition failed.
     pub async fn ensure_address<A: KernelFamily>(&self, index: u32, address: A::Network) -> Result<(), NetlinkError> {
-        let current: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(request_error("dump addresses"))?;
+        let current = self.link_addresses(index).await?;
         let wanted = (address.network_address().into(), address.prefix_len());
         let mut present = false;
         for message in current {

@@ -10,7 +10,7 @@ use ipnetwork::Ipv4Network;
 use crate::lease::LeaseSet;
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
-use crate::model::{KernelContext, KernelState, NexthopSupport};
+use crate::model::{Family, KernelContext, KernelState, NexthopSupport};
 use crate::reconcile::apply::Transitions;
 use crate::reconcile::desired::SkippedPeer;
 
@@ -18,6 +18,8 @@ use crate::reconcile::desired::SkippedPeer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum PeerWarning {
     Skipped,
+    /// Skipped on the IPv6 device (its reason may differ from the IPv4 one's).
+    SkippedIpv6,
     NexthopTaken,
 }
 
@@ -57,13 +59,7 @@ impl PeerWarnings {
     /// route that cannot point at its nexthop because another program's nexthop has the id;
     /// within each kind's budget, so a peer rewriting its value cannot flood the log.
     pub fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
-        self.flush(Instant::now());
-        self.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
-        for peer in skipped {
-            if self.first(peer.subnet, PeerWarning::Skipped, &peer.reason) {
-                log_within!(self.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
-            }
-        }
+        self.warn_skipped(leases, skipped, PeerWarning::Skipped);
         // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
         if context.nexthops == NexthopSupport::Unavailable {
             return;
@@ -75,9 +71,25 @@ impl PeerWarnings {
         }
     }
 
+    /// [`PeerWarnings::warn_once`] for the leases the IPv6 device's pass skips (their IPv6
+    /// part, or the whole lease), remembered apart from the IPv4 pass's reasons.
+    pub fn warn_skipped_ipv6(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>) {
+        self.warn_skipped(leases, skipped, PeerWarning::SkippedIpv6);
+    }
+
+    fn warn_skipped(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, kind: PeerWarning) {
+        self.flush(Instant::now());
+        self.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
+        for peer in skipped {
+            if self.first(peer.subnet, kind, &peer.reason) {
+                log_within!(self.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
+            }
+        }
+    }
+
     /// Logs each kernel refusal once when it starts and once when it ends, so a refusal that
     /// lasts costs two log lines, not one per pass.
-    pub fn log_refusals(&mut self, transitions: &Transitions) {
+    pub fn log_refusals<A: Family>(&mut self, transitions: &Transitions<A>) {
         for f in &transitions.started {
             let (errno, peer) = (f.errno.map(|e| format!("{e:?}")), f.peer.map(|p| p.to_string()));
             let peer = peer.as_deref().unwrap_or("none (leftover entry)");
