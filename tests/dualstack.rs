@@ -259,3 +259,43 @@ fn a_departed_peers_ipv6_entries_go_and_the_ipv6_mac_survives_restarts() {
     let peer = container_ipv6(&lab, 1);
     poll("container 2 to ping container 1 over IPv6", CONVERGE, || lab.container_ping(2, peer).then_some(()));
 }
+
+#[test]
+fn flannel_v6_changed_by_another_program_or_set_down_is_repaired_and_follows_the_underlay_mtu() {
+    let (lab, daemons) = cluster(2);
+    wait_tables_match(&lab, 1);
+    let host = lab.host(1).clone();
+    let lease = lease_of(&lab, 1);
+    let info = |l: &Value, key: &str| l["linkinfo"]["info_data"][key].clone();
+
+    // Another program changes the local address in place, then replaces the device with one of
+    // another VNI, port and MAC while weftd is paused (the notifications wait in its socket).
+    host.exec_ok(&["ip", "link", "set", DEVICE, "type", "vxlan", "local", "fd18::99"]);
+    host.wait_link(DEVICE, "flannel-v6.1's local set back", CONVERGE, |l| info(l, "local6") == lease.public_ipv6.as_str());
+    let pid = daemons[0].pid().to_string();
+    let signal = |name: &str| assert!(std::process::Command::new("kill").args([name, &pid]).status().unwrap().success());
+    signal("-STOP");
+    host.exec_ok(&["ip", "link", "del", DEVICE]);
+    let add = format!("ip link add {DEVICE} address 02:11:22:33:44:66 type vxlan id 7 local fd18::99 dev eth0 dstport 4789 nolearning");
+    host.exec_ok(&add.split(' ').collect::<Vec<_>>());
+    host.exec_ok(&["ip", "link", "set", DEVICE, "up"]);
+    signal("-CONT");
+    let link = host.wait_link(DEVICE, "flannel-v6.1 recreated as weft wants it", CONVERGE, |l| {
+        info(l, "id") == 1 && info(l, "port") == 8472 && info(l, "local6") == lease.public_ipv6.as_str()
+    });
+    assert_eq!(link["address"].as_str(), Some(lease.v6_mac.as_str()));
+    assert_eq!(host.sysctl(&format!("net/ipv6/conf/{DEVICE}/accept_ra")).as_deref(), Some("0"));
+    wait_tables_match(&lab, 1);
+
+    host.exec_ok(&["ip", "link", "set", DEVICE, "down"]);
+    host.wait_link(DEVICE, "flannel-v6.1 up again", CONVERGE, |l| has(l, "flags", "UP"));
+    let peer = container_ipv6(&lab, 2);
+    poll("container 1 to ping container 2 over IPv6", CONVERGE, || lab.container_ping(1, peer).then_some(()));
+
+    // IPv6 VXLAN headers are 20 bytes longer, so containers get the IPv6 device's MTU.
+    host.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1400"]);
+    host.wait_link(DEVICE, "flannel-v6.1's MTU to follow eth0 (1330)", CONVERGE, |l| l["mtu"] == 1330);
+    poll("subnet.env FLANNEL_MTU=1330", CONVERGE, || {
+        (host.subnet_env()?.get("FLANNEL_MTU").map(String::as_str) == Some("1330")).then_some(())
+    });
+}

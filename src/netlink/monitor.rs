@@ -276,4 +276,41 @@ mod tests {
         assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 12], Some(2)), false), "our FDB entry deleted");
         assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 99], Some(2)), true), "a second destination for our MAC");
     }
+
+    /// An NDP or FDB notification on the IPv6 device, as the kernel sends it (an FDB dump
+    /// carries its IPv6 destination as raw bytes).
+    fn ipv6_neighbour(bridge: bool, state: NeighbourState, ip: &str, mac: u8) -> NeighbourMessage {
+        let ip: Ipv6Addr = ip.parse().unwrap();
+        let mut message = NeighbourMessage::default();
+        message.header.state = state;
+        message.header.family = if bridge { AddressFamily::Bridge } else { AddressFamily::Inet6 };
+        let address = if bridge { NeighbourAddress::Other(ip.octets().to_vec()) } else { NeighbourAddress::Inet6(ip) };
+        if bridge {
+            message.header.flags = NeighbourFlags::Own;
+        }
+        message.attributes.push(NeighbourAttribute::Destination(address));
+        message.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, mac]));
+        message
+    }
+
+    #[test]
+    fn ipv6_echoes_wake_nobody_and_departures_do() {
+        let (vtep, peer): (Ipv6Addr, Ipv6Addr) = ("fd00:5:2::".parse().unwrap(), "fd18::12".parse().unwrap());
+        let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+        let wanted = KernelState {
+            arp: [ArpEntry { ip: vtep, mac }].into(),
+            fdb: [FdbEntry { mac, dst: peer }].into(),
+            ..Default::default()
+        };
+        let permanent = NeighbourState::Permanent;
+        let agrees = |m: NeighbourMessage, present| neighbour_agrees(&m, present, &wanted);
+        assert!(agrees(ipv6_neighbour(false, permanent, "fd00:5:2::", 2), true), "the echo of our NDP write");
+        assert!(agrees(ipv6_neighbour(true, permanent, "fd18::12", 2), true), "the echo of our FDB write");
+        assert!(agrees(ipv6_neighbour(false, NeighbourState::Reachable, "fe80::1", 9), true), "the kernel's own");
+        assert!(!agrees(ipv6_neighbour(false, permanent, "fd00:5:2::", 2), false), "our NDP entry deleted");
+        assert!(!agrees(ipv6_neighbour(true, permanent, "fd18::12", 2), false), "our FDB entry deleted");
+        assert!(!agrees(ipv6_neighbour(true, permanent, "fd18::99", 2), true), "a second destination for our MAC");
+        let ipv4_only: KernelState<Ipv4Addr> = KernelState::default();
+        assert!(!neighbour_agrees(&ipv6_neighbour(false, permanent, "fd00:5:2::", 2), true, &ipv4_only), "not of the family");
+    }
 }
