@@ -213,8 +213,15 @@ mod tests {
         assert_eq!((spec.vni, spec.port, spec.underlay_index, spec.learning), (ipv4.vni, ipv4.port, ipv4.underlay_index, false));
         let json = |mtu| format!(r#"{{"Network":"10.5.0.0/16","Backend":{{"MTU":{mtu}}}}}"#);
         assert_eq!(desired_ipv6_device(&config(&json(1400)), &underlay(), local, mac6).mtu, 1400, "the config's");
-        assert_eq!(desired_ipv6_device(&config(&json(1450)), &underlay(), local, mac6).mtu, 1430, "no more than the kernel allows");
-        let lines: Vec<String> = drift(&spec, &VxlanSpec { local: "fd18::99".parse().unwrap(), ..spec.clone() }).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            desired_ipv6_device(&config(&json(1450)), &underlay(), local, mac6).mtu,
+            1430,
+            "no more than the kernel allows"
+        );
+        let lines: Vec<String> = drift(&spec, &VxlanSpec { local: "fd18::99".parse().unwrap(), ..spec.clone() })
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(lines, ["local fd18::99, underlay has fd18::11"]);
     }
 

@@ -11,8 +11,7 @@ use std::time::Duration;
 use lab::{poll, Host, Lab, Weftd};
 use serde_json::Value;
 
-const CONFIG: &str =
-    r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
 const SUBNETS: &str = "/coreos.com/network/subnets/";
 const CONVERGE: Duration = Duration::from_secs(20);
 const DEVICE: &str = "flannel-v6.1";
@@ -276,7 +275,8 @@ fn flannel_v6_changed_by_another_program_or_set_down_is_repaired_and_follows_the
     let signal = |name: &str| assert!(std::process::Command::new("kill").args([name, &pid]).status().unwrap().success());
     signal("-STOP");
     host.exec_ok(&["ip", "link", "del", DEVICE]);
-    let add = format!("ip link add {DEVICE} address 02:11:22:33:44:66 type vxlan id 7 local fd18::99 dev eth0 dstport 4789 nolearning");
+    let add =
+        format!("ip link add {DEVICE} address 02:11:22:33:44:66 type vxlan id 7 local fd18::99 dev eth0 dstport 4789 nolearning");
     host.exec_ok(&add.split(' ').collect::<Vec<_>>());
     host.exec_ok(&["ip", "link", "set", DEVICE, "up"]);
     signal("-CONT");

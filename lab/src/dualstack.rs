@@ -12,7 +12,13 @@ impl Host {
     }
 
     /// [`Host::link_details`] of `name` once `ok` holds for them; panics after `timeout`.
-    pub fn wait_link(&self, name: &str, what: &str, timeout: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_link(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         poll(&format!("{what} on {}", self.ns), timeout, || self.link_details(name).filter(|link| ok(link)))
     }
 

@@ -156,7 +156,8 @@ pub fn monitor(
             if underlay {
                 underlay_flag.store(true, Ordering::Relaxed);
             }
-            let device = || watch4.concerns(&event, any_main_route) || watch6.as_ref().is_some_and(|w| w.concerns(&event, any_main_route));
+            let device =
+                || watch4.concerns(&event, any_main_route) || watch6.as_ref().is_some_and(|w| w.concerns(&event, any_main_route));
             if underlay || (!ours && device()) {
                 tracing::trace!(message = ?event.payload, "a kernel notification wakes the reconciler");
                 wake.notify_one();
@@ -178,7 +179,8 @@ fn may_concern_underlay(message: &NetlinkEvent, devices: &[Option<u32>; 2]) -> b
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => other(link.header.index),
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
-            let family = a.header.family == AddressFamily::Inet || (a.header.family == AddressFamily::Inet6 && devices[1].is_some());
+            let family =
+                a.header.family == AddressFamily::Inet || (a.header.family == AddressFamily::Inet6 && devices[1].is_some());
             family && other(a.header.index)
         }
         _ => false,

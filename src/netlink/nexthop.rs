@@ -61,7 +61,13 @@ impl Kernel {
         self.write_nexthop("rewrite nexthop", index, entry, NLM_F_REPLACE).await
     }
 
-    async fn write_nexthop<A: KernelFamily>(&self, op: &'static str, index: u32, entry: Nexthop<A>, flags: u16) -> Result<(), NetlinkError> {
+    async fn write_nexthop<A: KernelFamily>(
+        &self,
+        op: &'static str,
+        index: u32,
+        entry: Nexthop<A>,
+        flags: u16,
+    ) -> Result<(), NetlinkError> {
         let write = NexthopRequest::Write { id: entry.id, gateway: entry.gateway.into(), index };
         let result = self.nexthop_request(op, write, flags).await;
         if let Err(e) = &result {
@@ -176,7 +182,11 @@ pub fn parse(message: &[u8]) -> Option<NexthopInfo> {
         match nla.kind() {
             NHA_ID => id = value.try_into().ok().map(u32::from_ne_bytes),
             NHA_OIF => device = value.try_into().ok().map(u32::from_ne_bytes),
-            NHA_GATEWAY => gateway = <Ipv4Addr as KernelFamily>::from_bytes(value).map(IpAddr::V4).or_else(|| <Ipv6Addr as KernelFamily>::from_bytes(value).map(IpAddr::V6)),
+            NHA_GATEWAY => {
+                gateway = <Ipv4Addr as KernelFamily>::from_bytes(value)
+                    .map(IpAddr::V4)
+                    .or_else(|| <Ipv6Addr as KernelFamily>::from_bytes(value).map(IpAddr::V6))
+            }
             _ => {}
         }
     }

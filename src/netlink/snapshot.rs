@@ -15,7 +15,7 @@ use rtnetlink::packet_core::{NetlinkPayload, NLM_F_DUMP};
 use super::family::KernelFamily;
 use super::neighbour::{arp_entry, fdb_entry};
 use super::nexthop::{self, NexthopRequest};
-use super::route::{route_destination, route_gateway, route_nexthop_id, route_oif, route_table, family_route, MAIN_TABLE};
+use super::route::{family_route, route_destination, route_gateway, route_nexthop_id, route_oif, route_table, MAIN_TABLE};
 use super::{Kernel, NetlinkError};
 use crate::model::{
     nexthop_id, vtep_address, DirectRoute, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry, Subnet,
