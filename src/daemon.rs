@@ -32,7 +32,7 @@ use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
 use crate::subnet_env::{self, SubnetEnvError};
-use crate::underlay::{self, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug)]
@@ -167,17 +167,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
-    let mut attrs = LeaseAttrs::vxlan(public_ip, vni, device.mac);
-    let mut ipv6 = None;
-    if config.ipv6.is_some() {
-        // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
-        // peers panic on a lease without its IPv6 part.
-        let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
-        // The IPv6 device itself is created (or adopted) by the reconciler's first pass.
-        let mac = vtep_mac(&kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
-        attrs = attrs.with_ipv6(public_ipv6, mac);
-        ipv6 = Some(Ipv6Device::new(mac));
-    }
+    let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, device.mac).await?;
     let previous = Previous {
         subnet: subnet_env::read_previous_subnet(&options.subnet_file),
         ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
@@ -187,11 +177,10 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
 
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
 
-    let direct_routing = config.backend.direct_routing;
     let ipv4 = netlink::DeviceWatch::new(&spec.name, device.index, config.network);
     // Index 0 (no link) until the first pass has set the IPv6 device up: followed by name.
     let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&model::ipv6_device_name(vni), 0, v6.network));
-    let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, direct_routing)?;
+    let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, config.backend.direct_routing)?;
     let readiness = Readiness {
         ipv6_network: config.ipv6.map(|v6| v6.network),
         subnet_file: options.subnet_file,
@@ -259,6 +248,30 @@ fn start_lease_tasks(
 /// Whether etcd answers a trivial request now: the probe behind `/healthz`.
 async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
+}
+
+/// What our lease says: PublicIP and the VXLAN device's MAC `mac`, and under a dual-stack
+/// config the PublicIPv6 and the IPv6 device's MAC (also returned, for the reconciler, which
+/// creates or adopts that device in its first pass).
+///
+/// # Errors
+/// The underlay has no IPv6 address to advertise; the kernel refused to show the IPv6 device.
+async fn lease_attrs(
+    kernel: &Kernel,
+    config: &NetworkConfig,
+    underlay: &Underlay,
+    mac: MacAddr,
+) -> Result<(LeaseAttrs, Option<Ipv6Device>), DaemonError> {
+    let vni = config.backend.vni;
+    let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, mac);
+    if config.ipv6.is_none() {
+        return Ok((attrs, None));
+    }
+    // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
+    // peers panic on a lease without its IPv6 part.
+    let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
+    let mac = vtep_mac(kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
+    Ok((attrs.with_ipv6(public_ipv6, mac), Some(Ipv6Device::new(mac))))
 }
 
 /// The VTEP MAC our lease advertises for the VXLAN device `name` (`flannel.<VNI>` or
