@@ -299,3 +299,21 @@ fn flannel_v6_changed_by_another_program_or_set_down_is_repaired_and_follows_the
         (host.subnet_env()?.get("FLANNEL_MTU").map(String::as_str) == Some("1330")).then_some(())
     });
 }
+
+#[test]
+fn a_readdressed_ipv6_underlay_moves_the_ipv6_vtep_and_the_lease_and_peers_follow() {
+    let (lab, _daemons) = cluster(2);
+    wait_tables_match(&lab, 2);
+    let host = lab.host(1).clone();
+    let old = host.underlay_ipv6.to_string();
+    let new = "fd18::99";
+    host.exec_ok(&["ip", "-6", "addr", "add", &format!("{new}/64"), "dev", "eth0", "nodad"]);
+    host.exec_ok(&["ip", "-6", "addr", "del", &format!("{old}/64"), "dev", "eth0"]);
+    let info = |l: &Value| l["linkinfo"]["info_data"]["local6"].clone();
+    host.wait_link(DEVICE, "flannel-v6.1's local to follow eth0", CONVERGE, |l| info(l) == new);
+    poll("host 1's lease to advertise its new PublicIPv6", CONVERGE, || (lease_of(&lab, 1).public_ipv6 == new).then_some(()));
+    wait_tables_match(&lab, 2);
+    assert!(kernel_tables(lab.host(2)).fdb.iter().any(|(_, dst)| dst == new), "host 2 sends host 1's IPv6 frames to {new}");
+    let peer = container_ipv6(&lab, 1);
+    poll("container 2 to ping container 1 over IPv6", CONVERGE, || lab.container_ping(2, peer).then_some(()));
+}
