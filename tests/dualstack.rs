@@ -317,3 +317,39 @@ fn a_readdressed_ipv6_underlay_moves_the_ipv6_vtep_and_the_lease_and_peers_follo
     let peer = container_ipv6(&lab, 1);
     poll("container 2 to ping container 1 over IPv6", CONVERGE, || lab.container_ping(2, peer).then_some(()));
 }
+
+#[test]
+fn ipv6_nexthop_routes_stay_managed_without_compat_mode_and_a_stray_ipv6_nexthop_goes() {
+    let (lab, mut daemons) = cluster(2);
+    wait_tables_match(&lab, 1);
+    let host = lab.host(1).clone();
+    let nexthops =
+        || list(host.ip_json(&["nexthop", "show", "dev", DEVICE])).iter().filter_map(|n| n["id"].as_u64()).collect::<Vec<_>>();
+
+    // A nexthop named the way weftd names them, for an IPv6 subnet no lease holds, is removed.
+    let held: BTreeSet<String> = leases(&lab).into_iter().map(|l| l.ipv6_subnet).collect();
+    let free = (0xff00..=0xffffu32).map(|n| format!("fd00:5:0:{n:x}::")).find(|s| !held.contains(&format!("{s}/64"))).unwrap();
+    let stray = weft::model::nexthop_id(free.parse::<Ipv6Addr>().unwrap()).to_string();
+    let peer_nexthop = nexthops();
+    host.exec_ok(&["ip", "nexthop", "add", "id", &stray, "via", &free, "dev", DEVICE, "onlink"]);
+    poll("the stray IPv6 nexthop to go", CONVERGE, || (nexthops() == peer_nexthop).then_some(()));
+
+    // With nexthop_compat_mode=0 a route names only its nexthop id; weftd still knows it. (The
+    // one switch, under ipv4, is for both families.)
+    let subnet = lease_of(&lab, 2).ipv6_subnet;
+    let nexthop = route_nexthop_id(&host, &subnet);
+    let set = host.exec(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/nexthop_compat_mode"]);
+    assert!(set.status.success(), "cannot set nexthop_compat_mode in {}", host.ns);
+    let route_nhid = || host.ip_json(&["-6", "route", "show", &subnet]).get(0).and_then(|r| r["nhid"].as_u64());
+    host.exec_ok(&["ip", "-6", "route", "del", &subnet]);
+    poll("the hand-deleted IPv6 route to come back", CONVERGE, || (route_nhid() == Some(nexthop)).then_some(()));
+    let peer = container_ipv6(&lab, 2);
+    poll("container 1 to ping container 2 over IPv6", CONVERGE, || lab.container_ping(1, peer).then_some(()));
+
+    let departed = lease_of(&lab, 2);
+    daemons.pop().unwrap().terminate();
+    lab.etcd_del(&departed.key);
+    poll("the departed peer's IPv6 route and nexthop to go", CONVERGE, || {
+        (route_nhid().is_none() && nexthops().is_empty()).then_some(())
+    });
+}
