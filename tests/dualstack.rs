@@ -353,3 +353,47 @@ fn ipv6_nexthop_routes_stay_managed_without_compat_mode_and_a_stray_ipv6_nexthop
         (route_nhid().is_none() && nexthops().is_empty()).then_some(())
     });
 }
+
+#[test]
+fn another_programs_nexthop_with_an_ipv6_peers_id_is_left_alone() {
+    // As for IPv4: weftd leaves another program's nexthop with a peer's id be, routes that
+    // peer in flanneld's form (`via <v6 network address> dev flannel-v6.1 onlink`), says so,
+    // and when the peer goes only the route goes.
+    let mut lab = Lab::new();
+    lab.put_network_config(CONFIG);
+    let (first, second) = (lab.add_host(), lab.add_host());
+    let file = &lab.host(second).subnet_file;
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let env = "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_IPV6_NETWORK=fd00:5::/48\nFLANNEL_IPV6_SUBNET=fd00:5:0:77::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+    std::fs::write(file, env).unwrap();
+    let host = lab.host(first).clone();
+    let id = weft::model::nexthop_id("fd00:5:0:77::".parse::<Ipv6Addr>().unwrap()).to_string();
+    host.exec_ok(&["ip", "nexthop", "add", "id", &id, "via", "fd18::1", "dev", "eth0"]);
+    let foreign_nexthop = || host.ip_json(&["nexthop", "show", "id", &id])[0].clone();
+    let before = foreign_nexthop();
+
+    // Host 2 first, so host 1's random choice cannot take fd00:5:0:77::/64.
+    let second_daemon = lab.start_weftd(second, &SLOW_RESYNC);
+    poll("host 2 to lease fd00:5:0:77::/64", CONVERGE, || {
+        (lab.host(second).subnet_env()?.get("FLANNEL_IPV6_SUBNET")? == "fd00:5:0:77::1/64").then_some(())
+    });
+    let mut daemons = vec![lab.start_weftd(first, &SLOW_RESYNC), second_daemon];
+    poll("host 1's subnet.env", CONVERGE, || lab.host(first).subnet_env().filter(|e| e.contains_key("FLANNEL_IPV6_SUBNET")));
+    lab.attach_container(first);
+    lab.attach_container(second);
+    wait_tables_match(&lab, first);
+    let route = &host.ip_json(&["-6", "route", "show", "fd00:5:0:77::/64"])[0];
+    assert!(route.get("nhid").is_none() && route["dev"] == DEVICE, "a flanneld-form route: {route}");
+    assert_eq!(foreign_nexthop(), before, "the other program's nexthop is untouched");
+    let peer = container_ipv6(&lab, second);
+    poll("container 1 to ping container 2 over IPv6", CONVERGE, || lab.container_ping(first, peer).then_some(()));
+    daemons[0].wait_log("another program's nexthop has this peer's id", CONVERGE);
+
+    let departed = lease_of(&lab, second);
+    daemons.pop().unwrap().terminate();
+    lab.etcd_del(&departed.key);
+    poll("the departed peer's IPv6 route to go", CONVERGE, || {
+        host.ip_json(&["-6", "route", "show", "fd00:5:0:77::/64"]).as_array().is_some_and(|r| r.is_empty()).then_some(())
+    });
+    assert_eq!(foreign_nexthop(), before, "the other program's nexthop outlives the peer");
+}

@@ -187,7 +187,7 @@ impl Reconciler {
         let config = &self.config;
         let desired = |context: &KernelContext<Ipv6Addr>| desired_state(config, &us, leases, context);
         let pass = run_family(&self.kernel, watch, &target, desired, &keep).await?;
-        self.warnings.warn_skipped_ipv6(leases, pass.skipped);
+        self.warnings.warn_once_ipv6(leases, pass.skipped, &pass.desired, &pass.context);
         Some(pass.applied)
     }
 }

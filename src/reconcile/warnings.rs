@@ -3,9 +3,10 @@
 //! reason, and each kind within a [`LogBudget`], so hostile or broken leases cannot flood the log.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::lease::LeaseSet;
 use crate::log_within;
@@ -21,6 +22,7 @@ enum PeerWarning {
     /// Skipped on the IPv6 device (its reason may differ from the IPv4 one's).
     SkippedIpv6,
     NexthopTaken,
+    NexthopTakenIpv6,
 }
 
 /// The warnings a peer's lease can cause: each once per peer and reason, and each kind within
@@ -60,21 +62,43 @@ impl PeerWarnings {
     /// within each kind's budget, so a peer rewriting its value cannot flood the log.
     pub fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
         self.warn_skipped(leases, skipped, PeerWarning::Skipped);
-        // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
+        self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTaken, |subnet| Some(*subnet));
+    }
+
+    /// [`PeerWarnings::warn_once`] for the IPv6 device's pass: the leases it skips (their IPv6
+    /// part, or the whole lease) and its routes in flanneld's form, remembered apart from the
+    /// IPv4 pass's, under the lease they belong to.
+    pub fn warn_once_ipv6(
+        &mut self,
+        leases: &LeaseSet,
+        skipped: Vec<SkippedPeer>,
+        desired: &KernelState<Ipv6Addr>,
+        context: &KernelContext<Ipv6Addr>,
+    ) {
+        self.warn_skipped(leases, skipped, PeerWarning::SkippedIpv6);
+        // A route in flanneld's form is rare (another program holds its id): a scan is enough.
+        let lease_of = |subnet: &Ipv6Network| leases.leases.values().find(|l| l.ipv6_subnet == Some(*subnet)).map(|l| l.subnet);
+        self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTakenIpv6, lease_of);
+    }
+
+    /// Warns once per peer (named by its lease's IPv4 subnet, `lease_of` the route's) about a
+    /// route without its nexthop: where the kernel has nexthops, desired_state gives a route
+    /// none only for a taken id.
+    fn warn_nexthops_taken<A: Family>(
+        &mut self,
+        desired: &KernelState<A>,
+        context: &KernelContext<A>,
+        kind: PeerWarning,
+        lease_of: impl Fn(&A::Network) -> Option<Ipv4Network>,
+    ) {
         if context.nexthops == NexthopSupport::Unavailable {
             return;
         }
         for route in desired.routes.iter().filter(|r| r.nexthop.is_none()) {
-            if self.first(route.subnet, PeerWarning::NexthopTaken, "") {
+            if lease_of(&route.subnet).is_some_and(|lease| self.first(lease, kind, "")) {
                 log_within!(self.nexthop_taken, warn, subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
             }
         }
-    }
-
-    /// [`PeerWarnings::warn_once`] for the leases the IPv6 device's pass skips (their IPv6
-    /// part, or the whole lease), remembered apart from the IPv4 pass's reasons.
-    pub fn warn_skipped_ipv6(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>) {
-        self.warn_skipped(leases, skipped, PeerWarning::SkippedIpv6);
     }
 
     fn warn_skipped(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, kind: PeerWarning) {
