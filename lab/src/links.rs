@@ -1,5 +1,5 @@
-//! Lab helpers for dual-stack tests: any VXLAN device's details (`flannel-v6.1` beside
-//! `flannel.1`), and a host's sysctl values.
+//! Lab helpers for any link (`flannel-v6.1` beside `flannel.1`): its details as `ip -d` shows
+//! them, waiting for them, and a host's sysctl values.
 
 use std::time::Duration;
 
