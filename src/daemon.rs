@@ -220,7 +220,10 @@ fn start_lease_tasks(
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
-    tasks.spawn_forever("lease follower", registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics)));
+    tasks.spawn_forever(
+        "lease follower",
+        registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics), config.ipv6),
+    );
     let keeper = LeaseKeeper {
         registry,
         config: config.clone(),
