@@ -16,8 +16,10 @@ use crate::model::Family;
 pub trait KernelFamily: Family + Into<IpAddr> {
     /// `AF_INET` or `AF_INET6`, as a request's header carries it.
     const ADDRESS_FAMILY: AddressFamily;
-    /// The lowest and highest address: the bounds of "any address" in an ordered set.
+    /// The lowest address: with [`KernelFamily::MAX`], the bounds of "any address" in an
+    /// ordered set.
     const MIN: Self;
+    /// The highest address.
     const MAX: Self;
 
     /// The address of this family in `ip`, if it is one.
