@@ -142,7 +142,9 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
     }
     let kernel = Kernel::connect()?;
-    let underlay = underlay::find(&kernel, &options.underlay).await?;
+    // IPv4 first, before etcd is reached, so a wrong flag fails at once; IPv6 once the config
+    // says it is wanted.
+    let underlay = underlay::find(&kernel, &options.underlay, false).await?;
     let public_ip = underlay.public_ip;
     tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
 

@@ -177,6 +177,8 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
                 ip: actual.local,
                 mtu: actual.mtu + VXLAN_OVERHEAD,
                 public_ip: own.attrs.public_ip,
+                ipv6: None,
+                public_ipv6: None,
             };
             VxlanSpec { underlay_index: actual.underlay_index, ..device::desired_device(&observed.config, &stand_in, mac) }
         }

@@ -27,7 +27,7 @@ mod route;
 mod snapshot;
 mod socket;
 
-pub use address::Ipv4Link;
+pub use address::{Ipv4Link, Ipv6Address, Ipv6AddressFlags};
 pub use link::{DeviceState, VxlanDevice, VxlanSpec};
 pub use monitor::{monitor, DeviceChanges};
 pub use route::RouteHop;

@@ -31,7 +31,7 @@ pub struct DeviceChanges {
     /// with it (the echo of our own write) wakes nobody. `None` while it is not known: then
     /// every neighbour notification on the device wakes the reconciler.
     wanted: Arc<Mutex<Option<Arc<KernelState>>>>,
-    /// Set when a link or an IPv4 address changed elsewhere than on our device: the underlay
+    /// Set when a link or an IPv4 or IPv6 address changed elsewhere than on our device: the underlay
     /// may have gone, come back, been renamed or readdressed, and must be looked up again.
     underlay_changed: Arc<AtomicBool>,
     /// The notification socket's connection, the nexthop watcher and the filter: aborted when
@@ -70,7 +70,7 @@ impl DeviceChanges {
 }
 
 /// `ip monitor link neigh address route` (and `ip monitor nexthop`): subscribes to link,
-/// neighbour, IPv4 address and IPv4 route notifications so a hand-deleted
+/// neighbour, IPv4 and IPv6 address and IPv4 route notifications so a hand-deleted
 /// entry or device is repaired at once instead of at the next periodic resync, and an underlay
 /// that vanished, came back or was renamed or readdressed is looked up again at once
 /// ([`DeviceChanges::take_underlay_changed`]). A task of its own filters them
@@ -94,7 +94,13 @@ pub fn monitor(
     network: Ipv4Network,
     any_main_route: bool,
 ) -> Result<DeviceChanges, NetlinkError> {
-    let groups = [MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv4Route];
+    let groups = [
+        MulticastGroup::Link,
+        MulticastGroup::Neigh,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+    ];
     let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     let mut tasks = vec![OwnedTask::spawn(connection)];
     let mut changes = DeviceChanges {
@@ -133,8 +139,9 @@ pub fn monitor(
     Ok(changes)
 }
 
-/// Whether a notification may change which interface and address the underlay is: any link or
-/// IPv4 address change other than on our device (index `device`). The underlay's index is not
+/// Whether a notification may change which interface and address the underlay is: any link,
+/// IPv4 or IPv6 address change other than on our device (index `device`); an IPv6 address also
+/// changes when its flags do (duplicate address detection ends, its preferred lifetime ends). The underlay's index is not
 /// enough: a NIC deleted and created again, or another NIC that now matches `--iface`, has a
 /// new one. Links and addresses change rarely, and a lookup is a small dump.
 fn may_concern_underlay(message: &NetlinkEvent, device: u32) -> bool {
@@ -142,7 +149,7 @@ fn may_concern_underlay(message: &NetlinkEvent, device: u32) -> bool {
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => link.header.index != device,
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
-            a.header.family == AddressFamily::Inet && a.header.index != device
+            matches!(a.header.family, AddressFamily::Inet | AddressFamily::Inet6) && a.header.index != device
         }
         _ => false,
     }
