@@ -3,9 +3,9 @@
 //! Parsing is pure so every rule can be unit tested. Field names are matched case-insensitively
 //! and unknown keys are ignored, as Go's `encoding/json` does for flanneld.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -25,6 +25,8 @@ pub enum ConfigError {
     Invalid { field: &'static str, rule: String, got: String },
     #[error("network config: Backend.Type \"{0}\" is not supported: weft implements the \"vxlan\" backend")]
     UnsupportedBackend(String),
+    #[error("network config: \"EnableIPv4\" is false, so every host would be IPv6 only, which weft does not run yet; set EnableIPv4 to true (dual-stack) or remove it")]
+    Ipv6Only,
 }
 
 /// The validated network config, with flannel's defaults filled in.
@@ -35,9 +37,22 @@ pub struct NetworkConfig {
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
     pub backend: VxlanConfig,
-    /// `EnableIPv6`: the operator asked for a dual-stack overlay, which weft does not implement
-    /// yet; kept so the daemon can say so instead of silently running IPv4 only.
-    pub enable_ipv6: bool,
+    /// `EnableIPv6` with its fields: a dual-stack overlay; `None` for IPv4 only.
+    pub ipv6: Option<Ipv6Config>,
+}
+
+/// The IPv6 half of a dual-stack config: flannel's `IPv6Network`, `IPv6SubnetLen`,
+/// `IPv6SubnetMin` and `IPv6SubnetMax`, defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Config {
+    /// `IPv6Network`, e.g. `fd00:5::/48`, with its host bits cleared.
+    pub network: Ipv6Network,
+    /// `IPv6SubnetLen`: the prefix length of each host's IPv6 subnet, bits (64 by default).
+    pub subnet_len: u8,
+    /// `IPv6SubnetMin`: the first subnet a host may lease (the Network's second by default).
+    pub subnet_min: Ipv6Addr,
+    /// `IPv6SubnetMax`: the last subnet a host may lease (the Network's last by default).
+    pub subnet_max: Ipv6Addr,
 }
 
 /// The `Backend` object for `"Type": "vxlan"`.
@@ -59,12 +74,19 @@ impl NetworkConfig {
         let Value::Object(fields) = lowercase_keys(value) else {
             return Err(ConfigError::NotObject);
         };
+        // flannel's default; IPv6 only would leave every IPv4 rule below without a Network.
+        if !optional_bool(&fields, "enableipv4", "EnableIPv4")?.unwrap_or(true) {
+            return Err(ConfigError::Ipv6Only);
+        }
         let network = parse_network(&fields)?;
         let subnet_len = subnet_len(&fields, network)?;
         let (subnet_min, subnet_max) = subnet_range(&fields, network, subnet_len)?;
         let backend = parse_backend(fields.get("backend"))?;
-        let enable_ipv6 = optional_bool(&fields, "enableipv6", "EnableIPv6")?;
-        Ok(Self { network, subnet_len, subnet_min, subnet_max, backend, enable_ipv6 })
+        let ipv6 = match optional_bool(&fields, "enableipv6", "EnableIPv6")?.unwrap_or(false) {
+            true => Some(parse_ipv6(&fields)?),
+            false => None,
+        };
+        Ok(Self { network, subnet_len, subnet_min, subnet_max, backend, ipv6 })
     }
 
     /// The number of addresses in one host subnet.
@@ -172,10 +194,10 @@ fn optional_uint(fields: &Map<String, Value>, key: &str, field: &'static str) ->
     }
 }
 
-fn optional_bool(fields: &Map<String, Value>, key: &str, field: &'static str) -> Result<bool, ConfigError> {
+fn optional_bool(fields: &Map<String, Value>, key: &str, field: &'static str) -> Result<Option<bool>, ConfigError> {
     match fields.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(invalid(field, "must be true or false", other)),
     }
 }
@@ -213,10 +235,83 @@ fn parse_backend(backend: Option<&Value>) -> Result<VxlanConfig, ConfigError> {
         vni,
         port,
         mtu,
-        gbp: optional_bool(fields, "gbp", "Backend.GBP")?,
-        learning: optional_bool(fields, "learning", "Backend.Learning")?,
-        direct_routing: optional_bool(fields, "directrouting", "Backend.DirectRouting")?,
+        gbp: optional_bool(fields, "gbp", "Backend.GBP")?.unwrap_or(false),
+        learning: optional_bool(fields, "learning", "Backend.Learning")?.unwrap_or(false),
+        direct_routing: optional_bool(fields, "directrouting", "Backend.DirectRouting")?.unwrap_or(false),
     })
+}
+
+/// `EnableIPv6`'s fields with flannel's defaults and rules (its `CheckNetworkConfig`).
+fn parse_ipv6(fields: &Map<String, Value>) -> Result<Ipv6Config, ConfigError> {
+    let raw = match fields.get("ipv6network") {
+        None | Some(Value::Null) => return Err(ConfigError::Missing { field: "IPv6Network" }),
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(invalid("IPv6Network", "must be a CIDR string like \"fd00:5::/48\"", other)),
+    };
+    let parsed: Ipv6Network = raw
+        .parse()
+        .ok()
+        .filter(|_| raw.contains('/'))
+        .ok_or_else(|| invalid("IPv6Network", "must be an IPv6 CIDR like \"fd00:5::/48\"", raw))?;
+    if parsed.prefix() > 124 {
+        return Err(invalid("IPv6Network", "is too small: the longest usable prefix is /124", raw));
+    }
+    let network = Ipv6Network::new(parsed.network(), parsed.prefix()).expect("prefix already checked");
+    let subnet_len = match optional_uint(fields, "ipv6subnetlen", "IPv6SubnetLen")? {
+        None | Some(0) => {
+            if network.prefix() <= 62 {
+                64
+            } else {
+                network.prefix() + 2
+            }
+        }
+        Some(len) if len > 126 => return Err(invalid("IPv6SubnetLen", "must be at most 126 (each host needs 4 addresses)", len)),
+        Some(len) if len < u64::from(network.prefix()) + 2 => {
+            let rule = format!(
+                "must be at least /{} so the IPv6Network /{} holds at least four subnets",
+                network.prefix() + 2,
+                network.prefix()
+            );
+            return Err(invalid("IPv6SubnetLen", rule, len));
+        }
+        Some(len) => len as u8,
+    };
+    let (subnet_min, subnet_max) = ipv6_subnet_range(fields, network, subnet_len)?;
+    Ok(Ipv6Config { network, subnet_len, subnet_min, subnet_max })
+}
+
+/// `IPv6SubnetMin` and `IPv6SubnetMax`: the Network's second and last subnets by default; inside
+/// the Network and on a subnet boundary.
+fn ipv6_subnet_range(
+    fields: &Map<String, Value>,
+    network: Ipv6Network,
+    subnet_len: u8,
+) -> Result<(Ipv6Addr, Ipv6Addr), ConfigError> {
+    let size = 1u128 << (128 - subnet_len);
+    let first = u128::from(network.network());
+    let last_subnet = u128::from(network.broadcast()) - (size - 1);
+    let mut bounds = [("IPv6SubnetMin", "ipv6subnetmin", first + size), ("IPv6SubnetMax", "ipv6subnetmax", last_subnet)];
+    for (field, key, value) in &mut bounds {
+        match fields.get(*key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                let ip: Ipv6Addr = s.parse().map_err(|_| invalid(field, "must be an IPv6 address", s))?;
+                if !network.contains(ip) {
+                    return Err(invalid(field, format!("must be inside the IPv6Network {network}"), s));
+                }
+                if u128::from(ip) % size != 0 {
+                    return Err(invalid(field, format!("must be aligned to a /{subnet_len} boundary"), s));
+                }
+                *value = u128::from(ip);
+            }
+            Some(other) => return Err(invalid(field, "must be an IPv6 address string", other)),
+        }
+    }
+    let [(_, _, min), (_, _, max)] = bounds;
+    if min > max {
+        return Err(invalid("IPv6SubnetMin", "must not be above IPv6SubnetMax", Ipv6Addr::from(min)));
+    }
+    Ok((Ipv6Addr::from(min), Ipv6Addr::from(max)))
 }
 
 #[cfg(test)]
@@ -245,12 +340,62 @@ mod tests {
     }
 
     #[test]
-    fn enable_ipv6_is_read_so_the_daemon_can_warn() {
-        assert!(!parse(r#"{"Network":"10.5.0.0/16"}"#).enable_ipv6);
-        assert!(parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}"#).enable_ipv6);
-        assert!(!parse(r#"{"Network":"10.5.0.0/16","enableipv6":false}"#).enable_ipv6);
-        let message = error(r#"{"Network":"10.5.0.0/16","EnableIPv6":"yes"}"#);
-        assert!(message.contains("\"EnableIPv6\" must be true or false"), "{message}");
+    fn ipv6_defaults_follow_flannel() {
+        assert_eq!(parse(r#"{"Network":"10.5.0.0/16"}"#).ipv6, None);
+        assert_eq!(parse(r#"{"Network":"10.5.0.0/16","enableipv6":false,"IPv6Network":"fd00::/56"}"#).ipv6, None);
+        let v6 = parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5:0:3::/48"}"#).ipv6.unwrap();
+        assert_eq!(v6.network.to_string(), "fd00:5::/48");
+        assert_eq!(v6.subnet_len, 64);
+        assert_eq!((v6.subnet_min.to_string(), v6.subnet_max.to_string()), ("fd00:5:0:1::".into(), "fd00:5:0:ffff::".into()));
+        let small = parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/120"}"#).ipv6.unwrap();
+        assert_eq!(
+            (small.subnet_len, small.subnet_min.to_string(), small.subnet_max.to_string()),
+            (122, "fd00::40".into(), "fd00::c0".into())
+        );
+        let set = parse(
+            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":80,
+            "IPv6SubnetMin":"fd00:0:0:0:1::","IPv6SubnetMax":"fd00:0:0:0:2::"}"#,
+        )
+        .ipv6
+        .unwrap();
+        assert_eq!(
+            (set.subnet_len, set.subnet_min.to_string(), set.subnet_max.to_string()),
+            (80, "fd00::1:0:0:0".into(), "fd00::2:0:0:0".into())
+        );
+        assert!(parse(r#"{"Network":"10.5.0.0/16","EnableIPv4":true}"#).ipv6.is_none());
+    }
+
+    #[test]
+    fn every_ipv6_error_names_its_field_and_rule() {
+        let cases = [
+            (r#""EnableIPv6":"yes""#, "\"EnableIPv6\" must be true or false"),
+            (r#""EnableIPv6":true"#, "\"IPv6Network\" is required"),
+            (r#""EnableIPv6":true,"IPv6Network":"10.6.0.0/16""#, "\"IPv6Network\" must be an IPv6 CIDR"),
+            (r#""EnableIPv6":true,"IPv6Network":"fd00::""#, "\"IPv6Network\" must be an IPv6 CIDR"),
+            (r#""EnableIPv6":true,"IPv6Network":"fd00::/125""#, "\"IPv6Network\" is too small"),
+            (r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":127"#, "\"IPv6SubnetLen\" must be at most 126"),
+            (r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":49"#, "\"IPv6SubnetLen\" must be at least /50"),
+            (
+                r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd01::""#,
+                "\"IPv6SubnetMin\" must be inside the IPv6Network",
+            ),
+            (
+                r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMax":"fd00::1""#,
+                "\"IPv6SubnetMax\" must be aligned to a /64",
+            ),
+            (r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"x""#, "\"IPv6SubnetMin\" must be an IPv6 address"),
+            (
+                r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:2::""#,
+                "\"IPv6SubnetMin\" must not be above IPv6SubnetMax",
+            ),
+            (r#""EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48""#, "\"EnableIPv4\" is false"),
+            (r#""EnableIPv4":0"#, "\"EnableIPv4\" must be true or false"),
+        ];
+        for (fields, expected) in cases {
+            let text = format!(r#"{{"Network":"10.5.0.0/16",{fields}}}"#);
+            let message = error(&text);
+            assert!(message.contains(expected), "{text}: got {message:?}, want {expected:?}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::task::{self, JoinError, JoinSet};
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
-use crate::etcd::{outage, EtcdOptions, Registry, RegistryError};
+use crate::etcd::{outage, EtcdOptions, Previous, Registry, RegistryError};
 use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
@@ -32,7 +32,7 @@ use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
 use crate::subnet_env::{self, SubnetEnvError};
-use crate::underlay::{self, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug)]
@@ -70,6 +70,9 @@ pub enum DaemonError {
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// A dual-stack config, but the underlay has no IPv6 address to advertise.
+    #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
+    NoPublicIpv6 { iface: String },
     /// A task that runs as long as the daemon returned.
     #[error("the {task} task ended, which it must not while the daemon runs")]
     TaskEnded { task: &'static str },
@@ -145,8 +148,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     // IPv4 first, before etcd is reached, so a wrong flag fails at once; IPv6 once the config
     // says it is wanted.
     let underlay = underlay::find(&kernel, &options.underlay, false).await?;
-    let public_ip = underlay.public_ip;
-    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
+    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, public_ip = %underlay.public_ip, mtu = underlay.mtu, "using underlay interface");
 
     let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if serves_health {
@@ -158,13 +160,24 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
+    let underlay = with_ipv6(&kernel, &options.underlay, &config, underlay).await?;
+    let public_ip = underlay.public_ip;
 
     let mac = vtep_mac(&kernel, &config, public_ip).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
-    let attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
-    let previous = subnet_env::read_previous_subnet(&options.subnet_file);
+    let mut attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
+    if config.ipv6.is_some() {
+        // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
+        // peers panic on a lease without its IPv6 part.
+        let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
+        attrs = attrs.with_ipv6(public_ipv6, model::derived_mac(public_ipv6, config.backend.vni));
+    }
+    let previous = Previous {
+        subnet: subnet_env::read_previous_subnet(&options.subnet_file),
+        ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
+    };
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
@@ -173,6 +186,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let direct_routing = config.backend.direct_routing;
     let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
     let readiness = Readiness {
+        ipv6_network: config.ipv6.map(|v6| v6.network),
         subnet_file: options.subnet_file,
         network: config.network,
         ip_masq: options.ip_masq,
@@ -193,6 +207,27 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
+}
+
+/// The underlay again with its IPv6 addresses when the config enables IPv6 (the same rules
+/// choose the interface, now with the IPv6 side); as it is otherwise, where `--public-ipv6` is
+/// ignored with a warning, as IPv6 is.
+async fn with_ipv6(
+    kernel: &Kernel,
+    choice: &UnderlayChoice,
+    config: &NetworkConfig,
+    underlay: Underlay,
+) -> Result<Underlay, UnderlayError> {
+    if config.ipv6.is_none() {
+        if let Some(public_ipv6) = choice.public_ipv6 {
+            tracing::warn!(%public_ipv6, "--public-ipv6 is ignored: the network config does not enable IPv6 (EnableIPv6)");
+        }
+        return Ok(underlay);
+    }
+    let underlay = underlay::find(kernel, choice, true).await?;
+    let (ipv6, public_ipv6) = (underlay.ipv6.map(|ip| ip.to_string()), underlay.public_ipv6.map(|ip| ip.to_string()));
+    tracing::info!(iface = %underlay.name, local_ipv6 = ipv6, public_ipv6, "using underlay interface for IPv6");
+    Ok(underlay)
 }
 
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
@@ -246,10 +281,8 @@ async fn wait_for_config(registry: &Registry) -> Result<NetworkConfig, DaemonErr
     loop {
         if let Some(text) = outage::retry("read network config", || registry.network_config()).await? {
             let config = NetworkConfig::parse(&text)?;
-            tracing::info!(network = %config.network, subnet_len = config.subnet_len, vni = config.backend.vni, "network config loaded");
-            if config.enable_ipv6 {
-                tracing::warn!("network config has \"EnableIPv6\": true, but weftd runs IPv4 only (no IPv6 leases, routes or addresses); use flanneld for a dual-stack overlay until weftd supports IPv6");
-            }
+            let ipv6_network = config.ipv6.map(|v6| v6.network.to_string());
+            tracing::info!(network = %config.network, subnet_len = config.subnet_len, ipv6_network, vni = config.backend.vni, "network config loaded");
             return Ok(config);
         }
         if !logged {

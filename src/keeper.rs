@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::NetworkConfig;
-use crate::etcd::{outage, Outage, Registry, RegistryError};
+use crate::etcd::{outage, Outage, Previous, Registry, RegistryError};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::observe::metrics::Metrics;
 
@@ -23,7 +22,7 @@ pub async fn acquire(
     config: &NetworkConfig,
     attrs: &LeaseAttrs,
     ttl: Duration,
-    previous: Option<Ipv4Network>,
+    previous: Previous,
 ) -> Result<Lease, RegistryError> {
     let lease = outage::retry("acquire a lease", || registry.acquire(config, attrs, ttl, previous)).await?;
     tracing::info!(subnet = %lease.subnet, reservation = lease.is_reservation(), "lease acquired");
@@ -69,7 +68,7 @@ impl LeaseKeeper {
                 // etcd lease we granted: the revisions `own_key` compares mean nothing across it.
                 Ok(()) = replacements.changed() => {
                     tracing::info!(subnet = %current.subnet, etcd_lease = current.etcd_lease.map_or(0, |id| id.0), "writing our lease into the replaced etcd store with a fresh etcd lease");
-                    renew_at = self.reacquire(&own, current.subnet).await;
+                    renew_at = self.reacquire(&own, &current).await;
                     // Our write went to the store that answered last: replacements seen while
                     // acquiring are covered by it.
                     replacements.borrow_and_update();
@@ -110,7 +109,7 @@ impl LeaseKeeper {
             }
             Ok(false) => {
                 tracing::warn!(subnet = %current.subnet, "lease expired in etcd; acquiring again");
-                self.reacquire(own, current.subnet).await
+                self.reacquire(own, current).await
             }
             Err(e) => {
                 outage.failed(&e);
@@ -132,16 +131,17 @@ impl LeaseKeeper {
             }
             OwnKey::Lost => {
                 tracing::warn!(subnet = %current.subnet, "our lease was deleted or taken over in etcd; acquiring again");
-                Some(self.reacquire(own, current.subnet).await)
+                Some(self.reacquire(own, current).await)
             }
         }
     }
 
-    /// Acquires a lease again, preferring the subnet we had, and publishes it.
-    async fn reacquire(&self, own: &watch::Sender<Lease>, previous: Ipv4Network) -> Instant {
+    /// Acquires a lease again, preferring the subnets we had, and publishes it.
+    async fn reacquire(&self, own: &watch::Sender<Lease>, previous: &Lease) -> Instant {
+        let previous = Previous { subnet: Some(previous.subnet), ipv6_subnet: previous.ipv6_subnet };
         loop {
             let attrs = self.attrs.borrow().clone();
-            match acquire(&self.registry, &self.config, &attrs, self.ttl, Some(previous)).await {
+            match acquire(&self.registry, &self.config, &attrs, self.ttl, previous).await {
                 Ok(lease) => {
                     self.metrics.set_lease_expiry((!lease.is_reservation()).then_some(self.ttl));
                     own.send_replace(lease);
@@ -175,7 +175,7 @@ impl LeaseKeeper {
                 }
                 Ok(None) => {
                     tracing::warn!(subnet = %current.subnet, "our lease changed in etcd before it could be re-advertised; acquiring again");
-                    return Some(self.reacquire(own, current.subnet).await);
+                    return Some(self.reacquire(own, current).await);
                 }
                 Err(e) => outage.failed(&e),
             }
@@ -229,6 +229,7 @@ mod tests {
 
     fn own() -> Lease {
         Lease {
+            ipv6_subnet: None,
             subnet: "10.5.2.0/24".parse().unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 2])),
             etcd_lease: Some(EtcdLeaseId(9)),

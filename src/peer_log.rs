@@ -161,7 +161,14 @@ mod tests {
                 let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, third), 1, MacAddr([2, 0, 0, 0, 0, third]));
                 (
                     subnet,
-                    Lease { subnet, attrs, etcd_lease: Some(crate::lease::EtcdLeaseId(1)), mod_revision: 1, create_revision: 1 },
+                    Lease {
+                        subnet,
+                        ipv6_subnet: None,
+                        attrs,
+                        etcd_lease: Some(crate::lease::EtcdLeaseId(1)),
+                        mod_revision: 1,
+                        create_revision: 1,
+                    },
                 )
             })
             .collect();

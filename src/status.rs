@@ -177,8 +177,8 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
                 ip: actual.local,
                 mtu: actual.mtu + VXLAN_OVERHEAD,
                 public_ip: own.attrs.public_ip,
-                ipv6: None,
-                public_ipv6: None,
+                ipv6: own.attrs.public_ipv6,
+                public_ipv6: own.attrs.public_ipv6,
             };
             VxlanSpec { underlay_index: actual.underlay_index, ..device::desired_device(&observed.config, &stand_in, mac) }
         }
@@ -325,6 +325,7 @@ mod tests {
 
     fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
         Lease {
+            ipv6_subnet: None,
             subnet: subnet.parse().unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])),
             etcd_lease: Some(EtcdLeaseId(7)),

@@ -1,10 +1,10 @@
 //! `/run/flannel/subnet.env`: the file docker's bridge options are made from, in flanneld's
 //! exact format and line order, written atomically and only when it changes.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use thiserror::Error;
 
 use crate::atomic_file::{write_if_changed, AtomicWriteError};
@@ -14,27 +14,30 @@ use crate::atomic_file::{write_if_changed, AtomicWriteError};
 #[error("cannot write the subnet file (docker's --bip and --mtu come from it): {0}")]
 pub struct SubnetEnvError(#[from] pub AtomicWriteError);
 
-/// The four values flanneld writes for an IPv4-only network.
+/// The values flanneld writes: four for an IPv4-only network, two more for dual-stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetEnv {
     pub network: Ipv4Network,
     /// Our lease; written as its first host address (`10.5.72.1/24`), docker's `--bip`.
     pub subnet: Ipv4Network,
+    /// The IPv6 Network and our lease's IPv6 subnet, for a dual-stack network.
+    pub ipv6: Option<(Ipv6Network, Ipv6Network)>,
     pub mtu: u32,
     pub ip_masq: bool,
 }
 
 impl SubnetEnv {
+    /// The file's text, in flanneld's line order: `FLANNEL_NETWORK`, `FLANNEL_SUBNET`, then for
+    /// dual-stack `FLANNEL_IPV6_NETWORK` and `FLANNEL_IPV6_SUBNET` (`fd00:5:0:7::1/64`, the
+    /// subnet's first host address), then `FLANNEL_MTU` and `FLANNEL_IPMASQ`.
     pub fn render(&self) -> String {
         let gateway = Ipv4Addr::from(u32::from(self.subnet.network()) + 1);
-        format!(
-            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
-            self.network,
-            gateway,
-            self.subnet.prefix(),
-            self.mtu,
-            self.ip_masq
-        )
+        let mut text = format!("FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\n", self.network, gateway, self.subnet.prefix());
+        if let Some((network, subnet)) = self.ipv6 {
+            let gateway = Ipv6Addr::from(u128::from(subnet.network()) + 1);
+            text += &format!("FLANNEL_IPV6_NETWORK={network}\nFLANNEL_IPV6_SUBNET={gateway}/{}\n", subnet.prefix());
+        }
+        text + &format!("FLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n", self.mtu, self.ip_masq)
     }
 
     /// Writes the file atomically; returns whether the content changed.
@@ -68,12 +71,26 @@ fn parse_subnet(text: &str) -> Option<Ipv4Network> {
     Ipv4Network::new(host.network(), host.prefix()).ok()
 }
 
+/// The IPv6 subnet named by `FLANNEL_IPV6_SUBNET` in an existing file, so a dual-stack host
+/// asks for the same IPv6 subnet again after its lease expired.
+pub fn read_previous_ipv6_subnet(path: &Path) -> Option<Ipv6Network> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let host: Ipv6Network = parse_env(&text).get("FLANNEL_IPV6_SUBNET")?.parse().ok()?;
+    Ipv6Network::new(host.network(), host.prefix()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> SubnetEnv {
-        SubnetEnv { network: "10.5.0.0/16".parse().unwrap(), subnet: "10.5.72.0/24".parse().unwrap(), mtu: 1450, ip_masq: false }
+        SubnetEnv {
+            network: "10.5.0.0/16".parse().unwrap(),
+            subnet: "10.5.72.0/24".parse().unwrap(),
+            ipv6: None,
+            mtu: 1450,
+            ip_masq: false,
+        }
     }
 
     #[test]
@@ -82,6 +99,21 @@ mod tests {
             sample().render(),
             "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
         );
+    }
+
+    #[test]
+    fn renders_flanneld_dual_stack_format_and_order() {
+        let ipv6 = Some(("fd00:5::/48".parse().unwrap(), "fd00:5:0:7::/64".parse().unwrap()));
+        let env = SubnetEnv { ipv6, mtu: 1430, ..sample() };
+        assert_eq!(
+            env.render(),
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_NETWORK=fd00:5::/48\nFLANNEL_IPV6_SUBNET=fd00:5:0:7::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+        );
+        let dir = std::env::temp_dir().join(format!("weft-subnet-env-v6-{}", std::process::id()));
+        let path = dir.join("subnet.env");
+        env.write_if_changed(&path).unwrap();
+        assert_eq!(read_previous_ipv6_subnet(&path), Some("fd00:5:0:7::/64".parse().unwrap()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

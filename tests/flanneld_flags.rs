@@ -54,11 +54,9 @@ fn kubernetes_flags_are_refused_naming_the_whole_flag() {
 }
 
 #[test]
-fn logging_flags_warn_once_and_an_ipv6_config_is_warned_about_at_start() {
+fn logging_flags_warn_once() {
     let mut lab = Lab::new();
-    lab.put_network_config(
-        r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}"#,
-    );
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
     let n = lab.add_host();
     let args = [
         "-vmodule=reconcile=2",
@@ -82,7 +80,4 @@ fn logging_flags_warn_once_and_an_ipv6_config_is_warned_about_at_start() {
         assert_eq!(log.matches(&warning).count(), 1, "one warning for {named}:\n{log}");
     }
     assert_eq!(log.matches(LOGGING).count(), 5, "{log}");
-    let ipv6 = "network config has \"EnableIPv6\": true, but weftd runs IPv4 only";
-    assert_eq!(log.matches(ipv6).count(), 1, "one IPv6 warning:\n{log}");
-    assert!(log.lines().any(|l| l.contains("WARN") && l.contains(ipv6)), "{log}");
 }

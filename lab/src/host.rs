@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -20,8 +20,9 @@ const MAX_HOSTS: usize = 200;
 impl Lab {
     // ----- hosts -----
 
-    /// Adds host N (returned, 1-based): namespace `<id>hN`, `eth0` at 198.18.0.(10+N)/24 on the
-    /// underlay, IP forwarding on, and a directory for its subnet file.
+    /// Adds host N (returned, 1-based): namespace `<id>hN`, `eth0` at 198.18.0.(10+N)/24 and
+    /// fd18::(10+N)/64 on the underlay, IPv4 and IPv6 forwarding on, and a directory for its
+    /// subnet file.
     pub fn add_host(&mut self) -> usize {
         let n = self.hosts.len() + 1;
         assert!(n <= MAX_HOSTS, "a lab holds at most {MAX_HOSTS} hosts");
@@ -30,12 +31,16 @@ impl Lab {
         let underlay_ip = Ipv4Addr::new(a, b, c, HOST_IP_BASE + n as u8);
         self.add_netns(&ns);
         self.wire_to_underlay(&ns, &format!("h{n}"), underlay_ip);
+        let underlay_ipv6 = Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, u16::from(HOST_IP_BASE) + n as u16);
+        // nodad: usable at once, as a static address on a real NIC is after boot.
+        ip(&ns, &["-6", "addr", "add", &format!("{underlay_ipv6}/64"), "dev", "eth0", "nodad"]);
         run(&mut netns_exec(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        run(&mut netns_exec(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
 
         let host_dir = self.dir.join(format!("h{n}"));
         fs::create_dir(&host_dir).expect("create host dir");
         let subnet_file = host_dir.join("subnet.env");
-        self.hosts.push(Host { n, ns, underlay_ip, subnet_file });
+        self.hosts.push(Host { n, ns, underlay_ip, underlay_ipv6, subnet_file });
         n
     }
 
@@ -63,7 +68,9 @@ impl Lab {
     /// Gives host N a "container": namespace `<id>cN` whose `eth0` is on bridge `cbr0` in the
     /// host, configured from the host's subnet.env (bridge gets FLANNEL_SUBNET, both ends get
     /// FLANNEL_MTU, the container the .2 address and a default route via the bridge).
-    /// Returns the container's IP. Panics if subnet.env is missing or incomplete.
+    /// With FLANNEL_IPV6_SUBNET (dual-stack), the same for IPv6: the bridge gets that address, the
+    /// container its ::2 and a default route via the bridge. Returns the container's IPv4
+    /// address. Panics if subnet.env is missing or incomplete.
     pub fn attach_container(&mut self, n: usize) -> Ipv4Addr {
         assert!(!self.containers.contains_key(&n), "host {n} already has a container");
         let host = self.host(n).clone();
@@ -86,8 +93,9 @@ impl Lab {
         ip(&ns, &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"]);
         ip(&ns, &["route", "add", "default", "via", &gateway.to_string()]);
         wait_wire_ready(&host.ns, &port, &ns, "eth0");
+        let ipv6 = env.get("FLANNEL_IPV6_SUBNET").map(|subnet| attach_ipv6(&host.ns, &ns, subnet));
 
-        self.containers.insert(n, Container { n, ns, ip: addr, gateway });
+        self.containers.insert(n, Container { n, ns, ip: addr, gateway, ipv6 });
         addr
     }
 
@@ -97,7 +105,7 @@ impl Lab {
     }
 
     /// One ping (1 s timeout) from host N's container to `dst`.
-    pub fn container_ping(&self, n: usize, dst: Ipv4Addr) -> bool {
+    pub fn container_ping(&self, n: usize, dst: impl Into<std::net::IpAddr>) -> bool {
         self.container(n).ping(dst)
     }
 }
@@ -108,6 +116,8 @@ pub struct Host {
     pub n: usize,
     pub ns: String,
     pub underlay_ip: Ipv4Addr,
+    /// The host's IPv6 underlay address, `fd18::(10+N)`.
+    pub underlay_ipv6: Ipv6Addr,
     /// Where weftd is told to write subnet.env (the file may not exist yet).
     pub subnet_file: PathBuf,
 }
@@ -146,7 +156,7 @@ impl Host {
     }
 
     /// One ping (1 s timeout) from the host namespace.
-    pub fn ping(&self, dst: Ipv4Addr) -> bool {
+    pub fn ping(&self, dst: impl Into<std::net::IpAddr>) -> bool {
         ping_from(&self.ns, dst)
     }
 }
@@ -159,6 +169,8 @@ pub struct Container {
     pub ip: Ipv4Addr,
     /// The bridge address (the first address of the host's subnet).
     pub gateway: Ipv4Addr,
+    /// The container's IPv6 address (`::2` of the host's IPv6 subnet) when the host is dual-stack.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Container {
@@ -167,7 +179,7 @@ impl Container {
         output(&mut netns_exec(&self.ns, args))
     }
 
-    pub fn ping(&self, dst: Ipv4Addr) -> bool {
+    pub fn ping(&self, dst: impl Into<std::net::IpAddr>) -> bool {
         ping_from(&self.ns, dst)
     }
 }
@@ -186,4 +198,17 @@ pub fn parse_cidr(cidr: &str) -> (Ipv4Addr, u8) {
 pub fn nth_address(addr: Ipv4Addr, prefix: u8, k: u32) -> Ipv4Addr {
     let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
     Ipv4Addr::from((u32::from(addr) & mask) + k)
+}
+
+/// Gives container namespace `ns` the address `::2` of the host's IPv6 subnet (`subnet` as
+/// FLANNEL_IPV6_SUBNET writes it, the bridge's own `::1/64`), the bridge `cbr0` in `host_ns`
+/// that address, and a default route via it. Returns the container's IPv6 address.
+fn attach_ipv6(host_ns: &str, ns: &str, subnet: &str) -> Ipv6Addr {
+    let (gateway, prefix) = subnet.split_once('/').unwrap_or_else(|| panic!("FLANNEL_IPV6_SUBNET {subnet:?} has no prefix"));
+    let gateway: Ipv6Addr = gateway.parse().unwrap_or_else(|_| panic!("FLANNEL_IPV6_SUBNET {subnet:?} is not IPv6"));
+    let addr = Ipv6Addr::from(u128::from(gateway) + 1);
+    ip(host_ns, &["-6", "addr", "add", subnet, "dev", "cbr0", "nodad"]);
+    ip(ns, &["-6", "addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0", "nodad"]);
+    ip(ns, &["-6", "route", "add", "default", "via", &gateway.to_string()]);
+    addr
 }

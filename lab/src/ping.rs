@@ -37,8 +37,8 @@ impl Lab {
 }
 
 /// One ping (1 s timeout) from namespace `ns`.
-pub(crate) fn ping_from(ns: &str, dst: Ipv4Addr) -> bool {
-    let dst = dst.to_string();
+pub(crate) fn ping_from(ns: &str, dst: impl Into<std::net::IpAddr>) -> bool {
+    let dst = dst.into().to_string();
     output(&mut netns_exec(ns, &["ping", "-n", "-q", "-c1", "-W1", &dst])).status.success()
 }
 

@@ -3,12 +3,21 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{Registry, RegistryError};
 use crate::config::NetworkConfig;
 use crate::lease::{self, Claim, EtcdLeaseId, Lease, LeaseAttrs};
+
+/// The subnets a host held before (its last subnet.env, or the lease it lost), asked for again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Previous {
+    pub subnet: Option<Ipv4Network>,
+    pub ipv6_subnet: Option<Ipv6Network>,
+}
 
 impl Registry {
     /// Acquires our lease in flanneld's order (see [`lease::choose_claim`]), retrying when
@@ -18,15 +27,16 @@ impl Registry {
         config: &NetworkConfig,
         attrs: &LeaseAttrs,
         ttl: Duration,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, RegistryError> {
         loop {
             let listing = self.list_leases().await?;
-            let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied(), previous)
+            let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied(), previous.subnet)
                 .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
+            let ipv6_subnet = choose_ipv6(config, &claim, &listing.leases, previous.ipv6_subnet)?;
             let won = match &claim {
-                Claim::Existing(existing) => self.take_over(existing, attrs, ttl).await?,
-                Claim::Free(subnet) => self.create(*subnet, attrs, ttl).await?,
+                Claim::Existing(existing) => self.take_over(existing, ipv6_subnet, attrs, ttl).await?,
+                Claim::Free(subnet) => self.create(*subnet, ipv6_subnet, attrs, ttl).await?,
             };
             match won {
                 Some(lease) => return Ok(lease),
@@ -40,23 +50,41 @@ impl Registry {
         }
     }
 
-    /// Creates a lease only if the key does not exist (`version(key) == 0`). `None` if it does.
-    async fn create(&self, subnet: Ipv4Network, attrs: &LeaseAttrs, ttl: Duration) -> Result<Option<Lease>, RegistryError> {
-        let key = self.keys.lease(subnet);
+    /// Creates a lease only if no key names its IPv4 subnet (`version == 0` over every key
+    /// starting `10.5.52.0-24`, the plain key and every dual-stack one). `None` if one does.
+    async fn create(
+        &self,
+        subnet: Ipv4Network,
+        ipv6_subnet: Option<Ipv6Network>,
+        attrs: &LeaseAttrs,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, RegistryError> {
         let etcd_lease = Some(self.grant(ttl).await?);
-        let condition = Compare::version(key.clone(), CompareOp::Equal, 0);
-        let lease = Lease { subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, create_revision: 0 };
-        self.put_if(condition, &key, lease).await
+        let condition = Compare::version(self.keys.lease(subnet), CompareOp::Equal, 0).with_prefix();
+        let lease = Lease { subnet, ipv6_subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, create_revision: 0 };
+        self.put_if(vec![condition], Vec::new(), lease).await
     }
 
-    /// Rewrites an existing lease with our attributes, if nobody changed it since we read it.
-    /// A reservation stays a reservation (no etcd lease, never expires).
-    async fn take_over(&self, existing: &Lease, attrs: &LeaseAttrs, ttl: Duration) -> Result<Option<Lease>, RegistryError> {
-        let key = self.keys.lease(existing.subnet);
+    /// Rewrites an existing lease with our attributes (and our IPv6 subnet: a lease from before
+    /// IPv6 was turned on gains one, keeping its IPv4 subnet; its key changes, so the old key is
+    /// deleted in the same transaction), if nobody changed it since we read it. A reservation
+    /// stays a reservation (no etcd lease, never expires).
+    async fn take_over(
+        &self,
+        existing: &Lease,
+        ipv6_subnet: Option<Ipv6Network>,
+        attrs: &LeaseAttrs,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, RegistryError> {
+        let old_key = self.keys.lease_of(existing);
         let etcd_lease = if existing.is_reservation() { None } else { Some(self.grant(ttl).await?) };
-        let condition = Compare::mod_revision(key.clone(), CompareOp::Equal, existing.mod_revision);
-        let lease = Lease { subnet: existing.subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, ..existing.clone() };
-        let taken = self.put_if(condition, &key, lease).await?;
+        let condition = Compare::mod_revision(old_key.clone(), CompareOp::Equal, existing.mod_revision);
+        let lease = Lease { ipv6_subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, ..existing.clone() };
+        let moved = self.keys.lease_of(&lease) != old_key;
+        // A new key is a new key: its create revision is the transaction's.
+        let lease = if moved { Lease { create_revision: 0, ..lease } } else { lease };
+        let delete_old = if moved { vec![TxnOp::delete(old_key, None)] } else { Vec::new() };
+        let taken = self.put_if(vec![condition], delete_old, lease).await?;
         if let (Some(_), Some(EtcdLeaseId(old))) = (&taken, existing.etcd_lease) {
             // The key now hangs on the new etcd lease; the old one would idle until it expires.
             if let Err(error) = self.call("revoke old lease", |c| async move { c.lease_client().revoke(old).await }).await {
@@ -73,9 +101,8 @@ impl Registry {
     /// # Errors
     /// Any etcd failure.
     pub async fn rewrite(&self, lease: &Lease, attrs: &LeaseAttrs) -> Result<Option<Lease>, RegistryError> {
-        let key = self.keys.lease(lease.subnet);
-        let condition = Compare::mod_revision(key.clone(), CompareOp::Equal, lease.mod_revision);
-        self.put_if(condition, &key, Lease { attrs: attrs.clone(), mod_revision: 0, ..lease.clone() }).await
+        let condition = Compare::mod_revision(self.keys.lease_of(lease), CompareOp::Equal, lease.mod_revision);
+        self.put_if(vec![condition], Vec::new(), Lease { attrs: attrs.clone(), mod_revision: 0, ..lease.clone() }).await
     }
 
     /// Grants an etcd lease of `ttl` (whole seconds, at least one).
@@ -85,10 +112,17 @@ impl Registry {
         Ok(EtcdLeaseId(id))
     }
 
-    /// Puts `lease` at `key` if `condition` holds; the lease as written, or `None` if not.
-    async fn put_if(&self, condition: Compare, key: &str, mut lease: Lease) -> Result<Option<Lease>, RegistryError> {
+    /// Puts `lease` at its key, after the operations `before`, if every condition holds; the
+    /// lease as written, or `None` if not.
+    async fn put_if(
+        &self,
+        conditions: Vec<Compare>,
+        mut before: Vec<TxnOp>,
+        mut lease: Lease,
+    ) -> Result<Option<Lease>, RegistryError> {
         let options = lease.etcd_lease.map(|id| PutOptions::new().with_lease(id.0));
-        let txn = Txn::new().when([condition]).and_then([TxnOp::put(key, lease.attrs.to_json(), options)]);
+        before.push(TxnOp::put(self.keys.lease_of(&lease), lease.attrs.to_json(), options));
+        let txn = Txn::new().when(conditions).and_then(before);
         let floor = self.store.floor();
         let response = self
             .call("lease transaction", |c| {
@@ -121,4 +155,26 @@ impl Registry {
             .await?;
         Ok(response.is_some_and(|r| r.ttl() > 0))
     }
+}
+
+/// Our lease's IPv6 subnet under a dual-stack config ([`lease::choose_ipv6_subnet`]), keeping
+/// the one the claimed lease already has; `None` for IPv4 only.
+///
+/// # Errors
+/// [`RegistryError::OutOfIpv6Subnets`] when every IPv6 subnet is leased.
+fn choose_ipv6(
+    config: &NetworkConfig,
+    claim: &Claim,
+    leases: &[Lease],
+    previous: Option<Ipv6Network>,
+) -> Result<Option<Ipv6Network>, RegistryError> {
+    let Some(v6) = &config.ipv6 else { return Ok(None) };
+    let (current, holder) = match claim {
+        Claim::Existing(lease) => (lease.ipv6_subnet, Some(lease.subnet)),
+        Claim::Free(_) => (None, None),
+    };
+    let taken: BTreeSet<Ipv6Network> = leases.iter().filter(|l| Some(l.subnet) != holder).filter_map(|l| l.ipv6_subnet).collect();
+    lease::choose_ipv6_subnet(v6, &taken, current, previous)
+        .map(Some)
+        .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })
 }

@@ -3,7 +3,7 @@
 
 use ipnetwork::Ipv4Network;
 
-use crate::lease;
+use crate::lease::{self, Lease};
 
 /// The keys below one prefix (`/coreos.com/network` by default; a trailing `/` is ignored, as
 /// flanneld ignores it).
@@ -31,6 +31,11 @@ impl Keys {
     /// `<prefix>/subnets/10.5.52.0-24`: the key of the lease on `subnet`.
     pub fn lease(&self, subnet: Ipv4Network) -> String {
         format!("{}{}", self.subnets(), lease::subnet_key(subnet))
+    }
+
+    /// The key of `lease`: for a dual-stack one, `<prefix>/subnets/10.5.52.0-24&fd00:5:0:34::-64`.
+    pub fn lease_of(&self, lease: &Lease) -> String {
+        format!("{}{}", self.subnets(), lease.key_name())
     }
 
     /// The name of a key directly below the subnets prefix (`10.5.52.0-24`); `None` for a key

@@ -222,7 +222,7 @@ impl Registry {
             create_revision,
             error: error.to_string(),
         };
-        let subnet = match lease::parse_subnet_key(name) {
+        let (subnet, ipv6_subnet) = match lease::parse_lease_key(name) {
             Ok(subnet) => subnet,
             Err(e) => return Some(Err(malformed(None, e))),
         };
@@ -230,7 +230,7 @@ impl Registry {
         // outside strings the bytes make the JSON invalid in both Go and weft.
         let text = String::from_utf8_lossy(kv.value());
         Some(match LeaseAttrs::from_json(&text) {
-            Ok(attrs) => Ok(Lease { subnet, attrs, etcd_lease, mod_revision, create_revision }),
+            Ok(attrs) => Ok(Lease { subnet, ipv6_subnet, attrs, etcd_lease, mod_revision, create_revision }),
             Err(e) => Err(malformed(Some(subnet), e)),
         })
     }

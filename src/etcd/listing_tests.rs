@@ -17,6 +17,7 @@ fn a_page_too_large_is_read_again_halved_down_to_one_key() {
 /// A lease on `subnet` from host 198.18.0.`last`, with a MAC ending in `last`.
 pub(in crate::etcd) fn lease(subnet: &str, last: u8) -> Lease {
     Lease {
+        ipv6_subnet: None,
         subnet: subnet.parse().unwrap(),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, last), 1, MacAddr([2, 0, 0, 0, 0, last])),
         etcd_lease: Some(EtcdLeaseId(1)),

@@ -26,6 +26,7 @@ use etcd_client::{Client, GetOptions};
 use thiserror::Error;
 use tokio::sync::watch;
 
+pub use acquire::Previous;
 pub use endpoints::{EtcdOptions, REQUEST_TIMEOUT};
 pub use keys::Keys;
 pub use listing::{LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
@@ -56,6 +57,8 @@ pub enum RegistryError {
     LeaseTooLarge { key: String, limit: usize },
     #[error("out of subnets: every subnet between SubnetMin {min} and SubnetMax {max} is leased; widen the Network or remove stale leases")]
     OutOfSubnets { min: Ipv4Addr, max: Ipv4Addr },
+    #[error("out of IPv6 subnets: every subnet between IPv6SubnetMin {min} and IPv6SubnetMax {max} is leased; widen the IPv6Network or remove stale leases")]
+    OutOfIpv6Subnets { min: std::net::Ipv6Addr, max: std::net::Ipv6Addr },
 }
 
 /// etcd, scoped to one key prefix. Clones share the connections and the store view.

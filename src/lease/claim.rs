@@ -1,33 +1,75 @@
 //! Choosing our subnet: our existing lease, the previous subnet, or a random free one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use rand::Rng;
 
 use super::{Lease, LeaseAttrs};
-use crate::config::NetworkConfig;
+use crate::config::{Ipv6Config, NetworkConfig};
 
 /// Picks a random subnet between SubnetMin and SubnetMax that no key in `taken` holds.
 /// Probing from a random start keeps hosts that start together from all racing for the same
 /// subnet, and costs at most `taken.len() + 1` probes however large the Network is.
 pub fn pick_free_subnet(config: &NetworkConfig, taken: &BTreeSet<Ipv4Network>) -> Option<Ipv4Network> {
-    let taken = AddressRanges::new(taken);
+    let taken = AddressRanges::new(taken.iter().map(|s| ipv4_range(*s)));
     let count = subnet_count(config);
     let start = rand::rng().random_range(0..count);
-    (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.overlaps(*s))
+    (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.overlaps(ipv4_range(*s)))
 }
 
-/// The addresses a set of subnets covers, as disjoint ranges, so whether a subnet overlaps any
-/// of them (a lease of another length, left from before SubnetLen changed) is one lookup.
-struct AddressRanges(BTreeMap<u32, u32>);
+/// Our lease's IPv6 subnet under a dual-stack config: the one `current` already names if it is
+/// one the config hands out and no other lease holds it (a restart, or our lease taken over),
+/// else `previous` (from the last subnet.env) if free, else a random free one. `taken` holds
+/// the IPv6 subnets of every other lease. `None` when the IPv6 Network has no free subnet.
+pub fn choose_ipv6_subnet(
+    v6: &Ipv6Config,
+    taken: &BTreeSet<Ipv6Network>,
+    current: Option<Ipv6Network>,
+    previous: Option<Ipv6Network>,
+) -> Option<Ipv6Network> {
+    let ranges = AddressRanges::new(taken.iter().map(|s| ipv6_range(*s)));
+    let free = |s: &Ipv6Network| ipv6_subnet_fits(v6, *s) && !ranges.overlaps(ipv6_range(*s));
+    current.filter(free).or_else(|| previous.filter(free)).or_else(|| {
+        let size = 1u128 << (128 - v6.subnet_len);
+        let count = (u128::from(v6.subnet_max) - u128::from(v6.subnet_min)) / size + 1;
+        let start = rand::rng().random_range(0..count);
+        let nth = |n: u128| {
+            Ipv6Network::new(Ipv6Addr::from(u128::from(v6.subnet_min) + n * size), v6.subnet_len).expect("valid prefix")
+        };
+        // At most `taken.len() + 1` probes, as for IPv4, however large the IPv6 Network.
+        (0..count).map(|i| nth((start + i) % count)).find(|s| !ranges.overlaps(ipv6_range(*s)))
+    })
+}
+
+/// Whether `subnet` is one the IPv6 config could hand out: of IPv6SubnetLen, aligned, inside
+/// IPv6SubnetMin..IPv6SubnetMax.
+pub fn ipv6_subnet_fits(v6: &Ipv6Config, subnet: Ipv6Network) -> bool {
+    subnet.prefix() == v6.subnet_len && subnet.ip() == subnet.network() && (v6.subnet_min..=v6.subnet_max).contains(&subnet.ip())
+}
+
+/// The first and last address of an IPv4 subnet, as numbers both families share.
+fn ipv4_range(subnet: Ipv4Network) -> (u128, u128) {
+    (u128::from(u32::from(subnet.network())), u128::from(u32::from(subnet.broadcast())))
+}
+
+/// The first and last address of an IPv6 subnet, as numbers.
+fn ipv6_range(subnet: Ipv6Network) -> (u128, u128) {
+    (u128::from(subnet.network()), u128::from(subnet.broadcast()))
+}
+
+/// The addresses a set of subnets covers, as disjoint ranges of either family's addresses as
+/// numbers, so whether a subnet overlaps any of them (a lease of another length, left from
+/// before SubnetLen changed) is one lookup.
+struct AddressRanges(BTreeMap<u128, u128>);
 
 impl AddressRanges {
-    fn new(subnets: &BTreeSet<Ipv4Network>) -> Self {
-        let mut ranges: BTreeMap<u32, u32> = BTreeMap::new();
-        for subnet in subnets {
-            let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+    /// The ranges covering these `(first, last)` address ranges, given in ascending order of
+    /// their first address.
+    fn new(subnets: impl Iterator<Item = (u128, u128)>) -> Self {
+        let mut ranges: BTreeMap<u128, u128> = BTreeMap::new();
+        for (first, last) in subnets {
             // Sorted by network address, a subnet either lies inside the last range, extends
             // it, or starts a new one.
             match ranges.range(..=first).next_back().map(|(start, end)| (*start, *end)) {
@@ -38,8 +80,7 @@ impl AddressRanges {
         AddressRanges(ranges)
     }
 
-    fn overlaps(&self, subnet: Ipv4Network) -> bool {
-        let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+    fn overlaps(&self, (first, last): (u128, u128)) -> bool {
         self.0.range(..=last).next_back().is_some_and(|(_, end)| *end >= first)
     }
 }
@@ -93,7 +134,8 @@ pub fn choose_claim(
     if let Some(lease) = by_ip.or_else(by_mac) {
         return Some(Claim::Existing(lease.clone()));
     }
-    if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !AddressRanges::new(occupied).overlaps(*s)) {
+    let occupied_ranges = || AddressRanges::new(occupied.iter().map(|s| ipv4_range(*s)));
+    if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !occupied_ranges().overlaps(ipv4_range(*s))) {
         return Some(Claim::Free(subnet));
     }
     pick_free_subnet(config, occupied).map(Claim::Free)

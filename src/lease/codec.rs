@@ -106,13 +106,22 @@ pub(super) fn go_parse_prefix(text: &str, max: u8) -> Option<u8> {
 pub struct LeaseAttrs {
     #[serde(rename = "PublicIP")]
     pub public_ip: Ipv4Addr,
-    /// Dual stack comes later; flanneld writes `null` here, and so do we.
+    /// The underlay IPv6 address peers send this host's IPv6 VXLAN packets to; `null` in the
+    /// JSON when the host is not dual-stack, as flanneld writes it.
     #[serde(rename = "PublicIPv6")]
-    pub public_ipv6: Option<String>,
+    pub public_ipv6: Option<Ipv6Addr>,
     #[serde(rename = "BackendType")]
     pub backend_type: String,
     #[serde(rename = "BackendData")]
     pub backend_data: VxlanData,
+    /// The IPv6 VXLAN device's VNI and MAC (`flannel-v6.<VNI>`, a device of its own); left out
+    /// of the JSON when absent, as flanneld leaves it out.
+    #[serde(rename = "BackendV6Data", skip_serializing_if = "Option::is_none")]
+    pub backend_v6_data: Option<VxlanData>,
+    /// Why a peer's IPv6 part (`PublicIPv6`, `BackendV6Data`) could not be read: it is then
+    /// left out and its IPv4 part still programmed. Never written to etcd.
+    #[serde(skip)]
+    pub ipv6_error: Option<String>,
 }
 
 /// The vxlan backend's part of a lease: where to send frames for this host's VTEP.
@@ -135,7 +144,21 @@ impl LeaseAttrs {
     /// refuse a larger number); the device keeps the full VNI.
     pub fn vxlan(public_ip: Ipv4Addr, vni: u32, vtep_mac: MacAddr) -> Self {
         let vni = u32::from(vni as u16);
-        Self { public_ip, public_ipv6: None, backend_type: BACKEND_VXLAN.to_string(), backend_data: VxlanData { vni, vtep_mac } }
+        Self {
+            public_ip,
+            public_ipv6: None,
+            backend_type: BACKEND_VXLAN.to_string(),
+            backend_data: VxlanData { vni, vtep_mac },
+            backend_v6_data: None,
+            ipv6_error: None,
+        }
+    }
+
+    /// These attributes with a dual-stack part: the public IPv6 and the IPv6 device's MAC, under
+    /// the same 16-bit VNI.
+    pub fn with_ipv6(self, public_ipv6: Ipv6Addr, vtep_mac: MacAddr) -> Self {
+        let backend_v6_data = Some(VxlanData { vni: self.backend_data.vni, vtep_mac });
+        Self { public_ipv6: Some(public_ipv6), backend_v6_data, ..self }
     }
 
     /// The JSON value stored in etcd, byte-compatible with flanneld's.
@@ -146,6 +169,8 @@ impl LeaseAttrs {
     /// Reads a lease value exactly as flanneld v0.20.2 does (Go's `encoding/json`, see
     /// [`go_json`]): names match case-insensitively, the last of duplicate members wins,
     /// unknown members are ignored, a `null` string or number leaves the field as it was.
+    /// Unlike flanneld, a `PublicIPv6` or `BackendV6Data` it cannot use does not cost the
+    /// lease its IPv4 part: the IPv6 part is dropped and the reason kept in `ipv6_error`.
     ///
     /// # Errors
     /// A value flanneld refuses, or one it accepts but cannot use as a vxlan peer (no
@@ -153,20 +178,39 @@ impl LeaseAttrs {
     /// multicast or all zero: [`LeaseError::NotUnicastMac`].
     pub fn from_json(text: &str) -> Result<Self, LeaseError> {
         let members = go_json::object(text).map_err(LeaseError::BadValue)?.unwrap_or_default();
-        let (mut public_ip, mut public_ipv6, mut backend_type, mut backend_data) = (None, None, String::new(), None);
+        let (mut public_ip, mut public_ipv6, mut backend_type, mut backend_data, mut v6_data) =
+            (None, None, String::new(), None, None);
         for (name, raw) in &members {
             match go_json::field_index(name, &ATTRS_FIELDS) {
                 Some(0) => public_ip = Some(go_public_ip(go_json::trimmed_quotes(raw))?),
                 Some(1) if go_json::is_null(raw) => public_ipv6 = None,
-                Some(1) => public_ipv6 = Some(go_public_ipv6(go_json::trimmed_quotes(raw))?),
+                Some(1) => public_ipv6 = Some(go_public_ipv6(go_json::trimmed_quotes(raw))),
                 Some(2) => backend_type = go_json::string(raw).map_err(bad_field("BackendType"))?.unwrap_or(backend_type),
                 Some(3) => backend_data = Some(raw),
+                Some(4) => v6_data = (!go_json::is_null(raw)).then_some(raw),
                 _ => {}
             }
         }
         let public_ip = public_ip.ok_or_else(|| LeaseError::BadValue("it has no PublicIP".into()))?;
         let backend_data = backend_data.ok_or_else(|| LeaseError::BadValue("it has no BackendData".into()))?;
-        Ok(Self { public_ip, public_ipv6, backend_type, backend_data: VxlanData::from_raw(backend_data)? })
+        let attrs = Self::vxlan_parts(public_ip, backend_type, VxlanData::from_raw(backend_data)?);
+        Ok(attrs.with_ipv6_part(public_ipv6.transpose(), v6_data.map(|raw| VxlanData::from_raw(raw)).transpose()))
+    }
+
+    fn vxlan_parts(public_ip: Ipv4Addr, backend_type: String, backend_data: VxlanData) -> Self {
+        Self { public_ip, public_ipv6: None, backend_type, backend_data, backend_v6_data: None, ipv6_error: None }
+    }
+
+    /// Adds the IPv6 fields read from a value, or the reason they cannot be used.
+    fn with_ipv6_part(
+        self,
+        public_ipv6: Result<Option<Ipv6Addr>, LeaseError>,
+        v6_data: Result<Option<VxlanData>, LeaseError>,
+    ) -> Self {
+        match (public_ipv6, v6_data) {
+            (Ok(public_ipv6), Ok(backend_v6_data)) => Self { public_ipv6, backend_v6_data, ..self },
+            (Err(e), _) | (_, Err(e)) => Self { ipv6_error: Some(e.to_string()), ..self },
+        }
     }
 }
 
@@ -206,11 +250,14 @@ fn go_public_ip(text: &str) -> Result<Ipv4Addr, LeaseError> {
     }
 }
 
-/// flannel's `ip.IP6` decoder: any address Go's `ParseIP` reads.
-fn go_public_ipv6(text: &str) -> Result<String, LeaseError> {
-    go_parse_ip(text)
-        .map(|_| text.to_string())
-        .ok_or_else(|| LeaseError::BadValue(format!("PublicIPv6 {text:?} is not an IP address")))
+/// flannel's `ip.IP6` decoder reads any address Go's `ParseIP` reads; a VXLAN device over IPv6
+/// needs an IPv6 one.
+fn go_public_ipv6(text: &str) -> Result<Ipv6Addr, LeaseError> {
+    match go_parse_ip(text) {
+        Some(IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_none() => Ok(ip),
+        Some(_) => Err(LeaseError::BadValue(format!("PublicIPv6 {text} is an IPv4 address"))),
+        None => Err(LeaseError::BadValue(format!("PublicIPv6 {text:?} is not an IP address"))),
+    }
 }
 
 /// flannel's `hardwareAddr` decoder: the raw text must be a string; its inside, escapes

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use thiserror::Error;
 
 // The type lives in `model`; reading it from text (Go's rules, `LeaseError`) stays here.
@@ -41,14 +41,17 @@ mod key;
 #[cfg(test)]
 mod tests;
 
-pub use claim::{candidate_subnets, choose_claim, pick_free_subnet, subnet_fits, Claim};
+pub use claim::{candidate_subnets, choose_claim, choose_ipv6_subnet, ipv6_subnet_fits, pick_free_subnet, subnet_fits, Claim};
 pub use codec::{LeaseAttrs, VxlanData};
-pub use key::{parse_subnet_key, subnet_key};
+pub use key::{lease_key, parse_lease_key, parse_subnet_key, subnet_key};
 
 /// A subnet lease as read from etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub subnet: Ipv4Network,
+    /// The IPv6 subnet of a dual-stack lease, from its key's `&fd00:…-64` part, as written
+    /// (host bits kept); `None` for an IPv4-only lease.
+    pub ipv6_subnet: Option<Ipv6Network>,
     pub attrs: LeaseAttrs,
     /// The etcd lease the key is attached to; `None` for a reservation, which never expires.
     pub etcd_lease: Option<EtcdLeaseId>,
@@ -60,6 +63,11 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The last path element of this lease's key as flannel writes it ([`lease_key`]).
+    pub fn key_name(&self) -> String {
+        lease_key(self.subnet, self.ipv6_subnet)
+    }
+
     /// Whether the key hangs on no etcd lease: flannel's reservation, only for its PublicIP.
     pub fn is_reservation(&self) -> bool {
         self.etcd_lease.is_none()
@@ -141,8 +149,9 @@ impl LeaseSet {
         let since = self.mac_since_for(&lease);
         self.record_mac_since(&lease, since);
         self.unreadable.remove(&lease.subnet);
-        self.record_key(lease.subnet, key);
-        self.leases.insert(lease.subnet, lease);
+        let subnet = lease.subnet;
+        self.leases.insert(subnet, lease);
+        self.record_key(subnet, key);
     }
 
     /// Notes that `lease` has advertised its VtepMAC since revision `since`.
@@ -153,9 +162,11 @@ impl LeaseSet {
         };
     }
 
-    /// Notes that the key named `key` holds `subnet`.
+    /// Notes that the key named `key` holds `subnet`; kept only where the name is not the one
+    /// flannel writes for the lease held (or, with none, the plain IPv4 key).
     pub fn record_key(&mut self, subnet: Ipv4Network, key: String) {
-        match key == subnet_key(subnet) {
+        let written = self.leases.get(&subnet).map_or_else(|| subnet_key(subnet), Lease::key_name);
+        match key == written {
             true => self.keys.remove(&subnet),
             false => self.keys.insert(subnet, key),
         };
@@ -163,8 +174,11 @@ impl LeaseSet {
 
     /// The name of the key holding `subnet`, if any key does.
     pub fn key_of(&self, subnet: Ipv4Network) -> Option<String> {
-        let held = self.leases.contains_key(&subnet) || self.unreadable.contains_key(&subnet);
-        self.keys.get(&subnet).cloned().or_else(|| held.then(|| subnet_key(subnet)))
+        let written = || match self.leases.get(&subnet) {
+            Some(lease) => Some(lease.key_name()),
+            None => self.unreadable.contains_key(&subnet).then(|| subnet_key(subnet)),
+        };
+        self.keys.get(&subnet).cloned().or_else(written)
     }
 
     /// Forgets the subnet: its key was deleted.

@@ -30,6 +30,10 @@ pub trait Family: sealed::Sealed + Copy + Ord + Hash + Debug + Display + Send + 
     /// The id weftd gives the nexthop for this gateway; `nexthop_id` in the `names` module says
     /// which id space each family has.
     fn nexthop_id(self) -> u32;
+
+    /// Why VXLAN packets cannot be sent to this address as a peer's public address (loopback,
+    /// unspecified, multicast, broadcast, link-local, IPv4-mapped), in words; `None` if they can.
+    fn unreachable_as_peer(self) -> Option<&'static str>;
 }
 
 /// A prefix of one family, named by its network type (`Ipv4Network` or `Ipv6Network`).
@@ -39,6 +43,9 @@ pub trait Subnet: sealed::Sealed + Copy + Ord + Hash + Debug + Display + Send + 
 
     /// The first address of the prefix (`10.5.52.0` for `10.5.52.0/24`).
     fn network_address(self) -> Self::Addr;
+
+    /// The address as written, host bits kept (`10.5.52.1` for a key `10.5.52.1-24`).
+    fn written_address(self) -> Self::Addr;
 
     /// Whether `ip` is inside the prefix.
     fn holds(self, ip: Self::Addr) -> bool;
@@ -62,6 +69,16 @@ impl Family for Ipv4Addr {
     fn nexthop_id(self) -> u32 {
         u32::from(self)
     }
+
+    fn unreachable_as_peer(self) -> Option<&'static str> {
+        match self {
+            ip if ip.is_loopback() => Some("is a loopback address"),
+            ip if ip.is_unspecified() => Some("is the unspecified address"),
+            ip if ip.is_broadcast() => Some("is the broadcast address"),
+            ip if ip.is_multicast() => Some("is a multicast address"),
+            _ => None,
+        }
+    }
 }
 
 impl Family for Ipv6Addr {
@@ -82,6 +99,18 @@ impl Family for Ipv6Addr {
         }
         IPV6_NEXTHOP_IDS | folded
     }
+
+    fn unreachable_as_peer(self) -> Option<&'static str> {
+        match self {
+            ip if ip.is_loopback() => Some("is a loopback address"),
+            ip if ip.is_unspecified() => Some("is the unspecified address"),
+            ip if ip.is_multicast() => Some("is a multicast address"),
+            // fe80::/10: valid only with an interface, which a lease cannot name.
+            ip if ip.is_unicast_link_local() => Some("is a link-local address"),
+            ip if ip.to_ipv4_mapped().is_some() => Some("is an IPv4-mapped address"),
+            _ => None,
+        }
+    }
 }
 
 /// `Subnet` for a network type of `ipnetwork`, whose methods of these names it forwards to.
@@ -92,6 +121,10 @@ macro_rules! subnet {
 
             fn network_address(self) -> $addr {
                 self.network()
+            }
+
+            fn written_address(self) -> $addr {
+                self.ip()
             }
 
             fn holds(self, ip: $addr) -> bool {

@@ -20,4 +20,4 @@ pub use entries::{ArpEntry, DirectRoute, FdbEntry, KernelState, Nexthop, RouteEn
 pub use family::{Family, Subnet, IPV6_NEXTHOP_IDS};
 pub use kernel::{KernelContext, MainTable, NexthopSupport};
 pub use mac::MacAddr;
-pub use names::{derived_mac, device_name, nexthop_gateway, nexthop_id, vtep_address};
+pub use names::{derived_mac, device_name, ipv6_device_name, nexthop_gateway, nexthop_id, vtep_address};

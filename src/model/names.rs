@@ -39,13 +39,23 @@ pub fn device_name(vni: u32) -> String {
     format!("flannel.{vni}")
 }
 
-/// A stable, locally administered MAC for a new device, derived from the host's public IP and
+/// The name flanneld gives the IPv6 VXLAN device of a VNI: `flannel-v6.<vni>`.
+pub fn ipv6_device_name(vni: u32) -> String {
+    format!("flannel-v6.{vni}")
+}
+
+/// A stable, locally administered MAC for a new device, derived from the host's public IP (of
+/// the device's family: the IPv6 device's from the PublicIPv6, so the two devices differ) and
 /// the VNI, so a host that loses its device gets the same MAC back and its peers' ARP and FDB
 /// entries stay valid.
-pub fn derived_mac(public_ip: Ipv4Addr, vni: u32) -> MacAddr {
+pub fn derived_mac(public_ip: impl Into<std::net::IpAddr>, vni: u32) -> MacAddr {
+    let octets = match public_ip.into() {
+        std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+        std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
     // FNV-1a: tiny, stable across releases, and good enough to spread hosts over 46 bits.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in public_ip.octets().into_iter().chain(vni.to_be_bytes()).chain(*b"weft") {
+    for byte in octets.into_iter().chain(vni.to_be_bytes()).chain(*b"weft") {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
     }
     let b = hash.to_be_bytes();

@@ -4,19 +4,23 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::Ipv4Network;
 
 use crate::config::NetworkConfig;
 use crate::lease::{subnet_key, Lease, LeaseSet, BACKEND_VXLAN};
-use crate::model::{vtep_address, ArpEntry, DirectRoute, FdbEntry, KernelContext, KernelState, MacAddr, RouteEntry};
+use crate::model::{
+    vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, RouteEntry, Subnet,
+};
 
 /// A peer lease we cannot program, and why; logged once by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedPeer {
+    /// The lease's IPv4 subnet, which names it among the leases.
     pub subnet: Ipv4Network,
-    /// The rule the lease breaks, in words an operator can act on.
+    /// The rule the lease breaks, in words an operator can act on; for its IPv6 part alone,
+    /// starting "its IPv6 part".
     pub reason: String,
 }
 
@@ -28,78 +32,179 @@ impl SkippedPeer {
     }
 }
 
-/// What identifies this host among the leases, so no lease can point our own subnet, address
-/// or MAC into the tunnel.
+/// What identifies this host among the leases in family `A`, so no lease can point our own
+/// subnet, address or MAC into the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThisHost {
-    /// Our lease's subnet, if we hold one.
-    pub subnet: Option<Ipv4Network>,
-    /// Our PublicIP: the underlay address peers send our VXLAN packets to.
-    pub public_ip: Ipv4Addr,
-    /// Our VXLAN device's MAC (our lease's VtepMAC), if we know it.
+pub struct ThisHost<A: Family = Ipv4Addr> {
+    /// Our lease's subnet of this family, if we hold one.
+    pub subnet: Option<A::Network>,
+    /// Our PublicIP (PublicIPv6): the underlay address peers send our VXLAN packets to.
+    pub public_ip: A,
+    /// Our VXLAN device's MAC of this family (the lease's VtepMAC), if we know it.
     pub vtep_mac: Option<MacAddr>,
 }
 
-/// The entries every peer lease needs on this host. Only leases the allocator could have handed
+/// One family's part of a peer lease: what its VXLAN entries are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerPart<A: Family> {
+    /// The subnet as its key writes it (host bits kept).
+    pub subnet: A::Network,
+    pub public_ip: A,
+    pub vtep_mac: MacAddr,
+}
+
+/// The subnets the allocator hands out in one family: from the config's Network, SubnetLen,
+/// SubnetMin and SubnetMax (or their IPv6 twins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation<A: Family> {
+    pub network: A::Network,
+    pub subnet_len: u8,
+    pub min: A,
+    pub max: A,
+}
+
+/// An address family as the leases carry it: where in a lease its part is, and which of the
+/// config's fields allocate it.
+pub trait LeaseFamily: Family {
+    /// The config's field names for this family, for messages: `("", "Network")` or
+    /// `("IPv6", "IPv6Network")`.
+    const FIELDS: (&'static str, &'static str);
+
+    /// This family's part of `lease`: `Ok(None)` when the lease has none (an IPv4-only peer
+    /// under a dual-stack config), `Err` with the reason when it has a broken one.
+    fn part(lease: &Lease) -> Result<Option<PeerPart<Self>>, String>;
+
+    /// The subnets the config hands out in this family; `None` when it is not enabled.
+    fn allocation(config: &NetworkConfig) -> Option<Allocation<Self>>;
+}
+
+impl LeaseFamily for Ipv4Addr {
+    const FIELDS: (&'static str, &'static str) = ("", "Network");
+
+    fn part(lease: &Lease) -> Result<Option<PeerPart<Self>>, String> {
+        let (public_ip, vtep_mac) = (lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+        Ok(Some(PeerPart { subnet: lease.subnet, public_ip, vtep_mac }))
+    }
+
+    fn allocation(config: &NetworkConfig) -> Option<Allocation<Self>> {
+        let (network, subnet_len, min, max) = (config.network, config.subnet_len, config.subnet_min, config.subnet_max);
+        Some(Allocation { network, subnet_len, min, max })
+    }
+}
+
+impl LeaseFamily for Ipv6Addr {
+    const FIELDS: (&'static str, &'static str) = ("IPv6", "IPv6Network");
+
+    fn part(lease: &Lease) -> Result<Option<PeerPart<Self>>, String> {
+        let attrs = &lease.attrs;
+        if let Some(problem) = &attrs.ipv6_error {
+            return Err(format!("its IPv6 part cannot be read: {problem}"));
+        }
+        match (lease.ipv6_subnet, attrs.public_ipv6, &attrs.backend_v6_data) {
+            // A PublicIPv6 alone makes no IPv6 peer: flanneld writes it with IPv6 off too.
+            (None, _, None) => Ok(None),
+            (Some(subnet), Some(public_ip), Some(data)) => Ok(Some(PeerPart { subnet, public_ip, vtep_mac: data.vtep_mac })),
+            (None, _, Some(_)) => {
+                Err("its IPv6 part is unusable: its value has a BackendV6Data but its key no IPv6 subnet".into())
+            }
+            (Some(_), _, _) => {
+                Err("its IPv6 part is unusable: its key has an IPv6 subnet but its value no PublicIPv6 and BackendV6Data".into())
+            }
+        }
+    }
+
+    fn allocation(config: &NetworkConfig) -> Option<Allocation<Self>> {
+        let v6 = config.ipv6?;
+        Some(Allocation { network: v6.network, subnet_len: v6.subnet_len, min: v6.subnet_min, max: v6.subnet_max })
+    }
+}
+
+/// The entries every peer lease needs on this host in family `A` (the IPv4 entries on
+/// flannel.1, or the IPv6 ones on flannel-v6.1). Only leases the allocator could have handed
 /// out are programmed, each VtepMAC has one owner, and every destination is a plausible host
-/// (`check_peer`); the rest come back as [`SkippedPeer`]s. With `Backend.DirectRouting`,
-/// a peer whose PublicIP the main table reaches on-link gets a direct route instead of VXLAN
-/// entries. A VXLAN route points at a nexthop where the kernel allows it, and names its gateway
-/// itself (flanneld's form) where it does not.
+/// (`check_peer`); the rest come back as [`SkippedPeer`]s. A lease without a part of this
+/// family is left out silently. With `Backend.DirectRouting`, a peer whose public address the
+/// main table reaches on-link gets a direct route instead of VXLAN entries. A VXLAN route
+/// points at a nexthop where the kernel allows it, and names its gateway itself (flanneld's
+/// form) where it does not. Empty when the config does not enable the family.
 ///
 /// Where two leases conflict the established one wins (`by_establishment`), whatever the
 /// map order, so every host programs the same peers. O(n log n) in the number of leases.
-pub fn desired_state(
+pub fn desired_state<A: LeaseFamily>(
     config: &NetworkConfig,
-    us: &ThisHost,
+    us: &ThisHost<A>,
     leases: &LeaseSet,
-    context: &KernelContext,
-) -> (KernelState, Vec<SkippedPeer>) {
+    context: &KernelContext<A>,
+) -> (KernelState<A>, Vec<SkippedPeer>) {
     let mut state = KernelState::default();
     let mut skipped = Vec::new();
+    let Some(allocation) = A::allocation(config) else { return (state, skipped) };
     let mut mac_owners: HashMap<MacAddr, Ipv4Network> = HashMap::with_capacity(leases.leases.len());
-    for lease in by_establishment(leases, us.subnet) {
-        if let Err(reason) = check_peer(config, us, lease).and_then(|()| claim_vtep_mac(&mut mac_owners, lease)) {
-            skipped.push(SkippedPeer { subnet: lease.subnet, reason });
+    for lease in by_establishment(leases, us) {
+        let part = match checked_part(config, &allocation, us, lease).and_then(|p| claim_vtep_mac(&mut mac_owners, lease, p)) {
+            Ok(Some(part)) => part,
+            Ok(None) => continue,
+            Err(reason) => {
+                skipped.push(SkippedPeer { subnet: lease.subnet, reason });
+                continue;
+            }
+        };
+        if config.backend.direct_routing && context.main_table.on_link(part.public_ip) {
+            state.direct_routes.insert(DirectRoute { subnet: part.subnet, gateway: part.public_ip });
             continue;
         }
-        let public_ip = lease.attrs.public_ip;
-        if config.backend.direct_routing && context.main_table.on_link(public_ip) {
-            state.direct_routes.insert(DirectRoute { subnet: lease.subnet, gateway: public_ip });
-            continue;
-        }
-        let vtep = vtep_address(lease.subnet);
-        let mac = lease.attrs.backend_data.vtep_mac;
-        state.arp.insert(ArpEntry { ip: vtep, mac });
-        state.fdb.insert(FdbEntry { mac, dst: public_ip });
+        let vtep = vtep_address(part.subnet);
+        state.arp.insert(ArpEntry { ip: vtep, mac: part.vtep_mac });
+        state.fdb.insert(FdbEntry { mac: part.vtep_mac, dst: part.public_ip });
         let nexthop = context.nexthops.for_gateway(vtep);
         state.nexthops.extend(nexthop);
-        state.routes.insert(RouteEntry { subnet: lease.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
+        state.routes.insert(RouteEntry { subnet: part.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
     }
     (state, skipped)
 }
 
-/// The peer leases (ours left out), the established first: the one that has advertised its
-/// VtepMAC longest ([`LeaseSet::mac_since`]), so a key that copies a MAC later never takes it
-/// however old the key; then the key etcd created earliest (flanneld's renewals rewrite a key
-/// but keep its create revision), then the lower subnet, a total order every host computes
-/// alike.
-fn by_establishment(leases: &LeaseSet, own_subnet: Option<Ipv4Network>) -> Vec<&Lease> {
-    let mut peers: Vec<&Lease> = leases.leases.values().filter(|l| Some(l.subnet) != own_subnet).collect();
-    peers.sort_unstable_by_key(|l| (leases.mac_since(l), l.create_revision, l.subnet));
-    peers
-}
-
-/// The rules one lease must meet on its own: the vxlan backend, a subnet the allocator could
-/// have handed out, a plausible destination, and a VtepMAC that is not ours.
-fn check_peer(config: &NetworkConfig, us: &ThisHost, lease: &Lease) -> Result<(), String> {
+/// The lease's part of family `A` if it meets every rule on its own (see [`check_peer`]).
+fn checked_part<A: LeaseFamily>(
+    config: &NetworkConfig,
+    allocation: &Allocation<A>,
+    us: &ThisHost<A>,
+    lease: &Lease,
+) -> Result<Option<PeerPart<A>>, String> {
     // flanneld compares exactly: it ignores "VXLAN".
     if lease.attrs.backend_type != BACKEND_VXLAN {
         return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type));
     }
-    check_subnet(config, lease.subnet)?;
-    check_destination(config, us, lease.attrs.public_ip)?;
-    let mac = lease.attrs.backend_data.vtep_mac;
+    let Some(part) = A::part(lease)? else { return Ok(None) };
+    check_peer(config, allocation, us, &part).map_err(|reason| match A::FIELDS.0 {
+        "" => reason,
+        family => format!("its {family} part: {reason}"),
+    })?;
+    Ok(Some(part))
+}
+
+/// The peer leases (ours, the one whose part of family `A` is our subnet, left out), the established first: the one that has advertised its
+/// VtepMAC longest ([`LeaseSet::mac_since`]), so a key that copies a MAC later never takes it
+/// however old the key; then the key etcd created earliest (flanneld's renewals rewrite a key
+/// but keep its create revision), then the lower subnet, a total order every host computes
+/// alike.
+fn by_establishment<'s, A: LeaseFamily>(leases: &'s LeaseSet, us: &ThisHost<A>) -> Vec<&'s Lease> {
+    let ours = |l: &Lease| us.subnet.is_some() && matches!(A::part(l), Ok(Some(part)) if Some(part.subnet) == us.subnet);
+    let mut peers: Vec<&Lease> = leases.leases.values().filter(|l| !ours(l)).collect();
+    peers.sort_unstable_by_key(|l| (leases.mac_since(l), l.create_revision, l.subnet));
+    peers
+}
+
+/// The rules one family's part must meet on its own: a subnet the allocator could have
+/// handed out, a plausible destination, and a VtepMAC that is not ours.
+fn check_peer<A: LeaseFamily>(
+    config: &NetworkConfig,
+    allocation: &Allocation<A>,
+    us: &ThisHost<A>,
+    part: &PeerPart<A>,
+) -> Result<(), String> {
+    check_subnet(allocation, part.subnet)?;
+    check_destination(config, us, part.public_ip)?;
+    let mac = part.vtep_mac;
     if us.vtep_mac == Some(mac) {
         return Err(format!("its VtepMAC {mac} is this host's own VXLAN device's MAC"));
     }
@@ -108,56 +213,65 @@ fn check_peer(config: &NetworkConfig, us: &ThisHost, lease: &Lease) -> Result<()
 
 /// A subnet the allocator could have handed out: inside the Network, of SubnetLen, aligned,
 /// between SubnetMin and SubnetMax. Such subnets never overlap unless equal, so a peer that
-/// passes cannot cover our subnet, another lease's or its VTEP address (the subnet's `.0`).
-fn check_subnet(config: &NetworkConfig, subnet: Ipv4Network) -> Result<(), String> {
-    let network = config.network;
-    if !network.contains(subnet.ip()) || subnet.prefix() < network.prefix() {
-        return Err(format!("subnet is outside the Network {network}"));
+/// passes cannot cover our subnet, another lease's or its VTEP address (the subnet's first).
+fn check_subnet<A: LeaseFamily>(allocation: &Allocation<A>, subnet: A::Network) -> Result<(), String> {
+    let (family, network_field) = A::FIELDS;
+    let network = allocation.network;
+    if !network.holds(subnet.written_address()) || subnet.prefix_len() < network.prefix_len() {
+        return Err(format!("subnet is outside the {network_field} {network}"));
     }
-    let len = config.subnet_len;
-    if subnet.prefix() != len {
-        return Err(format!("subnet is a /{}, but the config's SubnetLen gives every host a /{len}", subnet.prefix()));
+    let len = allocation.subnet_len;
+    if subnet.prefix_len() != len {
+        return Err(format!(
+            "subnet is a /{}, but the config's {family}SubnetLen gives every host a /{len}",
+            subnet.prefix_len()
+        ));
     }
-    if subnet.ip() != subnet.network() {
-        return Err(format!("{} is not the first address of a /{len} (that is {})", subnet.ip(), subnet.network()));
+    if subnet.written_address() != subnet.network_address() {
+        return Err(format!(
+            "{} is not the first address of a /{len} (that is {})",
+            subnet.written_address(),
+            subnet.network_address()
+        ));
     }
-    let (min, max) = (config.subnet_min, config.subnet_max);
-    if subnet.ip() < min || subnet.ip() > max {
-        return Err(format!("subnet is outside SubnetMin..SubnetMax ({min}..{max}), where no host gets a lease"));
+    let (min, max) = (allocation.min, allocation.max);
+    if subnet.written_address() < min || subnet.written_address() > max {
+        return Err(format!("subnet is outside {family}SubnetMin..{family}SubnetMax ({min}..{max}), where no host gets a lease"));
     }
     Ok(())
 }
 
-/// A PublicIP VXLAN packets can be sent to: not ours, and not loopback, unspecified, broadcast,
-/// multicast or an overlay address (that would send the tunnel into itself).
-fn check_destination(config: &NetworkConfig, us: &ThisHost, ip: Ipv4Addr) -> Result<(), String> {
+/// A public address VXLAN packets can be sent to: not ours, not one no host has (loopback,
+/// multicast…), and not an overlay address (that would send the tunnel into itself).
+fn check_destination<A: LeaseFamily>(config: &NetworkConfig, us: &ThisHost<A>, ip: A) -> Result<(), String> {
+    let field = if A::FIELDS.0.is_empty() { "PublicIP" } else { "PublicIPv6" };
+    let in_overlay = A::allocation(config).is_some_and(|a| a.network.holds(ip));
     let rule = if ip == us.public_ip {
         "is this host's own address"
-    } else if ip.is_loopback() {
-        "is a loopback address"
-    } else if ip.is_unspecified() {
-        "is the unspecified address"
-    } else if ip.is_broadcast() {
-        "is the broadcast address"
-    } else if ip.is_multicast() {
-        "is a multicast address"
-    } else if config.network.contains(ip) {
+    } else if let Some(rule) = ip.unreachable_as_peer() {
+        rule
+    } else if in_overlay {
         "is inside the overlay Network"
     } else {
         return Ok(());
     };
-    Err(format!("its PublicIP {ip} {rule}"))
+    Err(format!("its {field} {ip} {rule}"))
 }
 
-/// Gives the lease its VtepMAC unless an established lease already has it: one MAC with two
-/// FDB destinations would flip between them at every pass.
-fn claim_vtep_mac(owners: &mut HashMap<MacAddr, Ipv4Network>, lease: &Lease) -> Result<(), String> {
-    let mac = lease.attrs.backend_data.vtep_mac;
+/// Gives the part its VtepMAC unless an established lease already has it in this family: one
+/// MAC with two FDB destinations would flip between them at every pass.
+fn claim_vtep_mac<A: Family>(
+    owners: &mut HashMap<MacAddr, Ipv4Network>,
+    lease: &Lease,
+    part: Option<PeerPart<A>>,
+) -> Result<Option<PeerPart<A>>, String> {
+    let Some(part) = part else { return Ok(None) };
+    let mac = part.vtep_mac;
     match owners.entry(mac) {
         Entry::Occupied(owner) => Err(format!("its VtepMAC {mac} belongs to the established lease {}", subnet_key(*owner.get()))),
         Entry::Vacant(free) => {
             free.insert(lease.subnet);
-            Ok(())
+            Ok(Some(part))
         }
     }
 }

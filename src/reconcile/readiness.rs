@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::lease::Lease;
 use crate::observe::health::Health;
@@ -15,6 +15,8 @@ pub struct Readiness {
     pub subnet_file: PathBuf,
     /// The overlay Network, for `FLANNEL_NETWORK`.
     pub network: Ipv4Network,
+    /// The IPv6 Network of a dual-stack config, for `FLANNEL_IPV6_NETWORK`.
+    pub ipv6_network: Option<Ipv6Network>,
     /// `--ip-masq`, for `FLANNEL_IPMASQ`.
     pub ip_masq: bool,
     /// What /readyz reports.
@@ -31,7 +33,8 @@ impl Readiness {
     /// # Errors
     /// subnet.env cannot be written.
     pub fn signal(&mut self, own: &Lease, mtu: u32) -> Result<(), SubnetEnvError> {
-        let env = SubnetEnv { network: self.network, subnet: own.subnet, mtu, ip_masq: self.ip_masq };
+        let ipv6 = self.ipv6_network.zip(own.ipv6_subnet);
+        let env = SubnetEnv { network: self.network, subnet: own.subnet, ipv6, mtu, ip_masq: self.ip_masq };
         if env.write_if_changed(&self.subnet_file)? {
             tracing::info!(path = %self.subnet_file.display(), subnet = %own.subnet, "wrote subnet file");
         }

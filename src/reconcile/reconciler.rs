@@ -107,7 +107,7 @@ impl Reconciler {
         }
         let underlay = self.underlay.current();
         let public_ip = underlay.public_ip;
-        advertise(&self.attrs, public_ip, own);
+        advertise(&self.attrs, underlay, own);
         self.spec = device::desired_device(&self.config, underlay, own.attrs.backend_data.vtep_mac);
         let device = match self.ensure_device(own).await {
             Ok(device) => {

@@ -24,6 +24,7 @@ fn mac(last: u8) -> MacAddr {
 
 fn lease(subnet: &str, public_ip: [u8; 4], mac_last: u8) -> Lease {
     Lease {
+        ipv6_subnet: None,
         subnet: subnet.parse().unwrap(),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, mac(mac_last)),
         etcd_lease: Some(crate::lease::EtcdLeaseId(7)),

@@ -1,9 +1,8 @@
 //! Following the underlay while the daemon runs: look it up again when a link or address
 //! changed (or the resync is due), keep the interface in use when it stops matching, and ask the
-//! lease keeper to advertise a new PublicIP.
+//! lease keeper to advertise a new PublicIP or PublicIPv6.
 
 use std::mem::Discriminant;
-use std::net::Ipv4Addr;
 
 use tokio::sync::watch;
 
@@ -96,11 +95,12 @@ impl UnderlayFollower {
     }
 }
 
-/// Asks the lease keeper (through `attrs`) to advertise `public_ip` (the underlay was
-/// readdressed) if our lease says otherwise.
-pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, own: &Lease) {
-    if own.attrs.public_ip != public_ip {
-        let wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
+/// Asks the lease keeper (through `attrs`) to advertise the underlay's PublicIP and (when it
+/// has one) PublicIPv6 (the underlay was readdressed) if our lease says otherwise.
+pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, underlay: &Underlay, own: &Lease) {
+    let (public_ip, public_ipv6) = (underlay.public_ip, underlay.public_ipv6.or(own.attrs.public_ipv6));
+    if own.attrs.public_ip != public_ip || own.attrs.public_ipv6 != public_ipv6 {
+        let wanted = LeaseAttrs { public_ip, public_ipv6, ..own.attrs.clone() };
         attrs.send_if_modified(|current| {
             let modified = *current != wanted;
             *current = wanted;
