@@ -20,6 +20,7 @@
 //! [`choose`] is the pure rule set; [`find`] reads the kernel and applies it.
 
 mod ipv6;
+mod lookup;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -27,9 +28,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use nix::errno::Errno;
 use thiserror::Error;
 
-use self::ipv6::{holding_ipv6, kept_ipv6, matching_ipv6, same_default_route, usable_ipv6, with_ipv6, Listed};
 pub use self::ipv6::Ipv6View;
-use crate::netlink::{Ipv4Link, Ipv6Address, Kernel, NetlinkError, RouteHop};
+use self::ipv6::{holding_ipv6, matching_ipv6, same_default_route, usable_ipv6, with_ipv6, Listed};
+pub use self::lookup::{by_index, find};
+use crate::netlink::{Ipv4Link, Ipv6Address, NetlinkError, RouteHop};
 
 /// The flags that choose the underlay, as given.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +55,13 @@ impl UnderlayChoice {
     /// them the default route (or `--public-ip`) decides.
     fn names_an_interface(&self) -> bool {
         !self.ifaces.is_empty() || !self.iface_regex.is_empty() || self.can_reach.is_some()
+    }
+
+    /// Whether the flags may choose an underlay with IPv6 addresses looked at that they do not
+    /// choose without: an IPv6 `--iface` address, an `--iface-regex`, or `--public-ipv6`.
+    pub fn may_need_ipv6(&self) -> bool {
+        let ipv6_iface = |v: &String| v.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical().is_ipv6());
+        self.ifaces.iter().any(ipv6_iface) || !self.iface_regex.is_empty() || self.public_ipv6.is_some()
     }
 }
 
@@ -297,9 +306,10 @@ fn by_pattern<'a>(pattern: &regex::Regex, host: &'a HostView) -> Result<Found<'a
         let ipv6 = host.ipv6.as_ref().and_then(|v6| matching_ipv6(pattern, &v6.addresses, link.index));
         return with_mtu(link, ip, &via).map(|found| Found { ipv6, ..found });
     }
-    let by_ipv6 = host.ipv6.as_ref().and_then(|v6| {
-        links.iter().find_map(|link| matching_ipv6(pattern, &v6.addresses, link.index).map(|ip| (link, ip)))
-    });
+    let by_ipv6 = host
+        .ipv6
+        .as_ref()
+        .and_then(|v6| links.iter().find_map(|link| matching_ipv6(pattern, &v6.addresses, link.index).map(|ip| (link, ip))));
     if let Some((link, ipv6)) = by_ipv6 {
         return first_usable(link, &via).map(|found| Found { ipv6: Some(ipv6), ..found });
     }
@@ -381,66 +391,6 @@ pub fn usable_addresses(addresses: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
         .iter()
         .filter(|ip| !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_link_local() || ip.is_broadcast()));
     global.chain(addresses.iter().filter(|ip| ip.is_link_local())).copied().collect()
-}
-
-/// Reads links and addresses (and the routes the choice needs) and chooses the underlay, with
-/// its IPv6 addresses when `ipv6` (the network config enables IPv6); a flag that gave nothing
-/// before the one that did is logged as a warning.
-///
-/// # Errors
-/// The kernel could not be read, or [`choose`] found no underlay.
-pub async fn find(kernel: &Kernel, choice: &UnderlayChoice, ipv6: bool) -> Result<Underlay, UnderlayError> {
-    let mut host = HostView { links: kernel.ipv4_links().await?, ..HostView::default() };
-    if let Some(destination) = choice.can_reach {
-        host.can_reach = Some((destination, kernel.route_get(destination).await?));
-    }
-    let by_default_route = !choice.names_an_interface() && choice.public_ip.is_none();
-    if by_default_route {
-        host.default_route = kernel.default_route().await?;
-    }
-    if ipv6 {
-        let default_route = match by_default_route && choice.public_ipv6.is_none() {
-            true => kernel.default_route_v6().await?,
-            false => None,
-        };
-        host.ipv6 = Some(Ipv6View { addresses: kernel.ipv6_addresses().await?, default_route });
-    }
-    let chosen = choose(choice, &host)?;
-    for miss in &chosen.skipped {
-        tracing::warn!(%miss, "underlay flag matched nothing; trying the next one");
-    }
-    Ok(chosen.underlay)
-}
-
-/// `ip -4 addr show` (and `ip -6 addr show` when the underlay has IPv6), for the interface
-/// `underlay` names by index, when the flags no longer match anything (an interface chosen by
-/// name was renamed, the default route went with its address): the same interface as it is now,
-/// with its name and MTU, keeping each of the underlay's addresses while it holds it and
-/// otherwise taking its first usable one (flanneld's rule for an interface named by `--iface`);
-/// each public address follows its local one unless a flag set it apart. `None` when the
-/// interface is gone or lacks a usable address of a family the underlay has.
-///
-/// # Errors
-/// The link or address dump failed.
-pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Underlay>, NetlinkError> {
-    let links = kernel.ipv4_links().await?;
-    let Some(link) = links.iter().find(|link| link.index == underlay.index) else { return Ok(None) };
-    let ip = match link.addresses.contains(&underlay.ip) {
-        true => underlay.ip,
-        false => match usable_addresses(&link.addresses).first() {
-            Some(ip) => *ip,
-            None => return Ok(None),
-        },
-    };
-    let public_ip = if underlay.public_ip == underlay.ip { ip } else { underlay.public_ip };
-    let (ipv6, public_ipv6) = match underlay.ipv6 {
-        Some(_) => match kept_ipv6(underlay, &kernel.ipv6_addresses().await?) {
-            Some((ipv6, public_ipv6)) => (Some(ipv6), Some(public_ipv6)),
-            None => return Ok(None),
-        },
-        None => (None, None),
-    };
-    Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, ipv6, public_ipv6 }))
 }
 
 /// eth0, index 4, 198.18.0.11, MTU 1500, no IPv6: the underlay unit tests elsewhere build on.

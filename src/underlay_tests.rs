@@ -346,3 +346,12 @@ fn a_kept_interface_keeps_its_ipv6_address_while_it_holds_it() {
     assert_eq!(ipv6::kept_ipv6(&apart, &addresses), Some((best, nat)), "--public-ipv6 stays");
     assert_eq!(ipv6::kept_ipv6(&Underlay { index: 9, ..underlay }, &addresses), None);
 }
+
+#[test]
+fn only_flags_that_ipv6_addresses_could_satisfy_wait_for_the_config() {
+    assert!(!iface(&["eth0", "10.0.0.1", "::ffff:10.0.0.1"]).may_need_ipv6());
+    assert!(!UnderlayChoice { public_ip: Some(ip("10.0.0.1")), ..UnderlayChoice::default() }.may_need_ipv6());
+    assert!(iface(&["eth0", "fd18::11"]).may_need_ipv6());
+    assert!(regex(&["^eth"]).may_need_ipv6());
+    assert!(with(UnderlayChoice::default(), None, Some("fd18::11")).may_need_ipv6());
+}

@@ -29,6 +29,7 @@ mod netns;
 mod ping;
 mod process;
 mod tls;
+mod underlay6;
 mod weftd;
 
 pub use etcd::{EtcdMode, ETCD_ROOT_PASSWORD, ETCD_ROOT_USER, ETCD_WEFT_PASSWORD, ETCD_WEFT_USER};

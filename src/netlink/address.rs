@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::AddressFamily;
 
 use super::link::{link_mtu, link_name};
 use super::{request_error, Kernel, NetlinkError};

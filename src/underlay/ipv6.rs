@@ -53,8 +53,7 @@ fn demoted(address: &Ipv6Address) -> bool {
 /// link-local; within each, clean before tentative, deprecated or temporary, then permanent
 /// before dynamic; the kernel's order otherwise.
 pub fn usable_ipv6(addresses: &[Ipv6Address], index: u32) -> Vec<Ipv6Address> {
-    let mut usable: Vec<Ipv6Address> =
-        addresses.iter().filter(|a| a.index == index && !never_usable(a)).copied().collect();
+    let mut usable: Vec<Ipv6Address> = addresses.iter().filter(|a| a.index == index && !never_usable(a)).copied().collect();
     // A stable sort keeps the kernel's order among equals.
     usable.sort_by_key(|a| (is_link_local(a.ip), demoted(a), !a.flags.permanent));
     usable
