@@ -158,19 +158,12 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
     let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
-    let public_ip = underlay.public_ip;
 
-    let mac = vtep_mac(&kernel, &config, public_ip).await?;
+    let mac = vtep_mac(&kernel, &config, underlay.public_ip).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
-    let mut attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
-    if config.ipv6.is_some() {
-        // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
-        // peers panic on a lease without its IPv6 part.
-        let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
-        attrs = attrs.with_ipv6(public_ipv6, model::derived_mac(public_ipv6, config.backend.vni));
-    }
+    let attrs = own_attrs(&config, &underlay, device.mac)?;
     let previous = Previous {
         subnet: subnet_env::read_previous_subnet(&options.subnet_file),
         ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
@@ -204,6 +197,19 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
+}
+
+/// Our lease's attributes: the underlay's PublicIP and the device's MAC, and under a dual-stack
+/// config the PublicIPv6 and the IPv6 device's MAC.
+fn own_attrs(config: &NetworkConfig, underlay: &Underlay, mac: MacAddr) -> Result<LeaseAttrs, DaemonError> {
+    let attrs = LeaseAttrs::vxlan(underlay.public_ip, config.backend.vni, mac);
+    if config.ipv6.is_none() {
+        return Ok(attrs);
+    }
+    // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
+    // peers panic on a lease without its IPv6 part.
+    let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
+    Ok(attrs.with_ipv6(public_ipv6, model::derived_mac(public_ipv6, config.backend.vni)))
 }
 
 /// The underlay as IPv4 alone chooses it, before etcd is reached, so a wrong flag fails at

@@ -3,8 +3,9 @@
 //! operator would — the lease's `PublicIP` and `PublicIPv6` with `etcdctl get`, and weftd's
 //! own words when both default routes do not leave by one interface.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lab::underlay6::UnderlayCase;
 use lab::{Host, Lab};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
@@ -34,12 +35,7 @@ fn second_nic(host: &Host) {
 }
 
 /// One way of naming the IPv6 underlay, and the lease's (PublicIP, PublicIPv6) it must give.
-struct Case {
-    what: &'static str,
-    flags: Vec<String>,
-    env: Vec<(&'static str, String)>,
-    expected: (String, String),
-}
+type Case = UnderlayCase<(String, String)>;
 
 /// Adds one host per case (eth0 with several IPv6 addresses) and returns the cases, in host order.
 fn hosts_and_cases(lab: &mut Lab) -> Vec<Case> {
@@ -82,21 +78,10 @@ fn hosts_and_cases(lab: &mut Lab) -> Vec<Case> {
     ]
 }
 
-/// Each host's lease (PublicIP, PublicIPv6), waiting until every host has one or CONVERGE has
-/// passed (a weftd that failed never gets one), so one run reports every case.
-fn observe_all(lab: &Lab, hosts: usize) -> Vec<Option<(String, String)>> {
-    let observe = |n| {
-        let lease = lab.own_dual_stack_lease(n)?;
-        Some((lease["PublicIP"].as_str()?.to_string(), lease["PublicIPv6"].as_str()?.to_string()))
-    };
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let seen: Vec<_> = (1..=hosts).map(observe).collect();
-        if seen.iter().all(Option::is_some) || Instant::now() > deadline {
-            return seen;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Host N's lease (PublicIP, PublicIPv6), once it has one.
+fn observe(lab: &Lab, n: usize) -> Option<(String, String)> {
+    let lease = lab.own_dual_stack_lease(n)?;
+    Some((lease["PublicIP"].as_str()?.to_string(), lease["PublicIPv6"].as_str()?.to_string()))
 }
 
 #[test]
@@ -104,24 +89,8 @@ fn the_lease_advertises_the_ipv6_address_flanneld_rules_choose() {
     let mut lab = Lab::new();
     lab.put_network_config(CONFIG);
     let cases = hosts_and_cases(&mut lab);
-    let _daemons: Vec<_> = cases
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let flags: Vec<&str> = c.flags.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> = c.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            lab.start_weftd_picking_iface(i + 1, &flags, &env)
-        })
-        .collect();
-    let seen = observe_all(&lab, cases.len());
-    let wrong: Vec<String> = (cases.iter().zip(&seen).enumerate())
-        .filter(|(_, (c, seen))| seen.as_ref() != Some(&c.expected))
-        .map(|(i, (c, seen))| {
-            let log = lab.log_tail(&format!("weftd-h{}.log", i + 1), 3);
-            format!("host {}: {}: want (PublicIP, PublicIPv6) {:?}, saw {seen:?}\n{log}", i + 1, c.what, c.expected)
-        })
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let wrong = lab.run_underlay_cases(&cases, CONVERGE, |n| observe(&lab, n));
+    assert!(wrong.is_empty(), "want (PublicIP, PublicIPv6):\n{}", wrong.join("\n"));
 }
 
 #[test]
