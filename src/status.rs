@@ -174,7 +174,11 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
             let stand_in = Underlay {
                 name: String::new(),
                 index: actual.underlay_index.unwrap_or_default(), // replaced just below
-                ip: actual.local,
+                // flannel.1's local is IPv4; anything else is drift the comparison reports.
+                ip: match actual.local {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                },
                 mtu: actual.mtu + VXLAN_OVERHEAD,
                 public_ip: own.attrs.public_ip,
                 ipv6: own.attrs.public_ipv6,
@@ -411,7 +415,7 @@ mod tests {
         observed.device = Some(wanted.clone());
         assert!(assess(&observed).healthy, "the device as the lease asks");
         observed.device =
-            Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9), ..wanted.clone() });
+            Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9).into(), ..wanted.clone() });
         let status = assess(&observed);
         assert!(!status.healthy);
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The underlay's IPv6 side end to end (issue 15, item 3): real `weftd`s under a dual-stack
 //! config in host namespaces whose eth0 holds several IPv6 addresses, checked the way an
-//! operator would — the lease's `PublicIP` and `PublicIPv6` with `etcdctl get`, and weftd's
-//! own words when both default routes do not leave by one interface.
+//! operator would — the lease's `PublicIP` and `PublicIPv6` with `etcdctl get`, flannel-v6.1's
+//! `local` with `ip -d link`, and weftd's own words when both default routes do not leave by
+//! one interface.
 
 use std::time::Duration;
 
@@ -134,4 +135,9 @@ fn a_readdressed_ipv6_underlay_is_advertised_without_waiting_for_the_resync() {
     host.add_ipv6("eth0", &format!("{moved}/64"), &[]);
     host.del_ipv6("eth0", &format!("{first}/64"));
     lab::poll(&format!("the lease to advertise {moved}"), CONVERGE, || (public_ipv6(&lab)? == moved).then_some(()));
+    // And the IPv6 VXLAN device sends from it.
+    lab::poll(&format!("flannel-v6.1's local to be {moved}"), CONVERGE, || {
+        let link = host.try_ip_json(&["-d", "link", "show", "flannel-v6.1"]).ok()?;
+        (link[0]["linkinfo"]["info_data"]["local6"].as_str()? == moved).then_some(())
+    });
 }

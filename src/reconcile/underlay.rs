@@ -3,10 +3,11 @@
 //! lease keeper to advertise a new PublicIP or PublicIPv6.
 
 use std::mem::Discriminant;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tokio::sync::watch;
 
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::{Lease, LeaseAttrs, MacAddr};
 use crate::netlink::Kernel;
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
@@ -95,12 +96,17 @@ impl UnderlayFollower {
     }
 }
 
-/// Asks the lease keeper (through `attrs`) to advertise the underlay's PublicIP and (when it
-/// has one) PublicIPv6 (the underlay was readdressed) if our lease says otherwise.
-pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, underlay: &Underlay, own: &Lease) {
-    let (public_ip, public_ipv6) = (underlay.public_ip, underlay.public_ipv6.or(own.attrs.public_ipv6));
-    if own.attrs.public_ip != public_ip || own.attrs.public_ipv6 != public_ipv6 {
-        let wanted = LeaseAttrs { public_ip, public_ipv6, ..own.attrs.clone() };
+/// Asks the lease keeper (through `attrs`) to advertise `public_ip` (the underlay was
+/// readdressed) if our lease says otherwise; dual-stack, with `ipv6` (the underlay's public
+/// IPv6 and the IPv6 device's MAC), also that PublicIPv6, and a BackendV6Data if our lease
+/// has none (it keeps the MAC it advertises: the device is set back to that one).
+pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, ipv6: Option<(Ipv6Addr, MacAddr)>, own: &Lease) {
+    let mut wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
+    if let Some((public_ipv6, mac)) = ipv6 {
+        let mac = own.attrs.backend_v6_data.as_ref().map_or(mac, |data| data.vtep_mac);
+        wanted = wanted.with_ipv6(public_ipv6, mac);
+    }
+    if own.attrs != wanted {
         attrs.send_if_modified(|current| {
             let modified = *current != wanted;
             *current = wanted;
