@@ -131,8 +131,11 @@ fn a_readdressed_ipv6_underlay_is_advertised_without_waiting_for_the_resync() {
     let public_ipv6 = |lab: &Lab| lab.own_dual_stack_lease(n).and_then(|l| l["PublicIPv6"].as_str().map(String::from));
     let first = host.underlay_ipv6.to_string();
     lab::poll("the lease to advertise the lab's IPv6 address", CONVERGE, || (public_ipv6(&lab)? == first).then_some(()));
+    // The new address, and a deprecated one the kernel lists before it (newest first): the
+    // lookup after the change ranks them as at start.
     let moved = v6(5, host);
     host.add_ipv6("eth0", &format!("{moved}/64"), &[]);
+    host.add_ipv6("eth0", &format!("{}/64", v6(6, host)), &["preferred_lft", "0"]);
     host.del_ipv6("eth0", &format!("{first}/64"));
     lab::poll(&format!("the lease to advertise {moved}"), CONVERGE, || (public_ipv6(&lab)? == moved).then_some(()));
     // And the IPv6 VXLAN device sends from it.
