@@ -22,6 +22,7 @@ use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
+use crate::names::dns::{self, DnsError, DnsOptions};
 use crate::netlink::{self, Kernel, NetlinkError};
 use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
@@ -53,6 +54,8 @@ pub struct DaemonOptions {
     pub healthz: Option<std::net::TcpListener>,
     /// The socket /metrics is served on, bound by the caller; `None` disables it.
     pub metrics: Option<std::net::TcpListener>,
+    /// `--names`: the DNS server on docker0 for this domain's names; `None` without it.
+    pub names_dns: Option<DnsOptions>,
 }
 
 /// Why the daemon stopped with an error.
@@ -70,6 +73,8 @@ pub enum DaemonError {
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// A dual-stack config, but the underlay has no IPv6 address to advertise.
     #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
     NoPublicIpv6 { iface: String },
@@ -178,7 +183,11 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
+    let names_registry = registry.clone();
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
+    if let Some(names) = options.names_dns.take() {
+        tasks.spawn("DNS server", dns::serve(names_registry, names, own_rx.clone(), Arc::clone(&metrics)));
+    }
 
     let direct_routing = config.backend.direct_routing;
     let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
@@ -236,14 +245,17 @@ fn start_lease_tasks(
     let rules = ipmasq::RuleOptions {
         ip_masq: options.ip_masq,
         forward: options.iptables_forward_rules,
+        dns: options.names_dns.is_some(),
         interval: options.iptables_resync,
     };
-    // With neither flag there are no rules to keep, and `keep_rules` returns at once.
-    if rules.ip_masq || rules.forward {
+    // With no flag asking for rules there are none to keep, and `keep_rules` returns at once.
+    if rules.ip_masq || rules.forward || rules.dns {
         tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
-        if let Some(ipv6) = &config.ipv6 {
-            tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
-        }
+    }
+    // The DNS server listens on IPv4 only: no ip6tables rules guard it.
+    let rules = ipmasq::RuleOptions { dns: false, ..rules };
+    if let (Some(ipv6), true) = (&config.ipv6, rules.ip_masq || rules.forward) {
+        tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
     }
     (own_rx, leases_rx, attrs_tx)
 }
