@@ -258,6 +258,9 @@ fn init_logging(verbosity: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // hickory-server logs every DNS query at info; weftd counts them instead (metrics).
+    let quiet = std::env::var("RUST_LOG").map_or(true, |wanted| !wanted.contains("hickory"));
+    let filter = if quiet { filter.add_directive("hickory_server=warn".parse().expect("a valid directive")) } else { filter };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
