@@ -183,11 +183,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
-    let names_registry = registry.clone();
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
-    if let Some(names) = options.names_dns.take() {
-        tasks.spawn("DNS server", dns::serve(names_registry, names, own_rx.clone(), Arc::clone(&metrics)));
-    }
 
     let direct_routing = config.backend.direct_routing;
     let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
@@ -216,7 +212,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
 }
 
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
-/// log, the iptables rules); returns our lease, every lease, and where to ask for new attrs.
+/// log, the iptables rules, the DNS server on docker0's address); returns our lease, every lease, and where to ask for new attrs.
 fn start_lease_tasks(
     tasks: &mut Tasks,
     registry: Registry,
@@ -229,6 +225,9 @@ fn start_lease_tasks(
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
+    if let Some(names) = options.names_dns.clone() {
+        tasks.spawn("DNS server", dns::serve(registry.clone(), names, own_rx.clone(), Arc::clone(metrics)));
+    }
     tasks.spawn_forever(
         "lease follower",
         registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics), config.ipv6),
