@@ -7,8 +7,9 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
-# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs).
-DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl
+# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs); dnsmasq-base is the
+# "outside" resolver of tests/names_dns.rs.
+DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl dnsmasq-base
 # Integration tests each run etcd and several daemons; more threads mostly adds contention.
 TEST_THREADS ?= 2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)

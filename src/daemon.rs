@@ -22,6 +22,7 @@ use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
+use crate::names::dns::{self, DnsError, DnsOptions};
 use crate::netlink::{self, Kernel, NetlinkError};
 use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
@@ -53,6 +54,8 @@ pub struct DaemonOptions {
     pub healthz: Option<std::net::TcpListener>,
     /// The socket /metrics is served on, bound by the caller; `None` disables it.
     pub metrics: Option<std::net::TcpListener>,
+    /// `--names`: the DNS server on docker0 for this domain's names; `None` without it.
+    pub names_dns: Option<DnsOptions>,
 }
 
 /// Why the daemon stopped with an error.
@@ -72,6 +75,8 @@ pub enum DaemonError {
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// A dual-stack config, but the underlay has no IPv6 address to advertise.
     #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
     NoPublicIpv6 { iface: String },
@@ -245,7 +250,7 @@ async fn final_underlay(
 }
 
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
-/// log, the iptables rules); returns our lease, every lease, and where to ask for new attrs.
+/// log, the iptables rules, the DNS server on docker0's address); returns our lease, every lease, and where to ask for new attrs.
 fn start_lease_tasks(
     tasks: &mut Tasks,
     registry: Registry,
@@ -258,6 +263,9 @@ fn start_lease_tasks(
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
+    if let Some(names) = options.names_dns.clone() {
+        tasks.spawn("DNS server", dns::serve(registry.clone(), names, own_rx.clone(), Arc::clone(metrics)));
+    }
     tasks.spawn_forever(
         "lease follower",
         registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics), config.ipv6),
@@ -274,14 +282,17 @@ fn start_lease_tasks(
     let rules = ipmasq::RuleOptions {
         ip_masq: options.ip_masq,
         forward: options.iptables_forward_rules,
+        dns: options.names_dns.is_some(),
         interval: options.iptables_resync,
     };
-    // With neither flag there are no rules to keep, and `keep_rules` returns at once.
-    if rules.ip_masq || rules.forward {
+    // With no flag asking for rules there are none to keep, and `keep_rules` returns at once.
+    if rules.ip_masq || rules.forward || rules.dns {
         tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
-        if let Some(ipv6) = &config.ipv6 {
-            tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
-        }
+    }
+    // The DNS server listens on IPv4 only: no ip6tables rules guard it.
+    let rules = ipmasq::RuleOptions { dns: false, ..rules };
+    if let (Some(ipv6), true) = (&config.ipv6, rules.ip_masq || rules.forward) {
+        tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
     }
     (own_rx, leases_rx, attrs_tx)
 }

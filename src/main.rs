@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
 use weft::etcd::EtcdOptions;
+use weft::names::dns::DnsOptions;
 use weft::status;
 use weft::underlay::{self, UnderlayChoice};
 
@@ -115,6 +116,15 @@ struct Flags {
     /// Port of the Prometheus /metrics endpoint; 0 disables it (weft extension).
     #[arg(long, env = "FLANNELD_METRICS_PORT", default_value_t = 0)]
     metrics_port: u16,
+    /// Names across hosts: serve DNS for containers' names on docker0's address (UDP and TCP
+    /// port 53), from etcd's SkyDNS records of --names-domain, other names through the
+    /// resolvers of /etc/resolv.conf (weft extension).
+    #[arg(long, env = "FLANNELD_NAMES", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    names: bool,
+    /// The DNS domain containers' names are published and served under (weft extension).
+    #[arg(long, env = "FLANNELD_NAMES_DOMAIN", default_value = "weft.local")]
+    names_domain: weft::names::skydns::Domain,
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
     #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
     verbosity: u8,
@@ -233,6 +243,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         // with the same FLANNELD_* environment, must not try to take the daemon's ports.
         healthz: None,
         metrics: None,
+        names_dns: flags.names.then(|| DnsOptions { domain: flags.names_domain, resolv_conf: PathBuf::from("/etc/resolv.conf") }),
     })
 }
 
@@ -254,6 +265,9 @@ fn init_logging(verbosity: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // hickory-server logs every DNS query at info; weftd counts them instead (metrics).
+    let quiet = std::env::var("RUST_LOG").map_or(true, |wanted| !wanted.contains("hickory"));
+    let filter = if quiet { filter.add_directive("hickory_server=warn".parse().expect("a valid directive")) } else { filter };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
@@ -413,5 +427,10 @@ mod tests {
         assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
         assert!(flags.iptables_forward_rules && !flags.ip_masq);
         assert_eq!(flags.iptables_resync, 5);
+        assert!(!flags.names);
+        assert_eq!(flags.names_domain.to_string(), "weft.local");
+        let flags = parse(&["--names", "-names-domain=Cluster.Example."]);
+        assert!(flags.names);
+        assert_eq!(flags.names_domain.to_string(), "cluster.example");
     }
 }

@@ -23,6 +23,13 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// What became of a DNS query: `answered` (from the names' cache, NXDOMAIN included),
+/// `forwarded` (answered by the host's resolvers) or `failed` (SERVFAIL, NOTIMP).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 /// Everything weftd counts. Cheap to update from any task.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +44,7 @@ pub struct Metrics {
     pub etcd_reconnects: Counter,
     pub watch_restarts: Counter,
     pub lease_to_kernel: Histogram,
+    pub dns_queries: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -55,6 +63,7 @@ impl Metrics {
             watch_restarts: Counter::default(),
             // 100 µs to ~3 s.
             lease_to_kernel: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            dns_queries: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
@@ -94,6 +103,11 @@ impl Metrics {
             Unit::Seconds,
             metrics.lease_to_kernel.clone(),
         );
+        r.register(
+            "dns_queries",
+            "DNS queries on docker0 (--names), by outcome: answered, forwarded, failed",
+            metrics.dns_queries.clone(),
+        );
         Arc::new(metrics)
     }
 
@@ -128,6 +142,11 @@ impl Metrics {
         self.lease_expiry.set(at.unwrap_or(0.0));
     }
 
+    /// Counts one DNS query with its outcome (`answered`, `forwarded` or `failed`).
+    pub fn count_dns_query(&self, outcome: &'static str) {
+        self.dns_queries.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
     /// Every metric in the OpenMetrics text format (`application/openmetrics-text`).
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -147,6 +166,7 @@ mod tests {
         metrics.set_programmed(&KernelState::default(), 0);
         metrics.set_failing(1, &[("fdb", 1)].into());
         metrics.lease_to_kernel.observe(0.002);
+        metrics.count_dns_query("forwarded");
         let text = metrics.encode();
         for name in [
             "weft_peers ",
@@ -161,6 +181,7 @@ mod tests {
             "weft_etcd_reconnects_total 0",
             "weft_watch_restarts_total 0",
             "weft_lease_event_to_kernel_seconds_count 1",
+            "weft_dns_queries_total{outcome=\"forwarded\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
