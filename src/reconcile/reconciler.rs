@@ -132,6 +132,7 @@ impl Reconciler {
         };
         let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
         let (desired, skipped) = desired_state(&self.config, &us, leases, &context);
+        self.record.skipped::<std::net::Ipv4Addr>(&skipped);
         self.warnings.warn_once(leases, skipped, &desired, &context);
         let desired = Arc::new(desired);
         // Before writing: the echoes of our writes then agree with it and wake nobody.

@@ -1,22 +1,25 @@
-//! What a pass tells the metrics: runs and errors, the entries programmed, the peers failing,
-//! repairs (a pass that writes with neither our lease nor the leases changed) and how long a
-//! lease change took to reach the kernel.
+//! What a pass tells the metrics: runs and errors, the entries programmed and the peers skipped
+//! (per address family), the peers failing, repairs (a pass that writes with neither our lease
+//! nor the leases changed) and how long a lease change took to reach the kernel.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 
 use crate::lease::{Lease, LeaseSet};
-use crate::model::KernelState;
+use crate::model::{Family, KernelState};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::apply::{Applied, Failure, Ongoing, Transitions};
+use crate::reconcile::desired::SkippedPeer;
 
 /// The metrics and what they need remembered between passes.
 pub struct PassRecord {
     metrics: Arc<Metrics>,
-    /// The (own subnet, lease revision) of the last successful pass: a later pass that still
-    /// has to change something, with neither changed, is repairing the kernel.
-    last_reconciled: Option<(Ipv4Network, Option<i64>)>,
+    /// The (own subnet, lease revision) of the last successful pass, per family name: a later
+    /// pass of that family that still has to change something, with neither changed, is
+    /// repairing the kernel.
+    last_reconciled: HashMap<&'static str, (Ipv4Network, Option<i64>)>,
     /// Kernel entries refused in the last pass, retried every pass and logged when they start
     /// and when they end.
     failing: Ongoing,
@@ -24,7 +27,7 @@ pub struct PassRecord {
 
 impl PassRecord {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        PassRecord { metrics, last_reconciled: None, failing: Ongoing::default() }
+        PassRecord { metrics, last_reconciled: HashMap::new(), failing: Ongoing::default() }
     }
 
     /// A pass starts.
@@ -47,20 +50,25 @@ impl PassRecord {
         transitions
     }
 
-    /// Updates the metrics after a pass. Only changes the kernel accepted count: retrying a
-    /// refused entry every pass repairs nothing.
-    pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied) {
+    /// Counts the peer leases (or their parts of family `A`) a pass of that family skipped.
+    pub fn skipped<A: Family>(&self, skipped: &[SkippedPeer]) {
+        self.metrics.peers_skipped.set::<A>(skipped.len() as i64);
+    }
+
+    /// Updates the metrics after a pass of family `A`. Only changes the kernel accepted count:
+    /// retrying a refused entry every pass repairs nothing.
+    pub fn applied<A: Family>(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState<A>, applied: &Applied) {
         self.metrics.set_programmed(desired, applied.failed_peers().len());
         let inputs = (own.subnet, leases.revision);
         let changes = applied.written as u64;
-        if self.last_reconciled == Some(inputs) && changes > 0 {
+        let last = self.last_reconciled.insert(A::NAME, inputs);
+        if last == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);
             tracing::info!(entries = changes, "repaired kernel entries");
-        } else if self.last_reconciled != Some(inputs) && changes > 0 {
+        } else if last != Some(inputs) && changes > 0 {
             if let Some(at) = leases.changed_at {
                 self.metrics.lease_to_kernel.observe(at.elapsed().as_secs_f64());
             }
         }
-        self.last_reconciled = Some(inputs);
     }
 }
