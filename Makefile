@@ -7,6 +7,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
+# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs).
 DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl
 # Integration tests each run etcd and several daemons; more threads mostly adds contention.
 TEST_THREADS ?= 2
@@ -28,6 +29,7 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found (looked in PATH and ~/.cargo/bin); install Rust with rustup" >&2; exit 1; }
+	@PATH="$$PATH:/usr/sbin:/sbin" command -v ip6tables >/dev/null || { echo "ip6tables not found; Debian's iptables package provides it (check update-alternatives --display ip6tables)" >&2; exit 1; }
 
 ## build: every target (lib, weftd, tests, examples) of the workspace (weft and its test lab)
 build:

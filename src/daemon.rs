@@ -230,10 +230,17 @@ fn start_lease_tasks(
         metrics: Arc::clone(metrics),
     };
     tasks.spawn_forever("lease keeper", keeper.run(own_tx, leases_rx.clone()));
-    let (masq, forward, interval) = (options.ip_masq, options.iptables_forward_rules, options.iptables_resync);
+    let rules = ipmasq::RuleOptions {
+        ip_masq: options.ip_masq,
+        forward: options.iptables_forward_rules,
+        interval: options.iptables_resync,
+    };
     // With neither flag there are no rules to keep, and `keep_rules` returns at once.
-    if masq || forward {
-        tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, masq, forward, interval, own_rx.clone()));
+    if rules.ip_masq || rules.forward {
+        tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
+        if let Some(ipv6) = &config.ipv6 {
+            tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
+        }
     }
     (own_rx, leases_rx, attrs_tx)
 }
