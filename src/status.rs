@@ -159,7 +159,7 @@ pub fn assess(observed: &Observed) -> Status {
         .leases
         .iter()
         .map(|lease| {
-            let part = v4.parts.get(&lease.subnet).cloned().unwrap_or(PartCheck::Absent);
+            let part = v4.part(lease.subnet);
             let (route, arp, fdb) = part.entries();
             LeaseStatus {
                 subnet: lease.subnet,
@@ -168,11 +168,8 @@ pub fn assess(observed: &Observed) -> Status {
                 expires_in_seconds: lease.etcd_lease.and_then(|id| observed.ttls.get(&id).copied().flatten()),
                 reservation: lease.is_reservation(),
                 this_host: part == PartCheck::Own,
-                skipped: match &part {
-                    PartCheck::Skipped(reason) => Some(reason.clone()),
-                    _ => None,
-                },
-                direct: matches!(part, PartCheck::Checked { direct: true, .. }),
+                skipped: part.skipped(),
+                direct: part.is_direct(),
                 route,
                 arp,
                 fdb,
@@ -235,17 +232,14 @@ fn ipv6_this_host(observed: &Observed, own: Option<&Lease>) -> ThisHost<Ipv6Addr
 
 /// A lease's IPv6 part as status shows it: what the lease writes, and its checks.
 fn ipv6_part(lease: &Lease, checks: &FamilyChecks) -> Ipv6PartStatus {
-    let part = checks.parts.get(&lease.subnet).cloned().unwrap_or(PartCheck::Absent);
+    let part = checks.part(lease.subnet);
     let (route, neighbour, fdb) = part.entries();
     Ipv6PartStatus {
         subnet: lease.ipv6_subnet,
         public_ip: lease.attrs.public_ipv6,
         vtep_mac: lease.attrs.backend_v6_data.as_ref().map(|d| d.vtep_mac.to_string()),
-        skipped: match &part {
-            PartCheck::Skipped(reason) => Some(reason.clone()),
-            _ => None,
-        },
-        direct: matches!(part, PartCheck::Checked { direct: true, .. }),
+        skipped: part.skipped(),
+        direct: part.is_direct(),
         route,
         neighbour,
         fdb,

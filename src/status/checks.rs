@@ -55,6 +55,19 @@ impl PartCheck {
         }
     }
 
+    /// Why weftd skips the part, if it does.
+    pub fn skipped(&self) -> Option<String> {
+        match self {
+            PartCheck::Skipped(reason) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the part is reached by a direct route (`Backend.DirectRouting`).
+    pub fn is_direct(&self) -> bool {
+        matches!(self, PartCheck::Checked { direct: true, .. })
+    }
+
     /// The route, neighbour and FDB checks, all not applicable for a part not checked.
     pub fn entries(&self) -> EntryChecks {
         match self {
@@ -74,6 +87,11 @@ pub struct FamilyChecks {
 }
 
 impl FamilyChecks {
+    /// How the part of the lease of IPv4 subnet `subnet` fared.
+    pub fn part(&self, subnet: Ipv4Network) -> PartCheck {
+        self.parts.get(&subnet).cloned().unwrap_or(PartCheck::Absent)
+    }
+
     /// The peer parts weftd programs, and how many of them have every entry right.
     pub fn peer_counts(&self) -> (usize, usize) {
         let checked: Vec<&PartCheck> = self.parts.values().filter(|p| matches!(p, PartCheck::Checked { .. })).collect();
