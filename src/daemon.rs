@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +27,12 @@ use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::readiness::Readiness;
-use crate::reconcile::reconciler::Reconciler;
+use crate::reconcile::reconciler::{Ipv6Device, Reconciler};
 use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
 use crate::subnet_env::{self, SubnetEnvError};
-use crate::underlay::{self, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug)]
@@ -62,6 +62,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
     #[error(transparent)]
     Underlay(#[from] UnderlayError),
     #[error(transparent)]
@@ -160,17 +162,12 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
 
-    let mac = vtep_mac(&kernel, &config, public_ip).await?;
+    let vni = config.backend.vni;
+    let mac = vtep_mac(&kernel, &model::device_name(vni), public_ip, vni).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
-    let mut attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
-    if config.ipv6.is_some() {
-        // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
-        // peers panic on a lease without its IPv6 part.
-        let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
-        attrs = attrs.with_ipv6(public_ipv6, model::derived_mac(public_ipv6, config.backend.vni));
-    }
+    let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, device.mac).await?;
     let previous = Previous {
         subnet: subnet_env::read_previous_subnet(&options.subnet_file),
         ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
@@ -180,8 +177,10 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
 
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
 
-    let direct_routing = config.backend.direct_routing;
-    let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
+    let ipv4 = netlink::DeviceWatch::new(&spec.name, device.index, config.network);
+    // Index 0 (no link) until the first pass has set the IPv6 device up: followed by name.
+    let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&model::ipv6_device_name(vni), 0, v6.network));
+    let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, config.backend.direct_routing)?;
     let readiness = Readiness {
         ipv6_network: config.ipv6.map(|v6| v6.network),
         subnet_file: options.subnet_file,
@@ -201,6 +200,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         readiness,
         record: PassRecord::new(metrics),
         warnings: PeerWarnings::default(),
+        ipv6,
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
@@ -220,7 +220,10 @@ fn start_lease_tasks(
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
-    tasks.spawn_forever("lease follower", registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics)));
+    tasks.spawn_forever(
+        "lease follower",
+        registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics), config.ipv6),
+    );
     let keeper = LeaseKeeper {
         registry,
         config: config.clone(),
@@ -250,11 +253,37 @@ async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
 }
 
-/// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may
-/// still point at it), else one derived from the PublicIP and VNI, stable across restarts.
-async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) -> Result<MacAddr, NetlinkError> {
-    let existing = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
-    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
+/// What our lease says: PublicIP and the VXLAN device's MAC `mac`, and under a dual-stack
+/// config the PublicIPv6 and the IPv6 device's MAC (also returned, for the reconciler, which
+/// creates or adopts that device in its first pass).
+///
+/// # Errors
+/// The underlay has no IPv6 address to advertise; the kernel refused to show the IPv6 device.
+async fn lease_attrs(
+    kernel: &Kernel,
+    config: &NetworkConfig,
+    underlay: &Underlay,
+    mac: MacAddr,
+) -> Result<(LeaseAttrs, Option<Ipv6Device>), DaemonError> {
+    let vni = config.backend.vni;
+    let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, mac);
+    if config.ipv6.is_none() {
+        return Ok((attrs, None));
+    }
+    // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
+    // peers panic on a lease without its IPv6 part.
+    let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
+    let mac = vtep_mac(kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
+    Ok((attrs.with_ipv6(public_ipv6, mac), Some(Ipv6Device::new(mac))))
+}
+
+/// The VTEP MAC our lease advertises for the VXLAN device `name` (`flannel.<VNI>` or
+/// `flannel-v6.<VNI>`): the one the device left by an earlier run has (peers may still point
+/// at it), else one derived from the device family's public address and the VNI, stable
+/// across restarts.
+async fn vtep_mac(kernel: &Kernel, name: &str, public_ip: impl Into<IpAddr>, vni: u32) -> Result<MacAddr, NetlinkError> {
+    let existing = kernel.vxlan_device(name).await?;
+    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, vni), |spec| spec.mac))
 }
 
 /// Reads `<prefix>/config`, waiting (one try a second) while it is absent. An invalid config

@@ -19,7 +19,7 @@ use crate::device;
 use crate::etcd::{EtcdOptions, MalformedLease, Registry, RegistryError};
 use crate::lease::{EtcdLeaseId, Lease};
 use crate::model::{self, KernelContext, KernelState};
-use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
+use crate::netlink::{Kernel, KernelFamily, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::ThisHost;
 use crate::underlay::Underlay;
 
@@ -143,6 +143,8 @@ pub struct ObservedFamily<A: model::Family> {
     /// `None` when the device does not exist.
     pub kernel: Option<KernelState<A>>,
     pub context: KernelContext<A>,
+    /// The device's settings: `None` when it does not exist or is not a VXLAN device.
+    pub device: Option<VxlanSpec>,
 }
 
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
@@ -177,7 +179,8 @@ pub fn assess(observed: &Observed) -> Status {
             }
         })
         .collect();
-    let device_drift = device_drift(observed, own);
+    let mut device_drift = device_drift(observed, own);
+    device_drift.extend(ipv6_device_drift(observed, own));
     let ipv6_ok =
         v6.as_ref().is_none_or(|(status, checks)| status.device_present && status.own_subnet.is_some() && checks.is_ok());
     Status {
@@ -261,7 +264,11 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
             let stand_in = Underlay {
                 name: String::new(),
                 index: actual.underlay_index.unwrap_or_default(), // replaced just below
-                ip: actual.local,
+                // flannel.1's local is IPv4; anything else is drift the comparison reports.
+                ip: match actual.local {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                },
                 mtu: actual.mtu + VXLAN_OVERHEAD,
                 public_ip: own.attrs.public_ip,
                 public_ipv6: own.attrs.public_ipv6,
@@ -271,6 +278,18 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
     };
     let drift = device::drift(&wanted, actual);
     drift.iter().map(|d| format!("{name}: {d}")).collect()
+}
+
+/// flannel-v6's drift from what the underlay, the config and our lease's IPv6 VtepMAC ask for;
+/// nothing to compare without our lease's IPv6 part, the device or an underlay with an IPv6
+/// address (the first two are reported on their own, the last as the missing PublicIPv6).
+fn ipv6_device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
+    let (Some(own), Some(seen), Ok(underlay)) = (own, observed.ipv6.as_ref(), &observed.underlay) else { return Vec::new() };
+    let (Some(actual), Some(data), Some(local)) = (&seen.device, &own.attrs.backend_v6_data, underlay.public_ipv6) else {
+        return Vec::new();
+    };
+    let wanted = device::desired_ipv6_device(&observed.config, underlay, local, data.vtep_mac);
+    device::drift(&wanted, actual).iter().map(|d| format!("{}: {d}", wanted.name)).collect()
 }
 
 /// How many lease TTL requests `observe` keeps in flight on etcd's connection.
@@ -301,33 +320,39 @@ pub async fn observe(
         .try_collect()
         .await
         .map_err(unreachable)?;
-    // Read even without the device: the main table still tells which peers are direct.
-    let link = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
-    let (state, context) = kernel.read_state(link.as_ref().map_or(0, |l| l.index), config.network).await?;
-    let kernel_state = link.as_ref().map(|_| state);
+    let (v4, device) = observe_family::<Ipv4Addr>(kernel, &model::device_name(config.backend.vni), config.network).await?;
+    let ipv6 = match config.ipv6 {
+        Some(v6) => Some(observe_family::<Ipv6Addr>(kernel, &model::ipv6_device_name(config.backend.vni), v6.network).await?),
+        None => None,
+    };
     let malformed = listing.malformed;
-    let device = link.and_then(|l| l.spec);
-    let ipv6 = observe_ipv6(kernel, &config).await?;
     Ok(Observed {
         config,
         public_ip,
         leases: listing.leases,
         ttls,
         malformed,
-        kernel: kernel_state,
+        kernel: v4.kernel,
         device,
         underlay,
-        context,
-        ipv6,
+        context: v4.context,
+        ipv6: ipv6.map(|(observed, device)| ObservedFamily { device, ..observed }),
     })
 }
 
-/// The IPv6 device's entries and context, for a dual-stack config; `None` for an IPv4-only one.
-///
-/// Until netlink reads IPv6 tables (`Kernel::read_state::<Ipv6Addr>`, the kernel6 work), this
-/// host's IPv6 side reads as a missing device: status then says so and is not healthy.
-async fn observe_ipv6(_kernel: &Kernel, config: &NetworkConfig) -> Result<Option<ObservedFamily<Ipv6Addr>>, StatusError> {
-    Ok(config.ipv6.map(|_| ObservedFamily { kernel: None, context: KernelContext::default() }))
+/// The entries on family `A`'s device `name` and what decides their form (`ip neigh show dev`,
+/// `bridge fdb show dev`, `ip route`, `ip nexthop`, with `-6` for IPv6), and the device's
+/// settings. Read even without the device: the main table still tells which peers are direct.
+async fn observe_family<A: KernelFamily>(
+    kernel: &Kernel,
+    name: &str,
+    network: A::Network,
+) -> Result<(ObservedFamily<A>, Option<VxlanSpec>), StatusError> {
+    let link = kernel.vxlan_device(name).await?;
+    let (state, context) = kernel.read_state::<A>(link.as_ref().map_or(0, |l| l.index), network).await?;
+    let kernel_state = link.as_ref().map(|_| state);
+    let device = link.and_then(|l| l.spec);
+    Ok((ObservedFamily { kernel: kernel_state, context, device: None }, device))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 mod acquire;
 pub mod endpoints;
 mod follow;
+mod ipv6_notes;
 pub mod keys;
 mod listing;
 pub mod outage;
@@ -28,8 +29,9 @@ use tokio::sync::watch;
 
 pub use acquire::Previous;
 pub use endpoints::{EtcdOptions, REQUEST_TIMEOUT};
+pub use ipv6_notes::ipv6_problem;
 pub use keys::Keys;
-pub use listing::{LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
+pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
 pub use outage::Outage;
 pub use store::{StoreReplaced, StoreView};
 

@@ -1,15 +1,16 @@
-//! Addresses: every link's IPv4 addresses (the raw material of the underlay choice), and the
-//! VXLAN device's own address (`ip addr`).
+//! Addresses: every link's IPv4 addresses (the raw material of the underlay choice), and a
+//! VXLAN device's own address of its family (`ip addr`, `ip -6 addr`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::LinkMessage;
 
+use super::family::KernelFamily;
 use super::link::{link_mtu, link_name};
 use super::{request_error, Kernel, NetlinkError};
+use crate::model::Subnet;
 
 /// A link and its IPv4 addresses, as `ip -4 addr show` lists them: the raw material of the
 /// underlay choice (see the `underlay` module).
@@ -44,21 +45,19 @@ impl Kernel {
             .collect())
     }
 
+    /// `ip addr show dev <index>`: the link's addresses of every family.
+    async fn link_addresses(&self, index: u32) -> Result<Vec<AddressMessage>, NetlinkError> {
+        let addresses = self.handle.address().get().set_link_index_filter(index).execute();
+        addresses.try_collect().await.map_err(request_error("dump addresses"))
+    }
+
     /// `ip -6 addr show dev <index> scope global`: the first global IPv6 address of a link, in
     /// the kernel's order; `None` when it has none.
     ///
     /// # Errors
     /// The address dump failed.
     pub async fn first_global_ipv6(&self, index: u32) -> Result<Option<std::net::Ipv6Addr>, NetlinkError> {
-        let addresses: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(request_error("dump addresses"))?;
+        let addresses = self.link_addresses(index).await?;
         // RT_SCOPE_UNIVERSE: not link-local, not host.
         Ok(addresses.iter().filter(|a| a.header.scope == netlink_packet_route::address::AddressScope::Universe).find_map(|a| {
             a.attributes.iter().find_map(|attr| match attr {
@@ -68,31 +67,26 @@ impl Kernel {
         }))
     }
 
-    /// `ip addr replace <address> dev <device>`, removing any other IPv4 address from it (a
-    /// previous lease's subnet must not linger).
+    /// `ip addr replace <address> dev <device>` (`ip -6 addr` for an IPv6 one), removing every
+    /// other address of its family from the device (a previous lease's subnet must not linger)
+    /// but an IPv6 link-local one, which the kernel gives every device and IPv6 needs.
     ///
     /// # Errors
     /// The dump, a deletion or the addition failed.
-    pub async fn ensure_address(&self, index: u32, address: Ipv4Network) -> Result<(), NetlinkError> {
-        let current: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(request_error("dump addresses"))?;
+    pub async fn ensure_address<A: KernelFamily>(&self, index: u32, address: A::Network) -> Result<(), NetlinkError> {
+        let current = self.link_addresses(index).await?;
+        let wanted = (address.network_address().into(), address.prefix_len());
         let mut present = false;
         for message in current {
-            let ip = message.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            let Some(ip) = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => A::from_ip(*ip).map(Into::into),
                 _ => None,
-            });
-            let Some(ip) = ip else { continue };
-            if ip == address.ip() && message.header.prefix_len == address.prefix() {
+            }) else {
+                continue;
+            };
+            if (ip, message.header.prefix_len) == wanted {
                 present = true;
-            } else {
+            } else if !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
                 tracing::info!(%ip, "removing stale address from the VXLAN device");
                 self.handle.address().del(message).execute().await.map_err(request_error("delete address"))?;
             }
@@ -100,7 +94,7 @@ impl Kernel {
         if !present {
             self.handle
                 .address()
-                .add(index, IpAddr::V4(address.ip()), address.prefix())
+                .add(index, wanted.0, wanted.1)
                 .replace()
                 .execute()
                 .await

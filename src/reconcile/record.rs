@@ -2,7 +2,7 @@
 //! (per address family), the peers failing, repairs (a pass that writes with neither our lease
 //! nor the leases changed) and how long a lease change took to reach the kernel.
 
-use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
@@ -16,18 +16,19 @@ use crate::reconcile::desired::SkippedPeer;
 /// The metrics and what they need remembered between passes.
 pub struct PassRecord {
     metrics: Arc<Metrics>,
-    /// The (own subnet, lease revision) of the last successful pass, per family name: a later
-    /// pass of that family that still has to change something, with neither changed, is
-    /// repairing the kernel.
-    last_reconciled: HashMap<&'static str, (Ipv4Network, Option<i64>)>,
+    /// The (own subnet, lease revision) of the last successful pass: a later pass that still
+    /// has to change something, with neither changed, is repairing the kernel.
+    last_reconciled: Option<(Ipv4Network, Option<i64>)>,
     /// Kernel entries refused in the last pass, retried every pass and logged when they start
     /// and when they end.
     failing: Ongoing,
+    /// The same for the IPv6 device's entries.
+    failing_ipv6: Ongoing<Ipv6Addr>,
 }
 
 impl PassRecord {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        PassRecord { metrics, last_reconciled: HashMap::new(), failing: Ongoing::default() }
+        PassRecord { metrics, last_reconciled: None, failing: Ongoing::default(), failing_ipv6: Ongoing::default() }
     }
 
     /// A pass starts.
@@ -46,8 +47,25 @@ impl PassRecord {
     /// and counts the peers whose entries fail.
     pub fn failures(&mut self, failures: Vec<Failure>) -> Transitions {
         let transitions = self.failing.update(failures);
-        self.metrics.set_failing(self.failing.peer_count(), &self.failing.count_by_kind());
+        self.publish_failing();
         transitions
+    }
+
+    /// [`PassRecord::failures`] for the IPv6 device's entries.
+    pub fn ipv6_failures(&mut self, failures: Vec<Failure<Ipv6Addr>>) -> Transitions<Ipv6Addr> {
+        let transitions = self.failing_ipv6.update(failures);
+        self.publish_failing();
+        transitions
+    }
+
+    /// The failing peers and entries of both devices, as the metrics count them: a peer
+    /// failing on both devices counts once per device.
+    fn publish_failing(&self) {
+        let mut by_kind = self.failing.count_by_kind();
+        for (kind, count) in self.failing_ipv6.count_by_kind() {
+            *by_kind.entry(kind).or_default() += count;
+        }
+        self.metrics.set_failing(self.failing.peer_count() + self.failing_ipv6.peer_count(), &by_kind);
     }
 
     /// Counts the peer leases (or their parts of family `A`) a pass of that family skipped.
@@ -55,20 +73,27 @@ impl PassRecord {
         self.metrics.peers_skipped.set::<A>(skipped.len() as i64);
     }
 
-    /// Updates the metrics after a pass of family `A`. Only changes the kernel accepted count:
-    /// retrying a refused entry every pass repairs nothing.
-    pub fn applied<A: Family>(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState<A>, applied: &Applied) {
-        self.metrics.set_programmed(desired, applied.failed_peers().len());
+    /// Records the entries of family `A`'s device after its pass wrote `desired` except for
+    /// `failed_peers` peers ([`PassRecord::applied`] does it for IPv4).
+    pub fn programmed<A: Family>(&self, desired: &KernelState<A>, failed_peers: usize) {
+        self.metrics.set_programmed(desired, failed_peers);
+    }
+
+    /// Updates the metrics after a pass. Only changes the kernel accepted count (with
+    /// `ipv6_written`, those on the IPv6 device): retrying a refused entry every pass repairs
+    /// nothing.
+    pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied, ipv6_written: usize) {
+        self.programmed(desired, applied.failed_peers().len());
         let inputs = (own.subnet, leases.revision);
-        let changes = applied.written as u64;
-        let last = self.last_reconciled.insert(A::NAME, inputs);
-        if last == Some(inputs) && changes > 0 {
+        let changes = (applied.written + ipv6_written) as u64;
+        if self.last_reconciled == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);
             tracing::info!(entries = changes, "repaired kernel entries");
-        } else if last != Some(inputs) && changes > 0 {
+        } else if self.last_reconciled != Some(inputs) && changes > 0 {
             if let Some(at) = leases.changed_at {
                 self.metrics.lease_to_kernel.observe(at.elapsed().as_secs_f64());
             }
         }
+        self.last_reconciled = Some(inputs);
     }
 }

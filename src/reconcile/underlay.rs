@@ -3,11 +3,11 @@
 //! lease keeper to advertise a new PublicIP.
 
 use std::mem::Discriminant;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tokio::sync::watch;
 
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::{Lease, LeaseAttrs, MacAddr};
 use crate::netlink::Kernel;
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
@@ -95,10 +95,16 @@ impl UnderlayFollower {
 }
 
 /// Asks the lease keeper (through `attrs`) to advertise `public_ip` (the underlay was
-/// readdressed) if our lease says otherwise.
-pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, own: &Lease) {
-    if own.attrs.public_ip != public_ip {
-        let wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
+/// readdressed) if our lease says otherwise; dual-stack, with `ipv6` (the underlay's public
+/// IPv6 and the IPv6 device's MAC), also that PublicIPv6, and a BackendV6Data if our lease
+/// has none (it keeps the MAC it advertises: the device is set back to that one).
+pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, ipv6: Option<(Ipv6Addr, MacAddr)>, own: &Lease) {
+    let mut wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
+    if let Some((public_ipv6, mac)) = ipv6 {
+        let mac = own.attrs.backend_v6_data.as_ref().map_or(mac, |data| data.vtep_mac);
+        wanted = wanted.with_ipv6(public_ipv6, mac);
+    }
+    if own.attrs != wanted {
         attrs.send_if_modified(|current| {
             let modified = *current != wanted;
             *current = wanted;

@@ -90,7 +90,7 @@ fn device_drift_is_reported_while_it_lasts() {
     observed.device = Some(wanted.clone());
     assert!(assess(&observed).healthy, "the device as the lease asks");
     observed.device =
-        Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9), ..wanted.clone() });
+        Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9).into(), ..wanted.clone() });
     let status = assess(&observed);
     assert!(!status.healthy);
     assert_eq!(
@@ -140,7 +140,7 @@ fn dual_observed(ipv6_kernel: Option<KernelState<Ipv6Addr>>) -> Observed {
     let mut observed = observed(Some(correct_kernel()));
     observed.config = NetworkConfig::parse(DUAL_STACK).unwrap();
     observed.leases = vec![dual_lease(1), dual_lease(2)];
-    observed.ipv6 = Some(ObservedFamily { kernel: ipv6_kernel, context: KernelContext::default() });
+    observed.ipv6 = Some(ObservedFamily { kernel: ipv6_kernel, context: KernelContext::default(), device: None });
     observed
 }
 
@@ -226,4 +226,20 @@ fn an_ipv4_only_peer_and_a_broken_ipv6_part_keep_their_ipv4_checks() {
         "an IPv4-only lease has no IPv6 row:\n{text}"
     );
     assert!(text.contains("(skipped: its IPv6 part is unusable"), "{text}");
+}
+
+#[test]
+fn ipv6_device_drift_is_reported() {
+    let mut observed = dual_observed(Some(correct_ipv6_kernel()));
+    let underlay = Underlay { public_ipv6: Some("fd18::11".parse().unwrap()), ..underlay() };
+    observed.underlay = Ok(underlay.clone());
+    let wanted =
+        device::desired_ipv6_device(&observed.config, &underlay, "fd18::11".parse().unwrap(), MacAddr([2, 0, 0, 0, 0, 0x61]));
+    observed.ipv6.as_mut().unwrap().device = Some(wanted.clone());
+    let status = assess(&observed);
+    assert!(status.device_drift.is_empty() && status.healthy, "{status:#?}");
+    observed.ipv6.as_mut().unwrap().device = Some(VxlanSpec { mtu: 1300, ..wanted });
+    let status = assess(&observed);
+    assert_eq!(status.device_drift, ["flannel-v6.1: mtu 1300, should be 1430"]);
+    assert!(!status.healthy);
 }
