@@ -163,8 +163,9 @@ fn scale_figures(report: &Report, mode: Mode, k: usize, runs: &[ScaleResult]) {
         let family = |f: fn(&ScaleResult) -> Option<f64>| runs.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect::<Vec<_>>();
         report.figure(&format!("{name}_k{k}_program_ipv4_ms"), pct(&family(|r| r.ipv4_all_ms), 50.0));
         report.figure(&format!("{name}_k{k}_program_ipv6_ms"), pct(&family(|r| r.ipv6_all_ms), 50.0));
-        report
-            .figure(&format!("{name}_k{k}_ipv6_entries_min_count"), runs.iter().map(|r| r.ipv6_count).min().unwrap_or(0) as f64);
+        let ipv6_min = runs.iter().map(|r| r.ipv6_count).min().unwrap_or(0);
+        report.figure(&format!("{name}_k{k}_ipv6_entries_min_count"), ipv6_min as f64);
+        report.figure(&format!("{name}_k{k}_one_change_ipv4_ms"), pct(&family(|r| r.one_ipv4_ms), 50.0));
     }
     report.figure(&format!("{name}_k{k}_first_entry_ms"), pct(&first, 50.0));
     report.figure(&format!("{name}_k{k}_peak_rss_kb"), runs.iter().map(|r| r.hwm_kb).max().unwrap_or(0) as f64);
