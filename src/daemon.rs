@@ -147,9 +147,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
     }
     let kernel = Kernel::connect()?;
-    let underlay = underlay::find(&kernel, &options.underlay).await?;
-    let public_ip = underlay.public_ip;
-    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
+    let early = early_underlay(&kernel, &options.underlay).await?;
 
     let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if serves_health {
@@ -161,9 +159,10 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
+    let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
 
     let vni = config.backend.vni;
-    let mac = vtep_mac(&kernel, &model::device_name(vni), public_ip, vni).await?;
+    let mac = vtep_mac(&kernel, &model::device_name(vni), underlay.public_ip, vni).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
@@ -204,6 +203,45 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
+}
+
+/// The underlay as IPv4 alone chooses it, before etcd is reached, so a wrong flag fails at
+/// once. `None` when that found nothing but the flags do match once IPv6 addresses are looked
+/// at (an IPv6 `--iface`, an `--iface-regex` for IPv6 addresses, `--public-ipv6`): only the
+/// config can say whether they will be, and [`final_underlay`] reports the failure if not.
+async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Option<Underlay>, UnderlayError> {
+    let error = match underlay::find(kernel, choice, false).await {
+        Ok(underlay) => return Ok(Some(underlay)),
+        Err(e) => e,
+    };
+    if choice.may_need_ipv6() && underlay::find(kernel, choice, true).await.is_ok() {
+        tracing::debug!(%error, "no IPv4-only underlay; the network config decides whether IPv6 addresses count");
+        return Ok(None);
+    }
+    Err(error)
+}
+
+/// The underlay the daemon builds on: the early one when the config is IPv4 only (where
+/// `--public-ipv6` is ignored with a warning, as IPv6 is), else looked up again by the same
+/// rules with the IPv6 side.
+async fn final_underlay(
+    kernel: &Kernel,
+    choice: &UnderlayChoice,
+    config: &NetworkConfig,
+    early: Option<Underlay>,
+) -> Result<Underlay, UnderlayError> {
+    if config.ipv6.is_none() {
+        if let Some(public_ipv6) = choice.public_ipv6 {
+            tracing::warn!(%public_ipv6, "--public-ipv6 is ignored: the network config does not enable IPv6 (EnableIPv6)");
+        }
+    }
+    let underlay = match early {
+        Some(underlay) if config.ipv6.is_none() => underlay,
+        _ => underlay::find(kernel, choice, config.ipv6.is_some()).await?,
+    };
+    let (local_ipv6, public_ipv6) = (underlay.ipv6.map(|ip| ip.to_string()), underlay.public_ipv6.map(|ip| ip.to_string()));
+    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, public_ip = %underlay.public_ip, local_ipv6, public_ipv6, mtu = underlay.mtu, "using underlay interface");
+    Ok(underlay)
 }
 
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer

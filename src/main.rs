@@ -2,7 +2,7 @@
 
 mod flanneld_flags;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use weft::underlay::{self, UnderlayChoice};
 /// as underscores), used when the flag is not on the command line. Flags may be written Go style,
 /// with one dash or two, and `=value` or a separate value. Of flanneld's other flags, the
 /// logging ones (-vmodule, -log_backtrace_at, -logtostderr, ...) are ignored with a warning, and
-/// the Kubernetes-mode (-kube-subnet-mgr, ...) and IPv6 (-public-ipv6) ones are refused.
+/// the Kubernetes-mode ones (-kube-subnet-mgr, ...) are refused.
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
@@ -55,13 +55,14 @@ struct Flags {
     /// etcd password for authentication.
     #[arg(long, global = true, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
-    /// Interface for inter-host traffic: a name (its first IPv4 address is used) or an IPv4
-    /// address (that address is used); repeat to give fallbacks, tried in order.
+    /// Interface for inter-host traffic: a name (its first IPv4 address is used, and its best
+    /// IPv6 one when the config enables IPv6) or an IPv4 or IPv6 address (that address is used);
+    /// repeat to give fallbacks, tried in order.
     /// Default: the interface of the default route.
     #[arg(long, global = true, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
     iface: Vec<String>,
-    /// Regex matched against every interface's IPv4 addresses, then against names; repeatable,
-    /// tried after every --iface.
+    /// Regex matched against every interface's IPv4 addresses, then (when the config enables
+    /// IPv6) IPv6 addresses, then against names; repeatable, tried after every --iface.
     #[arg(long, global = true, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
     iface_regex: Vec<String>,
     /// Use the interface and source address `ip route get <address>` shows; tried after every
@@ -72,6 +73,11 @@ struct Flags {
     /// underlay address. Without --iface/--iface-regex/--iface-can-reach, the interface holding it.
     #[arg(long, global = true, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
+    /// IPv6 address other hosts use to reach this one (the lease's PublicIPv6), when the network
+    /// config enables IPv6. Default: the underlay interface's IPv6 address. Without
+    /// --iface/--iface-regex/--iface-can-reach/--public-ip, the interface holding it.
+    #[arg(long, global = true, env = "FLANNELD_PUBLIC_IPV6")]
+    public_ipv6: Option<Ipv6Addr>,
     /// File to write the subnet environment to (docker's --bip and --mtu come from it).
     #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
     subnet_file: PathBuf,
@@ -221,6 +227,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
             iface_regex,
             can_reach: flags.iface_can_reach,
             public_ip: flags.public_ip,
+            public_ipv6: flags.public_ipv6,
         },
         subnet_file: flags.subnet_file,
         lease_ttl: flags.subnet_lease_ttl,
@@ -275,7 +282,8 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            let underlay = underlay::find(&kernel, &options.underlay).await;
+            // The status report is of the IPv4 overlay: its underlay needs no IPv6 address.
+            let underlay = underlay::find(&kernel, &options.underlay, false).await;
             let public_ip = match &underlay {
                 Ok(underlay) => underlay.public_ip,
                 Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
@@ -390,6 +398,18 @@ mod tests {
         let flags = parse(&["-iptables-resync=30", "--iface-can-reach", "198.18.0.2"]);
         assert_eq!(flags.iptables_resync, 30);
         assert_eq!(flags.iface_can_reach, Some(Ipv4Addr::new(198, 18, 0, 2)));
+    }
+
+    #[test]
+    fn public_ipv6_in_every_form_flanneld_takes() {
+        let fd = |last| Some(Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, last));
+        assert_eq!(parse(&["-public-ipv6=fd18::11"]).public_ipv6, fd(0x11));
+        assert_eq!(parse(&["-public-ipv6", "fd18::12"]).public_ipv6, fd(0x12));
+        assert_eq!(parse(&["--public-ipv6=fd18::13", "-iface=fd18::13"]).public_ipv6, fd(0x13));
+        assert_eq!(parse(&["-iface=fd18::13"]).iface, ["fd18::13"]);
+        assert_eq!(parse(&[]).public_ipv6, None);
+        let args = ["weftd", "-public-ipv6=10.0.0.1"].map(String::from);
+        assert!(Flags::command().try_get_matches_from(go_style(args.into_iter())).is_err(), "an IPv4 address is refused");
     }
 
     #[test]

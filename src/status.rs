@@ -271,6 +271,7 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
                 },
                 mtu: actual.mtu + VXLAN_OVERHEAD,
                 public_ip: own.attrs.public_ip,
+                ipv6: own.attrs.public_ipv6,
                 public_ipv6: own.attrs.public_ipv6,
             };
             VxlanSpec { underlay_index: actual.underlay_index, ..device::desired_device(&observed.config, &stand_in, mac) }
