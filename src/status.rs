@@ -286,7 +286,9 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
 /// address (the first two are reported on their own, the last as the missing PublicIPv6).
 fn ipv6_device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
     let (Some(own), Some(seen), Ok(underlay)) = (own, observed.ipv6.as_ref(), &observed.underlay) else { return Vec::new() };
-    let (Some(actual), Some(data), Some(local)) = (&seen.device, &own.attrs.backend_v6_data, underlay.public_ipv6) else {
+    // The device's local is the underlay's own IPv6 address (the PublicIPv6 may be a NAT's).
+    let local = underlay.ipv6.or(underlay.public_ipv6);
+    let (Some(actual), Some(data), Some(local)) = (&seen.device, &own.attrs.backend_v6_data, local) else {
         return Vec::new();
     };
     let wanted = device::desired_ipv6_device(&observed.config, underlay, local, data.vtep_mac);
