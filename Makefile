@@ -50,7 +50,7 @@ clean:
 	$(CARGO) clean
 
 ## bench: benchmarks of issue 6 (root, a few minutes): builds release, prints one line per figure,
-## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,idle,datapath runs a
+## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,scale6,idle,datapath runs a
 ## subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K, ... see examples/bench/main.rs.
 BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
 .PHONY: bench

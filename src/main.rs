@@ -173,6 +173,12 @@ struct DockerOptsFlags {
     /// iptables rules drop overlay traffic routed straight to containers. Off by default.
     #[arg(long)]
     allow_direct_routing: bool,
+    /// Also write docker's IPv6 options for the default bridge from the subnet file's
+    /// FLANNEL_IPV6_SUBNET (a dual-stack network): DOCKER_OPT_IPV6="--ipv6" and
+    /// DOCKER_OPT_FIXED_CIDR_V6="--fixed-cidr-v6=<FLANNEL_IPV6_SUBNET>", and both in the combined
+    /// one. An error if the subnet file has no IPv6 subnet. Off by default.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 impl DockerOptsFlags {
@@ -185,6 +191,7 @@ impl DockerOptsFlags {
             combined_key: self.combined_key,
             ip_masq: !self.no_ip_masq,
             allow_direct_routing: self.allow_direct_routing,
+            ipv6: self.ipv6,
         }
     }
 }

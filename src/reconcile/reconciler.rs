@@ -159,6 +159,7 @@ impl Reconciler {
         let config = &self.config;
         let desired = |context: &KernelContext| desired_state(config, &us, leases, context);
         let pass = run_family(&self.kernel, &self.device_changes.ipv4, &target, desired, &keep).await?;
+        self.record.skipped::<std::net::Ipv4Addr>(&pass.skipped);
         self.warnings.warn_once(leases, pass.skipped, &pass.desired, &pass.context);
         Some((pass.desired, pass.applied))
     }
@@ -189,6 +190,8 @@ impl Reconciler {
         let config = &self.config;
         let desired = |context: &KernelContext<Ipv6Addr>| desired_state(config, &us, leases, context);
         let pass = run_family(&self.kernel, watch, &target, desired, &keep).await?;
+        self.record.skipped::<Ipv6Addr>(&pass.skipped);
+        self.record.programmed(&pass.desired, pass.applied.failed_peers().len());
         self.warnings.warn_once_ipv6(leases, pass.skipped, &pass.desired, &pass.context);
         Some(pass.applied)
     }
