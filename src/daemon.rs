@@ -22,6 +22,7 @@ use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
+use crate::names::dns::{self, DnsError, DnsOptions};
 use crate::netlink::{self, Kernel, NetlinkError};
 use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
@@ -53,6 +54,8 @@ pub struct DaemonOptions {
     pub healthz: Option<std::net::TcpListener>,
     /// The socket /metrics is served on, bound by the caller; `None` disables it.
     pub metrics: Option<std::net::TcpListener>,
+    /// `--names`: the DNS server on docker0 for this domain's names; `None` without it.
+    pub names_dns: Option<DnsOptions>,
 }
 
 /// Why the daemon stopped with an error.
@@ -72,6 +75,8 @@ pub enum DaemonError {
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// A dual-stack config, but the underlay has no IPv6 address to advertise.
     #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
     NoPublicIpv6 { iface: String },
@@ -147,9 +152,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
     }
     let kernel = Kernel::connect()?;
-    let underlay = underlay::find(&kernel, &options.underlay).await?;
-    let public_ip = underlay.public_ip;
-    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
+    let early = early_underlay(&kernel, &options.underlay).await?;
 
     let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if serves_health {
@@ -161,9 +164,10 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
+    let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
 
     let vni = config.backend.vni;
-    let mac = vtep_mac(&kernel, &model::device_name(vni), public_ip, vni).await?;
+    let mac = vtep_mac(&kernel, &model::device_name(vni), underlay.public_ip, vni).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
@@ -206,8 +210,47 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     Err(tasks.first_end().await)
 }
 
+/// The underlay as IPv4 alone chooses it, before etcd is reached, so a wrong flag fails at
+/// once. `None` when that found nothing but the flags do match once IPv6 addresses are looked
+/// at (an IPv6 `--iface`, an `--iface-regex` for IPv6 addresses, `--public-ipv6`): only the
+/// config can say whether they will be, and [`final_underlay`] reports the failure if not.
+async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Option<Underlay>, UnderlayError> {
+    let error = match underlay::find(kernel, choice, false).await {
+        Ok(underlay) => return Ok(Some(underlay)),
+        Err(e) => e,
+    };
+    if choice.may_need_ipv6() && underlay::find(kernel, choice, true).await.is_ok() {
+        tracing::debug!(%error, "no IPv4-only underlay; the network config decides whether IPv6 addresses count");
+        return Ok(None);
+    }
+    Err(error)
+}
+
+/// The underlay the daemon builds on: the early one when the config is IPv4 only (where
+/// `--public-ipv6` is ignored with a warning, as IPv6 is), else looked up again by the same
+/// rules with the IPv6 side.
+async fn final_underlay(
+    kernel: &Kernel,
+    choice: &UnderlayChoice,
+    config: &NetworkConfig,
+    early: Option<Underlay>,
+) -> Result<Underlay, UnderlayError> {
+    if config.ipv6.is_none() {
+        if let Some(public_ipv6) = choice.public_ipv6 {
+            tracing::warn!(%public_ipv6, "--public-ipv6 is ignored: the network config does not enable IPv6 (EnableIPv6)");
+        }
+    }
+    let underlay = match early {
+        Some(underlay) if config.ipv6.is_none() => underlay,
+        _ => underlay::find(kernel, choice, config.ipv6.is_some()).await?,
+    };
+    let (local_ipv6, public_ipv6) = (underlay.ipv6.map(|ip| ip.to_string()), underlay.public_ipv6.map(|ip| ip.to_string()));
+    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, public_ip = %underlay.public_ip, local_ipv6, public_ipv6, mtu = underlay.mtu, "using underlay interface");
+    Ok(underlay)
+}
+
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
-/// log, the iptables rules); returns our lease, every lease, and where to ask for new attrs.
+/// log, the iptables rules, the DNS server on docker0's address); returns our lease, every lease, and where to ask for new attrs.
 fn start_lease_tasks(
     tasks: &mut Tasks,
     registry: Registry,
@@ -220,6 +263,9 @@ fn start_lease_tasks(
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
+    if let Some(names) = options.names_dns.clone() {
+        tasks.spawn("DNS server", dns::serve(registry.clone(), names, own_rx.clone(), Arc::clone(metrics)));
+    }
     tasks.spawn_forever(
         "lease follower",
         registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics), config.ipv6),
@@ -236,14 +282,17 @@ fn start_lease_tasks(
     let rules = ipmasq::RuleOptions {
         ip_masq: options.ip_masq,
         forward: options.iptables_forward_rules,
+        dns: options.names_dns.is_some(),
         interval: options.iptables_resync,
     };
-    // With neither flag there are no rules to keep, and `keep_rules` returns at once.
-    if rules.ip_masq || rules.forward {
+    // With no flag asking for rules there are none to keep, and `keep_rules` returns at once.
+    if rules.ip_masq || rules.forward || rules.dns {
         tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
-        if let Some(ipv6) = &config.ipv6 {
-            tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
-        }
+    }
+    // The DNS server listens on IPv4 only: no ip6tables rules guard it.
+    let rules = ipmasq::RuleOptions { dns: false, ..rules };
+    if let (Some(ipv6), true) = (&config.ipv6, rules.ip_masq || rules.forward) {
+        tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
     }
     (own_rx, leases_rx, attrs_tx)
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// One run of the script: weftd's arguments after `docker-opts -f S -d D`, its environment, the
 /// subnet file, and what the script wrote. Cases with `--allow-direct-routing` were recorded
 /// with `DOCKER_OPT_ALLOW_DIRECT_ROUTING=--allow-direct-routing` in the script's environment;
-/// cases with `--names` with `DOCKER_OPT_DNS=--dns=<FLANNEL_SUBNET's address>` and
+/// cases with `--ipv6` with `DOCKER_OPT_IPV6=--ipv6` and
+/// `DOCKER_OPT_FIXED_CIDR_V6=--fixed-cidr-v6=<the file's FLANNEL_IPV6_SUBNET>` there; cases
+/// with `--names` with `DOCKER_OPT_DNS=--dns=<FLANNEL_SUBNET's address>` and
 /// `DOCKER_OPT_DNS_SEARCH=--dns-search=<domain>` there.
 struct Case {
     name: &'static str,
@@ -299,6 +301,41 @@ const CASES: &[Case] = &[
         expected: "DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\nDOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --allow-direct-routing --bip=10.1.74.1/24 --mtu=1472\"\n",
     },
     Case {
+        name: "dual_stack_subnet_file",
+        args: &[],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --ip-masq=true --mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6",
+        args: &["--ipv6"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --fixed-cidr-v6=fd00:1:0:4a::1/64 --ip-masq=true --ipv6 --mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6_individual_only",
+        args: &["--ipv6", "-i"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6_combined_key",
+        args: &["--ipv6", "-c", "-k", "DOCKER_NETWORK_OPTIONS"],
+        env: &[("DOCKER_NETWORK_OPTIONS", "--debug")],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_NETWORK_OPTIONS=\"--debug  --bip=10.1.74.1/24 --fixed-cidr-v6=fd00:1:0:4a::1/64 --ip-masq=true --ipv6 --mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6_allow_direct_routing_with_m",
+        args: &["--ipv6", "--allow-direct-routing", "-m"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\nDOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --allow-direct-routing --bip=10.1.74.1/24 --fixed-cidr-v6=fd00:1:0:4a::1/64 --ipv6 --mtu=1472\"\n",
+    },
+    Case {
         name: "names_default_domain",
         args: &["--names"],
         env: &[],
@@ -325,6 +362,13 @@ const CASES: &[Case] = &[
         env: &[],
         subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\n",
         expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_DNS=\"--dns=10.1.74.1\"\nDOCKER_OPT_DNS_SEARCH=\"--dns-search=weft.local\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --dns=10.1.74.1 --dns-search=weft.local\"\n",
+    },
+    Case {
+        name: "names_and_ipv6",
+        args: &["--names", "--ipv6"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_DNS=\"--dns=10.1.74.1\"\nDOCKER_OPT_DNS_SEARCH=\"--dns-search=weft.local\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --dns=10.1.74.1 --dns-search=weft.local --fixed-cidr-v6=fd00:1:0:4a::1/64 --ip-masq=true --ipv6 --mtu=1472\"\n",
     },
 ];
 
@@ -425,12 +469,13 @@ fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file
             "-k \"DOCKER_OPT_BIP\": a combined key containing DOCKER_OPT_",
         ),
         ("key that is no variable name", Some(SUBNET_FILE), &["-k", "DOCKER-OPTS"], &[], "must be a shell variable name"),
+        ("--ipv6 with an IPv4-only subnet file", Some(SUBNET_FILE), &["--ipv6"], &[], "--ipv6: neither the subnet file"),
         (
-            "names domain that is no DNS domain",
-            Some(SUBNET_FILE),
-            &["--names", "--names-domain", "weft local"],
+            "--ipv6 with a bad IPv6 subnet",
+            Some("FLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1\n"),
+            &["--ipv6"],
             &[],
-            "--names-domain: \"weft local\" is not a DNS domain",
+            "FLANNEL_IPV6_SUBNET=\"fd00:1:0:4a::1\", which is not an IPv6 CIDR",
         ),
     ];
     for (what, subnet_text, args, env, message) in cases {
@@ -446,4 +491,66 @@ fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file
         assert!(stderr.starts_with("weftd docker-opts: ") && stderr.contains(message), "{what}: {stderr}");
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "OLD\n", "{what}: the old file must stay");
     }
+}
+
+/// A dual-stack weftd writes subnet.env; `weftd docker-opts --ipv6` turns it into the options a
+/// dual-stack docker needs, in the script's order, byte for byte; without `--ipv6` the output is
+/// the IPv4 one.
+#[test]
+fn docker_opts_ipv6_from_a_dual_stack_weftd_subnet_file() {
+    let mut lab = lab::Lab::new();
+    lab.put_network_config(
+        r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#,
+    );
+    let n = lab.add_host();
+    let _daemon = lab.start_weftd(n, &[]);
+    let env = lab.wait_subnet_env(n, std::time::Duration::from_secs(20));
+    let (bip, v6, mtu) = (&env["FLANNEL_SUBNET"], &env["FLANNEL_IPV6_SUBNET"], &env["FLANNEL_MTU"]);
+    let scratch = Scratch::new();
+    let out = scratch.path("docker_opts.env");
+    let subnet_file = &lab.host(n).subnet_file;
+    let run = docker_opts(subnet_file, &out, &["--ipv6"], &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let expected = format!(
+        "DOCKER_OPT_BIP=\"--bip={bip}\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6={v6}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\n\
+         DOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
+         DOCKER_OPTS=\" --bip={bip} --fixed-cidr-v6={v6} --ip-masq=true --ipv6 --mtu={mtu}\"\n"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+    assert!(v6.starts_with("fd00:5:") && v6.ends_with("::1/64"), "{v6}");
+    let run = docker_opts(subnet_file, &out, &[], &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let ipv4_only = format!(
+        "DOCKER_OPT_BIP=\"--bip={bip}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
+         DOCKER_OPTS=\" --bip={bip} --ip-masq=true --mtu={mtu}\"\n"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), ipv4_only);
+}
+
+/// `--names` as the daemon takes it: from the flags or from `FLANNELD_NAMES` /
+/// `FLANNELD_NAMES_DOMAIN` (one settings file for weftd and its ExecStartPost docker-opts); a
+/// domain that is no DNS domain is refused and the old file stays.
+#[test]
+fn docker_opts_names_from_flags_or_the_daemon_s_environment() {
+    let with_flags = |args: &[&str], env: &[(&str, &str)]| {
+        let scratch = Scratch::new();
+        let (subnet, out) = (scratch.path("subnet.env"), scratch.path("docker_opts.env"));
+        std::fs::write(&subnet, SUBNET_FILE).unwrap();
+        std::fs::write(&out, "OLD\n").unwrap();
+        let run = docker_opts(&subnet, &out, args, env);
+        (run, std::fs::read_to_string(&out).unwrap())
+    };
+    let (run, by_flags) = with_flags(&["--names", "--names-domain", "Cluster.Example."], &[]);
+    assert!(run.status.success(), "{run:?}");
+    assert!(by_flags.contains("DOCKER_OPT_DNS=\"--dns=10.1.74.1\"\nDOCKER_OPT_DNS_SEARCH=\"--dns-search=cluster.example\"\n"));
+    let (run, by_env) = with_flags(&[], &[("FLANNELD_NAMES", "true"), ("FLANNELD_NAMES_DOMAIN", "cluster.example")]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(by_env, by_flags);
+    let (_, off) = with_flags(&[], &[("FLANNELD_NAMES", "false")]);
+    assert!(!off.contains("--dns"), "{off}");
+
+    let (run, kept) = with_flags(&["--names", "--names-domain", "weft local"], &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("\"weft local\" is not a DNS domain"), "{stderr}");
+    assert_eq!(kept, "OLD\n");
 }

@@ -17,6 +17,7 @@ mod ipv6_notes;
 pub mod keys;
 mod listing;
 pub mod outage;
+mod prefix;
 pub mod store;
 
 use std::net::Ipv4Addr;
@@ -33,6 +34,7 @@ pub use ipv6_notes::ipv6_problem;
 pub use keys::Keys;
 pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
 pub use outage::Outage;
+pub use prefix::{PrefixChange, PrefixListing, PrefixWatch};
 pub use store::{StoreReplaced, StoreView};
 
 use crate::lease::EtcdLeaseId;

@@ -4,4 +4,5 @@
 //! `skydns` is the one place the layout is written down (keys, values, which container names
 //! are DNS labels); the publisher, the DNS server and `weftd link-env` all go through it.
 
+pub mod dns;
 pub mod skydns;

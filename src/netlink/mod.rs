@@ -29,7 +29,7 @@ mod route;
 mod snapshot;
 mod socket;
 
-pub use address::Ipv4Link;
+pub use address::{Ipv4Link, Ipv6Address, Ipv6AddressFlags};
 pub use family::KernelFamily;
 pub use link::{DeviceState, VxlanDevice, VxlanSpec};
 pub use monitor::{monitor, DeviceChanges, DeviceWatch};

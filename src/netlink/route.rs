@@ -1,7 +1,7 @@
 //! Routes: the kernel's route lookup and default route (for the underlay choice), and our
 //! peers' routes of either family, through the VXLAN device or direct (`ip route`, `ip -6 route`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
@@ -47,7 +47,21 @@ impl Kernel {
     /// # Errors
     /// The route dump failed.
     pub async fn default_route(&self) -> Result<Option<RouteHop>, NetlinkError> {
-        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        self.first_default_route(RouteMessageBuilder::<Ipv4Addr>::new().build()).await
+    }
+
+    /// `ip -6 route show default`: the main table's first IPv6 default route (lowest metric
+    /// first), or `None` when there is none. Its `source` is always `None` ([`RouteHop`] holds
+    /// an IPv4 preferred source only; the underlay choice takes none from this route).
+    ///
+    /// # Errors
+    /// The route dump failed.
+    pub async fn default_route_v6(&self) -> Result<Option<RouteHop>, NetlinkError> {
+        self.first_default_route(RouteMessageBuilder::<Ipv6Addr>::new().build()).await
+    }
+
+    /// The main table's first /0 route among those a dump of `query`'s family gives.
+    async fn first_default_route(&self, query: RouteMessage) -> Result<Option<RouteHop>, NetlinkError> {
         let routes: Vec<RouteMessage> =
             self.handle.route().get(query).execute().try_collect().await.map_err(request_error("dump routes"))?;
         Ok(routes.iter().find(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE).map(route_hop))

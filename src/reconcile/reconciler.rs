@@ -159,6 +159,7 @@ impl Reconciler {
         let config = &self.config;
         let desired = |context: &KernelContext| desired_state(config, &us, leases, context);
         let pass = run_family(&self.kernel, &self.device_changes.ipv4, &target, desired, &keep).await?;
+        self.record.skipped::<std::net::Ipv4Addr>(&pass.skipped);
         self.warnings.warn_once(leases, pass.skipped, &pass.desired, &pass.context);
         Some((pass.desired, pass.applied))
     }
@@ -179,7 +180,9 @@ impl Reconciler {
         v6.missing_logged = false;
         // Peers reach us at the MAC our lease advertises; the device is set back to it.
         let mac = own.attrs.backend_v6_data.as_ref().map_or(v6.mac, |data| data.vtep_mac);
-        v6.spec = Some(device::desired_ipv6_device(&self.config, underlay, public_ip, mac));
+        // The device's local is the address packets leave from; PublicIPv6 may be a NAT's.
+        let local = underlay.ipv6.unwrap_or(public_ip);
+        v6.spec = Some(device::desired_ipv6_device(&self.config, underlay, local, mac));
         let target = FamilyTarget { spec: v6.spec.clone()?, own_subnet, network };
         let us = ThisHost { subnet: Some(own_subnet), public_ip, vtep_mac: Some(mac) };
         // The IPv6 subnet of a key whose value cannot be read is in its name, if anywhere.
@@ -187,6 +190,8 @@ impl Reconciler {
         let config = &self.config;
         let desired = |context: &KernelContext<Ipv6Addr>| desired_state(config, &us, leases, context);
         let pass = run_family(&self.kernel, watch, &target, desired, &keep).await?;
+        self.record.skipped::<Ipv6Addr>(&pass.skipped);
+        self.record.programmed(&pass.desired, pass.applied.failed_peers().len());
         self.warnings.warn_once_ipv6(leases, pass.skipped, &pass.desired, &pass.context);
         Some(pass.applied)
     }

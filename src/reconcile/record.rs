@@ -1,6 +1,6 @@
-//! What a pass tells the metrics: runs and errors, the entries programmed, the peers failing,
-//! repairs (a pass that writes with neither our lease nor the leases changed) and how long a
-//! lease change took to reach the kernel.
+//! What a pass tells the metrics: runs and errors, the entries programmed and the peers skipped
+//! (per address family), the peers failing, repairs (a pass that writes with neither our lease
+//! nor the leases changed) and how long a lease change took to reach the kernel.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -8,9 +8,10 @@ use std::sync::Arc;
 use ipnetwork::Ipv4Network;
 
 use crate::lease::{Lease, LeaseSet};
-use crate::model::KernelState;
+use crate::model::{Family, KernelState};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::apply::{Applied, Failure, Ongoing, Transitions};
+use crate::reconcile::desired::SkippedPeer;
 
 /// The metrics and what they need remembered between passes.
 pub struct PassRecord {
@@ -67,11 +68,22 @@ impl PassRecord {
         self.metrics.set_failing(self.failing.peer_count() + self.failing_ipv6.peer_count(), &by_kind);
     }
 
+    /// Counts the peer leases (or their parts of family `A`) a pass of that family skipped.
+    pub fn skipped<A: Family>(&self, skipped: &[SkippedPeer]) {
+        self.metrics.peers_skipped.set::<A>(skipped.len() as i64);
+    }
+
+    /// Records the entries of family `A`'s device after its pass wrote `desired` except for
+    /// `failed_peers` peers ([`PassRecord::applied`] does it for IPv4).
+    pub fn programmed<A: Family>(&self, desired: &KernelState<A>, failed_peers: usize) {
+        self.metrics.set_programmed(desired, failed_peers);
+    }
+
     /// Updates the metrics after a pass. Only changes the kernel accepted count (with
     /// `ipv6_written`, those on the IPv6 device): retrying a refused entry every pass repairs
     /// nothing.
     pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied, ipv6_written: usize) {
-        self.metrics.set_programmed(desired, applied.failed_peers().len());
+        self.programmed(desired, applied.failed_peers().len());
         let inputs = (own.subnet, leases.revision);
         let changes = (applied.written + ipv6_written) as u64;
         if self.last_reconciled == Some(inputs) && changes > 0 {

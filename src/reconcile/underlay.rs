@@ -1,6 +1,6 @@
 //! Following the underlay while the daemon runs: look it up again when a link or address
 //! changed (or the resync is due), keep the interface in use when it stops matching, and ask the
-//! lease keeper to advertise a new PublicIP.
+//! lease keeper to advertise a new PublicIP or PublicIPv6.
 
 use std::mem::Discriminant;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -52,7 +52,9 @@ impl UnderlayFollower {
         if !(changed || self.lookup_due) {
             return true;
         }
-        let problem = match underlay::find(kernel, &self.choice).await {
+        // IPv6 is looked up again when the underlay had it at start (the config enables IPv6).
+        let ipv6 = self.current.ipv6.is_some();
+        let problem = match underlay::find(kernel, &self.choice, ipv6).await {
             Ok(found) => {
                 self.found(found);
                 return true;
@@ -84,7 +86,7 @@ impl UnderlayFollower {
     fn found(&mut self, found: Underlay) {
         if found != self.current {
             let (from, to) = (&self.current, &found);
-            tracing::info!(iface = %to.name, index = to.index, local_ip = %to.ip, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = %from.ip, "underlay changed; following it");
+            tracing::info!(iface = %to.name, index = to.index, local_ip = %to.ip, local_ipv6 = ?to.ipv6, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = %from.ip, was_ipv6 = ?from.ipv6, "underlay changed; following it");
         }
         self.current = found;
         self.lookup_due = false;
