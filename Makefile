@@ -7,7 +7,9 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
-DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl
+# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs); dnsmasq-base is the
+# "outside" resolver of tests/names_dns.rs.
+DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl dnsmasq-base
 # Integration tests each run etcd and several daemons; more threads mostly adds contention.
 TEST_THREADS ?= 2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -28,6 +30,7 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found (looked in PATH and ~/.cargo/bin); install Rust with rustup" >&2; exit 1; }
+	@PATH="$$PATH:/usr/sbin:/sbin" command -v ip6tables >/dev/null || { echo "ip6tables not found; Debian's iptables package provides it (check update-alternatives --display ip6tables)" >&2; exit 1; }
 
 ## build: every target (lib, weftd, tests, examples) of the workspace (weft and its test lab)
 build:
@@ -47,7 +50,7 @@ clean:
 	$(CARGO) clean
 
 ## bench: benchmarks of issue 6 (root, a few minutes): builds release, prints one line per figure,
-## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,idle,datapath runs a
+## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,scale6,idle,datapath runs a
 ## subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K, ... see examples/bench/main.rs.
 BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
 .PHONY: bench

@@ -50,6 +50,14 @@ impl DriftNotices {
     }
 }
 
+/// Whether `config` differs from `loaded` in turning IPv6 on or off, and in nothing else a
+/// restart would renumber: the change an operator rolls out host by host.
+pub fn ipv6_toggled(loaded: &NetworkConfig, config: &NetworkConfig) -> bool {
+    let same_ipv4 =
+        (config.network, config.subnet_len, config.backend.vni) == (loaded.network, loaded.subnet_len, loaded.backend.vni);
+    same_ipv4 && config.ipv6.is_some() != loaded.ipv6.is_some()
+}
+
 /// Follows `<prefix>/config` for as long as the daemon runs, logging each new difference from
 /// `loaded` once. etcd failures are retried quietly: the lease follower reports outages.
 pub async fn follow(registry: Registry, loaded: NetworkConfig) {
@@ -59,7 +67,7 @@ pub async fn follow(registry: Registry, loaded: NetworkConfig) {
             .follow_config(|text| {
                 let drift = ConfigDrift::of(&loaded, text.as_deref());
                 if notices.first(&drift) {
-                    log(&drift);
+                    log(&loaded, &drift);
                 }
             })
             .await;
@@ -70,9 +78,16 @@ pub async fn follow(registry: Registry, loaded: NetworkConfig) {
     }
 }
 
-fn log(drift: &ConfigDrift) {
+fn log(loaded: &NetworkConfig, drift: &ConfigDrift) {
     match drift {
         ConfigDrift::Same => {}
+        ConfigDrift::Changed(config) if ipv6_toggled(loaded, config) => tracing::warn!(
+            network = %config.network,
+            ipv6_network = config.ipv6.map(|v6| v6.network.to_string()),
+            "network config in etcd turns IPv6 {}; weftd keeps running with the config it started with: restart the hosts one at a time, each keeps its IPv4 subnet and its key {} an IPv6 subnet",
+            if config.ipv6.is_some() { "on" } else { "off" },
+            if config.ipv6.is_some() { "gains" } else { "loses" },
+        ),
         ConfigDrift::Changed(config) => tracing::warn!(
             network = %config.network,
             subnet_len = config.subnet_len,
@@ -111,6 +126,16 @@ mod tests {
         );
         assert!(matches!(drift(Some("not json")), ConfigDrift::Invalid(_)));
         assert_eq!(drift(None), ConfigDrift::Deleted);
+    }
+
+    #[test]
+    fn turning_ipv6_on_or_off_is_told_from_renumbering() {
+        let loaded = NetworkConfig::parse(LOADED).unwrap();
+        let dual = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#).unwrap();
+        let other = NetworkConfig::parse(r#"{"Network":"10.6.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#).unwrap();
+        assert!(ipv6_toggled(&loaded, &dual) && ipv6_toggled(&dual, &loaded));
+        assert!(!ipv6_toggled(&loaded, &other), "a new Network renumbers every host");
+        assert!(!ipv6_toggled(&loaded, &loaded));
     }
 
     #[test]

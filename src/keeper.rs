@@ -206,7 +206,13 @@ fn own_key(own: &Lease, leases: &LeaseSet) -> OwnKey {
     let (etcd_lease, mod_revision, create_revision) = match (leases.unreadable.get(&own.subnet), leases.leases.get(&own.subnet)) {
         (Some(bad), _) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
         (None, None) => return OwnKey::Lost,
-        (None, Some(lease)) if lease.attrs == own.attrs && lease.etcd_lease == own.etcd_lease => return OwnKey::Held,
+        // Our dual-stack key, not just any key naming our IPv4 subnet: one naming another IPv6
+        // subnet with our value is not ours to keep (its rewrite fails, so we acquire again).
+        (None, Some(lease))
+            if lease.attrs == own.attrs && lease.etcd_lease == own.etcd_lease && lease.ipv6_subnet == own.ipv6_subnet =>
+        {
+            return OwnKey::Held
+        }
         (None, Some(lease)) => (lease.etcd_lease, lease.mod_revision, lease.create_revision),
     };
     // A host acquiring a subnet creates its key afresh (create-if-absent): a new create
@@ -252,6 +258,19 @@ mod tests {
         acquired.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
         let taken = LeaseSet { revision: Some(12), leases: [(mine.subnet, acquired)].into(), ..Default::default() };
         assert_eq!(own_key(&mine, &taken), OwnKey::Lost);
+    }
+
+    /// Our dual-stack key is ours; a key naming our IPv4 subnet with another IPv6 part (or
+    /// none), even with our value and etcd lease, is not held: damaged, to write back.
+    #[test]
+    fn own_key_is_our_dual_stack_key_not_any_key_naming_our_ipv4_subnet() {
+        let mine = Lease { ipv6_subnet: Some("fd00:5:0:2::/64".parse().unwrap()), ..own() };
+        let held = |key: Lease| LeaseSet { revision: Some(11), leases: [(mine.subnet, key)].into(), ..Default::default() };
+        assert_eq!(own_key(&mine, &held(mine.clone())), OwnKey::Held);
+        for other in [Some("fd00:5:0:3::/64".parse().unwrap()), None] {
+            let key = Lease { ipv6_subnet: other, mod_revision: 11, ..mine.clone() };
+            assert_eq!(own_key(&mine, &held(key)), OwnKey::Damaged { mod_revision: 11, create_revision: 10 }, "{other:?}");
+        }
     }
 
     /// Every way a key can hold something other than our lease, readable or not: a put over

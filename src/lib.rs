@@ -15,6 +15,7 @@ pub mod keeper;
 pub mod lease;
 pub mod logtext;
 pub mod model;
+pub mod names;
 pub mod netlink;
 pub mod observe;
 pub mod peer_log;

@@ -2,7 +2,7 @@
 
 mod flanneld_flags;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
 use weft::etcd::EtcdOptions;
+use weft::names::dns::DnsOptions;
 use weft::status;
 use weft::underlay::{self, UnderlayChoice};
 
@@ -24,7 +25,7 @@ use weft::underlay::{self, UnderlayChoice};
 /// as underscores), used when the flag is not on the command line. Flags may be written Go style,
 /// with one dash or two, and `=value` or a separate value. Of flanneld's other flags, the
 /// logging ones (-vmodule, -log_backtrace_at, -logtostderr, ...) are ignored with a warning, and
-/// the Kubernetes-mode (-kube-subnet-mgr, ...) and IPv6 (-public-ipv6) ones are refused.
+/// the Kubernetes-mode ones (-kube-subnet-mgr, ...) are refused.
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
@@ -55,13 +56,14 @@ struct Flags {
     /// etcd password for authentication.
     #[arg(long, global = true, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
-    /// Interface for inter-host traffic: a name (its first IPv4 address is used) or an IPv4
-    /// address (that address is used); repeat to give fallbacks, tried in order.
+    /// Interface for inter-host traffic: a name (its first IPv4 address is used, and its best
+    /// IPv6 one when the config enables IPv6) or an IPv4 or IPv6 address (that address is used);
+    /// repeat to give fallbacks, tried in order.
     /// Default: the interface of the default route.
     #[arg(long, global = true, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
     iface: Vec<String>,
-    /// Regex matched against every interface's IPv4 addresses, then against names; repeatable,
-    /// tried after every --iface.
+    /// Regex matched against every interface's IPv4 addresses, then (when the config enables
+    /// IPv6) IPv6 addresses, then against names; repeatable, tried after every --iface.
     #[arg(long, global = true, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
     iface_regex: Vec<String>,
     /// Use the interface and source address `ip route get <address>` shows; tried after every
@@ -72,6 +74,11 @@ struct Flags {
     /// underlay address. Without --iface/--iface-regex/--iface-can-reach, the interface holding it.
     #[arg(long, global = true, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
+    /// IPv6 address other hosts use to reach this one (the lease's PublicIPv6), when the network
+    /// config enables IPv6. Default: the underlay interface's IPv6 address. Without
+    /// --iface/--iface-regex/--iface-can-reach/--public-ip, the interface holding it.
+    #[arg(long, global = true, env = "FLANNELD_PUBLIC_IPV6")]
+    public_ipv6: Option<Ipv6Addr>,
     /// File to write the subnet environment to (docker's --bip and --mtu come from it).
     #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
     subnet_file: PathBuf,
@@ -109,6 +116,15 @@ struct Flags {
     /// Port of the Prometheus /metrics endpoint; 0 disables it (weft extension).
     #[arg(long, env = "FLANNELD_METRICS_PORT", default_value_t = 0)]
     metrics_port: u16,
+    /// Names across hosts: serve DNS for containers' names on docker0's address (UDP and TCP
+    /// port 53), from etcd's SkyDNS records of --names-domain, other names through the
+    /// resolvers of /etc/resolv.conf (weft extension).
+    #[arg(long, env = "FLANNELD_NAMES", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    names: bool,
+    /// The DNS domain containers' names are published and served under (weft extension).
+    #[arg(long, env = "FLANNELD_NAMES_DOMAIN", default_value = "weft.local")]
+    names_domain: weft::names::skydns::Domain,
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
     #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
     verbosity: u8,
@@ -157,6 +173,12 @@ struct DockerOptsFlags {
     /// iptables rules drop overlay traffic routed straight to containers. Off by default.
     #[arg(long)]
     allow_direct_routing: bool,
+    /// Also write docker's IPv6 options for the default bridge from the subnet file's
+    /// FLANNEL_IPV6_SUBNET (a dual-stack network): DOCKER_OPT_IPV6="--ipv6" and
+    /// DOCKER_OPT_FIXED_CIDR_V6="--fixed-cidr-v6=<FLANNEL_IPV6_SUBNET>", and both in the combined
+    /// one. An error if the subnet file has no IPv6 subnet. Off by default.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 impl DockerOptsFlags {
@@ -169,6 +191,7 @@ impl DockerOptsFlags {
             combined_key: self.combined_key,
             ip_masq: !self.no_ip_masq,
             allow_direct_routing: self.allow_direct_routing,
+            ipv6: self.ipv6,
         }
     }
 }
@@ -214,6 +237,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
             iface_regex,
             can_reach: flags.iface_can_reach,
             public_ip: flags.public_ip,
+            public_ipv6: flags.public_ipv6,
         },
         subnet_file: flags.subnet_file,
         lease_ttl: flags.subnet_lease_ttl,
@@ -226,6 +250,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         // with the same FLANNELD_* environment, must not try to take the daemon's ports.
         healthz: None,
         metrics: None,
+        names_dns: flags.names.then(|| DnsOptions { domain: flags.names_domain, resolv_conf: PathBuf::from("/etc/resolv.conf") }),
     })
 }
 
@@ -247,6 +272,9 @@ fn init_logging(verbosity: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // hickory-server logs every DNS query at info; weftd counts them instead (metrics).
+    let quiet = std::env::var("RUST_LOG").map_or(true, |wanted| !wanted.contains("hickory"));
+    let filter = if quiet { filter.add_directive("hickory_server=warn".parse().expect("a valid directive")) } else { filter };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
@@ -268,7 +296,8 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            let underlay = underlay::find(&kernel, &options.underlay).await;
+            // The status report is of the IPv4 overlay: its underlay needs no IPv6 address.
+            let underlay = underlay::find(&kernel, &options.underlay, false).await;
             let public_ip = match &underlay {
                 Ok(underlay) => underlay.public_ip,
                 Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
@@ -386,6 +415,18 @@ mod tests {
     }
 
     #[test]
+    fn public_ipv6_in_every_form_flanneld_takes() {
+        let fd = |last| Some(Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, last));
+        assert_eq!(parse(&["-public-ipv6=fd18::11"]).public_ipv6, fd(0x11));
+        assert_eq!(parse(&["-public-ipv6", "fd18::12"]).public_ipv6, fd(0x12));
+        assert_eq!(parse(&["--public-ipv6=fd18::13", "-iface=fd18::13"]).public_ipv6, fd(0x13));
+        assert_eq!(parse(&["-iface=fd18::13"]).iface, ["fd18::13"]);
+        assert_eq!(parse(&[]).public_ipv6, None);
+        let args = ["weftd", "-public-ipv6=10.0.0.1"].map(String::from);
+        assert!(Flags::command().try_get_matches_from(go_style(args.into_iter())).is_err(), "an IPv4 address is refused");
+    }
+
+    #[test]
     fn flanneld_defaults() {
         let flags = parse(&[]);
         assert_eq!(flags.etcd_prefix, "/coreos.com/network");
@@ -393,5 +434,10 @@ mod tests {
         assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
         assert!(flags.iptables_forward_rules && !flags.ip_masq);
         assert_eq!(flags.iptables_resync, 5);
+        assert!(!flags.names);
+        assert_eq!(flags.names_domain.to_string(), "weft.local");
+        let flags = parse(&["--names", "-names-domain=Cluster.Example."]);
+        assert!(flags.names);
+        assert_eq!(flags.names_domain.to_string(), "cluster.example");
     }
 }

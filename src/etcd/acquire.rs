@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
-use super::{Registry, RegistryError};
+use super::{Ipv6Claim, Registry, RegistryError};
 use crate::config::NetworkConfig;
 use crate::lease::{self, Claim, EtcdLeaseId, Lease, LeaseAttrs};
 
@@ -33,21 +33,36 @@ impl Registry {
             let listing = self.list_leases().await?;
             let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied(), previous.subnet)
                 .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
-            let ipv6_subnet = choose_ipv6(config, &claim, &listing.leases, previous.ipv6_subnet)?;
+            let ipv6_subnet = choose_ipv6(config, &claim, &listing.ipv6_claims(), previous.ipv6_subnet)?;
             let won = match &claim {
                 Claim::Existing(existing) => self.take_over(existing, ipv6_subnet, attrs, ttl).await?,
                 Claim::Free(subnet) => self.create(*subnet, ipv6_subnet, attrs, ttl).await?,
             };
             match won {
-                Some(lease) => return Ok(lease),
-                None => {
-                    tracing::debug!(?claim, "lost a race for a subnet; choosing again");
-                    // A little jitter so hosts that collided do not collide again in lockstep.
-                    let jitter = rand::random::<u64>() % 50;
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
-                }
+                Some(lease) => match self.ipv6_contested(&lease).await? {
+                    None => return Ok(lease),
+                    Some(first) => {
+                        let (ipv6_subnet, holder) = (lease.ipv6_subnet.map(|s| s.to_string()), first.key);
+                        tracing::info!(ipv6_subnet, %holder, "another key named our IPv6 subnet first; choosing another");
+                    }
+                },
+                None => tracing::debug!(?claim, "lost a race for a subnet; choosing again"),
             }
+            // A little jitter so hosts that collided do not collide again in lockstep.
+            let jitter = rand::random::<u64>() % 50;
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
+    }
+
+    /// The key that named `ours`'s IPv6 subnet before our key did, if any. etcd compares keys
+    /// only by prefix, so no transaction can fail on an IPv6 subnet another key's suffix
+    /// names: after winning, one more listing tells. Of two keys naming one IPv6 subnet the
+    /// later ([`Ipv6Claim::rank`]) gives it up; it sees the earlier one, which was written
+    /// before it listed, while the earlier may not see it and need not.
+    async fn ipv6_contested(&self, ours: &Lease) -> Result<Option<Ipv6Claim>, RegistryError> {
+        let Some(subnet) = ours.ipv6_subnet else { return Ok(None) };
+        let claims = self.list_leases().await?.ipv6_claims();
+        Ok(first_ipv6_claim(&claims, subnet, (ours.create_revision, &ours.key_name())).cloned())
     }
 
     /// Creates a lease only if no key names its IPv4 subnet (`version == 0` over every key
@@ -158,14 +173,15 @@ impl Registry {
 }
 
 /// Our lease's IPv6 subnet under a dual-stack config ([`lease::choose_ipv6_subnet`]), keeping
-/// the one the claimed lease already has; `None` for IPv4 only.
+/// the one the claimed lease already has; `None` for IPv4 only. Every IPv6 subnet a key
+/// names is taken, readable or not, but the claimed lease's own.
 ///
 /// # Errors
 /// [`RegistryError::OutOfIpv6Subnets`] when every IPv6 subnet is leased.
 fn choose_ipv6(
     config: &NetworkConfig,
     claim: &Claim,
-    leases: &[Lease],
+    claims: &[Ipv6Claim],
     previous: Option<Ipv6Network>,
 ) -> Result<Option<Ipv6Network>, RegistryError> {
     let Some(v6) = &config.ipv6 else { return Ok(None) };
@@ -173,8 +189,70 @@ fn choose_ipv6(
         Claim::Existing(lease) => (lease.ipv6_subnet, Some(lease.subnet)),
         Claim::Free(_) => (None, None),
     };
-    let taken: BTreeSet<Ipv6Network> = leases.iter().filter(|l| Some(l.subnet) != holder).filter_map(|l| l.ipv6_subnet).collect();
+    let taken: BTreeSet<Ipv6Network> =
+        claims.iter().filter(|c| holder.is_none() || c.holds != holder).map(|c| c.subnet).collect();
     lease::choose_ipv6_subnet(v6, &taken, current, previous)
         .map(Some)
         .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })
+}
+
+/// The first-ranked of the keys other than ours (ranked `ours`: create revision, key name)
+/// whose IPv6 subnet overlaps `subnet`, if it ranks before ours.
+fn first_ipv6_claim<'c>(claims: &'c [Ipv6Claim], subnet: Ipv6Network, ours: (i64, &str)) -> Option<&'c Ipv6Claim> {
+    claims
+        .iter()
+        .filter(|c| c.key != ours.1 && c.overlaps(subnet))
+        .min_by(|a, b| a.rank().cmp(&b.rank()))
+        .filter(|c| c.rank() < ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(subnet: &str, key: &str, create_revision: i64) -> Ipv6Claim {
+        Ipv6Claim { subnet: subnet.parse().unwrap(), key: key.into(), holds: None, create_revision }
+    }
+
+    /// Two hosts that created keys naming one IPv6 subnet: the later one, and only it, sees
+    /// the earlier and gives the subnet up; a tie in revision goes to the lower key.
+    #[test]
+    fn the_later_of_two_keys_naming_one_ipv6_subnet_gives_it_up() {
+        let ours: Ipv6Network = "fd00:5:0:2::/64".parse().unwrap();
+        let claims = [
+            claim("fd00:5:0:2::/64", "10.5.3.0-24&fd00:5:0:2::-64", 10),
+            claim("fd00:5:0:2::/64", "10.5.4.0-24&fd00:5:0:2::-64", 12),
+            claim("fd00:5:0:3::/64", "10.5.5.0-24&fd00:5:0:3::-64", 1),
+        ];
+        let first = first_ipv6_claim(&claims, ours, (12, "10.5.4.0-24&fd00:5:0:2::-64"));
+        assert_eq!(first.map(|c| c.key.as_str()), Some("10.5.3.0-24&fd00:5:0:2::-64"));
+        assert_eq!(first_ipv6_claim(&claims, ours, (10, "10.5.3.0-24&fd00:5:0:2::-64")), None, "the first keeps it");
+        assert!(first_ipv6_claim(&claims, ours, (10, "10.5.2.0-24&fd00:5:0:2::-64")).is_none(), "same revision: lower key");
+        // A malformed key's misaligned subnet, or a shorter prefix, still covers ours.
+        let wide = [claim("fd00:5:0:2::9/64", "bad", 3), claim("fd00:5::/56", "wide", 4)];
+        assert_eq!(first_ipv6_claim(&wide, ours, (20, "mine")).map(|c| c.key.as_str()), Some("bad"));
+    }
+
+    /// The claimed lease's own IPv6 subnet is not taken from it; every other key's is,
+    /// including keys holding no IPv4 subnet (aliases, unreadable keys).
+    #[test]
+    fn every_ipv6_subnet_a_key_names_is_taken_but_the_claimed_leases_own() {
+        let config = NetworkConfig::parse(
+            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","IPv6SubnetMin":"fd00:5:0:1::","IPv6SubnetMax":"fd00:5:0:3::"}"#,
+        )
+        .unwrap();
+        let held = |v6: &str, v4: &str| Ipv6Claim { holds: Some(v4.parse().unwrap()), ..claim(v6, v4, 1) };
+        let claims = [held("fd00:5:0:1::/64", "10.5.1.0/24"), claim("fd00:5:0:2::5/64", "alias", 2)];
+        for _ in 0..20 {
+            let free = choose_ipv6(&config, &Claim::Free("10.5.9.0/24".parse().unwrap()), &claims, None).unwrap();
+            assert_eq!(free, Some("fd00:5:0:3::/64".parse().unwrap()));
+        }
+        let attrs = LeaseAttrs::vxlan(std::net::Ipv4Addr::new(198, 18, 0, 1), 1, crate::lease::MacAddr([2, 0, 0, 0, 0, 1]));
+        let (subnet, ipv6_subnet) = ("10.5.1.0/24".parse().unwrap(), Some("fd00:5:0:1::/64".parse().unwrap()));
+        let ours = Lease { subnet, ipv6_subnet, attrs, etcd_lease: None, mod_revision: 1, create_revision: 1 };
+        assert_eq!(
+            choose_ipv6(&config, &Claim::Existing(ours), &claims, None).unwrap(),
+            Some("fd00:5:0:1::/64".parse().unwrap())
+        );
+    }
 }

@@ -9,10 +9,12 @@ use etcd_client::{EventType, KeyValue, WatchOptions, WatchResponse, WatchStream}
 use ipnetwork::Ipv4Network;
 use tokio::sync::watch;
 
+use super::ipv6_notes::Ipv6Notes;
 use super::keys::key_name;
 use super::listing::{as_alias, LeaseListing, MalformedLease, MAX_RESPONSE_BYTES};
 use super::{Outage, Registry, RegistryError};
-use crate::lease::{Lease, LeaseSet};
+use crate::config::Ipv6Config;
+use crate::lease::{self, Lease, LeaseSet};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::observe::metrics::Metrics;
@@ -57,10 +59,18 @@ impl Registry {
     /// Keeps `leases` equal to the leases in etcd, for as long as the task runs: list, then
     /// watch from the next revision; after any failure, back off and list again.
     /// It logs which peers came, changed or left as it applies each change (`own` tells our
-    /// lease from the peers').
-    pub async fn follow_leases(self, leases: watch::Sender<Arc<LeaseSet>>, own: watch::Receiver<Lease>, metrics: Arc<Metrics>) {
+    /// lease from the peers'), and what it finds of peers' IPv6 parts (`ipv6`: this host's IPv6
+    /// config, `None` when it runs IPv4 only).
+    pub async fn follow_leases(
+        self,
+        leases: watch::Sender<Arc<LeaseSet>>,
+        own: watch::Receiver<Lease>,
+        metrics: Arc<Metrics>,
+        ipv6: Option<Ipv6Config>,
+    ) {
         let mut outage = Outage::default();
-        let mut reports = Reports { malformed: MalformedWarnings::default(), peers: PeerLog::new(own) };
+        let peers = PeerLog::new(own);
+        let mut reports = Reports { malformed: MalformedWarnings::default(), peers, ipv6: Ipv6Notes::new(ipv6) };
         loop {
             if let Err(e) = self.follow_once(&leases, &mut reports, &mut outage, &metrics).await {
                 outage.failed(&e);
@@ -88,6 +98,8 @@ impl Registry {
             metrics.etcd_reconnects.inc();
         }
         reports.malformed.relisted(&listing.malformed);
+        let holder = |l: &Lease| listing.holders.get(&l.subnet).map_or_else(|| l.key_name(), |h| h.name().to_string());
+        reports.ipv6.relisted(listing.leases.iter().map(|l| (holder(l), l)));
         let mut aliases = Aliases::listed(&listing.aliases);
         let revision = listing.revision;
         leases.send_modify(|set| {
@@ -117,7 +129,8 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let mut reconnected = self.endpoints.reconnected();
         loop {
-            let summary_at = [reports.malformed.summary_at(), reports.peers.due_at()].into_iter().flatten().min();
+            let due = [reports.malformed.summary_at(), reports.peers.due_at(), reports.ipv6.summary_at()];
+            let summary_at = due.into_iter().flatten().min();
             let message = tokio::select! {
                 message = stream.message() => message.map_err(|source| RegistryError::Etcd { op: "watch leases", source })?,
                 _ = reconnected.changed() => {
@@ -172,8 +185,11 @@ impl Registry {
             let set = Arc::make_mut(set);
             set.revision = Some(revision);
             set.changed_at = Some(std::time::Instant::now());
-            for event in response.events() {
-                relist |= self.apply(set, event, reports, aliases);
+            let events = response.events();
+            for (at, event) in events.iter().enumerate() {
+                if !self.moved(set, event, &events[at + 1..], reports) {
+                    relist |= self.apply(set, event, reports, aliases);
+                }
             }
         });
         if relist {
@@ -182,6 +198,29 @@ impl Registry {
             );
         }
         !relist
+    }
+
+    /// Whether `event` deletes the key holding a subnet that a put among the `later` events of
+    /// the same response names under another key: a key that moved in one transaction (IPv6
+    /// turned on or off: `10.5.3.0-24` became `10.5.3.0-24&fd00:5:0:3::-64`). Then the lease
+    /// stays, and the put replaces it in place: the peer's entries never go, its VtepMAC keeps
+    /// its seniority, and the log tells a change, not a departure and an arrival.
+    fn moved(&self, set: &mut LeaseSet, event: &etcd_client::Event, later: &[etcd_client::Event], reports: &mut Reports) -> bool {
+        let subnet_of = |event: &etcd_client::Event| {
+            let name = self.keys.lease_name(std::str::from_utf8(event.kv()?.key()).ok()?)?;
+            Some((name.to_string(), lease::parse_subnet_key(name).ok()?))
+        };
+        let Some((from, subnet)) = subnet_of(event).filter(|_| event.event_type() == EventType::Delete) else { return false };
+        let put_again =
+            later.iter().filter(|e| e.event_type() == EventType::Put).filter_map(subnet_of).find(|(_, s)| *s == subnet);
+        let Some((to, _)) = put_again.filter(|(to, _)| *to != from && set.key_of(subnet).as_deref() == Some(from.as_str()))
+        else {
+            return false;
+        };
+        reports.malformed.forget(event.kv().map_or(&[][..], |kv| kv.key()));
+        reports.ipv6.forget(&from);
+        set.record_key(subnet, to);
+        true
     }
 
     /// Applies one watch event to the set; malformed values are reports about once. Returns
@@ -204,6 +243,7 @@ impl Registry {
             (EventType::Delete, Some(subnet), None) if aliases.name(subnet) => return true,
             (EventType::Delete, subnet, None) => {
                 reports.malformed.forget(kv.key());
+                reports.ipv6.forget(key_name(&key));
                 if let Some(gone) = subnet.and_then(|subnet| set.leases.get(&subnet)) {
                     reports.peers.record(PeerChange::Removed, gone);
                 }
@@ -217,6 +257,7 @@ impl Registry {
             (EventType::Put, _, _) => match decoded {
                 Ok(lease) => {
                     reports.malformed.forget(kv.key());
+                    reports.ipv6.seen(key_name(&key), &lease);
                     match set.leases.get(&lease.subnet) {
                         None => reports.peers.record(PeerChange::Added, &lease),
                         Some(known) if known.attrs != lease.attrs => reports.peers.record(PeerChange::Changed, &lease),
@@ -354,6 +395,7 @@ impl MalformedWarnings {
 struct Reports {
     malformed: MalformedWarnings,
     peers: PeerLog,
+    ipv6: Ipv6Notes,
 }
 
 impl Reports {
@@ -361,6 +403,7 @@ impl Reports {
     fn flush(&mut self) {
         self.malformed.flush();
         self.peers.flush();
+        self.ipv6.flush();
     }
 }
 

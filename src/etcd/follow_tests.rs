@@ -17,6 +17,7 @@ fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
     let broken = |subnet: Option<Ipv4Network>| MalformedLease {
         key: "k".into(),
         subnet,
+        ipv6_subnet: None,
         etcd_lease: None,
         mod_revision: 8,
         create_revision: 8,

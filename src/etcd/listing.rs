@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use etcd_client::{GetOptions, KeyValue};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::keys::{key_name, prefix_end};
 use super::{Registry, RegistryError};
@@ -17,11 +17,39 @@ pub struct MalformedLease {
     pub key: String,
     /// The subnet the key names, when the key itself is one (only its value is bad).
     pub subnet: Option<Ipv4Network>,
+    /// The IPv6 subnet a readable dual-stack key names (`10.5.52.0-24&fd00:5:0:34::-64`), even
+    /// when its value is bad or another key holds its IPv4 subnet: never handed out twice.
+    pub ipv6_subnet: Option<Ipv6Network>,
     /// The etcd lease the key is attached to, if any.
     pub etcd_lease: Option<EtcdLeaseId>,
     pub mod_revision: i64,
     pub create_revision: i64,
     pub error: String,
+}
+
+/// A key naming an IPv6 subnet: a lease's, or a malformed or alias key's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Claim {
+    /// As the key writes it (host bits kept).
+    pub subnet: Ipv6Network,
+    /// The key's last path element.
+    pub key: String,
+    /// The IPv4 subnet the key holds; `None` for a key another key's IPv4 subnet holds.
+    pub holds: Option<Ipv4Network>,
+    pub create_revision: i64,
+}
+
+impl Ipv6Claim {
+    /// Of two keys naming one IPv6 subnet, the one etcd created first (then the lower key)
+    /// keeps it: the order every host computes alike.
+    pub fn rank(&self) -> (i64, &str) {
+        (self.create_revision, &self.key)
+    }
+
+    /// Whether the two keys' IPv6 subnets share an address (one contains the other's start).
+    pub fn overlaps(&self, other: Ipv6Network) -> bool {
+        self.subnet.contains(other.network()) || other.contains(self.subnet.network())
+    }
 }
 
 impl MalformedLease {
@@ -77,18 +105,33 @@ fn alias_error(subnet: Ipv4Network, holder: &str) -> String {
 
 /// `decoded`, the value of the alias key `key`, as a malformed entry naming the holder.
 pub(super) fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet: Ipv4Network, holder: &str) -> MalformedLease {
-    let (etcd_lease, mod_revision, create_revision) = match decoded {
-        Ok(lease) => (lease.etcd_lease, lease.mod_revision, lease.create_revision),
-        Err(bad) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
+    let (ipv6_subnet, etcd_lease, mod_revision, create_revision) = match decoded {
+        Ok(lease) => (lease.ipv6_subnet, lease.etcd_lease, lease.mod_revision, lease.create_revision),
+        Err(bad) => (bad.ipv6_subnet, bad.etcd_lease, bad.mod_revision, bad.create_revision),
     };
     let error = alias_error(subnet, holder);
-    MalformedLease { key: key.to_string(), subnet: None, etcd_lease, mod_revision, create_revision, error }
+    MalformedLease { key: key.to_string(), subnet: None, ipv6_subnet, etcd_lease, mod_revision, create_revision, error }
 }
 
 impl LeaseListing {
     /// Every subnet a key names, readable or not: the keys holding them.
     pub fn occupied(&self) -> BTreeSet<Ipv4Network> {
         self.holders.keys().copied().collect()
+    }
+
+    /// Every key naming an IPv6 subnet, readable or not: a malformed dual-stack key's IPv6
+    /// subnet is as taken as its IPv4 one.
+    pub fn ipv6_claims(&self) -> Vec<Ipv6Claim> {
+        let leases = self.leases.iter().filter_map(|lease| {
+            let key = self.holders.get(&lease.subnet).map_or_else(|| lease.key_name(), |held| held.name().to_string());
+            let (holds, create_revision) = (Some(lease.subnet), lease.create_revision);
+            lease.ipv6_subnet.map(|subnet| Ipv6Claim { subnet, key, holds, create_revision })
+        });
+        let malformed = self.malformed.iter().filter_map(|bad| {
+            let (key, holds, create_revision) = (key_name(&bad.key).to_string(), bad.subnet, bad.create_revision);
+            bad.ipv6_subnet.map(|subnet| Ipv6Claim { subnet, key, holds, create_revision })
+        });
+        leases.chain(malformed).collect()
     }
 
     /// Adds one decoded key. Of several keys naming one subnet, the one etcd created first
@@ -214,9 +257,10 @@ impl Registry {
         let name = self.keys.lease_name(&key)?;
         let (mod_revision, create_revision) = (kv.mod_revision(), kv.create_revision());
         let etcd_lease = EtcdLeaseId::attached(kv.lease());
-        let malformed = |subnet: Option<Ipv4Network>, error: LeaseError| MalformedLease {
+        let malformed = |subnet: Option<(Ipv4Network, Option<Ipv6Network>)>, error: LeaseError| MalformedLease {
             key: key.clone(),
-            subnet,
+            subnet: subnet.map(|(v4, _)| v4),
+            ipv6_subnet: subnet.and_then(|(_, v6)| v6),
             etcd_lease,
             mod_revision,
             create_revision,
@@ -231,7 +275,7 @@ impl Registry {
         let text = String::from_utf8_lossy(kv.value());
         Some(match LeaseAttrs::from_json(&text) {
             Ok(attrs) => Ok(Lease { subnet, ipv6_subnet, attrs, etcd_lease, mod_revision, create_revision }),
-            Err(e) => Err(malformed(Some(subnet), e)),
+            Err(e) => Err(malformed(Some((subnet, ipv6_subnet)), e)),
         })
     }
 }

@@ -13,9 +13,11 @@
 mod acquire;
 pub mod endpoints;
 mod follow;
+mod ipv6_notes;
 pub mod keys;
 mod listing;
 pub mod outage;
+mod prefix;
 pub mod store;
 
 use std::net::Ipv4Addr;
@@ -28,9 +30,11 @@ use tokio::sync::watch;
 
 pub use acquire::Previous;
 pub use endpoints::{EtcdOptions, REQUEST_TIMEOUT};
+pub use ipv6_notes::ipv6_problem;
 pub use keys::Keys;
-pub use listing::{LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
+pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
 pub use outage::Outage;
+pub use prefix::{PrefixChange, PrefixListing, PrefixWatch};
 pub use store::{StoreReplaced, StoreView};
 
 use crate::lease::EtcdLeaseId;

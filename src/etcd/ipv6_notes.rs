@@ -1,0 +1,148 @@
+//! What the lease follower says about peers' IPv6 parts: once, on an IPv4-only host, that the
+//! cluster has dual-stack peers; and once per key whose IPv6 part no host can use. Neither costs
+//! a peer its IPv4 part, which weft programs either way (flanneld v0.20.2 drops or panics on
+//! such a lease instead).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::config::Ipv6Config;
+use crate::lease::{self, Lease};
+use crate::log_within;
+use crate::logtext::{self, LogBudget};
+
+/// Why `lease`'s IPv6 part is unusable, in words naming the rule; `None` when it has a usable
+/// one, or none at all. `v6` (this host's IPv6 config, if dual-stack) adds the rule that the
+/// subnet is one the IPv6 allocator could have handed out.
+pub fn ipv6_problem(lease: &Lease, v6: Option<&Ipv6Config>) -> Option<String> {
+    let attrs = &lease.attrs;
+    if let Some(error) = &attrs.ipv6_error {
+        return Some(format!("its PublicIPv6 or BackendV6Data cannot be read: {error}"));
+    }
+    let Some(subnet) = lease.ipv6_subnet else {
+        // A PublicIPv6 alone makes no IPv6 peer: flanneld writes it with IPv6 off too.
+        return attrs.backend_v6_data.as_ref().map(|_| "its value has a BackendV6Data but its key no IPv6 subnet".into());
+    };
+    if attrs.public_ipv6.is_none() || attrs.backend_v6_data.is_none() {
+        return Some("its key names an IPv6 subnet but its value lacks PublicIPv6 or BackendV6Data".into());
+    }
+    if subnet.ip() != subnet.network() {
+        return Some(format!(
+            "its key's IPv6 subnet {subnet} has host bits set (flannel writes {}/{})",
+            subnet.network(),
+            subnet.prefix()
+        ));
+    }
+    let v6 = v6.filter(|v6| !lease::ipv6_subnet_fits(v6, subnet))?;
+    Some(format!(
+        "its IPv6 subnet {subnet} is not a /{} between IPv6SubnetMin {} and IPv6SubnetMax {}",
+        v6.subnet_len, v6.subnet_min, v6.subnet_max
+    ))
+}
+
+/// The follower's notes about IPv6 parts: each said once (again when a key's problem changes).
+#[derive(Debug)]
+pub(super) struct Ipv6Notes {
+    /// This host's IPv6 config; `None` on an IPv4-only host.
+    v6: Option<Ipv6Config>,
+    /// Whether the IPv4-only host said it met dual-stack peers.
+    said_dual: bool,
+    /// A fingerprint of the key and of the problem last warned about, per key.
+    last: HashMap<u64, u64>,
+    budget: LogBudget,
+}
+
+impl Ipv6Notes {
+    pub(super) fn new(v6: Option<Ipv6Config>) -> Self {
+        let budget = LogBudget::new("peers' IPv6 parts skipped", "their IPv4 entries stay; `weftd status` lists the peers");
+        Ipv6Notes { v6, said_dual: false, last: HashMap::new(), budget }
+    }
+
+    /// A lease read from the key named `key` (listed, or put since).
+    pub(super) fn seen(&mut self, key: &str, lease: &Lease) {
+        if self.v6.is_none() && lease.ipv6_subnet.is_some() && !self.said_dual {
+            self.said_dual = true;
+            tracing::info!(%key, "the cluster has dual-stack peers; this host runs IPv4 only (no EnableIPv6 in the network config) and programs their IPv4 entries only");
+        }
+        let Some(problem) = ipv6_problem(lease, self.v6.as_ref()) else { return self.forget(key) };
+        let fingerprint = logtext::fingerprint(&problem);
+        if self.last.insert(logtext::fingerprint(key), fingerprint) != Some(fingerprint) {
+            let (subnet, problem) = (lease.subnet, logtext::clip(&problem));
+            log_within!(self.budget, warn, %key, %subnet, %problem, "skipping a peer's IPv6 part; its IPv4 part is used; fix the key or value");
+        }
+    }
+
+    /// After a fresh listing: forgets keys no longer listed, then notes every lease.
+    pub(super) fn relisted<'l>(&mut self, leases: impl Iterator<Item = (String, &'l Lease)>) {
+        let mut still = HashMap::new();
+        for (key, lease) in leases {
+            self.seen(&key, lease);
+            let fingerprint = logtext::fingerprint(&key);
+            still.extend(self.last.get(&fingerprint).map(|problem| (fingerprint, *problem)));
+        }
+        self.last = still;
+    }
+
+    /// The key was deleted or now holds something else.
+    pub(super) fn forget(&mut self, key: &str) {
+        self.last.remove(&logtext::fingerprint(key));
+    }
+
+    /// When the summary of the warnings held back is due.
+    pub(super) fn summary_at(&self) -> Option<Instant> {
+        self.budget.summary_at()
+    }
+
+    /// Logs the summary of the warnings held back, if it is due.
+    pub(super) fn flush(&mut self) {
+        self.budget.flush(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::config::NetworkConfig;
+    use crate::lease::{LeaseAttrs, MacAddr};
+
+    fn dual(key_v6: &str) -> Lease {
+        let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 1]))
+            .with_ipv6(Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, 12), MacAddr([2, 0, 0, 0, 0, 2]));
+        let subnet = "10.5.3.0/24".parse().unwrap();
+        Lease { subnet, ipv6_subnet: Some(key_v6.parse().unwrap()), attrs, etcd_lease: None, mod_revision: 1, create_revision: 1 }
+    }
+
+    #[test]
+    fn each_broken_ipv6_part_names_its_rule() {
+        let config = NetworkConfig::parse(
+            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","IPv6SubnetMax":"fd00:5:0:9::"}"#,
+        )
+        .unwrap();
+        let v6 = config.ipv6.as_ref();
+        assert_eq!(ipv6_problem(&dual("fd00:5:0:3::/64"), v6), None);
+        let unread = Lease {
+            attrs: LeaseAttrs { ipv6_error: Some("bad".into()), ..dual("fd00:5:0:3::/64").attrs },
+            ..dual("fd00:5:0:3::/64")
+        };
+        let no_data =
+            Lease { attrs: LeaseAttrs { backend_v6_data: None, ..dual("fd00:5:0:3::/64").attrs }, ..dual("fd00:5:0:3::/64") };
+        let no_subnet = Lease { ipv6_subnet: None, ..dual("fd00:5:0:3::/64") };
+        let cases = [
+            (unread, "cannot be read: bad"),
+            (no_data, "lacks PublicIPv6 or BackendV6Data"),
+            (no_subnet, "BackendV6Data but its key no IPv6 subnet"),
+            (dual("fd00:5:0:3::7/64"), "host bits set (flannel writes fd00:5:0:3::/64)"),
+            (dual("fd00:5:0:10::/64"), "not a /64 between IPv6SubnetMin fd00:5:0:1:: and IPv6SubnetMax fd00:5:0:9::"),
+            (dual("fd00:5:0:3::/80"), "not a /64"),
+        ];
+        for (lease, rule) in cases {
+            let problem = ipv6_problem(&lease, v6).unwrap_or_default();
+            assert!(problem.contains(rule), "{lease:?}: {problem}");
+        }
+        // An IPv4-only host cannot tell the range; the form it can.
+        assert_eq!(ipv6_problem(&dual("fd00:5:0:10::/64"), None), None);
+        assert!(ipv6_problem(&dual("fd00:5:0:3::7/64"), None).is_some());
+    }
+}
