@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use lab::docker::{docker_opts_words, mounts_under, parse_ping_summary, weftd_docker_opts, BusyboxImage, Dockerd};
 use lab::{nth_address, parse_cidr, poll, Host, Lab, Weftd};
 
-const CONFIG: &str =
-    r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
 const NETWORK: &str = "10.5.0.0/16";
 const CONVERGE: Duration = Duration::from_secs(30);
 const IMAGE: &str = "weft-busybox:latest";
@@ -136,6 +135,8 @@ fn check_transfers(a: &Dockerd, b: &Dockerd, (ip_a, ip_b): (IpAddr, IpAddr), por
         let out = b.exec(&name_b, &["timeout", "5", "wget", "-q", "-O", "-", &format!("{base}/cgi-bin/addr")]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
+    // busybox httpd writes an IPv6 REMOTE_ADDR in brackets.
+    let seen = seen.trim_start_matches('[').trim_end_matches(']').to_string();
     assert_eq!(seen, ip_b.to_string(), "{name_a} saw {name_b}'s request come from {seen}, not from {ip_b}: NATed");
     println!("{name_a} sees {name_b}'s requests from {seen} (no NAT)");
 
