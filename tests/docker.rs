@@ -1,7 +1,8 @@
-//! Real Docker on the overlay (design.md §3): two hosts run `weftd` against etcd, each host
-//! then runs Debian's `dockerd` with the options `weftd docker-opts` generated from its
-//! subnet.env, and containers on different hosts reach each other by IP — checked as a user
-//! would, with `ip`, `ping`, and a 1 MiB file fetched over HTTP and compared by SHA-256.
+//! Real Docker on a dual-stack overlay (design.md §3, §4): two hosts run `weftd` against etcd
+//! with IPv4 and IPv6 enabled, each host then runs Debian's `dockerd` with the options
+//! `weftd docker-opts --ipv6` generated from its subnet.env, and containers on different hosts
+//! reach each other by IPv4 and by IPv6 address — checked as a user would, with `ip`, `ping`,
+//! and a 1 MiB file fetched over HTTP in each family and compared by SHA-256.
 //!
 //! Needs root and the Debian packages `docker.io busybox-static` (`make deps`). The figures
 //! (ping RTT, transfer size, time and checksum) are printed; see them with
@@ -10,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,10 +19,12 @@ use std::time::{Duration, Instant};
 use lab::docker::{docker_opts_words, mounts_under, parse_ping_summary, weftd_docker_opts, BusyboxImage, Dockerd};
 use lab::{nth_address, parse_cidr, poll, Host, Lab, Weftd};
 
-const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
 const NETWORK: &str = "10.5.0.0/16";
 const CONVERGE: Duration = Duration::from_secs(30);
 const IMAGE: &str = "weft-busybox:latest";
+/// httpd's port for IPv4 clients; IPv6 clients use the next one (a socket of its own, so the
+/// address a request comes from is never an IPv4-mapped one).
 const HTTP_PORT: u16 = 8080;
 const BLOB_SIZE: usize = 1 << 20;
 
@@ -43,12 +46,15 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
         check_docker0_address(lab.host(n), &envs[i]["FLANNEL_SUBNET"]);
         check_forward_rules(lab.host(n));
     }
-    let ips: Vec<Ipv4Addr> = dockers.iter().zip(&envs).map(|(dockerd, env)| run_container(&lab, dockerd, &image, env)).collect();
+    let ips: Vec<(Ipv4Addr, Ipv6Addr)> =
+        dockers.iter().zip(&envs).map(|(dockerd, env)| run_container(&lab, dockerd, &image, env)).collect();
 
     let (a, b) = (&dockers[0], &dockers[1]);
-    check_ping(a, b, ips[0], ips[1]);
+    check_ping(a, b, ips[0].0.into(), ips[1].0.into());
+    check_ping(a, b, ips[0].1.into(), ips[1].1.into());
     let expected_sum = serve_blob_and_address(&lab, a);
-    check_transfers(a, b, ips[0], ips[1], &expected_sum);
+    check_transfers(a, b, (ips[0].0.into(), ips[1].0.into()), HTTP_PORT, &expected_sum);
+    check_transfers(a, b, (ips[0].1.into(), ips[1].1.into()), HTTP_PORT + 1, &expected_sum);
 
     // Teardown is part of the test: nothing of docker may be left.
     let mut problems = Vec::new();
@@ -66,7 +72,7 @@ fn start_dockerd(lab: &Lab, n: usize, env: &BTreeMap<String, String>) -> Dockerd
     // As on a fresh host: docker then enables forwarding itself and, doing so, sets the
     // FORWARD policy to DROP — what flannel's FORWARD rules are for.
     lab.host(n).exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-    let opts = weftd_docker_opts(lab, n);
+    let opts = weftd_docker_opts(lab, n, &["--ipv6"]);
     let words = docker_opts_words(&opts);
     check_docker_opts(n, env, &opts, &words);
     let dockerd = Dockerd::start(lab, n, &words);
@@ -74,19 +80,22 @@ fn start_dockerd(lab: &Lab, n: usize, env: &BTreeMap<String, String>) -> Dockerd
     dockerd
 }
 
-/// Runs the host's container and checks its network; its address.
-fn run_container(lab: &Lab, dockerd: &Dockerd, image: &BusyboxImage, env: &BTreeMap<String, String>) -> Ipv4Addr {
+/// Runs the host's container and checks its network; its IPv4 and IPv6 addresses.
+fn run_container(lab: &Lab, dockerd: &Dockerd, image: &BusyboxImage, env: &BTreeMap<String, String>) -> (Ipv4Addr, Ipv6Addr) {
     dockerd.import(image, IMAGE);
     let name = container_name(dockerd.n);
     let ip = dockerd.run_container(&name, IMAGE);
     check_container_network(lab.host(dockerd.n), dockerd, &name, ip, env);
-    println!("host {}: container {name} has {ip}", dockerd.n);
-    ip
+    let ipv6 = dockerd.container_ipv6(&name);
+    let subnet6: ipnetwork::Ipv6Network = env["FLANNEL_IPV6_SUBNET"].parse().unwrap();
+    assert!(subnet6.contains(ipv6), "host {}: container {name} got {ipv6}, outside {subnet6}", dockerd.n);
+    println!("host {}: container {name} has {ip} and {ipv6}", dockerd.n);
+    (ip, ipv6)
 }
 
 /// Pings both ways (the first replies may wait for ARP and the lease watch), then five
 /// pings from A to B must all be answered.
-fn check_ping(a: &Dockerd, b: &Dockerd, ip_a: Ipv4Addr, ip_b: Ipv4Addr) {
+fn check_ping(a: &Dockerd, b: &Dockerd, ip_a: IpAddr, ip_b: IpAddr) {
     let (name_a, name_b) = (container_name(a.n), container_name(b.n));
     wait_container_ping(a, &name_a, ip_b);
     wait_container_ping(b, &name_b, ip_a);
@@ -110,20 +119,24 @@ fn serve_blob_and_address(lab: &Lab, a: &Dockerd) -> String {
     fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
     a.copy_into(&www, &name_a, "/");
     a.exec_ok(&name_a, &["httpd", "-p", &format!("0.0.0.0:{HTTP_PORT}"), "-h", "/www"]);
+    a.exec_ok(&name_a, &["httpd", "-p", &format!("[::]:{}", HTTP_PORT + 1), "-h", "/www"]);
     let expected_sum = sha256_of_file(&www.join("blob"));
     assert_eq!(a.exec_ok(&name_a, &["sha256sum", "/www/blob"]).split_whitespace().next(), Some(expected_sum.as_str()));
     expected_sum
 }
 
-/// B fetches from A: A sees B's own address (no NAT between containers), and the 1 MiB file
-/// arrives whole.
-fn check_transfers(a: &Dockerd, b: &Dockerd, ip_a: Ipv4Addr, ip_b: Ipv4Addr, expected_sum: &str) {
+/// B fetches from A's `port` at `ip_a`: A sees B's own address `ip_b` (no NAT between
+/// containers), and the 1 MiB file arrives whole.
+fn check_transfers(a: &Dockerd, b: &Dockerd, (ip_a, ip_b): (IpAddr, IpAddr), port: u16, expected_sum: &str) {
     let (name_a, name_b) = (container_name(a.n), container_name(b.n));
-    let base = format!("http://{ip_a}:{HTTP_PORT}");
+    // `http://[fd00:5:0:7::2]:8081` for IPv6, as URLs write an IPv6 host.
+    let base = format!("http://{}", std::net::SocketAddr::new(ip_a, port));
     let seen = poll(&format!("{name_b} to fetch {base}/cgi-bin/addr"), CONVERGE, || {
         let out = b.exec(&name_b, &["timeout", "5", "wget", "-q", "-O", "-", &format!("{base}/cgi-bin/addr")]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
+    // busybox httpd writes an IPv6 REMOTE_ADDR in brackets.
+    let seen = seen.trim_start_matches('[').trim_end_matches(']').to_string();
     assert_eq!(seen, ip_b.to_string(), "{name_a} saw {name_b}'s request come from {seen}, not from {ip_b}: NATed");
     println!("{name_a} sees {name_b}'s requests from {seen} (no NAT)");
 
@@ -155,13 +168,12 @@ fn check_docker_opts(n: usize, env: &BTreeMap<String, String>, opts: &BTreeMap<S
     assert_eq!(opts.get("DOCKER_OPT_MTU"), Some(&mtu), "host {n}: {opts:?}");
     assert_eq!(opts.get("DOCKER_OPT_IPMASQ").map(String::as_str), Some("--ip-masq=false"), "host {n}: {opts:?}");
     assert_eq!(opts.get("DOCKER_OPT_LOG_LEVEL").map(String::as_str), Some("--log-level=warn"), "host {n}: {opts:?}");
+    let fixed_cidr_v6 = format!("--fixed-cidr-v6={}", env["FLANNEL_IPV6_SUBNET"]);
     let mut sorted = words.to_vec();
     sorted.sort();
-    assert_eq!(
-        sorted,
-        [bip, "--ip-masq=false".to_string(), "--log-level=warn".to_string(), mtu],
-        "host {n}: DOCKER_OPTS {words:?}"
-    );
+    let mut expected = [bip, fixed_cidr_v6, "--ip-masq=false".into(), "--ipv6".into(), "--log-level=warn".into(), mtu];
+    expected.sort();
+    assert_eq!(sorted, expected, "host {n}: DOCKER_OPTS {words:?}");
 }
 
 /// docker0 in the host carries FLANNEL_SUBNET's gateway address (e.g. 10.5.72.1/24).
@@ -238,7 +250,7 @@ fn iptables(host: &Host, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn wait_container_ping(dockerd: &Dockerd, name: &str, dst: Ipv4Addr) {
+fn wait_container_ping(dockerd: &Dockerd, name: &str, dst: IpAddr) {
     let dst = dst.to_string();
     poll(&format!("container {name} to ping {dst}"), CONVERGE, || {
         dockerd.exec(name, &["ping", "-n", "-q", "-c", "1", "-W", "1", &dst]).status.success().then_some(())

@@ -23,7 +23,7 @@ fn containers_of_a_dockerd_started_from_docker_opts_names_ask_docker0_with_the_n
     let env = lab.wait_subnet_env(n, Duration::from_secs(30));
     let (gateway, _) = parse_cidr(&env["FLANNEL_SUBNET"]);
 
-    let plain = weftd_docker_opts(&lab, n);
+    let plain = weftd_docker_opts(&lab, n, &[]);
     assert!(!plain.keys().any(|k| k.starts_with("DOCKER_OPT_DNS")), "no DNS options without --names: {plain:?}");
     let opts = docker_opts_with_names(&lab, n);
     assert_eq!(opts.get("DOCKER_OPT_DNS"), Some(&format!("--dns={gateway}")), "{opts:?}");

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use crate::docker::{docker_opts_words, weftd_docker_opts_with, Dockerd, CONTAINER_LIFETIME_SECS};
+use crate::docker::{docker_opts_words, weftd_docker_opts, Dockerd, CONTAINER_LIFETIME_SECS};
 use crate::Lab;
 
 /// The domain weftd publishes names under unless told otherwise (`--names-domain`).
@@ -23,10 +23,10 @@ pub fn weftd_names_flags(lab: &Lab, n: usize) -> Vec<String> {
     vec!["--names".into(), "--docker-host".into(), docker_host_uri(lab, n)]
 }
 
-/// `weftd docker-opts --names` in host N (see [`weftd_docker_opts_with`]): the options file,
+/// `weftd docker-opts --names` in host N (see [`weftd_docker_opts`]): the options file,
 /// parsed, with `DOCKER_OPT_DNS` and `DOCKER_OPT_DNS_SEARCH`.
 pub fn docker_opts_with_names(lab: &Lab, n: usize) -> BTreeMap<String, String> {
-    weftd_docker_opts_with(lab, n, &["--names"])
+    weftd_docker_opts(lab, n, &["--names"])
 }
 
 /// Starts host N's dockerd with the `$DOCKER_OPTS` of `weftd docker-opts --names`; returns it

@@ -224,6 +224,13 @@ impl Dockerd {
         ip.parse().unwrap_or_else(|e| panic!("container {name}: bad IP {ip:?} ({e})"))
     }
 
+    /// The container's IPv6 address on docker0 (`docker inspect`'s GlobalIPv6Address), when
+    /// dockerd runs with `--ipv6`.
+    pub fn container_ipv6(&self, name: &str) -> std::net::Ipv6Addr {
+        let ip = self.docker_ok(&["inspect", "--format", "{{.NetworkSettings.GlobalIPv6Address}}", name]);
+        ip.parse().unwrap_or_else(|e| panic!("container {name}: bad IPv6 address {ip:?} ({e})"))
+    }
+
     /// `docker exec <container> <args>`; output not checked.
     pub fn exec(&self, container: &str, args: &[&str]) -> Output {
         let mut all = vec!["exec", container];

@@ -42,21 +42,16 @@ pub use image::BusyboxImage;
 /// Set in `weftd docker-opts`'s environment; docker must be started with `--log-level=warn`.
 pub const EXTRA_DOCKER_OPT: &str = "DOCKER_OPT_LOG_LEVEL=--log-level=warn";
 
-/// Runs `weftd docker-opts -f <subnet.env> -d <file>` (flannel's mk-docker-opts.sh) inside host
-/// N's namespace and returns the file it wrote, parsed: `DOCKER_OPT_BIP`, `DOCKER_OPT_MTU`,
-/// `DOCKER_OPT_IPMASQ` (only with FLANNEL_IPMASQ=true), `DOCKER_OPT_LOG_LEVEL` (from
-/// [`EXTRA_DOCKER_OPT`]) and `DOCKER_OPTS`.
-pub fn weftd_docker_opts(lab: &Lab, n: usize) -> BTreeMap<String, String> {
-    weftd_docker_opts_with(lab, n, &[])
-}
-
-/// [`weftd_docker_opts`] with more `weftd docker-opts` flags (e.g. `--names`).
-pub fn weftd_docker_opts_with(lab: &Lab, n: usize, flags: &[&str]) -> BTreeMap<String, String> {
+/// Runs `weftd docker-opts -f <subnet.env> -d <file> <extra>` (flannel's mk-docker-opts.sh)
+/// inside host N's namespace and returns the file it wrote, parsed: `DOCKER_OPT_BIP`,
+/// `DOCKER_OPT_MTU`, `DOCKER_OPT_IPMASQ` (only with FLANNEL_IPMASQ=true),
+/// `DOCKER_OPT_LOG_LEVEL` (from [`EXTRA_DOCKER_OPT`]), what `extra` adds, and `DOCKER_OPTS`.
+pub fn weftd_docker_opts(lab: &Lab, n: usize, extra: &[&str]) -> BTreeMap<String, String> {
     let host = lab.host(n);
     let out_file = lab.dir().join(format!("h{n}")).join("docker_opts.env");
     let bin = weftd_bin();
     // An option of the operator's own, passed on as mk-docker-opts.sh passes every DOCKER_OPT_*.
-    let args = [
+    let mut args = vec![
         "env",
         EXTRA_DOCKER_OPT,
         bin.to_str().expect("weftd path is UTF-8"),
@@ -66,7 +61,8 @@ pub fn weftd_docker_opts_with(lab: &Lab, n: usize, flags: &[&str]) -> BTreeMap<S
         "-d",
         out_file.to_str().expect("lab dir is UTF-8"),
     ];
-    let out = host.exec(&[&args[..], flags].concat());
+    args.extend(extra);
+    let out = host.exec(&args);
     assert!(out.status.success(), "`weftd docker-opts` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     let text = fs::read_to_string(&out_file).unwrap_or_else(|e| panic!("read {}: {e}", out_file.display()));
     weft::subnet_env::parse_env(&text)
