@@ -22,6 +22,9 @@ use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
+use crate::names::docker;
+use crate::names::publish::Publisher;
+use crate::names::skydns::Domain;
 use crate::netlink::{self, Kernel, NetlinkError};
 use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
@@ -53,6 +56,18 @@ pub struct DaemonOptions {
     pub healthz: Option<std::net::TcpListener>,
     /// The socket /metrics is served on, bound by the caller; `None` disables it.
     pub metrics: Option<std::net::TcpListener>,
+    /// `--names`: publish this host's containers; `None` (the default) leaves docker alone.
+    pub names: Option<NamesOptions>,
+}
+
+/// How names are published (`--names`, `--names-domain`, `--docker-host`, `--names-lease-ttl`).
+#[derive(Debug, Clone)]
+pub struct NamesOptions {
+    pub domain: Domain,
+    /// `unix:///var/run/docker.sock`, or `tcp://HOST:PORT`.
+    pub docker_host: String,
+    /// The TTL of the etcd lease the records hang on.
+    pub lease_ttl: Duration,
 }
 
 /// Why the daemon stopped with an error.
@@ -178,7 +193,11 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
+    let names_registry = registry.clone();
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
+    if let Some(names) = options.names.clone() {
+        start_names_tasks(&mut tasks, names, names_registry, own_rx.clone(), &metrics);
+    }
 
     let direct_routing = config.backend.direct_routing;
     let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
@@ -246,6 +265,21 @@ fn start_lease_tasks(
         }
     }
     (own_rx, leases_rx, attrs_tx)
+}
+
+/// Starts the tasks of `--names`: one follows docker, one keeps this host's records in etcd.
+fn start_names_tasks(tasks: &mut Tasks, names: NamesOptions, registry: Registry, own: watch::Receiver<Lease>, metrics: &Arc<Metrics>) {
+    let (containers_tx, containers_rx) = watch::channel(None);
+    tasks.spawn_forever("docker follower", docker::follow(names.docker_host, containers_tx));
+    let publisher = Publisher {
+        registry,
+        domain: names.domain,
+        lease_ttl: names.lease_ttl,
+        containers: containers_rx,
+        own,
+        metrics: Arc::clone(metrics),
+    };
+    tasks.spawn_forever("names publisher", publisher.run());
 }
 
 /// Whether etcd answers a trivial request now: the probe behind `/healthz`.

@@ -14,7 +14,10 @@ use tracing_subscriber::EnvFilter;
 
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
+use weft::daemon::NamesOptions;
 use weft::etcd::EtcdOptions;
+use weft::names::link_env;
+use weft::names::skydns::Domain;
 use weft::status;
 use weft::underlay::{self, UnderlayChoice};
 
@@ -109,6 +112,21 @@ struct Flags {
     /// Port of the Prometheus /metrics endpoint; 0 disables it (weft extension).
     #[arg(long, env = "FLANNELD_METRICS_PORT", default_value_t = 0)]
     metrics_port: u16,
+    /// Publish this host's running containers in etcd under their names, in the SkyDNS layout
+    /// (weft extension). Off by default: then weftd does not talk to docker at all.
+    #[arg(long, global = true, env = "FLANNELD_NAMES", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    names: bool,
+    /// DNS domain names are published under (db.weft.local is /skydns/local/weft/db).
+    #[arg(long, global = true, env = "FLANNELD_NAMES_DOMAIN", default_value = "weft.local")]
+    names_domain: Domain,
+    /// The docker daemon to follow with --names: unix://PATH or tcp://HOST:PORT.
+    #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+    docker_host: String,
+    /// Lifetime of the etcd lease the names hang on, renewed every third of it: a host that
+    /// dies takes its names with it after this long (weft extension).
+    #[arg(long, env = "FLANNELD_NAMES_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    names_lease_ttl: Duration,
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
     #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
     verbosity: u8,
@@ -130,6 +148,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print docker's legacy link variables (DB_PORT, DB_PORT_6379_TCP_ADDR, ..., DB_NAME) for
+    /// a published name, read from etcd, as KEY=value lines for `docker run --env-file`.
+    LinkEnv(LinkEnvFlags),
+}
+
+#[derive(Debug, Args)]
+struct LinkEnvFlags {
+    /// The published name (a DNS label: `db` for db.weft.local).
+    name: String,
+    /// The alias the variables are named after (DB_... for db); the name by default.
+    #[arg(long)]
+    alias: Option<String>,
+    /// The container the variables are for, in <ALIAS>_NAME=/<recipient>/<alias>.
+    #[arg(long, default_value = link_env::DEFAULT_RECIPIENT)]
+    recipient: String,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +259,11 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         // with the same FLANNELD_* environment, must not try to take the daemon's ports.
         healthz: None,
         metrics: None,
+        names: flags.names.then(|| NamesOptions {
+            domain: flags.names_domain,
+            docker_host: flags.docker_host,
+            lease_ttl: flags.names_lease_ttl,
+        }),
     })
 }
 
@@ -297,6 +335,30 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
     }
 }
 
+/// `weftd link-env`: exit 0 with the variables on stdout, 1 when the name is unknown or etcd
+/// cannot be read.
+fn show_link_env(flags: Flags, link: LinkEnvFlags) -> ExitCode {
+    let domain = flags.names_domain.clone();
+    let result = options(flags).and_then(|options| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let registry = weft::etcd::Registry::connect(&options.etcd).await?;
+            let alias = link.alias.as_deref().unwrap_or(&link.name);
+            Ok::<_, anyhow::Error>(link_env::read(&registry, &domain, &link.name, alias, &link.recipient).await?)
+        })
+    });
+    match result {
+        Ok(env) => {
+            print!("{env}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weftd link-env: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
@@ -337,6 +399,7 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::Status { json }) => return show_status(flags, json),
+        Some(Command::LinkEnv(link)) => return show_link_env(flags, link),
         None => {}
     }
     init_logging(flags.verbosity);

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub etcd_reconnects: Counter,
     pub watch_restarts: Counter,
     pub lease_to_kernel: Histogram,
+    /// Names this host publishes (`--names`): running containers on the overlay.
+    pub names_published: Gauge,
+    /// SkyDNS records this host publishes (one per name, plus one per exposed port).
+    pub names_records: Gauge,
+    pub names_publish_errors: Counter,
 }
 
 impl Metrics {
@@ -55,6 +60,9 @@ impl Metrics {
             watch_restarts: Counter::default(),
             // 100 µs to ~3 s.
             lease_to_kernel: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            names_published: Gauge::default(),
+            names_records: Gauge::default(),
+            names_publish_errors: Counter::default(),
         };
         let r = &mut metrics.registry;
         r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
@@ -93,6 +101,13 @@ impl Metrics {
             "Time from a lease change arriving to the kernel matching it",
             Unit::Seconds,
             metrics.lease_to_kernel.clone(),
+        );
+        r.register("names_published", "Container names this host publishes in etcd (--names)", metrics.names_published.clone());
+        r.register("names_records", "SkyDNS records this host publishes in etcd (--names)", metrics.names_records.clone());
+        r.register(
+            "names_publish_errors",
+            "Publishing passes that failed to bring etcd to the containers running (retried)",
+            metrics.names_publish_errors.clone(),
         );
         Arc::new(metrics)
     }
@@ -161,6 +176,9 @@ mod tests {
             "weft_etcd_reconnects_total 0",
             "weft_watch_restarts_total 0",
             "weft_lease_event_to_kernel_seconds_count 1",
+            "weft_names_published 0",
+            "weft_names_records 0",
+            "weft_names_publish_errors_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
