@@ -302,6 +302,7 @@ fn one_malloc_arena() {
 
 /// `weftd status`: exit 0 healthy, 1 unhealthy, 2 unable to tell.
 fn show_status(flags: Flags, json: bool) -> ExitCode {
+    let names = flags.names.then(|| flags.names_domain.clone());
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
@@ -312,7 +313,7 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
                 Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
             };
             let underlay = underlay.map_err(|e| e.to_string());
-            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, underlay, &kernel).await?))
+            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, underlay, &kernel, names.as_ref()).await?))
         })
     });
     match result {

@@ -12,9 +12,11 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
-use crate::etcd::{EtcdOptions, MalformedLease, Registry, RegistryError};
+use crate::etcd::{EtcdOptions, MalformedLease, NameKey, Registry, RegistryError};
 use crate::lease::{EtcdLeaseId, Lease, LeaseSet};
 use crate::model::{self, KernelContext, KernelState};
+use crate::names::publish::{self, PublishedName};
+use crate::names::skydns::Domain;
 use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::{self, ThisHost};
 use crate::underlay::Underlay;
@@ -79,6 +81,9 @@ pub struct Status {
     pub device_drift: Vec<String>,
     /// Why no underlay matches how it is chosen, if none does.
     pub underlay_problem: Option<String>,
+    /// With `--names`: this host's published names (records in our subnet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<PublishedName>>,
     pub healthy: bool,
 }
 
@@ -98,6 +103,8 @@ pub struct Observed {
     /// Where the main routing table reaches peers' PublicIPs (for `Backend.DirectRouting`), and
     /// which nexthop ids other programs hold.
     pub context: KernelContext,
+    /// With `--names`: the domain, and every key below its prefix.
+    pub names: Option<(Domain, Vec<NameKey>)>,
 }
 
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
@@ -156,6 +163,9 @@ pub fn assess(observed: &Observed) -> Status {
         healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0 && device_drift.is_empty(),
         device_drift,
         underlay_problem: observed.underlay.as_ref().err().cloned(),
+        names: observed.names.as_ref().map(|(domain, keys)| {
+            own_subnet.map(|subnet| publish::published_names(domain, subnet, keys)).unwrap_or_default()
+        }),
     }
 }
 
@@ -222,12 +232,14 @@ fn check_peer(lease: &Lease, actual: &KernelState) -> (Check, Check, Check) {
 const TTL_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// Reads etcd and the kernel. `public_ip` identifies this host's lease.
-/// `underlay` is the interface flanneld's rules choose now, or why none matches.
+/// `underlay` is the interface flanneld's rules choose now, or why none matches; `names` the
+/// domain whose records are read (`--names`).
 pub async fn observe(
     etcd: &EtcdOptions,
     public_ip: Ipv4Addr,
     underlay: Result<Underlay, String>,
     kernel: &Kernel,
+    names: Option<&Domain>,
 ) -> Result<Observed, StatusError> {
     let unreachable = |source| StatusError::Etcd { endpoints: etcd.endpoints.join(","), source };
     let registry = Registry::connect(etcd).await.map_err(unreachable)?;
@@ -252,7 +264,11 @@ pub async fn observe(
     let kernel_state = link.as_ref().map(|_| state);
     let malformed = listing.malformed;
     let device = link.and_then(|l| l.spec);
-    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, device, underlay, context })
+    let names = match names {
+        Some(domain) => Some((domain.clone(), registry.list_names(&domain.prefix()).await.map_err(unreachable)?)),
+        None => None,
+    };
+    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, device, underlay, context, names })
 }
 
 /// The human-readable report.
@@ -312,128 +328,16 @@ pub fn render(status: &Status) -> String {
     if status.unexplained > 0 {
         out.push_str(&format!("{} entries on {} are not explained by any lease\n", status.unexplained, status.device));
     }
+    if let Some(names) = &status.names {
+        out.push_str(&format!("\nnames published by this host: {}\n", names.len()));
+        for name in names {
+            out.push_str(&format!("{:<24} {:<15} {}\n", name.name, name.host.to_string(), name.ports.join(" ")));
+        }
+    }
     out.push_str(if status.healthy { "\nhealthy\n" } else { "\nNOT healthy\n" });
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lease::{LeaseAttrs, MacAddr};
-    use crate::model::{ArpEntry, DirectRoute, FdbEntry, MainTable, RouteEntry};
-
-    fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
-        Lease {
-            ipv6_subnet: None,
-            subnet: subnet.parse().unwrap(),
-            attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])),
-            etcd_lease: Some(EtcdLeaseId(7)),
-            mod_revision: 1,
-            create_revision: 1,
-        }
-    }
-
-    fn observed(kernel: Option<KernelState>) -> Observed {
-        Observed {
-            config: NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap(),
-            public_ip: Ipv4Addr::new(198, 18, 0, 11),
-            leases: vec![lease("10.5.1.0/24", [198, 18, 0, 11], 1), lease("10.5.2.0/24", [198, 18, 0, 12], 2)],
-            ttls: [(EtcdLeaseId(7), Some(3600))].into(),
-            malformed: vec![],
-            kernel,
-            device: None,
-            underlay: Ok(underlay()),
-            context: KernelContext::default(),
-        }
-    }
-
-    fn underlay() -> Underlay {
-        Underlay::example()
-    }
-
-    fn correct_kernel() -> KernelState {
-        let vtep = Ipv4Addr::new(10, 5, 2, 0);
-        KernelState {
-            arp: [ArpEntry { ip: vtep, mac: MacAddr([2, 0, 0, 0, 0, 2]) }].into(),
-            fdb: [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 12) }].into(),
-            routes: [RouteEntry { subnet: "10.5.2.0/24".parse().unwrap(), gateway: vtep, onlink: true, nexthop: None }].into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_correct_kernel_is_healthy() {
-        let status = assess(&observed(Some(correct_kernel())));
-        assert!(status.healthy, "{status:?}");
-        assert_eq!(status.own_subnet, Some("10.5.1.0/24".parse().unwrap()));
-        assert!(status.leases[0].this_host && status.leases[0].route == Check::NotApplicable);
-        assert_eq!((status.leases[1].route, status.leases[1].arp, status.leases[1].fdb), (Check::Ok, Check::Ok, Check::Ok));
-        assert!(render(&status).contains("healthy") && render(&status).contains("1h00m00s"));
-    }
-
-    #[test]
-    fn missing_and_wrong_entries_are_named() {
-        let mut kernel = correct_kernel();
-        kernel.routes.clear();
-        kernel.fdb = [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 99) }].into();
-        let status = assess(&observed(Some(kernel)));
-        assert!(!status.healthy);
-        assert_eq!(
-            (status.leases[1].route, status.leases[1].arp, status.leases[1].fdb),
-            (Check::Missing, Check::Ok, Check::Wrong)
-        );
-        assert!(render(&status).contains("MISSING") && render(&status).contains("NOT healthy"));
-        assert!(!assess(&observed(None)).healthy, "no device is not healthy");
-    }
-
-    #[test]
-    fn a_direct_peer_needs_its_direct_route_and_no_vxlan_entries() {
-        let mut observed = observed(Some(KernelState::default()));
-        observed.config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"DirectRouting":true}}"#).unwrap();
-        observed.context.main_table = MainTable::new(["198.18.0.0/24".parse().map(|n| (n, false)).unwrap()]);
-        let peer = |status: &Status| (status.leases[1].direct, status.leases[1].route, status.leases[1].arp);
-        let status = assess(&observed);
-        assert_eq!(peer(&status), (true, Check::Missing, Check::NotApplicable));
-        let direct = DirectRoute { subnet: "10.5.2.0/24".parse().unwrap(), gateway: Ipv4Addr::new(198, 18, 0, 12) };
-        observed.kernel = Some(KernelState { direct_routes: [direct].into(), ..Default::default() });
-        let status = assess(&observed);
-        assert_eq!(peer(&status), (true, Check::Ok, Check::NotApplicable));
-        assert!(status.healthy && render(&status).contains("(direct route)"), "{}", render(&status));
-        observed.kernel = Some(correct_kernel());
-        assert_eq!(peer(&assess(&observed)).1, Check::Wrong, "a VXLAN route where a direct one belongs");
-    }
-
-    #[test]
-    fn device_drift_is_reported_while_it_lasts() {
-        let mut observed = observed(Some(correct_kernel()));
-        let wanted = device::desired_device(&observed.config, &underlay(), MacAddr([2, 0, 0, 0, 0, 1]));
-        observed.device = Some(wanted.clone());
-        assert!(assess(&observed).healthy, "the device as the lease asks");
-        observed.device =
-            Some(VxlanSpec { mac: MacAddr([2, 0x11, 0, 0, 0, 9]), local: Ipv4Addr::new(10, 0, 0, 9), ..wanted.clone() });
-        let status = assess(&observed);
-        assert!(!status.healthy);
-        assert_eq!(
-            status.device_drift,
-            [
-                "flannel.1: MAC 02:11:00:00:00:09, lease says 02:00:00:00:00:01",
-                "flannel.1: local 10.0.0.9, underlay has 198.18.0.11"
-            ]
-        );
-        let text = render(&status);
-        assert!(text.contains("drift      flannel.1: local 10.0.0.9, underlay has 198.18.0.11\n"), "{text}");
-        // Without an underlay (`--public-ip` given, the NIC gone or renamed) the problem is
-        // shown, and the device is still checked against the config and the lease.
-        observed.underlay = Err("no usable underlay interface: no interface matches --iface [\"eth0\"]".into());
-        observed.device = Some(VxlanSpec { mtu: 1300, port: 4789, ..wanted.clone() });
-        let status = assess(&observed);
-        assert_eq!(status.device_drift, ["flannel.1: dstport 4789, config says 8472"], "the MTU follows the missing underlay");
-        observed.device = Some(VxlanSpec { underlay_index: None, ..wanted.clone() });
-        assert!(assess(&observed).device_drift.is_empty(), "a device bound to no link stands in for the missing one");
-        assert!(
-            render(&status).contains("underlay   no usable underlay interface: no interface matches --iface"),
-            "{}",
-            render(&status)
-        );
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;
