@@ -1,7 +1,7 @@
 //! Test lab (design.md §3): hosts as network namespaces on a shared underlay bridge, etcd in
 //! namespaces of its own, `weftd` processes, "container" namespaces and background pings, all
 //! removed on Drop; real Docker in lab hosts (`docker`); and the helpers of single topics
-//! (`bounded`, `drift`, `dualstack`, `etcd_wipe`, `firewall`, `hostile`, `http`).
+//! (`bounded`, `drift`, `dualstack`, `etcd_wipe`, `firewall`, `hostile`, `http`, `names`).
 //!
 //! A crate of its own (not published), used by the integration tests, `examples/demo.rs` and
 //! `examples/bench`. It drives the system through `ip`, `bridge`, `etcd`, `etcdctl`, `openssl`
@@ -22,6 +22,7 @@ pub mod etcd_wipe;
 pub mod firewall;
 pub mod hostile;
 pub mod http;
+pub mod names;
 
 mod etcd;
 mod etcdctl;

@@ -75,4 +75,16 @@ impl Registry {
     pub async fn grant_names_lease(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
         self.grant(ttl).await
     }
+
+    /// Whether `etcd_lease` is alive and was granted for `ttl` (whole seconds), so a restarted
+    /// publisher with the same `--names-lease-ttl` may keep renewing it
+    /// (`etcdctl lease timetolive <id>`).
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn names_lease_fits(&self, etcd_lease: EtcdLeaseId, ttl: Duration) -> Result<bool, RegistryError> {
+        let response =
+            self.call("names lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease.0, None).await }).await?;
+        Ok(response.ttl() > 0 && response.granted_ttl() == ttl.as_secs().max(1) as i64)
+    }
 }

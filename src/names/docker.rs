@@ -52,31 +52,37 @@ pub struct Container {
     pub ports: BTreeSet<(u16, Proto)>,
 }
 
-/// Every running container, as last listed; `None` until dockerd was reached once.
+/// Every running container, as last listed (empty while dockerd does not answer); `None`
+/// until the first attempt to reach dockerd.
 pub type Containers = Option<Arc<Vec<Container>>>;
 
 /// Follows dockerd at `host` for as long as weftd runs: attaches when it comes up (looking
 /// once a second, quietly), lists every running container on each attach and each event, and
-/// attaches again when it goes away. While dockerd is away the last listing stays.
+/// attaches again when it goes away. A dockerd that does not answer runs nothing (its
+/// containers die with it unless it runs with live-restore): the listing is then empty, so
+/// the names of a stopped or restarting docker are withdrawn until it answers again.
 pub async fn follow(host: String, containers: watch::Sender<Containers>) {
     let mut absent_logged = false;
     loop {
-        let docker = match connect(&host).await {
-            Ok(docker) => docker,
-            Err(error) => {
-                if !absent_logged {
-                    tracing::info!(%host, %error, "docker is not answering yet; publishing names once it does");
-                    absent_logged = true;
+        match connect(&host).await {
+            Ok(docker) => {
+                tracing::info!(%host, "attached to docker; listing its containers");
+                absent_logged = true;
+                if let Err(error) = watch_events(&docker, &containers).await {
+                    tracing::warn!(%host, %error, "lost docker; its names are withdrawn until it answers again");
                 }
-                tokio::time::sleep(ATTACH_RETRY).await;
-                continue;
             }
-        };
-        tracing::info!(%host, "attached to docker; listing its containers");
-        absent_logged = true;
-        if let Err(error) = watch_events(&docker, &containers).await {
-            tracing::warn!(%host, %error, "lost docker; attaching again when it answers");
+            Err(error) if !absent_logged => {
+                tracing::info!(%host, %error, "docker is not answering yet; publishing names once it does");
+                absent_logged = true;
+            }
+            Err(error) => tracing::debug!(%host, %error, "docker still not answering"),
         }
+        containers.send_if_modified(|old| {
+            let was_empty = old.as_ref().is_some_and(|listed| listed.is_empty());
+            *old = Some(Arc::default());
+            !was_empty
+        });
         tokio::time::sleep(ATTACH_RETRY).await;
     }
 }

@@ -197,7 +197,7 @@ impl Publisher {
         if state.lease.is_none() {
             state.lease = self.adopt(subnet, &listed).await;
         }
-        // Before docker answered once, nothing is known to have stopped: leave etcd as it is.
+        // Before the first look at docker, nothing is known to have stopped: leave etcd alone.
         let Some(containers) = self.containers.borrow().clone() else { return Ok(()) };
         let wanted = wanted(&self.domain, subnet, &containers);
         self.warn_skipped(state, &wanted.skipped);
@@ -220,12 +220,13 @@ impl Publisher {
         Ok(())
     }
 
-    /// The etcd lease this host's records listed hang on, if etcd still keeps it: a restarted
-    /// weftd keeps renewing it, so the records of containers still running never blink.
+    /// The etcd lease this host's records listed hang on, if etcd still keeps it and it has
+    /// our TTL: a restarted weftd keeps renewing it, so the records of containers still
+    /// running are not even rewritten. (Another `--names-lease-ttl` gets a lease of its own.)
     async fn adopt(&self, subnet: Ipv4Network, listed: &[NameKey]) -> Option<EtcdLeaseId> {
         let lease = listed.iter().filter(|k| is_ours(&self.domain, subnet, None, k)).find_map(|k| k.etcd_lease)?;
-        let alive = matches!(self.registry.time_to_live(lease).await, Ok(Some(ttl)) if ttl > 0);
-        alive.then(|| {
+        let fits = matches!(self.registry.names_lease_fits(lease, self.lease_ttl).await, Ok(true));
+        fits.then(|| {
             tracing::info!(%lease, "adopting the names' etcd lease of the previous run");
             lease
         })
