@@ -268,7 +268,13 @@ fn start_lease_tasks(
 }
 
 /// Starts the tasks of `--names`: one follows docker, one keeps this host's records in etcd.
-fn start_names_tasks(tasks: &mut Tasks, names: NamesOptions, registry: Registry, own: watch::Receiver<Lease>, metrics: &Arc<Metrics>) {
+fn start_names_tasks(
+    tasks: &mut Tasks,
+    names: NamesOptions,
+    registry: Registry,
+    own: watch::Receiver<Lease>,
+    metrics: &Arc<Metrics>,
+) {
     let (containers_tx, containers_rx) = watch::channel(None);
     tasks.spawn_forever("docker follower", docker::follow(names.docker_host, containers_tx));
     let publisher = Publisher {

@@ -12,9 +12,9 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use weft::daemon::NamesOptions;
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
-use weft::daemon::NamesOptions;
 use weft::etcd::EtcdOptions;
 use weft::names::link_env;
 use weft::names::skydns::Domain;
@@ -259,7 +259,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         // with the same FLANNELD_* environment, must not try to take the daemon's ports.
         healthz: None,
         metrics: None,
-        names: flags.names.then(|| NamesOptions {
+        names: flags.names.then_some(NamesOptions {
             domain: flags.names_domain,
             docker_host: flags.docker_host,
             lease_ttl: flags.names_lease_ttl,
@@ -313,7 +313,9 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
                 Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
             };
             let underlay = underlay.map_err(|e| e.to_string());
-            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, underlay, &kernel, names.as_ref()).await?))
+            Ok::<_, anyhow::Error>(status::assess(
+                &status::observe(&options.etcd, public_ip, underlay, &kernel, names.as_ref()).await?,
+            ))
         })
     });
     match result {
@@ -423,39 +425,5 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Flags {
-        let args = std::iter::once("weftd").chain(args.iter().copied()).map(String::from);
-        let matches = Flags::command().try_get_matches_from(go_style(args)).unwrap();
-        Flags::from_arg_matches(&matches).unwrap()
-    }
-
-    #[test]
-    fn go_style_single_and_double_dash_flags() {
-        let flags =
-            parse(&["-etcd-endpoints=http://a:2379,http://b:2379", "--iface", "eth1", "-iface=10.0.0.5", "-ip-masq", "-v=2"]);
-        assert_eq!(flags.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
-        assert_eq!(flags.iface, ["eth1", "10.0.0.5"]);
-        assert!(flags.ip_masq);
-        assert_eq!(flags.verbosity, 2);
-        let flags = parse(&["--ip-masq=false", "-subnet-lease-ttl", "30s", "--subnet-lease-renew-margin=5"]);
-        assert!(!flags.ip_masq);
-        assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(30));
-        assert_eq!(flags.subnet_lease_renew_margin, 5);
-        let flags = parse(&["-iptables-resync=30", "--iface-can-reach", "198.18.0.2"]);
-        assert_eq!(flags.iptables_resync, 30);
-        assert_eq!(flags.iface_can_reach, Some(Ipv4Addr::new(198, 18, 0, 2)));
-    }
-
-    #[test]
-    fn flanneld_defaults() {
-        let flags = parse(&[]);
-        assert_eq!(flags.etcd_prefix, "/coreos.com/network");
-        assert_eq!(flags.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
-        assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
-        assert!(flags.iptables_forward_rules && !flags.ip_masq);
-        assert_eq!(flags.iptables_resync, 5);
-    }
-}
+#[path = "main_tests.rs"]
+mod tests;

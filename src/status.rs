@@ -163,9 +163,10 @@ pub fn assess(observed: &Observed) -> Status {
         healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0 && device_drift.is_empty(),
         device_drift,
         underlay_problem: observed.underlay.as_ref().err().cloned(),
-        names: observed.names.as_ref().map(|(domain, keys)| {
-            own_subnet.map(|subnet| publish::published_names(domain, subnet, keys)).unwrap_or_default()
-        }),
+        names: observed
+            .names
+            .as_ref()
+            .map(|(domain, keys)| own_subnet.map(|subnet| publish::published_names(domain, subnet, keys)).unwrap_or_default()),
     }
 }
 
@@ -268,7 +269,18 @@ pub async fn observe(
         Some(domain) => Some((domain.clone(), registry.list_names(&domain.prefix()).await.map_err(unreachable)?)),
         None => None,
     };
-    Ok(Observed { config, public_ip, leases: listing.leases, ttls, malformed, kernel: kernel_state, device, underlay, context, names })
+    Ok(Observed {
+        config,
+        public_ip,
+        leases: listing.leases,
+        ttls,
+        malformed,
+        kernel: kernel_state,
+        device,
+        underlay,
+        context,
+        names,
+    })
 }
 
 /// The human-readable report.

@@ -61,10 +61,7 @@ fn missing_and_wrong_entries_are_named() {
     kernel.fdb = [FdbEntry { mac: MacAddr([2, 0, 0, 0, 0, 2]), dst: Ipv4Addr::new(198, 18, 0, 99) }].into();
     let status = assess(&observed(Some(kernel)));
     assert!(!status.healthy);
-    assert_eq!(
-        (status.leases[1].route, status.leases[1].arp, status.leases[1].fdb),
-        (Check::Missing, Check::Ok, Check::Wrong)
-    );
+    assert_eq!((status.leases[1].route, status.leases[1].arp, status.leases[1].fdb), (Check::Missing, Check::Ok, Check::Wrong));
     assert!(render(&status).contains("MISSING") && render(&status).contains("NOT healthy"));
     assert!(!assess(&observed(None)).healthy, "no device is not healthy");
 }
@@ -98,10 +95,7 @@ fn device_drift_is_reported_while_it_lasts() {
     assert!(!status.healthy);
     assert_eq!(
         status.device_drift,
-        [
-            "flannel.1: MAC 02:11:00:00:00:09, lease says 02:00:00:00:00:01",
-            "flannel.1: local 10.0.0.9, underlay has 198.18.0.11"
-        ]
+        ["flannel.1: MAC 02:11:00:00:00:09, lease says 02:00:00:00:00:01", "flannel.1: local 10.0.0.9, underlay has 198.18.0.11"]
     );
     let text = render(&status);
     assert!(text.contains("drift      flannel.1: local 10.0.0.9, underlay has 198.18.0.11\n"), "{text}");
@@ -133,6 +127,10 @@ fn with_names_this_hosts_names_are_listed() {
     let status = assess(&observed);
     let names = status.names.as_deref().unwrap();
     assert_eq!(names.len(), 1, "only this host's: {names:?}");
-    assert!(render(&status).contains("names published by this host: 1\ndb                       10.5.1.2        6379/tcp\n"), "{}", render(&status));
+    assert!(
+        render(&status).contains("names published by this host: 1\ndb                       10.5.1.2        6379/tcp\n"),
+        "{}",
+        render(&status)
+    );
     assert!(assess(&self::observed(None)).names.is_none(), "without --names, no names section");
 }

@@ -109,7 +109,9 @@ fn containers_are_published_followed_and_withdrawn() {
     // dockerd restarted: its names are withdrawn while it is down; weftd attaches again, and
     // db (restart always) is published again.
     docker_a.restart(&words_a);
-    poll("weftd to attach to the restarted dockerd", CONVERGE, || (weftd_a.log().matches("attached to docker").count() == 2).then_some(()));
+    poll("weftd to attach to the restarted dockerd", CONVERGE, || {
+        (weftd_a.log().matches("attached to docker").count() == 2).then_some(())
+    });
     let ip = container_ip(&docker_a, "db");
     wait_records(&lab, DB_PREFIX, &db_records(&id, &ip), "db published again after dockerd restarted");
     let withdrawn = weftd_a.log().matches("name withdrawn name=db").count();
@@ -164,7 +166,10 @@ fn check_link_env(lab: &Lab, b: usize, docker_a: &Dockerd, docker_b: &Dockerd, i
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     let aliased = lab.weftd_command(b, &["link-env", "db", "--alias", "cache", "--recipient", "app"]);
     let aliased = String::from_utf8_lossy(&aliased.stdout).into_owned();
-    assert!(aliased.starts_with(&format!("CACHE_PORT=tcp://{ip}:6379\n")) && aliased.ends_with("CACHE_NAME=/app/cache\n"), "{aliased}");
+    assert!(
+        aliased.starts_with(&format!("CACHE_PORT=tcp://{ip}:6379\n")) && aliased.ends_with("CACHE_NAME=/app/cache\n"),
+        "{aliased}"
+    );
 
     let unknown = lab.weftd_command(b, &["link-env", "nosuch"]);
     let stderr = String::from_utf8_lossy(&unknown.stderr).into_owned();

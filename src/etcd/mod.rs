@@ -33,8 +33,8 @@ pub use acquire::Previous;
 pub use endpoints::{EtcdOptions, REQUEST_TIMEOUT};
 pub use ipv6_notes::ipv6_problem;
 pub use keys::Keys;
-pub use names::NameKey;
 pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
+pub use names::NameKey;
 pub use outage::Outage;
 pub use store::{StoreReplaced, StoreView};
 

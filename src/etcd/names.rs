@@ -83,8 +83,9 @@ impl Registry {
     /// # Errors
     /// Any etcd failure.
     pub async fn names_lease_fits(&self, etcd_lease: EtcdLeaseId, ttl: Duration) -> Result<bool, RegistryError> {
-        let response =
-            self.call("names lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease.0, None).await }).await?;
+        let response = self
+            .call("names lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease.0, None).await })
+            .await?;
         Ok(response.ttl() > 0 && response.granted_ttl() == ttl.as_secs().max(1) as i64)
     }
 }

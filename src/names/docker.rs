@@ -136,10 +136,13 @@ struct PortCache(HashMap<String, BTreeSet<(u16, Proto)>>);
 /// Every running container (`docker ps`), with its exposed ports (`docker inspect`).
 async fn list(docker: &Docker, ports: &mut PortCache) -> Result<Vec<Container>, DockerError> {
     let options = ListContainersOptions { all: false, ..Default::default() };
-    let summaries = docker.list_containers(Some(options)).await.map_err(|source| DockerError::Api { op: "list containers", source })?;
+    let summaries =
+        docker.list_containers(Some(options)).await.map_err(|source| DockerError::Api { op: "list containers", source })?;
     let mut listed = Vec::with_capacity(summaries.len());
     for summary in summaries {
-        let (Some(id), Some(name)) = (summary.id.clone(), summary.names.as_ref().and_then(|n| n.first()).cloned()) else { continue };
+        let (Some(id), Some(name)) = (summary.id.clone(), summary.names.as_ref().and_then(|n| n.first()).cloned()) else {
+            continue;
+        };
         let bridge = summary.network_settings.and_then(|s| s.networks).and_then(|mut n| n.remove(DEFAULT_BRIDGE));
         let ipv4 = bridge.as_ref().and_then(|b| b.ip_address.as_deref()).and_then(|ip| ip.parse().ok());
         let ipv6 = bridge.as_ref().and_then(|b| b.global_ipv6_address.as_deref()).and_then(|ip| ip.parse().ok());

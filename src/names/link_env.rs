@@ -86,7 +86,13 @@ fn format_env(alias: &str, recipient: &str, host: IpAddr, ports: &[(u16, Proto)]
 ///
 /// # Errors
 /// [`LinkEnvError::Unknown`] when nothing is published under the name; any etcd failure.
-pub async fn read(registry: &Registry, domain: &Domain, name: &str, alias: &str, recipient: &str) -> Result<String, LinkEnvError> {
+pub async fn read(
+    registry: &Registry,
+    domain: &Domain,
+    name: &str,
+    alias: &str,
+    recipient: &str,
+) -> Result<String, LinkEnvError> {
     let prefix = domain.name_prefix(name);
     let listed = registry.list_names(&prefix).await?;
     let records: BTreeMap<RecordId, SkyRecord> = listed
@@ -97,7 +103,11 @@ pub async fn read(registry: &Registry, domain: &Domain, name: &str, alias: &str,
         })
         .collect();
     let records: Vec<(RecordId, SkyRecord)> = records.into_iter().collect();
-    link_env(alias, recipient, &records).ok_or_else(|| LinkEnvError::Unknown { name: name.to_string(), domain: domain.clone(), prefix })
+    link_env(alias, recipient, &records).ok_or_else(|| LinkEnvError::Unknown {
+        name: name.to_string(),
+        domain: domain.clone(),
+        prefix,
+    })
 }
 
 #[cfg(test)]

@@ -57,7 +57,10 @@ fn port_ranges_and_protocol_order_as_docker_writes_them() {
     let mut lines: Vec<&str> = env.lines().collect();
     lines.sort_unstable();
     assert_eq!(lines.len(), 1 + 5 * 4 + 4 + 1);
-    assert_eq!(lines[..3], ["DOCKER_NAME=/db/docker", "DOCKER_PORT=tcp://172.0.17.2:6379", "DOCKER_PORT_6300_UDP=udp://172.0.17.2:6300"]);
+    assert_eq!(
+        lines[..3],
+        ["DOCKER_NAME=/db/docker", "DOCKER_PORT=tcp://172.0.17.2:6379", "DOCKER_PORT_6300_UDP=udp://172.0.17.2:6300"]
+    );
 }
 
 #[test]

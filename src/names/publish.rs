@@ -95,7 +95,9 @@ pub fn changes(wanted: &BTreeMap<String, String>, ours: &[&NameKey], lease: Opti
     let held: BTreeMap<&str, &NameKey> = ours.iter().map(|k| (k.key.as_str(), *k)).collect();
     let put = wanted
         .iter()
-        .filter(|(key, value)| held.get(key.as_str()).is_none_or(|k| &k.value != *value || lease.is_none() || k.etcd_lease != lease))
+        .filter(|(key, value)| {
+            held.get(key.as_str()).is_none_or(|k| &k.value != *value || lease.is_none() || k.etcd_lease != lease)
+        })
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     let delete = held.keys().filter(|key| !wanted.contains_key(**key)).map(|key| key.to_string()).collect();
@@ -116,7 +118,9 @@ pub struct PublishedName {
 pub fn published_names(domain: &Domain, subnet: Ipv4Network, listed: &[NameKey]) -> Vec<PublishedName> {
     let mut names: BTreeMap<(String, IpAddr), BTreeSet<(u16, String)>> = BTreeMap::new();
     for key in listed.iter().filter(|k| is_ours(domain, subnet, None, k)) {
-        let (Some((name, id)), Ok(record)) = (domain.parse_record_key(&key.key), SkyRecord::from_json(&key.value)) else { continue };
+        let (Some((name, id)), Ok(record)) = (domain.parse_record_key(&key.key), SkyRecord::from_json(&key.value)) else {
+            continue;
+        };
         let ports = names.entry((name.to_string(), record.host)).or_default();
         ports.extend(id.port.map(|(port, proto)| (port, proto.to_string())));
     }

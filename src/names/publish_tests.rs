@@ -77,7 +77,7 @@ fn changes_are_the_difference_on_our_lease() {
     let wanted: BTreeMap<String, String> = [&same, &other_lease].iter().map(|k| (k.key.clone(), k.value.clone())).collect();
     let changes = changes(&wanted, &[&same, &other_lease, &gone], lease);
     assert_eq!(changes.put, [(other_lease.key.clone(), other_lease.value.clone())]);
-    assert_eq!(changes.delete, [gone.key.clone()]);
+    assert_eq!(changes.delete, std::slice::from_ref(&gone.key));
     // Nothing held: everything is written; everything held and wanted: nothing is.
     assert_eq!(super::changes(&wanted, &[], lease).put.len(), 2);
     let settled = key(&other_lease.key, &other_lease.value, 7);
@@ -95,6 +95,10 @@ fn status_lists_this_hosts_names_with_their_ports() {
     let names = published_names(&domain(), subnet(), &listed);
     assert_eq!(
         names,
-        [PublishedName { name: "db".into(), host: "10.5.72.2".parse().unwrap(), ports: vec!["53/udp".into(), "6379/tcp".into()] }]
+        [PublishedName {
+            name: "db".into(),
+            host: "10.5.72.2".parse().unwrap(),
+            ports: vec!["53/udp".into(), "6379/tcp".into()]
+        }]
     );
 }
