@@ -227,6 +227,9 @@ fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
+    if flags.names {
+        weft::names::docker::check_host(&flags.docker_host)?;
+    }
     let iface_regex = flags
         .iface_regex
         .iter()

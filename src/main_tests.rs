@@ -44,6 +44,7 @@ fn names_are_off_unless_asked_for() {
     let flags = parse(&["--names", "--names-domain", "Cluster.Example.", "--docker-host", "tcp://127.0.0.1:2375"]);
     let names = options(flags).unwrap().names.expect("--names");
     assert_eq!((names.domain.to_string(), names.docker_host.as_str()), ("cluster.example".into(), "tcp://127.0.0.1:2375"));
+    assert!(options(parse(&["--names", "--docker-host", "/var/run/docker.sock"])).is_err(), "no scheme");
     let refused = Flags::command().try_get_matches_from(["weftd", "--names-domain", "not_a_domain"]);
     assert!(refused.is_err());
 }

@@ -29,7 +29,7 @@ const EVENTS: [&str; 7] = ["start", "die", "stop", "destroy", "rename", "connect
 /// Why talking to dockerd failed.
 #[derive(Debug, Error)]
 pub enum DockerError {
-    #[error("--docker-host {0:?} is neither unix://PATH nor tcp://HOST:PORT")]
+    #[error("--docker-host (DOCKER_HOST) {0:?} is neither unix://PATH nor tcp://HOST:PORT")]
     BadHost(String),
     #[error("docker {op} failed: {source}")]
     Api { op: &'static str, source: bollard::errors::Error },
@@ -87,15 +87,34 @@ pub async fn follow(host: String, containers: watch::Sender<Containers>) {
     }
 }
 
+/// How weftd reaches dockerd at a `--docker-host`.
+enum Transport {
+    Unix,
+    Http,
+}
+
+/// Checks a `--docker-host` before the daemon starts, so a typo is an error, not a retry.
+///
+/// # Errors
+/// [`DockerError::BadHost`] unless it is `unix://PATH`, `tcp://HOST:PORT` or `http://…`.
+pub fn check_host(host: &str) -> Result<(), DockerError> {
+    transport(host).map(|_| ())
+}
+
+fn transport(host: &str) -> Result<Transport, DockerError> {
+    match host.split_once("://") {
+        Some(("unix", path)) if !path.is_empty() => Ok(Transport::Unix),
+        Some(("tcp" | "http", address)) if !address.is_empty() => Ok(Transport::Http),
+        _ => Err(DockerError::BadHost(host.to_string())),
+    }
+}
+
 /// A client for `host` speaking the API version dockerd offers (Debian's 20.10 refuses newer).
 async fn connect(host: &str) -> Result<Docker, DockerError> {
     let api = |source| DockerError::Api { op: "connect", source };
-    let docker = if host.starts_with("unix://") {
-        Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(api)?
-    } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(api)?
-    } else {
-        return Err(DockerError::BadHost(host.to_string()));
+    let docker = match transport(host)? {
+        Transport::Unix => Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(api)?,
+        Transport::Http => Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(api)?,
     };
     docker.negotiate_version().await.map_err(|source| DockerError::Api { op: "version", source })
 }
@@ -177,6 +196,16 @@ pub fn exposed_ports(keys: impl IntoIterator<Item = String>) -> BTreeSet<(u16, P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_hosts_are_unix_sockets_or_tcp() {
+        for good in ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "http://docker:2375"] {
+            assert!(check_host(good).is_ok(), "{good}");
+        }
+        for bad in ["/var/run/docker.sock", "unix://", "ssh://host", "npipe:////./pipe/docker_engine"] {
+            assert!(matches!(check_host(bad), Err(DockerError::BadHost(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn exposed_ports_are_tcp_and_udp_only() {
