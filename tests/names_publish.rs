@@ -22,12 +22,15 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const IMAGE: &str = "weft-busybox:latest";
 const DB_PREFIX: &str = "/skydns/local/weft/db/";
 const PORT: u16 = 6379;
+/// In host A's own namespace, so the same port in every lab.
+const METRICS_PORT: &str = "9464";
 
 /// Host A's weftd with names on, following the dockerd that will run at `docker_host`, given
 /// as `DOCKER_HOST` (on the command line, the lab's dockerd teardown would take weftd for one
 /// of dockerd's leftovers: it kills every process naming the daemon's dir).
 fn start_names_weftd(lab: &Lab, n: usize, docker_host: &str, lease_ttl: &str) -> Weftd {
-    lab.start_weftd_env(n, &["--ip-masq", "--names", "--names-lease-ttl", lease_ttl], &[("DOCKER_HOST", docker_host)])
+    let args = ["--ip-masq", "--names", "--names-lease-ttl", lease_ttl, "--metrics-port", METRICS_PORT];
+    lab.start_weftd_env(n, &args, &[("DOCKER_HOST", docker_host)])
 }
 
 fn start_dockerd(lab: &Lab, n: usize) -> (Dockerd, Vec<String>) {
@@ -189,8 +192,14 @@ fn check_link_env(lab: &Lab, b: usize, docker_a: &Dockerd, docker_b: &Dockerd, i
     assert_eq!(page, "db-on-a");
 }
 
-/// `weftd status --names` on host A lists db with its address and port.
+/// `weftd status --names` on host A lists db with its address and port; `/metrics` counts
+/// its names (db, web) and records (db's two, web's one).
 fn check_status(lab: &Lab, a: usize, ip: &str) {
+    let port = METRICS_PORT.parse().unwrap();
+    let (_, metrics) = lab::http::get(lab.host(a), port, "/metrics").expect("/metrics answers");
+    for line in ["weft_names_published 2\n", "weft_names_records 3\n", "weft_names_publish_errors_total 0\n"] {
+        assert!(metrics.contains(line), "{line:?} not in\n{metrics}");
+    }
     let out = lab.weftd_command(a, &["status", "--names", "--iface", "eth0"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("no db in status:\n{text}"));
