@@ -7,8 +7,9 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
-# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs).
-DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl
+# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs); dnsmasq-base is the
+# "outside" resolver of tests/names_dns.rs.
+DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl dnsmasq-base
 # Integration tests each run etcd and several daemons; more threads mostly adds contention.
 TEST_THREADS ?= 2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -49,7 +50,7 @@ clean:
 	$(CARGO) clean
 
 ## bench: benchmarks of issue 6 (root, a few minutes): builds release, prints one line per figure,
-## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,idle,datapath runs a
+## writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,scale6,idle,datapath runs a
 ## subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K, ... see examples/bench/main.rs.
 BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
 .PHONY: bench

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
+use crate::names::dns::{self, DnsError, DnsOptions};
 use crate::names::docker;
 use crate::names::publish::Publisher;
 use crate::names::skydns::Domain;
@@ -30,12 +31,12 @@ use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::readiness::Readiness;
-use crate::reconcile::reconciler::Reconciler;
+use crate::reconcile::reconciler::{Ipv6Device, Reconciler};
 use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
 use crate::subnet_env::{self, SubnetEnvError};
-use crate::underlay::{self, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug)]
@@ -56,6 +57,8 @@ pub struct DaemonOptions {
     pub healthz: Option<std::net::TcpListener>,
     /// The socket /metrics is served on, bound by the caller; `None` disables it.
     pub metrics: Option<std::net::TcpListener>,
+    /// `--names`: the DNS server on docker0 for this domain's names; `None` without it.
+    pub names_dns: Option<DnsOptions>,
     /// `--names`: publish this host's containers; `None` (the default) leaves docker alone.
     pub names: Option<NamesOptions>,
 }
@@ -78,6 +81,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
     Underlay(#[from] UnderlayError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -85,6 +90,8 @@ pub enum DaemonError {
     SubnetEnv(#[from] SubnetEnvError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// A dual-stack config, but the underlay has no IPv6 address to advertise.
     #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
     NoPublicIpv6 { iface: String },
@@ -160,9 +167,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
     }
     let kernel = Kernel::connect()?;
-    let underlay = underlay::find(&kernel, &options.underlay).await?;
-    let public_ip = underlay.public_ip;
-    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, %public_ip, mtu = underlay.mtu, "using underlay interface");
+    let early = early_underlay(&kernel, &options.underlay).await?;
 
     let registry = outage::retry("connect to etcd", || Registry::connect(&options.etcd)).await?;
     if serves_health {
@@ -174,18 +179,14 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let config = wait_for_config(&registry).await?;
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
+    let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
 
-    let mac = vtep_mac(&kernel, &config, public_ip).await?;
+    let vni = config.backend.vni;
+    let mac = vtep_mac(&kernel, &model::device_name(vni), underlay.public_ip, vni).await?;
     let spec = device::desired_device(&config, &underlay, mac);
     let device = device::ensure(&kernel, &spec).await?;
 
-    let mut attrs = LeaseAttrs::vxlan(public_ip, config.backend.vni, device.mac);
-    if config.ipv6.is_some() {
-        // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
-        // peers panic on a lease without its IPv6 part.
-        let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
-        attrs = attrs.with_ipv6(public_ipv6, model::derived_mac(public_ipv6, config.backend.vni));
-    }
+    let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, device.mac).await?;
     let previous = Previous {
         subnet: subnet_env::read_previous_subnet(&options.subnet_file),
         ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
@@ -193,14 +194,12 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let own = acquire(&registry, &config, &attrs, options.lease_ttl, previous).await?;
     metrics.set_lease_expiry((!own.is_reservation()).then_some(options.lease_ttl));
 
-    let names_registry = registry.clone();
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
-    if let Some(names) = options.names.clone() {
-        start_names_tasks(&mut tasks, names, names_registry, own_rx.clone(), &metrics);
-    }
 
-    let direct_routing = config.backend.direct_routing;
-    let device_changes = netlink::monitor(&kernel, &spec.name, device.index, config.network, direct_routing)?;
+    let ipv4 = netlink::DeviceWatch::new(&spec.name, device.index, config.network);
+    // Index 0 (no link) until the first pass has set the IPv6 device up: followed by name.
+    let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&model::ipv6_device_name(vni), 0, v6.network));
+    let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, config.backend.direct_routing)?;
     let readiness = Readiness {
         ipv6_network: config.ipv6.map(|v6| v6.network),
         subnet_file: options.subnet_file,
@@ -220,13 +219,54 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         readiness,
         record: PassRecord::new(metrics),
         warnings: PeerWarnings::default(),
+        ipv6,
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
 }
 
+/// The underlay as IPv4 alone chooses it, before etcd is reached, so a wrong flag fails at
+/// once. `None` when that found nothing but the flags do match once IPv6 addresses are looked
+/// at (an IPv6 `--iface`, an `--iface-regex` for IPv6 addresses, `--public-ipv6`): only the
+/// config can say whether they will be, and [`final_underlay`] reports the failure if not.
+async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Option<Underlay>, UnderlayError> {
+    let error = match underlay::find(kernel, choice, false).await {
+        Ok(underlay) => return Ok(Some(underlay)),
+        Err(e) => e,
+    };
+    if choice.may_need_ipv6() && underlay::find(kernel, choice, true).await.is_ok() {
+        tracing::debug!(%error, "no IPv4-only underlay; the network config decides whether IPv6 addresses count");
+        return Ok(None);
+    }
+    Err(error)
+}
+
+/// The underlay the daemon builds on: the early one when the config is IPv4 only (where
+/// `--public-ipv6` is ignored with a warning, as IPv6 is), else looked up again by the same
+/// rules with the IPv6 side.
+async fn final_underlay(
+    kernel: &Kernel,
+    choice: &UnderlayChoice,
+    config: &NetworkConfig,
+    early: Option<Underlay>,
+) -> Result<Underlay, UnderlayError> {
+    if config.ipv6.is_none() {
+        if let Some(public_ipv6) = choice.public_ipv6 {
+            tracing::warn!(%public_ipv6, "--public-ipv6 is ignored: the network config does not enable IPv6 (EnableIPv6)");
+        }
+    }
+    let underlay = match early {
+        Some(underlay) if config.ipv6.is_none() => underlay,
+        _ => underlay::find(kernel, choice, config.ipv6.is_some()).await?,
+    };
+    let (local_ipv6, public_ipv6) = (underlay.ipv6.map(|ip| ip.to_string()), underlay.public_ipv6.map(|ip| ip.to_string()));
+    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, public_ip = %underlay.public_ip, local_ipv6, public_ipv6, mtu = underlay.mtu, "using underlay interface");
+    Ok(underlay)
+}
+
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
-/// log, the iptables rules); returns our lease, every lease, and where to ask for new attrs.
+/// log, the iptables rules, the DNS server on docker0's address, the names publisher); returns
+/// our lease, every lease, and where to ask for new attrs.
 fn start_lease_tasks(
     tasks: &mut Tasks,
     registry: Registry,
@@ -239,6 +279,12 @@ fn start_lease_tasks(
     let (leases_tx, leases_rx) = watch::channel(Arc::new(LeaseSet::default()));
     let (own_tx, own_rx) = watch::channel(own);
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
+    if let Some(names) = options.names_dns.clone() {
+        tasks.spawn("DNS server", dns::serve(registry.clone(), names, own_rx.clone(), Arc::clone(metrics)));
+    }
+    if let Some(names) = options.names.clone() {
+        start_names_tasks(tasks, names, registry.clone(), own_rx.clone(), metrics);
+    }
     tasks.spawn_forever(
         "lease follower",
         registry.clone().follow_leases(leases_tx, own_rx.clone(), Arc::clone(metrics), config.ipv6),
@@ -255,14 +301,17 @@ fn start_lease_tasks(
     let rules = ipmasq::RuleOptions {
         ip_masq: options.ip_masq,
         forward: options.iptables_forward_rules,
+        dns: options.names_dns.is_some(),
         interval: options.iptables_resync,
     };
-    // With neither flag there are no rules to keep, and `keep_rules` returns at once.
-    if rules.ip_masq || rules.forward {
+    // With no flag asking for rules there are none to keep, and `keep_rules` returns at once.
+    if rules.ip_masq || rules.forward || rules.dns {
         tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
-        if let Some(ipv6) = &config.ipv6 {
-            tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
-        }
+    }
+    // The DNS server listens on IPv4 only: no ip6tables rules guard it.
+    let rules = ipmasq::RuleOptions { dns: false, ..rules };
+    if let (Some(ipv6), true) = (&config.ipv6, rules.ip_masq || rules.forward) {
+        tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
     }
     (own_rx, leases_rx, attrs_tx)
 }
@@ -293,11 +342,37 @@ async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
 }
 
-/// The VTEP MAC for our lease: the one a VXLAN device left by an earlier run has (peers may
-/// still point at it), else one derived from the PublicIP and VNI, stable across restarts.
-async fn vtep_mac(kernel: &Kernel, config: &NetworkConfig, public_ip: Ipv4Addr) -> Result<MacAddr, NetlinkError> {
-    let existing = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
-    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, config.backend.vni), |spec| spec.mac))
+/// What our lease says: PublicIP and the VXLAN device's MAC `mac`, and under a dual-stack
+/// config the PublicIPv6 and the IPv6 device's MAC (also returned, for the reconciler, which
+/// creates or adopts that device in its first pass).
+///
+/// # Errors
+/// The underlay has no IPv6 address to advertise; the kernel refused to show the IPv6 device.
+async fn lease_attrs(
+    kernel: &Kernel,
+    config: &NetworkConfig,
+    underlay: &Underlay,
+    mac: MacAddr,
+) -> Result<(LeaseAttrs, Option<Ipv6Device>), DaemonError> {
+    let vni = config.backend.vni;
+    let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, mac);
+    if config.ipv6.is_none() {
+        return Ok((attrs, None));
+    }
+    // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
+    // peers panic on a lease without its IPv6 part.
+    let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
+    let mac = vtep_mac(kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
+    Ok((attrs.with_ipv6(public_ipv6, mac), Some(Ipv6Device::new(mac))))
+}
+
+/// The VTEP MAC our lease advertises for the VXLAN device `name` (`flannel.<VNI>` or
+/// `flannel-v6.<VNI>`): the one the device left by an earlier run has (peers may still point
+/// at it), else one derived from the device family's public address and the VNI, stable
+/// across restarts.
+async fn vtep_mac(kernel: &Kernel, name: &str, public_ip: impl Into<IpAddr>, vni: u32) -> Result<MacAddr, NetlinkError> {
+    let existing = kernel.vxlan_device(name).await?;
+    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, vni), |spec| spec.mac))
 }
 
 /// Reads `<prefix>/config`, waiting (one try a second) while it is absent. An invalid config

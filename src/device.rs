@@ -1,15 +1,30 @@
-//! The VXLAN device weft wants, as a pure function of the underlay, the network config and our
-//! lease; and how a device found in the kernel departs from it (its drift).
+//! The VXLAN devices weft wants (`flannel.<VNI>`, and `flannel-v6.<VNI>` for a dual-stack
+//! overlay), as a pure function of the underlay, the network config and our lease; and how a
+//! device found in the kernel departs from it (its drift).
 //!
 //! The reconciler repairs drift on every pass and `weftd status` reports it, so both read the
 //! same rules from here.
 
 use std::fmt;
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+
+use thiserror::Error;
 
 use crate::config::NetworkConfig;
-use crate::model::{device_name, MacAddr};
-use crate::netlink::{Kernel, NetlinkError, VxlanDevice, VxlanSpec, VXLAN_OVERHEAD};
+use crate::model::{device_name, ipv6_device_name, MacAddr};
+use crate::netlink::{Kernel, NetlinkError, VxlanDevice, VxlanSpec, VXLAN6_OVERHEAD, VXLAN_OVERHEAD};
 use crate::underlay::Underlay;
+
+/// Why a VXLAN device could not be set up.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The IPv6 device's `accept_ra` could not be read or set to 0.
+    #[error("cannot set {path} to 0: {source}")]
+    AcceptRa { path: PathBuf, source: std::io::Error },
+}
 
 /// The device for the current `underlay` and our lease's VTEP `mac`: local is the underlay's
 /// address (flanneld's rule, also with `--public-ip`), the MTU the config's or the underlay's
@@ -21,12 +36,26 @@ pub fn desired_device(config: &NetworkConfig, underlay: &Underlay, mac: MacAddr)
         name: device_name(config.backend.vni),
         vni: config.backend.vni,
         port: config.backend.port,
-        local: underlay.ip,
+        local: underlay.ip.into(),
         underlay_index: Some(underlay.index),
         mtu: config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD)),
         learning: config.backend.learning,
         gbp: config.backend.gbp,
         mac,
+    }
+}
+
+/// The IPv6 device, `flannel-v6.<VNI>`: as [`desired_device`] (same VNI, port, underlay link
+/// and learning), with `local` the underlay's public IPv6 and our lease's IPv6 VtepMAC `mac`.
+/// Its MTU is the config's or the underlay's less IPv6 VXLAN's 70 bytes of headers, and never
+/// more: the kernel refuses an IPv6 VXLAN device a larger one.
+pub fn desired_ipv6_device(config: &NetworkConfig, underlay: &Underlay, local: Ipv6Addr, mac: MacAddr) -> VxlanSpec {
+    let most = underlay.mtu.saturating_sub(VXLAN6_OVERHEAD);
+    VxlanSpec {
+        name: ipv6_device_name(config.backend.vni),
+        local: local.into(),
+        mtu: config.backend.mtu.map_or(most, |mtu| mtu.min(most)),
+        ..desired_device(config, underlay, mac)
     }
 }
 
@@ -96,14 +125,20 @@ pub fn describe(name: &str, drift: &[Drift]) -> String {
 /// and MTU, when another program changed them, are set back in place; one whose VXLAN settings
 /// differ (the kernel cannot change those on a live device), or a link of the name that is not
 /// VXLAN, is deleted and created again. Mirrors `ip link add … type vxlan` / `ip link set`.
+/// An IPv6 device (an IPv6 `local`) also gets `accept_ra` 0 before it goes up, as flanneld
+/// sets it: router advertisements on the overlay must not give it addresses or routes.
 ///
 /// # Errors
-/// The kernel refused to read, create, delete or change the device.
-pub async fn ensure(kernel: &Kernel, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
+/// The kernel refused to read, create, delete or change the device; `accept_ra` could not be set.
+pub async fn ensure(kernel: &Kernel, spec: &VxlanSpec) -> Result<VxlanDevice, DeviceError> {
+    let ipv6 = spec.local.is_ipv6();
     if let Some(existing) = kernel.vxlan_device(&spec.name).await? {
         let found = existing.spec.as_ref().map(|actual| drift(spec, actual));
         match found {
             Some(found) if found.iter().all(Drift::in_place) => {
+                if ipv6 {
+                    refuse_router_advertisements(&spec.name)?;
+                }
                 if !found.is_empty() || !existing.up {
                     kernel.set_link(existing.index, spec.mac, spec.mtu).await?;
                     let drift = describe(&spec.name, &found);
@@ -121,15 +156,31 @@ pub async fn ensure(kernel: &Kernel, spec: &VxlanSpec) -> Result<VxlanDevice, Ne
         }
         kernel.delete_link(existing.index).await?;
     }
-    let device = kernel.create_vxlan(spec).await?;
+    // An IPv4 device is created up in one request, as it always was.
+    let device = kernel.create_vxlan(spec, !ipv6).await?;
+    if ipv6 {
+        refuse_router_advertisements(&spec.name)?;
+        kernel.set_link(device.index, spec.mac, spec.mtu).await?;
+    }
     tracing::info!(device = %spec.name, vni = spec.vni, local = %spec.local, mac = %spec.mac, "created VXLAN device");
     Ok(device)
+}
+
+/// `sysctl -w net.ipv6.conf.<device>.accept_ra=0`, unless it already is 0.
+fn refuse_router_advertisements(device: &str) -> Result<(), DeviceError> {
+    let path = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{device}/accept_ra"));
+    let failed = |source| DeviceError::AcceptRa { path: path.clone(), source };
+    if std::fs::read_to_string(&path).map_err(failed)?.trim() != "0" {
+        std::fs::write(&path, "0").map_err(failed)?;
+        tracing::info!(%device, "set accept_ra to 0 on the IPv6 VXLAN device");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     fn underlay() -> Underlay {
         Underlay::example()
@@ -144,12 +195,34 @@ mod tests {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let spec = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), mac);
         assert_eq!((spec.name.as_str(), spec.vni, spec.port, spec.mtu), ("flannel.1", 1, 8472, 1450));
-        assert_eq!((spec.local, spec.underlay_index, spec.mac), (Ipv4Addr::new(198, 18, 0, 11), Some(4), mac));
+        assert_eq!((spec.local, spec.underlay_index, spec.mac), (Ipv4Addr::new(198, 18, 0, 11).into(), Some(4), mac));
         let moved = Underlay { index: 9, ip: Ipv4Addr::new(10, 0, 0, 9), mtu: 9000, ..underlay() };
         let json = r#"{"Network":"10.5.0.0/16","Backend":{"VNI":7,"Port":4789,"MTU":1400}}"#;
         let spec = desired_device(&config(json), &moved, mac);
         assert_eq!((spec.name.as_str(), spec.port, spec.mtu, spec.underlay_index), ("flannel.7", 4789, 1400, Some(9)));
-        assert_eq!(spec.local, Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(spec.local, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
+    }
+
+    #[test]
+    fn the_ipv6_device_is_the_ipv4_one_on_the_public_ipv6() {
+        let (mac, mac6, local) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 6]), "fd18::11".parse().unwrap());
+        let config4 = config(r#"{"Network":"10.5.0.0/16","Backend":{"VNI":7,"Port":4789}}"#);
+        let spec = desired_ipv6_device(&config4, &underlay(), local, mac6);
+        let ipv4 = desired_device(&config4, &underlay(), mac);
+        assert_eq!((spec.name.as_str(), spec.local, spec.mac, spec.mtu), ("flannel-v6.7", IpAddr::V6(local), mac6, 1430));
+        assert_eq!((spec.vni, spec.port, spec.underlay_index, spec.learning), (ipv4.vni, ipv4.port, ipv4.underlay_index, false));
+        let json = |mtu| format!(r#"{{"Network":"10.5.0.0/16","Backend":{{"MTU":{mtu}}}}}"#);
+        assert_eq!(desired_ipv6_device(&config(&json(1400)), &underlay(), local, mac6).mtu, 1400, "the config's");
+        assert_eq!(
+            desired_ipv6_device(&config(&json(1450)), &underlay(), local, mac6).mtu,
+            1430,
+            "no more than the kernel allows"
+        );
+        let lines: Vec<String> = drift(&spec, &VxlanSpec { local: "fd18::99".parse().unwrap(), ..spec.clone() })
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(lines, ["local fd18::99, underlay has fd18::11"]);
     }
 
     #[test]
@@ -164,7 +237,7 @@ mod tests {
             "flannel.1: MAC 02:00:00:00:00:09, lease says 02:00:00:00:00:01; flannel.1: mtu 1400, should be 1450"
         );
         let actual =
-            VxlanSpec { local: Ipv4Addr::new(10, 0, 0, 9), vni: 2, port: 4789, underlay_index: Some(3), ..wanted.clone() };
+            VxlanSpec { local: Ipv4Addr::new(10, 0, 0, 9).into(), vni: 2, port: 4789, underlay_index: Some(3), ..wanted.clone() };
         let found = drift(&wanted, &actual);
         assert!(found.iter().all(|d| !d.in_place()), "{found:?}");
         let lines: Vec<String> = found.iter().map(ToString::to_string).collect();

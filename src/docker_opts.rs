@@ -12,11 +12,15 @@
 //! start with a default bridge), values the script's word splitting breaks into junk lines (white
 //! space, `*?[`, backslashes, echo options), and names for which the output depends on which `sh`
 //! runs the script (a combined key or file path containing `DOCKER_OPT_`).
+//!
+//! mk-docker-opts.sh knows nothing of IPv6 (up to flannel v0.28). With `--ipv6`, weftd adds
+//! docker's IPv6 options for the default bridge as two more `DOCKER_OPT_` variables, written
+//! exactly as the script writes them when they are in its environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use thiserror::Error;
 
 use crate::atomic_file::{self, AtomicWriteError};
@@ -27,6 +31,11 @@ const MARKER: &str = "DOCKER_OPT_";
 
 /// The variable `--allow-direct-routing` adds, as if it were in the script's environment.
 const ALLOW_DIRECT_ROUTING: (&str, &str) = ("DOCKER_OPT_ALLOW_DIRECT_ROUTING", "--allow-direct-routing");
+
+/// The variables `--ipv6` adds, as if they were in the script's environment: docker's switch for
+/// IPv6 on the default bridge, and the bridge's IPv6 subnet (the value is appended).
+const IPV6: (&str, &str) = ("DOCKER_OPT_IPV6", "--ipv6");
+const FIXED_CIDR_V6: (&str, &str) = ("DOCKER_OPT_FIXED_CIDR_V6", "--fixed-cidr-v6=");
 
 #[derive(Debug, Error)]
 pub enum DockerOptsError {
@@ -45,6 +54,12 @@ pub enum DockerOptsError {
     MarkedPath { path: PathBuf },
     #[error("{name}={value:?} {reason}; mk-docker-opts.sh would write broken lines for it, so weftd refuses: {advice}")]
     Unsafe { name: String, value: String, reason: &'static str, advice: &'static str },
+    #[error(
+        "--ipv6: neither the subnet file {path} nor the environment sets FLANNEL_IPV6_SUBNET, so this host has no \
+         IPv6 subnet for docker; set \"EnableIPv6\": true and an \"IPv6Network\" in the network config (then \
+         weftd writes it), or drop --ipv6"
+    )]
+    NoIpv6Subnet { path: PathBuf },
     #[error("cannot write the docker options file: {0}")]
     Write(#[from] AtomicWriteError),
 }
@@ -67,6 +82,9 @@ pub struct DockerOptsRequest {
     /// `--allow-direct-routing`: add docker's (28.2+) option of that name, which keeps its
     /// iptables rules from dropping overlay traffic routed straight to containers.
     pub allow_direct_routing: bool,
+    /// `--ipv6`: add docker's `--ipv6` and `--fixed-cidr-v6=<FLANNEL_IPV6_SUBNET>`, which give
+    /// the default bridge this host's IPv6 subnet (its `::1` as the bridge's gateway).
+    pub ipv6: bool,
 }
 
 /// The shell variables mk-docker-opts.sh sees, by name.
@@ -144,7 +162,25 @@ fn assign_options(variables: &mut ShellVariables, request: &DockerOptsRequest) -
     if request.allow_direct_routing {
         variables.insert(ALLOW_DIRECT_ROUTING.0.into(), ALLOW_DIRECT_ROUTING.1.into());
     }
+    if request.ipv6 {
+        let subnet = ipv6_subnet(variables, path)?;
+        variables.insert(IPV6.0.into(), IPV6.1.into());
+        variables.insert(FIXED_CIDR_V6.0.into(), format!("{}{subnet}", FIXED_CIDR_V6.1));
+    }
     Ok(())
+}
+
+/// `FLANNEL_IPV6_SUBNET` as written (`fd00:5:0:7::1/64`): docker takes the host bits too and
+/// gives its bridge the first address of the prefix, the address flanneld's convention names.
+fn ipv6_subnet(variables: &ShellVariables, path: &std::path::Path) -> Result<String, DockerOptsError> {
+    let key = "FLANNEL_IPV6_SUBNET";
+    let subnet =
+        variables.get(key).filter(|v| !v.is_empty()).ok_or_else(|| DockerOptsError::NoIpv6Subnet { path: path.to_path_buf() })?;
+    if !subnet.contains('/') || subnet.parse::<Ipv6Network>().is_err() {
+        let expected = "an IPv6 CIDR like fd00:5:0:7::1/64";
+        return Err(DockerOptsError::Invalid { path: path.to_path_buf(), key, value: subnet.clone(), expected });
+    }
+    Ok(subnet.clone())
 }
 
 /// Why the script cannot pass `value` on intact: its unquoted `$(set | grep …)` and
@@ -221,162 +257,5 @@ pub fn write_docker_opts(request: &DockerOptsRequest) -> Result<(), DockerOptsEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SUBNET_FILE: &str =
-        "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n";
-
-    fn request() -> DockerOptsRequest {
-        DockerOptsRequest {
-            subnet_file: "/run/flannel/subnet.env".into(),
-            docker_env: "/run/docker_opts.env".into(),
-            individual: false,
-            combined: false,
-            combined_key: "DOCKER_OPTS".into(),
-            ip_masq: true,
-            allow_direct_routing: false,
-        }
-    }
-
-    /// What weftd writes for this environment and subnet file.
-    fn output(request: &DockerOptsRequest, env: &[(&str, &str)], subnet_file: &str) -> Result<String, DockerOptsError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let mut variables = script_variables(env, subnet_env::parse_env(subnet_file));
-        assign_options(&mut variables, request)?;
-        render(&variables, request)
-    }
-
-    // Expected texts below are mk-docker-opts.sh v0.20.2's output (dash) for the same input.
-
-    #[test]
-    fn default_output_has_ipmasq_and_no_trailing_space() {
-        assert_eq!(
-            output(&request(), &[], SUBNET_FILE).unwrap(),
-            "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\n\
-             DOCKER_OPTS=\" --bip=10.1.74.1/24 --ip-masq=true --mtu=1472\"\n"
-        );
-    }
-
-    #[test]
-    fn combined_key_value_comes_first_with_two_spaces() {
-        let only_combined = DockerOptsRequest { combined: true, combined_key: "OPTS".into(), ..request() };
-        assert_eq!(
-            output(&only_combined, &[("OPTS", "--debug"), ("DOCKER_OPTS", "--ignored")], SUBNET_FILE).unwrap(),
-            "OPTS=\"--debug  --bip=10.1.74.1/24 --ip-masq=true --mtu=1472\"\n"
-        );
-        let only_individual = DockerOptsRequest { individual: true, ..request() };
-        assert!(!output(&only_individual, &[], SUBNET_FILE).unwrap().contains("DOCKER_OPTS="));
-    }
-
-    #[test]
-    fn ipmasq_is_inverted_optional_and_unchecked_with_m() {
-        let masq = SUBNET_FILE.replace("IPMASQ=false", "IPMASQ=true");
-        assert!(output(&request(), &[], &masq).unwrap().contains("DOCKER_OPT_IPMASQ=\"--ip-masq=false\"\n"));
-        let no_m = DockerOptsRequest { ip_masq: false, ..request() };
-        assert!(!output(&no_m, &[], &masq).unwrap().contains("ip-masq"));
-        let bad = SUBNET_FILE.replace("IPMASQ=false", "IPMASQ=yes");
-        assert!(output(&no_m, &[], &bad).is_ok());
-        assert!(output(&request(), &[], &bad).unwrap_err().to_string().contains("FLANNEL_IPMASQ=\"yes\""));
-        let missing = SUBNET_FILE.replace("FLANNEL_IPMASQ=false\n", "");
-        assert!(!output(&request(), &[], &missing).unwrap().contains("ip-masq"));
-        assert!(output(&request(), &[("FLANNEL_IPMASQ", "true")], &missing).unwrap().contains("--ip-masq=false"));
-    }
-
-    #[test]
-    fn missing_or_empty_mtu_leaves_the_option_out_or_to_the_environment() {
-        let no_mtu = SUBNET_FILE.replace("FLANNEL_MTU=1472\n", "FLANNEL_MTU=\n");
-        assert_eq!(
-            output(&request(), &[], &no_mtu).unwrap(),
-            "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\n\
-             DOCKER_OPTS=\" --bip=10.1.74.1/24 --ip-masq=true\"\n"
-        );
-        assert!(output(&request(), &[("DOCKER_OPT_MTU", "--mtu=9000")], &no_mtu).unwrap().contains("--mtu=9000"));
-        // An empty assignment in the file hides the environment's value; no assignment does not.
-        assert!(!output(&request(), &[("FLANNEL_MTU", "1400")], &no_mtu).unwrap().contains("--mtu"));
-        let without = SUBNET_FILE.replace("FLANNEL_MTU=1472\n", "");
-        assert!(output(&request(), &[("FLANNEL_MTU", "1400")], &without).unwrap().contains("--mtu=1400"));
-        // The subnet file is sourced after the environment, so its values win.
-        let from_file = output(&request(), &[("FLANNEL_MTU", "1400"), ("DOCKER_OPT_MTU", "--mtu=9000")], SUBNET_FILE);
-        assert!(from_file.unwrap().contains("DOCKER_OPT_MTU=\"--mtu=1472\""));
-    }
-
-    #[test]
-    fn every_variable_mentioning_docker_opt_is_passed_on_in_name_order() {
-        let env = [
-            ("DOCKER_OPT_a", "--lower"),
-            ("MY_DOCKER_OPT_X", "--my"),
-            ("FOO", "DOCKER_OPT_BAR"),
-            ("DOCKER_OPT_A", "--a"),
-            ("PATH", "/bin"),
-        ];
-        assert_eq!(
-            output(&DockerOptsRequest { combined: true, ..request() }, &env, SUBNET_FILE).unwrap(),
-            "DOCKER_OPTS=\" --a --bip=10.1.74.1/24 --ip-masq=true --mtu=1472 --lower DOCKER_OPT_BAR --my\"\n"
-        );
-        let empty = output(&request(), &[("DOCKER_OPT_E", "")], SUBNET_FILE).unwrap();
-        assert!(empty.contains("DOCKER_OPT_E=\"\"\n") && empty.contains("/24  --ip-masq"), "{empty}");
-    }
-
-    #[test]
-    fn allow_direct_routing_is_an_opt_in_docker_opt_variable() {
-        let allow = DockerOptsRequest { allow_direct_routing: true, ..request() };
-        let with_flag = output(&allow, &[], SUBNET_FILE).unwrap();
-        assert_eq!(with_flag, output(&request(), &[ALLOW_DIRECT_ROUTING], SUBNET_FILE).unwrap());
-        assert!(with_flag.starts_with("DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\n"), "{with_flag}");
-        assert!(with_flag.contains("DOCKER_OPTS=\" --allow-direct-routing --bip="), "{with_flag}");
-        assert!(!output(&request(), &[], SUBNET_FILE).unwrap().contains("direct"));
-    }
-
-    #[test]
-    fn values_the_script_would_break_are_refused() {
-        for value in ["--a --b", "--label=x\ty", "--x=*", "--dns=[::1]", "a\\b", "-n", "-ne", "-E"] {
-            let error = output(&request(), &[("DOCKER_OPT_X", value)], SUBNET_FILE).unwrap_err().to_string();
-            assert!(error.starts_with(&format!("DOCKER_OPT_X={value:?}")), "{error}");
-        }
-        for value in ["--label=it's", "$HOME", "--n", "-x"] {
-            assert!(output(&request(), &[("DOCKER_OPT_X", value)], SUBNET_FILE).is_ok(), "{value}");
-        }
-        assert!(output(&request(), &[("DOCKER_OPTS", "--a --b")], SUBNET_FILE).is_ok());
-        assert!(output(&request(), &[("DOCKER_OPTS", "a\\b")], SUBNET_FILE).is_err());
-        // The combined value is listed as the script's `docker_opts`, with a space at its end.
-        assert!(output(&request(), &[("DOCKER_OPTS", "DOCKER_OPT_X")], SUBNET_FILE).is_err());
-    }
-
-    #[test]
-    fn names_that_make_the_script_list_its_own_variables_are_refused() {
-        for key in ["DOCKER_OPT_X", "BAD-NAME", "1X", ""] {
-            let bad = DockerOptsRequest { combined_key: key.into(), ..request() };
-            assert!(matches!(check_names(&bad), Err(DockerOptsError::CombinedKey { .. })), "{key}");
-        }
-        let bad_path = DockerOptsRequest { docker_env: "/run/DOCKER_OPT_x/env".into(), ..request() };
-        assert!(matches!(check_names(&bad_path), Err(DockerOptsError::MarkedPath { .. })));
-        assert!(check_names(&DockerOptsRequest { combined_key: "docker_extra_1".into(), ..request() }).is_ok());
-    }
-
-    #[test]
-    fn bad_or_missing_input_is_an_error_and_leaves_the_output_alone() {
-        let dir = std::env::temp_dir().join(format!("weft-docker-opts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("docker_opts.env");
-        std::fs::write(&out, "OLD\n").unwrap();
-        let input = dir.join("subnet.env");
-        let req = DockerOptsRequest { subnet_file: input.clone(), docker_env: out.clone(), ..request() };
-        assert!(matches!(write_docker_opts(&req), Err(DockerOptsError::Read { .. })));
-        for (text, message) in [
-            ("FLANNEL_MTU=1450\n", "sets FLANNEL_SUBNET"),
-            ("FLANNEL_SUBNET=10.5.72.1\n", "FLANNEL_SUBNET=\"10.5.72.1\""),
-            ("FLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=big\n", "FLANNEL_MTU=\"big\""),
-            ("FLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=yes\n", "FLANNEL_IPMASQ=\"yes\""),
-        ] {
-            std::fs::write(&input, text).unwrap();
-            let error = write_docker_opts(&req).unwrap_err().to_string();
-            assert!(error.contains(message), "{error}");
-        }
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "OLD\n");
-        std::fs::write(&input, SUBNET_FILE).unwrap();
-        write_docker_opts(&req).unwrap();
-        assert!(std::fs::read_to_string(&out).unwrap().starts_with("DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\n"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+#[path = "docker_opts_tests.rs"]
+mod tests;

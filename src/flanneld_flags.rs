@@ -1,6 +1,6 @@
 //! flanneld v0.20.2's flags that weftd does not implement as flanneld does, each with a clear
 //! answer before clap sees the command line: logging-only flags (klog's) are accepted with one
-//! warning each; Kubernetes-mode and IPv6 flags are refused naming the whole flag and why.
+//! warning each; Kubernetes-mode flags are refused naming the whole flag and why.
 //! flanneld's other flags (etcd, underlay, subnet file, iptables, healthz, -v, -version, -h)
 //! are weftd's own clap flags. Every flag here is also read from `FLANNELD_<FLAG>` (upper case,
 //! dashes as underscores) when not on the command line, as flanneld does; an empty variable is
@@ -31,7 +31,6 @@ struct FlanneldFlag {
 const KUBE_MODE: &str = "Kubernetes mode is not implemented by weftd; use etcd (--etcd-endpoints)";
 const KUBE_ONLY: &str =
     "used only in Kubernetes mode (-kube-subnet-mgr), which weftd does not implement; weftd reads its network config from etcd (--etcd-endpoints); remove it";
-const IPV6: &str = "IPv6 is not implemented by weftd yet (IPv4 overlays only); remove it";
 
 const fn flag(name: &'static str, takes_value: bool, answer: Answer) -> FlanneldFlag {
     FlanneldFlag { name, takes_value, answer, false_is_harmless: false }
@@ -45,7 +44,6 @@ const FLAGS: &[FlanneldFlag] = &[
     flag("kubeconfig-file", true, Answer::Refused(KUBE_ONLY)),
     flag("net-config-path", true, Answer::Refused(KUBE_ONLY)),
     flag("set-node-network-unavailable", false, Answer::Refused(KUBE_ONLY)),
-    flag("public-ipv6", true, Answer::Refused(IPV6)),
     // flanneld copies these three from klog.
     flag("vmodule", true, Answer::Ignored),
     flag("log_backtrace_at", true, Answer::Ignored),
@@ -167,12 +165,11 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_and_ipv6_flags_are_refused_naming_the_whole_flag() {
+    fn kubernetes_flags_are_refused_naming_the_whole_flag() {
         let refused = run(&["-kube-subnet-mgr", "--kube-api-url", "https://k:6443", "-public-ipv6=fd00::1"], &[]).unwrap_err();
-        assert_eq!(refused.0.len(), 3, "{refused}");
+        assert_eq!(refused.0.len(), 2, "{refused}");
         assert_eq!(refused.0[0], format!("-kube-subnet-mgr: {KUBE_MODE}"));
         assert!(refused.0[1].starts_with("--kube-api-url: used only in Kubernetes mode"), "{refused}");
-        assert!(refused.0[2].starts_with("-public-ipv6: IPv6 is not implemented"), "{refused}");
         let refused = run(&[], &[("FLANNELD_KUBE_SUBNET_MGR", "true"), ("FLANNELD_NET_CONFIG_PATH", "/x")]).unwrap_err();
         assert!(refused.0[0].starts_with("FLANNELD_KUBE_SUBNET_MGR=true: Kubernetes mode"), "{refused}");
         assert!(refused.0[1].starts_with("FLANNELD_NET_CONFIG_PATH=/x: used only"), "{refused}");
@@ -180,8 +177,8 @@ mod tests {
 
     #[test]
     fn etcd_mode_spelled_out_and_empty_variables_are_accepted() {
-        let screened = run(&["-kube-subnet-mgr=false", "--iface", "eth0"], &[("FLANNELD_PUBLIC_IPV6", "")]).unwrap();
-        assert_eq!(screened.args, ["weftd", "--iface", "eth0"]);
+        let screened = run(&["-kube-subnet-mgr=false", "--iface", "eth0", "-public-ipv6=fd00::1"], &[]).unwrap();
+        assert_eq!(screened.args, ["weftd", "--iface", "eth0", "-public-ipv6=fd00::1"], "weftd's own flag, left to clap");
         assert!(run(&[], &[("FLANNELD_KUBE_SUBNET_MGR", "0")]).is_ok());
         // The command line wins over the environment, as in flanneld.
         assert!(run(&["--kube-subnet-mgr=F"], &[("FLANNELD_KUBE_SUBNET_MGR", "true")]).is_ok());

@@ -2,7 +2,7 @@
 
 mod flanneld_flags;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use weft::daemon::NamesOptions;
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
 use weft::etcd::EtcdOptions;
+use weft::names::dns::DnsOptions;
 use weft::names::link_env;
 use weft::names::skydns::Domain;
 use weft::status;
@@ -27,7 +28,7 @@ use weft::underlay::{self, UnderlayChoice};
 /// as underscores), used when the flag is not on the command line. Flags may be written Go style,
 /// with one dash or two, and `=value` or a separate value. Of flanneld's other flags, the
 /// logging ones (-vmodule, -log_backtrace_at, -logtostderr, ...) are ignored with a warning, and
-/// the Kubernetes-mode (-kube-subnet-mgr, ...) and IPv6 (-public-ipv6) ones are refused.
+/// the Kubernetes-mode ones (-kube-subnet-mgr, ...) are refused.
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about, long_about = None, max_term_width = 100)]
 struct Flags {
@@ -58,13 +59,14 @@ struct Flags {
     /// etcd password for authentication.
     #[arg(long, global = true, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
-    /// Interface for inter-host traffic: a name (its first IPv4 address is used) or an IPv4
-    /// address (that address is used); repeat to give fallbacks, tried in order.
+    /// Interface for inter-host traffic: a name (its first IPv4 address is used, and its best
+    /// IPv6 one when the config enables IPv6) or an IPv4 or IPv6 address (that address is used);
+    /// repeat to give fallbacks, tried in order.
     /// Default: the interface of the default route.
     #[arg(long, global = true, env = "FLANNELD_IFACE", value_delimiter = ',', action = ArgAction::Append)]
     iface: Vec<String>,
-    /// Regex matched against every interface's IPv4 addresses, then against names; repeatable,
-    /// tried after every --iface.
+    /// Regex matched against every interface's IPv4 addresses, then (when the config enables
+    /// IPv6) IPv6 addresses, then against names; repeatable, tried after every --iface.
     #[arg(long, global = true, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
     iface_regex: Vec<String>,
     /// Use the interface and source address `ip route get <address>` shows; tried after every
@@ -75,6 +77,11 @@ struct Flags {
     /// underlay address. Without --iface/--iface-regex/--iface-can-reach, the interface holding it.
     #[arg(long, global = true, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
+    /// IPv6 address other hosts use to reach this one (the lease's PublicIPv6), when the network
+    /// config enables IPv6. Default: the underlay interface's IPv6 address. Without
+    /// --iface/--iface-regex/--iface-can-reach/--public-ip, the interface holding it.
+    #[arg(long, global = true, env = "FLANNELD_PUBLIC_IPV6")]
+    public_ipv6: Option<Ipv6Addr>,
     /// File to write the subnet environment to (docker's --bip and --mtu come from it).
     #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
     subnet_file: PathBuf,
@@ -112,12 +119,15 @@ struct Flags {
     /// Port of the Prometheus /metrics endpoint; 0 disables it (weft extension).
     #[arg(long, env = "FLANNELD_METRICS_PORT", default_value_t = 0)]
     metrics_port: u16,
-    /// Publish this host's running containers in etcd under their names, in the SkyDNS layout
-    /// (weft extension). Off by default: then weftd does not talk to docker at all.
+    /// Names across hosts: publish this host's running containers in etcd under their names
+    /// (SkyDNS layout), and serve DNS for them on docker0's address (UDP and TCP port 53), other
+    /// names through the resolvers of /etc/resolv.conf (weft extension). Off by default: then
+    /// weftd talks to neither docker nor DNS clients.
     #[arg(long, global = true, env = "FLANNELD_NAMES", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     names: bool,
-    /// DNS domain names are published under (db.weft.local is /skydns/local/weft/db).
+    /// The DNS domain containers' names are published and served under (db.weft.local is
+    /// /skydns/local/weft/db; weft extension).
     #[arg(long, global = true, env = "FLANNELD_NAMES_DOMAIN", default_value = "weft.local")]
     names_domain: Domain,
     /// The docker daemon to follow with --names: unix://PATH or tcp://HOST:PORT.
@@ -190,6 +200,12 @@ struct DockerOptsFlags {
     /// iptables rules drop overlay traffic routed straight to containers. Off by default.
     #[arg(long)]
     allow_direct_routing: bool,
+    /// Also write docker's IPv6 options for the default bridge from the subnet file's
+    /// FLANNEL_IPV6_SUBNET (a dual-stack network): DOCKER_OPT_IPV6="--ipv6" and
+    /// DOCKER_OPT_FIXED_CIDR_V6="--fixed-cidr-v6=<FLANNEL_IPV6_SUBNET>", and both in the combined
+    /// one. An error if the subnet file has no IPv6 subnet. Off by default.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 impl DockerOptsFlags {
@@ -202,6 +218,7 @@ impl DockerOptsFlags {
             combined_key: self.combined_key,
             ip_masq: !self.no_ip_masq,
             allow_direct_routing: self.allow_direct_routing,
+            ipv6: self.ipv6,
         }
     }
 }
@@ -250,6 +267,7 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
             iface_regex,
             can_reach: flags.iface_can_reach,
             public_ip: flags.public_ip,
+            public_ipv6: flags.public_ipv6,
         },
         subnet_file: flags.subnet_file,
         lease_ttl: flags.subnet_lease_ttl,
@@ -262,6 +280,9 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         // with the same FLANNELD_* environment, must not try to take the daemon's ports.
         healthz: None,
         metrics: None,
+        names_dns: flags
+            .names
+            .then(|| DnsOptions { domain: flags.names_domain.clone(), resolv_conf: PathBuf::from("/etc/resolv.conf") }),
         names: flags.names.then_some(NamesOptions {
             domain: flags.names_domain,
             docker_host: flags.docker_host,
@@ -288,6 +309,9 @@ fn init_logging(verbosity: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // hickory-server logs every DNS query at info; weftd counts them instead (metrics).
+    let quiet = std::env::var("RUST_LOG").map_or(true, |wanted| !wanted.contains("hickory"));
+    let filter = if quiet { filter.add_directive("hickory_server=warn".parse().expect("a valid directive")) } else { filter };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
@@ -310,7 +334,8 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            let underlay = underlay::find(&kernel, &options.underlay).await;
+            // The status report is of the IPv4 overlay: its underlay needs no IPv6 address.
+            let underlay = underlay::find(&kernel, &options.underlay, false).await;
             let public_ip = match &underlay {
                 Ok(underlay) => underlay.public_ip,
                 Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
@@ -345,24 +370,15 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
 /// cannot be read.
 fn show_link_env(flags: Flags, link: LinkEnvFlags) -> ExitCode {
     let domain = flags.names_domain.clone();
+    let alias = link.alias.clone().unwrap_or_else(|| link.name.clone());
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(async {
-            let registry = weft::etcd::Registry::connect(&options.etcd).await?;
-            let alias = link.alias.as_deref().unwrap_or(&link.name);
-            Ok::<_, anyhow::Error>(link_env::read(&registry, &domain, &link.name, alias, &link.recipient).await?)
-        })
+        let registry = runtime.block_on(weft::etcd::Registry::connect(&options.etcd))?;
+        Ok(runtime.block_on(link_env::read(&registry, &domain, &link.name, &alias, &link.recipient))?)
     });
-    match result {
-        Ok(env) => {
-            print!("{env}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("weftd link-env: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let Err(e) = result.map(|env| print!("{env}")) else { return ExitCode::SUCCESS };
+    eprintln!("weftd link-env: {e:#}");
+    ExitCode::FAILURE
 }
 
 async fn shutdown_signal() {

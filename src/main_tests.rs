@@ -25,6 +25,18 @@ fn go_style_single_and_double_dash_flags() {
 }
 
 #[test]
+fn public_ipv6_in_every_form_flanneld_takes() {
+    let fd = |last| Some(Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, last));
+    assert_eq!(parse(&["-public-ipv6=fd18::11"]).public_ipv6, fd(0x11));
+    assert_eq!(parse(&["-public-ipv6", "fd18::12"]).public_ipv6, fd(0x12));
+    assert_eq!(parse(&["--public-ipv6=fd18::13", "-iface=fd18::13"]).public_ipv6, fd(0x13));
+    assert_eq!(parse(&["-iface=fd18::13"]).iface, ["fd18::13"]);
+    assert_eq!(parse(&[]).public_ipv6, None);
+    let args = ["weftd", "-public-ipv6=10.0.0.1"].map(String::from);
+    assert!(Flags::command().try_get_matches_from(go_style(args.into_iter())).is_err(), "an IPv4 address is refused");
+}
+
+#[test]
 fn flanneld_defaults() {
     let flags = parse(&[]);
     assert_eq!(flags.etcd_prefix, "/coreos.com/network");
@@ -32,6 +44,11 @@ fn flanneld_defaults() {
     assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
     assert!(flags.iptables_forward_rules && !flags.ip_masq);
     assert_eq!(flags.iptables_resync, 5);
+    assert!(!flags.names);
+    assert_eq!(flags.names_domain.to_string(), "weft.local");
+    let flags = parse(&["--names", "-names-domain=Cluster.Example."]);
+    assert!(flags.names);
+    assert_eq!(flags.names_domain.to_string(), "cluster.example");
 }
 
 #[test]

@@ -1,25 +1,32 @@
 //! `weftd status`: the network config, every lease, and — for this host — whether each peer's
-//! route, ARP and FDB entries are in the kernel and right. Needs etcd and the local kernel, not
-//! a running daemon. The assessment is a pure function of what was read, so it is unit tested.
+//! route, ARP and FDB entries are in the kernel and right; for a dual-stack network the same for
+//! each lease's IPv6 part on the IPv6 device. Needs etcd and the local kernel, not a running
+//! daemon. The assessment is a pure function of what was read, so it is unit tested.
+
+mod checks;
+mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use futures::{StreamExt, TryStreamExt};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
 use crate::etcd::{EtcdOptions, MalformedLease, NameKey, Registry, RegistryError};
-use crate::lease::{EtcdLeaseId, Lease, LeaseSet};
+use crate::lease::{EtcdLeaseId, Lease};
 use crate::model::{self, KernelContext, KernelState};
 use crate::names::publish::{self, PublishedName};
 use crate::names::skydns::Domain;
-use crate::netlink::{Kernel, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
-use crate::reconcile::{self, ThisHost};
+use crate::netlink::{Kernel, KernelFamily, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
+use crate::reconcile::ThisHost;
 use crate::underlay::Underlay;
+
+pub use checks::{check_family, Check, FamilyChecks, PartCheck};
+pub use render::render;
 
 #[derive(Debug, Error)]
 pub enum StatusError {
@@ -31,19 +38,6 @@ pub enum StatusError {
     Config(#[from] ConfigError),
     #[error("cannot read the kernel: {0}")]
     Netlink(#[from] NetlinkError),
-}
-
-/// How one kernel entry compares with what the lease asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Check {
-    Ok,
-    Missing,
-    /// Present with other values (another MAC, gateway or destination).
-    Wrong,
-    /// Not applicable: our own lease, or a lease weftd skips.
-    #[serde(rename = "-")]
-    NotApplicable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +56,44 @@ pub struct LeaseStatus {
     pub route: Check,
     pub arp: Check,
     pub fdb: Check,
+    /// The lease's IPv6 part, for a dual-stack network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6PartStatus>,
+}
+
+/// A lease's IPv6 part on this host's IPv6 device: as the lease writes it (each `None` where
+/// it writes none), and how its route, NDP neighbour and FDB entry compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipv6PartStatus {
+    pub subnet: Option<Ipv6Network>,
+    pub public_ip: Option<Ipv6Addr>,
+    pub vtep_mac: Option<String>,
+    /// Why weftd does not program this part, if it does not.
+    pub skipped: Option<String>,
+    pub direct: bool,
+    pub route: Check,
+    pub neighbour: Check,
+    pub fdb: Check,
+}
+
+/// The IPv6 side of a dual-stack network on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipv6Status {
+    pub network: Ipv6Network,
+    pub subnet_len: u8,
+    pub device: String,
+    /// Our PublicIPv6: the lease's, else the underlay's; `None` when neither has one.
+    pub public_ip: Option<Ipv6Addr>,
+    pub own_subnet: Option<Ipv6Network>,
+    /// Peer leases whose IPv6 part weftd programs, and how many have every entry right.
+    pub peers: usize,
+    pub peers_ok: usize,
+    /// Leases whose IPv6 part weftd skips.
+    pub skipped: usize,
+    /// Entries on the IPv6 device that no lease explains.
+    pub unexplained: usize,
+    /// Whether the IPv6 device exists.
+    pub device_present: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +117,9 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub names: Option<Vec<PublishedName>>,
     pub healthy: bool,
+    /// The IPv6 side, for a dual-stack network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Status>,
 }
 
 /// Everything `assess` needs, as read from etcd and the kernel.
@@ -103,53 +138,58 @@ pub struct Observed {
     /// Where the main routing table reaches peers' PublicIPs (for `Backend.DirectRouting`), and
     /// which nexthop ids other programs hold.
     pub context: KernelContext,
+    /// The IPv6 device's entries and context, for a dual-stack network.
+    pub ipv6: Option<ObservedFamily<Ipv6Addr>>,
     /// With `--names`: the domain, and every key below its prefix.
     pub names: Option<(Domain, Vec<NameKey>)>,
 }
 
+/// What the kernel shows for one family's device.
+#[derive(Debug, Clone)]
+pub struct ObservedFamily<A: model::Family> {
+    /// `None` when the device does not exist.
+    pub kernel: Option<KernelState<A>>,
+    pub context: KernelContext<A>,
+    /// The device's settings: `None` when it does not exist or is not a VXLAN device.
+    pub device: Option<VxlanSpec>,
+}
+
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
-/// entries are right, and nothing unexplained sits on the device.
+/// entries are right, and nothing unexplained sits on the device; for a dual-stack network, the
+/// same of the IPv6 side.
 pub fn assess(observed: &Observed) -> Status {
     let own = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip);
     let own_subnet = own.map(|l| l.subnet);
     let us = ThisHost { subnet: own_subnet, public_ip: observed.public_ip, vtep_mac: own.map(|l| l.attrs.backend_data.vtep_mac) };
-    let set = LeaseSet { leases: observed.leases.iter().map(|l| (l.subnet, l.clone())).collect(), ..Default::default() };
-    let (desired, skipped) = reconcile::desired_state(&observed.config, &us, &set, &observed.context);
-    let direct: BTreeSet<Ipv4Network> = desired.direct_routes.iter().map(|r| r.subnet).collect();
-    let skipped: BTreeMap<_, _> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
     let actual = observed.kernel.clone().unwrap_or_default();
+    let v4 = check_family(&observed.config, &us, &observed.leases, &actual, &observed.context);
+    let v6 = assess_ipv6(observed, own);
     let leases: Vec<LeaseStatus> = observed
         .leases
         .iter()
         .map(|lease| {
-            let this_host = Some(lease.subnet) == own_subnet;
-            let skip = skipped.get(&lease.subnet).cloned();
-            let checked = !this_host && skip.is_none();
-            let (route, arp, fdb) = if checked && direct.contains(&lease.subnet) {
-                (check_direct_route(lease, &actual), Check::NotApplicable, Check::NotApplicable)
-            } else if checked {
-                check_peer(lease, &actual)
-            } else {
-                (Check::NotApplicable, Check::NotApplicable, Check::NotApplicable)
-            };
+            let part = v4.part(lease.subnet);
+            let (route, arp, fdb) = part.entries();
             LeaseStatus {
                 subnet: lease.subnet,
                 public_ip: lease.attrs.public_ip,
                 vtep_mac: lease.attrs.backend_data.vtep_mac.to_string(),
                 expires_in_seconds: lease.etcd_lease.and_then(|id| observed.ttls.get(&id).copied().flatten()),
                 reservation: lease.is_reservation(),
-                this_host,
-                skipped: skip,
-                direct: direct.contains(&lease.subnet),
+                this_host: part == PartCheck::Own,
+                skipped: part.skipped(),
+                direct: part.is_direct(),
                 route,
                 arp,
                 fdb,
+                ipv6: v6.as_ref().map(|(_, checks)| ipv6_part(lease, checks)),
             }
         })
         .collect();
-    let unexplained = reconcile::plan(&desired, &actual).remove.entry_count();
-    let device_drift = device_drift(observed, own);
-    let all_ok = leases.iter().all(|l| [l.route, l.arp, l.fdb].iter().all(|c| matches!(c, Check::Ok | Check::NotApplicable)));
+    let mut device_drift = device_drift(observed, own);
+    device_drift.extend(ipv6_device_drift(observed, own));
+    let ipv6_ok =
+        v6.as_ref().is_none_or(|(status, checks)| status.device_present && status.own_subnet.is_some() && checks.is_ok());
     Status {
         network: observed.config.network,
         subnet_len: observed.config.subnet_len,
@@ -159,14 +199,64 @@ pub fn assess(observed: &Observed) -> Status {
         own_subnet,
         leases,
         malformed: observed.malformed.iter().map(|m| (m.key.clone(), m.error.clone())).collect(),
-        unexplained,
-        healthy: own_subnet.is_some() && observed.kernel.is_some() && all_ok && unexplained == 0 && device_drift.is_empty(),
+        unexplained: v4.unexplained,
+        healthy: own_subnet.is_some() && observed.kernel.is_some() && v4.is_ok() && device_drift.is_empty() && ipv6_ok,
         device_drift,
         underlay_problem: observed.underlay.as_ref().err().cloned(),
+        ipv6: v6.map(|(status, _)| status),
         names: observed
             .names
             .as_ref()
-            .map(|(domain, keys)| own_subnet.map(|subnet| publish::published_names(domain, subnet, keys)).unwrap_or_default()),
+            .map(|(domain, keys)| own_subnet.map(|s| publish::published_names(domain, s, keys)).unwrap_or_default()),
+    }
+}
+
+/// The IPv6 side of a dual-stack network, and each lease's IPv6 checks; `None` for IPv4 only.
+fn assess_ipv6(observed: &Observed, own: Option<&Lease>) -> Option<(Ipv6Status, FamilyChecks)> {
+    let (config, seen) = observed.config.ipv6.zip(observed.ipv6.as_ref())?;
+    let us = ipv6_this_host(observed, own);
+    let actual = seen.kernel.clone().unwrap_or_default();
+    let checks = check_family(&observed.config, &us, &observed.leases, &actual, &seen.context);
+    let (peers, peers_ok) = checks.peer_counts();
+    let status = Ipv6Status {
+        network: config.network,
+        subnet_len: config.subnet_len,
+        device: model::ipv6_device_name(observed.config.backend.vni),
+        public_ip: (us.public_ip != Ipv6Addr::UNSPECIFIED).then_some(us.public_ip),
+        own_subnet: us.subnet,
+        peers,
+        peers_ok,
+        skipped: checks.parts.values().filter(|p| matches!(p, PartCheck::Skipped(_))).count(),
+        unexplained: checks.unexplained,
+        device_present: seen.kernel.is_some(),
+    };
+    Some((status, checks))
+}
+
+/// Who we are in IPv6: our lease's IPv6 part, its PublicIPv6 (else the underlay's, else the
+/// unspecified address, which no peer can rightly have) and its IPv6 VtepMAC.
+fn ipv6_this_host(observed: &Observed, own: Option<&Lease>) -> ThisHost<Ipv6Addr> {
+    let underlay_ip = observed.underlay.as_ref().ok().and_then(|u| u.public_ipv6);
+    ThisHost {
+        subnet: own.and_then(|l| l.ipv6_subnet),
+        public_ip: own.and_then(|l| l.attrs.public_ipv6).or(underlay_ip).unwrap_or(Ipv6Addr::UNSPECIFIED),
+        vtep_mac: own.and_then(|l| l.attrs.backend_v6_data.as_ref()).map(|d| d.vtep_mac),
+    }
+}
+
+/// A lease's IPv6 part as status shows it: what the lease writes, and its checks.
+fn ipv6_part(lease: &Lease, checks: &FamilyChecks) -> Ipv6PartStatus {
+    let part = checks.part(lease.subnet);
+    let (route, neighbour, fdb) = part.entries();
+    Ipv6PartStatus {
+        subnet: lease.ipv6_subnet,
+        public_ip: lease.attrs.public_ipv6,
+        vtep_mac: lease.attrs.backend_v6_data.as_ref().map(|d| d.vtep_mac.to_string()),
+        skipped: part.skipped(),
+        direct: part.is_direct(),
+        route,
+        neighbour,
+        fdb,
     }
 }
 
@@ -185,9 +275,14 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
             let stand_in = Underlay {
                 name: String::new(),
                 index: actual.underlay_index.unwrap_or_default(), // replaced just below
-                ip: actual.local,
+                // flannel.1's local is IPv4; anything else is drift the comparison reports.
+                ip: match actual.local {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                },
                 mtu: actual.mtu + VXLAN_OVERHEAD,
                 public_ip: own.attrs.public_ip,
+                ipv6: own.attrs.public_ipv6,
                 public_ipv6: own.attrs.public_ipv6,
             };
             VxlanSpec { underlay_index: actual.underlay_index, ..device::desired_device(&observed.config, &stand_in, mac) }
@@ -197,36 +292,18 @@ fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
     drift.iter().map(|d| format!("{name}: {d}")).collect()
 }
 
-/// A direct route to the lease's subnet through its PublicIP, and no VXLAN route for it.
-fn check_direct_route(lease: &Lease, actual: &KernelState) -> Check {
-    let vxlan_route = actual.routes.iter().any(|r| r.subnet == lease.subnet);
-    match actual.direct_routes.iter().find(|r| r.subnet == lease.subnet) {
-        Some(r) if r.gateway == lease.attrs.public_ip && !vxlan_route => Check::Ok,
-        Some(_) => Check::Wrong,
-        None if vxlan_route => Check::Wrong,
-        None => Check::Missing,
-    }
-}
-
-fn check_peer(lease: &Lease, actual: &KernelState) -> (Check, Check, Check) {
-    let vtep = model::vtep_address(lease.subnet);
-    let mac = lease.attrs.backend_data.vtep_mac;
-    let route = match actual.routes.iter().find(|r| r.subnet == lease.subnet) {
-        Some(r) if r.gateway == vtep && r.onlink => Check::Ok,
-        Some(_) => Check::Wrong,
-        None => Check::Missing,
+/// flannel-v6's drift from what the underlay, the config and our lease's IPv6 VtepMAC ask for;
+/// nothing to compare without our lease's IPv6 part, the device or an underlay with an IPv6
+/// address (the first two are reported on their own, the last as the missing PublicIPv6).
+fn ipv6_device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
+    let (Some(own), Some(seen), Ok(underlay)) = (own, observed.ipv6.as_ref(), &observed.underlay) else { return Vec::new() };
+    // The device's local is the underlay's own IPv6 address (the PublicIPv6 may be a NAT's).
+    let local = underlay.ipv6.or(underlay.public_ipv6);
+    let (Some(actual), Some(data), Some(local)) = (&seen.device, &own.attrs.backend_v6_data, local) else {
+        return Vec::new();
     };
-    let arp = match actual.arp.iter().find(|a| a.ip == vtep) {
-        Some(a) if a.mac == mac => Check::Ok,
-        Some(_) => Check::Wrong,
-        None => Check::Missing,
-    };
-    let fdb = match actual.fdb.iter().filter(|f| f.mac == mac).map(|f| f.dst).collect::<Vec<_>>().as_slice() {
-        [dst] if *dst == lease.attrs.public_ip => Check::Ok,
-        [] => Check::Missing,
-        _ => Check::Wrong,
-    };
-    (route, arp, fdb)
+    let wanted = device::desired_ipv6_device(&observed.config, underlay, local, data.vtep_mac);
+    device::drift(&wanted, actual).iter().map(|d| format!("{}: {d}", wanted.name)).collect()
 }
 
 /// How many lease TTL requests `observe` keeps in flight on etcd's connection.
@@ -259,12 +336,12 @@ pub async fn observe(
         .try_collect()
         .await
         .map_err(unreachable)?;
-    // Read even without the device: the main table still tells which peers are direct.
-    let link = kernel.vxlan_device(&model::device_name(config.backend.vni)).await?;
-    let (state, context) = kernel.read_state(link.as_ref().map_or(0, |l| l.index), config.network).await?;
-    let kernel_state = link.as_ref().map(|_| state);
+    let (v4, device) = observe_family::<Ipv4Addr>(kernel, &model::device_name(config.backend.vni), config.network).await?;
+    let ipv6 = match config.ipv6 {
+        Some(v6) => Some(observe_family::<Ipv6Addr>(kernel, &model::ipv6_device_name(config.backend.vni), v6.network).await?),
+        None => None,
+    };
     let malformed = listing.malformed;
-    let device = link.and_then(|l| l.spec);
     let names = match names {
         Some(domain) => Some((domain.clone(), registry.list_names(&domain.prefix()).await.map_err(unreachable)?)),
         None => None,
@@ -275,81 +352,29 @@ pub async fn observe(
         leases: listing.leases,
         ttls,
         malformed,
-        kernel: kernel_state,
+        kernel: v4.kernel,
         device,
         underlay,
-        context,
+        context: v4.context,
+        ipv6: ipv6.map(|(observed, device)| ObservedFamily { device, ..observed }),
         names,
     })
 }
 
-/// The human-readable report.
-pub fn render(status: &Status) -> String {
-    let mut out = format!(
-        "network    {} (subnets /{}, vxlan VNI {}, device {})\nthis host  {} -> {}\n\n",
-        status.network,
-        status.subnet_len,
-        status.vni,
-        status.device,
-        status.public_ip,
-        status.own_subnet.map_or("no lease".to_string(), |s| s.to_string()),
-    );
-    out.push_str(&format!(
-        "{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}\n",
-        "SUBNET", "PUBLIC IP", "VTEP MAC", "EXPIRES", "ROUTE", "ARP", "FDB"
-    ));
-    for l in &status.leases {
-        let expires = match (l.reservation, l.expires_in_seconds) {
-            (true, _) => "reservation".to_string(),
-            (false, Some(s)) => format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60),
-            (false, None) => "expired".to_string(),
-        };
-        let word = |c: Check| match c {
-            Check::Ok => "ok",
-            Check::Missing => "MISSING",
-            Check::Wrong => "WRONG",
-            Check::NotApplicable => "-",
-        };
-        let note = if l.this_host {
-            "  (this host)".to_string()
-        } else if l.direct {
-            "  (direct route)".to_string()
-        } else {
-            l.skipped.as_ref().map(|r| format!("  (skipped: {r})")).unwrap_or_default()
-        };
-        out.push_str(&format!(
-            "{:<18} {:<15} {:<17} {:<13} {:<8} {:<8} {:<8}{note}\n",
-            l.subnet.to_string(),
-            l.public_ip.to_string(),
-            l.vtep_mac,
-            expires,
-            word(l.route),
-            word(l.arp),
-            word(l.fdb)
-        ));
-    }
-    for (key, error) in &status.malformed {
-        out.push_str(&format!("malformed  {key}: {error}\n"));
-    }
-    if let Some(problem) = &status.underlay_problem {
-        out.push_str(&format!("underlay   {problem}\n"));
-    }
-    for drift in &status.device_drift {
-        out.push_str(&format!("drift      {drift}\n"));
-    }
-    if status.unexplained > 0 {
-        out.push_str(&format!("{} entries on {} are not explained by any lease\n", status.unexplained, status.device));
-    }
-    if let Some(names) = &status.names {
-        out.push_str(&format!("\nnames published by this host: {}\n", names.len()));
-        for name in names {
-            out.push_str(&format!("{:<24} {:<15} {}\n", name.name, name.host.to_string(), name.ports.join(" ")));
-        }
-    }
-    out.push_str(if status.healthy { "\nhealthy\n" } else { "\nNOT healthy\n" });
-    out
+/// The entries on family `A`'s device `name` and what decides their form (`ip neigh show dev`,
+/// `bridge fdb show dev`, `ip route`, `ip nexthop`, with `-6` for IPv6), and the device's
+/// settings. Read even without the device: the main table still tells which peers are direct.
+async fn observe_family<A: KernelFamily>(
+    kernel: &Kernel,
+    name: &str,
+    network: A::Network,
+) -> Result<(ObservedFamily<A>, Option<VxlanSpec>), StatusError> {
+    let link = kernel.vxlan_device(name).await?;
+    let (state, context) = kernel.read_state::<A>(link.as_ref().map_or(0, |l| l.index), network).await?;
+    let kernel_state = link.as_ref().map(|_| state);
+    let device = link.and_then(|l| l.spec);
+    Ok((ObservedFamily { kernel: kernel_state, context, device: None }, device))
 }
 
 #[cfg(test)]
-#[path = "status_tests.rs"]
 mod tests;

@@ -14,15 +14,24 @@
 //!   error), else the default route's interface gives its first usable address;
 //! - the lease's PublicIP is `--public-ip` when given, else the chosen address.
 //!
+//! When the network config enables IPv6, the same interface also gives the IPv6 addresses (the
+//! rules are in the `ipv6` submodule).
+//!
 //! [`choose`] is the pure rule set; [`find`] reads the kernel and applies it.
 
+mod ipv6;
+mod lookup;
+
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nix::errno::Errno;
 use thiserror::Error;
 
-use crate::netlink::{Ipv4Link, Kernel, NetlinkError, RouteHop};
+pub use self::ipv6::Ipv6View;
+use self::ipv6::{holding_ipv6, matching_ipv6, same_default_route, usable_ipv6, with_ipv6, Listed};
+pub use self::lookup::{by_index, find};
+use crate::netlink::{Ipv4Link, Ipv6Address, NetlinkError, RouteHop};
 
 /// The flags that choose the underlay, as given.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +45,9 @@ pub struct UnderlayChoice {
     /// `--public-ip`: what the lease advertises; without the three flags above, also which
     /// interface is used (the one holding it).
     pub public_ip: Option<Ipv4Addr>,
+    /// `--public-ipv6`: what the lease advertises as PublicIPv6 when the config enables IPv6;
+    /// with neither the interface flags nor `--public-ip`, also which interface is used.
+    pub public_ipv6: Option<Ipv6Addr>,
 }
 
 impl UnderlayChoice {
@@ -43,6 +55,13 @@ impl UnderlayChoice {
     /// them the default route (or `--public-ip`) decides.
     fn names_an_interface(&self) -> bool {
         !self.ifaces.is_empty() || !self.iface_regex.is_empty() || self.can_reach.is_some()
+    }
+
+    /// Whether the flags may choose an underlay with IPv6 addresses looked at that they do not
+    /// choose without: an IPv6 `--iface` address, an `--iface-regex`, or `--public-ipv6`.
+    pub fn may_need_ipv6(&self) -> bool {
+        let ipv6_iface = |v: &String| v.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical().is_ipv6());
+        self.ifaces.iter().any(ipv6_iface) || !self.iface_regex.is_empty() || self.public_ipv6.is_some()
     }
 }
 
@@ -58,9 +77,12 @@ pub struct Underlay {
     pub mtu: u32,
     /// The address peers send to: the lease's PublicIP.
     pub public_ip: Ipv4Addr,
-    /// The IPv6 address peers send IPv6 VXLAN packets to (the lease's PublicIPv6), and the IPv6
-    /// device's `local`; `None` when the config is IPv4 only or the underlay has none.
-    pub public_ipv6: Option<std::net::Ipv6Addr>,
+    /// The IPv6 address the IPv6 VXLAN device's packets leave from (its `local`); `None` when
+    /// the network config does not enable IPv6.
+    pub ipv6: Option<Ipv6Addr>,
+    /// The IPv6 address peers send to: the lease's PublicIPv6; `None` when the network config
+    /// does not enable IPv6.
+    pub public_ipv6: Option<Ipv6Addr>,
 }
 
 /// What the kernel showed, all [`choose`] needs.
@@ -73,6 +95,9 @@ pub struct HostView {
     pub can_reach: Option<(Ipv4Addr, Result<RouteHop, Errno>)>,
     /// The main table's first default route, when one was looked for and found.
     pub default_route: Option<RouteHop>,
+    /// What the kernel showed of IPv6; `None` when the network config does not enable IPv6,
+    /// and then nothing about IPv6 is chosen.
+    pub ipv6: Option<Ipv6View>,
 }
 
 /// Why one flag (or the default route) gave no underlay; the next flag is tried.
@@ -80,16 +105,23 @@ pub struct HostView {
 pub enum Miss {
     #[error("--iface={value}: no interface has the IPv4 address {value}")]
     NoSuchAddress { value: String },
-    #[error("--iface={value}: an IPv6 address; weft chooses an IPv4 underlay")]
+    #[error("--iface={value}: an IPv6 address, and the network config does not enable IPv6 (EnableIPv6)")]
     Ipv6Address { value: String },
+    #[error("--iface={value}: no interface has the IPv6 address {value}")]
+    NoSuchIpv6Address { value: String },
     #[error("--iface={value}: no interface is named {value:?}")]
     NoSuchName { value: String },
     #[error("{via}: interface {name} has no usable IPv4 address (global or link-local)")]
     NoAddress { via: String, name: String },
+    #[error(
+        "{via}: interface {name} has no usable IPv6 address (global or link-local, not refused by duplicate address \
+         detection), and the network config enables IPv6"
+    )]
+    NoIpv6Address { via: String, name: String },
     #[error("{via}: interface {name} reports an MTU of 0")]
     NoMtu { via: String, name: String },
-    #[error("--iface-regex={pattern}: matches no interface's IPv4 address or name")]
-    NoPatternMatch { pattern: String },
+    #[error("--iface-regex={pattern}: matches no interface's {families} address or name")]
+    NoPatternMatch { pattern: String, families: &'static str },
     #[error("--iface-can-reach={destination}: the kernel has no route to it ({errno})")]
     NoRoute { destination: Ipv4Addr, errno: Errno },
     #[error("{via}: the route has no single output interface (multipath or unreachable)")]
@@ -98,20 +130,24 @@ pub enum Miss {
     RouteInterfaceGone { via: String, index: u32 },
 }
 
-/// The interfaces an error offers instead, as flanneld lists them: `eth0:[192.168.78.11]`.
+/// The interfaces an error offers instead, as flanneld lists them: `eth0:[192.168.78.11]`,
+/// and when the config enables IPv6, the usable IPv6 addresses after the IPv4 ones, best first:
+/// `eth0:[192.168.78.11 fd18::11 fe80::1]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Available(pub Vec<(String, Vec<Ipv4Addr>)>);
+pub struct Available(pub Vec<(String, Vec<Ipv4Addr>, Vec<Ipv6Address>)>);
 
 impl Available {
-    fn of(links: &[Ipv4Link]) -> Self {
-        Self(links.iter().map(|l| (l.name.clone(), usable_addresses(&l.addresses))).collect())
+    fn of(host: &HostView) -> Self {
+        let ipv6 = |index| host.ipv6.as_ref().map(|v6| usable_ipv6(&v6.addresses, index)).unwrap_or_default();
+        Self(host.links.iter().map(|l| (l.name.clone(), usable_addresses(&l.addresses), ipv6(l.index))).collect())
     }
 }
 
 impl fmt::Display for Available {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, addresses)) in self.0.iter().enumerate() {
-            let addresses: Vec<String> = addresses.iter().map(Ipv4Addr::to_string).collect();
+        for (i, (name, addresses, ipv6)) in self.0.iter().enumerate() {
+            let addresses: Vec<String> =
+                addresses.iter().map(Ipv4Addr::to_string).chain(ipv6.iter().map(|a| Listed(*a).to_string())).collect();
             write!(f, "{}{name}:[{}]", if i == 0 { "" } else { ", " }, addresses.join(" "))?;
         }
         Ok(())
@@ -136,10 +172,28 @@ pub enum UnderlayError {
     )]
     PublicIpNotLocal { public_ip: Ipv4Addr, available: Available },
     #[error(
+        "--public-ipv6={public_ipv6}: no interface has this address, so it cannot tell which interface to use \
+         (available interfaces: {available}); if peers reach this host at an address it does not hold (NAT), \
+         keep --public-ipv6 and choose the interface with --iface=<name or address>"
+    )]
+    PublicIpv6NotLocal { public_ipv6: Ipv6Addr, available: Available },
+    #[error(
         "there is no IPv4 default route to take the underlay from (available interfaces: {available}); \
          choose one with --iface=<name or address>, --iface-regex or --iface-can-reach, or add a default route"
     )]
     NoDefaultRoute { available: Available },
+    #[error(
+        "the network config enables IPv6, and there is no IPv6 default route to take its underlay address from \
+         (the IPv4 default route leaves by {ipv4_iface}; available interfaces: {available}); add an IPv6 default \
+         route by {ipv4_iface}, or choose the interface with --iface=<name or address>"
+    )]
+    NoIpv6DefaultRoute { ipv4_iface: String, available: Available },
+    #[error(
+        "the IPv4 default route leaves by {ipv4_iface} but the IPv6 default route by {ipv6_iface}: both families \
+         must use one underlay interface (available interfaces: {available}); choose it with \
+         --iface=<name or address>, or make both default routes leave by the same interface"
+    )]
+    DefaultRoutesDiffer { ipv4_iface: String, ipv6_iface: String, available: Available },
     #[error("{miss} (available interfaces: {available}); choose another with --iface=<name or address>")]
     Unusable { miss: Miss, available: Available },
 }
@@ -155,40 +209,54 @@ pub struct Chosen {
     pub skipped: Vec<Miss>,
 }
 
-/// Chooses the underlay from what the kernel showed, by flanneld's rules (see the module doc).
+/// Chooses the underlay from what the kernel showed, by flanneld's rules (see the module doc);
+/// its IPv6 addresses only when `host` has an IPv6 view (the config enables IPv6).
 ///
 /// # Errors
 /// Nothing matched (every miss is in the error, with the interfaces there are), `--public-ip`
-/// alone names an address no interface holds, or there is no usable default route.
+/// (or `--public-ipv6`) alone names an address no interface holds, or there is no usable
+/// default route (with IPv6, none by the IPv4 one's interface).
 pub fn choose(choice: &UnderlayChoice, host: &HostView) -> Result<Chosen, UnderlayError> {
-    let available = || Available::of(&host.links);
-    let (link, ip, skipped) = if choice.names_an_interface() {
+    let (found, skipped) = if choice.names_an_interface() {
         let mut misses = Vec::new();
         match by_flags(choice, host, &mut misses) {
-            Some((link, ip)) => (link, ip, misses),
-            None => return Err(UnderlayError::NoMatch { misses, available: available() }),
+            Some(found) => (found, misses),
+            None => return Err(UnderlayError::NoMatch { misses, available: Available::of(host) }),
         }
     } else {
-        let (link, ip) = by_default(choice, host)?;
-        (link, ip, Vec::new())
+        (by_default(choice, host)?, Vec::new())
     };
-    let public_ip = choice.public_ip.unwrap_or(ip);
-    let underlay = Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, public_ipv6: None };
+    let Found { link, ip, ipv6 } = found;
+    let public_ipv6 = ipv6.map(|ipv6| choice.public_ipv6.unwrap_or(ipv6));
+    let underlay = Underlay {
+        name: link.name.clone(),
+        index: link.index,
+        ip,
+        mtu: link.mtu,
+        public_ip: choice.public_ip.unwrap_or(ip),
+        ipv6,
+        public_ipv6,
+    };
     Ok(Chosen { underlay, skipped })
 }
 
-type Found<'a> = (&'a Ipv4Link, Ipv4Addr);
+/// An interface and the addresses a flag chose on it; `ipv6` is `None` until the IPv6 side is
+/// settled, and stays so when the config does not enable IPv6.
+struct Found<'a> {
+    link: &'a Ipv4Link,
+    ip: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+}
 
 /// `--iface`s, then `--iface-regex`es, then `--iface-can-reach`: the first that gives an
 /// underlay; each one that does not leaves its miss in `misses`.
 fn by_flags<'a>(choice: &UnderlayChoice, host: &'a HostView, misses: &mut Vec<Miss>) -> Option<Found<'a>> {
-    let links = &host.links;
     // Lazy: a flag is only looked at when every flag before it missed.
-    let attempts = (choice.ifaces.iter().map(|value| by_iface(value, links)))
-        .chain(choice.iface_regex.iter().map(|pattern| by_pattern(pattern, links)))
-        .chain(host.can_reach.iter().map(|(destination, route)| by_route(*destination, route, links)));
-    for attempt in attempts {
-        match attempt {
+    let attempts = (choice.ifaces.iter().map(|value| by_iface(value, host)))
+        .chain(choice.iface_regex.iter().map(|pattern| by_pattern(pattern, host)))
+        .chain(host.can_reach.iter().map(|(destination, route)| by_route(*destination, route, &host.links)));
+    for (attempt, via) in attempts.zip(vias(choice)) {
+        match attempt.and_then(|found| with_ipv6(found, choice, host, &via)) {
             Ok(found) => return Some(found),
             Err(miss) => misses.push(miss),
         }
@@ -196,34 +264,59 @@ fn by_flags<'a>(choice: &UnderlayChoice, host: &'a HostView, misses: &mut Vec<Mi
     None
 }
 
+/// How each attempt of [`by_flags`] is named in its misses, in the same order.
+fn vias(choice: &UnderlayChoice) -> impl Iterator<Item = String> + '_ {
+    (choice.ifaces.iter().map(|value| format!("--iface={value}")))
+        .chain(choice.iface_regex.iter().map(|pattern| format!("--iface-regex={}", pattern.as_str())))
+        .chain(choice.can_reach.iter().map(|destination| format!("--iface-can-reach={destination}")))
+}
+
 /// One `--iface`: an IPv4 address selects itself on whichever interface holds it (any address,
-/// as flanneld compares against all of them); anything else is an interface name.
-fn by_iface<'a>(value: &str, links: &'a [Ipv4Link]) -> Result<Found<'a>, Miss> {
-    let ip = match value.parse::<IpAddr>() {
+/// as flanneld compares against all of them); so does an IPv6 address when the config enables
+/// IPv6; anything else is an interface name.
+fn by_iface<'a>(value: &str, host: &'a HostView) -> Result<Found<'a>, Miss> {
+    let (links, via) = (&host.links, format!("--iface={value}"));
+    let ip = match value.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
         Ok(IpAddr::V4(ip)) => ip,
-        Ok(IpAddr::V6(ip)) => ip.to_ipv4_mapped().ok_or_else(|| Miss::Ipv6Address { value: value.to_string() })?,
+        Ok(IpAddr::V6(ip)) => {
+            let v6 = host.ipv6.as_ref().ok_or_else(|| Miss::Ipv6Address { value: value.to_string() })?;
+            let index = holding_ipv6(&v6.addresses, ip);
+            let link = links.iter().find(|l| Some(l.index) == index);
+            let link = link.ok_or_else(|| Miss::NoSuchIpv6Address { value: value.to_string() })?;
+            return first_usable(link, &via).map(|found| Found { ipv6: Some(ip), ..found });
+        }
         Err(_) => {
             let link = links.iter().find(|l| l.name == value).ok_or_else(|| Miss::NoSuchName { value: value.to_string() })?;
-            return first_usable(link, &format!("--iface={value}"));
+            return first_usable(link, &via);
         }
     };
     let link = holding(links, ip).ok_or_else(|| Miss::NoSuchAddress { value: value.to_string() })?;
-    with_mtu(link, ip, &format!("--iface={value}"))
+    with_mtu(link, ip, &via)
 }
 
-/// One `--iface-regex`: addresses first, across every interface, then names. Like flanneld,
-/// the first interface whose name matches is final even when it has no usable address.
-fn by_pattern<'a>(pattern: &regex::Regex, links: &'a [Ipv4Link]) -> Result<Found<'a>, Miss> {
-    let via = format!("--iface-regex={}", pattern.as_str());
+/// One `--iface-regex`: IPv4 addresses first, across every interface, then (with IPv6) IPv6
+/// addresses, then names. Like flanneld, the first interface whose name matches is final even
+/// when it has no usable address.
+fn by_pattern<'a>(pattern: &regex::Regex, host: &'a HostView) -> Result<Found<'a>, Miss> {
+    let (links, via) = (&host.links, format!("--iface-regex={}", pattern.as_str()));
     let by_address = links.iter().find_map(|link| {
         usable_addresses(&link.addresses).into_iter().find(|ip| pattern.is_match(&ip.to_string())).map(|ip| (link, ip))
     });
     if let Some((link, ip)) = by_address {
-        return with_mtu(link, ip, &via);
+        let ipv6 = host.ipv6.as_ref().and_then(|v6| matching_ipv6(pattern, &v6.addresses, link.index));
+        return with_mtu(link, ip, &via).map(|found| Found { ipv6, ..found });
     }
+    let by_ipv6 = host
+        .ipv6
+        .as_ref()
+        .and_then(|v6| links.iter().find_map(|link| matching_ipv6(pattern, &v6.addresses, link.index).map(|ip| (link, ip))));
+    if let Some((link, ipv6)) = by_ipv6 {
+        return first_usable(link, &via).map(|found| Found { ipv6: Some(ipv6), ..found });
+    }
+    let families = if host.ipv6.is_some() { "IPv4 or IPv6" } else { "IPv4" };
     match links.iter().find(|l| pattern.is_match(&l.name)) {
         Some(link) => first_usable(link, &via),
-        None => Err(Miss::NoPatternMatch { pattern: pattern.as_str().to_string() }),
+        None => Err(Miss::NoPatternMatch { pattern: pattern.as_str().to_string(), families }),
     }
 }
 
@@ -239,18 +332,30 @@ fn by_route<'a>(destination: Ipv4Addr, route: &Result<RouteHop, Errno>, links: &
     }
 }
 
-/// No interface flag: the interface holding `--public-ip`, else the default route's.
+/// No interface flag: the interface holding `--public-ip`, else (with IPv6) the one holding
+/// `--public-ipv6`, else the default route's, which with IPv6 must be the IPv6 default route's
+/// too.
 fn by_default<'a>(choice: &UnderlayChoice, host: &'a HostView) -> Result<Found<'a>, UnderlayError> {
-    let available = || Available::of(&host.links);
+    let available = || Available::of(host);
     let unusable = |miss| UnderlayError::Unusable { miss, available: available() };
     if let Some(public_ip) = choice.public_ip {
         let link = holding(&host.links, public_ip)
             .ok_or_else(|| UnderlayError::PublicIpNotLocal { public_ip, available: available() })?;
-        return with_mtu(link, public_ip, &format!("--public-ip={public_ip}")).map_err(unusable);
+        let via = format!("--public-ip={public_ip}");
+        return with_mtu(link, public_ip, &via).and_then(|found| with_ipv6(found, choice, host, &via)).map_err(unusable);
+    }
+    if let (Some(v6), Some(public_ipv6)) = (&host.ipv6, choice.public_ipv6) {
+        let index = holding_ipv6(&v6.addresses, public_ipv6);
+        let link = host.links.iter().find(|l| Some(l.index) == index);
+        let link = link.ok_or_else(|| UnderlayError::PublicIpv6NotLocal { public_ipv6, available: available() })?;
+        let found = first_usable(link, &format!("--public-ipv6={public_ipv6}")).map_err(unusable)?;
+        return Ok(Found { ipv6: Some(public_ipv6), ..found });
     }
     let hop = host.default_route.ok_or_else(|| UnderlayError::NoDefaultRoute { available: available() })?;
     let via = "the IPv4 default route";
-    route_link(&hop, &host.links, via).and_then(|link| first_usable(link, via)).map_err(unusable)
+    let found = route_link(&hop, &host.links, via).and_then(|link| first_usable(link, via)).map_err(unusable)?;
+    same_default_route(found.link, host)?;
+    with_ipv6(found, choice, host, via).map_err(unusable)
 }
 
 fn route_link<'a>(hop: &RouteHop, links: &'a [Ipv4Link], via: &str) -> Result<&'a Ipv4Link, Miss> {
@@ -276,7 +381,7 @@ fn with_mtu<'a>(link: &'a Ipv4Link, ip: Ipv4Addr, via: &str) -> Result<Found<'a>
     if link.mtu == 0 {
         return Err(Miss::NoMtu { via: via.to_string(), name: link.name.clone() });
     }
-    Ok((link, ip))
+    Ok(Found { link, ip, ipv6: None })
 }
 
 /// The addresses that may carry the underlay, in preference order: global unicast ones in the
@@ -288,57 +393,12 @@ pub fn usable_addresses(addresses: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     global.chain(addresses.iter().filter(|ip| ip.is_link_local())).copied().collect()
 }
 
-/// Reads links and addresses (and the one route the choice needs) and chooses the underlay; a
-/// flag that gave nothing before the one that did is logged as a warning.
-///
-/// # Errors
-/// The kernel could not be read, or [`choose`] found no underlay.
-pub async fn find(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Underlay, UnderlayError> {
-    let mut host = HostView { links: kernel.ipv4_links().await?, ..HostView::default() };
-    if let Some(destination) = choice.can_reach {
-        host.can_reach = Some((destination, kernel.route_get(destination).await?));
-    }
-    if !choice.names_an_interface() && choice.public_ip.is_none() {
-        host.default_route = kernel.default_route().await?;
-    }
-    let mut chosen = choose(choice, &host)?;
-    for miss in &chosen.skipped {
-        tracing::warn!(%miss, "underlay flag matched nothing; trying the next one");
-    }
-    chosen.underlay.public_ipv6 = kernel.first_global_ipv6(chosen.underlay.index).await?;
-    Ok(chosen.underlay)
-}
-
-/// `ip -4 addr show`, for the interface `underlay` names by index, when the flags no longer
-/// match anything (an interface chosen by name was renamed, the default route went with its
-/// address): the same interface as it is now, with its name and MTU, keeping the underlay's
-/// address while it holds it and otherwise taking its first usable one (flanneld's rule for an
-/// interface named by `--iface`); the PublicIP follows the address unless `--public-ip` set it.
-/// `None` when the interface is gone or has no usable address.
-///
-/// # Errors
-/// The link or address dump failed.
-pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Underlay>, NetlinkError> {
-    let links = kernel.ipv4_links().await?;
-    let Some(link) = links.iter().find(|link| link.index == underlay.index) else { return Ok(None) };
-    let ip = match link.addresses.contains(&underlay.ip) {
-        true => underlay.ip,
-        false => match usable_addresses(&link.addresses).first() {
-            Some(ip) => *ip,
-            None => return Ok(None),
-        },
-    };
-    let public_ip = if underlay.public_ip == underlay.ip { ip } else { underlay.public_ip };
-    let public_ipv6 = kernel.first_global_ipv6(link.index).await?;
-    Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, public_ipv6 }))
-}
-
-/// eth0, index 4, 198.18.0.11, MTU 1500: the underlay unit tests elsewhere build on.
+/// eth0, index 4, 198.18.0.11, MTU 1500, no IPv6: the underlay unit tests elsewhere build on.
 #[cfg(test)]
 impl Underlay {
     pub(crate) fn example() -> Self {
         let ip = Ipv4Addr::new(198, 18, 0, 11);
-        Underlay { name: "eth0".into(), index: 4, ip, mtu: 1500, public_ip: ip, public_ipv6: None }
+        Underlay { name: "eth0".into(), index: 4, ip, mtu: 1500, public_ip: ip, ipv6: None, public_ipv6: None }
     }
 }
 

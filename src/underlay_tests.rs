@@ -21,6 +21,7 @@ fn host() -> HostView {
         ],
         can_reach: None,
         default_route: Some(RouteHop { interface: Some(2), source: None }),
+        ipv6: None,
     }
 }
 
@@ -191,4 +192,166 @@ fn an_interface_with_mtu_zero_is_skipped() {
     host.links[1].mtu = 0;
     let error = pick(&iface(&["eth0"]), &host).unwrap_err();
     assert!(error.contains("--iface=eth0: interface eth0 reports an MTU of 0"), "{error}");
+}
+
+// IPv6: the config enables it, so the host view has IPv6 addresses.
+
+use crate::netlink::Ipv6AddressFlags;
+
+const PERMANENT: Ipv6AddressFlags = Ipv6AddressFlags { permanent: true, ..NONE };
+const NONE: Ipv6AddressFlags =
+    Ipv6AddressFlags { permanent: false, deprecated: false, tentative: false, temporary: false, dad_failed: false };
+
+fn v6(index: u32, address: &str, flags: Ipv6AddressFlags) -> Ipv6Address {
+    Ipv6Address { index, ip: address.parse().unwrap(), flags }
+}
+
+/// [`host`] plus eth3 (IPv4 and only a link-local IPv6 address) and eth4 (no IPv6), every link's IPv6 addresses
+/// (eth0's in an order its ranking must change), and both default routes by eth0.
+fn host6() -> HostView {
+    let mut host = host();
+    host.links.push(link(5, "eth3", &["172.17.0.11"]));
+    host.links.push(link(6, "eth4", &["172.18.0.11"]));
+    let addresses = vec![
+        v6(1, "::1", PERMANENT),
+        v6(2, "fe80::2", PERMANENT),
+        v6(2, "fd18::99", Ipv6AddressFlags { deprecated: true, ..PERMANENT }),
+        v6(2, "2001:db8::2", NONE),
+        v6(2, "fd18::66", Ipv6AddressFlags { dad_failed: true, ..PERMANENT }),
+        v6(2, "fd18::77", Ipv6AddressFlags { tentative: true, ..PERMANENT }),
+        v6(2, "fd18::11", PERMANENT),
+        v6(3, "fe80::3", PERMANENT),
+        v6(3, "fd19::11", PERMANENT),
+        v6(4, "fd20::11", PERMANENT),
+        v6(5, "fe80::5", PERMANENT),
+    ];
+    host.ipv6 = Some(Ipv6View { addresses, default_route: Some(RouteHop { interface: Some(2), source: None }) });
+    host
+}
+
+/// (interface, IPv4 local, IPv6 local, PublicIPv6) or the error's text.
+type Picked6 = Result<(String, Ipv4Addr, Option<Ipv6Addr>, Option<Ipv6Addr>), String>;
+
+fn pick6(choice: &UnderlayChoice, host: &HostView) -> Picked6 {
+    let chosen = choose(choice, host).map_err(|e| e.to_string())?;
+    let u = chosen.underlay;
+    Ok((u.name, u.ip, u.ipv6, u.public_ipv6))
+}
+
+fn ok6(name: &str, local: &str, ipv6: &str, public_ipv6: &str) -> Picked6 {
+    Ok((name.to_string(), ip(local), Some(ipv6.parse().unwrap()), Some(public_ipv6.parse().unwrap())))
+}
+
+fn with(mut choice: UnderlayChoice, public_ip: Option<&str>, public_ipv6: Option<&str>) -> UnderlayChoice {
+    choice.public_ip = public_ip.map(ip);
+    choice.public_ipv6 = public_ipv6.map(|a| a.parse().unwrap());
+    choice
+}
+
+#[test]
+fn ipv6_addresses_rank_global_clean_permanent_first_and_never_take_a_failed_one() {
+    let addresses = host6().ipv6.unwrap().addresses;
+    let ranked: Vec<String> = ipv6::usable_ipv6(&addresses, 2).iter().map(|a| ipv6::Listed(*a).to_string()).collect();
+    assert_eq!(ranked, ["fd18::11", "2001:db8::2", "fd18::99(deprecated)", "fd18::77(tentative)", "fe80::2"]);
+    let odd = [
+        v6(7, "ff02::1", PERMANENT),
+        v6(7, "::ffff:10.0.0.1", PERMANENT),
+        v6(7, "fd18::8", Ipv6AddressFlags { temporary: true, ..NONE }),
+        v6(7, "fe80::7", NONE),
+    ];
+    let ranked: Vec<String> = ipv6::usable_ipv6(&odd, 7).iter().map(|a| ipv6::Listed(*a).to_string()).collect();
+    assert_eq!(ranked, ["fd18::8(temporary)", "fe80::7"]);
+}
+
+#[test]
+fn ipv6_choices_by_flanneld_rules_and_better() {
+    let none = UnderlayChoice::default;
+    let mut other_default = host6();
+    other_default.ipv6.as_mut().unwrap().default_route = Some(RouteHop { interface: Some(3), source: None });
+    let mut no_default = host6();
+    no_default.ipv6.as_mut().unwrap().default_route = None;
+    let mut can_reach = host6();
+    can_reach.can_reach = Some((ip("198.51.100.1"), Ok(RouteHop { interface: Some(3), source: None })));
+    let reach = UnderlayChoice { can_reach: Some(ip("198.51.100.1")), ..none() };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, UnderlayChoice, HostView, Picked6)> = vec![
+        ("default routes", none(), host6(), ok6("eth0", "192.168.78.11", "fd18::11", "fd18::11")),
+        ("by name", iface(&["eth0"]), host6(), ok6("eth0", "192.168.78.11", "fd18::11", "fd18::11")),
+        ("only link-local", iface(&["eth3"]), host6(), ok6("eth3", "172.17.0.11", "fe80::5", "fe80::5")),
+        ("by IPv6 address", iface(&["fd19::11"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
+        ("exact, even deprecated", iface(&["fd18::99"]), host6(), ok6("eth0", "192.168.78.11", "fd18::99", "fd18::99")),
+        ("no IPv4 there: next", iface(&["fd20::11", "eth1"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
+        ("no IPv6 there: next", iface(&["eth2", "eth4", "10.99.0.11"]), host6(), ok6("eth0", "10.99.0.11", "fd18::11", "fd18::11")),
+        ("regex, IPv6", regex(&["^fd19:"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
+        ("regex, IPv4", regex(&[r"^10\.99\."]), host6(), ok6("eth0", "10.99.0.11", "fd18::11", "fd18::11")),
+        ("regex, both", regex(&[r"^(10\.99\.|2001:)"]), host6(), ok6("eth0", "10.99.0.11", "2001:db8::2", "2001:db8::2")),
+        ("regex, name", regex(&["^eth3$"]), host6(), ok6("eth3", "172.17.0.11", "fe80::5", "fe80::5")),
+        ("can reach", reach, can_reach, ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
+        ("public IPv6 held", with(none(), None, Some("2001:db8::2")), host6(), ok6("eth0", "192.168.78.11", "2001:db8::2", "2001:db8::2")),
+        ("public IPv6 alone", with(none(), None, Some("fd19::11")), other_default.clone(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
+        ("public IPv6, NAT", with(iface(&["eth0"]), None, Some("2001:db8:f::1")), host6(), ok6("eth0", "192.168.78.11", "fd18::11", "2001:db8:f::1")),
+        ("public IP", with(none(), Some("172.16.0.11"), None), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
+        ("public IP and IPv6", with(none(), Some("172.16.0.11"), Some("fd18::11")), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd18::11")),
+        ("routes differ", none(), other_default, Err("the IPv4 default route leaves by eth0 but the IPv6 default route by eth1: both families must use one underlay interface".into())),
+        ("no IPv6 default", none(), no_default, Err("the network config enables IPv6, and there is no IPv6 default route to take its underlay address from (the IPv4 default route leaves by eth0;".into())),
+        ("public IPv6 not held", with(none(), None, Some("fd18::5")), host6(), Err("--public-ipv6=fd18::5: no interface has this address".into())),
+        ("no such IPv6", iface(&["fd18::5"]), host6(), Err("--iface=fd18::5: no interface has the IPv6 address fd18::5".into())),
+        ("IPv4 missing", iface(&["fd20::11"]), host6(), Err("--iface=fd20::11: interface eth2 has no usable IPv4 address".into())),
+        ("IPv6 missing", iface(&["eth4"]), host6(), Err("--iface=eth4: interface eth4 has no usable IPv6 address".into())),
+        ("regex, nothing", regex(&["^fd99:"]), host6(), Err("--iface-regex=^fd99:: matches no interface's IPv4 or IPv6 address or name".into())),
+    ];
+    for (case, choice, host, expected) in cases {
+        match (pick6(&choice, &host), expected) {
+            (Err(error), Err(expected)) => assert!(error.contains(&expected), "{case}: {error}"),
+            (got, expected) => assert_eq!(got, expected, "{case}"),
+        }
+    }
+}
+
+#[test]
+fn an_ipv4_only_config_never_looks_at_ipv6() {
+    // No IPv6 view: an IPv6 --iface is a miss that says why, --public-ipv6 is not advertised,
+    // and nothing needs an IPv6 address or default route.
+    let error = pick6(&iface(&["fd18::11"]), &host()).unwrap_err();
+    assert!(error.contains("--iface=fd18::11: an IPv6 address, and the network config does not enable IPv6"), "{error}");
+    let choice = with(UnderlayChoice::default(), None, Some("fd18::11"));
+    assert_eq!(pick6(&choice, &host()), Ok(("eth0".into(), ip("192.168.78.11"), None, None)));
+}
+
+#[test]
+fn errors_list_every_interfaces_ipv6_addresses_after_its_ipv4_ones() {
+    let error = pick6(&iface(&["nope0"]), &host6()).unwrap_err();
+    assert!(
+        error.contains(
+            "available interfaces: lo:[], eth0:[192.168.78.11 10.99.0.11 fd18::11 2001:db8::2 fd18::99(deprecated) \
+             fd18::77(tentative) fe80::2], eth1:[172.16.0.11 172.16.1.11 169.254.3.3 fd19::11 fe80::3], eth2:[fd20::11], \
+             eth3:[172.17.0.11 fe80::5], eth4:[172.18.0.11];"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_kept_interface_keeps_its_ipv6_address_while_it_holds_it() {
+    let addresses = host6().ipv6.unwrap().addresses;
+    let held = "2001:db8::2".parse().unwrap();
+    let underlay = Underlay { index: 2, ipv6: Some(held), public_ipv6: Some(held), ..Underlay::example() };
+    assert_eq!(ipv6::kept_ipv6(&underlay, &addresses), Some((held, held)));
+    let gone = "2001:db8::3".parse().unwrap();
+    let best = "fd18::11".parse().unwrap();
+    let nat = "2001:db8:f::1".parse().unwrap();
+    let moved = Underlay { ipv6: Some(gone), public_ipv6: Some(gone), ..underlay.clone() };
+    assert_eq!(ipv6::kept_ipv6(&moved, &addresses), Some((best, best)), "the public address follows");
+    let apart = Underlay { ipv6: Some(gone), public_ipv6: Some(nat), ..underlay.clone() };
+    assert_eq!(ipv6::kept_ipv6(&apart, &addresses), Some((best, nat)), "--public-ipv6 stays");
+    assert_eq!(ipv6::kept_ipv6(&Underlay { index: 9, ..underlay }, &addresses), None);
+}
+
+#[test]
+fn only_flags_that_ipv6_addresses_could_satisfy_wait_for_the_config() {
+    assert!(!iface(&["eth0", "10.0.0.1", "::ffff:10.0.0.1"]).may_need_ipv6());
+    assert!(!UnderlayChoice { public_ip: Some(ip("10.0.0.1")), ..UnderlayChoice::default() }.may_need_ipv6());
+    assert!(iface(&["eth0", "fd18::11"]).may_need_ipv6());
+    assert!(regex(&["^eth"]).may_need_ipv6());
+    assert!(with(UnderlayChoice::default(), None, Some("fd18::11")).may_need_ipv6());
 }

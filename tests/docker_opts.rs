@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// One run of the script: weftd's arguments after `docker-opts -f S -d D`, its environment, the
 /// subnet file, and what the script wrote. Cases with `--allow-direct-routing` were recorded
-/// with `DOCKER_OPT_ALLOW_DIRECT_ROUTING=--allow-direct-routing` in the script's environment.
+/// with `DOCKER_OPT_ALLOW_DIRECT_ROUTING=--allow-direct-routing` in the script's environment;
+/// cases with `--ipv6` with `DOCKER_OPT_IPV6=--ipv6` and
+/// `DOCKER_OPT_FIXED_CIDR_V6=--fixed-cidr-v6=<the file's FLANNEL_IPV6_SUBNET>` there.
 struct Case {
     name: &'static str,
     args: &'static [&'static str],
@@ -296,6 +298,41 @@ const CASES: &[Case] = &[
         subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n",
         expected: "DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\nDOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --allow-direct-routing --bip=10.1.74.1/24 --mtu=1472\"\n",
     },
+    Case {
+        name: "dual_stack_subnet_file",
+        args: &[],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --ip-masq=true --mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6",
+        args: &["--ipv6"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=10.1.74.1/24 --fixed-cidr-v6=fd00:1:0:4a::1/64 --ip-masq=true --ipv6 --mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6_individual_only",
+        args: &["--ipv6", "-i"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6_combined_key",
+        args: &["--ipv6", "-c", "-k", "DOCKER_NETWORK_OPTIONS"],
+        env: &[("DOCKER_NETWORK_OPTIONS", "--debug")],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_NETWORK_OPTIONS=\"--debug  --bip=10.1.74.1/24 --fixed-cidr-v6=fd00:1:0:4a::1/64 --ip-masq=true --ipv6 --mtu=1472\"\n",
+    },
+    Case {
+        name: "ipv6_allow_direct_routing_with_m",
+        args: &["--ipv6", "--allow-direct-routing", "-m"],
+        env: &[],
+        subnet_file: "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+        expected: "DOCKER_OPT_ALLOW_DIRECT_ROUTING=\"--allow-direct-routing\"\nDOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --allow-direct-routing --bip=10.1.74.1/24 --fixed-cidr-v6=fd00:1:0:4a::1/64 --ipv6 --mtu=1472\"\n",
+    },
 ];
 
 /// A scratch directory, removed on drop; unique per process and call.
@@ -395,6 +432,14 @@ fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file
             "-k \"DOCKER_OPT_BIP\": a combined key containing DOCKER_OPT_",
         ),
         ("key that is no variable name", Some(SUBNET_FILE), &["-k", "DOCKER-OPTS"], &[], "must be a shell variable name"),
+        ("--ipv6 with an IPv4-only subnet file", Some(SUBNET_FILE), &["--ipv6"], &[], "--ipv6: neither the subnet file"),
+        (
+            "--ipv6 with a bad IPv6 subnet",
+            Some("FLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1\n"),
+            &["--ipv6"],
+            &[],
+            "FLANNEL_IPV6_SUBNET=\"fd00:1:0:4a::1\", which is not an IPv6 CIDR",
+        ),
     ];
     for (what, subnet_text, args, env, message) in cases {
         let scratch = Scratch::new();
@@ -409,4 +454,38 @@ fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file
         assert!(stderr.starts_with("weftd docker-opts: ") && stderr.contains(message), "{what}: {stderr}");
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "OLD\n", "{what}: the old file must stay");
     }
+}
+
+/// A dual-stack weftd writes subnet.env; `weftd docker-opts --ipv6` turns it into the options a
+/// dual-stack docker needs, in the script's order, byte for byte; without `--ipv6` the output is
+/// the IPv4 one.
+#[test]
+fn docker_opts_ipv6_from_a_dual_stack_weftd_subnet_file() {
+    let mut lab = lab::Lab::new();
+    lab.put_network_config(
+        r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#,
+    );
+    let n = lab.add_host();
+    let _daemon = lab.start_weftd(n, &[]);
+    let env = lab.wait_subnet_env(n, std::time::Duration::from_secs(20));
+    let (bip, v6, mtu) = (&env["FLANNEL_SUBNET"], &env["FLANNEL_IPV6_SUBNET"], &env["FLANNEL_MTU"]);
+    let scratch = Scratch::new();
+    let out = scratch.path("docker_opts.env");
+    let subnet_file = &lab.host(n).subnet_file;
+    let run = docker_opts(subnet_file, &out, &["--ipv6"], &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let expected = format!(
+        "DOCKER_OPT_BIP=\"--bip={bip}\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6={v6}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\n\
+         DOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
+         DOCKER_OPTS=\" --bip={bip} --fixed-cidr-v6={v6} --ip-masq=true --ipv6 --mtu={mtu}\"\n"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+    assert!(v6.starts_with("fd00:5:") && v6.ends_with("::1/64"), "{v6}");
+    let run = docker_opts(subnet_file, &out, &[], &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let ipv4_only = format!(
+        "DOCKER_OPT_BIP=\"--bip={bip}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
+         DOCKER_OPTS=\" --bip={bip} --ip-masq=true --mtu={mtu}\"\n"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), ipv4_only);
 }

@@ -1,6 +1,6 @@
 //! Every flag flanneld v0.20.2 accepts gets a clear answer from the real weftd, in every Go form
 //! (`-flag`, `--flag`, `=value` or a separate value) and as a `FLANNELD_*` variable: Kubernetes
-//! and IPv6 flags are refused (exit 2) naming the whole flag and why, logging flags are accepted
+//! flags are refused (exit 2) naming the whole flag and why, logging flags are accepted
 //! with one warning each; and a network config asking for IPv6 is warned about once.
 
 use std::time::Duration;
@@ -9,7 +9,6 @@ use lab::Lab;
 
 const KUBE_MODE: &str = "Kubernetes mode is not implemented by weftd; use etcd (--etcd-endpoints)";
 const KUBE_ONLY: &str = "used only in Kubernetes mode (-kube-subnet-mgr), which weftd does not implement";
-const IPV6: &str = "IPv6 is not implemented by weftd yet";
 const LOGGING: &str = "a flanneld logging flag that weftd ignores";
 
 /// Runs weftd in host N's namespace with `env` set and `args`; returns (exit code, stderr).
@@ -24,7 +23,7 @@ fn weftd(lab: &Lab, n: usize, env: &[&str], args: &[&str]) -> (Option<i32>, Stri
 }
 
 #[test]
-fn kubernetes_and_ipv6_flags_are_refused_naming_the_whole_flag() {
+fn kubernetes_flags_are_refused_naming_the_whole_flag() {
     let mut lab = Lab::new();
     let n = lab.add_host();
     // (environment, arguments, the flag as weftd must name it, why)
@@ -41,9 +40,6 @@ fn kubernetes_and_ipv6_flags_are_refused_naming_the_whole_flag() {
         (&[], &["-net-config-path=/etc/kube-flannel/net-conf.json"], "-net-config-path", KUBE_ONLY),
         (&[], &["-set-node-network-unavailable=false"], "-set-node-network-unavailable", KUBE_ONLY),
         (&["FLANNELD_KUBECONFIG_FILE=/k"], &[], "FLANNELD_KUBECONFIG_FILE=/k", KUBE_ONLY),
-        (&[], &["-public-ipv6", "fd00::11"], "-public-ipv6", IPV6),
-        (&[], &["--public-ipv6=fd00::11"], "--public-ipv6", IPV6),
-        (&["FLANNELD_PUBLIC_IPV6=fd00::11"], &[], "FLANNELD_PUBLIC_IPV6=fd00::11", IPV6),
     ];
     for (env, args, named, why) in cases {
         let (code, stderr) = weftd(&lab, n, env, args);
@@ -52,7 +48,7 @@ fn kubernetes_and_ipv6_flags_are_refused_naming_the_whole_flag() {
         assert_eq!(stderr.lines().count(), 1, "{env:?} {args:?}: one line per refused flag: {stderr}");
     }
     // All refused flags are named at once, not one per attempt.
-    let (code, stderr) = weftd(&lab, n, &["FLANNELD_NET_CONFIG_PATH=/n"], &["-kube-subnet-mgr", "-public-ipv6=fd00::1"]);
+    let (code, stderr) = weftd(&lab, n, &["FLANNELD_NET_CONFIG_PATH=/n"], &["-kube-subnet-mgr", "-kube-api-url=https://k"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 3, "{stderr}");
 }

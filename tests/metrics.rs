@@ -95,3 +95,35 @@ fn the_default_log_has_one_line_per_event_and_nothing_per_tick() {
         assert_eq!(settled.matches(event).count(), 1, "{event} once:\n{settled}");
     }
 }
+
+/// A dual-stack cluster: the IPv6 series carry `family="ipv6"` and count the IPv6 entries, the
+/// IPv4 series are the ones an IPv4-only cluster has, and a lease whose IPv6 part is broken
+/// counts as an IPv6 skip only.
+#[test]
+fn metrics_count_each_family_apart() {
+    let mut lab = Lab::new();
+    lab.put_network_config(
+        r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#,
+    );
+    let hosts: Vec<usize> = (0..2).map(|_| lab.add_host()).collect();
+    let _first = lab.start_weftd(hosts[0], &["--metrics-port", &PORT.to_string()]);
+    let _second = lab.start_weftd(hosts[1], &[]);
+    let broken = r#"{"PublicIP":"198.18.0.92","PublicIPv6":"fd18::92","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:92"}}"#;
+    lab.etcd_put("/coreos.com/network/subnets/10.5.92.0-24&fd00:5:0:92::-64", broken);
+    let host = lab.host(hosts[0]).clone();
+
+    wait_metric(&host, "weft_peers", |v| v == 2.0);
+    wait_metric(&host, "weft_peers{family=\"ipv6\"}", |v| v == 1.0);
+    let m = wait_metric_set(&host, "weft_peers_skipped{family=\"ipv6\"}", 1.0);
+    assert_eq!(m["weft_peers_skipped"], 0.0, "the broken lease's IPv4 part is programmed");
+    for kind in ["arp", "fdb", "route"] {
+        assert_eq!(m[&format!("weft_kernel_entries{{kind=\"{kind}\"}}")], 2.0, "{kind}");
+        assert_eq!(m[&format!("weft_kernel_entries{{kind=\"{kind}\",family=\"ipv6\"}}")], 1.0, "{kind}");
+    }
+    assert!(!m.contains_key("weft_peers{family=\"ipv4\"}"), "IPv4 series keep their labels");
+}
+
+/// The whole scrape once `name` reads `value`.
+fn wait_metric_set(host: &Host, name: &str, value: f64) -> BTreeMap<String, f64> {
+    poll(&format!("{name} to reach {value}"), DEADLINE, || try_scrape(host).filter(|m| m.get(name) == Some(&value)))
+}

@@ -75,3 +75,76 @@ fn status_reports_every_lease_and_each_peer_s_kernel_entries() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with("weftd status: cannot reach etcd at http://198.18.0.250:2379"), "{stderr}");
 }
+
+const DUAL_STACK: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
+
+/// The lease in `json` of the host whose FLANNEL_IPV6_SUBNET is `env_subnet` (`fd00:5:0:7::1/64`).
+fn lease_by_ipv6<'j>(json: &'j Value, env_subnet: &str) -> &'j Value {
+    let subnet = env_subnet.replace("::1/", "::/");
+    json["leases"].as_array().unwrap().iter().find(|l| l["ipv6"]["subnet"] == subnet.as_str()).unwrap()
+}
+
+#[test]
+fn status_shows_both_families_of_a_dual_stack_cluster() {
+    let mut lab = Lab::new();
+    lab.put_network_config(DUAL_STACK);
+    let hosts: Vec<usize> = (0..2).map(|_| lab.add_host()).collect();
+    let mut daemons: Vec<_> = hosts.iter().map(|&n| lab.start_weftd(n, &[])).collect();
+    let envs: Vec<_> = hosts.iter().map(|&n| lab.wait_subnet_env(n, DEADLINE)).collect();
+    // An IPv4-only peer (a flanneld with IPv6 off), and one whose IPv6 part is broken: status
+    // names both, and the IPv4 side of each is checked as usual.
+    let subnets = "/coreos.com/network/subnets/";
+    let v4_only = r#"{"PublicIP":"198.18.0.91","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:91"}}"#;
+    lab.etcd_put(&format!("{subnets}10.5.91.0-24"), v4_only);
+    let broken = r#"{"PublicIP":"198.18.0.92","PublicIPv6":"fd18::92","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:92"}}"#;
+    lab.etcd_put(&format!("{subnets}10.5.92.0-24&fd00:5:0:92::-64"), broken);
+
+    let (_, json) = poll("host 0's status with both peers' IPv6 entries right", DEADLINE, || {
+        Some(json_status(&lab, hosts[0])).filter(|(_, json)| json["ipv6"]["peers_ok"] == 1)
+    });
+    let v6 = &json["ipv6"];
+    assert_eq!(
+        (&v6["network"], &v6["device"], &v6["device_present"]),
+        (&Value::from("fd00:5::/48"), &Value::from("flannel-v6.1"), &Value::from(true)),
+        "{json:#}"
+    );
+    assert_eq!(v6["own_subnet"], envs[0]["FLANNEL_IPV6_SUBNET"].replace("::1/", "::/").as_str());
+    assert_eq!(v6["public_ip"], lab.host(hosts[0]).underlay_ipv6.to_string().as_str());
+    assert_eq!(
+        (&v6["peers"], &v6["skipped"], &v6["unexplained"]),
+        (&Value::from(1), &Value::from(1), &Value::from(0)),
+        "{json:#}"
+    );
+    let peer = lease_by_ipv6(&json, &envs[1]["FLANNEL_IPV6_SUBNET"]);
+    assert_eq!(peer["ipv6"]["public_ip"], lab.host(hosts[1]).underlay_ipv6.to_string().as_str());
+    for check in ["route", "neighbour", "fdb"] {
+        assert_eq!(peer["ipv6"][check], "ok", "{check}: {peer:#}");
+    }
+    let by_subnet = |subnet: &str| json["leases"].as_array().unwrap().iter().find(|l| l["subnet"] == subnet).unwrap().clone();
+    let (v4_only, broken) = (by_subnet("10.5.91.0/24"), by_subnet("10.5.92.0/24"));
+    assert_eq!(
+        (&v4_only["route"], &v4_only["ipv6"]["subnet"], &v4_only["ipv6"]["skipped"]),
+        (&Value::from("ok"), &Value::Null, &Value::Null)
+    );
+    let reason = broken["ipv6"]["skipped"].as_str().unwrap();
+    assert!(reason.starts_with("its IPv6 part is unusable"), "{reason}");
+    assert_eq!((&broken["route"], &broken["skipped"]), (&Value::from("ok"), &Value::Null), "its IPv4 part is programmed");
+    let table = String::from_utf8(status(&lab, hosts[0], &[]).stdout).unwrap();
+    assert!(table.contains("ipv6       fd00:5::/48 (subnets /64, device flannel-v6.1)\n"), "{table}");
+    assert!(table.contains("peers      ipv4 3 of 3 ok, 0 skipped; ipv6 1 of 1 ok, 1 skipped\n"), "{table}");
+
+    // With the daemon stopped, a hand-deleted IPv6 route stays missing; the IPv4 side is fine.
+    daemons[0].terminate();
+    let host = lab.host(hosts[0]);
+    let peer_v6 = peer["ipv6"]["subnet"].as_str().unwrap().to_string();
+    assert!(host.exec(&["ip", "-6", "route", "del", &peer_v6, "dev", "flannel-v6.1"]).status.success());
+    let (code, json) = json_status(&lab, hosts[0]);
+    assert_eq!(code, 1, "an unhealthy host exits 1: {json:#}");
+    let peer = lease_by_ipv6(&json, &envs[1]["FLANNEL_IPV6_SUBNET"]);
+    assert_eq!(
+        (&peer["ipv6"]["route"], &peer["ipv6"]["neighbour"], &peer["route"]),
+        (&Value::from("missing"), &Value::from("ok"), &Value::from("ok"))
+    );
+    let table = String::from_utf8(status(&lab, hosts[0], &[]).stdout).unwrap();
+    assert!(table.contains("ipv6 0 of 1 ok") && table.contains("MISSING"), "{table}");
+}

@@ -2,8 +2,9 @@
 //! hold several addresses, checked the way an operator would — the lease's PublicIP in etcd and
 //! the `local` and `dev` of `ip -d link show flannel.1`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lab::underlay6::UnderlayCase;
 use lab::{Host, Lab};
 use serde_json::Value;
 
@@ -30,16 +31,13 @@ fn add_second_nic(host: &Host) -> String {
 
 /// One way of naming the underlay, and what weftd must make of it: (interface, VXLAN local,
 /// lease PublicIP).
-struct Case {
-    what: &'static str,
-    flags: Vec<String>,
-    expected: (String, String, String),
-}
+type Case = UnderlayCase<(String, String, String)>;
 
 fn case(what: &'static str, flags: &[&str], dev: &str, local: &str, public: &str) -> Case {
     Case {
         what,
         flags: flags.iter().map(|f| f.to_string()).collect(),
+        env: Vec::new(),
         expected: (dev.to_string(), local.to_string(), public.to_string()),
     }
 }
@@ -103,41 +101,13 @@ fn observe(lab: &Lab, n: usize) -> Option<(String, String, String)> {
     Some((vxlan["link"].as_str()?.to_string(), vxlan["local"].as_str()?.to_string(), lease["PublicIP"].as_str()?.to_string()))
 }
 
-/// Every case's result, waiting until each host has one or CONVERGE has passed (a weftd that
-/// failed never gets one), so one run reports every case.
-fn observe_all(lab: &Lab, hosts: usize) -> Vec<Option<(String, String, String)>> {
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let seen: Vec<_> = (1..=hosts).map(|n| observe(lab, n)).collect();
-        if seen.iter().all(Option::is_some) || Instant::now() > deadline {
-            return seen;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn the_address_that_matched_is_the_vxlan_local_and_the_lease_public_ip() {
     let mut lab = Lab::new();
     lab.put_network_config(CONFIG);
     let cases = hosts_and_cases(&mut lab);
-    let _daemons: Vec<_> = cases
-        .iter()
-        .enumerate()
-        .map(|(i, c)| lab.start_weftd_picking_iface(i + 1, &c.flags.iter().map(String::as_str).collect::<Vec<_>>(), &[]))
-        .collect();
-    let seen = observe_all(&lab, cases.len());
-    let wrong: Vec<String> = cases
-        .iter()
-        .zip(&seen)
-        .enumerate()
-        .filter(|(_, (c, seen))| seen.as_ref() != Some(&c.expected))
-        .map(|(i, (c, seen))| {
-            let log = lab.log_tail(&format!("weftd-h{}.log", i + 1), 3);
-            format!("host {}: {}: want (dev, local, PublicIP) {:?}, saw {seen:?}\n{log}", i + 1, c.what, c.expected)
-        })
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let wrong = lab.run_underlay_cases(&cases, CONVERGE, |n| observe(&lab, n));
+    assert!(wrong.is_empty(), "want (dev, local, PublicIP):\n{}", wrong.join("\n"));
 }
 
 /// weftd's stderr when started in `host` with `flags`; it must exit non-zero before reaching

@@ -1,5 +1,6 @@
-//! Benchmarks of issue 6 (`make bench`, needs root): convergence, propagation latency, scale,
-//! idle cost and datapath throughput, measured on the namespace lab (the `lab` crate).
+//! Benchmarks of issue 6 (`make bench`, needs root): convergence, propagation latency, scale
+//! (IPv4-only peers, and `scale6`: dual-stack peers, issue 15), idle cost and datapath
+//! throughput, measured on the namespace lab (the `lab` crate).
 //!
 //! stdout gets one `name value` line per figure (the unit ends the name: `_ms`, `_kb`, `_gbps`,
 //! `_pct`, `_count`) and `#` notes; stderr gets progress. Raw numbers go to `$BENCH_OUT`
@@ -13,7 +14,7 @@
 //!
 //! Knobs (environment; defaults are what `make bench` measures): `BENCH` (sections, default
 //! all), `BENCH_OUT`, `BENCH_HOSTS` (8), `BENCH_TRIALS` (20), `BENCH_PUTS` (200), `BENCH_SCALE_K`
-//! (100,1000,2000,5000), `BENCH_SCALE_REPEATS` (3), `BENCH_IDLE_PEERS` (100),
+//! (100,1000,2000,5000), `BENCH_SCALE6_K` (5000), `BENCH_SCALE_REPEATS` (3), `BENCH_IDLE_PEERS` (100),
 //! `BENCH_IDLE_SECONDS` (60), `BENCH_IPERF_SECONDS` (10), `BENCH_IPERF_ROUNDS` (3).
 
 mod convergence;
@@ -41,9 +42,9 @@ use idle::bench_idle;
 use lab::{weftd_bin, Lab};
 use propagation::bench_propagation;
 use report::{Report, Settings};
-use scale::bench_scale;
+use scale::{bench_scale, bench_scale6};
 
-const SECTIONS: [&str; 5] = ["convergence", "propagation", "scale", "idle", "datapath"];
+const SECTIONS: [&str; 6] = ["convergence", "propagation", "scale", "scale6", "idle", "datapath"];
 const SUBNETS_PREFIX: &str = "/coreos.com/network/subnets/";
 /// The small network of the convergence and datapath labs (what `make demo` uses).
 const SMALL_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -51,6 +52,10 @@ const SMALL_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan
 const DIRECT_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
 /// Room for thousands of /24 subnets (propagation, scale, idle).
 const BIG_NETWORK: &str = r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#;
+/// BIG_NETWORK dual-stack: room for thousands of /64s too (scale6).
+const DUAL_NETWORK: &str = r#"{"Network":"10.0.0.0/8","EnableIPv6":true,"IPv6Network":"fd00:6::/48","Backend":{"Type":"vxlan"}}"#;
+/// DUAL_NETWORK's IPv6Network address (a /48).
+const DUAL_NETWORK_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 0);
 /// weftd's own default (`--v 0`); the harness would otherwise run it at debug level.
 const WEFTD_ENV: [(&str, &str); 1] = [("RUST_LOG", "info")];
 /// etcd's default `--max-txn-ops`.
@@ -140,6 +145,7 @@ fn run_section(section: &str) {
         "convergence" => bench_convergence(&settings, &report),
         "propagation" => bench_propagation(&settings, &report),
         "scale" => bench_scale(&settings, &report),
+        "scale6" => bench_scale6(&settings, &report),
         "idle" => bench_idle(&settings, &report),
         "datapath" => bench_datapath(&settings, &report),
         other => panic!("unknown section {other:?}"),

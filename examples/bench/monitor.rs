@@ -1,6 +1,7 @@
-//! The netlink monitor: route, ARP and FDB notifications of host namespaces, timestamped as they arrive.
+//! The netlink monitor: route, neighbour (ARP and NDP) and FDB notifications of host namespaces,
+//! of both address families, timestamped as they arrive.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -19,12 +20,12 @@ use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket as NlSocket, SocketAddr as
 use crate::system::enter_netns;
 use lab::Lab;
 
-/// A route, ARP or FDB notification as the kernel multicast it.
+/// A route, neighbour (ARP for IPv4, NDP for IPv6) or FDB notification as the kernel multicast it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Kind {
-    Route { dst: Ipv4Addr, len: u8 },
-    Arp { ip: Ipv4Addr, mac: Option<[u8; 6]>, permanent: bool },
-    Fdb { mac: [u8; 6], dst: Option<Ipv4Addr> },
+    Route { dst: IpAddr, len: u8 },
+    Arp { ip: IpAddr, mac: Option<[u8; 6]>, permanent: bool },
+    Fdb { mac: [u8; 6], dst: Option<IpAddr> },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +47,7 @@ pub(crate) enum Msg {
 }
 
 /// `ip monitor route neigh` in a host namespace, in-process: a thread that entered the
-/// namespace listens on rtnetlink's neighbour and IPv4 route groups and timestamps every
+/// namespace listens on rtnetlink's neighbour, IPv4 route and IPv6 route groups and timestamps every
 /// notification as it arrives. Stopped and joined on Drop.
 pub(crate) struct Monitor {
     stop: Arc<AtomicBool>,
@@ -112,7 +113,8 @@ fn open_monitor_socket(ns: &str) -> Result<NlSocket, String> {
     socket::setsockopt(&sock, sockopt::RcvBufForce, &(64 << 20)).map_err(|e| format!("SO_RCVBUFFORCE: {e}"))?;
     // Wakes the thread to check its stop flag.
     socket::setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(0, 100_000)).map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
-    let groups = rtnetlink::constants::RTMGRP_NEIGH | rtnetlink::constants::RTMGRP_IPV4_ROUTE;
+    let groups =
+        rtnetlink::constants::RTMGRP_NEIGH | rtnetlink::constants::RTMGRP_IPV4_ROUTE | rtnetlink::constants::RTMGRP_IPV6_ROUTE;
     sock.bind(&NlAddr::new(0, groups)).map_err(|e| format!("bind: {e}"))?;
     Ok(sock)
 }
@@ -142,16 +144,17 @@ fn parse_notifications(buf: &[u8], host: usize, at: Instant, tx: &Sender<Msg>) {
     }
 }
 
-/// IPv4 routes of the main table.
+/// Routes of the main table, both families.
 fn route_kind(r: &RouteMessage) -> Option<(u32, Kind)> {
-    if r.header.address_family != NlFamily::Inet {
+    if ![NlFamily::Inet, NlFamily::Inet6].contains(&r.header.address_family) {
         return None;
     }
     let (mut table, mut dst, mut oif) = (u32::from(r.header.table), None, 0);
     for attr in &r.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
             RouteAttribute::Oif(i) => oif = *i,
             _ => {}
         }
@@ -160,21 +163,26 @@ fn route_kind(r: &RouteMessage) -> Option<(u32, Kind)> {
     Some((oif, Kind::Route { dst: dst?, len: r.header.destination_prefix_length }))
 }
 
-/// IPv4 neighbours (ARP) and bridge-family neighbours (FDB).
+/// IPv4 and IPv6 neighbours (ARP, NDP) and bridge-family neighbours (FDB, whose destination
+/// is of either family).
 fn neigh_kind(n: &NeighbourMessage) -> Option<(u32, Kind)> {
     let (mut dst, mut mac) = (None, None);
     for attr in &n.attributes {
         match attr {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
             NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                dst = Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 16 => {
+                dst = Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[..]).expect("16 bytes"))))
             }
             NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => mac = Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
             _ => {}
         }
     }
     let kind = match n.header.family {
-        NlFamily::Inet => Kind::Arp { ip: dst?, mac, permanent: n.header.state == NeighbourState::Permanent },
+        NlFamily::Inet | NlFamily::Inet6 => Kind::Arp { ip: dst?, mac, permanent: n.header.state == NeighbourState::Permanent },
         NlFamily::Bridge => Kind::Fdb { mac: mac?, dst },
         _ => return None,
     };

@@ -55,7 +55,7 @@ pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
             let t_del = Instant::now();
             rt.block_on(client.delete(peer.key(), None)).unwrap_or_else(|e| panic!("delete {}: {e}", peer.key()));
             let removed = wait_parts(&mut rx, n, t_del, |ev| index.removed(ev).map(|(_, p)| p), &mut overflows);
-            let removed_all: Vec<Option<f64>> = removed.iter().map(all_three).collect();
+            let removed_all: Vec<Option<f64>> = removed.iter().map(|p| all_parts(p)).collect();
             if (i + 1) % 50 == 0 {
                 eprintln!("  {} puts done", i + 1);
             }
@@ -73,7 +73,7 @@ pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
     for (i, (put_ms, added, removed)) in samples.iter().enumerate() {
         puts.push(*put_ms);
         for (h, parts) in added.iter().enumerate() {
-            let a = all_three(parts);
+            let a = all_parts(parts);
             match a {
                 Some(v) => all.push(v),
                 None => missing += 1,
@@ -131,9 +131,9 @@ fn settled_passes(lab: &Lab, n: usize) -> f64 {
     })
 }
 
-/// The last of the three entries, if all three came.
-pub(crate) fn all_three(parts: &[Option<f64>; 3]) -> Option<f64> {
-    Some(parts[0]?.max(parts[1]?).max(parts[2]?))
+/// The last of the entries, if all of them came.
+pub(crate) fn all_parts(parts: &[Option<f64>]) -> Option<f64> {
+    parts.iter().try_fold(f64::NEG_INFINITY, |last, part| Some(last.max((*part)?)))
 }
 
 /// Collects, per host, the first time each part was seen (ms after `since`), until every host

@@ -15,6 +15,8 @@ pub(crate) struct Settings {
     pub(crate) trials: usize,
     pub(crate) puts: usize,
     pub(crate) scale_k: Vec<usize>,
+    /// K of the dual-stack scale section (`BENCH_SCALE6_K`).
+    pub(crate) scale6_k: Vec<usize>,
     pub(crate) scale_repeats: usize,
     pub(crate) idle_peers: usize,
     pub(crate) idle_secs: u64,
@@ -52,13 +54,18 @@ impl Settings {
             sections = SECTIONS.to_vec();
         }
         let scale_k: String = env_or("BENCH_SCALE_K", "100,1000,2000,5000".to_string());
+        let scale6_k: String = env_or("BENCH_SCALE6_K", "5000".to_string());
+        let ks = |name: &str, text: String| -> Vec<usize> {
+            text.split(',').map(|k| k.trim().parse().unwrap_or_else(|_| panic!("{name}: comma-separated numbers"))).collect()
+        };
         Settings {
             sections,
             out: PathBuf::from(env_or("BENCH_OUT", "bench-results".to_string())),
             hosts: env_or("BENCH_HOSTS", 8),
             trials: env_or("BENCH_TRIALS", 20),
             puts: env_or("BENCH_PUTS", 200),
-            scale_k: scale_k.split(',').map(|k| k.trim().parse().expect("BENCH_SCALE_K: comma-separated numbers")).collect(),
+            scale_k: ks("BENCH_SCALE_K", scale_k),
+            scale6_k: ks("BENCH_SCALE6_K", scale6_k),
             scale_repeats: env_or("BENCH_SCALE_REPEATS", 3),
             idle_peers: env_or("BENCH_IDLE_PEERS", 100),
             idle_secs: env_or("BENCH_IDLE_SECONDS", 60),

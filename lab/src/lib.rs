@@ -1,7 +1,7 @@
 //! Test lab (design.md §3): hosts as network namespaces on a shared underlay bridge, etcd in
 //! namespaces of its own, `weftd` processes, "container" namespaces and background pings, all
 //! removed on Drop; real Docker in lab hosts (`docker`); and the helpers of single topics
-//! (`bounded`, `drift`, `dualstack`, `etcd_wipe`, `firewall`, `hostile`, `http`, `names`).
+//! (one module each, e.g. `drift`, `dns`, `dualstack`, `names`).
 //!
 //! A crate of its own (not published), used by the integration tests, `examples/demo.rs` and
 //! `examples/bench`. It drives the system through `ip`, `bridge`, `etcd`, `etcdctl`, `openssl`
@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 pub mod bounded;
+pub mod dns;
 pub mod docker;
 pub mod drift;
 pub mod dualstack;
@@ -22,6 +23,7 @@ pub mod etcd_wipe;
 pub mod firewall;
 pub mod hostile;
 pub mod http;
+pub mod links;
 pub mod names;
 
 mod etcd;
@@ -32,6 +34,7 @@ mod netns;
 mod ping;
 mod process;
 mod tls;
+pub mod underlay6;
 mod weftd;
 
 pub use etcd::{EtcdMode, ETCD_ROOT_PASSWORD, ETCD_ROOT_USER, ETCD_WEFT_PASSWORD, ETCD_WEFT_USER};

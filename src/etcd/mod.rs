@@ -19,6 +19,7 @@ pub mod keys;
 mod listing;
 mod names;
 pub mod outage;
+mod prefix;
 pub mod store;
 
 use std::net::Ipv4Addr;
@@ -36,6 +37,7 @@ pub use keys::Keys;
 pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
 pub use names::NameKey;
 pub use outage::Outage;
+pub use prefix::{PrefixChange, PrefixListing, PrefixWatch};
 pub use store::{StoreReplaced, StoreView};
 
 use crate::lease::EtcdLeaseId;

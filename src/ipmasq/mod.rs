@@ -26,7 +26,7 @@ use crate::lease::Lease;
 use crate::model::{Family, Subnet};
 
 pub use apply::ensure;
-pub use rules::{direct_routing_rules, forward_rules, masquerade_rules, RuleSet};
+pub use rules::{direct_routing_rules, dns_rules, forward_rules, masquerade_rules, RuleSet};
 
 /// A run of `iptables` (or `ip6tables`) that failed, or printed what it should not.
 #[derive(Debug, Error)]
@@ -50,6 +50,10 @@ pub trait Firewall: Family {
 
     /// Our subnet of this family in our lease (`None`: the lease has no part of this family).
     fn own_subnet(lease: &Lease) -> Option<Self::Network>;
+
+    /// The address the DNS server (`--names`) listens on in this family: docker0's in our
+    /// lease's subnet; `None` for IPv6, where it does not listen.
+    fn dns_server(lease: &Lease) -> Option<Self>;
 }
 
 impl Firewall for Ipv4Addr {
@@ -59,6 +63,10 @@ impl Firewall for Ipv4Addr {
 
     fn own_subnet(lease: &Lease) -> Option<Self::Network> {
         Some(lease.subnet)
+    }
+
+    fn dns_server(lease: &Lease) -> Option<Self> {
+        Some(crate::names::dns::bridge_address(lease.subnet))
     }
 }
 
@@ -70,6 +78,10 @@ impl Firewall for Ipv6Addr {
     /// Host bits cleared: iptables prints the network so, and the listing then matches ours.
     fn own_subnet(lease: &Lease) -> Option<Self::Network> {
         lease.ipv6_subnet.and_then(|subnet| Ipv6Network::new(subnet.network(), subnet.prefix()).ok())
+    }
+
+    fn dns_server(_: &Lease) -> Option<Self> {
+        None
     }
 }
 
@@ -103,6 +115,8 @@ pub struct RuleOptions {
     pub ip_masq: bool,
     /// `--iptables-forward-rules`: the filter and raw chains.
     pub forward: bool,
+    /// `--names`: the filter chain WEFT-DNS guarding the DNS server on docker0.
+    pub dns: bool,
     /// `--iptables-resync`: time between two checks.
     pub interval: Duration,
 }
@@ -114,8 +128,8 @@ pub async fn keep_rules<N: Subnet>(network: N, options: RuleOptions, mut own: wa
 where
     N::Addr: Firewall,
 {
-    let RuleOptions { ip_masq, forward, interval } = options;
-    if !ip_masq && !forward {
+    let RuleOptions { ip_masq, forward, dns, interval } = options;
+    if !ip_masq && !forward && !dns {
         return;
     }
     let command = <N::Addr as Firewall>::COMMAND;
@@ -123,15 +137,18 @@ where
     // Made once: making it runs `iptables --version`.
     let mut ipt: Option<iptables::IPTables> = None;
     loop {
-        let subnet = <N::Addr as Firewall>::own_subnet(&own.borrow_and_update());
-        let sets = wanted_rules(network, subnet, ip_masq, forward);
+        let lease = own.borrow_and_update().clone();
+        let subnet = <N::Addr as Firewall>::own_subnet(&lease);
+        let mut sets = wanted_rules(network, subnet, ip_masq, forward);
+        let server = <N::Addr as Firewall>::dns_server(&lease).filter(|_| dns);
+        sets.extend(subnet.zip(server).map(|(subnet, server)| dns_rules(subnet, server)));
         let handle = ipt.take();
         let (handle, result) = tokio::task::spawn_blocking(move || check_rules::<N::Addr>(handle, &sets))
             .await
             .expect("the iptables check does not panic");
         ipt = handle;
         match result {
-            Ok(true) if first => tracing::info!(ip_masq, forward, "{command} rules installed"),
+            Ok(true) if first => tracing::info!(ip_masq, forward, dns, "{command} rules installed"),
             Ok(true) => tracing::warn!("{command} rules were missing or changed; restored"),
             Ok(false) => {}
             Err(error) => tracing::error!(%error, "cannot install {command} rules; retrying"),

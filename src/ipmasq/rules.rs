@@ -1,7 +1,7 @@
 //! The rule sets themselves: flanneld's nat and filter chains, and the raw-table accepts Docker 28
 //! needs, written once for both families (the family decides the multicast range).
 
-use crate::model::Subnet;
+use crate::model::{Family, Subnet};
 
 use super::Firewall;
 
@@ -19,6 +19,7 @@ pub struct RuleSet {
 
 const MASQ_COMMENT: &str = "-m comment --comment \"flanneld masq\"";
 const FORWARD_COMMENT: &str = "-m comment --comment \"flanneld forward\"";
+const DNS_COMMENT: &str = "-m comment --comment \"weft dns\"";
 
 /// flanneld's masquerade rules for Network `n` and our subnet `p` (`IPv6Network` and our IPv6
 /// subnet for IPv6): traffic inside the overlay keeps its addresses; traffic leaving it is
@@ -70,4 +71,23 @@ pub fn direct_routing_rules<N: Subnet>(n: N, p: N) -> RuleSet {
         jump: format!("{c} -j FLANNEL-PRERTG"),
         rules: vec![format!("-s {n} -d {p} {c} -j ACCEPT")],
     }
+}
+
+/// Who may query the DNS server on docker0's address `server` (`--names`), in INPUT: the host
+/// itself (`-i lo`) and its containers (our subnet `p`); queries to it from anywhere else (the
+/// underlay, other hosts' containers) are dropped, UDP and TCP alike. Accepting also keeps an
+/// INPUT policy of DROP from cutting containers off their resolver.
+pub fn dns_rules<N: Subnet>(p: N, server: N::Addr) -> RuleSet {
+    let c = DNS_COMMENT;
+    let to = format!("-d {server}/{}", <N::Addr as Family>::HOST_PREFIX);
+    let rules = [("-i lo ", "ACCEPT"), ("", "ACCEPT"), ("", "DROP")]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(at, (iface, verdict))| {
+            let source = if at == 1 { format!("-s {p} ") } else { String::new() };
+            let to = &to;
+            ["udp", "tcp"].map(move |proto| format!("{source}{to} {iface}-p {proto} -m {proto} --dport 53 {c} -j {verdict}"))
+        })
+        .collect();
+    RuleSet { table: "filter", hooks: &["INPUT"], chain: "WEFT-DNS", jump: format!("{c} -j WEFT-DNS"), rules }
 }

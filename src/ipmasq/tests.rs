@@ -146,4 +146,24 @@ fn our_subnet_of_each_family_comes_from_our_lease_with_host_bits_cleared() {
     assert_eq!(<Ipv6Addr as Firewall>::own_subnet(&lease), None, "an IPv4-only lease");
     lease.ipv6_subnet = Some(v6("fd00:5:0:7::5/64"));
     assert_eq!(<Ipv6Addr as Firewall>::own_subnet(&lease).map(|s| s.to_string()), Some("fd00:5:0:7::/64".into()));
+    assert_eq!(<Ipv4Addr as Firewall>::dns_server(&lease), Some(Ipv4Addr::new(10, 5, 72, 1)), "docker0's address");
+    assert_eq!(<Ipv6Addr as Firewall>::dns_server(&lease), None, "the DNS server listens on IPv4 only");
+}
+
+#[test]
+fn dns_rules_accept_the_host_and_its_containers_and_drop_everyone_else() {
+    let set = dns_rules(v4("10.5.72.0/24"), Ipv4Addr::new(10, 5, 72, 1));
+    assert_eq!((set.table, set.hooks, set.chain), ("filter", &["INPUT"][..], "WEFT-DNS"));
+    let c = "-m comment --comment \"weft dns\"";
+    assert_eq!(
+        set.rules,
+        [
+            format!("-d 10.5.72.1/32 -i lo -p udp -m udp --dport 53 {c} -j ACCEPT"),
+            format!("-d 10.5.72.1/32 -i lo -p tcp -m tcp --dport 53 {c} -j ACCEPT"),
+            format!("-s 10.5.72.0/24 -d 10.5.72.1/32 -p udp -m udp --dport 53 {c} -j ACCEPT"),
+            format!("-s 10.5.72.0/24 -d 10.5.72.1/32 -p tcp -m tcp --dport 53 {c} -j ACCEPT"),
+            format!("-d 10.5.72.1/32 -p udp -m udp --dport 53 {c} -j DROP"),
+            format!("-d 10.5.72.1/32 -p tcp -m tcp --dport 53 {c} -j DROP"),
+        ]
+    );
 }

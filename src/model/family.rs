@@ -27,6 +27,10 @@ pub trait Family: sealed::Sealed + Copy + Ord + Hash + Debug + Display + Send + 
     /// The prefix length of one host, in bits: 32 or 128 (a VTEP address is assigned as one).
     const HOST_PREFIX: u8;
 
+    /// The family's name where a report names it: `ipv4` or `ipv6` (the `family` label of
+    /// weftd's metrics, the keys of `weftd status --json`).
+    const NAME: &'static str;
+
     /// The id weftd gives the nexthop for this gateway; `nexthop_id` in the `names` module says
     /// which id space each family has.
     fn nexthop_id(self) -> u32;
@@ -65,6 +69,7 @@ const IPV6_NEXTHOP_BITS: u32 = 28;
 impl Family for Ipv4Addr {
     type Network = Ipv4Network;
     const HOST_PREFIX: u8 = 32;
+    const NAME: &'static str = "ipv4";
 
     fn nexthop_id(self) -> u32 {
         u32::from(self)
@@ -84,6 +89,7 @@ impl Family for Ipv4Addr {
 impl Family for Ipv6Addr {
     type Network = Ipv6Network;
     const HOST_PREFIX: u8 = 128;
+    const NAME: &'static str = "ipv6";
 
     /// The 128 bits folded by XOR into 28 (in 28-bit pieces from the low end), in the IPv6
     /// range. Two gateways that differ only within 28 contiguous bits (the subnets of one IPv6

@@ -77,6 +77,18 @@ mod tests {
     }
 
     #[test]
+    fn the_ipv6_device_gets_a_stable_mac_of_its_own() {
+        let v4 = derived_mac(Ipv4Addr::new(198, 18, 0, 11), 1);
+        assert_eq!(v4, MacAddr([0x6a, 0xa6, 0x84, 0xb9, 0x44, 0xf2]), "pinned: running hosts' peers hold it");
+        let ipv6: std::net::Ipv6Addr = "fd18::11".parse().unwrap();
+        let a = derived_mac(ipv6, 1);
+        assert_eq!(a, derived_mac(ipv6, 1));
+        assert_ne!(a, v4);
+        assert_ne!(a, derived_mac("fd18::12".parse::<std::net::Ipv6Addr>().unwrap(), 1));
+        assert_eq!((a.0[0] & 0x01, a.0[0] & 0x02), (0, 0x02), "unicast, locally administered");
+    }
+
+    #[test]
     fn a_nexthop_id_names_its_gateway() {
         let gateway = Ipv4Addr::new(10, 5, 3, 0);
         assert_eq!(nexthop_gateway(nexthop_id(gateway)), gateway);

@@ -6,6 +6,7 @@
 //! `docker` follows the local dockerd, `publish` keeps this host's records in etcd equal to
 //! what it runs, `link_env` prints a name's records as docker's link variables.
 
+pub mod dns;
 pub mod docker;
 pub mod link_env;
 pub mod publish;

@@ -1,6 +1,6 @@
 //! Links: looking one up by name, and the VXLAN device itself (`ip link`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -17,7 +17,9 @@ pub struct VxlanSpec {
     pub name: String,
     pub vni: u32,
     pub port: u16,
-    pub local: Ipv4Addr,
+    /// The underlay address VXLAN packets leave from: IPv4 for `flannel.<VNI>`, IPv6 for
+    /// `flannel-v6.<VNI>` (`IFLA_VXLAN_LOCAL` or `IFLA_VXLAN_LOCAL6`).
+    pub local: IpAddr,
     /// The index of the link VXLAN packets leave by (`dev` in `ip -d link`); `None` for a
     /// device bound to no link, which the kernel reports as no `IFLA_VXLAN_LINK` (or 0).
     pub underlay_index: Option<u32>,
@@ -74,18 +76,21 @@ impl Kernel {
     }
 
     /// `ip link add <name> type vxlan id <vni> local <ip> dev <underlay> dstport <port>
-    /// nolearning address <mac> mtu <mtu>` and `up`.
+    /// nolearning address <mac> mtu <mtu>`, and `up` with `up` (else [`Kernel::set_link`]
+    /// brings it up once what must precede that is done).
     ///
     /// # Errors
     /// The kernel refused the device (e.g. `EEXIST`: a link of that name exists).
-    pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetlinkError> {
-        let mut builder = LinkVxlan::new(&spec.name, spec.vni)
-            .local(spec.local)
-            .port(spec.port)
-            .learning(spec.learning)
-            .mtu(spec.mtu)
-            .address(spec.mac.0.to_vec())
-            .up();
+    pub async fn create_vxlan(&self, spec: &VxlanSpec, up: bool) -> Result<VxlanDevice, NetlinkError> {
+        let builder = LinkVxlan::new(&spec.name, spec.vni);
+        let mut builder = match spec.local {
+            IpAddr::V4(local) => builder.local(local),
+            IpAddr::V6(local) => builder.local6(local),
+        };
+        builder = builder.port(spec.port).learning(spec.learning).mtu(spec.mtu).address(spec.mac.0.to_vec());
+        if up {
+            builder = builder.up();
+        }
         // No `dev` is what a link index of 0 meant to the kernel: bound to no link.
         if let Some(index) = spec.underlay_index {
             builder = builder.dev(index);
@@ -162,7 +167,7 @@ fn vxlan_spec(link: &LinkMessage) -> Option<VxlanSpec> {
         name: link_name(link),
         vni: 0,
         port: 0,
-        local: Ipv4Addr::UNSPECIFIED,
+        local: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         underlay_index: None,
         mtu: link_mtu(link),
         learning: false,
@@ -173,7 +178,8 @@ fn vxlan_spec(link: &LinkMessage) -> Option<VxlanSpec> {
         match attribute {
             InfoVxlan::Id(vni) => spec.vni = *vni,
             InfoVxlan::Port(port) => spec.port = *port,
-            InfoVxlan::Local(local) => spec.local = *local,
+            InfoVxlan::Local(local) => spec.local = IpAddr::V4(*local),
+            InfoVxlan::Local6(local) => spec.local = IpAddr::V6(*local),
             InfoVxlan::Link(index) => spec.underlay_index = (*index != 0).then_some(*index),
             InfoVxlan::Learning(learning) => spec.learning = *learning,
             InfoVxlan::Gbp => spec.gbp = true,

@@ -1,8 +1,9 @@
 //! Kernel objects through rtnetlink, one file per object as rtnetlink arranges them: links
-//! (`link`), addresses (`address`), ARP and FDB entries (`neighbour`), routes (`route`),
+//! (`link`), addresses (`address`), ARP/NDP and FDB entries (`neighbour`), routes (`route`),
 //! nexthop objects (`nexthop`), notifications (`monitor`), the raw request and dump plumbing
 //! (`socket`), and the reading of our whole state (`snapshot`). Each function's doc line names
-//! the `ip`/`bridge` command it mirrors.
+//! the `ip`/`bridge` command it mirrors. Entries of both address families take one code path
+//! each; `family` says how the two are spelled.
 //!
 //! This module knows the kernel and `model`, never the policy: which entries are ours is
 //! decided by `model`'s rules, and what it reads comes back as plain data. Every write is
@@ -19,6 +20,7 @@ use rtnetlink::Handle;
 use thiserror::Error;
 
 mod address;
+mod family;
 mod link;
 mod monitor;
 mod neighbour;
@@ -27,15 +29,20 @@ mod route;
 mod snapshot;
 mod socket;
 
-pub use address::Ipv4Link;
+pub use address::{Ipv4Link, Ipv6Address, Ipv6AddressFlags};
+pub use family::KernelFamily;
 pub use link::{DeviceState, VxlanDevice, VxlanSpec};
-pub use monitor::{monitor, DeviceChanges};
+pub use monitor::{monitor, DeviceChanges, DeviceWatch};
 pub use route::RouteHop;
 
 use socket::RawSocket;
 
 /// VXLAN adds 50 bytes of headers (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
 pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// VXLAN over an IPv6 underlay adds 70 (the outer IPv6 header is 40 bytes): the kernel refuses
+/// an IPv6 VXLAN device an MTU above its underlay's less this.
+pub const VXLAN6_OVERHEAD: u32 = 70;
 
 /// A failed netlink operation, with the kernel's errno when it sent one.
 #[derive(Debug, Error)]

@@ -1,16 +1,16 @@
 //! Routes: the kernel's route lookup and default route (for the underlay choice), and our
-//! peers' routes, through the VXLAN device or direct (`ip route`).
+//! peers' routes of either family, through the VXLAN device or direct (`ip route`, `ip -6 route`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 
+use super::family::KernelFamily;
 use super::{found, request_error, Kernel, NetlinkError};
-use crate::model::{DirectRoute, RouteEntry};
+use crate::model::{DirectRoute, RouteEntry, Subnet};
 
 /// The main routing table's id (`RT_TABLE_MAIN`).
 pub(super) const MAIN_TABLE: u32 = 254;
@@ -47,21 +47,35 @@ impl Kernel {
     /// # Errors
     /// The route dump failed.
     pub async fn default_route(&self) -> Result<Option<RouteHop>, NetlinkError> {
-        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        self.first_default_route(RouteMessageBuilder::<Ipv4Addr>::new().build()).await
+    }
+
+    /// `ip -6 route show default`: the main table's first IPv6 default route (lowest metric
+    /// first), or `None` when there is none. Its `source` is always `None` ([`RouteHop`] holds
+    /// an IPv4 preferred source only; the underlay choice takes none from this route).
+    ///
+    /// # Errors
+    /// The route dump failed.
+    pub async fn default_route_v6(&self) -> Result<Option<RouteHop>, NetlinkError> {
+        self.first_default_route(RouteMessageBuilder::<Ipv6Addr>::new().build()).await
+    }
+
+    /// The main table's first /0 route among those a dump of `query`'s family gives.
+    async fn first_default_route(&self, query: RouteMessage) -> Result<Option<RouteHop>, NetlinkError> {
         let routes: Vec<RouteMessage> =
             self.handle.route().get(query).execute().try_collect().await.map_err(request_error("dump routes"))?;
         Ok(routes.iter().find(|r| r.header.destination_prefix_length == 0 && route_table(r) == MAIN_TABLE).map(route_hop))
     }
 
     /// `ip route replace <subnet> nhid <id>`, or in flanneld's form `ip route replace <subnet>
-    /// via <gateway> dev <device> onlink`.
+    /// via <gateway> dev <device> onlink` (`ip -6 route` for an IPv6 subnet).
     ///
     /// # Errors
     /// The kernel refused the route.
-    pub async fn replace_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+    pub async fn replace_route<A: KernelFamily>(&self, index: u32, entry: RouteEntry<A>) -> Result<(), NetlinkError> {
         let route = match entry.nexthop {
-            Some(id) => nexthop_route(entry.subnet, id),
-            None => route_message(index, entry.subnet, entry.gateway).onlink().build(),
+            Some(id) => nexthop_route::<A>(entry.subnet, id),
+            None => route_message::<A>(entry.subnet, entry.gateway).output_interface(index).onlink().build(),
         };
         self.handle.route().add(route).replace().execute().await.map_err(request_error("replace route"))
     }
@@ -73,13 +87,16 @@ impl Kernel {
     ///
     /// # Errors
     /// The kernel refused the deletion.
-    pub async fn delete_route(&self, index: u32, entry: RouteEntry) -> Result<(), NetlinkError> {
+    pub async fn delete_route<A: KernelFamily>(&self, index: u32, entry: RouteEntry<A>) -> Result<(), NetlinkError> {
         match entry.nexthop {
-            Some(id) => match self.delete_route_message(nexthop_route(entry.subnet, id)).await {
+            Some(id) => match self.delete_route_message(nexthop_route::<A>(entry.subnet, id)).await {
                 Err(e) if e.errno() == Some(Errno::EINVAL) => Ok(()),
                 result => result.map(|_| ()),
             },
-            None => self.delete_route_message(route_message(index, entry.subnet, entry.gateway).build()).await.map(|_| ()),
+            None => {
+                let route = route_message::<A>(entry.subnet, entry.gateway).output_interface(index).build();
+                self.delete_route_message(route).await.map(|_| ())
+            }
         }
     }
 
@@ -88,8 +105,8 @@ impl Kernel {
     ///
     /// # Errors
     /// The kernel refused the route (e.g. `ENETUNREACH`: the gateway is not on-link).
-    pub async fn replace_direct_route(&self, entry: DirectRoute) -> Result<(), NetlinkError> {
-        let route = direct_route_message(entry);
+    pub async fn replace_direct_route<A: KernelFamily>(&self, entry: DirectRoute<A>) -> Result<(), NetlinkError> {
+        let route = route_message::<A>(entry.subnet, entry.gateway).build();
         self.handle.route().add(route).replace().execute().await.map_err(request_error("replace direct route"))
     }
 
@@ -97,8 +114,8 @@ impl Kernel {
     ///
     /// # Errors
     /// The kernel refused the deletion.
-    pub async fn delete_direct_route(&self, entry: DirectRoute) -> Result<(), NetlinkError> {
-        self.delete_route_message(direct_route_message(entry)).await.map(|_| ())
+    pub async fn delete_direct_route<A: KernelFamily>(&self, entry: DirectRoute<A>) -> Result<(), NetlinkError> {
+        self.delete_route_message(route_message::<A>(entry.subnet, entry.gateway).build()).await.map(|_| ())
     }
 
     /// `ip route del` for the route `message` describes, whoever wrote it (flanneld, `ip`, or
@@ -110,25 +127,33 @@ impl Kernel {
     }
 }
 
+/// A main-table route of family `A` with nothing in it: what `RouteMessageBuilder::<Ipv4Addr>
+/// ::new()` gives, for either family (as a dump request: every route of the family).
+pub(super) fn family_route<A: KernelFamily>() -> RouteMessageBuilder<IpAddr> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new();
+    builder.get_mut().header.address_family = A::ADDRESS_FAMILY;
+    builder
+}
+
+/// A main-table route to `subnet` of family `A`, with nothing else yet.
+fn route_to<A: KernelFamily>(subnet: A::Network) -> RouteMessageBuilder<IpAddr> {
+    let mut builder = family_route::<A>();
+    let message = builder.get_mut();
+    message.header.destination_prefix_length = subnet.prefix_len();
+    message.attributes.push(RouteAttribute::Destination(subnet.network_address().route_address()));
+    builder
+}
+
 /// `<subnet> nhid <id>`: a peer route that points at a nexthop object.
-fn nexthop_route(subnet: Ipv4Network, id: u32) -> RouteMessage {
-    let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(subnet.network(), subnet.prefix()).build();
-    route.attributes.push(RouteAttribute::NhId(id));
-    route
+fn nexthop_route<A: KernelFamily>(subnet: A::Network, id: u32) -> RouteMessage {
+    route_to::<A>(subnet).nhid(id).build()
 }
 
-fn route_message(index: u32, subnet: Ipv4Network, gateway: Ipv4Addr) -> RouteMessageBuilder<Ipv4Addr> {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(subnet.network(), subnet.prefix())
-        .gateway(gateway)
-        .output_interface(index)
-}
-
-fn direct_route_message(entry: DirectRoute) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(entry.subnet.network(), entry.subnet.prefix())
-        .gateway(entry.gateway)
-        .build()
+/// `<subnet> via <gateway>`.
+fn route_message<A: KernelFamily>(subnet: A::Network, gateway: A) -> RouteMessageBuilder<IpAddr> {
+    let mut builder = route_to::<A>(subnet);
+    builder.get_mut().attributes.push(RouteAttribute::Gateway(gateway.route_address()));
+    builder
 }
 
 /// The table a route is in: `RTA_TABLE` when present (ids above 255 live only there).
@@ -167,19 +192,19 @@ pub(super) fn route_nexthop_id(route: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// A route's IPv4 gateway, if it names one itself.
-pub(super) fn route_gateway(route: &RouteMessage) -> Option<Ipv4Addr> {
+/// A route's gateway of family `A`, if it names one itself.
+pub(super) fn route_gateway<A: KernelFamily>(route: &RouteMessage) -> Option<A> {
     route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        RouteAttribute::Gateway(address) => A::from_route_address(address),
         _ => None,
     })
 }
 
-/// A route's IPv4 destination prefix; `None` for a default route (no `RTA_DST`).
-pub(super) fn route_destination(route: &RouteMessage) -> Option<Ipv4Network> {
+/// A route's destination prefix of family `A`; `None` for a default route (no `RTA_DST`).
+pub(super) fn route_destination<A: KernelFamily>(route: &RouteMessage) -> Option<A::Network> {
     let destination = route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        RouteAttribute::Destination(address) => A::from_route_address(address),
         _ => None,
     })?;
-    Ipv4Network::new(destination, route.header.destination_prefix_length).ok()
+    A::network(destination, route.header.destination_prefix_length)
 }

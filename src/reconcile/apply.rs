@@ -13,30 +13,29 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
 use nix::errno::Errno;
 
-use crate::model::{vtep_address, ArpEntry, DirectRoute, FdbEntry, KernelState, MacAddr, Nexthop, RouteEntry};
-use crate::netlink::{Kernel, NetlinkError};
+use crate::model::{vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelState, MacAddr, Nexthop, RouteEntry};
+use crate::netlink::{Kernel, KernelFamily, NetlinkError};
 use crate::reconcile::plan::Plan;
 
-/// One kernel write, named as `ip`/`bridge` would do it.
+/// One kernel write, named as `ip`/`bridge` would do it, for a device of family `A`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Change {
-    AddFdb(FdbEntry),
-    AddArp(ArpEntry),
-    AddNexthop(Nexthop),
-    RewriteNexthop(Nexthop),
-    AddRoute(RouteEntry),
-    AddDirectRoute(DirectRoute),
-    RemoveRoute(RouteEntry),
-    RemoveDirectRoute(DirectRoute),
-    RemoveNexthop(Nexthop),
-    RemoveFdb(FdbEntry),
-    RemoveArp(ArpEntry),
+pub enum Change<A: Family = Ipv4Addr> {
+    AddFdb(FdbEntry<A>),
+    AddArp(ArpEntry<A>),
+    AddNexthop(Nexthop<A>),
+    RewriteNexthop(Nexthop<A>),
+    AddRoute(RouteEntry<A>),
+    AddDirectRoute(DirectRoute<A>),
+    RemoveRoute(RouteEntry<A>),
+    RemoveDirectRoute(DirectRoute<A>),
+    RemoveNexthop(Nexthop<A>),
+    RemoveFdb(FdbEntry<A>),
+    RemoveArp(ArpEntry<A>),
 }
 
-impl Change {
+impl<A: Family> Change<A> {
     /// The kind of entry, as the `kind` label of weft's metrics names it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -66,7 +65,7 @@ impl Change {
     }
 }
 
-impl fmt::Display for Change {
+impl<A: Family> fmt::Display for Change<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::AddFdb(e) | Change::RemoveFdb(e) => write!(f, "{} dst {}", e.mac, e.dst),
@@ -80,19 +79,20 @@ impl fmt::Display for Change {
     }
 }
 
-/// Where kernel entries are written: the kernel itself, or a recording fake in unit tests.
+/// Where kernel entries of family `A` are written: the kernel itself, or a recording fake in
+/// unit tests.
 // Only the reconciler's own task awaits these futures, so they need not be `Send`.
 #[allow(async_fn_in_trait)]
-pub trait Dataplane {
+pub trait Dataplane<A: Family = Ipv4Addr> {
     /// Makes one change to the tables of the VXLAN device with index `index`.
     ///
     /// # Errors
     /// The kernel's refusal, with its errno.
-    async fn write(&self, index: u32, change: Change) -> Result<(), NetlinkError>;
+    async fn write(&self, index: u32, change: Change<A>) -> Result<(), NetlinkError>;
 }
 
-impl Dataplane for Kernel {
-    async fn write(&self, index: u32, change: Change) -> Result<(), NetlinkError> {
+impl<A: KernelFamily> Dataplane<A> for Kernel {
+    async fn write(&self, index: u32, change: Change<A>) -> Result<(), NetlinkError> {
         match change {
             Change::AddFdb(e) => self.replace_fdb(index, e).await,
             Change::AddArp(e) => self.replace_arp(index, e).await,
@@ -111,10 +111,11 @@ impl Dataplane for Kernel {
 
 /// A change the kernel refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The peer lease the entry belongs to; `None` for a leftover entry no lease explains.
-    pub peer: Option<Ipv4Network>,
-    pub change: Change,
+pub struct Failure<A: Family = Ipv4Addr> {
+    /// The peer lease's subnet (of the family) the entry belongs to; `None` for a leftover
+    /// entry no lease explains.
+    pub peer: Option<A::Network>,
+    pub change: Change<A>,
     /// The kernel's errno, when it gave one.
     pub errno: Option<Errno>,
     /// The whole error, for the log.
@@ -122,31 +123,38 @@ pub struct Failure {
 }
 
 /// What one [`apply`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<A: Family = Ipv4Addr> {
     /// Changes the kernel accepted.
     pub written: usize,
     /// Changes it refused, in the order they were tried.
-    pub failures: Vec<Failure>,
+    pub failures: Vec<Failure<A>>,
 }
 
-impl Applied {
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for Applied<A> {
+    fn default() -> Self {
+        Self { written: 0, failures: Vec::new() }
+    }
+}
+
+impl<A: Family> Applied<A> {
     /// Peers with at least one refused entry.
-    pub fn failed_peers(&self) -> BTreeSet<Ipv4Network> {
+    pub fn failed_peers(&self) -> BTreeSet<A::Network> {
         self.failures.iter().filter_map(|f| f.peer).collect()
     }
 }
 
 /// Which peer each entry of the desired state belongs to, by VTEP address and by MAC.
-struct Owners {
-    by_vtep: BTreeMap<Ipv4Addr, Ipv4Network>,
-    by_mac: BTreeMap<MacAddr, BTreeSet<Ipv4Network>>,
+struct Owners<A: Family> {
+    by_vtep: BTreeMap<A, A::Network>,
+    by_mac: BTreeMap<MacAddr, BTreeSet<A::Network>>,
 }
 
-impl Owners {
-    fn new(desired: &KernelState) -> Self {
-        let by_vtep: BTreeMap<Ipv4Addr, Ipv4Network> = desired.routes.iter().map(|r| (r.gateway, r.subnet)).collect();
-        let mut by_mac: BTreeMap<MacAddr, BTreeSet<Ipv4Network>> = BTreeMap::new();
+impl<A: Family> Owners<A> {
+    fn new(desired: &KernelState<A>) -> Self {
+        let by_vtep: BTreeMap<A, A::Network> = desired.routes.iter().map(|r| (r.gateway, r.subnet)).collect();
+        let mut by_mac: BTreeMap<MacAddr, BTreeSet<A::Network>> = BTreeMap::new();
         for arp in &desired.arp {
             if let Some(subnet) = by_vtep.get(&arp.ip) {
                 by_mac.entry(arp.mac).or_default().insert(*subnet);
@@ -156,8 +164,8 @@ impl Owners {
     }
 
     /// The peers a change is made for (several only if two leases share a MAC).
-    fn peers(&self, change: &Change) -> BTreeSet<Ipv4Network> {
-        let vtep = |ip: &Ipv4Addr| self.by_vtep.get(ip).copied().into_iter().collect();
+    fn peers(&self, change: &Change<A>) -> BTreeSet<A::Network> {
+        let vtep = |ip: &A| self.by_vtep.get(ip).copied().into_iter().collect();
         match change {
             Change::AddFdb(e) => self.by_mac.get(&e.mac).cloned().unwrap_or_default(),
             Change::AddArp(e) => vtep(&e.ip),
@@ -170,16 +178,16 @@ impl Owners {
 }
 
 /// One pass of writes: the data plane, the device, who owns what, and the tally so far.
-struct Writer<'a, D> {
+struct Writer<'a, A: Family, D> {
     dataplane: &'a D,
     index: u32,
-    owners: Owners,
-    applied: Applied,
+    owners: Owners<A>,
+    applied: Applied<A>,
 }
 
-impl<D: Dataplane> Writer<'_, D> {
+impl<A: Family, D: Dataplane<A>> Writer<'_, A, D> {
     /// Makes one change; returns whether the kernel accepted it.
-    async fn write(&mut self, change: Change) -> bool {
+    async fn write(&mut self, change: Change<A>) -> bool {
         match self.dataplane.write(self.index, change).await {
             Ok(()) => {
                 self.applied.written += 1;
@@ -202,7 +210,13 @@ impl<D: Dataplane> Writer<'_, D> {
 /// Writes `plan` for the device with index `index`, where `desired` is the state the plan leads
 /// to and `actual` the state it was computed from. Never stops at a failure: every change that
 /// can be made is made, and every refusal is returned.
-pub async fn apply(dataplane: &impl Dataplane, index: u32, plan: &Plan, desired: &KernelState, actual: &KernelState) -> Applied {
+pub async fn apply<A: Family>(
+    dataplane: &impl Dataplane<A>,
+    index: u32,
+    plan: &Plan<A>,
+    desired: &KernelState<A>,
+    actual: &KernelState<A>,
+) -> Applied<A> {
     let mut w = Writer { dataplane, index, owners: Owners::new(desired), applied: Applied::default() };
     // One request at a time: pipelining them (128 in flight) measured no faster at 5,000
     // peers (make bench, scale), the kernel being the bottleneck.
@@ -223,12 +237,12 @@ pub async fn apply(dataplane: &impl Dataplane, index: u32, plan: &Plan, desired:
 
 /// Writes nexthops and routes, except for `unreachable` peers; returns the subnets whose new
 /// route (or the nexthop it needs) could not be written.
-async fn write_routes<D: Dataplane>(
-    w: &mut Writer<'_, D>,
-    plan: &Plan,
-    unreachable: &BTreeSet<Ipv4Network>,
-) -> BTreeSet<Ipv4Network> {
-    let reachable_vtep = |ip: &Ipv4Addr| !unreachable.iter().any(|s| vtep_address(*s) == *ip);
+async fn write_routes<A: Family, D: Dataplane<A>>(
+    w: &mut Writer<'_, A, D>,
+    plan: &Plan<A>,
+    unreachable: &BTreeSet<A::Network>,
+) -> BTreeSet<A::Network> {
+    let reachable_vtep = |ip: &A| !unreachable.iter().any(|s| vtep_address(*s) == *ip);
     let mut missing_nexthops = BTreeSet::new();
     for e in plan.add.nexthops.iter().filter(|e| reachable_vtep(&e.gateway)) {
         if !w.write(Change::AddNexthop(*e)).await {
@@ -258,8 +272,8 @@ async fn write_routes<D: Dataplane>(
 
 /// Adds to `remove` what `actual` holds for the `unreachable` peers' routes: their route,
 /// direct route, nexthop and ARP entry, whatever form an earlier lease gave them.
-fn withdraw(remove: &mut KernelState, actual: &KernelState, unreachable: &BTreeSet<Ipv4Network>) {
-    let vteps: BTreeSet<Ipv4Addr> = unreachable.iter().map(|s| vtep_address(*s)).collect();
+fn withdraw<A: Family>(remove: &mut KernelState<A>, actual: &KernelState<A>, unreachable: &BTreeSet<A::Network>) {
+    let vteps: BTreeSet<A> = unreachable.iter().map(|s| vtep_address(*s)).collect();
     let routes = actual.routes.iter().filter(|r| unreachable.contains(&r.subnet));
     let route_nexthops: BTreeSet<u32> = routes.clone().filter_map(|r| r.nexthop).collect();
     remove.routes.extend(routes);
@@ -270,7 +284,7 @@ fn withdraw(remove: &mut KernelState, actual: &KernelState, unreachable: &BTreeS
 
 /// Removes entries, routes first: deleting a nexthop silently takes its routes with it, and a
 /// route must not outlive the ARP and FDB entries it relies on.
-async fn remove_entries<D: Dataplane>(w: &mut Writer<'_, D>, remove: &KernelState) {
+async fn remove_entries<A: Family, D: Dataplane<A>>(w: &mut Writer<'_, A, D>, remove: &KernelState<A>) {
     for e in &remove.routes {
         w.write(Change::RemoveRoute(*e)).await;
     }
@@ -289,27 +303,41 @@ async fn remove_entries<D: Dataplane>(w: &mut Writer<'_, D>, remove: &KernelStat
 }
 
 /// What identifies a failure from one pass to the next: the peer and what was attempted.
-pub type FailureKey = (Option<Ipv4Network>, &'static str);
+pub type FailureKey<A = Ipv4Addr> = (Option<<A as Family>::Network>, &'static str);
 
 /// The failures still going on, so each is logged once when it starts and once when it ends,
 /// however many passes retry it. Bounded by the leases: one key per peer and action, plus one
 /// per action for leftover entries.
-#[derive(Debug, Default)]
-pub struct Ongoing {
-    current: BTreeMap<FailureKey, Failure>,
+#[derive(Debug)]
+pub struct Ongoing<A: Family = Ipv4Addr> {
+    current: BTreeMap<FailureKey<A>, Failure<A>>,
+}
+
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for Ongoing<A> {
+    fn default() -> Self {
+        Self { current: BTreeMap::new() }
+    }
 }
 
 /// How the failures changed with a pass.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Transitions {
-    pub started: Vec<Failure>,
-    pub ended: Vec<FailureKey>,
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transitions<A: Family = Ipv4Addr> {
+    pub started: Vec<Failure<A>>,
+    pub ended: Vec<FailureKey<A>>,
 }
 
-impl Ongoing {
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for Transitions<A> {
+    fn default() -> Self {
+        Self { started: Vec::new(), ended: Vec::new() }
+    }
+}
+
+impl<A: Family> Ongoing<A> {
     /// Replaces the ongoing failures with those of the pass that just ran.
-    pub fn update(&mut self, failures: Vec<Failure>) -> Transitions {
-        let next: BTreeMap<FailureKey, Failure> = failures.into_iter().map(|f| ((f.peer, f.change.action()), f)).collect();
+    pub fn update(&mut self, failures: Vec<Failure<A>>) -> Transitions<A> {
+        let next: BTreeMap<FailureKey<A>, Failure<A>> = failures.into_iter().map(|f| ((f.peer, f.change.action()), f)).collect();
         let ended = self.current.keys().filter(|k| !next.contains_key(k)).copied().collect();
         let started = next.iter().filter(|(k, _)| !self.current.contains_key(k)).map(|(_, f)| f.clone()).collect();
         self.current = next;

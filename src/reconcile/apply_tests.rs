@@ -3,24 +3,28 @@
 
 use std::cell::RefCell;
 
+use std::net::Ipv6Addr;
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+
 use super::*;
 use crate::reconcile::plan::plan;
 
 /// Records every change; refuses those `refuse` picks with EOPNOTSUPP, as the kernel does
 /// an FDB entry for a multicast MAC.
-struct Recording {
-    changes: RefCell<Vec<Change>>,
-    refuse: fn(&Change) -> bool,
+struct Recording<A: Family = Ipv4Addr> {
+    changes: RefCell<Vec<Change<A>>>,
+    refuse: fn(&Change<A>) -> bool,
 }
 
-impl Recording {
-    fn new(refuse: fn(&Change) -> bool) -> Self {
+impl<A: Family> Recording<A> {
+    fn new(refuse: fn(&Change<A>) -> bool) -> Self {
         Recording { changes: RefCell::default(), refuse }
     }
 }
 
-impl Dataplane for Recording {
-    async fn write(&self, _index: u32, change: Change) -> Result<(), NetlinkError> {
+impl<A: Family> Dataplane<A> for Recording<A> {
+    async fn write(&self, _index: u32, change: Change<A>) -> Result<(), NetlinkError> {
         self.changes.borrow_mut().push(change);
         if (self.refuse)(&change) {
             let errno = Some(Errno::EOPNOTSUPP);
@@ -104,7 +108,7 @@ fn a_refused_route_keeps_the_old_form_and_spares_other_peers() {
     let mut moved = peer(3, MacAddr([2, 0, 0, 0, 0, 3]));
     moved.routes = moved.routes.iter().map(|r| RouteEntry { onlink: false, ..*r }).collect();
     let desired = union(&[moved, peer(4, MacAddr([2, 0, 0, 0, 0, 4]))]);
-    let dataplane = Recording::new(|c| matches!(c, Change::AddRoute(r) if r.subnet.network().octets()[2] == 3));
+    let dataplane = Recording::new(|c: &Change| matches!(c, Change::AddRoute(r) if r.subnet.network().octets()[2] == 3));
     let applied = run(&dataplane, &desired, &old);
     let changes = dataplane.changes.borrow();
     assert!(
@@ -131,4 +135,30 @@ fn a_failure_is_reported_once_when_it_starts_and_once_when_it_ends() {
     assert_eq!((next.started, next.ended), (vec![failure(4)], vec![(failure(3).peer, "add fdb")]));
     assert_eq!(ongoing.update(vec![]).ended.len(), 1);
     assert_eq!(ongoing.peer_count(), 0);
+}
+
+#[test]
+fn an_ipv6_peer_whose_fdb_is_refused_gets_no_neighbour_or_route_and_is_named_by_its_ipv6_subnet() {
+    let ipv6_peer = |n: u16, mac: MacAddr| {
+        let subnet: Ipv6Network = format!("fd00:5:{n:x}::/64").parse().unwrap();
+        let vtep = subnet.network();
+        let dst: Ipv6Addr = format!("fd18::{n:x}").parse().unwrap();
+        KernelState {
+            arp: [ArpEntry { ip: vtep, mac }].into(),
+            fdb: [FdbEntry { mac, dst }].into(),
+            routes: [RouteEntry { subnet, gateway: vtep, onlink: true, nexthop: None }].into(),
+            ..Default::default()
+        }
+    };
+    let (good, bad) = (ipv6_peer(2, MacAddr([2, 0, 0, 0, 0, 2])), ipv6_peer(3, BAD_MAC));
+    let mut desired = good.clone();
+    desired.arp.extend(&bad.arp);
+    desired.fdb.extend(&bad.fdb);
+    desired.routes.extend(&bad.routes);
+    let dataplane = Recording::new(|c: &Change<Ipv6Addr>| matches!(c, Change::AddFdb(e) if e.mac == BAD_MAC));
+    let actual = KernelState::default();
+    let applied = futures::executor::block_on(apply(&dataplane, 7, &plan(&desired, &actual), &desired, &actual));
+    let kinds: Vec<&str> = dataplane.changes.borrow().iter().map(Change::action).collect();
+    assert_eq!(kinds, ["add fdb", "add fdb", "add arp", "add route"]);
+    assert_eq!(applied.failed_peers(), [bad.routes.first().unwrap().subnet].into());
 }

@@ -1,21 +1,21 @@
 //! The one task that writes the kernel: wakes on a lease change, a kernel notification or the
 //! resync timer, and runs one whole pass (desired → plan → apply) each time.
 
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::NetworkConfig;
 use crate::device;
-use crate::lease::{Lease, LeaseAttrs, LeaseSet};
-use crate::model;
-use crate::netlink::{DeviceChanges, Kernel, NetlinkError, VxlanDevice, VxlanSpec};
-use crate::reconcile::apply::{self, Applied};
+use crate::lease::{parse_lease_key, Lease, LeaseAttrs, LeaseSet};
+use crate::model::{KernelContext, KernelState, MacAddr};
+use crate::netlink::{DeviceChanges, Kernel, VxlanSpec};
+use crate::reconcile::apply::Applied;
 use crate::reconcile::desired::{desired_state, ThisHost};
-use crate::reconcile::plan::plan;
+use crate::reconcile::pass::{run_family, FamilyTarget};
 use crate::reconcile::readiness::Readiness;
 use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::{advertise, UnderlayFollower};
@@ -40,6 +40,26 @@ pub struct Reconciler {
     pub record: PassRecord,
     /// Peers already warned about, and how many more warnings of each kind may be logged.
     pub warnings: PeerWarnings,
+    /// The IPv6 device of a dual-stack config; `None` when the config is IPv4 only.
+    pub ipv6: Option<Ipv6Device>,
+}
+
+/// What the reconciler keeps of the IPv6 device between passes.
+#[derive(Debug, Clone)]
+pub struct Ipv6Device {
+    /// The device's MAC while our lease advertises none (the device's own or the derived one).
+    pub mac: MacAddr,
+    /// The device as the last pass wanted it; `None` before one could.
+    pub spec: Option<VxlanSpec>,
+    /// Whether the IPv6 overlay's missing inputs were logged (once while they are missing).
+    pub missing_logged: bool,
+}
+
+impl Ipv6Device {
+    /// The IPv6 device of MAC `mac`, not yet set up by a pass.
+    pub fn new(mac: MacAddr) -> Self {
+        Self { mac, spec: None, missing_logged: false }
+    }
 }
 
 impl Reconciler {
@@ -63,7 +83,7 @@ impl Reconciler {
             // Ready once our own device is set up and a pass has run: a peer the kernel refuses
             // is that peer's problem, and must not keep docker from starting on this host.
             if self.reconcile(&own_lease, &lease_set).await {
-                self.readiness.signal(&own_lease, self.spec.mtu)?;
+                self.readiness.signal(&own_lease, self.mtu())?;
             }
             // Warnings held back are summarised when their window ends, even if nothing else
             // happens by then (a long resync interval, no underlay).
@@ -79,85 +99,100 @@ impl Reconciler {
         }
     }
 
-    /// Moves the kernel to the desired state. Returns whether the pass ran: our device and
-    /// address are set up and every peer was tried. Failures are logged here (a peer's once
-    /// while it lasts) and retried on the next pass.
+    /// The MTU containers get (`FLANNEL_MTU`), bytes: the IPv4 device's, and dual-stack no more
+    /// than the IPv6 one's (its headers are 20 bytes longer), so a container's packets fit
+    /// either tunnel without a round of path MTU discovery.
+    fn mtu(&self) -> u32 {
+        let ipv6 = self.ipv6.as_ref().and_then(|v6| v6.spec.as_ref()).map(|spec| spec.mtu);
+        ipv6.map_or(self.spec.mtu, |mtu| mtu.min(self.spec.mtu))
+    }
+
+    /// Moves the kernel to the desired state, the IPv4 device's and, dual-stack, the IPv6
+    /// one's. Returns whether the pass ran: our devices and addresses are set up and every peer
+    /// was tried. Failures are logged here (a peer's once while it lasts) and retried on the
+    /// next pass.
     async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
         self.record.started();
         let started = std::time::Instant::now();
-        let applied = self.reconcile_once(own, leases).await;
-        let ran = applied.is_some();
-        let failures = applied.map_or(0, |a| {
-            let count = a.failures.len();
-            let transitions = self.record.failures(a.failures);
+        let Some((desired, applied)) = self.reconcile_ipv4(own, leases).await else {
+            tracing::debug!(ran = false, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
+            self.record.ended(false, 0);
+            return false;
+        };
+        let ipv6 = match self.ipv6.is_some() {
+            true => Some(self.reconcile_ipv6(own, leases).await),
+            false => None,
+        };
+        let ran = !matches!(ipv6, Some(None));
+        let ipv6 = ipv6.flatten();
+        self.record.applied(own, leases, &desired, &applied, ipv6.as_ref().map_or(0, |a| a.written));
+        drop(desired);
+        let mut failures = applied.failures.len();
+        let transitions = self.record.failures(applied.failures);
+        self.warnings.log_refusals(&transitions);
+        if let Some(applied) = ipv6 {
+            failures += applied.failures.len();
+            let transitions = self.record.ipv6_failures(applied.failures);
             self.warnings.log_refusals(&transitions);
-            count
-        });
+        }
         tracing::debug!(ran, failures, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
         self.record.ended(ran, failures);
         ran
     }
 
-    /// One pass; `None` when it could not reach the peers (no underlay, no device, the kernel's
-    /// tables unreadable), else what the kernel accepted and refused.
-    async fn reconcile_once(&mut self, own: &Lease, leases: &LeaseSet) -> Option<Applied> {
+    /// The IPv4 part of a pass; `None` when it could not reach the peers (no underlay, no
+    /// device, the kernel's tables unreadable), else the state it wanted and what the kernel
+    /// accepted and refused.
+    async fn reconcile_ipv4(&mut self, own: &Lease, leases: &LeaseSet) -> Option<(Arc<KernelState>, Applied)> {
         let underlay_changed = self.device_changes.take_underlay_changed();
         if !self.underlay.follow(&self.kernel, underlay_changed).await {
             return None;
         }
         let underlay = self.underlay.current();
         let public_ip = underlay.public_ip;
-        advertise(&self.attrs, public_ip, own);
+        let ipv6 = self.ipv6.as_ref().and_then(|v6| Some((underlay.public_ipv6?, v6.mac)));
+        advertise(&self.attrs, public_ip, ipv6, own);
         self.spec = device::desired_device(&self.config, underlay, own.attrs.backend_data.vtep_mac);
-        let device = match self.ensure_device(own).await {
-            Ok(device) => {
-                self.device_changes.follow_index(device.index);
-                device
-            }
-            Err(e) => {
-                tracing::error!(error = %e, device = %self.spec.name, "cannot set up the VXLAN device; retrying");
-                return None;
-            }
-        };
-        // The last pass's wanted state goes before this pass reads and builds its own, so three
-        // full states never coexist (peak RSS at thousands of peers). Until `want` below, every
-        // neighbour notification wakes us: a change made while we read is not missed.
-        self.device_changes.forget_wanted();
-        let (actual, context) = match self.kernel.read_state(device.index, self.config.network).await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the kernel's tables; retrying");
-                return None;
-            }
-        };
+        let target = FamilyTarget { spec: self.spec.clone(), own_subnet: own.subnet, network: self.config.network };
         let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
-        let (desired, skipped) = desired_state(&self.config, &us, leases, &context);
-        self.warnings.warn_once(leases, skipped, &desired, &context);
-        let desired = Arc::new(desired);
-        // Before writing: the echoes of our writes then agree with it and wake nobody.
-        self.device_changes.want(Arc::clone(&desired));
-        let mut plan = plan(&desired, &actual);
-        // A subnet whose key exists but cannot be read keeps what the kernel has for it (a
-        // restart has no last good value) until the key is fixed or deleted.
-        plan.remove = plan.removals_keeping(&leases.unreadable.keys().copied().collect());
-        let mut applied = Applied::default();
-        if !plan.is_empty() {
-            tracing::debug!(
-                added = plan.add.entry_count(),
-                rewritten = plan.rewrite_nexthops.len(),
-                removed = plan.remove.entry_count(),
-                "applying kernel changes"
-            );
-            applied = apply::apply(&self.kernel, device.index, &plan, &desired, &actual).await;
-        }
-        self.record.applied(own, leases, &desired, &applied);
-        Some(applied)
+        let keep = leases.unreadable.keys().copied().collect();
+        let config = &self.config;
+        let desired = |context: &KernelContext| desired_state(config, &us, leases, context);
+        let pass = run_family(&self.kernel, &self.device_changes.ipv4, &target, desired, &keep).await?;
+        self.record.skipped::<std::net::Ipv4Addr>(&pass.skipped);
+        self.warnings.warn_once(leases, pass.skipped, &pass.desired, &pass.context);
+        Some((pass.desired, pass.applied))
     }
 
-    async fn ensure_device(&self, own: &Lease) -> Result<VxlanDevice, NetlinkError> {
-        let device = device::ensure(&self.kernel, &self.spec).await?;
-        let address = Ipv4Network::new(model::vtep_address(own.subnet), 32).expect("/32 is valid");
-        self.kernel.ensure_address(device.index, address).await?;
-        Ok(device)
+    /// The IPv6 part of a pass, on `flannel-v6.<VNI>`: as the IPv4 part, from the leases' IPv6
+    /// parts. `None` when it could not reach the peers, which includes an underlay without an
+    /// IPv6 address (logged once while it lasts).
+    async fn reconcile_ipv6(&mut self, own: &Lease, leases: &LeaseSet) -> Option<Applied<Ipv6Addr>> {
+        let (v6, watch) = (self.ipv6.as_mut()?, self.device_changes.ipv6.as_ref()?);
+        let underlay = self.underlay.current();
+        let inputs = (underlay.public_ipv6, own.ipv6_subnet, self.config.ipv6.map(|c| c.network));
+        let (Some(public_ip), Some(own_subnet), Some(network)) = inputs else {
+            if !std::mem::replace(&mut v6.missing_logged, true) {
+                tracing::error!(iface = %underlay.name, has_ipv6_subnet = own.ipv6_subnet.is_some(), "the IPv6 overlay waits: the underlay has no global IPv6 address, or our lease no IPv6 subnet");
+            }
+            return None;
+        };
+        v6.missing_logged = false;
+        // Peers reach us at the MAC our lease advertises; the device is set back to it.
+        let mac = own.attrs.backend_v6_data.as_ref().map_or(v6.mac, |data| data.vtep_mac);
+        // The device's local is the address packets leave from; PublicIPv6 may be a NAT's.
+        let local = underlay.ipv6.unwrap_or(public_ip);
+        v6.spec = Some(device::desired_ipv6_device(&self.config, underlay, local, mac));
+        let target = FamilyTarget { spec: v6.spec.clone()?, own_subnet, network };
+        let us = ThisHost { subnet: Some(own_subnet), public_ip, vtep_mac: Some(mac) };
+        // The IPv6 subnet of a key whose value cannot be read is in its name, if anywhere.
+        let keep = leases.unreadable.keys().filter_map(|s| parse_lease_key(&leases.key_of(*s)?).ok()?.1).collect();
+        let config = &self.config;
+        let desired = |context: &KernelContext<Ipv6Addr>| desired_state(config, &us, leases, context);
+        let pass = run_family(&self.kernel, watch, &target, desired, &keep).await?;
+        self.record.skipped::<Ipv6Addr>(&pass.skipped);
+        self.record.programmed(&pass.desired, pass.applied.failed_peers().len());
+        self.warnings.warn_once_ipv6(leases, pass.skipped, &pass.desired, &pass.context);
+        Some(pass.applied)
     }
 }

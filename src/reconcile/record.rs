@@ -1,15 +1,17 @@
-//! What a pass tells the metrics: runs and errors, the entries programmed, the peers failing,
-//! repairs (a pass that writes with neither our lease nor the leases changed) and how long a
-//! lease change took to reach the kernel.
+//! What a pass tells the metrics: runs and errors, the entries programmed and the peers skipped
+//! (per address family), the peers failing, repairs (a pass that writes with neither our lease
+//! nor the leases changed) and how long a lease change took to reach the kernel.
 
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 
 use crate::lease::{Lease, LeaseSet};
-use crate::model::KernelState;
+use crate::model::{Family, KernelState};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::apply::{Applied, Failure, Ongoing, Transitions};
+use crate::reconcile::desired::SkippedPeer;
 
 /// The metrics and what they need remembered between passes.
 pub struct PassRecord {
@@ -20,11 +22,13 @@ pub struct PassRecord {
     /// Kernel entries refused in the last pass, retried every pass and logged when they start
     /// and when they end.
     failing: Ongoing,
+    /// The same for the IPv6 device's entries.
+    failing_ipv6: Ongoing<Ipv6Addr>,
 }
 
 impl PassRecord {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        PassRecord { metrics, last_reconciled: None, failing: Ongoing::default() }
+        PassRecord { metrics, last_reconciled: None, failing: Ongoing::default(), failing_ipv6: Ongoing::default() }
     }
 
     /// A pass starts.
@@ -43,16 +47,45 @@ impl PassRecord {
     /// and counts the peers whose entries fail.
     pub fn failures(&mut self, failures: Vec<Failure>) -> Transitions {
         let transitions = self.failing.update(failures);
-        self.metrics.set_failing(self.failing.peer_count(), &self.failing.count_by_kind());
+        self.publish_failing();
         transitions
     }
 
-    /// Updates the metrics after a pass. Only changes the kernel accepted count: retrying a
-    /// refused entry every pass repairs nothing.
-    pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied) {
-        self.metrics.set_programmed(desired, applied.failed_peers().len());
+    /// [`PassRecord::failures`] for the IPv6 device's entries.
+    pub fn ipv6_failures(&mut self, failures: Vec<Failure<Ipv6Addr>>) -> Transitions<Ipv6Addr> {
+        let transitions = self.failing_ipv6.update(failures);
+        self.publish_failing();
+        transitions
+    }
+
+    /// The failing peers and entries of both devices, as the metrics count them: a peer
+    /// failing on both devices counts once per device.
+    fn publish_failing(&self) {
+        let mut by_kind = self.failing.count_by_kind();
+        for (kind, count) in self.failing_ipv6.count_by_kind() {
+            *by_kind.entry(kind).or_default() += count;
+        }
+        self.metrics.set_failing(self.failing.peer_count() + self.failing_ipv6.peer_count(), &by_kind);
+    }
+
+    /// Counts the peer leases (or their parts of family `A`) a pass of that family skipped.
+    pub fn skipped<A: Family>(&self, skipped: &[SkippedPeer]) {
+        self.metrics.peers_skipped.set::<A>(skipped.len() as i64);
+    }
+
+    /// Records the entries of family `A`'s device after its pass wrote `desired` except for
+    /// `failed_peers` peers ([`PassRecord::applied`] does it for IPv4).
+    pub fn programmed<A: Family>(&self, desired: &KernelState<A>, failed_peers: usize) {
+        self.metrics.set_programmed(desired, failed_peers);
+    }
+
+    /// Updates the metrics after a pass. Only changes the kernel accepted count (with
+    /// `ipv6_written`, those on the IPv6 device): retrying a refused entry every pass repairs
+    /// nothing.
+    pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied, ipv6_written: usize) {
+        self.programmed(desired, applied.failed_peers().len());
         let inputs = (own.subnet, leases.revision);
-        let changes = applied.written as u64;
+        let changes = (applied.written + ipv6_written) as u64;
         if self.last_reconciled == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);
             tracing::info!(entries = changes, "repaired kernel entries");

@@ -1,13 +1,13 @@
 //! Following the underlay while the daemon runs: look it up again when a link or address
 //! changed (or the resync is due), keep the interface in use when it stops matching, and ask the
-//! lease keeper to advertise a new PublicIP.
+//! lease keeper to advertise a new PublicIP or PublicIPv6.
 
 use std::mem::Discriminant;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tokio::sync::watch;
 
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::{Lease, LeaseAttrs, MacAddr};
 use crate::netlink::Kernel;
 use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
 
@@ -52,7 +52,9 @@ impl UnderlayFollower {
         if !(changed || self.lookup_due) {
             return true;
         }
-        let problem = match underlay::find(kernel, &self.choice).await {
+        // IPv6 is looked up again when the underlay had it at start (the config enables IPv6).
+        let ipv6 = self.current.ipv6.is_some();
+        let problem = match underlay::find(kernel, &self.choice, ipv6).await {
             Ok(found) => {
                 self.found(found);
                 return true;
@@ -84,7 +86,7 @@ impl UnderlayFollower {
     fn found(&mut self, found: Underlay) {
         if found != self.current {
             let (from, to) = (&self.current, &found);
-            tracing::info!(iface = %to.name, index = to.index, local_ip = %to.ip, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = %from.ip, "underlay changed; following it");
+            tracing::info!(iface = %to.name, index = to.index, local_ip = %to.ip, local_ipv6 = ?to.ipv6, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = %from.ip, was_ipv6 = ?from.ipv6, "underlay changed; following it");
         }
         self.current = found;
         self.lookup_due = false;
@@ -95,10 +97,16 @@ impl UnderlayFollower {
 }
 
 /// Asks the lease keeper (through `attrs`) to advertise `public_ip` (the underlay was
-/// readdressed) if our lease says otherwise.
-pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, own: &Lease) {
-    if own.attrs.public_ip != public_ip {
-        let wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
+/// readdressed) if our lease says otherwise; dual-stack, with `ipv6` (the underlay's public
+/// IPv6 and the IPv6 device's MAC), also that PublicIPv6, and a BackendV6Data if our lease
+/// has none (it keeps the MAC it advertises: the device is set back to that one).
+pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, ipv6: Option<(Ipv6Addr, MacAddr)>, own: &Lease) {
+    let mut wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
+    if let Some((public_ipv6, mac)) = ipv6 {
+        let mac = own.attrs.backend_v6_data.as_ref().map_or(mac, |data| data.vtep_mac);
+        wanted = wanted.with_ipv6(public_ipv6, mac);
+    }
+    if own.attrs != wanted {
         attrs.send_if_modified(|current| {
             let modified = *current != wanted;
             *current = wanted;

@@ -3,14 +3,15 @@
 //! reason, and each kind within a [`LogBudget`], so hostile or broken leases cannot flood the log.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::lease::LeaseSet;
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
-use crate::model::{KernelContext, KernelState, NexthopSupport};
+use crate::model::{Family, KernelContext, KernelState, NexthopSupport};
 use crate::reconcile::apply::Transitions;
 use crate::reconcile::desired::SkippedPeer;
 
@@ -18,7 +19,10 @@ use crate::reconcile::desired::SkippedPeer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum PeerWarning {
     Skipped,
+    /// Skipped on the IPv6 device (its reason may differ from the IPv4 one's).
+    SkippedIpv6,
     NexthopTaken,
+    NexthopTakenIpv6,
 }
 
 /// The warnings a peer's lease can cause: each once per peer and reason, and each kind within
@@ -57,27 +61,59 @@ impl PeerWarnings {
     /// route that cannot point at its nexthop because another program's nexthop has the id;
     /// within each kind's budget, so a peer rewriting its value cannot flood the log.
     pub fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
-        self.flush(Instant::now());
-        self.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
-        for peer in skipped {
-            if self.first(peer.subnet, PeerWarning::Skipped, &peer.reason) {
-                log_within!(self.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
-            }
-        }
-        // Where the kernel has nexthops, desired_state gives a route none only for a taken id.
+        self.warn_skipped(leases, skipped, PeerWarning::Skipped);
+        self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTaken, |subnet| Some(*subnet));
+    }
+
+    /// [`PeerWarnings::warn_once`] for the IPv6 device's pass: the leases it skips (their IPv6
+    /// part, or the whole lease) and its routes in flanneld's form, remembered apart from the
+    /// IPv4 pass's, under the lease they belong to.
+    pub fn warn_once_ipv6(
+        &mut self,
+        leases: &LeaseSet,
+        skipped: Vec<SkippedPeer>,
+        desired: &KernelState<Ipv6Addr>,
+        context: &KernelContext<Ipv6Addr>,
+    ) {
+        self.warn_skipped(leases, skipped, PeerWarning::SkippedIpv6);
+        // A route in flanneld's form is rare (another program holds its id): a scan is enough.
+        let lease_of = |subnet: &Ipv6Network| leases.leases.values().find(|l| l.ipv6_subnet == Some(*subnet)).map(|l| l.subnet);
+        self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTakenIpv6, lease_of);
+    }
+
+    /// Warns once per peer (named by its lease's IPv4 subnet, `lease_of` the route's) about a
+    /// route without its nexthop: where the kernel has nexthops, desired_state gives a route
+    /// none only for a taken id.
+    fn warn_nexthops_taken<A: Family>(
+        &mut self,
+        desired: &KernelState<A>,
+        context: &KernelContext<A>,
+        kind: PeerWarning,
+        lease_of: impl Fn(&A::Network) -> Option<Ipv4Network>,
+    ) {
         if context.nexthops == NexthopSupport::Unavailable {
             return;
         }
         for route in desired.routes.iter().filter(|r| r.nexthop.is_none()) {
-            if self.first(route.subnet, PeerWarning::NexthopTaken, "") {
+            if lease_of(&route.subnet).is_some_and(|lease| self.first(lease, kind, "")) {
                 log_within!(self.nexthop_taken, warn, subnet = %route.subnet, gateway = %route.gateway, "another program's nexthop has this peer's id; its route takes flanneld's form instead");
+            }
+        }
+    }
+
+    fn warn_skipped(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, kind: PeerWarning) {
+        self.flush(Instant::now());
+        self.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
+        for peer in skipped {
+            if self.first(peer.subnet, kind, &peer.reason) {
+                log_within!(self.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
             }
         }
     }
 
     /// Logs each kernel refusal once when it starts and once when it ends, so a refusal that
     /// lasts costs two log lines, not one per pass.
-    pub fn log_refusals(&mut self, transitions: &Transitions) {
+    pub fn log_refusals<A: Family>(&mut self, transitions: &Transitions<A>) {
         for f in &transitions.started {
             let (errno, peer) = (f.errno.map(|e| format!("{e:?}")), f.peer.map(|p| p.to_string()));
             let peer = peer.as_deref().unwrap_or("none (leftover entry)");

@@ -1,0 +1,66 @@
+//! Reading the kernel for the underlay choice: [`find`] dumps what the rules need and applies
+//! them; [`by_index`] re-reads the interface in use when the flags no longer match.
+
+use super::ipv6::kept_ipv6;
+use super::{choose, usable_addresses, HostView, Ipv6View, Underlay, UnderlayChoice, UnderlayError};
+use crate::netlink::{Kernel, NetlinkError};
+
+/// Reads links and addresses (and the routes the choice needs) and chooses the underlay, with
+/// its IPv6 addresses when `ipv6` (the network config enables IPv6); a flag that gave nothing
+/// before the one that did is logged as a warning.
+///
+/// # Errors
+/// The kernel could not be read, or [`choose`] found no underlay.
+pub async fn find(kernel: &Kernel, choice: &UnderlayChoice, ipv6: bool) -> Result<Underlay, UnderlayError> {
+    let mut host = HostView { links: kernel.ipv4_links().await?, ..HostView::default() };
+    if let Some(destination) = choice.can_reach {
+        host.can_reach = Some((destination, kernel.route_get(destination).await?));
+    }
+    let by_default_route = !choice.names_an_interface() && choice.public_ip.is_none();
+    if by_default_route {
+        host.default_route = kernel.default_route().await?;
+    }
+    if ipv6 {
+        let default_route = match by_default_route && choice.public_ipv6.is_none() {
+            true => kernel.default_route_v6().await?,
+            false => None,
+        };
+        host.ipv6 = Some(Ipv6View { addresses: kernel.ipv6_addresses().await?, default_route });
+    }
+    let chosen = choose(choice, &host)?;
+    for miss in &chosen.skipped {
+        tracing::warn!(%miss, "underlay flag matched nothing; trying the next one");
+    }
+    Ok(chosen.underlay)
+}
+
+/// `ip -4 addr show` (and `ip -6 addr show` when the underlay has IPv6), for the interface
+/// `underlay` names by index, when the flags no longer match anything (an interface chosen by
+/// name was renamed, the default route went with its address): the same interface as it is now,
+/// with its name and MTU, keeping each of the underlay's addresses while it holds it and
+/// otherwise taking its first usable one (flanneld's rule for an interface named by `--iface`);
+/// each public address follows its local one unless a flag set it apart. `None` when the
+/// interface is gone or lacks a usable address of a family the underlay has.
+///
+/// # Errors
+/// The link or address dump failed.
+pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Underlay>, NetlinkError> {
+    let links = kernel.ipv4_links().await?;
+    let Some(link) = links.iter().find(|link| link.index == underlay.index) else { return Ok(None) };
+    let ip = match link.addresses.contains(&underlay.ip) {
+        true => underlay.ip,
+        false => match usable_addresses(&link.addresses).first() {
+            Some(ip) => *ip,
+            None => return Ok(None),
+        },
+    };
+    let public_ip = if underlay.public_ip == underlay.ip { ip } else { underlay.public_ip };
+    let (ipv6, public_ipv6) = match underlay.ipv6 {
+        Some(_) => match kept_ipv6(underlay, &kernel.ipv6_addresses().await?) {
+            Some((ipv6, public_ipv6)) => (Some(ipv6), Some(public_ipv6)),
+            None => return Ok(None),
+        },
+        None => (None, None),
+    };
+    Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, ipv6, public_ipv6 }))
+}
