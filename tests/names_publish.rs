@@ -3,7 +3,8 @@
 //! "db" in etcd in the SkyDNS layout (checked with `etcdctl get`, key and JSON exactly); a
 //! name that is no DNS label is skipped with one warning; `weftd link-env db` prints docker's
 //! link variables byte for byte, and a container on host B started with them as `--env-file`
-//! reaches db across the overlay; `weftd status --names` lists it; `docker stop` withdraws it
+//! reaches db across the overlay; host B's DNS server answers db's A and SRV records to that
+//! container; `weftd status --names` and `/metrics` count it; `docker stop` withdraws it
 //! within 1 s; a docker restart publishes it again; a weftd restart deletes the names of
 //! containers removed meanwhile and leaves the others untouched; a weftd killed for good
 //! takes its names with it when its names lease expires.
@@ -76,10 +77,9 @@ fn containers_are_published_followed_and_withdrawn() {
     // weftd before docker, as systemd orders them.
     let docker_host = Dockerd::socket_uri(&lab, a);
     let mut weftd_a = start_names_weftd(&lab, a, &docker_host, "60s");
-    let _weftd_b = lab.start_weftd(b, &["--ip-masq"]);
-    for n in [a, b] {
-        lab.wait_subnet_env(n, CONVERGE);
-    }
+    let _weftd_b = start_names_weftd(&lab, b, &Dockerd::socket_uri(&lab, b), "60s");
+    let gateway_b = lab.wait_subnet_env(b, CONVERGE)["FLANNEL_SUBNET"].split('/').next().unwrap().to_string();
+    lab.wait_subnet_env(a, CONVERGE);
     weftd_a.wait_log("docker is not answering yet", CONVERGE);
     let image = BusyboxImage::build(lab.dir());
     let (mut docker_a, words_a) = start_dockerd(&lab, a);
@@ -98,6 +98,7 @@ fn containers_are_published_followed_and_withdrawn() {
     assert_eq!(lab.etcd_records("/skydns/local/weft/bad-"), [], "a name that is no DNS label is not published");
 
     check_link_env(&lab, b, &docker_a, &docker_b, &ip);
+    check_dns_on_b(&docker_b, &gateway_b, &ip);
     check_status(&lab, a, &ip);
 
     // Withdrawn at once when it stops, published again when it starts.
@@ -190,6 +191,23 @@ fn check_link_env(lab: &Lab, b: usize, docker_a: &Dockerd, docker_b: &Dockerd, i
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
     assert_eq!(page, "db-on-a");
+}
+
+/// The DNS server of host B's weftd (on its docker0 address) answers db's address and port,
+/// to a container on host B, from the records host A's weftd published.
+fn check_dns_on_b(docker_b: &Dockerd, gateway_b: &str, ip: &str) {
+    let queries: [(&[&str], &str); 2] = [(&["db.weft.local"], ip), (&["-type=srv", "_6379._tcp.db.weft.local"], "6379")];
+    for (query, want) in queries {
+        let mut args = vec!["timeout", "4", "nslookup"];
+        args.extend_from_slice(query);
+        args.push(gateway_b);
+        let answer = poll(&format!("nslookup {query:?} from a container on host B"), CONVERGE, || {
+            let out = docker_b.exec("app", &args);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains(want).then_some(text)
+        });
+        println!("{}", answer.trim());
+    }
 }
 
 /// `weftd status --names` on host A lists db with its address and port; `/metrics` counts
