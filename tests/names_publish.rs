@@ -36,7 +36,7 @@ fn start_names_weftd(lab: &Lab, n: usize, docker_host: &str, lease_ttl: &str) ->
 
 fn start_dockerd(lab: &Lab, n: usize) -> (Dockerd, Vec<String>) {
     lab.host(n).exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-    let words = docker_opts_words(&weftd_docker_opts(lab, n));
+    let words = docker_opts_words(&weftd_docker_opts(lab, n, &[]));
     (Dockerd::start(lab, n, &words), words)
 }
 
