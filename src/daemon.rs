@@ -23,6 +23,9 @@ use crate::keeper::{acquire, LeaseKeeper};
 use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
 use crate::model;
 use crate::names::dns::{self, DnsError, DnsOptions};
+use crate::names::docker;
+use crate::names::publish::Publisher;
+use crate::names::skydns::Domain;
 use crate::netlink::{self, Kernel, NetlinkError};
 use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
@@ -56,6 +59,18 @@ pub struct DaemonOptions {
     pub metrics: Option<std::net::TcpListener>,
     /// `--names`: the DNS server on docker0 for this domain's names; `None` without it.
     pub names_dns: Option<DnsOptions>,
+    /// `--names`: publish this host's containers; `None` (the default) leaves docker alone.
+    pub names: Option<NamesOptions>,
+}
+
+/// How names are published (`--names`, `--names-domain`, `--docker-host`, `--names-lease-ttl`).
+#[derive(Debug, Clone)]
+pub struct NamesOptions {
+    pub domain: Domain,
+    /// `unix:///var/run/docker.sock`, or `tcp://HOST:PORT`.
+    pub docker_host: String,
+    /// The TTL of the etcd lease the records hang on.
+    pub lease_ttl: Duration,
 }
 
 /// Why the daemon stopped with an error.
@@ -250,7 +265,8 @@ async fn final_underlay(
 }
 
 /// Starts the tasks that follow the leases and hold ours (and those that act on them: the peer
-/// log, the iptables rules, the DNS server on docker0's address); returns our lease, every lease, and where to ask for new attrs.
+/// log, the iptables rules, the DNS server on docker0's address, the names publisher); returns
+/// our lease, every lease, and where to ask for new attrs.
 fn start_lease_tasks(
     tasks: &mut Tasks,
     registry: Registry,
@@ -265,6 +281,9 @@ fn start_lease_tasks(
     let (attrs_tx, attrs_rx) = watch::channel(attrs);
     if let Some(names) = options.names_dns.clone() {
         tasks.spawn("DNS server", dns::serve(registry.clone(), names, own_rx.clone(), Arc::clone(metrics)));
+    }
+    if let Some(names) = options.names.clone() {
+        start_names_tasks(tasks, names, registry.clone(), own_rx.clone(), metrics);
     }
     tasks.spawn_forever(
         "lease follower",
@@ -295,6 +314,27 @@ fn start_lease_tasks(
         tasks.spawn_forever("ip6tables rules", ipmasq::keep_rules(ipv6.network, rules, own_rx.clone()));
     }
     (own_rx, leases_rx, attrs_tx)
+}
+
+/// Starts the tasks of `--names`: one follows docker, one keeps this host's records in etcd.
+fn start_names_tasks(
+    tasks: &mut Tasks,
+    names: NamesOptions,
+    registry: Registry,
+    own: watch::Receiver<Lease>,
+    metrics: &Arc<Metrics>,
+) {
+    let (containers_tx, containers_rx) = watch::channel(None);
+    tasks.spawn_forever("docker follower", docker::follow(names.docker_host, containers_tx));
+    let publisher = Publisher {
+        registry,
+        domain: names.domain,
+        lease_ttl: names.lease_ttl,
+        containers: containers_rx,
+        own,
+        metrics: Arc::clone(metrics),
+    };
+    tasks.spawn_forever("names publisher", publisher.run());
 }
 
 /// Whether etcd answers a trivial request now: the probe behind `/healthz`.

@@ -12,10 +12,12 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use weft::daemon::NamesOptions;
 use weft::daemon::{self, DaemonOptions};
 use weft::docker_opts::{self, DockerOptsRequest};
 use weft::etcd::EtcdOptions;
 use weft::names::dns::DnsOptions;
+use weft::names::link_env;
 use weft::names::skydns::Domain;
 use weft::status;
 use weft::underlay::{self, UnderlayChoice};
@@ -117,16 +119,25 @@ struct Flags {
     /// Port of the Prometheus /metrics endpoint; 0 disables it (weft extension).
     #[arg(long, env = "FLANNELD_METRICS_PORT", default_value_t = 0)]
     metrics_port: u16,
-    /// Names across hosts: serve DNS for containers' names on docker0's address (UDP and TCP
-    /// port 53), from etcd's SkyDNS records of --names-domain, other names through the
-    /// resolvers of /etc/resolv.conf (weft extension). With `docker-opts`: also write docker's
+    /// Names across hosts: publish this host's running containers in etcd under their names
+    /// (SkyDNS layout), and serve DNS for them on docker0's address (UDP and TCP port 53), other
+    /// names through the resolvers of /etc/resolv.conf (weft extension). Off by default: then
+    /// weftd talks to neither docker nor DNS clients. With `docker-opts`: also write docker's
     /// --dns=<docker0 address> and --dns-search=<names domain>.
     #[arg(long, global = true, env = "FLANNELD_NAMES", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     names: bool,
-    /// The DNS domain containers' names are published and served under (weft extension).
+    /// The DNS domain containers' names are published and served under (db.weft.local is
+    /// /skydns/local/weft/db; weft extension).
     #[arg(long, global = true, env = "FLANNELD_NAMES_DOMAIN", default_value = "weft.local")]
     names_domain: Domain,
+    /// The docker daemon to follow with --names: unix://PATH or tcp://HOST:PORT.
+    #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+    docker_host: String,
+    /// Lifetime of the etcd lease the names hang on, renewed every third of it: a host that
+    /// dies takes its names with it after this long (weft extension).
+    #[arg(long, env = "FLANNELD_NAMES_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    names_lease_ttl: Duration,
     /// Log verbosity: 0 info, 1 debug, 2 or more trace. RUST_LOG overrides it.
     #[arg(long = "v", env = "FLANNELD_V", default_value_t = 0)]
     verbosity: u8,
@@ -148,6 +159,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print docker's legacy link variables (DB_PORT, DB_PORT_6379_TCP_ADDR, ..., DB_NAME) for
+    /// a published name, read from etcd, as KEY=value lines for `docker run --env-file`.
+    LinkEnv(LinkEnvFlags),
+}
+
+#[derive(Debug, Args)]
+struct LinkEnvFlags {
+    /// The published name (a DNS label: `db` for db.weft.local).
+    name: String,
+    /// The alias the variables are named after (DB_... for db); the name by default.
+    #[arg(long)]
+    alias: Option<String>,
+    /// The container the variables are for, in <ALIAS>_NAME=/<recipient>/<alias>.
+    #[arg(long, default_value = link_env::DEFAULT_RECIPIENT)]
+    recipient: String,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +247,9 @@ fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
+    if flags.names {
+        weft::names::docker::check_host(&flags.docker_host)?;
+    }
     let iface_regex = flags
         .iface_regex
         .iter()
@@ -254,7 +283,14 @@ fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
         // with the same FLANNELD_* environment, must not try to take the daemon's ports.
         healthz: None,
         metrics: None,
-        names_dns: flags.names.then(|| DnsOptions { domain: flags.names_domain, resolv_conf: PathBuf::from("/etc/resolv.conf") }),
+        names_dns: flags
+            .names
+            .then(|| DnsOptions { domain: flags.names_domain.clone(), resolv_conf: PathBuf::from("/etc/resolv.conf") }),
+        names: flags.names.then_some(NamesOptions {
+            domain: flags.names_domain,
+            docker_host: flags.docker_host,
+            lease_ttl: flags.names_lease_ttl,
+        }),
     })
 }
 
@@ -296,6 +332,7 @@ fn one_malloc_arena() {
 
 /// `weftd status`: exit 0 healthy, 1 unhealthy, 2 unable to tell.
 fn show_status(flags: Flags, json: bool) -> ExitCode {
+    let names = flags.names.then(|| flags.names_domain.clone());
     let result = options(flags).and_then(|options| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
@@ -307,7 +344,9 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
                 Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
             };
             let underlay = underlay.map_err(|e| e.to_string());
-            Ok::<_, anyhow::Error>(status::assess(&status::observe(&options.etcd, public_ip, underlay, &kernel).await?))
+            Ok::<_, anyhow::Error>(status::assess(
+                &status::observe(&options.etcd, public_ip, underlay, &kernel, names.as_ref()).await?,
+            ))
         })
     });
     match result {
@@ -328,6 +367,21 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `weftd link-env`: exit 0 with the variables on stdout, 1 when the name is unknown or etcd
+/// cannot be read.
+fn show_link_env(flags: Flags, link: LinkEnvFlags) -> ExitCode {
+    let domain = flags.names_domain.clone();
+    let alias = link.alias.clone().unwrap_or_else(|| link.name.clone());
+    let result = options(flags).and_then(|options| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let registry = runtime.block_on(weft::etcd::Registry::connect(&options.etcd))?;
+        Ok(runtime.block_on(link_env::read(&registry, &domain, &link.name, &alias, &link.recipient))?)
+    });
+    let Err(e) = result.map(|env| print!("{env}")) else { return ExitCode::SUCCESS };
+    eprintln!("weftd link-env: {e:#}");
+    ExitCode::FAILURE
 }
 
 async fn shutdown_signal() {
@@ -371,6 +425,7 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::Status { json }) => return show_status(flags, json),
+        Some(Command::LinkEnv(link)) => return show_link_env(flags, link),
         None => {}
     }
     init_logging(flags.verbosity);
@@ -393,56 +448,5 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Flags {
-        let args = std::iter::once("weftd").chain(args.iter().copied()).map(String::from);
-        let matches = Flags::command().try_get_matches_from(go_style(args)).unwrap();
-        Flags::from_arg_matches(&matches).unwrap()
-    }
-
-    #[test]
-    fn go_style_single_and_double_dash_flags() {
-        let flags =
-            parse(&["-etcd-endpoints=http://a:2379,http://b:2379", "--iface", "eth1", "-iface=10.0.0.5", "-ip-masq", "-v=2"]);
-        assert_eq!(flags.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
-        assert_eq!(flags.iface, ["eth1", "10.0.0.5"]);
-        assert!(flags.ip_masq);
-        assert_eq!(flags.verbosity, 2);
-        let flags = parse(&["--ip-masq=false", "-subnet-lease-ttl", "30s", "--subnet-lease-renew-margin=5"]);
-        assert!(!flags.ip_masq);
-        assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(30));
-        assert_eq!(flags.subnet_lease_renew_margin, 5);
-        let flags = parse(&["-iptables-resync=30", "--iface-can-reach", "198.18.0.2"]);
-        assert_eq!(flags.iptables_resync, 30);
-        assert_eq!(flags.iface_can_reach, Some(Ipv4Addr::new(198, 18, 0, 2)));
-    }
-
-    #[test]
-    fn public_ipv6_in_every_form_flanneld_takes() {
-        let fd = |last| Some(Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, last));
-        assert_eq!(parse(&["-public-ipv6=fd18::11"]).public_ipv6, fd(0x11));
-        assert_eq!(parse(&["-public-ipv6", "fd18::12"]).public_ipv6, fd(0x12));
-        assert_eq!(parse(&["--public-ipv6=fd18::13", "-iface=fd18::13"]).public_ipv6, fd(0x13));
-        assert_eq!(parse(&["-iface=fd18::13"]).iface, ["fd18::13"]);
-        assert_eq!(parse(&[]).public_ipv6, None);
-        let args = ["weftd", "-public-ipv6=10.0.0.1"].map(String::from);
-        assert!(Flags::command().try_get_matches_from(go_style(args.into_iter())).is_err(), "an IPv4 address is refused");
-    }
-
-    #[test]
-    fn flanneld_defaults() {
-        let flags = parse(&[]);
-        assert_eq!(flags.etcd_prefix, "/coreos.com/network");
-        assert_eq!(flags.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
-        assert_eq!(flags.subnet_lease_ttl, Duration::from_secs(24 * 3600));
-        assert!(flags.iptables_forward_rules && !flags.ip_masq);
-        assert_eq!(flags.iptables_resync, 5);
-        assert!(!flags.names);
-        assert_eq!(flags.names_domain.to_string(), "weft.local");
-        let flags = parse(&["--names", "-names-domain=Cluster.Example."]);
-        assert!(flags.names);
-        assert_eq!(flags.names_domain.to_string(), "cluster.example");
-    }
-}
+#[path = "main_tests.rs"]
+mod tests;

@@ -16,9 +16,11 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::device;
-use crate::etcd::{EtcdOptions, MalformedLease, Registry, RegistryError};
+use crate::etcd::{EtcdOptions, MalformedLease, NameKey, Registry, RegistryError};
 use crate::lease::{EtcdLeaseId, Lease};
 use crate::model::{self, KernelContext, KernelState};
+use crate::names::publish::{self, PublishedName};
+use crate::names::skydns::Domain;
 use crate::netlink::{Kernel, KernelFamily, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::ThisHost;
 use crate::underlay::Underlay;
@@ -111,6 +113,9 @@ pub struct Status {
     pub device_drift: Vec<String>,
     /// Why no underlay matches how it is chosen, if none does.
     pub underlay_problem: Option<String>,
+    /// With `--names`: this host's published names (records in our subnet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<PublishedName>>,
     pub healthy: bool,
     /// The IPv6 side, for a dual-stack network.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +140,8 @@ pub struct Observed {
     pub context: KernelContext,
     /// The IPv6 device's entries and context, for a dual-stack network.
     pub ipv6: Option<ObservedFamily<Ipv6Addr>>,
+    /// With `--names`: the domain, and every key below its prefix.
+    pub names: Option<(Domain, Vec<NameKey>)>,
 }
 
 /// What the kernel shows for one family's device.
@@ -197,6 +204,10 @@ pub fn assess(observed: &Observed) -> Status {
         device_drift,
         underlay_problem: observed.underlay.as_ref().err().cloned(),
         ipv6: v6.map(|(status, _)| status),
+        names: observed
+            .names
+            .as_ref()
+            .map(|(domain, keys)| own_subnet.map(|s| publish::published_names(domain, s, keys)).unwrap_or_default()),
     }
 }
 
@@ -299,12 +310,14 @@ fn ipv6_device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
 const TTL_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// Reads etcd and the kernel. `public_ip` identifies this host's lease.
-/// `underlay` is the interface flanneld's rules choose now, or why none matches.
+/// `underlay` is the interface flanneld's rules choose now, or why none matches; `names` the
+/// domain whose records are read (`--names`).
 pub async fn observe(
     etcd: &EtcdOptions,
     public_ip: Ipv4Addr,
     underlay: Result<Underlay, String>,
     kernel: &Kernel,
+    names: Option<&Domain>,
 ) -> Result<Observed, StatusError> {
     let unreachable = |source| StatusError::Etcd { endpoints: etcd.endpoints.join(","), source };
     let registry = Registry::connect(etcd).await.map_err(unreachable)?;
@@ -329,6 +342,10 @@ pub async fn observe(
         None => None,
     };
     let malformed = listing.malformed;
+    let names = match names {
+        Some(domain) => Some((domain.clone(), registry.list_names(&domain.prefix()).await.map_err(unreachable)?)),
+        None => None,
+    };
     Ok(Observed {
         config,
         public_ip,
@@ -340,6 +357,7 @@ pub async fn observe(
         underlay,
         context: v4.context,
         ipv6: ipv6.map(|(observed, device)| ObservedFamily { device, ..observed }),
+        names,
     })
 }
 

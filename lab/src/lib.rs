@@ -1,7 +1,7 @@
 //! Test lab (design.md §3): hosts as network namespaces on a shared underlay bridge, etcd in
 //! namespaces of its own, `weftd` processes, "container" namespaces and background pings, all
 //! removed on Drop; real Docker in lab hosts (`docker`); and the helpers of single topics
-//! (one module each, e.g. `drift`, `dns`, `dualstack`).
+//! (one module each, e.g. `drift`, `dns`, `dualstack`, `names`).
 //!
 //! A crate of its own (not published), used by the integration tests, `examples/demo.rs` and
 //! `examples/bench`. It drives the system through `ip`, `bridge`, `etcd`, `etcdctl`, `openssl`
@@ -25,6 +25,7 @@ pub mod firewall;
 pub mod hostile;
 pub mod http;
 pub mod links;
+pub mod names;
 
 mod etcd;
 mod etcdctl;

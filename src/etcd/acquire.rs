@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// Grants an etcd lease of `ttl` (whole seconds, at least one).
-    async fn grant(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
+    pub(super) async fn grant(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
         let seconds = ttl.as_secs().max(1) as i64;
         let id = self.call("grant lease", |c| async move { c.lease_client().grant(seconds, None).await }).await?.id();
         Ok(EtcdLeaseId(id))

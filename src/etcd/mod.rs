@@ -8,6 +8,7 @@
 //! [`Registry`] is the handle every task shares; its parts live apart: [`endpoints`] (connect,
 //! fail over, classify errors), [`keys`] (the key layout), `acquire` (create, take over,
 //! rewrite, renew), `listing` (one consistent read of every lease), `follow` (list, then watch),
+//! `names` (the SkyDNS records of `--names`, as plain keys on an etcd lease of their own),
 //! [`store`] (a store that was replaced under us) and [`outage`] (logging and backoff).
 
 mod acquire;
@@ -16,6 +17,7 @@ mod follow;
 mod ipv6_notes;
 pub mod keys;
 mod listing;
+mod names;
 pub mod outage;
 mod prefix;
 pub mod store;
@@ -33,6 +35,7 @@ pub use endpoints::{EtcdOptions, REQUEST_TIMEOUT};
 pub use ipv6_notes::ipv6_problem;
 pub use keys::Keys;
 pub use listing::{Ipv6Claim, LeaseListing, ListedKey, MalformedLease, MAX_RESPONSE_BYTES};
+pub use names::NameKey;
 pub use outage::Outage;
 pub use prefix::{PrefixChange, PrefixListing, PrefixWatch};
 pub use store::{StoreReplaced, StoreView};

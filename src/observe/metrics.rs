@@ -113,6 +113,11 @@ pub struct Metrics {
     pub watch_restarts: Counter,
     pub lease_to_kernel: Histogram,
     pub dns_queries: Family<OutcomeLabel, Counter>,
+    /// Names this host publishes (`--names`): running containers on the overlay.
+    pub names_published: Gauge,
+    /// SkyDNS records this host publishes (one per name, plus one per exposed port).
+    pub names_records: Gauge,
+    pub names_publish_errors: Counter,
 }
 
 impl Metrics {
@@ -133,6 +138,9 @@ impl Metrics {
             // 100 µs to ~3 s.
             lease_to_kernel: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             dns_queries: Family::default(),
+            names_published: Gauge::default(),
+            names_records: Gauge::default(),
+            names_publish_errors: Counter::default(),
         };
         let r = &mut metrics.registry;
         r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
@@ -181,6 +189,13 @@ impl Metrics {
             "dns_queries",
             "DNS queries on docker0 (--names), by outcome: answered, forwarded, failed",
             metrics.dns_queries.clone(),
+        );
+        r.register("names_published", "Container names this host publishes in etcd (--names)", metrics.names_published.clone());
+        r.register("names_records", "SkyDNS records this host publishes in etcd (--names)", metrics.names_records.clone());
+        r.register(
+            "names_publish_errors",
+            "Publishing passes that failed to bring etcd to the containers running (retried)",
+            metrics.names_publish_errors.clone(),
         );
         Arc::new(metrics)
     }
@@ -256,6 +271,9 @@ mod tests {
             "weft_watch_restarts_total 0",
             "weft_lease_event_to_kernel_seconds_count 1",
             "weft_dns_queries_total{outcome=\"forwarded\"} 1",
+            "weft_names_published 0",
+            "weft_names_records 0",
+            "weft_names_publish_errors_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -40,6 +40,12 @@ pub fn render(status: &Status) -> String {
     if let Some(v6) = &status.ipv6 {
         out += &ipv6_summary(status, v6);
     }
+    if let Some(names) = &status.names {
+        out += &format!("\nnames published by this host: {}\n", names.len());
+        for name in names {
+            out += &format!("{:<24} {:<15} {}\n", name.name, name.host.to_string(), name.ports.join(" "));
+        }
+    }
     out += if status.healthy { "\nhealthy\n" } else { "\nNOT healthy\n" };
     out
 }

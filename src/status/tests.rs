@@ -27,6 +27,7 @@ fn observed(kernel: Option<KernelState>) -> Observed {
         underlay: Ok(underlay()),
         context: KernelContext::default(),
         ipv6: None,
+        names: None,
     }
 }
 
@@ -242,4 +243,25 @@ fn ipv6_device_drift_is_reported() {
     let status = assess(&observed);
     assert_eq!(status.device_drift, ["flannel-v6.1: mtu 1300, should be 1430"]);
     assert!(!status.healthy);
+}
+
+#[test]
+fn with_names_this_hosts_names_are_listed() {
+    let mut observed = observed(Some(correct_kernel()));
+    let key = |key: &str, value: &str| NameKey { key: key.into(), value: value.into(), etcd_lease: Some(EtcdLeaseId(9)) };
+    let keys = vec![
+        key("/skydns/local/weft/db/0123456789ab", r#"{"host":"10.5.1.2","ttl":30}"#),
+        key("/skydns/local/weft/db/0123456789ab-6379-tcp", r#"{"host":"10.5.1.2","port":6379,"ttl":30}"#),
+        key("/skydns/local/weft/web/abcdefabcdef", r#"{"host":"10.5.2.7","ttl":30}"#),
+    ];
+    observed.names = Some(("weft.local".parse().unwrap(), keys));
+    let status = assess(&observed);
+    let names = status.names.as_deref().unwrap();
+    assert_eq!(names.len(), 1, "only this host's: {names:?}");
+    assert!(
+        render(&status).contains("names published by this host: 1\ndb                       10.5.1.2        6379/tcp\n"),
+        "{}",
+        render(&status)
+    );
+    assert!(assess(&self::observed(None)).names.is_none(), "without --names, no names section");
 }

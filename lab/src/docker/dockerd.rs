@@ -91,7 +91,7 @@ impl Dockerd {
             .args(self.daemon_flags());
         // containerd inherits it (dockerd points its own TMPDIR at the data root only after
         // starting containerd); its stack dumps would otherwise land in /tmp.
-        fs::create_dir(self.path("tmp")).expect("create the daemon's tmp dir");
+        fs::create_dir_all(self.path("tmp")).expect("create the daemon's tmp dir");
         cmd.env("TMPDIR", self.path("tmp"));
         let log = fs::File::create(self.log_path()).expect("create dockerd.log");
         cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("dup log")).stderr(log);
@@ -159,6 +159,31 @@ impl Dockerd {
 
     pub fn host_uri(&self) -> String {
         format!("unix://{}", self.path("docker.sock").display())
+    }
+
+    /// The `host_uri` host N's dockerd will have, known before it starts (a weftd started
+    /// first is given it as `--docker-host`).
+    pub fn socket_uri(lab: &Lab, n: usize) -> String {
+        format!("unix://{}", lab.dir().join(format!("docker-h{n}")).join("docker.sock").display())
+    }
+
+    /// Restarts dockerd as a service manager would: SIGTERM (docker stops its containers),
+    /// then the same daemon, dir and `opts` again; containers run with `--restart always` come
+    /// back. Panics unless the new daemon answers.
+    pub fn restart(&mut self, opts: &[String]) {
+        if let Some(mut child) = self.child.take() {
+            for pid in children_of(child.id()) {
+                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            if wait_child(&mut child, DOCKERD_STOP_TIMEOUT).is_none() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        self.kill_leftovers();
+        let _ = fs::remove_file(self.path("docker.sock"));
+        self.spawn(opts);
+        self.wait_ready();
     }
 
     pub fn log_path(&self) -> PathBuf {

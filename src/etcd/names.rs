@@ -1,0 +1,91 @@
+//! The etcd side of names (`--names`): every key below a domain's prefix in one read, and
+//! single records written on, or deleted from, an etcd lease of the names' own. The SkyDNS
+//! layout itself is the `names` module's business; here keys and values are plain text.
+
+use std::time::Duration;
+
+use etcd_client::{GetOptions, PutOptions};
+
+use super::keys::prefix_end;
+use super::{Registry, RegistryError};
+use crate::lease::EtcdLeaseId;
+
+/// One key below a names prefix, as etcd holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameKey {
+    pub key: String,
+    pub value: String,
+    /// The etcd lease the key hangs on; `None` for a key that never expires.
+    pub etcd_lease: Option<EtcdLeaseId>,
+}
+
+impl Registry {
+    /// Every key below `prefix` (`etcdctl get --prefix /skydns/local/weft/`), in key order.
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<NameKey>, RegistryError> {
+        let options = GetOptions::new().with_range(prefix_end(prefix));
+        let response = self
+            .call("list names", |c| {
+                let (prefix, options) = (prefix.to_string(), options.clone());
+                async move { c.kv_client().get(prefix, Some(options)).await }
+            })
+            .await?;
+        let keys = response.kvs().iter().map(|kv| NameKey {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: String::from_utf8_lossy(kv.value()).into_owned(),
+            etcd_lease: EtcdLeaseId::attached(kv.lease()),
+        });
+        Ok(keys.collect())
+    }
+
+    /// Writes one record on `etcd_lease` (`etcdctl put --lease <id> <key> <value>`).
+    ///
+    /// # Errors
+    /// Any etcd failure; an expired lease is etcd's "requested lease not found".
+    pub async fn put_name(&self, key: &str, value: &str, etcd_lease: EtcdLeaseId) -> Result<(), RegistryError> {
+        let options = PutOptions::new().with_lease(etcd_lease.0);
+        self.call("put name", |c| {
+            let (key, value, options) = (key.to_string(), value.to_string(), options.clone());
+            async move { c.kv_client().put(key, value, Some(options)).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes one record (`etcdctl del <key>`); deleting a key that is gone is no error.
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn delete_name(&self, key: &str) -> Result<(), RegistryError> {
+        self.call("delete name", |c| {
+            let key = key.to_string();
+            async move { c.kv_client().delete(key, None).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Grants the names' own etcd lease of `ttl` (whole seconds, at least one), which the
+    /// publisher keeps alive (`etcdctl lease grant <seconds>`).
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn grant_names_lease(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
+        self.grant(ttl).await
+    }
+
+    /// Whether `etcd_lease` is alive and was granted for `ttl` (whole seconds), so a restarted
+    /// publisher with the same `--names-lease-ttl` may keep renewing it
+    /// (`etcdctl lease timetolive <id>`).
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn names_lease_fits(&self, etcd_lease: EtcdLeaseId, ttl: Duration) -> Result<bool, RegistryError> {
+        let response = self
+            .call("names lease time to live", |c| async move { c.lease_client().time_to_live(etcd_lease.0, None).await })
+            .await?;
+        Ok(response.ttl() > 0 && response.granted_ttl() == ttl.as_secs().max(1) as i64)
+    }
+}
