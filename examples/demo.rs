@@ -8,12 +8,13 @@
 //! DEMO_KEEP=1 keeps it all until Enter is pressed.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use lab::docker::{mounts_under, BusyboxImage, Dockerd};
-use lab::docker_names::{run_container_with, serve_page, start_dockerd_with_names, weftd_names_flags, NAMES_DOMAIN};
-use lab::{weftd_bin, Lab, Weftd};
+use lab::docker_names::{run_container_with, serve_page, start_dockerd_with_names, start_weftd_with_names, NAMES_DOMAIN};
+use lab::{netns_list, weftd_bin, Lab, Weftd};
 
 const NETWORK_CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const SUBNET_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,16 +29,18 @@ fn main() {
         eprintln!("demo: {} not found; build it first (`make build`)", bin.display());
         std::process::exit(2);
     }
-    let failures = run_demo();
+    let (failures, id, dir) = run_demo();
+    let failures = failures + usize::from(!nothing_left(&id, &dir));
     if failures > 0 {
         eprintln!("\ndemo: {failures} step(s) failed");
     }
     std::process::exit(if failures == 0 { 0 } else { 1 });
 }
 
-/// Runs the demo; returns how many steps failed. Declared after the lab, the dockerds are
-/// stopped before it is removed (also when a panic unwinds).
-fn run_demo() -> usize {
+/// Runs the demo; returns how many steps failed, and the lab's id and dir (gone by then).
+/// Declared after the lab, the dockerds are stopped before it is removed (also when a panic
+/// unwinds).
+fn run_demo() -> (usize, String, PathBuf) {
     let mut lab = Lab::new();
     for _ in HOSTS {
         lab.add_host();
@@ -81,7 +84,8 @@ fn run_demo() -> usize {
     if std::env::var_os("DEMO_KEEP").is_some() {
         keep_until_enter(&lab, &dockers);
     }
-    failures + usize::from(!clean_up(&lab, &mut dockers))
+    let failures = failures + usize::from(!stop_docker(&lab, &mut dockers));
+    (failures, lab.id().to_string(), lab.dir().to_path_buf())
 }
 
 fn section(title: &str) {
@@ -90,10 +94,8 @@ fn section(title: &str) {
 
 /// weftd on host N with names on, pointed at the dockerd that host will run.
 fn start_weftd(lab: &Lab, n: usize) -> Weftd {
-    let flags = weftd_names_flags(lab, n);
-    println!("host {}$ weftd --ip-masq {}", HOSTS[n - 1].1, flags.join(" "));
-    let flags: Vec<&str> = ["--ip-masq"].into_iter().chain(flags.iter().map(String::as_str)).collect();
-    lab.start_weftd(n, &flags)
+    println!("host {}$ DOCKER_HOST=unix://…/docker-h{n}/docker.sock weftd --ip-masq --names", HOSTS[n - 1].1);
+    start_weftd_with_names(lab, n, &["--ip-masq"], &[])
 }
 
 /// Starts host N's dockerd from weftd's options and loads the busybox image into it.
@@ -137,15 +139,18 @@ fn show_records(lab: &Lab) -> bool {
     }
 }
 
-/// Ping by IP, name lookup, ping by name and an HTTP fetch by name, from client on host B.
+/// Ping by IP, name and port lookups, ping by name and an HTTP fetch by name, from client on
+/// host B.
 fn steps_from_client(b: &Dockerd, web: Ipv4Addr) -> usize {
     let web_ip = web.to_string();
     let fqdn = format!("web.{NAMES_DOMAIN}");
+    let srv = format!("_80._tcp.{fqdn}");
     println!("client$ cat /etc/resolv.conf    # written by docker from --dns and --dns-search");
     print!("{}", String::from_utf8_lossy(&b.exec("client", &["cat", "/etc/resolv.conf"]).stdout));
-    let steps: [(&[&str], &str); 4] = [
+    let steps: [(&[&str], &str); 5] = [
         (&["ping", "-c", "1", "-W", "1", &web_ip], "1 packets received"),
         (&["nslookup", &fqdn], &web_ip),
+        (&["nslookup", "-type=SRV", &srv], " 80 "),
         (&["ping", "-c", "1", "-W", "1", "web"], &web_ip),
         (&["wget", "-q", "-O", "-", "http://web/"], "hello from web on host A"),
     ];
@@ -168,7 +173,7 @@ fn step(dockerd: &Dockerd, container: &str, args: &[&str], ok: impl Fn(&str) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    print!("{out}");
+    println!("{}", out.trim_end());
     let took = started.elapsed().as_secs_f64();
     match (passed, tries) {
         (true, 1) => {}
@@ -178,17 +183,29 @@ fn step(dockerd: &Dockerd, container: &str, args: &[&str], ok: impl Fn(&str) -> 
     passed
 }
 
-/// Stops the dockerds (their containers, shims, mounts) and says what was left; whether
-/// nothing was. The lab (namespaces, etcd, weftd, files) goes when it is dropped after this.
-fn clean_up(lab: &Lab, dockers: &mut [Dockerd]) -> bool {
+/// Stops the dockerds (their containers, shims, cgroups, mounts) and says what they left;
+/// whether nothing. The lab (namespaces, etcd, weftd, files) goes when it is dropped after this.
+fn stop_docker(lab: &Lab, dockers: &mut [Dockerd]) -> bool {
     section("cleaning up");
     let mut problems: Vec<String> = dockers.iter_mut().rev().flat_map(Dockerd::stop).collect();
     problems.extend(mounts_under(lab.dir()).into_iter().map(|m| format!("mount left: {m}")));
     for problem in &problems {
         println!("LEFT BEHIND: {problem}");
     }
-    println!("containers, dockerds and their mounts removed; namespaces {} go next", lab.namespaces().join(" "));
+    println!("containers and dockerds stopped, their cgroups and mounts removed");
     problems.is_empty()
+}
+
+/// After the lab is dropped: whether none of its namespaces and files are left; says which.
+fn nothing_left(id: &str, dir: &std::path::Path) -> bool {
+    let namespaces: Vec<String> = netns_list().into_iter().filter(|ns| ns.starts_with(id)).collect();
+    let files = dir.exists();
+    if namespaces.is_empty() && !files {
+        println!("namespaces {id}*, etcd, weftd and {} removed: nothing left", dir.display());
+    } else {
+        println!("LEFT BEHIND: namespaces {namespaces:?}, {} {}", dir.display(), if files { "exists" } else { "removed" });
+    }
+    namespaces.is_empty() && !files
 }
 
 /// Prints how to look around, then waits for Enter (or end of input) before cleaning up.

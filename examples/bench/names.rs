@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Txn, TxnOp};
 use lab::docker::{BusyboxImage, Dockerd};
-use lab::docker_names::{start_dockerd_with_names, weftd_names_flags, NAMES_DOMAIN};
+use lab::docker_names::{start_dockerd_with_names, start_weftd_with_names, NAMES_DOMAIN};
 use lab::{parse_cidr, proc_status_kib, Lab, Weftd};
 use weft::names::skydns::{Domain, Proto, RecordId, SkyRecord};
 
@@ -34,7 +34,7 @@ const RECORD_TTL: u32 = 30;
 
 pub(crate) fn bench_names(s: &Settings, report: &Report) {
     let mut lab = new_lab(2, SMALL_NETWORK);
-    let daemons: Vec<Weftd> = (1..=2).map(|n| start_weftd_with_names(&lab, n)).collect();
+    let daemons: Vec<Weftd> = (1..=2).map(|n| start_weftd_with_names(&lab, n, &[], &WEFTD_ENV)).collect();
     for n in 1..=2 {
         lab.wait_subnet_env(n, SUBNET_ENV_TIMEOUT);
     }
@@ -66,13 +66,6 @@ pub(crate) fn bench_names(s: &Settings, report: &Report) {
         report.figure(&format!("names_{}_host_{host}_hwm_kb", s.names), rss("VmHWM"));
     }
     report.figure("names_before_preload_host_b_rss_kb", rss_before as f64);
-}
-
-/// weftd on host N with `--names`, pointed at the dockerd host N may run.
-fn start_weftd_with_names(lab: &Lab, n: usize) -> Weftd {
-    let flags = weftd_names_flags(lab, n);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    lab.start_weftd_env(n, &flags, &WEFTD_ENV)
 }
 
 /// Runs `f` on a thread inside network namespace `ns` (the docker CLI it runs talks to dockerd

@@ -1,5 +1,5 @@
-//! Docker with names across hosts on, for the demo and the bench: the weftd flags that point
-//! `--names` at a lab host's dockerd, that dockerd started with `weftd docker-opts --names`
+//! Docker with names across hosts on, for the demo and the bench: weftd started with `--names`
+//! and pointed at a lab host's dockerd, that dockerd started with `weftd docker-opts --names`
 //! (so containers get `--dns=<docker0 address>` and `--dns-search=<domain>`), and containers
 //! started with extra `docker run` options (exposed ports, a name).
 
@@ -7,20 +7,20 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::docker::{docker_opts_words, weftd_docker_opts, Dockerd, CONTAINER_LIFETIME_SECS};
-use crate::Lab;
+use crate::{Lab, Weftd};
 
 /// The domain weftd publishes names under unless told otherwise (`--names-domain`).
 pub const NAMES_DOMAIN: &str = "weft.local";
 
-/// `unix://<lab dir>/docker-hN/docker.sock`: where host N's [`Dockerd`] will listen; known before
-/// it starts, so weftd can be started first (as systemd orders them) and attach when it comes.
-pub fn docker_host_uri(lab: &Lab, n: usize) -> String {
-    format!("unix://{}", lab.dir().join(format!("docker-h{n}")).join("docker.sock").display())
-}
-
-/// weftd's flags for names across hosts on host N: `--names --docker-host <host N's dockerd>`.
-pub fn weftd_names_flags(lab: &Lab, n: usize) -> Vec<String> {
-    vec!["--names".into(), "--docker-host".into(), docker_host_uri(lab, n)]
+/// Starts weftd on host N with `--names` and `extra` flags, following the dockerd host N will
+/// run ([`Dockerd::socket_uri`], so weftd may start first, as systemd orders them). The socket
+/// goes in `DOCKER_HOST`, not `--docker-host`: [`Dockerd::stop`] kills every process whose
+/// command line names the daemon's dir, weftd included.
+pub fn start_weftd_with_names(lab: &Lab, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Weftd {
+    let docker_host = Dockerd::socket_uri(lab, n);
+    let flags: Vec<&str> = ["--names"].iter().chain(extra).copied().collect();
+    let env: Vec<(&str, &str)> = [("DOCKER_HOST", docker_host.as_str())].iter().chain(env).copied().collect();
+    lab.start_weftd_env(n, &flags, &env)
 }
 
 /// `weftd docker-opts --names` in host N (see [`weftd_docker_opts`]): the options file,
