@@ -69,7 +69,7 @@ fn run_demo() -> (usize, String, PathBuf) {
     let client = run_shown(b, "B", "client", &[]);
 
     let mut failures = 0;
-    section("what weftd on host A published in etcd (the SkyDNS layout)");
+    section("the names weftd published in etcd, in the SkyDNS layout (web by host A, client by host B)");
     failures += usize::from(!show_records(&lab));
 
     section("from \"client\" on host B");
