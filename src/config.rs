@@ -79,7 +79,7 @@ impl NetworkConfig {
             return Err(ConfigError::Ipv6Only);
         }
         let network = parse_network(&fields)?;
-        let subnet_len = subnet_len(&fields, network)?;
+        let subnet_len = subnet_len(&fields, network.prefix(), &IPV4_SUBNET_LEN)?;
         let (subnet_min, subnet_max) = subnet_range(&fields, network, subnet_len)?;
         let backend = parse_backend(fields.get("backend"))?;
         let ipv6 = match optional_bool(&fields, "enableipv6", "EnableIPv6")?.unwrap_or(false) {
@@ -126,25 +126,37 @@ fn parse_network(fields: &Map<String, Value>) -> Result<Ipv4Network, ConfigError
     Ok(Ipv4Network::new(parsed.network(), parsed.prefix()).expect("prefix already checked"))
 }
 
-fn subnet_len(fields: &Map<String, Value>, network: Ipv4Network) -> Result<u8, ConfigError> {
-    let Some(len) = optional_uint(fields, "subnetlen", "SubnetLen")? else {
-        return Ok(if network.prefix() <= 22 { 24 } else { network.prefix() + 2 });
-    };
-    if len == 0 {
-        return Ok(if network.prefix() <= 22 { 24 } else { network.prefix() + 2 });
+/// One family's subnet length rules, flannel's: host subnets of `default` bits where the Network
+/// holds four of them, else a quarter of the Network; at most `longest` (four addresses).
+struct SubnetLenRule {
+    /// The config's key, lower case, and its field name (`subnetlen`, `SubnetLen`).
+    key: &'static str,
+    field: &'static str,
+    network_field: &'static str,
+    default: u8,
+    longest: u8,
+}
+
+const IPV4_SUBNET_LEN: SubnetLenRule =
+    SubnetLenRule { key: "subnetlen", field: "SubnetLen", network_field: "Network", default: 24, longest: 30 };
+const IPV6_SUBNET_LEN: SubnetLenRule =
+    SubnetLenRule { key: "ipv6subnetlen", field: "IPv6SubnetLen", network_field: "IPv6Network", default: 64, longest: 126 };
+
+/// The subnet length `rule`'s field gives (0 or absent: the default) for a Network of `prefix` bits.
+fn subnet_len(fields: &Map<String, Value>, prefix: u8, rule: &SubnetLenRule) -> Result<u8, ConfigError> {
+    match optional_uint(fields, rule.key, rule.field)? {
+        None | Some(0) if prefix <= rule.default - 2 => Ok(rule.default),
+        None | Some(0) => Ok(prefix + 2),
+        Some(len) if len > u64::from(rule.longest) => {
+            Err(invalid(rule.field, format!("must be at most {} (each host needs 4 addresses)", rule.longest), len))
+        }
+        Some(len) if len < u64::from(prefix) + 2 => {
+            let holds =
+                format!("must be at least /{} so the {} /{prefix} holds at least four subnets", prefix + 2, rule.network_field);
+            Err(invalid(rule.field, holds, len))
+        }
+        Some(len) => Ok(len as u8),
     }
-    if len > 30 {
-        return Err(invalid("SubnetLen", "must be at most 30 (each host needs 4 addresses)", len));
-    }
-    if len < u64::from(network.prefix()) + 2 {
-        let rule = format!(
-            "must be at least /{} so the Network /{} holds at least four subnets",
-            network.prefix() + 2,
-            network.prefix()
-        );
-        return Err(invalid("SubnetLen", rule, len));
-    }
-    Ok(len as u8)
 }
 
 fn subnet_range(fields: &Map<String, Value>, network: Ipv4Network, subnet_len: u8) -> Result<(Ipv4Addr, Ipv4Addr), ConfigError> {
@@ -257,25 +269,7 @@ fn parse_ipv6(fields: &Map<String, Value>) -> Result<Ipv6Config, ConfigError> {
         return Err(invalid("IPv6Network", "is too small: the longest usable prefix is /124", raw));
     }
     let network = Ipv6Network::new(parsed.network(), parsed.prefix()).expect("prefix already checked");
-    let subnet_len = match optional_uint(fields, "ipv6subnetlen", "IPv6SubnetLen")? {
-        None | Some(0) => {
-            if network.prefix() <= 62 {
-                64
-            } else {
-                network.prefix() + 2
-            }
-        }
-        Some(len) if len > 126 => return Err(invalid("IPv6SubnetLen", "must be at most 126 (each host needs 4 addresses)", len)),
-        Some(len) if len < u64::from(network.prefix()) + 2 => {
-            let rule = format!(
-                "must be at least /{} so the IPv6Network /{} holds at least four subnets",
-                network.prefix() + 2,
-                network.prefix()
-            );
-            return Err(invalid("IPv6SubnetLen", rule, len));
-        }
-        Some(len) => len as u8,
-    };
+    let subnet_len = subnet_len(fields, network.prefix(), &IPV6_SUBNET_LEN)?;
     let (subnet_min, subnet_max) = ipv6_subnet_range(fields, network, subnet_len)?;
     Ok(Ipv6Config { network, subnet_len, subnet_min, subnet_max })
 }
@@ -315,150 +309,5 @@ fn ipv6_subnet_range(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> NetworkConfig {
-        NetworkConfig::parse(text).unwrap()
-    }
-
-    fn error(text: &str) -> String {
-        NetworkConfig::parse(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn defaults_for_a_slash_16() {
-        let cfg = parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
-        assert_eq!(cfg.network.to_string(), "10.5.0.0/16");
-        assert_eq!(cfg.subnet_len, 24);
-        assert_eq!(cfg.subnet_min, Ipv4Addr::new(10, 5, 1, 0));
-        assert_eq!(cfg.subnet_max, Ipv4Addr::new(10, 5, 255, 0));
-        assert_eq!(
-            cfg.backend,
-            VxlanConfig { vni: 1, port: 8472, mtu: None, gbp: false, learning: false, direct_routing: false }
-        );
-    }
-
-    #[test]
-    fn ipv6_defaults_follow_flannel() {
-        assert_eq!(parse(r#"{"Network":"10.5.0.0/16"}"#).ipv6, None);
-        assert_eq!(parse(r#"{"Network":"10.5.0.0/16","enableipv6":false,"IPv6Network":"fd00::/56"}"#).ipv6, None);
-        let v6 = parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5:0:3::/48"}"#).ipv6.unwrap();
-        assert_eq!(v6.network.to_string(), "fd00:5::/48");
-        assert_eq!(v6.subnet_len, 64);
-        assert_eq!((v6.subnet_min.to_string(), v6.subnet_max.to_string()), ("fd00:5:0:1::".into(), "fd00:5:0:ffff::".into()));
-        let small = parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/120"}"#).ipv6.unwrap();
-        assert_eq!(
-            (small.subnet_len, small.subnet_min.to_string(), small.subnet_max.to_string()),
-            (122, "fd00::40".into(), "fd00::c0".into())
-        );
-        let set = parse(
-            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":80,
-            "IPv6SubnetMin":"fd00:0:0:0:1::","IPv6SubnetMax":"fd00:0:0:0:2::"}"#,
-        )
-        .ipv6
-        .unwrap();
-        assert_eq!(
-            (set.subnet_len, set.subnet_min.to_string(), set.subnet_max.to_string()),
-            (80, "fd00::1:0:0:0".into(), "fd00::2:0:0:0".into())
-        );
-        assert!(parse(r#"{"Network":"10.5.0.0/16","EnableIPv4":true}"#).ipv6.is_none());
-    }
-
-    #[test]
-    fn every_ipv6_error_names_its_field_and_rule() {
-        let cases = [
-            (r#""EnableIPv6":"yes""#, "\"EnableIPv6\" must be true or false"),
-            (r#""EnableIPv6":true"#, "\"IPv6Network\" is required"),
-            (r#""EnableIPv6":true,"IPv6Network":"10.6.0.0/16""#, "\"IPv6Network\" must be an IPv6 CIDR"),
-            (r#""EnableIPv6":true,"IPv6Network":"fd00::""#, "\"IPv6Network\" must be an IPv6 CIDR"),
-            (r#""EnableIPv6":true,"IPv6Network":"fd00::/125""#, "\"IPv6Network\" is too small"),
-            (r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":127"#, "\"IPv6SubnetLen\" must be at most 126"),
-            (r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":49"#, "\"IPv6SubnetLen\" must be at least /50"),
-            (
-                r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd01::""#,
-                "\"IPv6SubnetMin\" must be inside the IPv6Network",
-            ),
-            (
-                r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMax":"fd00::1""#,
-                "\"IPv6SubnetMax\" must be aligned to a /64",
-            ),
-            (r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"x""#, "\"IPv6SubnetMin\" must be an IPv6 address"),
-            (
-                r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:2::""#,
-                "\"IPv6SubnetMin\" must not be above IPv6SubnetMax",
-            ),
-            (r#""EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48""#, "\"EnableIPv4\" is false"),
-            (r#""EnableIPv4":0"#, "\"EnableIPv4\" must be true or false"),
-        ];
-        for (fields, expected) in cases {
-            let text = format!(r#"{{"Network":"10.5.0.0/16",{fields}}}"#);
-            let message = error(&text);
-            assert!(message.contains(expected), "{text}: got {message:?}, want {expected:?}");
-        }
-    }
-
-    #[test]
-    fn small_networks_get_quarter_subnets() {
-        assert_eq!(parse(r#"{"Network":"10.5.0.0/22"}"#).subnet_len, 24);
-        assert_eq!(parse(r#"{"Network":"10.5.0.0/23"}"#).subnet_len, 25);
-        let cfg = parse(r#"{"Network":"10.5.0.0/28"}"#);
-        assert_eq!(
-            (cfg.subnet_len, cfg.subnet_min, cfg.subnet_max),
-            (30, Ipv4Addr::new(10, 5, 0, 4), Ipv4Addr::new(10, 5, 0, 12))
-        );
-    }
-
-    #[test]
-    fn keys_are_case_insensitive_and_unknown_keys_ignored() {
-        let cfg = parse(
-            r#"{"network":"10.6.0.0/16","SUBNETLEN":26,"extra":1,
-                "backend":{"type":"VXLAN","vni":7,"port":4789,"mtu":1400,"GBP":true,"directrouting":true}}"#,
-        );
-        assert_eq!(cfg.subnet_len, 26);
-        assert_eq!(cfg.backend.vni, 7);
-        assert_eq!(cfg.backend.port, 4789);
-        assert_eq!(cfg.backend.mtu, Some(1400));
-        assert!(cfg.backend.gbp && cfg.backend.direct_routing && !cfg.backend.learning);
-    }
-
-    #[test]
-    fn explicit_subnet_range_and_canonical_network() {
-        let cfg = parse(r#"{"Network":"10.5.3.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.20.0"}"#);
-        assert_eq!(cfg.network.to_string(), "10.5.0.0/16");
-        assert_eq!((cfg.subnet_min, cfg.subnet_max), (Ipv4Addr::new(10, 5, 10, 0), Ipv4Addr::new(10, 5, 20, 0)));
-    }
-
-    #[test]
-    fn every_validation_error_names_its_field() {
-        let cases = [
-            ("not json", "not valid JSON"),
-            ("[1]", "must be a JSON object"),
-            ("{}", "\"Network\" is required"),
-            (r#"{"Network":"10.5.0.0"}"#, "\"Network\" must be an IPv4 CIDR"),
-            (r#"{"Network":"banana/16"}"#, "\"Network\" must be an IPv4 CIDR"),
-            (r#"{"Network":16}"#, "\"Network\" must be a CIDR string"),
-            (r#"{"Network":"10.5.0.0/29"}"#, "\"Network\" is too small"),
-            (r#"{"Network":"10.5.0.0/16","SubnetLen":31}"#, "\"SubnetLen\" must be at most 30"),
-            (r#"{"Network":"10.5.0.0/16","SubnetLen":17}"#, "\"SubnetLen\" must be at least /18"),
-            (r#"{"Network":"10.5.0.0/16","SubnetLen":"24"}"#, "\"SubnetLen\" must be a non-negative integer"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0"}"#, "\"SubnetMin\" must be inside the Network"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMax":"x"}"#, "\"SubnetMax\" must be an IPv4 address"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.5"}"#, "\"SubnetMin\" must be aligned to a /24"),
-            (
-                r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.2.0"}"#,
-                "\"SubnetMin\" must not be above SubnetMax",
-            ),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#, "Backend.Type \"host-gw\" is not supported"),
-            (r#"{"Network":"10.5.0.0/16","Backend":"vxlan"}"#, "\"Backend\" must be an object"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"VNI":16777216}}"#, "\"Backend.VNI\" must be below"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Port":70000}}"#, "\"Backend.Port\" must be a UDP port"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"MTU":20}}"#, "\"Backend.MTU\" must be between"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"GBP":"yes"}}"#, "\"Backend.GBP\" must be true or false"),
-        ];
-        for (text, expected) in cases {
-            let message = error(text);
-            assert!(message.contains(expected), "{text}: got {message:?}, want {expected:?}");
-        }
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

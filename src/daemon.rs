@@ -157,15 +157,8 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
 
 async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     let mut tasks = Tasks::default();
-    let health = Health::default();
     let serves_health = options.healthz.is_some();
-    if let Some(listener) = options.healthz.take() {
-        tasks.spawn("/healthz server", http::serve_health(listener, health.clone())?);
-    }
-    let metrics = Metrics::new();
-    if let Some(listener) = options.metrics.take() {
-        tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
-    }
+    let (health, metrics) = start_http(&mut tasks, &mut options)?;
     let kernel = Kernel::connect()?;
     let early = early_underlay(&kernel, &options.underlay).await?;
 
@@ -200,14 +193,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     // Index 0 (no link) until the first pass has set the IPv6 device up: followed by name.
     let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&model::ipv6_device_name(vni), 0, v6.network));
     let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, config.backend.direct_routing)?;
-    let readiness = Readiness {
-        ipv6_network: config.ipv6.map(|v6| v6.network),
-        subnet_file: options.subnet_file,
-        network: config.network,
-        ip_masq: options.ip_masq,
-        health,
-        notified: false,
-    };
+    let readiness = Readiness::new(options.subnet_file, &config, options.ip_masq, health);
     let reconciler = Reconciler {
         kernel,
         spec,
@@ -223,6 +209,23 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     };
     tasks.spawn("reconciler", reconciler.run(own_rx, leases_rx));
     Err(tasks.first_end().await)
+}
+
+/// Serves `/healthz` and `/metrics` on the listeners `main` bound (each only if given); the
+/// health and metrics they report.
+///
+/// # Errors
+/// A server could not start on its listener.
+fn start_http(tasks: &mut Tasks, options: &mut DaemonOptions) -> Result<(Health, Arc<Metrics>), DaemonError> {
+    let health = Health::default();
+    if let Some(listener) = options.healthz.take() {
+        tasks.spawn("/healthz server", http::serve_health(listener, health.clone())?);
+    }
+    let metrics = Metrics::new();
+    if let Some(listener) = options.metrics.take() {
+        tasks.spawn("/metrics server", http::serve_metrics(listener, metrics.clone())?);
+    }
+    Ok((health, metrics))
 }
 
 /// The underlay as IPv4 alone chooses it, before etcd is reached, so a wrong flag fails at

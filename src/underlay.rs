@@ -29,7 +29,7 @@ use nix::errno::Errno;
 use thiserror::Error;
 
 pub use self::ipv6::Ipv6View;
-use self::ipv6::{holding_ipv6, matching_ipv6, same_default_route, usable_ipv6, with_ipv6, Listed};
+use self::ipv6::{holding_ipv6, listed_ipv6, matching_ipv6, same_default_route, with_ipv6, Listed};
 pub use self::lookup::{by_index, find};
 use crate::netlink::{Ipv4Link, Ipv6Address, NetlinkError, RouteHop};
 
@@ -114,7 +114,7 @@ pub enum Miss {
     #[error("{via}: interface {name} has no usable IPv4 address (global or link-local)")]
     NoAddress { via: String, name: String },
     #[error(
-        "{via}: interface {name} has no usable IPv6 address (global or link-local, not refused by duplicate address \
+        "{via}: interface {name} has no usable IPv6 address (global, not refused by duplicate address \
          detection), and the network config enables IPv6"
     )]
     NoIpv6Address { via: String, name: String },
@@ -138,7 +138,7 @@ pub struct Available(pub Vec<(String, Vec<Ipv4Addr>, Vec<Ipv6Address>)>);
 
 impl Available {
     fn of(host: &HostView) -> Self {
-        let ipv6 = |index| host.ipv6.as_ref().map(|v6| usable_ipv6(&v6.addresses, index)).unwrap_or_default();
+        let ipv6 = |index| host.ipv6.as_ref().map(|v6| listed_ipv6(&v6.addresses, index)).unwrap_or_default();
         Self(host.links.iter().map(|l| (l.name.clone(), usable_addresses(&l.addresses), ipv6(l.index))).collect())
     }
 }

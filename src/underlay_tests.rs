@@ -252,7 +252,7 @@ fn with(mut choice: UnderlayChoice, public_ip: Option<&str>, public_ipv6: Option
 fn ipv6_addresses_rank_global_clean_permanent_first_and_never_take_a_failed_one() {
     let addresses = host6().ipv6.unwrap().addresses;
     let ranked: Vec<String> = ipv6::usable_ipv6(&addresses, 2).iter().map(|a| ipv6::Listed(*a).to_string()).collect();
-    assert_eq!(ranked, ["fd18::11", "2001:db8::2", "fd18::99(deprecated)", "fd18::77(tentative)", "fe80::2"]);
+    assert_eq!(ranked, ["fd18::11", "2001:db8::2", "fd18::99(deprecated)", "fd18::77(tentative)"], "link-local never");
     let odd = [
         v6(7, "ff02::1", PERMANENT),
         v6(7, "::ffff:10.0.0.1", PERMANENT),
@@ -260,7 +260,7 @@ fn ipv6_addresses_rank_global_clean_permanent_first_and_never_take_a_failed_one(
         v6(7, "fe80::7", NONE),
     ];
     let ranked: Vec<String> = ipv6::usable_ipv6(&odd, 7).iter().map(|a| ipv6::Listed(*a).to_string()).collect();
-    assert_eq!(ranked, ["fd18::8(temporary)", "fe80::7"]);
+    assert_eq!(ranked, ["fd18::8(temporary)"]);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn ipv6_choices_by_flanneld_rules_and_better() {
     let cases: Vec<(&str, UnderlayChoice, HostView, Picked6)> = vec![
         ("default routes", none(), host6(), ok6("eth0", "192.168.78.11", "fd18::11", "fd18::11")),
         ("by name", iface(&["eth0"]), host6(), ok6("eth0", "192.168.78.11", "fd18::11", "fd18::11")),
-        ("only link-local", iface(&["eth3"]), host6(), ok6("eth3", "172.17.0.11", "fe80::5", "fe80::5")),
+        ("only link-local", iface(&["eth3"]), host6(), Err("--iface=eth3: interface eth3 has no usable IPv6 address".into())),
         ("by IPv6 address", iface(&["fd19::11"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
         ("exact, even deprecated", iface(&["fd18::99"]), host6(), ok6("eth0", "192.168.78.11", "fd18::99", "fd18::99")),
         ("no IPv4 there: next", iface(&["fd20::11", "eth1"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
@@ -285,7 +285,7 @@ fn ipv6_choices_by_flanneld_rules_and_better() {
         ("regex, IPv6", regex(&["^fd19:"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
         ("regex, IPv4", regex(&[r"^10\.99\."]), host6(), ok6("eth0", "10.99.0.11", "fd18::11", "fd18::11")),
         ("regex, both", regex(&[r"^(10\.99\.|2001:)"]), host6(), ok6("eth0", "10.99.0.11", "2001:db8::2", "2001:db8::2")),
-        ("regex, name", regex(&["^eth3$"]), host6(), ok6("eth3", "172.17.0.11", "fe80::5", "fe80::5")),
+        ("regex, name", regex(&["^eth1$"]), host6(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
         ("can reach", reach, can_reach, ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),
         ("public IPv6 held", with(none(), None, Some("2001:db8::2")), host6(), ok6("eth0", "192.168.78.11", "2001:db8::2", "2001:db8::2")),
         ("public IPv6 alone", with(none(), None, Some("fd19::11")), other_default.clone(), ok6("eth1", "172.16.0.11", "fd19::11", "fd19::11")),

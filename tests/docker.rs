@@ -2,7 +2,9 @@
 //! with IPv4 and IPv6 enabled, each host then runs Debian's `dockerd` with the options
 //! `weftd docker-opts --ipv6` generated from its subnet.env, and containers on different hosts
 //! reach each other by IPv4 and by IPv6 address — checked as a user would, with `ip`, `ping`,
-//! and a 1 MiB file fetched over HTTP in each family and compared by SHA-256.
+//! and a 1 MiB file fetched over HTTP in each family and compared by SHA-256; with `--names`,
+//! each host's weftd publishes its containers and A's DNS server answers B's container's name
+//! with its IPv4 (A) and IPv6 (AAAA) addresses.
 //!
 //! Needs root and the Debian packages `docker.io busybox-static` (`make deps`). The figures
 //! (ping RTT, transfer size, time and checksum) are printed; see them with
@@ -36,7 +38,11 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     let hosts = [lab.add_host(), lab.add_host()];
     // flannel's recipe for docker: flanneld --ip-masq, so that mk-docker-opts gives docker
     // --ip-masq=false and containers talk to each other with their own addresses.
-    let _weftd: Vec<Weftd> = hosts.iter().map(|&n| lab.start_weftd(n, &["--ip-masq"])).collect();
+    // With names on (issue 16): each weftd follows its host's dockerd, given as DOCKER_HOST.
+    let _weftd: Vec<Weftd> = hosts
+        .iter()
+        .map(|&n| lab.start_weftd_env(n, &["--ip-masq", "--names"], &[("DOCKER_HOST", Dockerd::socket_uri(&lab, n).as_str())]))
+        .collect();
     let envs: Vec<BTreeMap<String, String>> = hosts.iter().map(|&n| lab.wait_subnet_env(n, CONVERGE)).collect();
 
     // Declared after the lab so they are dropped (and torn down) before it.
@@ -55,6 +61,7 @@ fn docker_containers_on_two_hosts_talk_over_the_overlay() {
     let expected_sum = serve_blob_and_address(&lab, a);
     check_transfers(a, b, (ips[0].0.into(), ips[1].0.into()), HTTP_PORT, &expected_sum);
     check_transfers(a, b, (ips[0].1.into(), ips[1].1.into()), HTTP_PORT + 1, &expected_sum);
+    check_names(a, &envs[0], b, ips[1]);
 
     // Teardown is part of the test: nothing of docker may be left.
     let mut problems = Vec::new();
@@ -153,6 +160,23 @@ fn check_transfers(a: &Dockerd, b: &Dockerd, (ip_a, ip_b): (IpAddr, IpAddr), por
     );
     assert_eq!(size, BLOB_SIZE, "received size");
     assert_eq!(got_sum, expected_sum, "received file differs from the one sent");
+}
+
+/// Host A's DNS server (on its docker0 address, the FLANNEL_SUBNET gateway) answers B's
+/// container by name in both families: A from its IPv4 address, AAAA from its IPv6 one.
+fn check_names(a: &Dockerd, env_a: &BTreeMap<String, String>, b: &Dockerd, (ipv4_b, ipv6_b): (Ipv4Addr, Ipv6Addr)) {
+    let (name_a, fqdn_b) = (container_name(a.n), format!("{}.weft.local", container_name(b.n)));
+    let (server, _) = parse_cidr(&env_a["FLANNEL_SUBNET"]);
+    let server = server.to_string();
+    for (qtype, want) in [("A", IpAddr::from(ipv4_b)), ("AAAA", IpAddr::from(ipv6_b))] {
+        let query = format!("-type={qtype}");
+        let answer = poll(&format!("{name_a}: {fqdn_b} {qtype} from {server}"), CONVERGE, || {
+            let out = a.exec(&name_a, &["nslookup", &query, &fqdn_b, &server]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains(&want.to_string()).then_some(text)
+        });
+        println!("{name_a}: nslookup {query} {fqdn_b} {server}:\n{}", answer.trim());
+    }
 }
 
 fn container_name(n: usize) -> String {

@@ -306,7 +306,7 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
     }
     for subnet in listing.holders.keys() {
         if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
-            set.record_mac_since(last_good, previous.mac_since(last_good));
+            set.record_mac_since(last_good, previous.mac_ages(last_good));
             set.leases.insert(*subnet, last_good.clone());
         }
     }

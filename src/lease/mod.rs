@@ -121,10 +121,20 @@ pub struct LeaseSet {
     /// (a lease rewritten with its MAC unchanged): thousands of entries that say what the lease
     /// already says cost memory at every copy of the set.
     pub mac_since: BTreeMap<Ipv4Network, i64>,
+    /// The same for the IPv6 VtepMAC (`BackendV6Data`) of a dual-stack lease: the IPv6 device
+    /// is a device of its own, and its MAC has an owner of its own.
+    pub ipv6_mac_since: BTreeMap<Ipv4Network, i64>,
     /// Per subnet, the name of the key holding it, where that is not the plain
     /// [`subnet_key`] (a key with a dual-stack part such as `10.5.52.0-24&fd00::-64`): another
     /// key naming the same subnet is skipped. See [`LeaseSet::key_of`].
     pub keys: BTreeMap<Ipv4Network, String>,
+}
+
+/// The etcd revisions since which a lease has advertised its VtepMACs, IPv4 and IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacAges {
+    pub ipv4: i64,
+    pub ipv6: i64,
 }
 
 impl LeaseSet {
@@ -134,12 +144,28 @@ impl LeaseSet {
         self.mac_since.get(&lease.subnet).copied().unwrap_or(lease.mod_revision)
     }
 
-    /// The revision since which `lease`, just read, advertises its VtepMAC: kept from this set
-    /// when the subnet's lease here carries the same MAC, else the new value's write.
-    pub fn mac_since_for(&self, lease: &Lease) -> i64 {
-        match self.leases.get(&lease.subnet) {
-            Some(known) if known.attrs.backend_data.vtep_mac == lease.attrs.backend_data.vtep_mac => self.mac_since(known),
-            _ => lease.mod_revision,
+    /// As [`LeaseSet::mac_since`], for the IPv6 VtepMAC.
+    pub fn ipv6_mac_since(&self, lease: &Lease) -> i64 {
+        self.ipv6_mac_since.get(&lease.subnet).copied().unwrap_or(lease.mod_revision)
+    }
+
+    /// Both ages of `lease` as this set has them.
+    pub fn mac_ages(&self, lease: &Lease) -> MacAges {
+        MacAges { ipv4: self.mac_since(lease), ipv6: self.ipv6_mac_since(lease) }
+    }
+
+    /// The revisions since which `lease`, just read, advertises its VtepMACs: each kept from
+    /// this set when the subnet's lease here carries the same MAC, else the new value's write.
+    pub fn mac_since_for(&self, lease: &Lease) -> MacAges {
+        let Some(known) = self.leases.get(&lease.subnet) else {
+            return MacAges { ipv4: lease.mod_revision, ipv6: lease.mod_revision };
+        };
+        let ipv6_mac = |l: &Lease| l.attrs.backend_v6_data.as_ref().map(|data| data.vtep_mac);
+        let same_ipv4 = known.attrs.backend_data.vtep_mac == lease.attrs.backend_data.vtep_mac;
+        let same_ipv6 = ipv6_mac(known).is_some() && ipv6_mac(known) == ipv6_mac(lease);
+        MacAges {
+            ipv4: if same_ipv4 { self.mac_since(known) } else { lease.mod_revision },
+            ipv6: if same_ipv6 { self.ipv6_mac_since(known) } else { lease.mod_revision },
         }
     }
 
@@ -154,12 +180,14 @@ impl LeaseSet {
         self.record_key(subnet, key);
     }
 
-    /// Notes that `lease` has advertised its VtepMAC since revision `since`.
-    pub fn record_mac_since(&mut self, lease: &Lease, since: i64) {
-        match since == lease.mod_revision {
-            true => self.mac_since.remove(&lease.subnet),
-            false => self.mac_since.insert(lease.subnet, since),
-        };
+    /// Notes since which revisions `lease` has advertised its VtepMACs.
+    pub fn record_mac_since(&mut self, lease: &Lease, since: MacAges) {
+        for (ages, since) in [(&mut self.mac_since, since.ipv4), (&mut self.ipv6_mac_since, since.ipv6)] {
+            match since == lease.mod_revision {
+                true => ages.remove(&lease.subnet),
+                false => ages.insert(lease.subnet, since),
+            };
+        }
     }
 
     /// Notes that the key named `key` holds `subnet`; kept only where the name is not the one
@@ -186,6 +214,7 @@ impl LeaseSet {
         self.leases.remove(&subnet);
         self.unreadable.remove(&subnet);
         self.mac_since.remove(&subnet);
+        self.ipv6_mac_since.remove(&subnet);
         self.keys.remove(&subnet);
     }
 }

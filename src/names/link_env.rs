@@ -33,7 +33,8 @@ pub enum LinkEnvError {
 /// `--link <container>:<alias>` into a container named `recipient`. `None` without records.
 pub fn link_env(alias: &str, recipient: &str, records: &[(RecordId, SkyRecord)]) -> Option<String> {
     let container = records.iter().map(|(id, _)| &id.container).min()?;
-    let mine = records.iter().filter(|(id, _)| &id.container == container);
+    // Docker's link variables carry the container's IPv4 address.
+    let mine = records.iter().filter(|(id, _)| &id.container == container && !id.ipv6);
     let host: IpAddr = mine.clone().map(|(_, record)| record.host).next()?;
     let ports: BTreeSet<(Proto, u16)> = mine.filter_map(|(id, _)| id.port).map(|(port, proto)| (proto, port)).collect();
     // Docker's order: TCP first, then the other protocols, each by port number (Proto's order).

@@ -6,7 +6,7 @@ fn records(container: &str, host: &str, ports: &[(u16, Proto)]) -> Vec<(RecordId
     let host: IpAddr = host.parse().unwrap();
     std::iter::once(None)
         .chain(ports.iter().copied().map(Some))
-        .map(|port| (RecordId { container: container.into(), port }, SkyRecord { host, port: port.map(|p| p.0), ttl: 30 }))
+        .map(|port| (RecordId::ipv4(container, port), SkyRecord { host, port: port.map(|p| p.0), ttl: 30 }))
         .collect()
 }
 

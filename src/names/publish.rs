@@ -62,8 +62,14 @@ pub fn wanted(domain: &Domain, subnet: Ipv4Network, containers: &[Container]) ->
         let short: String = container.id.chars().take(12).collect::<String>().to_ascii_lowercase();
         let ports = container.ports.iter().map(|&port| Some(port));
         for port in std::iter::once(None).chain(ports) {
-            let id = RecordId { container: short.clone(), port };
+            let id = RecordId::ipv4(&short, port);
             let record = SkyRecord { host: IpAddr::V4(ip), port: port.map(|(p, _)| p), ttl: RECORD_TTL };
+            wanted.records.insert(domain.record_key(&label, &id), record.to_json());
+        }
+        // On a dual-stack docker0 (`docker-opts --ipv6`): the AAAA record.
+        if let Some(ipv6) = container.ipv6 {
+            let id = RecordId { ipv6: true, ..RecordId::ipv4(&short, None) };
+            let record = SkyRecord { host: IpAddr::V6(ipv6), port: None, ttl: RECORD_TTL };
             wanted.records.insert(domain.record_key(&label, &id), record.to_json());
         }
         wanted.names.insert(label, IpAddr::V4(ip));

@@ -42,6 +42,20 @@ fn a_container_gets_one_record_per_exposed_port_and_one_without() {
 }
 
 #[test]
+fn a_dual_stack_container_also_gets_its_ipv6_address_record() {
+    let db = Container { ipv6: Some("fd00:5:0:7:0:242:a05:4802".parse().unwrap()), ..container("ab", "db", "10.5.72.2", &[]) };
+    let wanted = wanted(&domain(), subnet(), &[db]);
+    let records: Vec<(&str, &str)> = wanted.records.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        records,
+        [
+            ("/skydns/local/weft/db/abababababab", r#"{"host":"10.5.72.2","ttl":30}"#),
+            ("/skydns/local/weft/db/abababababab-6", r#"{"host":"fd00:5:0:7:0:242:a05:4802","ttl":30}"#),
+        ]
+    );
+}
+
+#[test]
 fn only_containers_on_the_overlay_with_a_label_name_are_published() {
     let containers = [
         container("01", "Web_1", "10.5.72.3", &[]),

@@ -3,9 +3,10 @@
 //! (`/skydns/local/weft/db/<record id>`), each value a JSON object with `host`, `port` and `ttl`.
 //!
 //! weft's record ids say which container and which exposed port a record is for:
-//! `<container id, 12 hex digits>` for the name's address alone, and
-//! `<container id>-<port>-<tcp|udp>` for one exposed port (so a server can answer
-//! `_<port>._<proto>.<name>.<domain>` SRV queries from the keys alone).
+//! `<container id, 12 hex digits>` for the name's IPv4 address alone, `<container id>-6` for its
+//! IPv6 address (a container on a dual-stack docker0), and `<container id>-<port>-<tcp|udp>`
+//! for one exposed port (so a server can answer `_<port>._<proto>.<name>.<domain>` SRV queries
+//! from the keys alone).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -109,15 +110,25 @@ impl FromStr for Proto {
 pub struct RecordId {
     /// The container's id, its first 12 hex digits (as `docker ps` shows it).
     pub container: String,
-    /// The exposed port and its protocol; `None` for the record of the address alone.
+    /// The exposed port and its protocol; `None` for the record of an address alone.
     pub port: Option<(u16, Proto)>,
+    /// The record of the container's IPv6 address (`-6`); never with a port.
+    pub ipv6: bool,
+}
+
+impl RecordId {
+    /// The id of the record of `container`'s IPv4 address (with `port`, of that port).
+    pub fn ipv4(container: &str, port: Option<(u16, Proto)>) -> Self {
+        Self { container: container.to_string(), port, ipv6: false }
+    }
 }
 
 impl fmt::Display for RecordId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.port {
-            None => f.write_str(&self.container),
-            Some((port, proto)) => write!(f, "{}-{port}-{proto}", self.container),
+        match (self.port, self.ipv6) {
+            (Some((port, proto)), _) => write!(f, "{}-{port}-{proto}", self.container),
+            (None, true) => write!(f, "{}-6", self.container),
+            (None, false) => f.write_str(&self.container),
         }
     }
 }
@@ -128,12 +139,15 @@ impl FromStr for RecordId {
         let bad = || SkyDnsError::BadRecordId(text.to_string());
         let mut parts = text.split('-');
         let container = parts.next().filter(|c| c.len() == 12 && c.bytes().all(|b| b.is_ascii_hexdigit())).ok_or_else(bad)?;
-        let port = match (parts.next(), parts.next(), parts.next()) {
-            (None, _, _) => None,
-            (Some(port), Some(proto), None) => Some((port.parse().map_err(|_| bad())?, proto.parse().map_err(|()| bad())?)),
+        let (port, ipv6) = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => (None, false),
+            (Some("6"), None, _) => (None, true),
+            (Some(port), Some(proto), None) => {
+                (Some((port.parse().map_err(|_| bad())?, proto.parse().map_err(|()| bad())?)), false)
+            }
             _ => return Err(bad()),
         };
-        Ok(Self { container: container.to_ascii_lowercase(), port })
+        Ok(Self { container: container.to_ascii_lowercase(), port, ipv6 })
     }
 }
 
@@ -210,12 +224,16 @@ mod tests {
         let domain: Domain = "Weft.Local.".parse().unwrap();
         assert_eq!(domain.to_string(), "weft.local");
         assert_eq!(domain.prefix(), "/skydns/local/weft/");
-        let id = RecordId { container: "0123456789ab".into(), port: Some((6379, Proto::Tcp)) };
+        let id = RecordId::ipv4("0123456789ab", Some((6379, Proto::Tcp)));
         let key = domain.record_key("db", &id);
         assert_eq!(key, "/skydns/local/weft/db/0123456789ab-6379-tcp");
         assert_eq!(domain.parse_record_key(&key), Some(("db", id)));
-        let bare = RecordId { container: "0123456789ab".into(), port: None };
+        let bare = RecordId::ipv4("0123456789ab", None);
         assert_eq!(domain.parse_record_key("/skydns/local/weft/db/0123456789ab"), Some(("db", bare)));
+        let ipv6 = RecordId { ipv6: true, ..RecordId::ipv4("0123456789ab", None) };
+        assert_eq!(domain.record_key("db", &ipv6), "/skydns/local/weft/db/0123456789ab-6");
+        assert_eq!(domain.parse_record_key("/skydns/local/weft/db/0123456789ab-6"), Some(("db", ipv6)));
+        assert_eq!(domain.parse_record_key("/skydns/local/weft/db/0123456789ab-7"), None);
         for other in ["/skydns/local/other/db/0123456789ab", "/skydns/local/weft/db/x/0123456789ab", "/skydns/local/weft/db/zz"] {
             assert_eq!(domain.parse_record_key(other), None, "{other}");
         }

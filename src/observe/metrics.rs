@@ -142,62 +142,69 @@ impl Metrics {
             names_records: Gauge::default(),
             names_publish_errors: Counter::default(),
         };
-        let r = &mut metrics.registry;
-        r.register("peers", "Peer leases programmed into the kernel", metrics.peers.clone());
+        metrics.register_peers();
+        metrics.register_daemon();
+        Arc::new(metrics)
+    }
+
+    /// Registers the series about peers and their kernel entries.
+    fn register_peers(&mut self) {
+        let r = &mut self.registry;
+        r.register("peers", "Peer leases programmed into the kernel", self.peers.clone());
         r.register(
             "peers_skipped",
             "Peer leases (or their IPv6 parts) not programmed because they break a rule; `weftd status` says which",
-            metrics.peers_skipped.clone(),
+            self.peers_skipped.clone(),
         );
         r.register(
             "peers_failing",
             "Peer leases with a kernel entry the kernel refused in the last pass (retried every pass)",
-            metrics.peers_failing.clone(),
+            self.peers_failing.clone(),
         );
         r.register(
             "kernel_entries_refused",
             "Kernel entries refused in the last pass, by kind (arp, fdb, nexthop, route, direct_route)",
-            metrics.entries_refused.clone(),
+            self.entries_refused.clone(),
         );
         r.register(
             "kernel_entries",
             "ARP, FDB, nexthop and route entries on the VXLAN device, and direct routes",
-            metrics.kernel_entries.clone(),
+            self.kernel_entries.clone(),
         );
-        r.register("reconcile_runs", "Reconcile passes", metrics.reconcile_runs.clone());
-        r.register("reconcile_errors", "Reconcile passes that failed", metrics.reconcile_errors.clone());
-        r.register("entries_repaired", "Kernel entries fixed while the leases were unchanged", metrics.entries_repaired.clone());
+    }
+
+    /// Registers the series about passes, the lease, etcd and names.
+    fn register_daemon(&mut self) {
+        let r = &mut self.registry;
+        r.register("reconcile_runs", "Reconcile passes", self.reconcile_runs.clone());
+        r.register("reconcile_errors", "Reconcile passes that failed", self.reconcile_errors.clone());
+        r.register("entries_repaired", "Kernel entries fixed while the leases were unchanged", self.entries_repaired.clone());
         r.register_with_unit(
             "lease_expiry_timestamp",
             "When our lease expires unless renewed (0 for a reservation)",
             Unit::Seconds,
-            metrics.lease_expiry.clone(),
+            self.lease_expiry.clone(),
         );
-        r.register("etcd_reconnects", "Times etcd came back after being unreachable", metrics.etcd_reconnects.clone());
-        r.register(
-            "watch_restarts",
-            "Times the lease watch was re-established with a fresh list",
-            metrics.watch_restarts.clone(),
-        );
+        r.register("etcd_reconnects", "Times etcd came back after being unreachable", self.etcd_reconnects.clone());
+        r.register("watch_restarts", "Times the lease watch was re-established with a fresh list", self.watch_restarts.clone());
         r.register_with_unit(
             "lease_event_to_kernel",
             "Time from a lease change arriving to the kernel matching it",
             Unit::Seconds,
-            metrics.lease_to_kernel.clone(),
+            self.lease_to_kernel.clone(),
         );
         r.register(
             "dns_queries",
             "DNS queries on docker0 (--names), by outcome: answered, forwarded, failed",
-            metrics.dns_queries.clone(),
+            self.dns_queries.clone(),
         );
-        r.register("names_published", "Container names this host publishes in etcd (--names)", metrics.names_published.clone());
-        r.register("names_records", "SkyDNS records this host publishes in etcd (--names)", metrics.names_records.clone());
+        r.register("names_published", "Container names this host publishes in etcd (--names)", self.names_published.clone());
+        r.register("names_records", "SkyDNS records this host publishes in etcd (--names)", self.names_records.clone());
         r.register(
             "names_publish_errors",
             "Publishing passes that failed to bring etcd to the containers running (retried)",
-            metrics.names_publish_errors.clone(),
+            self.names_publish_errors.clone(),
         );
-        Arc::new(metrics)
     }
 
     /// Records what the kernel holds after a reconcile pass of family `A` that wrote `state`

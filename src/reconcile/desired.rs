@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use crate::config::NetworkConfig;
 use crate::lease::{subnet_key, Lease, LeaseSet, BACKEND_VXLAN};
 use crate::model::{
-    vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, RouteEntry, Subnet,
+    vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, Nexthop, RouteEntry, Subnet,
 };
 
 /// A peer lease we cannot program, and why; logged once by the caller.
@@ -29,6 +29,18 @@ impl SkippedPeer {
     /// as given (a misaligned key keeps its host bits), so the operator can find and delete it.
     pub fn key(&self) -> String {
         format!("{}-{}", self.subnet.ip(), self.subnet.prefix())
+    }
+
+    /// The lease's whole key name in `leases`: as [`SkippedPeer::key`], with a dual-stack key's
+    /// IPv6 part (`10.5.3.0-24&fd00:5:0:3::-64`), so the operator finds the key that etcd has.
+    pub fn key_in(&self, leases: &LeaseSet) -> String {
+        if let Some(name) = leases.keys.get(&self.subnet) {
+            return name.clone();
+        }
+        match leases.leases.get(&self.subnet).and_then(|lease| lease.ipv6_subnet) {
+            Some(v6) => format!("{}&{}-{}", self.key(), v6.ip(), v6.prefix()),
+            None => self.key(),
+        }
     }
 }
 
@@ -76,6 +88,9 @@ pub trait LeaseFamily: Family {
 
     /// The subnets the config hands out in this family; `None` when it is not enabled.
     fn allocation(config: &NetworkConfig) -> Option<Allocation<Self>>;
+
+    /// The etcd revision since which `lease` has advertised its VtepMAC of this family.
+    fn mac_since(leases: &LeaseSet, lease: &Lease) -> i64;
 }
 
 impl LeaseFamily for Ipv4Addr {
@@ -89,6 +104,10 @@ impl LeaseFamily for Ipv4Addr {
     fn allocation(config: &NetworkConfig) -> Option<Allocation<Self>> {
         let (network, subnet_len, min, max) = (config.network, config.subnet_len, config.subnet_min, config.subnet_max);
         Some(Allocation { network, subnet_len, min, max })
+    }
+
+    fn mac_since(leases: &LeaseSet, lease: &Lease) -> i64 {
+        leases.mac_since(lease)
     }
 }
 
@@ -117,6 +136,10 @@ impl LeaseFamily for Ipv6Addr {
         let v6 = config.ipv6?;
         Some(Allocation { network: v6.network, subnet_len: v6.subnet_len, min: v6.subnet_min, max: v6.subnet_max })
     }
+
+    fn mac_since(leases: &LeaseSet, lease: &Lease) -> i64 {
+        leases.ipv6_mac_since(lease)
+    }
 }
 
 /// The entries every peer lease needs on this host in family `A` (the IPv4 entries on
@@ -139,9 +162,9 @@ pub fn desired_state<A: LeaseFamily>(
     let mut state = KernelState::default();
     let mut skipped = Vec::new();
     let Some(allocation) = A::allocation(config) else { return (state, skipped) };
-    let mut mac_owners: HashMap<MacAddr, Ipv4Network> = HashMap::with_capacity(leases.leases.len());
+    let mut held = Held::with_capacity(leases.leases.len());
     for lease in by_establishment(leases, us) {
-        let part = match checked_part(config, &allocation, us, lease).and_then(|p| claim_vtep_mac(&mut mac_owners, lease, p)) {
+        let part = match checked_part(config, &allocation, us, lease).and_then(|p| held.claim(lease, p)) {
             Ok(Some(part)) => part,
             Ok(None) => continue,
             Err(reason) => {
@@ -156,7 +179,7 @@ pub fn desired_state<A: LeaseFamily>(
         let vtep = vtep_address(part.subnet);
         state.arp.insert(ArpEntry { ip: vtep, mac: part.vtep_mac });
         state.fdb.insert(FdbEntry { mac: part.vtep_mac, dst: part.public_ip });
-        let nexthop = context.nexthops.for_gateway(vtep);
+        let nexthop = held.nexthop(context, vtep);
         state.nexthops.extend(nexthop);
         state.routes.insert(RouteEntry { subnet: part.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
     }
@@ -183,14 +206,14 @@ fn checked_part<A: LeaseFamily>(
 }
 
 /// The peer leases (ours, the one whose part of family `A` is our subnet, left out), the established first: the one that has advertised its
-/// VtepMAC longest ([`LeaseSet::mac_since`]), so a key that copies a MAC later never takes it
+/// VtepMAC of this family longest ([`LeaseSet::mac_since`]), so a key that copies a MAC later never takes it
 /// however old the key; then the key etcd created earliest (flanneld's renewals rewrite a key
 /// but keep its create revision), then the lower subnet, a total order every host computes
 /// alike.
 fn by_establishment<'s, A: LeaseFamily>(leases: &'s LeaseSet, us: &ThisHost<A>) -> Vec<&'s Lease> {
     let ours = |l: &Lease| us.subnet.is_some() && matches!(A::part(l), Ok(Some(part)) if Some(part.subnet) == us.subnet);
     let mut peers: Vec<&Lease> = leases.leases.values().filter(|l| !ours(l)).collect();
-    peers.sort_unstable_by_key(|l| (leases.mac_since(l), l.create_revision, l.subnet));
+    peers.sort_unstable_by_key(|l| (A::mac_since(leases, l), l.create_revision, l.subnet));
     peers
 }
 
@@ -258,20 +281,50 @@ fn check_destination<A: LeaseFamily>(config: &NetworkConfig, us: &ThisHost<A>, i
     Err(format!("its {field} {ip} {rule}"))
 }
 
-/// Gives the part its VtepMAC unless an established lease already has it in this family: one
-/// MAC with two FDB destinations would flip between them at every pass.
-fn claim_vtep_mac<A: Family>(
-    owners: &mut HashMap<MacAddr, Ipv4Network>,
-    lease: &Lease,
-    part: Option<PeerPart<A>>,
-) -> Result<Option<PeerPart<A>>, String> {
-    let Some(part) = part else { return Ok(None) };
-    let mac = part.vtep_mac;
-    match owners.entry(mac) {
-        Entry::Occupied(owner) => Err(format!("its VtepMAC {mac} belongs to the established lease {}", subnet_key(*owner.get()))),
-        Entry::Vacant(free) => {
-            free.insert(lease.subnet);
-            Ok(Some(part))
+/// What the established leases already hold in one family: each VtepMAC (one MAC with two FDB
+/// destinations would flip between them at every pass), each subnet (an IPv6 subnet comes from
+/// a key's name, and two keys can name one), and each nexthop id (an IPv6 id is a fold of the
+/// gateway, and two gateways can fold to one).
+struct Held<A: Family> {
+    macs: HashMap<MacAddr, Ipv4Network>,
+    subnets: HashMap<A::Network, Ipv4Network>,
+    nexthop_ids: HashMap<u32, A>,
+}
+
+impl<A: Family> Held<A> {
+    fn with_capacity(leases: usize) -> Self {
+        Self {
+            macs: HashMap::with_capacity(leases),
+            subnets: HashMap::with_capacity(leases),
+            nexthop_ids: HashMap::with_capacity(leases),
+        }
+    }
+
+    /// Gives `lease` its part's VtepMAC and subnet unless an established lease holds either.
+    fn claim(&mut self, lease: &Lease, part: Option<PeerPart<A>>) -> Result<Option<PeerPart<A>>, String> {
+        let Some(part) = part else { return Ok(None) };
+        let family = if A::HOST_PREFIX == 32 { String::new() } else { "IPv6 ".to_string() };
+        if let Some(owner) = self.macs.get(&part.vtep_mac) {
+            return Err(format!("its {family}VtepMAC {} belongs to the established lease {}", part.vtep_mac, subnet_key(*owner)));
+        }
+        if let Some(owner) = self.subnets.get(&part.subnet) {
+            return Err(format!("its {family}subnet {} belongs to the established lease {}", part.subnet, subnet_key(*owner)));
+        }
+        self.macs.insert(part.vtep_mac, lease.subnet);
+        self.subnets.insert(part.subnet, lease.subnet);
+        Ok(Some(part))
+    }
+
+    /// The nexthop for `gateway` where the kernel allows one and no established peer's gateway
+    /// holds its id; `None` gives the route flanneld's form (it names its gateway itself).
+    fn nexthop(&mut self, context: &KernelContext<A>, gateway: A) -> Option<Nexthop<A>> {
+        let nexthop = context.nexthops.for_gateway(gateway)?;
+        match self.nexthop_ids.entry(nexthop.id) {
+            Entry::Occupied(holder) => (*holder.get() == gateway).then_some(nexthop),
+            Entry::Vacant(free) => {
+                free.insert(gateway);
+                Some(nexthop)
+            }
         }
     }
 }

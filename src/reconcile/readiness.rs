@@ -26,6 +26,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Nothing signalled yet: subnet.env goes to `subnet_file`, with the config's networks and
+    /// `--ip-masq` (`ip_masq`); `/readyz` is `health`'s.
+    pub fn new(subnet_file: PathBuf, config: &crate::config::NetworkConfig, ip_masq: bool, health: Health) -> Self {
+        let ipv6_network = config.ipv6.map(|v6| v6.network);
+        Self { subnet_file, network: config.network, ipv6_network, ip_masq, health, notified: false }
+    }
+
     /// Writes subnet.env for `own` lease and the device's `mtu` (bytes), then tells systemd
     /// (`Type=notify`) we are ready: a unit ordered after weftd.service can rely on the file
     /// existing and the overlay being programmed.

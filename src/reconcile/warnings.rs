@@ -106,7 +106,7 @@ impl PeerWarnings {
         self.last.retain(|(subnet, _), _| leases.leases.contains_key(subnet));
         for peer in skipped {
             if self.first(peer.subnet, kind, &peer.reason) {
-                log_within!(self.skipped, warn, key = %peer.key(), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
+                log_within!(self.skipped, warn, key = %peer.key_in(leases), subnet = %peer.subnet, reason = %logtext::clip(&peer.reason), "skipping peer lease");
             }
         }
     }

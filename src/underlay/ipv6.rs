@@ -37,10 +37,16 @@ fn is_link_local(ip: Ipv6Addr) -> bool {
 }
 
 /// Whether the address can never carry the underlay: unspecified, loopback, multicast,
-/// IPv4-mapped, or refused by duplicate address detection.
+/// IPv4-mapped, link-local, or refused by duplicate address detection.
 fn never_usable(address: &Ipv6Address) -> bool {
     let ip = address.ip;
-    ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.to_ipv4_mapped().is_some() || address.flags.dad_failed
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || ip.to_ipv4_mapped().is_some()
+        // A peer cannot send to a link-local address: it names no interface of the peer's.
+        || is_link_local(ip)
+        || address.flags.dad_failed
 }
 
 /// Whether the address is kept only as a last resort among its kind (see the module doc).
@@ -49,14 +55,22 @@ fn demoted(address: &Ipv6Address) -> bool {
     flags.tentative || flags.deprecated || flags.temporary
 }
 
-/// The IPv6 addresses of link `index` that may carry the underlay, best first: global before
-/// link-local; within each, clean before tentative, deprecated or temporary, then permanent
-/// before dynamic; the kernel's order otherwise.
+/// The IPv6 addresses of link `index` that may carry the underlay (global ones: flanneld's
+/// global unicast, unique local `fd00::/8` included), best first: clean before tentative,
+/// deprecated or temporary, then permanent before dynamic; the kernel's order otherwise.
 pub fn usable_ipv6(addresses: &[Ipv6Address], index: u32) -> Vec<Ipv6Address> {
     let mut usable: Vec<Ipv6Address> = addresses.iter().filter(|a| a.index == index && !never_usable(a)).copied().collect();
     // A stable sort keeps the kernel's order among equals.
-    usable.sort_by_key(|a| (is_link_local(a.ip), demoted(a), !a.flags.permanent));
+    usable.sort_by_key(|a| (demoted(a), !a.flags.permanent));
     usable
+}
+
+/// A link's IPv6 addresses as errors list them: the usable ones best first, then its link-local
+/// ones, never used but shown so the operator sees what the interface has.
+pub fn listed_ipv6(addresses: &[Ipv6Address], index: u32) -> Vec<Ipv6Address> {
+    let mut listed = usable_ipv6(addresses, index);
+    listed.extend(addresses.iter().filter(|a| a.index == index && is_link_local(a.ip)).copied());
+    listed
 }
 
 /// The interface that holds `ip` among any of its IPv6 addresses (an exact match counts

@@ -58,7 +58,10 @@ pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Und
     let (ipv6, public_ipv6) = match underlay.ipv6 {
         Some(_) => match kept_ipv6(underlay, &kernel.ipv6_addresses().await?) {
             Some((ipv6, public_ipv6)) => (Some(ipv6), Some(public_ipv6)),
-            None => return Ok(None),
+            // No global IPv6 address for now: the lease keeps advertising the last one (a lease
+            // without its IPv6 part would crash flanneld dual-stack peers, a link-local one no
+            // peer can use), and the IPv4 overlay carries on until an address comes back.
+            None => (underlay.ipv6, underlay.public_ipv6),
         },
         None => (None, None),
     };

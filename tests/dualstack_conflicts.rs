@@ -1,6 +1,8 @@
-//! Review of issue 15 (dual-stack): faults found by a reviewer, one failing test each. Real
-//! weftd and etcd in lab namespaces; peers are hand-written leases (their kernel entries are
-//! programmed whether or not a host answers), so each test runs one weftd.
+//! Dual-stack conflicts and losses a reviewer found (each test failed before its fix): two IPv6
+//! gateways folding to one nexthop id, two keys naming one IPv6 subnet, an IPv6 VtepMAC copied
+//! by an older lease, the underlay's last global IPv6 address removed, a skipped IPv6 part's
+//! warning. Real weftd and etcd in lab namespaces; peers are hand-written leases (their kernel
+//! entries are programmed whether or not a host answers), so each test runs one weftd.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
