@@ -157,7 +157,7 @@ fn preload_names(lab: &Lab, count: usize) -> Vec<String> {
         let container = format!("{i:012x}");
         for port in [None, Some((80, Proto::Tcp))] {
             let record = SkyRecord { host, port: port.map(|(p, _)| p), ttl: RECORD_TTL };
-            let key = domain.record_key(name, &RecordId { container: container.clone(), port });
+            let key = domain.record_key(name, &RecordId::ipv4(&container, port));
             ops.push(TxnOp::put(key, serde_json::to_string(&record).expect("a record is JSON"), None));
         }
     }
