@@ -107,13 +107,18 @@ fn a_peers_broken_ipv6_part_never_costs_its_ipv4_entries() {
     lab.etcd_del(&format!("{SUBNETS}{b_key}"));
     lab.etcd_put(&format!("{SUBNETS}{misaligned}"), &value.to_string());
     // A peer whose PublicIPv6 no one can read.
-    let unreadable = "10.5.200.0-24&fd00:5:0:c8::-64";
+    // On a subnet neither host drew (their subnets are random).
+    let a_key = lab.wait_lease_key_of(a, CONVERGE, |_| true);
+    let free = (200..203).map(|o| format!("10.5.{o}.0-24")).find(|k| *k != a_key && *k != b_key).expect("a free /24");
+    let unreadable = format!("{free}&fd00:5:0:c8::-64");
+    let unreadable = unreadable.as_str();
     let junk = r#"{"PublicIP":"198.18.0.200","PublicIPv6":"junk","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:66:00:00:00:c8"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:66:00:00:01:c8"}}"#;
     lab.etcd_put(&format!("{SUBNETS}{unreadable}"), junk);
 
     let host = lab.host(a);
+    let free_subnet = free.replace('-', "/");
     poll("a route to the unreadable peer's IPv4 subnet", CONVERGE, || {
-        let routes = host.ip_json(&["-4", "route", "show", "10.5.200.0/24", "dev", "flannel.1"]);
+        let routes = host.ip_json(&["-4", "route", "show", &free_subnet, "dev", "flannel.1"]);
         (routes.as_array().is_some_and(|r| r.len() == 1)).then_some(())
     });
     assert!(host.ping(vtep(&b_key)), "host b's IPv4 entries stay");
