@@ -297,18 +297,21 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
         changed_at: Some(std::time::Instant::now()),
         ..Default::default()
     };
-    for (subnet, held) in &listing.holders {
-        set.record_key(*subnet, held.name().to_string());
-    }
-    for lease in listing.leases {
-        set.record_mac_since(&lease, previous.mac_since_for(&lease));
-        set.leases.insert(lease.subnet, lease);
-    }
+    // Built at once from the listing (sorted by subnet first), which fills every tree node;
+    // inserting lease by lease in key order left them half empty.
+    let since = |lease: &Lease| Some((lease.subnet, previous.mac_since_for(lease))).filter(|(_, at)| *at != lease.mod_revision);
+    set.mac_since = listing.leases.iter().filter_map(since).collect();
+    set.leases = listing.leases.into_iter().map(|lease| (lease.subnet, lease)).collect();
     for subnet in listing.holders.keys() {
         if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
             set.record_mac_since(last_good, previous.mac_since(last_good));
             set.leases.insert(*subnet, last_good.clone());
         }
+    }
+    // After the leases: a key is recorded only where it is not the one its lease's own name
+    // gives (a dual-stack key is that name, and is not kept 5,000 times over).
+    for (subnet, held) in &listing.holders {
+        set.record_key(*subnet, held.name().to_string());
     }
     set
 }

@@ -74,6 +74,18 @@ impl<A: KernelFamily> DeviceWatch<A> {
         *self.inner.wanted.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// Keeps of the wanted state only what the filter reads, its ARP (NDP) and FDB entries, once
+    /// the reconciler has let go of it: the routes and nexthops are not held between passes
+    /// (nor, dual-stack, while the other family's pass runs). Nothing changes while the
+    /// reconciler still shares the state.
+    pub fn keep_neighbours(&self) {
+        let mut wanted = self.inner.wanted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = wanted.take() {
+            let neighbours = |state: KernelState<A>| KernelState { arp: state.arp, fdb: state.fdb, ..KernelState::default() };
+            *wanted = Some(Arc::try_unwrap(state).map_or_else(|shared| shared, |state| Arc::new(neighbours(state))));
+        }
+    }
+
     /// Follows the device under a new index once it has been recreated.
     pub fn follow_index(&self, index: u32) {
         self.inner.index.store(index, Ordering::Relaxed);

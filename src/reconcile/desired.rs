@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use crate::config::NetworkConfig;
 use crate::lease::{subnet_key, Lease, LeaseSet, BACKEND_VXLAN};
 use crate::model::{
-    vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, RouteEntry, Subnet,
+    vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, Nexthop, RouteEntry, Subnet,
 };
 
 /// A peer lease we cannot program, and why; logged once by the caller.
@@ -136,9 +136,9 @@ pub fn desired_state<A: LeaseFamily>(
     leases: &LeaseSet,
     context: &KernelContext<A>,
 ) -> (KernelState<A>, Vec<SkippedPeer>) {
-    let mut state = KernelState::default();
+    let mut state = Entries::default();
     let mut skipped = Vec::new();
-    let Some(allocation) = A::allocation(config) else { return (state, skipped) };
+    let Some(allocation) = A::allocation(config) else { return (KernelState::default(), skipped) };
     let mut mac_owners: HashMap<MacAddr, Ipv4Network> = HashMap::with_capacity(leases.leases.len());
     for lease in by_establishment(leases, us) {
         let part = match checked_part(config, &allocation, us, lease).and_then(|p| claim_vtep_mac(&mut mac_owners, lease, p)) {
@@ -150,17 +150,48 @@ pub fn desired_state<A: LeaseFamily>(
             }
         };
         if config.backend.direct_routing && context.main_table.on_link(part.public_ip) {
-            state.direct_routes.insert(DirectRoute { subnet: part.subnet, gateway: part.public_ip });
+            state.direct_routes.push(DirectRoute { subnet: part.subnet, gateway: part.public_ip });
             continue;
         }
         let vtep = vtep_address(part.subnet);
-        state.arp.insert(ArpEntry { ip: vtep, mac: part.vtep_mac });
-        state.fdb.insert(FdbEntry { mac: part.vtep_mac, dst: part.public_ip });
+        state.arp.push(ArpEntry { ip: vtep, mac: part.vtep_mac });
+        state.fdb.push(FdbEntry { mac: part.vtep_mac, dst: part.public_ip });
         let nexthop = context.nexthops.for_gateway(vtep);
         state.nexthops.extend(nexthop);
-        state.routes.insert(RouteEntry { subnet: part.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
+        state.routes.push(RouteEntry { subnet: part.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
     }
-    (state, skipped)
+    (state.into_state(), skipped)
+}
+
+/// A desired state's entries as they are found, in lease order, before they become sets.
+struct Entries<A: Family> {
+    arp: Vec<ArpEntry<A>>,
+    fdb: Vec<FdbEntry<A>>,
+    nexthops: Vec<Nexthop<A>>,
+    routes: Vec<RouteEntry<A>>,
+    direct_routes: Vec<DirectRoute<A>>,
+}
+
+// By hand: a derived `Default` would ask `A: Default`, which no address type is.
+impl<A: Family> Default for Entries<A> {
+    fn default() -> Self {
+        Self { arp: Vec::new(), fdb: Vec::new(), nexthops: Vec::new(), routes: Vec::new(), direct_routes: Vec::new() }
+    }
+}
+
+impl<A: Family> Entries<A> {
+    /// The sets, each built at once from its sorted entries: that fills every tree node, where
+    /// inserting one by one in lease order leaves them a third empty on average (a quarter of
+    /// a megabyte more at 5,000 dual-stack peers).
+    fn into_state(self) -> KernelState<A> {
+        KernelState {
+            arp: self.arp.into_iter().collect(),
+            fdb: self.fdb.into_iter().collect(),
+            nexthops: self.nexthops.into_iter().collect(),
+            routes: self.routes.into_iter().collect(),
+            direct_routes: self.direct_routes.into_iter().collect(),
+        }
+    }
 }
 
 /// The lease's part of family `A` if it meets every rule on its own (see [`check_peer`]).
