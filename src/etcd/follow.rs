@@ -180,8 +180,8 @@ impl Registry {
         let Some(revision) = newest else { return true };
         let mut relist = false;
         leases.send_modify(|set| {
-            // A copy whenever the reconciler still holds this set, as it does after each
-            // pass: O(leases) per watch response, a few ms at thousands of peers.
+            // A copy only if a reader still holds this set; the reconciler borrows it just
+            // for the steps that read it, so this modifies the one copy in place.
             let set = Arc::make_mut(set);
             set.revision = Some(revision);
             set.changed_at = Some(std::time::Instant::now());

@@ -291,6 +291,39 @@ mod tests {
         assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 99], Some(2)), true), "a second destination for our MAC");
     }
 
+    #[test]
+    fn between_passes_the_monitor_keeps_only_the_neighbour_entries_it_reads() {
+        let (vtep, mac) = (Ipv4Addr::new(10, 5, 2, 0), MacAddr([2, 0, 0, 0, 0, 2]));
+        let nexthop = crate::model::Nexthop::for_gateway(vtep);
+        let route = crate::model::RouteEntry {
+            subnet: "10.5.2.0/24".parse().unwrap(),
+            gateway: vtep,
+            onlink: true,
+            nexthop: Some(nexthop.id),
+        };
+        let state = KernelState {
+            arp: [ArpEntry { ip: vtep, mac }].into(),
+            fdb: [FdbEntry { mac, dst: Ipv4Addr::new(198, 18, 0, 12) }].into(),
+            nexthops: [nexthop].into(),
+            routes: [route].into(),
+            ..Default::default()
+        };
+        let watch = DeviceWatch::<Ipv4Addr>::new("flannel.1", 7, "10.5.0.0/16".parse().unwrap());
+        let pass = Arc::new(state.clone());
+        watch.want(Arc::clone(&pass));
+        let wanted = || watch.inner.wanted.lock().unwrap().clone().unwrap();
+        watch.keep_neighbours();
+        assert_eq!(*wanted(), state, "left whole while the reconciler still shares it");
+        drop(pass);
+        watch.keep_neighbours();
+        let kept = wanted();
+        assert_eq!((&kept.arp, &kept.fdb), (&state.arp, &state.fdb));
+        assert!(kept.nexthops.is_empty() && kept.routes.is_empty());
+        watch.forget_wanted();
+        watch.keep_neighbours();
+        assert!(watch.inner.wanted.lock().unwrap().is_none(), "nothing wanted stays nothing");
+    }
+
     /// An NDP or FDB notification on the IPv6 device, as the kernel sends it (an FDB dump
     /// carries its IPv6 destination as raw bytes).
     fn ipv6_neighbour(bridge: bool, state: NeighbourState, ip: &str, mac: u8) -> NeighbourMessage {

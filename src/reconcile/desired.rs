@@ -181,8 +181,8 @@ impl<A: Family> Default for Entries<A> {
 
 impl<A: Family> Entries<A> {
     /// The sets, each built at once from its sorted entries: that fills every tree node, where
-    /// inserting one by one in lease order leaves them a third empty on average (a quarter of
-    /// a megabyte more at 5,000 dual-stack peers).
+    /// inserting one by one in lease order left them partly empty (the IPv6 state of 5,000
+    /// dual-stack peers took 1.5 MB that way, against 1.1 MB for the same state read back).
     fn into_state(self) -> KernelState<A> {
         KernelState {
             arp: self.arp.into_iter().collect(),
