@@ -34,6 +34,9 @@ impl Registry {
             let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied(), previous.subnet)
                 .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
             let ipv6_subnet = choose_ipv6(config, &claim, &listing.ipv6_claims(), previous.ipv6_subnet)?;
+            // Gone before `ipv6_contested` lists again: two listings of thousands of leases at
+            // once were a dual-stack start's peak memory.
+            drop(listing);
             let won = match &claim {
                 Claim::Existing(existing) => self.take_over(existing, ipv6_subnet, attrs, ttl).await?,
                 Claim::Free(subnet) => self.create(*subnet, ipv6_subnet, attrs, ttl).await?,

@@ -14,7 +14,7 @@ use super::keys::key_name;
 use super::listing::{as_alias, LeaseListing, MalformedLease, MAX_RESPONSE_BYTES};
 use super::{Outage, Registry, RegistryError};
 use crate::config::Ipv6Config;
-use crate::lease::{self, Lease, LeaseSet};
+use crate::lease::{self, Lease, LeaseSet, MacAges};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::observe::metrics::Metrics;
@@ -180,8 +180,8 @@ impl Registry {
         let Some(revision) = newest else { return true };
         let mut relist = false;
         leases.send_modify(|set| {
-            // A copy whenever the reconciler still holds this set, as it does after each
-            // pass: O(leases) per watch response, a few ms at thousands of peers.
+            // A copy only if a reader still holds this set; the reconciler borrows it just
+            // for the steps that read it, so this modifies the one copy in place.
             let set = Arc::make_mut(set);
             set.revision = Some(revision);
             set.changed_at = Some(std::time::Instant::now());
@@ -297,18 +297,25 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
         changed_at: Some(std::time::Instant::now()),
         ..Default::default()
     };
-    for (subnet, held) in &listing.holders {
-        set.record_key(*subnet, held.name().to_string());
-    }
-    for lease in listing.leases {
-        set.record_mac_since(&lease, previous.mac_since_for(&lease));
-        set.leases.insert(lease.subnet, lease);
-    }
+    // Built at once from the listing (sorted by subnet first), which fills every tree node;
+    // inserting lease by lease in key order left them half empty.
+    let ages: Vec<(Ipv4Network, MacAges, i64)> =
+        listing.leases.iter().map(|lease| (lease.subnet, previous.mac_since_for(lease), lease.mod_revision)).collect();
+    set.mac_since =
+        ages.iter().filter(|(_, at, written)| at.ipv4 != *written).map(|(subnet, at, _)| (*subnet, at.ipv4)).collect();
+    set.ipv6_mac_since =
+        ages.iter().filter(|(_, at, written)| at.ipv6 != *written).map(|(subnet, at, _)| (*subnet, at.ipv6)).collect();
+    set.leases = listing.leases.into_iter().map(|lease| (lease.subnet, lease)).collect();
     for subnet in listing.holders.keys() {
         if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
             set.record_mac_since(last_good, previous.mac_ages(last_good));
             set.leases.insert(*subnet, last_good.clone());
         }
+    }
+    // After the leases: a key is recorded only where it is not the one its lease's own name
+    // gives (a dual-stack key is that name, and is not kept 5,000 times over).
+    for (subnet, held) in &listing.holders {
+        set.record_key(*subnet, held.name().to_string());
     }
     set
 }

@@ -53,3 +53,17 @@ fn relisting_keeps_when_a_lease_first_advertised_its_mac() {
     let fresh = replace_with_listing(&LeaseSet::default(), LeaseListing { leases: vec![kept.clone()], ..Default::default() });
     assert_eq!(fresh.mac_since(&kept), 30, "a first listing knows the key's last write");
 }
+
+#[test]
+fn a_listed_dual_stack_key_is_its_lease_s_own_name_and_not_recorded_apart() {
+    let dual = Lease { ipv6_subnet: Some("fd00:6:0:3::/64".parse().unwrap()), ..lease("10.5.3.0/24", 13) };
+    let plain_holds_dual = Lease { ipv6_subnet: Some("fd00:6:0:4::/64".parse().unwrap()), ..lease("10.5.4.0/24", 14) };
+    let mut listing = LeaseListing { revision: 7, ..Default::default() };
+    listing.add(listed(&dual.key_name(), 1), Ok(dual.clone()));
+    // A key whose name is not the one flannel writes for the lease it holds.
+    listing.add(listed("10.5.4.0-24", 1), Ok(plain_holds_dual.clone()));
+    let set = replace_with_listing(&LeaseSet::default(), listing);
+    assert_eq!(set.keys.keys().copied().collect::<Vec<_>>(), vec![plain_holds_dual.subnet], "only the name that differs");
+    assert_eq!(set.key_of(dual.subnet), Some("10.5.3.0-24&fd00:6:0:3::-64".to_string()));
+    assert_eq!(set.key_of(plain_holds_dual.subnet), Some("10.5.4.0-24".to_string()));
+}

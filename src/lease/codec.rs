@@ -1,5 +1,6 @@
 //! Lease values: flanneld's JSON as Go's `encoding/json` reads it, and as flanneld writes it.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
@@ -110,8 +111,9 @@ pub struct LeaseAttrs {
     /// JSON when the host is not dual-stack, as flanneld writes it.
     #[serde(rename = "PublicIPv6")]
     pub public_ipv6: Option<Ipv6Addr>,
+    /// `vxlan` borrowed, not allocated: a lease set holds thousands of them.
     #[serde(rename = "BackendType")]
-    pub backend_type: String,
+    pub backend_type: Cow<'static, str>,
     #[serde(rename = "BackendData")]
     pub backend_data: VxlanData,
     /// The IPv6 VXLAN device's VNI and MAC (`flannel-v6.<VNI>`, a device of its own); left out
@@ -147,7 +149,7 @@ impl LeaseAttrs {
         Self {
             public_ip,
             public_ipv6: None,
-            backend_type: BACKEND_VXLAN.to_string(),
+            backend_type: Cow::Borrowed(BACKEND_VXLAN),
             backend_data: VxlanData { vni, vtep_mac },
             backend_v6_data: None,
             ipv6_error: None,
@@ -198,6 +200,10 @@ impl LeaseAttrs {
     }
 
     fn vxlan_parts(public_ip: Ipv4Addr, backend_type: String, backend_data: VxlanData) -> Self {
+        let backend_type = match backend_type == BACKEND_VXLAN {
+            true => Cow::Borrowed(BACKEND_VXLAN),
+            false => Cow::Owned(backend_type),
+        };
         Self { public_ip, public_ipv6: None, backend_type, backend_data, backend_v6_data: None, ipv6_error: None }
     }
 

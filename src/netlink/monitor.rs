@@ -74,6 +74,18 @@ impl<A: KernelFamily> DeviceWatch<A> {
         *self.inner.wanted.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// Keeps of the wanted state only what the filter reads, its ARP (NDP) and FDB entries, once
+    /// the reconciler has let go of it: the routes and nexthops are not held between passes
+    /// (nor, dual-stack, while the other family's pass runs). Nothing changes while the
+    /// reconciler still shares the state.
+    pub fn keep_neighbours(&self) {
+        let mut wanted = self.inner.wanted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = wanted.take() {
+            let neighbours = |state: KernelState<A>| KernelState { arp: state.arp, fdb: state.fdb, ..KernelState::default() };
+            *wanted = Some(Arc::try_unwrap(state).map_or_else(|shared| shared, |state| Arc::new(neighbours(state))));
+        }
+    }
+
     /// Follows the device under a new index once it has been recreated.
     pub fn follow_index(&self, index: u32) {
         self.inner.index.store(index, Ordering::Relaxed);
@@ -277,6 +289,39 @@ mod tests {
         assert!(!agrees(neighbour(arp, NeighbourState::Reachable, [10, 5, 2, 0], Some(2)), true), "ours made non-permanent");
         assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 12], Some(2)), false), "our FDB entry deleted");
         assert!(!agrees(neighbour(fdb, permanent, [198, 18, 0, 99], Some(2)), true), "a second destination for our MAC");
+    }
+
+    #[test]
+    fn between_passes_the_monitor_keeps_only_the_neighbour_entries_it_reads() {
+        let (vtep, mac) = (Ipv4Addr::new(10, 5, 2, 0), MacAddr([2, 0, 0, 0, 0, 2]));
+        let nexthop = crate::model::Nexthop::for_gateway(vtep);
+        let route = crate::model::RouteEntry {
+            subnet: "10.5.2.0/24".parse().unwrap(),
+            gateway: vtep,
+            onlink: true,
+            nexthop: Some(nexthop.id),
+        };
+        let state = KernelState {
+            arp: [ArpEntry { ip: vtep, mac }].into(),
+            fdb: [FdbEntry { mac, dst: Ipv4Addr::new(198, 18, 0, 12) }].into(),
+            nexthops: [nexthop].into(),
+            routes: [route].into(),
+            ..Default::default()
+        };
+        let watch = DeviceWatch::<Ipv4Addr>::new("flannel.1", 7, "10.5.0.0/16".parse().unwrap());
+        let pass = Arc::new(state.clone());
+        watch.want(Arc::clone(&pass));
+        let wanted = || watch.inner.wanted.lock().unwrap().clone().unwrap();
+        watch.keep_neighbours();
+        assert_eq!(*wanted(), state, "left whole while the reconciler still shares it");
+        drop(pass);
+        watch.keep_neighbours();
+        let kept = wanted();
+        assert_eq!((&kept.arp, &kept.fdb), (&state.arp, &state.fdb));
+        assert!(kept.nexthops.is_empty() && kept.routes.is_empty());
+        watch.forget_wanted();
+        watch.keep_neighbours();
+        assert!(watch.inner.wanted.lock().unwrap().is_none(), "nothing wanted stays nothing");
     }
 
     /// An NDP or FDB notification on the IPv6 device, as the kernel sends it (an FDB dump

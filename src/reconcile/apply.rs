@@ -177,11 +177,14 @@ impl<A: Family> Owners<A> {
     }
 }
 
-/// One pass of writes: the data plane, the device, who owns what, and the tally so far.
+/// One pass of writes: the data plane, the device, the state written, and the tally so far.
 struct Writer<'a, A: Family, D> {
     dataplane: &'a D,
     index: u32,
-    owners: Owners<A>,
+    desired: &'a KernelState<A>,
+    /// Who owns what, built from `desired` at the first refusal: a pass without one (nearly
+    /// all) never pays for the index, two maps as large as the state.
+    owners: Option<Owners<A>>,
     applied: Applied<A>,
 }
 
@@ -196,7 +199,7 @@ impl<A: Family, D: Dataplane<A>> Writer<'_, A, D> {
             Err(e) => {
                 let errno = e.errno();
                 let error = e.to_string();
-                let peers = self.owners.peers(&change);
+                let peers = self.owners.get_or_insert_with(|| Owners::new(self.desired)).peers(&change);
                 let owners = if peers.is_empty() { vec![None] } else { peers.into_iter().map(Some).collect() };
                 for peer in owners {
                     self.applied.failures.push(Failure { peer, change, errno, error: error.clone() });
@@ -217,7 +220,7 @@ pub async fn apply<A: Family>(
     desired: &KernelState<A>,
     actual: &KernelState<A>,
 ) -> Applied<A> {
-    let mut w = Writer { dataplane, index, owners: Owners::new(desired), applied: Applied::default() };
+    let mut w = Writer { dataplane, index, desired, owners: None, applied: Applied::default() };
     // One request at a time: pipelining them (128 in flight) measured no faster at 5,000
     // peers (make bench, scale), the kernel being the bottleneck.
     for e in &plan.add.fdb {

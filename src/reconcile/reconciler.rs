@@ -1,23 +1,25 @@
 //! The one task that writes the kernel: wakes on a lease change, a kernel notification or the
 //! resync timer, and runs one whole pass (desired → plan → apply) each time.
 
+use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnetwork::Ipv6Network;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::NetworkConfig;
 use crate::device;
 use crate::lease::{parse_lease_key, Lease, LeaseAttrs, LeaseSet};
-use crate::model::{KernelContext, KernelState, MacAddr};
+use crate::model::{KernelContext, MacAddr};
 use crate::netlink::{DeviceChanges, Kernel, VxlanSpec};
 use crate::reconcile::apply::Applied;
 use crate::reconcile::desired::{desired_state, ThisHost};
 use crate::reconcile::pass::{run_family, FamilyTarget};
 use crate::reconcile::readiness::Readiness;
-use crate::reconcile::record::PassRecord;
+use crate::reconcile::record::{LeaseStamp, PassRecord};
 use crate::reconcile::underlay::{advertise, UnderlayFollower};
 use crate::reconcile::warnings::PeerWarnings;
 use crate::subnet_env::SubnetEnvError;
@@ -79,10 +81,10 @@ impl Reconciler {
         }
         loop {
             let own_lease = own.borrow_and_update().clone();
-            let lease_set = Arc::clone(&leases.borrow_and_update());
+            let stamp = LeaseStamp::of(&leases.borrow_and_update());
             // Ready once our own device is set up and a pass has run: a peer the kernel refuses
             // is that peer's problem, and must not keep docker from starting on this host.
-            if self.reconcile(&own_lease, &lease_set).await {
+            if self.reconcile(&own_lease, stamp, &leases).await {
                 self.readiness.signal(&own_lease, self.mtu())?;
             }
             // Warnings held back are summarised when their window ends, even if nothing else
@@ -108,13 +110,20 @@ impl Reconciler {
     }
 
     /// Moves the kernel to the desired state, the IPv4 device's and, dual-stack, the IPv6
-    /// one's. Returns whether the pass ran: our devices and addresses are set up and every peer
-    /// was tried. Failures are logged here (a peer's once while it lasts) and retried on the
-    /// next pass.
-    async fn reconcile(&mut self, own: &Lease, leases: &LeaseSet) -> bool {
+    /// one's, from the lease set `leases` holds (`stamp`: its revision when the pass began).
+    /// Returns whether the pass ran: our devices and addresses are set up and every peer was
+    /// tried. Failures are logged here (a peer's once while it lasts) and retried on the next
+    /// pass.
+    ///
+    /// The set is borrowed only while a step reads it, never across a kernel round trip: a
+    /// pass that kept it would make the lease follower copy the whole set at every change it
+    /// applies meanwhile (our own lease's rewrite comes during the first pass), which at
+    /// thousands of peers was the largest part of the peak memory. A change arriving meanwhile
+    /// wakes the next pass, as before.
+    async fn reconcile(&mut self, own: &Lease, stamp: LeaseStamp, leases: &watch::Receiver<Arc<LeaseSet>>) -> bool {
         self.record.started();
         let started = std::time::Instant::now();
-        let Some((desired, applied)) = self.reconcile_ipv4(own, leases).await else {
+        let Some(applied) = self.reconcile_ipv4(own, leases).await else {
             tracing::debug!(ran = false, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
             self.record.ended(false, 0);
             return false;
@@ -125,8 +134,7 @@ impl Reconciler {
         };
         let ran = !matches!(ipv6, Some(None));
         let ipv6 = ipv6.flatten();
-        self.record.applied(own, leases, &desired, &applied, ipv6.as_ref().map_or(0, |a| a.written));
-        drop(desired);
+        self.record.applied(own, stamp, applied.written + ipv6.as_ref().map_or(0, |a| a.written));
         let mut failures = applied.failures.len();
         let transitions = self.record.failures(applied.failures);
         self.warnings.log_refusals(&transitions);
@@ -141,9 +149,10 @@ impl Reconciler {
     }
 
     /// The IPv4 part of a pass; `None` when it could not reach the peers (no underlay, no
-    /// device, the kernel's tables unreadable), else the state it wanted and what the kernel
-    /// accepted and refused.
-    async fn reconcile_ipv4(&mut self, own: &Lease, leases: &LeaseSet) -> Option<(Arc<KernelState>, Applied)> {
+    /// device, the kernel's tables unreadable), else what the kernel accepted and refused. The
+    /// state it wanted is recorded and released before the IPv6 part reads the kernel; the
+    /// monitor keeps its neighbour entries only.
+    async fn reconcile_ipv4(&mut self, own: &Lease, leases: &watch::Receiver<Arc<LeaseSet>>) -> Option<Applied> {
         let underlay_changed = self.device_changes.take_underlay_changed();
         if !self.underlay.follow(&self.kernel, underlay_changed).await {
             return None;
@@ -155,19 +164,22 @@ impl Reconciler {
         self.spec = device::desired_device(&self.config, underlay, own.attrs.backend_data.vtep_mac);
         let target = FamilyTarget { spec: self.spec.clone(), own_subnet: own.subnet, network: self.config.network };
         let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
-        let keep = leases.unreadable.keys().copied().collect();
+        let keep = leases.borrow().unreadable.keys().copied().collect();
         let config = &self.config;
-        let desired = |context: &KernelContext| desired_state(config, &us, leases, context);
+        let desired = |context: &KernelContext| desired_state(config, &us, &leases.borrow(), context);
         let pass = run_family(&self.kernel, &self.device_changes.ipv4, &target, desired, &keep).await?;
         self.record.skipped::<std::net::Ipv4Addr>(&pass.skipped);
-        self.warnings.warn_once(leases, pass.skipped, &pass.desired, &pass.context);
-        Some((pass.desired, pass.applied))
+        self.record.programmed(&pass.desired, pass.applied.failed_peers().len());
+        self.warnings.warn_once(&leases.borrow(), pass.skipped, &pass.desired, &pass.context);
+        drop(pass.desired);
+        self.device_changes.ipv4.keep_neighbours();
+        Some(pass.applied)
     }
 
     /// The IPv6 part of a pass, on `flannel-v6.<VNI>`: as the IPv4 part, from the leases' IPv6
     /// parts. `None` when it could not reach the peers, which includes an underlay without an
     /// IPv6 address (logged once while it lasts).
-    async fn reconcile_ipv6(&mut self, own: &Lease, leases: &LeaseSet) -> Option<Applied<Ipv6Addr>> {
+    async fn reconcile_ipv6(&mut self, own: &Lease, leases: &watch::Receiver<Arc<LeaseSet>>) -> Option<Applied<Ipv6Addr>> {
         let (v6, watch) = (self.ipv6.as_mut()?, self.device_changes.ipv6.as_ref()?);
         let underlay = self.underlay.current();
         let inputs = (underlay.public_ipv6, own.ipv6_subnet, self.config.ipv6.map(|c| c.network));
@@ -186,13 +198,21 @@ impl Reconciler {
         let target = FamilyTarget { spec: v6.spec.clone()?, own_subnet, network };
         let us = ThisHost { subnet: Some(own_subnet), public_ip, vtep_mac: Some(mac) };
         // The IPv6 subnet of a key whose value cannot be read is in its name, if anywhere.
-        let keep = leases.unreadable.keys().filter_map(|s| parse_lease_key(&leases.key_of(*s)?).ok()?.1).collect();
+        let keep = unreadable_ipv6(&leases.borrow());
         let config = &self.config;
-        let desired = |context: &KernelContext<Ipv6Addr>| desired_state(config, &us, leases, context);
+        let desired = |context: &KernelContext<Ipv6Addr>| desired_state(config, &us, &leases.borrow(), context);
         let pass = run_family(&self.kernel, watch, &target, desired, &keep).await?;
         self.record.skipped::<Ipv6Addr>(&pass.skipped);
         self.record.programmed(&pass.desired, pass.applied.failed_peers().len());
-        self.warnings.warn_once_ipv6(leases, pass.skipped, &pass.desired, &pass.context);
+        self.warnings.warn_once_ipv6(&leases.borrow(), pass.skipped, &pass.desired, &pass.context);
+        drop(pass.desired);
+        watch.keep_neighbours();
         Some(pass.applied)
     }
+}
+
+/// The IPv6 subnets of the keys whose value cannot be read, from their names: what the IPv6
+/// pass leaves in place for them.
+fn unreadable_ipv6(leases: &LeaseSet) -> BTreeSet<Ipv6Network> {
+    leases.unreadable.keys().filter_map(|s| parse_lease_key(&leases.key_of(*s)?).ok()?.1).collect()
 }

@@ -4,13 +4,14 @@
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
 
 use crate::lease::{Lease, LeaseSet};
 use crate::model::{Family, KernelState};
 use crate::observe::metrics::Metrics;
-use crate::reconcile::apply::{Applied, Failure, Ongoing, Transitions};
+use crate::reconcile::apply::{Failure, Ongoing, Transitions};
 use crate::reconcile::desired::SkippedPeer;
 
 /// The metrics and what they need remembered between passes.
@@ -74,26 +75,40 @@ impl PassRecord {
     }
 
     /// Records the entries of family `A`'s device after its pass wrote `desired` except for
-    /// `failed_peers` peers ([`PassRecord::applied`] does it for IPv4).
+    /// `failed_peers` peers.
     pub fn programmed<A: Family>(&self, desired: &KernelState<A>, failed_peers: usize) {
         self.metrics.set_programmed(desired, failed_peers);
     }
 
-    /// Updates the metrics after a pass. Only changes the kernel accepted count (with
-    /// `ipv6_written`, those on the IPv6 device): retrying a refused entry every pass repairs
-    /// nothing.
-    pub fn applied(&mut self, own: &Lease, leases: &LeaseSet, desired: &KernelState, applied: &Applied, ipv6_written: usize) {
-        self.programmed(desired, applied.failed_peers().len());
-        let inputs = (own.subnet, leases.revision);
-        let changes = (applied.written + ipv6_written) as u64;
+    /// Updates the metrics after a pass that started from the lease set `stamp` describes and
+    /// whose writes the kernel accepted `written` times (both devices). Only changes the
+    /// kernel accepted count: retrying a refused entry every pass repairs nothing.
+    pub fn applied(&mut self, own: &Lease, stamp: LeaseStamp, written: usize) {
+        let inputs = (own.subnet, stamp.revision);
+        let changes = written as u64;
         if self.last_reconciled == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);
             tracing::info!(entries = changes, "repaired kernel entries");
         } else if self.last_reconciled != Some(inputs) && changes > 0 {
-            if let Some(at) = leases.changed_at {
+            if let Some(at) = stamp.changed_at {
                 self.metrics.lease_to_kernel.observe(at.elapsed().as_secs_f64());
             }
         }
         self.last_reconciled = Some(inputs);
+    }
+}
+
+/// What a pass remembers of the lease set it started from, without holding the set: its etcd
+/// revision and when its last change arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseStamp {
+    pub revision: Option<i64>,
+    pub changed_at: Option<Instant>,
+}
+
+impl LeaseStamp {
+    /// The stamp of `leases`.
+    pub fn of(leases: &LeaseSet) -> Self {
+        Self { revision: leases.revision, changed_at: leases.changed_at }
     }
 }
