@@ -7,6 +7,7 @@ use std::time::Duration;
 use etcd_client::{GetOptions, PutOptions};
 
 use super::keys::prefix_end;
+use super::listing::MAX_RESPONSE_BYTES;
 use super::{Registry, RegistryError};
 use crate::lease::EtcdLeaseId;
 
@@ -29,7 +30,8 @@ impl Registry {
         let response = self
             .call("list names", |c| {
                 let (prefix, options) = (prefix.to_string(), options.clone());
-                async move { c.kv_client().get(prefix, Some(options)).await }
+                // Others' records share the prefix: read up to the limit every listing has.
+                async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(prefix, Some(options)).await }
             })
             .await?;
         let keys = response.kvs().iter().map(|kv| NameKey {

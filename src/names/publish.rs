@@ -77,14 +77,18 @@ pub fn wanted(domain: &Domain, subnet: Ipv4Network, containers: &[Container]) ->
     wanted
 }
 
-/// Whether `key` is one of this host's records: a weft record (its key parses) whose address
-/// lies in `subnet`, or one hanging on our names lease.
-pub fn is_ours(domain: &Domain, subnet: Ipv4Network, names_lease: Option<EtcdLeaseId>, key: &NameKey) -> bool {
-    if domain.parse_record_key(&key.key).is_none() {
-        return false;
-    }
+/// Whether `key` is one of this host's records: a weft record (its key parses) hanging on our
+/// names lease. A record on no lease, or on another, is someone else's, even with an address
+/// in our subnet (a hand-written record for a printer there), and is never deleted.
+pub fn is_ours(domain: &Domain, names_lease: Option<EtcdLeaseId>, key: &NameKey) -> bool {
+    domain.parse_record_key(&key.key).is_some() && names_lease.is_some() && key.etcd_lease == names_lease
+}
+
+/// Whether `key` looks like one of this host's records from an earlier run: a weft record on
+/// some etcd lease, its address in our `subnet` (for adopting that lease, and for status).
+pub fn in_our_subnet(domain: &Domain, subnet: Ipv4Network, key: &NameKey) -> bool {
     let in_subnet = matches!(SkyRecord::from_json(&key.value), Ok(SkyRecord { host: IpAddr::V4(ip), .. }) if subnet.contains(ip));
-    in_subnet || (names_lease.is_some() && key.etcd_lease == names_lease)
+    domain.parse_record_key(&key.key).is_some() && key.etcd_lease.is_some() && in_subnet
 }
 
 /// What to write so that etcd holds exactly `wanted` of this host's records, all on `lease`.
@@ -123,7 +127,7 @@ pub struct PublishedName {
 /// in `subnet`), one entry per name and address.
 pub fn published_names(domain: &Domain, subnet: Ipv4Network, listed: &[NameKey]) -> Vec<PublishedName> {
     let mut names: BTreeMap<(String, IpAddr), BTreeSet<(u16, String)>> = BTreeMap::new();
-    for key in listed.iter().filter(|k| is_ours(domain, subnet, None, k)) {
+    for key in listed.iter().filter(|k| in_our_subnet(domain, subnet, k)) {
         let (Some((name, id)), Ok(record)) = (domain.parse_record_key(&key.key), SkyRecord::from_json(&key.value)) else {
             continue;
         };
@@ -211,7 +215,7 @@ impl Publisher {
         let Some(containers) = self.containers.borrow().clone() else { return Ok(()) };
         let wanted = wanted(&self.domain, subnet, &containers);
         self.warn_skipped(state, &wanted.skipped);
-        let ours: Vec<&NameKey> = listed.iter().filter(|k| is_ours(&self.domain, subnet, state.lease, k)).collect();
+        let ours: Vec<&NameKey> = listed.iter().filter(|k| is_ours(&self.domain, state.lease, k)).collect();
         let changes = changes(&wanted.records, &ours, state.lease);
         if !changes.put.is_empty() && state.lease.is_none() {
             state.lease = Some(self.registry.grant_names_lease(self.lease_ttl).await?);
@@ -234,7 +238,7 @@ impl Publisher {
     /// our TTL: a restarted weftd keeps renewing it, so the records of containers still
     /// running are not even rewritten. (Another `--names-lease-ttl` gets a lease of its own.)
     async fn adopt(&self, subnet: Ipv4Network, listed: &[NameKey]) -> Option<EtcdLeaseId> {
-        let lease = listed.iter().filter(|k| is_ours(&self.domain, subnet, None, k)).find_map(|k| k.etcd_lease)?;
+        let lease = listed.iter().filter(|k| in_our_subnet(&self.domain, subnet, k)).find_map(|k| k.etcd_lease)?;
         let fits = matches!(self.registry.names_lease_fits(lease, self.lease_ttl).await, Ok(true));
         fits.then(|| {
             tracing::info!(%lease, "adopting the names' etcd lease of the previous run");

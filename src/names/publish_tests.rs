@@ -69,17 +69,22 @@ fn only_containers_on_the_overlay_with_a_label_name_are_published() {
 }
 
 #[test]
-fn ours_are_weft_records_in_our_subnet_or_on_our_lease() {
+fn ours_are_weft_records_on_our_lease_and_a_previous_runs_are_found_by_subnet() {
     let d = domain();
     let mine = key("/skydns/local/weft/db/abababababab", r#"{"host":"10.5.72.2","ttl":30}"#, 7);
     let peer = key("/skydns/local/weft/db/cdcdcdcdcdcd", r#"{"host":"10.5.9.2","ttl":30}"#, 8);
     let foreign = key("/skydns/local/weft/db/x1", r#"{"host":"10.5.72.9"}"#, 0);
+    let printer = key("/skydns/local/weft/printer/0123456789ab", r#"{"host":"10.5.72.50"}"#, 0);
     let moved = key("/skydns/local/weft/old/efefefefefef", r#"{"host":"10.5.1.2","ttl":30}"#, 7);
-    assert!(is_ours(&d, subnet(), None, &mine));
-    assert!(!is_ours(&d, subnet(), None, &peer), "another host's");
-    assert!(!is_ours(&d, subnet(), Some(EtcdLeaseId(7)), &foreign), "not a weft record id");
-    assert!(is_ours(&d, subnet(), Some(EtcdLeaseId(7)), &moved), "on our lease, from a subnet we held before");
-    assert!(!is_ours(&d, subnet(), Some(EtcdLeaseId(9)), &moved));
+    let lease = Some(EtcdLeaseId(7));
+    assert!(is_ours(&d, lease, &mine));
+    assert!(!is_ours(&d, None, &mine), "no lease yet: nothing is ours to delete");
+    assert!(!is_ours(&d, lease, &peer), "another host's");
+    assert!(!is_ours(&d, lease, &foreign), "not a weft record id");
+    assert!(is_ours(&d, lease, &moved), "on our lease, from a subnet we held before");
+    assert!(!is_ours(&d, Some(EtcdLeaseId(9)), &moved));
+    assert!(!is_ours(&d, lease, &printer), "a hand-written record in our subnet, on no lease");
+    assert!(in_our_subnet(&d, subnet(), &mine) && !in_our_subnet(&d, subnet(), &printer) && !in_our_subnet(&d, subnet(), &peer));
 }
 
 #[test]

@@ -7,17 +7,23 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::proto::op::{Edns, Message, Query};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
 
 /// The most a forwarded query may take, every resolver tried: the stub resolvers in
 /// containers (glibc, musl, busybox) retry after 5 s or less, so a later answer helps nobody.
 pub const FORWARD_BUDGET: Duration = Duration::from_secs(2);
+/// The most forwarded queries in flight at once: each holds a socket (a file descriptor) for up
+/// to [`FORWARD_BUDGET`], so a flood of outside names must not take every descriptor weftd
+/// has (etcd, netlink and docker need theirs). Past it, a query gets SERVFAIL at once.
+pub const MAX_FORWARDS: usize = 128;
 /// The largest UDP answer asked of a resolver (EDNS), the size DNS flag day 2020 settled on.
 const UDP_PAYLOAD: u16 = 1232;
 
@@ -30,6 +36,8 @@ pub enum ForwardError {
     NoAnswer { tried: String },
     #[error("cannot encode the forwarded query: {0}")]
     Encode(String),
+    #[error("{MAX_FORWARDS} forwarded queries are already waiting for the resolvers")]
+    Busy,
 }
 
 /// The nameservers of a resolv.conf text, loopback ones left out, port 53.
@@ -46,22 +54,30 @@ pub fn resolvers(resolv_conf: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Forwards questions to the resolvers `resolv.conf` names.
+/// Forwards questions to the resolvers `resolv.conf` names, at most [`MAX_FORWARDS`] at once.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     /// `/etc/resolv.conf`; under `ip netns exec` that is `/etc/netns/<ns>/resolv.conf`.
     pub resolv_conf: PathBuf,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Forwarder {
+    /// A forwarder to the resolvers `resolv_conf` names (read afresh for every query).
+    pub fn new(resolv_conf: PathBuf) -> Self {
+        Self { resolv_conf, in_flight: Arc::new(Semaphore::new(MAX_FORWARDS)) }
+    }
+
     /// Asks each resolver in turn, within [`FORWARD_BUDGET`] in all, for `query` (recursion
     /// desired), over UDP, then over TCP when the UDP answer was truncated.
     ///
     /// # Errors
-    /// No resolver listed ([`ForwardError::NoResolvers`], at once), or none answered in time.
+    /// No resolver listed ([`ForwardError::NoResolvers`], at once), [`MAX_FORWARDS`] already
+    /// in flight ([`ForwardError::Busy`], at once), or none answered in time.
     pub async fn forward(&self, query: &Query) -> Result<Message, ForwardError> {
+        let _slot = self.in_flight.try_acquire().map_err(|_| ForwardError::Busy)?;
         let deadline = Instant::now() + FORWARD_BUDGET;
-        let text = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
+        let text = tokio::fs::read_to_string(&self.resolv_conf).await.unwrap_or_default();
         let servers = resolvers(&text);
         if servers.is_empty() {
             return Err(ForwardError::NoResolvers { path: self.resolv_conf.clone() });

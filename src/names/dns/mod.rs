@@ -71,7 +71,7 @@ pub async fn serve(
     let server = async move {
         loop {
             let address = bridge_address(own.borrow_and_update().subnet);
-            let forwarder = Forwarder { resolv_conf: options.resolv_conf.clone() };
+            let forwarder = Forwarder::new(options.resolv_conf.clone());
             let handler = server::Handler { cache: cache_rx.clone(), forwarder, metrics: Arc::clone(&metrics) };
             let _server = server::listen(address, handler)?;
             tracing::info!(%address, port = DNS_PORT, domain = %options.domain, "serving DNS for container names on docker0's address");

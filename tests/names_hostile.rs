@@ -1,6 +1,8 @@
-//! Review of issue 16 (names across hosts): one failing test per fault found. Real weftd, real
-//! etcd, dnsmasq as the outside resolver; no dockerd is needed for these (weftd is pointed at
-//! a docker socket that does not exist, so it publishes "no containers").
+//! Names under hostile conditions a reviewer found (each test failed before its fix): a flood of
+//! outside names with a silent resolver (forwards bounded), large foreign values under the
+//! domain (publishing goes on), a hand-written record in this host's subnet (left alone). Real
+//! weftd, real etcd, dnsmasq as the outside resolver; no dockerd is needed for these (weftd is
+//! pointed at a docker socket that does not exist, so it publishes "no containers").
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -58,7 +60,10 @@ fn large_foreign_values_under_the_domain_do_not_stop_publishing() {
     weftd.wait_log("serving DNS", DEADLINE);
     let filler = "x".repeat(1_400_000);
     for i in 0..4 {
-        lab.etcd_put_large(&format!("/skydns/local/weft/junk/{i:012x}"), format!(r#"{{"host":"192.0.2.1","x":"{filler}"}}"#).as_bytes());
+        lab.etcd_put_large(
+            &format!("/skydns/local/weft/junk/{i:012x}"),
+            format!(r#"{{"host":"192.0.2.1","x":"{filler}"}}"#).as_bytes(),
+        );
     }
     std::thread::sleep(Duration::from_secs(6));
     let errors = metric(&lab, h, "weft_names_publish_errors");
@@ -86,8 +91,10 @@ fn a_query_flood_with_a_silent_resolver_stays_bounded() {
     lab.attach_container(h);
     let (cns, gw) = (lab.container(h).ns.clone(), lab.container(h).gateway);
     lab.etcd_put("/skydns/local/weft/db/0123456789ab", r#"{"host":"10.5.1.2","ttl":30}"#);
-    lab::poll_for(DEADLINE, Duration::from_millis(50), || nslookup(&cns, "a", "db.weft.local", gw).text.contains("10.5.1.2").then_some(()))
-        .expect("db answered before the flood");
+    lab::poll_for(DEADLINE, Duration::from_millis(50), || {
+        nslookup(&cns, "a", "db.weft.local", gw).text.contains("10.5.1.2").then_some(())
+    })
+    .expect("db answered before the flood");
     let fds = || std::fs::read_dir(format!("/proc/{}/fd", weftd.pid())).map(|d| d.count()).unwrap_or(0);
     let before = fds();
     // 20,000 distinct outside names in about a second from one container.
@@ -99,7 +106,8 @@ for i in range(20000):
     s.sendto(struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0) + name + b"\0\x01\0\x01", (GW, 53))
 "#
     .replace("GW", &format!("'{gw}'"));
-    let out = std::process::Command::new("ip").args(["netns", "exec", &cns, "python3", "-c", &flood]).output().expect("run the flood");
+    let out =
+        std::process::Command::new("ip").args(["netns", "exec", &cns, "python3", "-c", &flood]).output().expect("run the flood");
     assert!(out.status.success(), "flood: {}", String::from_utf8_lossy(&out.stderr));
     let during = fds();
     let started = Instant::now();
