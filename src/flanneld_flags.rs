@@ -155,6 +155,24 @@ pub fn screen(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result
     }
 }
 
+/// Go's flag package takes a long flag with one dash (`-etcd-endpoints=…`), clap with two:
+/// every argument after the program's name that names one of `long_names` (or `help`,
+/// `version`) with a single dash gets a second one; the rest pass unchanged.
+pub fn go_style(long_names: &[String], args: impl Iterator<Item = String>) -> Vec<String> {
+    let known = |name: &str| long_names.iter().any(|n| n == name) || name == "help" || name == "version";
+    args.enumerate()
+        .map(|(i, arg)| {
+            let single_dash = i > 0 && arg.starts_with('-') && !arg.starts_with("--");
+            let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
+            if single_dash && known(name) {
+                format!("-{arg}")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,22 +228,8 @@ impl DockerOptsFlags {
 
 /// Long flags that Go's flag package lets users write with a single dash.
 fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
-    let long_names: Vec<String> = Flags::command()
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .chain(["help".to_string(), "version".to_string()])
-        .collect();
-    args.enumerate()
-        .map(|(i, arg)| {
-            let single_dash = i > 0 && arg.starts_with('-') && !arg.starts_with("--");
-            let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
-            if single_dash && long_names.iter().any(|n| n == name) {
-                format!("-{arg}")
-            } else {
-                arg
-            }
-        })
-        .collect()
+    let names = Flags::command().get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect::<Vec<_>>();
+    flanneld_flags::go_style(&names, args)
 }
 
 fn options(flags: Flags) -> anyhow::Result<DaemonOptions> {
