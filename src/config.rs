@@ -25,20 +25,32 @@ pub enum ConfigError {
     Invalid { field: &'static str, rule: String, got: String },
     #[error("network config: Backend.Type \"{0}\" is not supported: weft implements the \"vxlan\" backend")]
     UnsupportedBackend(String),
-    #[error("network config: \"EnableIPv4\" is false, so every host would be IPv6 only, which weft does not run yet; set EnableIPv4 to true (dual-stack) or remove it")]
-    Ipv6Only,
+    #[error("network config: \"EnableIPv4\" and \"EnableIPv6\" are both false, so hosts would get no subnet; set EnableIPv6 to true with an IPv6Network, or remove EnableIPv4")]
+    NoFamily,
 }
 
 /// The validated network config, with flannel's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
-    pub network: Ipv4Network,
-    pub subnet_len: u8,
-    pub subnet_min: Ipv4Addr,
-    pub subnet_max: Ipv4Addr,
+    /// `Network` with its fields; `None` when `EnableIPv4` is false (an IPv6-only overlay).
+    pub ipv4: Option<Ipv4Config>,
     pub backend: VxlanConfig,
-    /// `EnableIPv6` with its fields: a dual-stack overlay; `None` for IPv4 only.
+    /// `EnableIPv6` with its fields: a dual-stack (or IPv6-only) overlay; `None` for IPv4 only.
     pub ipv6: Option<Ipv6Config>,
+}
+
+/// The IPv4 half of a config: flannel's `Network`, `SubnetLen`, `SubnetMin` and `SubnetMax`,
+/// defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Config {
+    /// `Network`, e.g. `10.5.0.0/16`, with its host bits cleared.
+    pub network: Ipv4Network,
+    /// `SubnetLen`: the prefix length of each host's subnet, bits (24 by default).
+    pub subnet_len: u8,
+    /// `SubnetMin`: the first subnet a host may lease (the Network's second by default).
+    pub subnet_min: Ipv4Addr,
+    /// `SubnetMax`: the last subnet a host may lease (the Network's last by default).
+    pub subnet_max: Ipv4Addr,
 }
 
 /// The IPv6 half of a dual-stack config: flannel's `IPv6Network`, `IPv6SubnetLen`,
@@ -74,25 +86,41 @@ impl NetworkConfig {
         let Value::Object(fields) = lowercase_keys(value) else {
             return Err(ConfigError::NotObject);
         };
-        // flannel's default; IPv6 only would leave every IPv4 rule below without a Network.
-        if !optional_bool(&fields, "enableipv4", "EnableIPv4")?.unwrap_or(true) {
-            return Err(ConfigError::Ipv6Only);
-        }
-        let network = parse_network(&fields)?;
-        let subnet_len = subnet_len(&fields, network.prefix(), &IPV4_SUBNET_LEN)?;
-        let (subnet_min, subnet_max) = subnet_range(&fields, network, subnet_len)?;
+        // flannel's defaults: IPv4 on, IPv6 off. With IPv4 off the IPv4 fields are not read.
+        let ipv4 = match optional_bool(&fields, "enableipv4", "EnableIPv4")?.unwrap_or(true) {
+            true => Some(parse_ipv4(&fields)?),
+            false => None,
+        };
         let backend = parse_backend(fields.get("backend"))?;
         let ipv6 = match optional_bool(&fields, "enableipv6", "EnableIPv6")?.unwrap_or(false) {
             true => Some(parse_ipv6(&fields)?),
             false => None,
         };
-        Ok(Self { network, subnet_len, subnet_min, subnet_max, backend, ipv6 })
+        if ipv4.is_none() && ipv6.is_none() {
+            return Err(ConfigError::NoFamily);
+        }
+        Ok(Self { ipv4, backend, ipv6 })
     }
 
+    /// Whether hosts get only an IPv6 subnet (`"EnableIPv4": false`).
+    pub fn is_ipv6_only(&self) -> bool {
+        self.ipv4.is_none()
+    }
+}
+
+impl Ipv4Config {
     /// The number of addresses in one host subnet.
     pub fn subnet_size(&self) -> u32 {
         1u32 << (32 - self.subnet_len)
     }
+}
+
+/// `Network` with its fields, flannel's defaults and rules.
+fn parse_ipv4(fields: &Map<String, Value>) -> Result<Ipv4Config, ConfigError> {
+    let network = parse_network(fields)?;
+    let subnet_len = subnet_len(fields, network.prefix(), &IPV4_SUBNET_LEN)?;
+    let (subnet_min, subnet_max) = subnet_range(fields, network, subnet_len)?;
+    Ok(Ipv4Config { network, subnet_len, subnet_min, subnet_max })
 }
 
 /// Go's JSON decoder matches keys case-insensitively; lowercasing once lets us look keys up

@@ -53,9 +53,8 @@ impl DriftNotices {
 /// Whether `config` differs from `loaded` in turning IPv6 on or off, and in nothing else a
 /// restart would renumber: the change an operator rolls out host by host.
 pub fn ipv6_toggled(loaded: &NetworkConfig, config: &NetworkConfig) -> bool {
-    let same_ipv4 =
-        (config.network, config.subnet_len, config.backend.vni) == (loaded.network, loaded.subnet_len, loaded.backend.vni);
-    same_ipv4 && config.ipv6.is_some() != loaded.ipv6.is_some()
+    let same_ipv4 = (config.ipv4, config.backend.vni) == (loaded.ipv4, loaded.backend.vni);
+    same_ipv4 && config.ipv4.is_some() && config.ipv6.is_some() != loaded.ipv6.is_some()
 }
 
 /// Follows `<prefix>/config` for as long as the daemon runs, logging each new difference from
@@ -82,15 +81,16 @@ fn log(loaded: &NetworkConfig, drift: &ConfigDrift) {
     match drift {
         ConfigDrift::Same => {}
         ConfigDrift::Changed(config) if ipv6_toggled(loaded, config) => tracing::warn!(
-            network = %config.network,
+            network = config.ipv4.map(|v4| v4.network.to_string()),
             ipv6_network = config.ipv6.map(|v6| v6.network.to_string()),
             "network config in etcd turns IPv6 {}; weftd keeps running with the config it started with: restart the hosts one at a time, each keeps its IPv4 subnet and its key {} an IPv6 subnet",
             if config.ipv6.is_some() { "on" } else { "off" },
             if config.ipv6.is_some() { "gains" } else { "loses" },
         ),
         ConfigDrift::Changed(config) => tracing::warn!(
-            network = %config.network,
-            subnet_len = config.subnet_len,
+            network = config.ipv4.map(|v4| v4.network.to_string()),
+            subnet_len = config.ipv4.map(|v4| v4.subnet_len),
+            ipv6_network = config.ipv6.map(|v6| v6.network.to_string()),
             vni = config.backend.vni,
             "network config in etcd changed; weftd keeps running with the config it started with, and a restart applies the new one"
         ),

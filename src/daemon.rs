@@ -36,7 +36,7 @@ use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
 use crate::subnet_env::{self, SubnetEnvError};
-use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Families, Underlay, UnderlayChoice, UnderlayError};
 
 /// Everything `weftd` needs, already parsed from flags and environment.
 #[derive(Debug)]
@@ -95,6 +95,10 @@ pub enum DaemonError {
     /// A dual-stack config, but the underlay has no IPv6 address to advertise.
     #[error("the network config enables IPv6, but the underlay interface {iface} has no global IPv6 address to advertise as PublicIPv6; give it one, or pass --public-ipv6")]
     NoPublicIpv6 { iface: String },
+    /// `--names` under an IPv6-only config: names are published and served for docker0's
+    /// IPv4 subnet, which such a host does not lease.
+    #[error("--names needs an IPv4 subnet (docker0's address answers DNS, records name FLANNEL_SUBNET addresses), but the network config sets \"EnableIPv4\": false; run without --names, or enable IPv4 (dual-stack)")]
+    NamesNeedIpv4,
     /// A task that runs as long as the daemon returned.
     #[error("the {task} task ended, which it must not while the daemon runs")]
     TaskEnded { task: &'static str },
@@ -171,15 +175,14 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
         );
     }
     let config = wait_for_config(&registry).await?;
+    if config.is_ipv6_only() && (options.names.is_some() || options.names_dns.is_some()) {
+        return Err(DaemonError::NamesNeedIpv4);
+    }
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
     let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
 
-    let vni = config.backend.vni;
-    let mac = vtep_mac(&kernel, &model::device_name(vni), underlay.public_ip, vni).await?;
-    let spec = device::desired_device(&config, &underlay, mac);
-    let device = device::ensure(&kernel, &spec).await?;
-
-    let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, device.mac).await?;
+    let ipv4_device = ipv4_device(&kernel, &config, &underlay).await?;
+    let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, ipv4_device.as_ref().map(|(_, device)| device.mac)).await?;
     let previous = Previous {
         subnet: subnet_env::read_previous_subnet(&options.subnet_file),
         ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
@@ -189,15 +192,19 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
 
     let (own_rx, leases_rx, attrs_tx) = start_lease_tasks(&mut tasks, registry, &config, &options, own, attrs, &metrics);
 
-    let ipv4 = netlink::DeviceWatch::new(&spec.name, device.index, config.network);
+    let ipv4_watch = ipv4_device
+        .as_ref()
+        .zip(config.ipv4)
+        .map(|((spec, device), v4)| netlink::DeviceWatch::new(&spec.name, device.index, v4.network));
     // Index 0 (no link) until the first pass has set the IPv6 device up: followed by name.
-    let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&model::ipv6_device_name(vni), 0, v6.network));
-    let device_changes = netlink::monitor(&kernel, ipv4, ipv6_watch, config.backend.direct_routing)?;
+    let ipv6_name = model::ipv6_device_name(config.backend.vni);
+    let ipv6_watch = config.ipv6.map(|v6| netlink::DeviceWatch::new(&ipv6_name, 0, v6.network));
+    let device_changes = netlink::monitor(&kernel, ipv4_watch, ipv6_watch, config.backend.direct_routing)?;
     let readiness = Readiness::new(options.subnet_file, &config, options.ip_masq, health);
     let reconciler = Reconciler {
         kernel,
-        spec,
-        underlay: UnderlayFollower::new(options.underlay, underlay),
+        spec: ipv4_device.map(|(spec, _)| spec),
+        underlay: UnderlayFollower::new(options.underlay, Families::of(&config), underlay),
         attrs: attrs_tx,
         config,
         resync_interval: options.resync_interval,
@@ -233,11 +240,11 @@ fn start_http(tasks: &mut Tasks, options: &mut DaemonOptions) -> Result<(Health,
 /// at (an IPv6 `--iface`, an `--iface-regex` for IPv6 addresses, `--public-ipv6`): only the
 /// config can say whether they will be, and [`final_underlay`] reports the failure if not.
 async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Option<Underlay>, UnderlayError> {
-    let error = match underlay::find(kernel, choice, false).await {
+    let error = match underlay::find(kernel, choice, Families::Ipv4).await {
         Ok(underlay) => return Ok(Some(underlay)),
         Err(e) => e,
     };
-    if choice.may_need_ipv6() && underlay::find(kernel, choice, true).await.is_ok() {
+    if choice.may_need_ipv6() && underlay::find(kernel, choice, Families::DualStack).await.is_ok() {
         tracing::debug!(%error, "no IPv4-only underlay; the network config decides whether IPv6 addresses count");
         return Ok(None);
     }
@@ -260,10 +267,11 @@ async fn final_underlay(
     }
     let underlay = match early {
         Some(underlay) if config.ipv6.is_none() => underlay,
-        _ => underlay::find(kernel, choice, config.ipv6.is_some()).await?,
+        _ => underlay::find(kernel, choice, Families::of(config)).await?,
     };
     let (local_ipv6, public_ipv6) = (underlay.ipv6.map(|ip| ip.to_string()), underlay.public_ipv6.map(|ip| ip.to_string()));
-    tracing::info!(iface = %underlay.name, local_ip = %underlay.ip, public_ip = %underlay.public_ip, local_ipv6, public_ipv6, mtu = underlay.mtu, "using underlay interface");
+    let (local_ip, public_ip) = (underlay.ip.map(|ip| ip.to_string()), underlay.public_ip.map(|ip| ip.to_string()));
+    tracing::info!(iface = %underlay.name, local_ip, public_ip, local_ipv6, public_ipv6, mtu = underlay.mtu, "using underlay interface");
     Ok(underlay)
 }
 
@@ -308,8 +316,8 @@ fn start_lease_tasks(
         interval: options.iptables_resync,
     };
     // With no flag asking for rules there are none to keep, and `keep_rules` returns at once.
-    if rules.ip_masq || rules.forward || rules.dns {
-        tasks.spawn_forever("iptables rules", ipmasq::keep_rules(config.network, rules, own_rx.clone()));
+    if let (Some(v4), true) = (&config.ipv4, rules.ip_masq || rules.forward || rules.dns) {
+        tasks.spawn_forever("iptables rules", ipmasq::keep_rules(v4.network, rules, own_rx.clone()));
     }
     // The DNS server listens on IPv4 only: no ip6tables rules guard it.
     let rules = ipmasq::RuleOptions { dns: false, ..rules };
@@ -345,9 +353,28 @@ async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
 }
 
-/// What our lease says: PublicIP and the VXLAN device's MAC `mac`, and under a dual-stack
-/// config the PublicIPv6 and the IPv6 device's MAC (also returned, for the reconciler, which
-/// creates or adopts that device in its first pass).
+/// The IPv4 device, `flannel.<VNI>`, created or adopted before our lease is acquired (the
+/// lease advertises its MAC); `None` under an IPv6-only config.
+///
+/// # Errors
+/// The kernel refused to show or set up the device.
+async fn ipv4_device(
+    kernel: &Kernel,
+    config: &NetworkConfig,
+    underlay: &Underlay,
+) -> Result<Option<(netlink::VxlanSpec, netlink::VxlanDevice)>, DaemonError> {
+    // A config with IPv4 gets an underlay with an IPv4 address (`underlay::find`).
+    let (Some(_), Some(local), Some(public_ip)) = (config.ipv4, underlay.ip, underlay.public_ip) else { return Ok(None) };
+    let vni = config.backend.vni;
+    let mac = vtep_mac(kernel, &model::device_name(vni), public_ip, vni).await?;
+    let spec = device::desired_device(config, underlay, local, mac);
+    let device = device::ensure(kernel, &spec).await?;
+    Ok(Some((spec, device)))
+}
+
+/// What our lease says: PublicIP and the IPv4 device's MAC `ipv4_mac`, and under a config with
+/// IPv6 the PublicIPv6 and the IPv6 device's MAC (also returned, for the reconciler, which
+/// creates or adopts that device in its first pass); IPv6 only, flanneld's IPv6-only value.
 ///
 /// # Errors
 /// The underlay has no IPv6 address to advertise; the kernel refused to show the IPv6 device.
@@ -355,18 +382,22 @@ async fn lease_attrs(
     kernel: &Kernel,
     config: &NetworkConfig,
     underlay: &Underlay,
-    mac: MacAddr,
+    ipv4_mac: Option<MacAddr>,
 ) -> Result<(LeaseAttrs, Option<Ipv6Device>), DaemonError> {
     let vni = config.backend.vni;
-    let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, mac);
+    let ipv4 = underlay.public_ip.zip(ipv4_mac).map(|(public_ip, mac)| LeaseAttrs::vxlan(public_ip, vni, mac));
     if config.ipv6.is_none() {
-        return Ok((attrs, None));
+        return Ok((ipv4.expect("a config without IPv6 has IPv4, and its device"), None));
     }
     // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
     // peers panic on a lease without its IPv6 part.
     let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
     let mac = vtep_mac(kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
-    Ok((attrs.with_ipv6(public_ipv6, mac), Some(Ipv6Device::new(mac))))
+    let attrs = match ipv4 {
+        Some(attrs) => attrs.with_ipv6(public_ipv6, mac),
+        None => LeaseAttrs::vxlan_ipv6_only(public_ipv6, vni, mac),
+    };
+    Ok((attrs, Some(Ipv6Device::new(mac))))
 }
 
 /// The VTEP MAC our lease advertises for the VXLAN device `name` (`flannel.<VNI>` or
@@ -385,8 +416,9 @@ async fn wait_for_config(registry: &Registry) -> Result<NetworkConfig, DaemonErr
     loop {
         if let Some(text) = outage::retry("read network config", || registry.network_config()).await? {
             let config = NetworkConfig::parse(&text)?;
+            let (network, subnet_len) = (config.ipv4.map(|v4| v4.network.to_string()), config.ipv4.map(|v4| v4.subnet_len));
             let ipv6_network = config.ipv6.map(|v6| v6.network.to_string());
-            tracing::info!(network = %config.network, subnet_len = config.subnet_len, ipv6_network, vni = config.backend.vni, "network config loaded");
+            tracing::info!(network, subnet_len, ipv6_network, vni = config.backend.vni, "network config loaded");
             return Ok(config);
         }
         if !logged {

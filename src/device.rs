@@ -6,7 +6,7 @@
 //! same rules from here.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -26,36 +26,39 @@ pub enum DeviceError {
     AcceptRa { path: PathBuf, source: std::io::Error },
 }
 
-/// The device for the current `underlay` and our lease's VTEP `mac`: local is the underlay's
-/// address (flanneld's rule, also with `--public-ip`), the MTU the config's or the underlay's
-/// minus the VXLAN headers. Peers reach us at the MAC our lease advertises, so a device that
-/// another program gave another MAC is set back to it rather than the lease rewritten: that
-/// repairs in one local write, and no peer's FDB or ARP entry has to change.
-pub fn desired_device(config: &NetworkConfig, underlay: &Underlay, mac: MacAddr) -> VxlanSpec {
-    VxlanSpec {
-        name: device_name(config.backend.vni),
-        vni: config.backend.vni,
-        port: config.backend.port,
-        local: underlay.ip.into(),
-        underlay_index: Some(underlay.index),
-        mtu: config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD)),
-        learning: config.backend.learning,
-        gbp: config.backend.gbp,
-        mac,
-    }
+/// The IPv4 device, `flannel.<VNI>`, for the current `underlay` and our lease's VTEP `mac`:
+/// `local` is the underlay's IPv4 address (flanneld's rule, also with `--public-ip`), the MTU
+/// the config's or the underlay's minus the VXLAN headers (50 bytes). Peers reach us at the MAC
+/// our lease advertises, so a device that another program gave another MAC is set back to it
+/// rather than the lease rewritten: that repairs in one local write, and no peer's FDB or ARP
+/// entry has to change.
+pub fn desired_device(config: &NetworkConfig, underlay: &Underlay, local: Ipv4Addr, mac: MacAddr) -> VxlanSpec {
+    let mtu = config.backend.mtu.unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD));
+    vxlan_device(config, underlay, device_name(config.backend.vni), local.into(), mac, mtu)
 }
 
 /// The IPv6 device, `flannel-v6.<VNI>`: as [`desired_device`] (same VNI, port, underlay link
-/// and learning), with `local` the underlay's public IPv6 and our lease's IPv6 VtepMAC `mac`.
+/// and learning), with `local` the underlay's IPv6 address and our lease's IPv6 VtepMAC `mac`.
 /// Its MTU is the config's or the underlay's less IPv6 VXLAN's 70 bytes of headers, and never
 /// more: the kernel refuses an IPv6 VXLAN device a larger one.
 pub fn desired_ipv6_device(config: &NetworkConfig, underlay: &Underlay, local: Ipv6Addr, mac: MacAddr) -> VxlanSpec {
     let most = underlay.mtu.saturating_sub(VXLAN6_OVERHEAD);
+    let mtu = config.backend.mtu.map_or(most, |mtu| mtu.min(most));
+    vxlan_device(config, underlay, ipv6_device_name(config.backend.vni), local.into(), mac, mtu)
+}
+
+/// A VXLAN device named `name` over `underlay`, with the config's VNI, port, learning and GBP.
+fn vxlan_device(config: &NetworkConfig, underlay: &Underlay, name: String, local: IpAddr, mac: MacAddr, mtu: u32) -> VxlanSpec {
     VxlanSpec {
-        name: ipv6_device_name(config.backend.vni),
-        local: local.into(),
-        mtu: config.backend.mtu.map_or(most, |mtu| mtu.min(most)),
-        ..desired_device(config, underlay, mac)
+        name,
+        vni: config.backend.vni,
+        port: config.backend.port,
+        local,
+        underlay_index: Some(underlay.index),
+        mtu,
+        learning: config.backend.learning,
+        gbp: config.backend.gbp,
+        mac,
     }
 }
 
@@ -193,12 +196,13 @@ mod tests {
     #[test]
     fn the_device_follows_the_underlay_and_the_lease() {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
-        let spec = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), mac);
+        let local = Ipv4Addr::new(198, 18, 0, 11);
+        let spec = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), local, mac);
         assert_eq!((spec.name.as_str(), spec.vni, spec.port, spec.mtu), ("flannel.1", 1, 8472, 1450));
-        assert_eq!((spec.local, spec.underlay_index, spec.mac), (Ipv4Addr::new(198, 18, 0, 11).into(), Some(4), mac));
-        let moved = Underlay { index: 9, ip: Ipv4Addr::new(10, 0, 0, 9), mtu: 9000, ..underlay() };
+        assert_eq!((spec.local, spec.underlay_index, spec.mac), (local.into(), Some(4), mac));
+        let moved = Underlay { index: 9, mtu: 9000, ..underlay() };
         let json = r#"{"Network":"10.5.0.0/16","Backend":{"VNI":7,"Port":4789,"MTU":1400}}"#;
-        let spec = desired_device(&config(json), &moved, mac);
+        let spec = desired_device(&config(json), &moved, Ipv4Addr::new(10, 0, 0, 9), mac);
         assert_eq!((spec.name.as_str(), spec.port, spec.mtu, spec.underlay_index), ("flannel.7", 4789, 1400, Some(9)));
         assert_eq!(spec.local, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
     }
@@ -208,7 +212,7 @@ mod tests {
         let (mac, mac6, local) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 6]), "fd18::11".parse().unwrap());
         let config4 = config(r#"{"Network":"10.5.0.0/16","Backend":{"VNI":7,"Port":4789}}"#);
         let spec = desired_ipv6_device(&config4, &underlay(), local, mac6);
-        let ipv4 = desired_device(&config4, &underlay(), mac);
+        let ipv4 = desired_device(&config4, &underlay(), Ipv4Addr::new(198, 18, 0, 11), mac);
         assert_eq!((spec.name.as_str(), spec.local, spec.mac, spec.mtu), ("flannel-v6.7", IpAddr::V6(local), mac6, 1430));
         assert_eq!((spec.vni, spec.port, spec.underlay_index, spec.learning), (ipv4.vni, ipv4.port, ipv4.underlay_index, false));
         let json = |mtu| format!(r#"{{"Network":"10.5.0.0/16","Backend":{{"MTU":{mtu}}}}}"#);
@@ -227,7 +231,8 @@ mod tests {
 
     #[test]
     fn drift_names_each_attribute_and_how_it_is_repaired() {
-        let wanted = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), MacAddr([2, 0, 0, 0, 0, 1]));
+        let local = Ipv4Addr::new(198, 18, 0, 11);
+        let wanted = desired_device(&config(r#"{"Network":"10.5.0.0/16"}"#), &underlay(), local, MacAddr([2, 0, 0, 0, 0, 1]));
         assert!(drift(&wanted, &wanted).is_empty());
         let actual = VxlanSpec { mac: MacAddr([2, 0, 0, 0, 0, 9]), mtu: 1400, ..wanted.clone() };
         let found = drift(&wanted, &actual);

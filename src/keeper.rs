@@ -25,7 +25,7 @@ pub async fn acquire(
     previous: Previous,
 ) -> Result<Lease, RegistryError> {
     let lease = outage::retry("acquire a lease", || registry.acquire(config, attrs, ttl, previous)).await?;
-    tracing::info!(subnet = %lease.subnet, reservation = lease.is_reservation(), "lease acquired");
+    tracing::info!(subnet = %lease.id(), reservation = lease.is_reservation(), "lease acquired");
     Ok(lease)
 }
 
@@ -67,7 +67,7 @@ impl LeaseKeeper {
                 // A wiped or restored store may lack our key, hold an old value, and has no
                 // etcd lease we granted: the revisions `own_key` compares mean nothing across it.
                 Ok(()) = replacements.changed() => {
-                    tracing::info!(subnet = %current.subnet, etcd_lease = current.etcd_lease.map_or(0, |id| id.0), "writing our lease into the replaced etcd store with a fresh etcd lease");
+                    tracing::info!(subnet = %current.id(), etcd_lease = current.etcd_lease.map_or(0, |id| id.0), "writing our lease into the replaced etcd store with a fresh etcd lease");
                     renew_at = self.reacquire(&own, &current).await;
                     // Our write went to the store that answered last: replacements seen while
                     // acquiring are covered by it.
@@ -103,12 +103,12 @@ impl LeaseKeeper {
         match self.registry.renew(etcd_lease).await {
             Ok(true) => {
                 outage.recovered();
-                tracing::info!(subnet = %current.subnet, "lease renewed");
+                tracing::info!(subnet = %current.id(), "lease renewed");
                 self.metrics.set_lease_expiry(Some(self.ttl));
                 self.renew_at(Instant::now())
             }
             Ok(false) => {
-                tracing::warn!(subnet = %current.subnet, "lease expired in etcd; acquiring again");
+                tracing::warn!(subnet = %current.id(), "lease expired in etcd; acquiring again");
                 self.reacquire(own, current).await
             }
             Err(e) => {
@@ -123,14 +123,14 @@ impl LeaseKeeper {
         match state {
             OwnKey::Held => None,
             OwnKey::Damaged { mod_revision, create_revision } => {
-                tracing::warn!(subnet = %current.subnet, "our lease key holds something other than our lease; writing our lease back");
+                tracing::warn!(subnet = %current.id(), "our lease key holds something other than our lease; writing our lease back");
                 let attrs = self.attrs.borrow().clone();
                 // The rewrite keeps the key, so our lease takes its create revision.
                 let seen = Lease { mod_revision, create_revision, ..current.clone() };
                 self.readvertise(own, &seen, &attrs).await
             }
             OwnKey::Lost => {
-                tracing::warn!(subnet = %current.subnet, "our lease was deleted or taken over in etcd; acquiring again");
+                tracing::warn!(subnet = %current.id(), "our lease was deleted or taken over in etcd; acquiring again");
                 Some(self.reacquire(own, current).await)
             }
         }
@@ -138,7 +138,7 @@ impl LeaseKeeper {
 
     /// Acquires a lease again, preferring the subnets we had, and publishes it.
     async fn reacquire(&self, own: &watch::Sender<Lease>, previous: &Lease) -> Instant {
-        let previous = Previous { subnet: Some(previous.subnet), ipv6_subnet: previous.ipv6_subnet };
+        let previous = Previous { subnet: previous.subnet, ipv6_subnet: previous.ipv6_subnet };
         loop {
             let attrs = self.attrs.borrow().clone();
             match acquire(&self.registry, &self.config, &attrs, self.ttl, previous).await {
@@ -161,7 +161,7 @@ impl LeaseKeeper {
     /// PublicIP, retrying through etcd outages. If the key changed meanwhile, acquires again and
     /// returns the new renewal time.
     async fn readvertise(&self, own: &watch::Sender<Lease>, current: &Lease, attrs: &LeaseAttrs) -> Option<Instant> {
-        if attrs.public_ip != current.attrs.public_ip {
+        if (attrs.public_ip, attrs.public_ipv6) != (current.attrs.public_ip, current.attrs.public_ipv6) {
             self.registry.reconnect().await;
         }
         let mut outage = Outage::default();
@@ -169,12 +169,12 @@ impl LeaseKeeper {
             match self.registry.rewrite(current, attrs).await {
                 Ok(Some(lease)) => {
                     outage.recovered();
-                    tracing::info!(subnet = %lease.subnet, public_ip = %attrs.public_ip, vtep_mac = %attrs.backend_data.vtep_mac, "lease re-advertised");
+                    tracing::info!(subnet = %lease.id(), public_ip = %attrs.public_ip, vtep_mac = attrs.backend_data.as_ref().map(|data| tracing::field::display(data.vtep_mac)), "lease re-advertised");
                     own.send_replace(lease);
                     return None;
                 }
                 Ok(None) => {
-                    tracing::warn!(subnet = %current.subnet, "our lease changed in etcd before it could be re-advertised; acquiring again");
+                    tracing::warn!(subnet = %current.id(), "our lease changed in etcd before it could be re-advertised; acquiring again");
                     return Some(self.reacquire(own, current).await);
                 }
                 Err(e) => outage.failed(&e),
@@ -203,7 +203,7 @@ fn own_key(own: &Lease, leases: &LeaseSet) -> OwnKey {
     if leases.revision.is_none_or(|revision| revision < own.mod_revision) {
         return OwnKey::Held; // the watch has not caught up with our own write yet
     }
-    let (etcd_lease, mod_revision, create_revision) = match (leases.unreadable.get(&own.subnet), leases.leases.get(&own.subnet)) {
+    let (etcd_lease, mod_revision, create_revision) = match (leases.unreadable.get(&own.id()), leases.leases.get(&own.id())) {
         (Some(bad), _) => (bad.etcd_lease, bad.mod_revision, bad.create_revision),
         (None, None) => return OwnKey::Lost,
         // Our dual-stack key, not just any key naming our IPv4 subnet: one naming another IPv6

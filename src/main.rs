@@ -20,7 +20,7 @@ use weft::names::dns::DnsOptions;
 use weft::names::link_env;
 use weft::names::skydns::Domain;
 use weft::status;
-use weft::underlay::{self, UnderlayChoice};
+use weft::underlay::UnderlayChoice;
 
 /// weftd: a flannel-compatible VXLAN overlay network daemon.
 ///
@@ -323,16 +323,8 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             let kernel = weft::netlink::Kernel::connect()?;
-            // The status report is of the IPv4 overlay: its underlay needs no IPv6 address.
-            let underlay = underlay::find(&kernel, &options.underlay, false).await;
-            let public_ip = match &underlay {
-                Ok(underlay) => underlay.public_ip,
-                Err(e) => options.underlay.public_ip.ok_or_else(|| anyhow::anyhow!("{e}"))?,
-            };
-            let underlay = underlay.map_err(|e| e.to_string());
-            Ok::<_, anyhow::Error>(status::assess(
-                &status::observe(&options.etcd, public_ip, underlay, &kernel, names.as_ref()).await?,
-            ))
+            let observed = status::observe(&options.etcd, &options.underlay, &kernel, names.as_ref()).await?;
+            Ok::<_, anyhow::Error>(status::assess(&observed))
         })
     });
     match result {

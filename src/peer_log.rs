@@ -6,10 +6,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use ipnetwork::Ipv4Network;
+use std::net::IpAddr;
+
 use tokio::sync::watch;
 
-use crate::lease::{Lease, LeaseSet};
+use crate::lease::{Lease, LeaseId, LeaseSet, MacAddr};
 
 /// Up to this many changes since the last line are logged one line each; more are summarised.
 pub const LISTED_CHANGES: usize = 8;
@@ -36,9 +37,9 @@ pub struct PeerChangeLog {
 }
 
 impl PeerChangeLog {
-    /// Records the peers that differ between `before` and `after` (`own_subnet` excluded) and
-    /// logs each at debug level; [`flush`](Self::flush) logs them at info level.
-    pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: Ipv4Network) {
+    /// Records the peers that differ between `before` and `after` (our lease `own` excluded)
+    /// and logs each at debug level; [`flush`](Self::flush) logs them at info level.
+    pub fn record(&mut self, before: &LeaseSet, after: &LeaseSet, own_subnet: LeaseId) {
         for (change, lease) in peer_changes(before, after, own_subnet) {
             self.record_one(change, lease);
         }
@@ -46,8 +47,8 @@ impl PeerChangeLog {
 
     /// Records one peer's change and logs it at debug level.
     pub fn record_one(&mut self, change: PeerChange, lease: &Lease) {
-        let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
-        tracing::debug!(%subnet, %public_ip, %vtep_mac, ?change, "peer change");
+        let (subnet, public_ip, vtep_mac) = identity(lease);
+        tracing::debug!(%subnet, %public_ip, vtep_mac = vtep_mac.map(tracing::field::display), ?change, "peer change");
         self.counts[change as usize] += 1;
         if self.listed.len() <= LISTED_CHANGES {
             self.listed.push((change, lease.clone()));
@@ -73,7 +74,7 @@ impl PeerChangeLog {
         } else {
             let [added, changed, removed] = self.counts;
             let subnets = self.listed.iter().take(LISTED_CHANGES).fold(String::new(), |mut list, (_, lease)| {
-                let _ = write!(list, "{}{}", if list.is_empty() { "" } else { "," }, lease.subnet);
+                let _ = write!(list, "{}{}", if list.is_empty() { "" } else { "," }, lease.id());
                 list
             });
             tracing::info!(added, changed, removed, first = %subnets, "peers changed");
@@ -98,14 +99,14 @@ impl PeerLog {
 
     /// One lease appeared, changed or left.
     pub fn record(&mut self, change: PeerChange, lease: &Lease) {
-        if lease.subnet != self.own.borrow().subnet {
+        if lease.id() != self.own.borrow().id() {
             self.changes.record_one(change, lease);
         }
     }
 
     /// A fresh listing replaced `before` with `after`.
     pub fn relisted(&mut self, before: &LeaseSet, after: &LeaseSet) {
-        let own = self.own.borrow().subnet;
+        let own = self.own.borrow().id();
         self.changes.record(before, after, own);
     }
 
@@ -120,11 +121,22 @@ impl PeerLog {
     }
 }
 
+/// What names a peer in the log: its lease, its public address and VtepMAC (for an IPv6-only
+/// lease, PublicIPv6 and the IPv6 VtepMAC).
+fn identity(lease: &Lease) -> (LeaseId, IpAddr, Option<MacAddr>) {
+    let attrs = &lease.attrs;
+    match (lease.id(), attrs.public_ipv6, &attrs.backend_v6_data) {
+        (id @ LeaseId::Ipv6(_), Some(public_ipv6), data) => (id, public_ipv6.into(), data.as_ref().map(|d| d.vtep_mac)),
+        (id, _, _) => (id, attrs.public_ip.into(), attrs.backend_data.as_ref().map(|d| d.vtep_mac)),
+    }
+}
+
 fn log_one(change: PeerChange, lease: &Lease) {
-    let (subnet, public_ip, vtep_mac) = (lease.subnet, lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
+    let (subnet, public_ip, vtep_mac) = identity(lease);
+    let vtep_mac = vtep_mac.map(tracing::field::display);
     match change {
-        PeerChange::Added => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer added"),
-        PeerChange::Changed => tracing::info!(%subnet, %public_ip, %vtep_mac, "peer changed"),
+        PeerChange::Added => tracing::info!(%subnet, %public_ip, vtep_mac, "peer added"),
+        PeerChange::Changed => tracing::info!(%subnet, %public_ip, vtep_mac, "peer changed"),
         PeerChange::Removed => tracing::info!(%subnet, %public_ip, "peer removed"),
     }
 }
@@ -134,15 +146,15 @@ fn log_one(change: PeerChange, lease: &Lease) {
 pub fn peer_changes<'a>(
     before: &'a LeaseSet,
     after: &'a LeaseSet,
-    own_subnet: Ipv4Network,
+    own_subnet: LeaseId,
 ) -> impl Iterator<Item = (PeerChange, &'a Lease)> {
-    let peer = move |lease: &&Lease| lease.subnet != own_subnet;
-    let present = after.leases.values().filter(peer).filter_map(|lease| match before.leases.get(&lease.subnet) {
+    let peer = move |lease: &&Lease| lease.id() != own_subnet;
+    let present = after.leases.values().filter(peer).filter_map(|lease| match before.leases.get(&lease.id()) {
         None => Some((PeerChange::Added, lease)),
         Some(previous) if previous.attrs != lease.attrs => Some((PeerChange::Changed, lease)),
         Some(_) => None,
     });
-    let gone = before.leases.values().filter(peer).filter(|l| !after.leases.contains_key(&l.subnet));
+    let gone = before.leases.values().filter(peer).filter(|l| !after.leases.contains_key(&l.id()));
     present.chain(gone.map(|lease| (PeerChange::Removed, lease)))
 }
 

@@ -23,7 +23,7 @@ use crate::names::publish::{self, PublishedName};
 use crate::names::skydns::Domain;
 use crate::netlink::{Kernel, KernelFamily, NetlinkError, VxlanSpec, VXLAN_OVERHEAD};
 use crate::reconcile::ThisHost;
-use crate::underlay::Underlay;
+use crate::underlay::{self, Families, Underlay, UnderlayChoice, UnderlayError};
 
 pub use checks::{check_family, Check, FamilyChecks, PartCheck};
 pub use render::render;
@@ -38,13 +38,17 @@ pub enum StatusError {
     Config(#[from] ConfigError),
     #[error("cannot read the kernel: {0}")]
     Netlink(#[from] NetlinkError),
+    /// No underlay matches and no `--public-ip` (`--public-ipv6` IPv6 only) says who we are.
+    #[error(transparent)]
+    Underlay(#[from] UnderlayError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseStatus {
-    pub subnet: Ipv4Network,
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: String,
+    /// The lease's IPv4 subnet, PublicIP and VtepMAC; `None` for an IPv6-only lease.
+    pub subnet: Option<Ipv4Network>,
+    pub public_ip: Option<Ipv4Addr>,
+    pub vtep_mac: Option<String>,
     /// Seconds until the etcd lease expires; `None` for a reservation.
     pub expires_in_seconds: Option<i64>,
     pub reservation: bool,
@@ -56,7 +60,7 @@ pub struct LeaseStatus {
     pub route: Check,
     pub arp: Check,
     pub fdb: Check,
-    /// The lease's IPv6 part, for a dual-stack network.
+    /// The lease's IPv6 part, for a dual-stack or IPv6-only network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6PartStatus>,
 }
@@ -76,7 +80,7 @@ pub struct Ipv6PartStatus {
     pub fdb: Check,
 }
 
-/// The IPv6 side of a dual-stack network on this host.
+/// The IPv6 side of a dual-stack or IPv6-only network on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ipv6Status {
     pub network: Ipv6Network,
@@ -98,11 +102,13 @@ pub struct Ipv6Status {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
-    pub network: Ipv4Network,
-    pub subnet_len: u8,
+    /// The IPv4 overlay: `Network`, `SubnetLen`, the device, our PublicIP; each `None` for an
+    /// IPv6-only network.
+    pub network: Option<Ipv4Network>,
+    pub subnet_len: Option<u8>,
     pub vni: u32,
-    pub device: String,
-    pub public_ip: Ipv4Addr,
+    pub device: Option<String>,
+    pub public_ip: Option<Ipv4Addr>,
     pub own_subnet: Option<Ipv4Network>,
     pub leases: Vec<LeaseStatus>,
     pub malformed: BTreeMap<String, String>,
@@ -117,7 +123,7 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub names: Option<Vec<PublishedName>>,
     pub healthy: bool,
-    /// The IPv6 side, for a dual-stack network.
+    /// The IPv6 side, for a dual-stack or IPv6-only network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Status>,
 }
@@ -125,7 +131,11 @@ pub struct Status {
 /// Everything `assess` needs, as read from etcd and the kernel.
 pub struct Observed {
     pub config: NetworkConfig,
-    pub public_ip: Ipv4Addr,
+    /// Our PublicIP, which finds our lease; `None` under an IPv6-only config.
+    pub public_ip: Option<Ipv4Addr>,
+    /// Our PublicIPv6 (the underlay's, else `--public-ipv6`), which finds our lease under an
+    /// IPv6-only config; `None` where neither gives one.
+    pub public_ipv6: Option<Ipv6Addr>,
     pub leases: Vec<Lease>,
     pub ttls: BTreeMap<EtcdLeaseId, Option<i64>>,
     pub malformed: Vec<MalformedLease>,
@@ -156,51 +166,30 @@ pub struct ObservedFamily<A: model::Family> {
 
 /// Compares every lease with the kernel. Healthy means: we hold a lease, every peer's three
 /// entries are right, and nothing unexplained sits on the device; for a dual-stack network, the
-/// same of the IPv6 side.
+/// same of the IPv6 side; for an IPv6-only one, of the IPv6 side alone.
 pub fn assess(observed: &Observed) -> Status {
-    let own = observed.leases.iter().find(|l| l.attrs.public_ip == observed.public_ip);
-    let own_subnet = own.map(|l| l.subnet);
-    let us = ThisHost { subnet: own_subnet, public_ip: observed.public_ip, vtep_mac: own.map(|l| l.attrs.backend_data.vtep_mac) };
-    let actual = observed.kernel.clone().unwrap_or_default();
-    let v4 = check_family(&observed.config, &us, &observed.leases, &actual, &observed.context);
+    let own = own_lease(observed);
+    let own_subnet = own.and_then(|l| l.subnet);
+    let v4 = assess_ipv4(observed, own);
     let v6 = assess_ipv6(observed, own);
-    let leases: Vec<LeaseStatus> = observed
-        .leases
-        .iter()
-        .map(|lease| {
-            let part = v4.part(lease.subnet);
-            let (route, arp, fdb) = part.entries();
-            LeaseStatus {
-                subnet: lease.subnet,
-                public_ip: lease.attrs.public_ip,
-                vtep_mac: lease.attrs.backend_data.vtep_mac.to_string(),
-                expires_in_seconds: lease.etcd_lease.and_then(|id| observed.ttls.get(&id).copied().flatten()),
-                reservation: lease.is_reservation(),
-                this_host: part == PartCheck::Own,
-                skipped: part.skipped(),
-                direct: part.is_direct(),
-                route,
-                arp,
-                fdb,
-                ipv6: v6.as_ref().map(|(_, checks)| ipv6_part(lease, checks)),
-            }
-        })
-        .collect();
+    let leases: Vec<LeaseStatus> = observed.leases.iter().map(|lease| lease_status(observed, lease, own, &v4, &v6)).collect();
     let mut device_drift = device_drift(observed, own);
     device_drift.extend(ipv6_device_drift(observed, own));
     let ipv6_ok =
         v6.as_ref().is_none_or(|(status, checks)| status.device_present && status.own_subnet.is_some() && checks.is_ok());
+    let ipv4_ok = v4.as_ref().is_none_or(|checks| own_subnet.is_some() && observed.kernel.is_some() && checks.is_ok());
+    let v4_config = observed.config.ipv4;
     Status {
-        network: observed.config.network,
-        subnet_len: observed.config.subnet_len,
+        network: v4_config.map(|v4| v4.network),
+        subnet_len: v4_config.map(|v4| v4.subnet_len),
         vni: observed.config.backend.vni,
-        device: model::device_name(observed.config.backend.vni),
+        device: v4_config.map(|_| model::device_name(observed.config.backend.vni)),
         public_ip: observed.public_ip,
         own_subnet,
         leases,
         malformed: observed.malformed.iter().map(|m| (m.key.clone(), m.error.clone())).collect(),
-        unexplained: v4.unexplained,
-        healthy: own_subnet.is_some() && observed.kernel.is_some() && v4.is_ok() && device_drift.is_empty() && ipv6_ok,
+        unexplained: v4.as_ref().map_or(0, |checks| checks.unexplained),
+        healthy: own.is_some() && ipv4_ok && device_drift.is_empty() && ipv6_ok,
         device_drift,
         underlay_problem: observed.underlay.as_ref().err().cloned(),
         ipv6: v6.map(|(status, _)| status),
@@ -211,7 +200,60 @@ pub fn assess(observed: &Observed) -> Status {
     }
 }
 
-/// The IPv6 side of a dual-stack network, and each lease's IPv6 checks; `None` for IPv4 only.
+/// Our lease: the one with our PublicIP, or under an IPv6-only config the IPv6-only one with
+/// our PublicIPv6 (the underlay's).
+fn own_lease(observed: &Observed) -> Option<&Lease> {
+    let mut leases = observed.leases.iter();
+    match observed.public_ip {
+        Some(public_ip) => leases.find(|l| l.attrs.public_ip == public_ip),
+        None => {
+            let public_ipv6 = observed.public_ipv6?;
+            leases.find(|l| l.subnet.is_none() && l.attrs.public_ipv6 == Some(public_ipv6))
+        }
+    }
+}
+
+/// The IPv4 side's checks; `None` under an IPv6-only config.
+fn assess_ipv4(observed: &Observed, own: Option<&Lease>) -> Option<FamilyChecks> {
+    let public_ip = observed.public_ip?;
+    let us = ThisHost {
+        subnet: own.and_then(|l| l.subnet),
+        public_ip,
+        vtep_mac: own.and_then(|l| l.attrs.backend_data.as_ref()).map(|data| data.vtep_mac),
+    };
+    let actual = observed.kernel.clone().unwrap_or_default();
+    Some(check_family(&observed.config, &us, &observed.leases, &actual, &observed.context))
+}
+
+/// One lease's row: its IPv4 part and checks, and its IPv6 part where the network has one.
+fn lease_status(
+    observed: &Observed,
+    lease: &Lease,
+    own: Option<&Lease>,
+    v4: &Option<FamilyChecks>,
+    v6: &Option<(Ipv6Status, FamilyChecks)>,
+) -> LeaseStatus {
+    let part = v4.as_ref().map_or(PartCheck::Absent, |checks| checks.part(lease.id()));
+    let (route, arp, fdb) = part.entries();
+    let data = lease.attrs.backend_data.as_ref();
+    LeaseStatus {
+        subnet: lease.subnet,
+        public_ip: lease.subnet.map(|_| lease.attrs.public_ip),
+        vtep_mac: data.map(|data| data.vtep_mac.to_string()),
+        expires_in_seconds: lease.etcd_lease.and_then(|id| observed.ttls.get(&id).copied().flatten()),
+        reservation: lease.is_reservation(),
+        this_host: own.is_some_and(|own| own.id() == lease.id()),
+        skipped: part.skipped(),
+        direct: part.is_direct(),
+        route,
+        arp,
+        fdb,
+        ipv6: v6.as_ref().map(|(_, checks)| ipv6_part(lease, checks)),
+    }
+}
+
+/// The IPv6 side of a dual-stack or IPv6-only network, and each lease's IPv6 checks; `None`
+/// for IPv4 only.
 fn assess_ipv6(observed: &Observed, own: Option<&Lease>) -> Option<(Ipv6Status, FamilyChecks)> {
     let (config, seen) = observed.config.ipv6.zip(observed.ipv6.as_ref())?;
     let us = ipv6_this_host(observed, own);
@@ -246,7 +288,7 @@ fn ipv6_this_host(observed: &Observed, own: Option<&Lease>) -> ThisHost<Ipv6Addr
 
 /// A lease's IPv6 part as status shows it: what the lease writes, and its checks.
 fn ipv6_part(lease: &Lease, checks: &FamilyChecks) -> Ipv6PartStatus {
-    let part = checks.part(lease.subnet);
+    let part = checks.part(lease.id());
     let (route, neighbour, fdb) = part.entries();
     Ipv6PartStatus {
         subnet: lease.ipv6_subnet,
@@ -265,27 +307,32 @@ fn ipv6_part(lease: &Lease, checks: &FamilyChecks) -> Ipv6PartStatus {
 fn device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
     let name = model::device_name(observed.config.backend.vni);
     let (Some(own), Some(actual)) = (own, &observed.device) else { return Vec::new() };
-    let mac = own.attrs.backend_data.vtep_mac;
+    let Some(mac) = own.attrs.backend_data.as_ref().map(|data| data.vtep_mac) else { return Vec::new() };
     let wanted = match &observed.underlay {
-        Ok(underlay) => device::desired_device(&observed.config, underlay, mac),
+        Ok(underlay) => match underlay.ip {
+            Some(local) => device::desired_device(&observed.config, underlay, local, mac),
+            None => return Vec::new(),
+        },
         // Without an underlay, only what the config and the lease decide can be compared: the
         // device's own local address and MTU stand in for the missing interface's, and its own
         // underlay link (or none) for that interface.
         Err(_) => {
+            // flannel.1's local is IPv4; anything else is drift the comparison reports.
+            let local = match actual.local {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
             let stand_in = Underlay {
                 name: String::new(),
                 index: actual.underlay_index.unwrap_or_default(), // replaced just below
-                // flannel.1's local is IPv4; anything else is drift the comparison reports.
-                ip: match actual.local {
-                    std::net::IpAddr::V4(ip) => ip,
-                    std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-                },
+                ip: Some(local),
                 mtu: actual.mtu + VXLAN_OVERHEAD,
-                public_ip: own.attrs.public_ip,
+                public_ip: Some(own.attrs.public_ip),
                 ipv6: own.attrs.public_ipv6,
                 public_ipv6: own.attrs.public_ipv6,
             };
-            VxlanSpec { underlay_index: actual.underlay_index, ..device::desired_device(&observed.config, &stand_in, mac) }
+            let wanted = device::desired_device(&observed.config, &stand_in, local, mac);
+            VxlanSpec { underlay_index: actual.underlay_index, ..wanted }
         }
     };
     let drift = device::drift(&wanted, actual);
@@ -309,13 +356,11 @@ fn ipv6_device_drift(observed: &Observed, own: Option<&Lease>) -> Vec<String> {
 /// How many lease TTL requests `observe` keeps in flight on etcd's connection.
 const TTL_REQUESTS_IN_FLIGHT: usize = 64;
 
-/// Reads etcd and the kernel. `public_ip` identifies this host's lease.
-/// `underlay` is the interface flanneld's rules choose now, or why none matches; `names` the
-/// domain whose records are read (`--names`).
+/// Reads etcd and the kernel. The underlay `choice` finds this host's public addresses, which
+/// identify its lease; `names` is the domain whose records are read (`--names`).
 pub async fn observe(
     etcd: &EtcdOptions,
-    public_ip: Ipv4Addr,
-    underlay: Result<Underlay, String>,
+    choice: &UnderlayChoice,
     kernel: &Kernel,
     names: Option<&Domain>,
 ) -> Result<Observed, StatusError> {
@@ -324,6 +369,7 @@ pub async fn observe(
     let config_key = registry.keys().config();
     let text = registry.network_config().await.map_err(unreachable)?.ok_or(StatusError::NoConfig(config_key))?;
     let config = NetworkConfig::parse(&text)?;
+    let (underlay, public_ip, public_ipv6) = observe_underlay(kernel, choice, &config).await?;
     let listing = registry.list_leases().await.map_err(unreachable)?;
     let etcd_leases: BTreeSet<EtcdLeaseId> = listing.leases.iter().filter_map(|l| l.etcd_lease).collect();
     // etcd answers one lease per request; many in flight at once keep thousands of leases quick.
@@ -336,7 +382,10 @@ pub async fn observe(
         .try_collect()
         .await
         .map_err(unreachable)?;
-    let (v4, device) = observe_family::<Ipv4Addr>(kernel, &model::device_name(config.backend.vni), config.network).await?;
+    let (v4, device) = match config.ipv4 {
+        Some(v4) => observe_family::<Ipv4Addr>(kernel, &model::device_name(config.backend.vni), v4.network).await?,
+        None => (ObservedFamily { kernel: None, context: KernelContext::default(), device: None }, None),
+    };
     let ipv6 = match config.ipv6 {
         Some(v6) => Some(observe_family::<Ipv6Addr>(kernel, &model::ipv6_device_name(config.backend.vni), v6.network).await?),
         None => None,
@@ -349,6 +398,7 @@ pub async fn observe(
     Ok(Observed {
         config,
         public_ip,
+        public_ipv6,
         leases: listing.leases,
         ttls,
         malformed,
@@ -359,6 +409,31 @@ pub async fn observe(
         ipv6: ipv6.map(|(observed, device)| ObservedFamily { device, ..observed }),
         names,
     })
+}
+
+/// The underlay flanneld's rules choose now (or why none matches), and our public addresses:
+/// the underlay's, else `--public-ip` and `--public-ipv6`. The report of an overlay with IPv4
+/// identifies us by PublicIP, so its underlay needs no IPv6 address; an IPv6-only one's needs
+/// only that.
+///
+/// # Errors
+/// No underlay matches and no flag gives the address that identifies our lease.
+async fn observe_underlay(
+    kernel: &Kernel,
+    choice: &UnderlayChoice,
+    config: &NetworkConfig,
+) -> Result<(Result<Underlay, String>, Option<Ipv4Addr>, Option<Ipv6Addr>), StatusError> {
+    let families = if config.is_ipv6_only() { Families::Ipv6 } else { Families::Ipv4 };
+    let underlay = underlay::find(kernel, choice, families).await;
+    let (public_ip, public_ipv6) = match &underlay {
+        Ok(underlay) => (underlay.public_ip, underlay.public_ipv6.or(choice.public_ipv6)),
+        Err(_) => (choice.public_ip, choice.public_ipv6),
+    };
+    let identified = if config.is_ipv6_only() { public_ipv6.is_some() } else { public_ip.is_some() };
+    match underlay {
+        Err(e) if !identified => Err(e.into()),
+        underlay => Ok((underlay.map_err(|e| e.to_string()), public_ip.filter(|_| config.ipv4.is_some()), public_ipv6)),
+    }
 }
 
 /// The entries on family `A`'s device `name` and what decides their form (`ip neigh show dev`,

@@ -14,25 +14,30 @@ use crate::atomic_file::{write_if_changed, AtomicWriteError};
 #[error("cannot write the subnet file (docker's --bip and --mtu come from it): {0}")]
 pub struct SubnetEnvError(#[from] pub AtomicWriteError);
 
-/// The values flanneld writes: four for an IPv4-only network, two more for dual-stack.
+/// The values flanneld writes: four for an IPv4-only network, two more for dual-stack, and for
+/// an IPv6-only network the IPv6 two and the last two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetEnv {
-    pub network: Ipv4Network,
-    /// Our lease; written as its first host address (`10.5.72.1/24`), docker's `--bip`.
-    pub subnet: Ipv4Network,
-    /// The IPv6 Network and our lease's IPv6 subnet, for a dual-stack network.
+    /// The Network and our lease's subnet, the latter written as its first host address
+    /// (`10.5.72.1/24`), docker's `--bip`; `None` for an IPv6-only network.
+    pub ipv4: Option<(Ipv4Network, Ipv4Network)>,
+    /// The IPv6 Network and our lease's IPv6 subnet, for a dual-stack or IPv6-only network.
     pub ipv6: Option<(Ipv6Network, Ipv6Network)>,
     pub mtu: u32,
     pub ip_masq: bool,
 }
 
 impl SubnetEnv {
-    /// The file's text, in flanneld's line order: `FLANNEL_NETWORK`, `FLANNEL_SUBNET`, then for
-    /// dual-stack `FLANNEL_IPV6_NETWORK` and `FLANNEL_IPV6_SUBNET` (`fd00:5:0:7::1/64`, the
-    /// subnet's first host address), then `FLANNEL_MTU` and `FLANNEL_IPMASQ`.
+    /// The file's text, in flanneld's line order (each family's lines only when it is
+    /// enabled): `FLANNEL_NETWORK`, `FLANNEL_SUBNET`, `FLANNEL_IPV6_NETWORK`,
+    /// `FLANNEL_IPV6_SUBNET` (`fd00:5:0:7::1/64`, the subnet's first host address), then
+    /// `FLANNEL_MTU` and `FLANNEL_IPMASQ`.
     pub fn render(&self) -> String {
-        let gateway = Ipv4Addr::from(u32::from(self.subnet.network()) + 1);
-        let mut text = format!("FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\n", self.network, gateway, self.subnet.prefix());
+        let mut text = String::new();
+        if let Some((network, subnet)) = self.ipv4 {
+            let gateway = Ipv4Addr::from(u32::from(subnet.network()) + 1);
+            text += &format!("FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={gateway}/{}\n", subnet.prefix());
+        }
         if let Some((network, subnet)) = self.ipv6 {
             let gateway = Ipv6Addr::from(u128::from(subnet.network()) + 1);
             text += &format!("FLANNEL_IPV6_NETWORK={network}\nFLANNEL_IPV6_SUBNET={gateway}/{}\n", subnet.prefix());
@@ -85,8 +90,7 @@ mod tests {
 
     fn sample() -> SubnetEnv {
         SubnetEnv {
-            network: "10.5.0.0/16".parse().unwrap(),
-            subnet: "10.5.72.0/24".parse().unwrap(),
+            ipv4: Some(("10.5.0.0/16".parse().unwrap(), "10.5.72.0/24".parse().unwrap())),
             ipv6: None,
             mtu: 1450,
             ip_masq: false,
@@ -114,6 +118,18 @@ mod tests {
         env.write_if_changed(&path).unwrap();
         assert_eq!(read_previous_ipv6_subnet(&path), Some("fd00:5:0:7::/64".parse().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// flanneld v0.20.2's WriteSubnetFile with `"EnableIPv4": false`: the IPv6 lines only.
+    #[test]
+    fn renders_flanneld_ipv6_only_format_and_order() {
+        let ipv6 = Some(("fd00:5::/48".parse().unwrap(), "fd00:5:0:7::/64".parse().unwrap()));
+        let env = SubnetEnv { ipv4: None, ipv6, mtu: 1430, ip_masq: true };
+        assert_eq!(
+            env.render(),
+            "FLANNEL_IPV6_NETWORK=fd00:5::/48\nFLANNEL_IPV6_SUBNET=fd00:5:0:7::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n"
+        );
+        assert_eq!(parse_subnet(&env.render()), None);
     }
 
     #[test]

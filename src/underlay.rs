@@ -31,7 +31,34 @@ use thiserror::Error;
 pub use self::ipv6::Ipv6View;
 use self::ipv6::{holding_ipv6, listed_ipv6, matching_ipv6, same_default_route, with_ipv6, Listed};
 pub use self::lookup::{by_index, find};
+use crate::config::NetworkConfig;
 use crate::netlink::{Ipv4Link, Ipv6Address, NetlinkError, RouteHop};
+
+/// Which address families the underlay carries: the network config's (`EnableIPv4`,
+/// `EnableIPv6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    Ipv4,
+    DualStack,
+    /// `"EnableIPv4": false`: only IPv6 addresses and the IPv6 default route count.
+    Ipv6,
+}
+
+impl Families {
+    /// The families `config` enables.
+    pub fn of(config: &NetworkConfig) -> Self {
+        match (config.ipv4.is_some(), config.ipv6.is_some()) {
+            (true, true) => Self::DualStack,
+            (false, _) => Self::Ipv6,
+            (true, false) => Self::Ipv4,
+        }
+    }
+
+    /// Whether IPv6 addresses are looked at.
+    pub fn has_ipv6(self) -> bool {
+        self != Self::Ipv4
+    }
+}
 
 /// The flags that choose the underlay, as given.
 #[derive(Debug, Clone, Default)]
@@ -71,12 +98,13 @@ pub struct Underlay {
     /// The interface VXLAN packets leave by.
     pub name: String,
     pub index: u32,
-    /// The address VXLAN packets leave from (the device's `local`).
-    pub ip: Ipv4Addr,
+    /// The address IPv4 VXLAN packets leave from (`flannel.<VNI>`'s `local`); `None` when the
+    /// network config is IPv6 only (`"EnableIPv4": false`).
+    pub ip: Option<Ipv4Addr>,
     /// The interface's MTU, bytes.
     pub mtu: u32,
-    /// The address peers send to: the lease's PublicIP.
-    pub public_ip: Ipv4Addr,
+    /// The address peers send IPv4 VXLAN packets to: the lease's PublicIP; `None` as `ip`.
+    pub public_ip: Option<Ipv4Addr>,
     /// The IPv6 address the IPv6 VXLAN device's packets leave from (its `local`); `None` when
     /// the network config does not enable IPv6.
     pub ipv6: Option<Ipv6Addr>,
@@ -231,9 +259,9 @@ pub fn choose(choice: &UnderlayChoice, host: &HostView) -> Result<Chosen, Underl
     let underlay = Underlay {
         name: link.name.clone(),
         index: link.index,
-        ip,
+        ip: Some(ip),
         mtu: link.mtu,
-        public_ip: choice.public_ip.unwrap_or(ip),
+        public_ip: Some(choice.public_ip.unwrap_or(ip)),
         ipv6,
         public_ipv6,
     };
@@ -398,7 +426,7 @@ pub fn usable_addresses(addresses: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
 impl Underlay {
     pub(crate) fn example() -> Self {
         let ip = Ipv4Addr::new(198, 18, 0, 11);
-        Underlay { name: "eth0".into(), index: 4, ip, mtu: 1500, public_ip: ip, ipv6: None, public_ipv6: None }
+        Underlay { name: "eth0".into(), index: 4, ip: Some(ip), mtu: 1500, public_ip: Some(ip), ipv6: None, public_ipv6: None }
     }
 }
 

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
-use super::{Ipv6Claim, Registry, RegistryError};
+use super::{Ipv6Claim, LeaseListing, Registry, RegistryError};
 use crate::config::NetworkConfig;
-use crate::lease::{self, Claim, EtcdLeaseId, Lease, LeaseAttrs};
+use crate::lease::{self, Claim, EtcdLeaseId, Lease, LeaseAttrs, LeaseId};
 
 /// The subnets a host held before (its last subnet.env, or the lease it lost), asked for again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,8 +20,9 @@ pub struct Previous {
 }
 
 impl Registry {
-    /// Acquires our lease in flanneld's order (see [`lease::choose_claim`]), retrying when
-    /// another host wins a race for the same subnet.
+    /// Acquires our lease in flanneld's order (see [`lease::choose_claim`], and
+    /// [`lease::choose_ipv6_only_claim`] for an IPv6-only config), retrying when another host
+    /// wins a race for the same subnet.
     pub async fn acquire(
         &self,
         config: &NetworkConfig,
@@ -31,15 +32,17 @@ impl Registry {
     ) -> Result<Lease, RegistryError> {
         loop {
             let listing = self.list_leases().await?;
-            let claim = lease::choose_claim(config, attrs, &listing.leases, &listing.occupied(), previous.subnet)
-                .ok_or(RegistryError::OutOfSubnets { min: config.subnet_min, max: config.subnet_max })?;
-            let ipv6_subnet = choose_ipv6(config, &claim, &listing.ipv6_claims(), previous.ipv6_subnet)?;
+            let (claim, ipv6_subnet) = choose(config, attrs, &listing, previous)?;
             // Gone before `ipv6_contested` lists again: two listings of thousands of leases at
             // once were a dual-stack start's peak memory.
             drop(listing);
             let won = match &claim {
-                Claim::Existing(existing) => self.take_over(existing, ipv6_subnet, attrs, ttl).await?,
-                Claim::Free(subnet) => self.create(*subnet, ipv6_subnet, attrs, ttl).await?,
+                Claim::Existing(existing) => {
+                    // Under an IPv6-only config a lease taken over loses any IPv4 part.
+                    let subnet = existing.subnet.filter(|_| config.ipv4.is_some());
+                    self.take_over(existing, (subnet, ipv6_subnet), attrs, ttl).await?
+                }
+                Claim::Free(id) => self.create(id.ipv4(), ipv6_subnet, attrs, ttl).await?,
             };
             match won {
                 Some(lease) => match self.ipv6_contested(&lease).await? {
@@ -69,35 +72,41 @@ impl Registry {
     }
 
     /// Creates a lease only if no key names its IPv4 subnet (`version == 0` over every key
-    /// starting `10.5.52.0-24`, the plain key and every dual-stack one). `None` if one does.
+    /// starting `10.5.52.0-24`, the plain key and every dual-stack one); an IPv6-only lease
+    /// (`subnet` `None`) only if its key does not exist (other keys naming its IPv6 subnet are
+    /// found by [`Registry::acquire`]'s second listing). `None` if one does.
     async fn create(
         &self,
-        subnet: Ipv4Network,
+        subnet: Option<Ipv4Network>,
         ipv6_subnet: Option<Ipv6Network>,
         attrs: &LeaseAttrs,
         ttl: Duration,
     ) -> Result<Option<Lease>, RegistryError> {
         let etcd_lease = Some(self.grant(ttl).await?);
-        let condition = Compare::version(self.keys.lease(subnet), CompareOp::Equal, 0).with_prefix();
         let lease = Lease { subnet, ipv6_subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, create_revision: 0 };
+        let condition = match lease.id() {
+            id @ LeaseId::Ipv4(_) => Compare::version(self.keys.lease(id), CompareOp::Equal, 0).with_prefix(),
+            LeaseId::Ipv6(_) => Compare::version(self.keys.lease_of(&lease), CompareOp::Equal, 0),
+        };
         self.put_if(vec![condition], Vec::new(), lease).await
     }
 
-    /// Rewrites an existing lease with our attributes (and our IPv6 subnet: a lease from before
-    /// IPv6 was turned on gains one, keeping its IPv4 subnet; its key changes, so the old key is
+    /// Rewrites an existing lease with our attributes and `subnets` (IPv4, IPv6: a lease from
+    /// before IPv6 was turned on gains an IPv6 subnet, keeping its IPv4 one; one from before
+    /// IPv4 was turned off loses its IPv4 part; its key then changes, so the old key is
     /// deleted in the same transaction), if nobody changed it since we read it. A reservation
     /// stays a reservation (no etcd lease, never expires).
     async fn take_over(
         &self,
         existing: &Lease,
-        ipv6_subnet: Option<Ipv6Network>,
+        (subnet, ipv6_subnet): (Option<Ipv4Network>, Option<Ipv6Network>),
         attrs: &LeaseAttrs,
         ttl: Duration,
     ) -> Result<Option<Lease>, RegistryError> {
         let old_key = self.keys.lease_of(existing);
         let etcd_lease = if existing.is_reservation() { None } else { Some(self.grant(ttl).await?) };
         let condition = Compare::mod_revision(old_key.clone(), CompareOp::Equal, existing.mod_revision);
-        let lease = Lease { ipv6_subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, ..existing.clone() };
+        let lease = Lease { subnet, ipv6_subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, ..existing.clone() };
         let moved = self.keys.lease_of(&lease) != old_key;
         // A new key is a new key: its create revision is the transaction's.
         let lease = if moved { Lease { create_revision: 0, ..lease } } else { lease };
@@ -175,6 +184,38 @@ impl Registry {
     }
 }
 
+/// What to claim, and the IPv6 subnet our lease will have: for a config with IPv4, the IPv4
+/// claim ([`lease::choose_claim`]) and [`choose_ipv6`]; for an IPv6-only one,
+/// [`lease::choose_ipv6_only_claim`] among every IPv6 subnet a key names.
+///
+/// # Errors
+/// [`RegistryError::OutOfSubnets`] or [`RegistryError::OutOfIpv6Subnets`] when the Network
+/// has no free subnet.
+fn choose(
+    config: &NetworkConfig,
+    attrs: &LeaseAttrs,
+    listing: &LeaseListing,
+    previous: Previous,
+) -> Result<(Claim, Option<Ipv6Network>), RegistryError> {
+    let claims = listing.ipv6_claims();
+    let Some(v4) = &config.ipv4 else {
+        // A config has at least one family (`NetworkConfig::parse`).
+        let v6 = config.ipv6.as_ref().expect("an IPv6-only config has IPv6");
+        let taken = claims.iter().map(|c| c.subnet).collect();
+        let claim = lease::choose_ipv6_only_claim(v6, attrs, &listing.leases, &taken, previous.ipv6_subnet)
+            .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })?;
+        let ipv6_subnet = match &claim {
+            Claim::Existing(lease) => lease.ipv6_subnet,
+            Claim::Free(id) => id.ipv6(),
+        };
+        return Ok((claim, ipv6_subnet));
+    };
+    let claim = lease::choose_claim(v4, attrs, &listing.leases, &listing.occupied(), previous.subnet)
+        .ok_or(RegistryError::OutOfSubnets { min: v4.subnet_min, max: v4.subnet_max })?;
+    let ipv6_subnet = choose_ipv6(config, &claim, &claims, previous.ipv6_subnet)?;
+    Ok((claim, ipv6_subnet))
+}
+
 /// Our lease's IPv6 subnet under a dual-stack config ([`lease::choose_ipv6_subnet`]), keeping
 /// the one the claimed lease already has; `None` for IPv4 only. Every IPv6 subnet a key
 /// names is taken, readable or not, but the claimed lease's own.
@@ -189,7 +230,7 @@ fn choose_ipv6(
 ) -> Result<Option<Ipv6Network>, RegistryError> {
     let Some(v6) = &config.ipv6 else { return Ok(None) };
     let (current, holder) = match claim {
-        Claim::Existing(lease) => (lease.ipv6_subnet, Some(lease.subnet)),
+        Claim::Existing(lease) => (lease.ipv6_subnet, Some(lease.id())),
         Claim::Free(_) => (None, None),
     };
     let taken: BTreeSet<Ipv6Network> =

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, KeyValue, WatchOptions, WatchResponse, WatchStream};
-use ipnetwork::Ipv4Network;
 use tokio::sync::watch;
 
 use super::ipv6_notes::Ipv6Notes;
@@ -14,7 +13,7 @@ use super::keys::key_name;
 use super::listing::{as_alias, LeaseListing, MalformedLease, MAX_RESPONSE_BYTES};
 use super::{Outage, Registry, RegistryError};
 use crate::config::Ipv6Config;
-use crate::lease::{self, Lease, LeaseSet, MacAges};
+use crate::lease::{self, Lease, LeaseId, LeaseSet, MacAges};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::observe::metrics::Metrics;
@@ -98,7 +97,7 @@ impl Registry {
             metrics.etcd_reconnects.inc();
         }
         reports.malformed.relisted(&listing.malformed);
-        let holder = |l: &Lease| listing.holders.get(&l.subnet).map_or_else(|| l.key_name(), |h| h.name().to_string());
+        let holder = |l: &Lease| listing.holders.get(&l.id()).map_or_else(|| l.key_name(), |h| h.name().to_string());
         reports.ipv6.relisted(listing.leases.iter().map(|l| (holder(l), l)));
         let mut aliases = Aliases::listed(&listing.aliases);
         let revision = listing.revision;
@@ -208,7 +207,7 @@ impl Registry {
     fn moved(&self, set: &mut LeaseSet, event: &etcd_client::Event, later: &[etcd_client::Event], reports: &mut Reports) -> bool {
         let subnet_of = |event: &etcd_client::Event| {
             let name = self.keys.lease_name(std::str::from_utf8(event.kv()?.key()).ok()?)?;
-            Some((name.to_string(), lease::parse_subnet_key(name).ok()?))
+            Some((name.to_string(), lease::parse_lease_id(name).ok()?))
         };
         let Some((from, subnet)) = subnet_of(event).filter(|_| event.event_type() == EventType::Delete) else { return false };
         let put_again =
@@ -231,8 +230,8 @@ impl Registry {
         let Some(decoded) = self.decode(kv) else { return false };
         let key = String::from_utf8_lossy(kv.key());
         let subnet = match &decoded {
-            Ok(lease) => Some(lease.subnet),
-            Err(bad) => bad.subnet,
+            Ok(lease) => Some(lease.id()),
+            Err(bad) => bad.id,
         };
         let holder = subnet.and_then(|s| set.key_of(s)).filter(|holder| holder.as_str() != key_name(&key));
         match (event.event_type(), subnet, holder) {
@@ -258,7 +257,7 @@ impl Registry {
                 Ok(lease) => {
                     reports.malformed.forget(kv.key());
                     reports.ipv6.seen(key_name(&key), &lease);
-                    match set.leases.get(&lease.subnet) {
+                    match set.leases.get(&lease.id()) {
                         None => reports.peers.record(PeerChange::Added, &lease),
                         Some(known) if known.attrs != lease.attrs => reports.peers.record(PeerChange::Changed, &lease),
                         Some(_) => {}
@@ -299,13 +298,13 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
     };
     // Built at once from the listing (sorted by subnet first), which fills every tree node;
     // inserting lease by lease in key order left them half empty.
-    let ages: Vec<(Ipv4Network, MacAges, i64)> =
-        listing.leases.iter().map(|lease| (lease.subnet, previous.mac_since_for(lease), lease.mod_revision)).collect();
+    let ages: Vec<(LeaseId, MacAges, i64)> =
+        listing.leases.iter().map(|lease| (lease.id(), previous.mac_since_for(lease), lease.mod_revision)).collect();
     set.mac_since =
         ages.iter().filter(|(_, at, written)| at.ipv4 != *written).map(|(subnet, at, _)| (*subnet, at.ipv4)).collect();
     set.ipv6_mac_since =
         ages.iter().filter(|(_, at, written)| at.ipv6 != *written).map(|(subnet, at, _)| (*subnet, at.ipv6)).collect();
-    set.leases = listing.leases.into_iter().map(|lease| (lease.subnet, lease)).collect();
+    set.leases = listing.leases.into_iter().map(|lease| (lease.id(), lease)).collect();
     for subnet in listing.holders.keys() {
         if let (false, Some(last_good)) = (set.leases.contains_key(subnet), previous.leases.get(subnet)) {
             set.record_mac_since(last_good, previous.mac_ages(last_good));
@@ -324,14 +323,14 @@ fn replace_with_listing(previous: &LeaseSet, listing: LeaseListing) -> LeaseSet 
 /// their number, not their size, bounds it), with that subnet: deleting one changes nothing;
 /// deleting the holder of a subnet that some name needs a fresh listing.
 #[derive(Debug, Default)]
-struct Aliases(HashMap<u64, Ipv4Network>);
+struct Aliases(HashMap<u64, LeaseId>);
 
 impl Aliases {
-    fn listed(aliases: &[(String, Ipv4Network)]) -> Self {
+    fn listed(aliases: &[(String, LeaseId)]) -> Self {
         Self(aliases.iter().map(|(key, subnet)| (logtext::fingerprint(key), *subnet)).collect())
     }
 
-    fn insert(&mut self, key: &str, subnet: Ipv4Network) {
+    fn insert(&mut self, key: &str, subnet: LeaseId) {
         self.0.insert(logtext::fingerprint(key), subnet);
     }
 
@@ -340,7 +339,7 @@ impl Aliases {
     }
 
     /// Whether a skipped key names `subnet`.
-    fn name(&self, subnet: Ipv4Network) -> bool {
+    fn name(&self, subnet: LeaseId) -> bool {
         self.0.values().any(|s| *s == subnet)
     }
 }

@@ -1,9 +1,7 @@
 //! Every etcd key weft reads or writes, formatted in one place: flannel's layout below
 //! `--etcd-prefix`.
 
-use ipnetwork::Ipv4Network;
-
-use crate::lease::{self, Lease};
+use crate::lease::{self, Lease, LeaseId};
 
 /// The keys below one prefix (`/coreos.com/network` by default; a trailing `/` is ignored, as
 /// flanneld ignores it).
@@ -28,9 +26,10 @@ impl Keys {
         format!("{}/subnets/", self.prefix)
     }
 
-    /// `<prefix>/subnets/10.5.52.0-24`: the key of the lease on `subnet`.
-    pub fn lease(&self, subnet: Ipv4Network) -> String {
-        format!("{}{}", self.subnets(), lease::subnet_key(subnet))
+    /// `<prefix>/subnets/10.5.52.0-24`: the plain key of the lease `id` (an IPv6-only lease's
+    /// is `<prefix>/subnets/fd00:5:0:34::-64`).
+    pub fn lease(&self, id: LeaseId) -> String {
+        format!("{}{}", self.subnets(), lease::lease_key(id, None))
     }
 
     /// The key of `lease`: for a dual-stack one, `<prefix>/subnets/10.5.52.0-24&fd00:5:0:34::-64`.
@@ -76,7 +75,7 @@ mod tests {
     fn a_trailing_slash_on_the_prefix_changes_no_key() {
         let keys = Keys::new("/coreos.com/network/");
         assert_eq!(keys.config(), "/coreos.com/network/config");
-        assert_eq!(keys.lease("10.5.52.0/24".parse().unwrap()), "/coreos.com/network/subnets/10.5.52.0-24");
+        assert_eq!(keys.lease(LeaseId::Ipv4("10.5.52.0/24".parse().unwrap())), "/coreos.com/network/subnets/10.5.52.0-24");
         assert_eq!(keys.lease_name("/coreos.com/network/subnets/10.5.52.0-24"), Some("10.5.52.0-24"));
         assert_eq!(keys.lease_name("/coreos.com/network/subnets/10.5.52.0-24/x"), None);
     }

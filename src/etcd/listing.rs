@@ -8,16 +8,16 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::keys::{key_name, prefix_end};
 use super::{Registry, RegistryError};
-use crate::lease::{self, EtcdLeaseId, Lease, LeaseAttrs, LeaseError, UnreadableKey};
+use crate::lease::{self, EtcdLeaseId, Lease, LeaseAttrs, LeaseError, LeaseId, UnreadableKey};
 use crate::logtext;
 
 /// A key under the subnets prefix that is not a readable lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MalformedLease {
     pub key: String,
-    /// The subnet the key names, when the key itself is one (only its value is bad).
-    pub subnet: Option<Ipv4Network>,
-    /// The IPv6 subnet a readable dual-stack key names (`10.5.52.0-24&fd00:5:0:34::-64`), even
+    /// The lease the key names, when the key itself is readable (only its value is bad).
+    pub id: Option<LeaseId>,
+    /// The IPv6 subnet a readable dual-stack or IPv6-only key names (`10.5.52.0-24&fd00:5:0:34::-64`), even
     /// when its value is bad or another key holds its IPv4 subnet: never handed out twice.
     pub ipv6_subnet: Option<Ipv6Network>,
     /// The etcd lease the key is attached to, if any.
@@ -34,8 +34,8 @@ pub struct Ipv6Claim {
     pub subnet: Ipv6Network,
     /// The key's last path element.
     pub key: String,
-    /// The IPv4 subnet the key holds; `None` for a key another key's IPv4 subnet holds.
-    pub holds: Option<Ipv4Network>,
+    /// The lease the key holds; `None` for a key another key holding the same lease beat.
+    pub holds: Option<LeaseId>,
     pub create_revision: i64,
 }
 
@@ -53,11 +53,11 @@ impl Ipv6Claim {
 }
 
 impl MalformedLease {
-    /// The subnet whose key exists but holds no readable lease, if the key names one.
-    pub(super) fn unreadable(&self) -> Option<(Ipv4Network, UnreadableKey)> {
-        self.subnet.map(|subnet| {
+    /// The lease whose key exists but holds no readable value, if the key names one.
+    pub(super) fn unreadable(&self) -> Option<(LeaseId, UnreadableKey)> {
+        self.id.map(|id| {
             (
-                subnet,
+                id,
                 UnreadableKey {
                     mod_revision: self.mod_revision,
                     etcd_lease: self.etcd_lease,
@@ -74,11 +74,11 @@ pub struct LeaseListing {
     pub revision: i64,
     pub leases: Vec<Lease>,
     pub malformed: Vec<MalformedLease>,
-    /// Per subnet, the key holding it (see [`LeaseListing::add`]).
-    pub holders: BTreeMap<Ipv4Network, ListedKey>,
-    /// Keys skipped because another key holds their subnet, with that subnet; each is also
+    /// Per lease, the key holding it (see [`LeaseListing::add`]).
+    pub holders: BTreeMap<LeaseId, ListedKey>,
+    /// Keys skipped because another key holds their lease, with that lease; each is also
     /// in `malformed`, naming the holder.
-    pub aliases: Vec<(String, Ipv4Network)>,
+    pub aliases: Vec<(String, LeaseId)>,
 }
 
 /// A key under the subnets prefix, and when etcd created it.
@@ -99,36 +99,36 @@ impl ListedKey {
 /// Why a key naming a subnet another key holds is skipped, naming both keys. flanneld reads
 /// `<subnet>&<ipv6>-<len>` (dual stack) as a second key for `<subnet>`, so such keys are
 /// not refused; one subnet still has one lease.
-fn alias_error(subnet: Ipv4Network, holder: &str) -> String {
+fn alias_error(subnet: LeaseId, holder: &str) -> String {
     format!("it names subnet {subnet}, which the key {holder} held first; skipped until that key is deleted")
 }
 
 /// `decoded`, the value of the alias key `key`, as a malformed entry naming the holder.
-pub(super) fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet: Ipv4Network, holder: &str) -> MalformedLease {
+pub(super) fn as_alias(decoded: Result<Lease, MalformedLease>, key: &str, subnet: LeaseId, holder: &str) -> MalformedLease {
     let (ipv6_subnet, etcd_lease, mod_revision, create_revision) = match decoded {
         Ok(lease) => (lease.ipv6_subnet, lease.etcd_lease, lease.mod_revision, lease.create_revision),
         Err(bad) => (bad.ipv6_subnet, bad.etcd_lease, bad.mod_revision, bad.create_revision),
     };
     let error = alias_error(subnet, holder);
-    MalformedLease { key: key.to_string(), subnet: None, ipv6_subnet, etcd_lease, mod_revision, create_revision, error }
+    MalformedLease { key: key.to_string(), id: None, ipv6_subnet, etcd_lease, mod_revision, create_revision, error }
 }
 
 impl LeaseListing {
-    /// Every subnet a key names, readable or not: the keys holding them.
+    /// Every IPv4 subnet a key names, readable or not: the keys holding them.
     pub fn occupied(&self) -> BTreeSet<Ipv4Network> {
-        self.holders.keys().copied().collect()
+        self.holders.keys().filter_map(|id| id.ipv4()).collect()
     }
 
     /// Every key naming an IPv6 subnet, readable or not: a malformed dual-stack key's IPv6
     /// subnet is as taken as its IPv4 one.
     pub fn ipv6_claims(&self) -> Vec<Ipv6Claim> {
         let leases = self.leases.iter().filter_map(|lease| {
-            let key = self.holders.get(&lease.subnet).map_or_else(|| lease.key_name(), |held| held.name().to_string());
-            let (holds, create_revision) = (Some(lease.subnet), lease.create_revision);
+            let key = self.holders.get(&lease.id()).map_or_else(|| lease.key_name(), |held| held.name().to_string());
+            let (holds, create_revision) = (Some(lease.id()), lease.create_revision);
             lease.ipv6_subnet.map(|subnet| Ipv6Claim { subnet, key, holds, create_revision })
         });
         let malformed = self.malformed.iter().filter_map(|bad| {
-            let (key, holds, create_revision) = (key_name(&bad.key).to_string(), bad.subnet, bad.create_revision);
+            let (key, holds, create_revision) = (key_name(&bad.key).to_string(), bad.id, bad.create_revision);
             bad.ipv6_subnet.map(|subnet| Ipv6Claim { subnet, key, holds, create_revision })
         });
         leases.chain(malformed).collect()
@@ -138,12 +138,12 @@ impl LeaseListing {
     /// (then the lower key) holds it, whatever the listing order; the others become malformed
     /// entries that name it.
     pub(super) fn add(&mut self, listed: ListedKey, decoded: Result<Lease, MalformedLease>) {
-        let subnet = match &decoded {
-            Ok(lease) => Some(lease.subnet),
-            Err(bad) => bad.subnet,
+        let id = match &decoded {
+            Ok(lease) => Some(lease.id()),
+            Err(bad) => bad.id,
         };
-        let decoded = match subnet {
-            Some(subnet) => self.hold(subnet, listed, decoded),
+        let decoded = match id {
+            Some(id) => self.hold(id, listed, decoded),
             None => decoded,
         };
         match decoded {
@@ -156,10 +156,11 @@ impl LeaseListing {
         }
     }
 
-    /// Gives `subnet` to `listed` unless an earlier key holds it; returns what to add for it.
+    /// Gives the lease `subnet` to `listed` unless an earlier key holds it; returns what to add
+    /// for it.
     fn hold(
         &mut self,
-        subnet: Ipv4Network,
+        subnet: LeaseId,
         listed: ListedKey,
         decoded: Result<Lease, MalformedLease>,
     ) -> Result<Lease, MalformedLease> {
@@ -181,12 +182,12 @@ impl LeaseListing {
         decoded
     }
 
-    /// Removes and returns what was added for `subnet`.
-    fn take(&mut self, subnet: Ipv4Network) -> Option<Result<Lease, MalformedLease>> {
-        if let Some(at) = self.leases.iter().position(|l| l.subnet == subnet) {
+    /// Removes and returns what was added for the lease `subnet`.
+    fn take(&mut self, subnet: LeaseId) -> Option<Result<Lease, MalformedLease>> {
+        if let Some(at) = self.leases.iter().position(|l| l.id() == subnet) {
             return Some(Ok(self.leases.remove(at)));
         }
-        let at = self.malformed.iter().position(|m| m.subnet == Some(subnet))?;
+        let at = self.malformed.iter().position(|m| m.id == Some(subnet))?;
         Some(Err(self.malformed.remove(at)))
     }
 }
@@ -257,26 +258,24 @@ impl Registry {
         let name = self.keys.lease_name(&key)?;
         let (mod_revision, create_revision) = (kv.mod_revision(), kv.create_revision());
         let etcd_lease = EtcdLeaseId::attached(kv.lease());
-        let malformed = |subnet: Option<(Ipv4Network, Option<Ipv6Network>)>, error: LeaseError| MalformedLease {
-            key: key.clone(),
-            subnet: subnet.map(|(v4, _)| v4),
-            ipv6_subnet: subnet.and_then(|(_, v6)| v6),
-            etcd_lease,
-            mod_revision,
-            create_revision,
-            error: error.to_string(),
+        let malformed = |subnets: Option<(Option<Ipv4Network>, Option<Ipv6Network>)>, error: LeaseError| {
+            let (subnet, ipv6_subnet) = subnets.unwrap_or_default();
+            let id = subnet.map(LeaseId::Ipv4).or(ipv6_subnet.map(LeaseId::Ipv6));
+            let error = error.to_string();
+            MalformedLease { key: key.clone(), id, ipv6_subnet, etcd_lease, mod_revision, create_revision, error }
         };
         let (subnet, ipv6_subnet) = match lease::parse_lease_key(name) {
-            Ok(subnet) => subnet,
+            Ok(subnets) => subnets,
             Err(e) => return Some(Err(malformed(None, e))),
         };
         // Inside JSON strings Go reads invalid UTF-8 as U+FFFD, as the lossy conversion does;
         // outside strings the bytes make the JSON invalid in both Go and weft.
         let text = String::from_utf8_lossy(kv.value());
-        Some(match LeaseAttrs::from_json(&text) {
-            Ok(attrs) => Ok(Lease { subnet, ipv6_subnet, attrs, etcd_lease, mod_revision, create_revision }),
-            Err(e) => Err(malformed(Some((subnet, ipv6_subnet)), e)),
-        })
+        let lease = LeaseAttrs::from_json(&text).and_then(|attrs| {
+            let lease = Lease { subnet, ipv6_subnet, attrs, etcd_lease, mod_revision, create_revision };
+            lease.check_main_part().map(|()| lease)
+        });
+        Some(lease.map_err(|e| malformed(Some((subnet, ipv6_subnet)), e)))
     }
 }
 

@@ -62,11 +62,11 @@ impl Firewall for Ipv4Addr {
     const MULTICAST: &'static str = "224.0.0.0/4";
 
     fn own_subnet(lease: &Lease) -> Option<Self::Network> {
-        Some(lease.subnet)
+        lease.subnet
     }
 
     fn dns_server(lease: &Lease) -> Option<Self> {
-        Some(crate::names::dns::bridge_address(lease.subnet))
+        lease.subnet.map(crate::names::dns::bridge_address)
     }
 }
 

@@ -6,20 +6,20 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use rand::Rng;
 
-use super::{Lease, LeaseAttrs};
-use crate::config::{Ipv6Config, NetworkConfig};
+use super::{Lease, LeaseAttrs, LeaseId};
+use crate::config::{Ipv4Config, Ipv6Config};
 
 /// Picks a random subnet between SubnetMin and SubnetMax that no key in `taken` holds.
 /// Probing from a random start keeps hosts that start together from all racing for the same
 /// subnet, and costs at most `taken.len() + 1` probes however large the Network is.
-pub fn pick_free_subnet(config: &NetworkConfig, taken: &BTreeSet<Ipv4Network>) -> Option<Ipv4Network> {
+pub fn pick_free_subnet(config: &Ipv4Config, taken: &BTreeSet<Ipv4Network>) -> Option<Ipv4Network> {
     let taken = AddressRanges::new(taken.iter().map(|s| ipv4_range(*s)));
     let count = subnet_count(config);
     let start = rand::rng().random_range(0..count);
     (0..count).map(|i| nth_subnet(config, (start + i) % count)).find(|s| !taken.overlaps(ipv4_range(*s)))
 }
 
-/// Our lease's IPv6 subnet under a dual-stack config: the one `current` already names if it is
+/// Our lease's IPv6 subnet under a dual-stack or IPv6-only config: the one `current` already names if it is
 /// one the config hands out and no other lease holds it (a restart, or our lease taken over),
 /// else `previous` (from the last subnet.env) if free, else a random free one. `taken` holds
 /// the IPv6 subnets of every other lease. `None` when the IPv6 Network has no free subnet.
@@ -86,22 +86,22 @@ impl AddressRanges {
 }
 
 /// How many subnets lie between SubnetMin and SubnetMax.
-fn subnet_count(config: &NetworkConfig) -> u32 {
+fn subnet_count(config: &Ipv4Config) -> u32 {
     (u32::from(config.subnet_max) - u32::from(config.subnet_min)) / config.subnet_size() + 1
 }
 
-fn nth_subnet(config: &NetworkConfig, n: u32) -> Ipv4Network {
+fn nth_subnet(config: &Ipv4Config, n: u32) -> Ipv4Network {
     let network = u32::from(config.subnet_min) + n * config.subnet_size();
     Ipv4Network::new(Ipv4Addr::from(network), config.subnet_len).expect("valid prefix")
 }
 
 /// Every subnet the config allows, from SubnetMin to SubnetMax.
-pub fn candidate_subnets(config: &NetworkConfig) -> impl Iterator<Item = Ipv4Network> + '_ {
+pub fn candidate_subnets(config: &Ipv4Config) -> impl Iterator<Item = Ipv4Network> + '_ {
     (0..subnet_count(config)).map(|n| nth_subnet(config, n))
 }
 
 /// Whether `subnet` is one the config could hand out (right size, inside the range).
-pub fn subnet_fits(config: &NetworkConfig, subnet: Ipv4Network) -> bool {
+pub fn subnet_fits(config: &Ipv4Config, subnet: Ipv4Network) -> bool {
     subnet.prefix() == config.subnet_len && subnet.network() >= config.subnet_min && subnet.network() <= config.subnet_max
 }
 
@@ -110,8 +110,9 @@ pub fn subnet_fits(config: &NetworkConfig, subnet: Ipv4Network) -> bool {
 pub enum Claim {
     /// A lease (or reservation) already carrying our PublicIP: take it over.
     Existing(Lease),
-    /// A free subnet to create a new lease for.
-    Free(Ipv4Network),
+    /// A free subnet to create a new lease for: an IPv4 subnet, or under an IPv6-only config
+    /// an IPv6 one.
+    Free(LeaseId),
 }
 
 /// Chooses our lease: an existing one with our PublicIP (`ours.public_ip`), else the lease on
@@ -121,22 +122,45 @@ pub enum Claim {
 /// `occupied` holds every subnet that has a key, readable or not, so a malformed key is never
 /// handed out twice. `None` means the Network has no free subnet left.
 pub fn choose_claim(
-    config: &NetworkConfig,
+    config: &Ipv4Config,
     ours: &LeaseAttrs,
     leases: &[Lease],
     occupied: &BTreeSet<Ipv4Network>,
     previous: Option<Ipv4Network>,
 ) -> Option<Claim> {
-    let fits = |l: &&Lease| config.network.contains(l.subnet.network()) && l.subnet.prefix() == config.subnet_len;
+    let fits = |l: &&Lease| l.subnet.is_some_and(|s| config.network.contains(s.network()) && s.prefix() == config.subnet_len);
     let by_ip = leases.iter().filter(fits).find(|l| l.attrs.public_ip == ours.public_ip);
-    let mac = ours.backend_data.vtep_mac;
-    let by_mac = || leases.iter().filter(fits).find(|l| Some(l.subnet) == previous && l.attrs.backend_data.vtep_mac == mac);
+    let mac = |attrs: &LeaseAttrs| attrs.backend_data.as_ref().map(|data| data.vtep_mac);
+    let by_mac = || leases.iter().filter(fits).find(|l| l.subnet == previous && mac(&l.attrs) == mac(ours));
     if let Some(lease) = by_ip.or_else(by_mac) {
         return Some(Claim::Existing(lease.clone()));
     }
     let occupied_ranges = || AddressRanges::new(occupied.iter().map(|s| ipv4_range(*s)));
     if let Some(subnet) = previous.filter(|s| subnet_fits(config, *s) && !occupied_ranges().overlaps(ipv4_range(*s))) {
-        return Some(Claim::Free(subnet));
+        return Some(Claim::Free(LeaseId::Ipv4(subnet)));
     }
-    pick_free_subnet(config, occupied).map(Claim::Free)
+    pick_free_subnet(config, occupied).map(|subnet| Claim::Free(LeaseId::Ipv4(subnet)))
+}
+
+/// Chooses our lease under an IPv6-only config, in the same order as [`choose_claim`]: a lease
+/// whose IPv6 subnet the config hands out and that carries our PublicIPv6 (IPv6-only, or a
+/// dual-stack lease of ours from before IPv4 was turned off: taken over, it loses its IPv4
+/// part), else the one on the `previous` IPv6 subnet carrying our IPv6 VtepMAC, else `previous`
+/// if free, else a random free IPv6 subnet. `taken` holds every IPv6 subnet a key names.
+/// `None` means the IPv6 Network has no free subnet left.
+pub fn choose_ipv6_only_claim(
+    v6: &Ipv6Config,
+    ours: &LeaseAttrs,
+    leases: &[Lease],
+    taken: &BTreeSet<Ipv6Network>,
+    previous: Option<Ipv6Network>,
+) -> Option<Claim> {
+    let fits = |l: &&Lease| l.ipv6_subnet.is_some_and(|s| ipv6_subnet_fits(v6, s));
+    let by_ip = leases.iter().filter(fits).find(|l| ours.public_ipv6.is_some() && l.attrs.public_ipv6 == ours.public_ipv6);
+    let mac = |attrs: &LeaseAttrs| attrs.backend_v6_data.as_ref().map(|data| data.vtep_mac);
+    let by_mac = || leases.iter().filter(fits).find(|l| l.ipv6_subnet == previous && mac(&l.attrs) == mac(ours));
+    if let Some(lease) = by_ip.or_else(by_mac) {
+        return Some(Claim::Existing(lease.clone()));
+    }
+    choose_ipv6_subnet(v6, taken, None, previous).map(|subnet| Claim::Free(LeaseId::Ipv6(subnet)))
 }

@@ -114,8 +114,10 @@ pub struct LeaseAttrs {
     /// `vxlan` borrowed, not allocated: a lease set holds thousands of them.
     #[serde(rename = "BackendType")]
     pub backend_type: Cow<'static, str>,
-    #[serde(rename = "BackendData")]
-    pub backend_data: VxlanData,
+    /// The IPv4 VXLAN device's VNI and MAC (`flannel.<VNI>`); left out of the JSON for an
+    /// IPv6-only lease, as flanneld leaves it out (its `omitempty`).
+    #[serde(rename = "BackendData", skip_serializing_if = "Option::is_none")]
+    pub backend_data: Option<VxlanData>,
     /// The IPv6 VXLAN device's VNI and MAC (`flannel-v6.<VNI>`, a device of its own); left out
     /// of the JSON when absent, as flanneld leaves it out.
     #[serde(rename = "BackendV6Data", skip_serializing_if = "Option::is_none")]
@@ -150,8 +152,22 @@ impl LeaseAttrs {
             public_ip,
             public_ipv6: None,
             backend_type: Cow::Borrowed(BACKEND_VXLAN),
-            backend_data: VxlanData { vni, vtep_mac },
+            backend_data: Some(VxlanData { vni, vtep_mac }),
             backend_v6_data: None,
+            ipv6_error: None,
+        }
+    }
+
+    /// An IPv6-only lease's attributes, as flanneld writes them with `"EnableIPv4": false`:
+    /// `PublicIP` 0.0.0.0, no `BackendData`, the IPv6 part under the 16-bit VNI.
+    pub fn vxlan_ipv6_only(public_ipv6: Ipv6Addr, vni: u32, vtep_mac: MacAddr) -> Self {
+        let vni = u32::from(vni as u16);
+        Self {
+            public_ip: Ipv4Addr::UNSPECIFIED,
+            public_ipv6: Some(public_ipv6),
+            backend_type: Cow::Borrowed(BACKEND_VXLAN),
+            backend_data: None,
+            backend_v6_data: Some(VxlanData { vni, vtep_mac }),
             ipv6_error: None,
         }
     }
@@ -159,7 +175,8 @@ impl LeaseAttrs {
     /// These attributes with a dual-stack part: the public IPv6 and the IPv6 device's MAC, under
     /// the same 16-bit VNI.
     pub fn with_ipv6(self, public_ipv6: Ipv6Addr, vtep_mac: MacAddr) -> Self {
-        let backend_v6_data = Some(VxlanData { vni: self.backend_data.vni, vtep_mac });
+        let vni = self.backend_data.as_ref().map_or(0, |data| data.vni);
+        let backend_v6_data = Some(VxlanData { vni, vtep_mac });
         Self { public_ipv6: Some(public_ipv6), backend_v6_data, ..self }
     }
 
@@ -173,6 +190,8 @@ impl LeaseAttrs {
     /// unknown members are ignored, a `null` string or number leaves the field as it was.
     /// Unlike flanneld, a `PublicIPv6` or `BackendV6Data` it cannot use does not cost the
     /// lease its IPv4 part: the IPv6 part is dropped and the reason kept in `ipv6_error`.
+    /// A value without `BackendData` is read (an IPv6-only lease's); whether the key needs one
+    /// is for the caller, who knows the key.
     ///
     /// # Errors
     /// A value flanneld refuses, or one it accepts but cannot use as a vxlan peer (no
@@ -188,18 +207,18 @@ impl LeaseAttrs {
                 Some(1) if go_json::is_null(raw) => public_ipv6 = None,
                 Some(1) => public_ipv6 = Some(go_public_ipv6(go_json::trimmed_quotes(raw))),
                 Some(2) => backend_type = go_json::string(raw).map_err(bad_field("BackendType"))?.unwrap_or(backend_type),
-                Some(3) => backend_data = Some(raw),
+                Some(3) => backend_data = (!go_json::is_null(raw)).then_some(raw),
                 Some(4) => v6_data = (!go_json::is_null(raw)).then_some(raw),
                 _ => {}
             }
         }
         let public_ip = public_ip.ok_or_else(|| LeaseError::BadValue("it has no PublicIP".into()))?;
-        let backend_data = backend_data.ok_or_else(|| LeaseError::BadValue("it has no BackendData".into()))?;
-        let attrs = Self::vxlan_parts(public_ip, backend_type, VxlanData::from_raw(backend_data)?);
+        let backend_data = backend_data.map(|raw| VxlanData::from_raw(raw)).transpose()?;
+        let attrs = Self::vxlan_parts(public_ip, backend_type, backend_data);
         Ok(attrs.with_ipv6_part(public_ipv6.transpose(), v6_data.map(|raw| VxlanData::from_raw(raw)).transpose()))
     }
 
-    fn vxlan_parts(public_ip: Ipv4Addr, backend_type: String, backend_data: VxlanData) -> Self {
+    fn vxlan_parts(public_ip: Ipv4Addr, backend_type: String, backend_data: Option<VxlanData>) -> Self {
         let backend_type = match backend_type == BACKEND_VXLAN {
             true => Cow::Borrowed(BACKEND_VXLAN),
             false => Cow::Owned(backend_type),

@@ -206,7 +206,7 @@ impl Publisher {
 
     /// One pass: list etcd, compute the difference, write it.
     async fn pass(&self, state: &mut State) -> Result<(), RegistryError> {
-        let subnet = self.own.borrow().subnet;
+        let subnet = crate::names::dns::ipv4_subnet(&self.own.borrow());
         let listed = self.registry.list_names(&self.domain.prefix()).await?;
         if state.lease.is_none() {
             state.lease = self.adopt(subnet, &listed).await;

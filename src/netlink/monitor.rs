@@ -26,9 +26,9 @@ type NetlinkEvent = NetlinkMessage<RouteNetlinkMessage>;
 /// Wakes the reconciler when one of our devices or its tables changed by someone else's hand.
 pub struct DeviceChanges {
     changed: Arc<Notify>,
-    /// `flannel.<VNI>`.
-    pub ipv4: DeviceWatch<Ipv4Addr>,
-    /// `flannel-v6.<VNI>`, when the overlay is dual-stack.
+    /// `flannel.<VNI>`, unless the overlay is IPv6 only.
+    pub ipv4: Option<DeviceWatch<Ipv4Addr>>,
+    /// `flannel-v6.<VNI>`, when the overlay is dual-stack or IPv6 only.
     pub ipv6: Option<DeviceWatch<Ipv6Addr>>,
     /// Set when a link or an underlay address changed elsewhere than on our devices: the
     /// underlay may have gone, come back, been renamed or readdressed, and must be looked up again.
@@ -139,11 +139,14 @@ impl DeviceChanges {
 /// A notification socket could not be opened or subscribed.
 pub fn monitor(
     kernel: &Kernel,
-    ipv4: DeviceWatch<Ipv4Addr>,
+    ipv4: Option<DeviceWatch<Ipv4Addr>>,
     ipv6: Option<DeviceWatch<Ipv6Addr>>,
     any_main_route: bool,
 ) -> Result<DeviceChanges, NetlinkError> {
-    let mut groups = vec![MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv4Route];
+    let mut groups = vec![MulticastGroup::Link, MulticastGroup::Neigh];
+    if ipv4.is_some() {
+        groups.extend([MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv4Route]);
+    }
     if ipv6.is_some() {
         groups.extend([MulticastGroup::Ipv6Ifaddr, MulticastGroup::Ipv6Route]);
     }
@@ -155,7 +158,7 @@ pub fn monitor(
         let socket = nexthop::subscribe().map_err(NetlinkError::Socket)?;
         tasks.push(OwnedTask::spawn(nexthop::watch(socket, kernel.raw_port, changed.clone())));
     }
-    let (watch4, watch6) = (ipv4.share(), ipv6.as_ref().map(DeviceWatch::share));
+    let (watch4, watch6) = (ipv4.as_ref().map(DeviceWatch::share), ipv6.as_ref().map(DeviceWatch::share));
     let (wake, underlay_flag) = (changed.clone(), underlay_changed.clone());
     let own_ports = [kernel.port, kernel.raw_port];
     tasks.push(OwnedTask::spawn(async move {
@@ -163,13 +166,15 @@ pub fn monitor(
             // Lost notifications (socket buffer overrun) could be about anything: look again.
             let overrun = matches!(event.payload, NetlinkPayload::Overrun(_));
             let ours = own_ports.contains(&event.header.port_number);
-            let devices = [Some(watch4.index()), watch6.as_ref().map(DeviceWatch::index)];
+            let devices = [watch4.as_ref().map(DeviceWatch::index), watch6.as_ref().map(DeviceWatch::index)];
             let underlay = overrun || (!ours && may_concern_underlay(&event, &devices));
             if underlay {
                 underlay_flag.store(true, Ordering::Relaxed);
             }
-            let device =
-                || watch4.concerns(&event, any_main_route) || watch6.as_ref().is_some_and(|w| w.concerns(&event, any_main_route));
+            let device = || {
+                watch4.as_ref().is_some_and(|w| w.concerns(&event, any_main_route))
+                    || watch6.as_ref().is_some_and(|w| w.concerns(&event, any_main_route))
+            };
             if underlay || (!ours && device()) {
                 tracing::trace!(message = ?event.payload, "a kernel notification wakes the reconciler");
                 wake.notify_one();
@@ -181,7 +186,8 @@ pub fn monitor(
 }
 
 /// Whether a notification may change which interface and address the underlay is: any link or
-/// address change (IPv4, and IPv6 when there is an IPv6 device) other than on our `devices`.
+/// address change (IPv4 when there is an IPv4 device, IPv6 when there is an IPv6 one) other
+/// than on our `devices`.
 /// The underlay's index is not enough: a NIC deleted and created again, or another NIC that
 /// now matches `--iface`, has a new one. Links and addresses change rarely, and a lookup is a
 /// small dump.
@@ -191,8 +197,8 @@ fn may_concern_underlay(message: &NetlinkEvent, devices: &[Option<u32>; 2]) -> b
     match inner {
         RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => other(link.header.index),
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
-            let family =
-                a.header.family == AddressFamily::Inet || (a.header.family == AddressFamily::Inet6 && devices[1].is_some());
+            let family = (a.header.family == AddressFamily::Inet && devices[0].is_some())
+                || (a.header.family == AddressFamily::Inet6 && devices[1].is_some());
             family && other(a.header.index)
         }
         _ => false,

@@ -6,10 +6,8 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
-
 use crate::config::NetworkConfig;
-use crate::lease::{subnet_key, Lease, LeaseSet, BACKEND_VXLAN};
+use crate::lease::{lease_key, Lease, LeaseId, LeaseSet, BACKEND_VXLAN};
 use crate::model::{
     vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, Nexthop, RouteEntry, Subnet,
 };
@@ -17,18 +15,22 @@ use crate::model::{
 /// A peer lease we cannot program, and why; logged once by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedPeer {
-    /// The lease's IPv4 subnet, which names it among the leases.
-    pub subnet: Ipv4Network,
+    /// What names the lease among the leases: its IPv4 subnet, or an IPv6-only lease's IPv6 one.
+    pub subnet: LeaseId,
     /// The rule the lease breaks, in words an operator can act on; for its IPv6 part alone,
     /// starting "its IPv6 part".
     pub reason: String,
 }
 
 impl SkippedPeer {
-    /// The lease's key as written under `<prefix>/subnets/`, e.g. `10.5.3.2-32`: its address
-    /// as given (a misaligned key keeps its host bits), so the operator can find and delete it.
+    /// The lease's key as written under `<prefix>/subnets/`, e.g. `10.5.3.2-32` (or an
+    /// IPv6-only `fd00:5:0:3::-64`): its address as given (a misaligned key keeps its host
+    /// bits), so the operator can find and delete it.
     pub fn key(&self) -> String {
-        format!("{}-{}", self.subnet.ip(), self.subnet.prefix())
+        match self.subnet {
+            LeaseId::Ipv4(subnet) => format!("{}-{}", subnet.ip(), subnet.prefix()),
+            LeaseId::Ipv6(subnet) => format!("{}-{}", subnet.ip(), subnet.prefix()),
+        }
     }
 
     /// The lease's whole key name in `leases`: as [`SkippedPeer::key`], with a dual-stack key's
@@ -37,9 +39,9 @@ impl SkippedPeer {
         if let Some(name) = leases.keys.get(&self.subnet) {
             return name.clone();
         }
-        match leases.leases.get(&self.subnet).and_then(|lease| lease.ipv6_subnet) {
-            Some(v6) => format!("{}&{}-{}", self.key(), v6.ip(), v6.prefix()),
-            None => self.key(),
+        match (self.subnet, leases.leases.get(&self.subnet).and_then(|lease| lease.ipv6_subnet)) {
+            (LeaseId::Ipv4(_), Some(v6)) => format!("{}&{}-{}", self.key(), v6.ip(), v6.prefix()),
+            _ => self.key(),
         }
     }
 }
@@ -97,13 +99,14 @@ impl LeaseFamily for Ipv4Addr {
     const FIELDS: (&'static str, &'static str) = ("", "Network");
 
     fn part(lease: &Lease) -> Result<Option<PeerPart<Self>>, String> {
-        let (public_ip, vtep_mac) = (lease.attrs.public_ip, lease.attrs.backend_data.vtep_mac);
-        Ok(Some(PeerPart { subnet: lease.subnet, public_ip, vtep_mac }))
+        // A lease with an IPv4 subnet has a BackendData (see `Lease::check_main_part`).
+        let (Some(subnet), Some(data)) = (lease.subnet, &lease.attrs.backend_data) else { return Ok(None) };
+        Ok(Some(PeerPart { subnet, public_ip: lease.attrs.public_ip, vtep_mac: data.vtep_mac }))
     }
 
     fn allocation(config: &NetworkConfig) -> Option<Allocation<Self>> {
-        let (network, subnet_len, min, max) = (config.network, config.subnet_len, config.subnet_min, config.subnet_max);
-        Some(Allocation { network, subnet_len, min, max })
+        let v4 = config.ipv4?;
+        Some(Allocation { network: v4.network, subnet_len: v4.subnet_len, min: v4.subnet_min, max: v4.subnet_max })
     }
 
     fn mac_since(leases: &LeaseSet, lease: &Lease) -> i64 {
@@ -168,7 +171,7 @@ pub fn desired_state<A: LeaseFamily>(
             Ok(Some(part)) => part,
             Ok(None) => continue,
             Err(reason) => {
-                skipped.push(SkippedPeer { subnet: lease.subnet, reason });
+                skipped.push(SkippedPeer { subnet: lease.id(), reason });
                 continue;
             }
         };
@@ -244,7 +247,7 @@ fn checked_part<A: LeaseFamily>(
 fn by_establishment<'s, A: LeaseFamily>(leases: &'s LeaseSet, us: &ThisHost<A>) -> Vec<&'s Lease> {
     let ours = |l: &Lease| us.subnet.is_some() && matches!(A::part(l), Ok(Some(part)) if Some(part.subnet) == us.subnet);
     let mut peers: Vec<&Lease> = leases.leases.values().filter(|l| !ours(l)).collect();
-    peers.sort_unstable_by_key(|l| (A::mac_since(leases, l), l.create_revision, l.subnet));
+    peers.sort_unstable_by_key(|l| (A::mac_since(leases, l), l.create_revision, l.id()));
     peers
 }
 
@@ -317,8 +320,8 @@ fn check_destination<A: LeaseFamily>(config: &NetworkConfig, us: &ThisHost<A>, i
 /// a key's name, and two keys can name one), and each nexthop id (an IPv6 id is a fold of the
 /// gateway, and two gateways can fold to one).
 struct Held<A: Family> {
-    macs: HashMap<MacAddr, Ipv4Network>,
-    subnets: HashMap<A::Network, Ipv4Network>,
+    macs: HashMap<MacAddr, LeaseId>,
+    subnets: HashMap<A::Network, LeaseId>,
     nexthop_ids: HashMap<u32, A>,
 }
 
@@ -336,13 +339,21 @@ impl<A: Family> Held<A> {
         let Some(part) = part else { return Ok(None) };
         let family = if A::HOST_PREFIX == 32 { String::new() } else { "IPv6 ".to_string() };
         if let Some(owner) = self.macs.get(&part.vtep_mac) {
-            return Err(format!("its {family}VtepMAC {} belongs to the established lease {}", part.vtep_mac, subnet_key(*owner)));
+            return Err(format!(
+                "its {family}VtepMAC {} belongs to the established lease {}",
+                part.vtep_mac,
+                lease_key(*owner, None)
+            ));
         }
         if let Some(owner) = self.subnets.get(&part.subnet) {
-            return Err(format!("its {family}subnet {} belongs to the established lease {}", part.subnet, subnet_key(*owner)));
+            return Err(format!(
+                "its {family}subnet {} belongs to the established lease {}",
+                part.subnet,
+                lease_key(*owner, None)
+            ));
         }
-        self.macs.insert(part.vtep_mac, lease.subnet);
-        self.subnets.insert(part.subnet, lease.subnet);
+        self.macs.insert(part.vtep_mac, lease.id());
+        self.subnets.insert(part.subnet, lease.id());
         Ok(Some(part))
     }
 

@@ -13,9 +13,9 @@ use crate::subnet_env::{SubnetEnv, SubnetEnvError};
 pub struct Readiness {
     /// Where subnet.env goes (`--subnet-file`).
     pub subnet_file: PathBuf,
-    /// The overlay Network, for `FLANNEL_NETWORK`.
-    pub network: Ipv4Network,
-    /// The IPv6 Network of a dual-stack config, for `FLANNEL_IPV6_NETWORK`.
+    /// The overlay Network, for `FLANNEL_NETWORK`; `None` for an IPv6-only config.
+    pub network: Option<Ipv4Network>,
+    /// The IPv6 Network of a dual-stack or IPv6-only config, for `FLANNEL_IPV6_NETWORK`.
     pub ipv6_network: Option<Ipv6Network>,
     /// `--ip-masq`, for `FLANNEL_IPMASQ`.
     pub ip_masq: bool,
@@ -30,7 +30,8 @@ impl Readiness {
     /// `--ip-masq` (`ip_masq`); `/readyz` is `health`'s.
     pub fn new(subnet_file: PathBuf, config: &crate::config::NetworkConfig, ip_masq: bool, health: Health) -> Self {
         let ipv6_network = config.ipv6.map(|v6| v6.network);
-        Self { subnet_file, network: config.network, ipv6_network, ip_masq, health, notified: false }
+        let network = config.ipv4.map(|v4| v4.network);
+        Self { subnet_file, network, ipv6_network, ip_masq, health, notified: false }
     }
 
     /// Writes subnet.env for `own` lease and the device's `mtu` (bytes), then tells systemd
@@ -40,10 +41,10 @@ impl Readiness {
     /// # Errors
     /// subnet.env cannot be written.
     pub fn signal(&mut self, own: &Lease, mtu: u32) -> Result<(), SubnetEnvError> {
-        let ipv6 = self.ipv6_network.zip(own.ipv6_subnet);
-        let env = SubnetEnv { network: self.network, subnet: own.subnet, ipv6, mtu, ip_masq: self.ip_masq };
+        let (ipv4, ipv6) = (self.network.zip(own.subnet), self.ipv6_network.zip(own.ipv6_subnet));
+        let env = SubnetEnv { ipv4, ipv6, mtu, ip_masq: self.ip_masq };
         if env.write_if_changed(&self.subnet_file)? {
-            tracing::info!(path = %self.subnet_file.display(), subnet = %own.subnet, "wrote subnet file");
+            tracing::info!(path = %self.subnet_file.display(), subnet = %own.id(), "wrote subnet file");
         }
         if !self.notified {
             if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {

@@ -27,8 +27,8 @@ use crate::subnet_env::SubnetEnvError;
 /// The one task that writes the kernel, and what it keeps between passes.
 pub struct Reconciler {
     pub kernel: Kernel,
-    /// The device as the last pass wanted it.
-    pub spec: VxlanSpec,
+    /// The IPv4 device as the last pass wanted it; `None` under an IPv6-only config.
+    pub spec: Option<VxlanSpec>,
     pub underlay: UnderlayFollower,
     /// What our lease must say, for the lease keeper to advertise.
     pub attrs: watch::Sender<LeaseAttrs>,
@@ -42,7 +42,7 @@ pub struct Reconciler {
     pub record: PassRecord,
     /// Peers already warned about, and how many more warnings of each kind may be logged.
     pub warnings: PeerWarnings,
-    /// The IPv6 device of a dual-stack config; `None` when the config is IPv4 only.
+    /// The IPv6 device of a dual-stack or IPv6-only config; `None` when the config is IPv4 only.
     pub ipv6: Option<Ipv6Device>,
 }
 
@@ -84,8 +84,8 @@ impl Reconciler {
             let stamp = LeaseStamp::of(&leases.borrow_and_update());
             // Ready once our own device is set up and a pass has run: a peer the kernel refuses
             // is that peer's problem, and must not keep docker from starting on this host.
-            if self.reconcile(&own_lease, stamp, &leases).await {
-                self.readiness.signal(&own_lease, self.mtu())?;
+            if let (true, Some(mtu)) = (self.reconcile(&own_lease, stamp, &leases).await, self.mtu()) {
+                self.readiness.signal(&own_lease, mtu)?;
             }
             // Warnings held back are summarised when their window ends, even if nothing else
             // happens by then (a long resync interval, no underlay).
@@ -101,19 +101,19 @@ impl Reconciler {
         }
     }
 
-    /// The MTU containers get (`FLANNEL_MTU`), bytes: the IPv4 device's, and dual-stack no more
-    /// than the IPv6 one's (its headers are 20 bytes longer), so a container's packets fit
-    /// either tunnel without a round of path MTU discovery.
-    fn mtu(&self) -> u32 {
-        let ipv6 = self.ipv6.as_ref().and_then(|v6| v6.spec.as_ref()).map(|spec| spec.mtu);
-        ipv6.map_or(self.spec.mtu, |mtu| mtu.min(self.spec.mtu))
+    /// The MTU containers get (`FLANNEL_MTU`), bytes: the smaller of the devices' (dual-stack,
+    /// the IPv6 one's headers are 20 bytes longer), so a container's packets fit either tunnel
+    /// without a round of path MTU discovery. `None` before a pass set a device up.
+    fn mtu(&self) -> Option<u32> {
+        let ipv6 = self.ipv6.as_ref().and_then(|v6| v6.spec.as_ref());
+        self.spec.iter().chain(ipv6).map(|spec| spec.mtu).min()
     }
 
-    /// Moves the kernel to the desired state, the IPv4 device's and, dual-stack, the IPv6
-    /// one's, from the lease set `leases` holds (`stamp`: its revision when the pass began).
-    /// Returns whether the pass ran: our devices and addresses are set up and every peer was
-    /// tried. Failures are logged here (a peer's once while it lasts) and retried on the next
-    /// pass.
+    /// Moves the kernel to the desired state, the IPv4 device's and the IPv6 one's (each where
+    /// the config enables its family), from the lease set `leases` holds (`stamp`: its revision
+    /// when the pass began). Returns whether the pass ran: our devices and addresses are set up
+    /// and every peer was tried. Failures are logged here (a peer's once while it lasts) and
+    /// retried on the next pass.
     ///
     /// The set is borrowed only while a step reads it, never across a kernel round trip: a
     /// pass that kept it would make the lease follower copy the whole set at every change it
@@ -123,7 +123,12 @@ impl Reconciler {
     async fn reconcile(&mut self, own: &Lease, stamp: LeaseStamp, leases: &watch::Receiver<Arc<LeaseSet>>) -> bool {
         self.record.started();
         let started = std::time::Instant::now();
-        let Some(applied) = self.reconcile_ipv4(own, leases).await else {
+        let ipv4 = match self.follow_underlay(own).await {
+            false => None,
+            true if self.spec.is_some() => self.reconcile_ipv4(own, leases).await.map(Some),
+            true => Some(None), // IPv6 only: no IPv4 part
+        };
+        let Some(ipv4) = ipv4 else {
             tracing::debug!(ran = false, elapsed_us = started.elapsed().as_micros() as u64, "reconcile pass");
             self.record.ended(false, 0);
             return false;
@@ -134,10 +139,14 @@ impl Reconciler {
         };
         let ran = !matches!(ipv6, Some(None));
         let ipv6 = ipv6.flatten();
-        self.record.applied(own, stamp, applied.written + ipv6.as_ref().map_or(0, |a| a.written));
-        let mut failures = applied.failures.len();
-        let transitions = self.record.failures(applied.failures);
-        self.warnings.log_refusals(&transitions);
+        let written = ipv4.as_ref().map_or(0, |a| a.written) + ipv6.as_ref().map_or(0, |a| a.written);
+        self.record.applied(own, stamp, written);
+        let mut failures = 0;
+        if let Some(applied) = ipv4 {
+            failures += applied.failures.len();
+            let transitions = self.record.failures(applied.failures);
+            self.warnings.log_refusals(&transitions);
+        }
         if let Some(applied) = ipv6 {
             failures += applied.failures.len();
             let transitions = self.record.ipv6_failures(applied.failures);
@@ -148,31 +157,41 @@ impl Reconciler {
         ran
     }
 
-    /// The IPv4 part of a pass; `None` when it could not reach the peers (no underlay, no
-    /// device, the kernel's tables unreadable), else what the kernel accepted and refused. The
-    /// state it wanted is recorded and released before the IPv6 part reads the kernel; the
-    /// monitor keeps its neighbour entries only.
-    async fn reconcile_ipv4(&mut self, own: &Lease, leases: &watch::Receiver<Arc<LeaseSet>>) -> Option<Applied> {
+    /// Follows the underlay (a readdressed or replaced interface) and asks the lease keeper to
+    /// advertise its public addresses; `false` while there is no underlay.
+    async fn follow_underlay(&mut self, own: &Lease) -> bool {
         let underlay_changed = self.device_changes.take_underlay_changed();
         if !self.underlay.follow(&self.kernel, underlay_changed).await {
-            return None;
+            return false;
         }
         let underlay = self.underlay.current();
-        let public_ip = underlay.public_ip;
         let ipv6 = self.ipv6.as_ref().and_then(|v6| Some((underlay.public_ipv6?, v6.mac)));
-        advertise(&self.attrs, public_ip, ipv6, own);
-        self.spec = device::desired_device(&self.config, underlay, own.attrs.backend_data.vtep_mac);
-        let target = FamilyTarget { spec: self.spec.clone(), own_subnet: own.subnet, network: self.config.network };
-        let us = ThisHost { subnet: Some(own.subnet), public_ip, vtep_mac: Some(own.attrs.backend_data.vtep_mac) };
-        let keep = leases.borrow().unreadable.keys().copied().collect();
+        advertise(&self.attrs, underlay.public_ip, ipv6, own);
+        true
+    }
+
+    /// The IPv4 part of a pass; `None` when it could not reach the peers (no device, the
+    /// kernel's tables unreadable), else what the kernel accepted and refused. The state it
+    /// wanted is recorded and released before the IPv6 part reads the kernel; the monitor keeps
+    /// its neighbour entries only.
+    async fn reconcile_ipv4(&mut self, own: &Lease, leases: &watch::Receiver<Arc<LeaseSet>>) -> Option<Applied> {
+        let underlay = self.underlay.current();
+        // A config with IPv4 has an IPv4 underlay, lease subnet, VtepMAC and device watch.
+        let (local, public_ip, own_subnet) = (underlay.ip?, underlay.public_ip?, own.subnet?);
+        let (v4, watch, data) = (self.config.ipv4?, self.device_changes.ipv4.as_ref()?, own.attrs.backend_data.as_ref()?);
+        let spec = device::desired_device(&self.config, underlay, local, data.vtep_mac);
+        self.spec = Some(spec.clone());
+        let target = FamilyTarget { spec, own_subnet, network: v4.network };
+        let us = ThisHost { subnet: Some(own_subnet), public_ip, vtep_mac: Some(data.vtep_mac) };
+        let keep = leases.borrow().unreadable.keys().filter_map(|id| id.ipv4()).collect();
         let config = &self.config;
         let desired = |context: &KernelContext| desired_state(config, &us, &leases.borrow(), context);
-        let pass = run_family(&self.kernel, &self.device_changes.ipv4, &target, desired, &keep).await?;
+        let pass = run_family(&self.kernel, watch, &target, desired, &keep).await?;
         self.record.skipped::<std::net::Ipv4Addr>(&pass.skipped);
         self.record.programmed(&pass.desired, pass.applied.failed_peers().len());
         self.warnings.warn_once(&leases.borrow(), pass.skipped, &pass.desired, &pass.context);
         drop(pass.desired);
-        self.device_changes.ipv4.keep_neighbours();
+        watch.keep_neighbours();
         Some(pass.applied)
     }
 

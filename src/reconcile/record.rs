@@ -6,9 +6,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ipnetwork::Ipv4Network;
-
-use crate::lease::{Lease, LeaseSet};
+use crate::lease::{Lease, LeaseId, LeaseSet};
 use crate::model::{Family, KernelState};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::apply::{Failure, Ongoing, Transitions};
@@ -17,9 +15,9 @@ use crate::reconcile::desired::SkippedPeer;
 /// The metrics and what they need remembered between passes.
 pub struct PassRecord {
     metrics: Arc<Metrics>,
-    /// The (own subnet, lease revision) of the last successful pass: a later pass that still
+    /// The (own lease, lease revision) of the last successful pass: a later pass that still
     /// has to change something, with neither changed, is repairing the kernel.
-    last_reconciled: Option<(Ipv4Network, Option<i64>)>,
+    last_reconciled: Option<(LeaseId, Option<i64>)>,
     /// Kernel entries refused in the last pass, retried every pass and logged when they start
     /// and when they end.
     failing: Ongoing,
@@ -84,7 +82,7 @@ impl PassRecord {
     /// whose writes the kernel accepted `written` times (both devices). Only changes the
     /// kernel accepted count: retrying a refused entry every pass repairs nothing.
     pub fn applied(&mut self, own: &Lease, stamp: LeaseStamp, written: usize) {
-        let inputs = (own.subnet, stamp.revision);
+        let inputs = (own.id(), stamp.revision);
         let changes = written as u64;
         if self.last_reconciled == Some(inputs) && changes > 0 {
             self.metrics.entries_repaired.inc_by(changes);

@@ -9,13 +9,15 @@ use tokio::sync::watch;
 
 use crate::lease::{Lease, LeaseAttrs, MacAddr};
 use crate::netlink::Kernel;
-use crate::underlay::{self, Underlay, UnderlayChoice, UnderlayError};
+use crate::underlay::{self, Families, Underlay, UnderlayChoice, UnderlayError};
 
 /// The underlay as last looked up, and how its lookup last failed.
 #[derive(Debug)]
 pub struct UnderlayFollower {
     /// How the underlay was chosen at start (`--iface` and friends), applied again each lookup.
     choice: UnderlayChoice,
+    /// The families the underlay carries (the network config's).
+    families: Families,
     /// The underlay as last looked up.
     current: Underlay,
     /// How the last lookup of the underlay failed (the error's kind, and whether the interface
@@ -28,9 +30,9 @@ pub struct UnderlayFollower {
 }
 
 impl UnderlayFollower {
-    /// Starts from the underlay chosen at start-up by `choice`.
-    pub fn new(choice: UnderlayChoice, current: Underlay) -> Self {
-        UnderlayFollower { choice, current, problem: None, lookup_due: false }
+    /// Starts from the underlay chosen at start-up by `choice` for `families`.
+    pub fn new(choice: UnderlayChoice, families: Families, current: Underlay) -> Self {
+        UnderlayFollower { choice, families, current, problem: None, lookup_due: false }
     }
 
     /// The underlay to build on.
@@ -52,9 +54,7 @@ impl UnderlayFollower {
         if !(changed || self.lookup_due) {
             return true;
         }
-        // IPv6 is looked up again when the underlay had it at start (the config enables IPv6).
-        let ipv6 = self.current.ipv6.is_some();
-        let problem = match underlay::find(kernel, &self.choice, ipv6).await {
+        let problem = match underlay::find(kernel, &self.choice, self.families).await {
             Ok(found) => {
                 self.found(found);
                 return true;
@@ -86,7 +86,7 @@ impl UnderlayFollower {
     fn found(&mut self, found: Underlay) {
         if found != self.current {
             let (from, to) = (&self.current, &found);
-            tracing::info!(iface = %to.name, index = to.index, local_ip = %to.ip, local_ipv6 = ?to.ipv6, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = %from.ip, was_ipv6 = ?from.ipv6, "underlay changed; following it");
+            tracing::info!(iface = %to.name, index = to.index, local_ip = to.ip.map(tracing::field::display), local_ipv6 = ?to.ipv6, mtu = to.mtu, was_iface = %from.name, was_index = from.index, was_ip = from.ip.map(tracing::field::display), was_ipv6 = ?from.ipv6, "underlay changed; following it");
         }
         self.current = found;
         self.lookup_due = false;
@@ -97,10 +97,12 @@ impl UnderlayFollower {
 }
 
 /// Asks the lease keeper (through `attrs`) to advertise `public_ip` (the underlay was
-/// readdressed) if our lease says otherwise; dual-stack, with `ipv6` (the underlay's public
-/// IPv6 and the IPv6 device's MAC), also that PublicIPv6, and a BackendV6Data if our lease
-/// has none (it keeps the MAC it advertises: the device is set back to that one).
-pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Ipv4Addr, ipv6: Option<(Ipv6Addr, MacAddr)>, own: &Lease) {
+/// readdressed; `None` under an IPv6-only config, whose lease keeps PublicIP 0.0.0.0) if our
+/// lease says otherwise; with `ipv6` (the underlay's public IPv6 and the IPv6 device's MAC),
+/// also that PublicIPv6, and a BackendV6Data if our lease has none (it keeps the MAC it
+/// advertises: the device is set back to that one).
+pub fn advertise(attrs: &watch::Sender<LeaseAttrs>, public_ip: Option<Ipv4Addr>, ipv6: Option<(Ipv6Addr, MacAddr)>, own: &Lease) {
+    let public_ip = public_ip.unwrap_or(own.attrs.public_ip);
     let mut wanted = LeaseAttrs { public_ip, ..own.attrs.clone() };
     if let Some((public_ipv6, mac)) = ipv6 {
         let mac = own.attrs.backend_v6_data.as_ref().map_or(mac, |data| data.vtep_mac);

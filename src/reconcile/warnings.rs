@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::time::Instant;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::Ipv6Network;
 
-use crate::lease::LeaseSet;
+use crate::lease::{LeaseId, LeaseSet};
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 use crate::model::{Family, KernelContext, KernelState, NexthopSupport};
@@ -31,7 +31,7 @@ enum PeerWarning {
 #[derive(Debug)]
 pub struct PeerWarnings {
     /// One fingerprint of the last warning per peer and kind, dropped when the lease goes.
-    last: HashMap<(Ipv4Network, PeerWarning), u64>,
+    last: HashMap<(LeaseId, PeerWarning), u64>,
     skipped: LogBudget,
     nexthop_taken: LogBudget,
     /// Kernel refusals starting and ending: a peer flipping between a value the kernel
@@ -62,7 +62,7 @@ impl PeerWarnings {
     /// within each kind's budget, so a peer rewriting its value cannot flood the log.
     pub fn warn_once(&mut self, leases: &LeaseSet, skipped: Vec<SkippedPeer>, desired: &KernelState, context: &KernelContext) {
         self.warn_skipped(leases, skipped, PeerWarning::Skipped);
-        self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTaken, |subnet| Some(*subnet));
+        self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTaken, |subnet| Some(LeaseId::Ipv4(*subnet)));
     }
 
     /// [`PeerWarnings::warn_once`] for the IPv6 device's pass: the leases it skips (their IPv6
@@ -77,11 +77,11 @@ impl PeerWarnings {
     ) {
         self.warn_skipped(leases, skipped, PeerWarning::SkippedIpv6);
         // A route in flanneld's form is rare (another program holds its id): a scan is enough.
-        let lease_of = |subnet: &Ipv6Network| leases.leases.values().find(|l| l.ipv6_subnet == Some(*subnet)).map(|l| l.subnet);
+        let lease_of = |subnet: &Ipv6Network| leases.leases.values().find(|l| l.ipv6_subnet == Some(*subnet)).map(|l| l.id());
         self.warn_nexthops_taken(desired, context, PeerWarning::NexthopTakenIpv6, lease_of);
     }
 
-    /// Warns once per peer (named by its lease's IPv4 subnet, `lease_of` the route's) about a
+    /// Warns once per peer (named by its lease, `lease_of` the route's) about a
     /// route without its nexthop: where the kernel has nexthops, desired_state gives a route
     /// none only for a taken id.
     fn warn_nexthops_taken<A: Family>(
@@ -89,7 +89,7 @@ impl PeerWarnings {
         desired: &KernelState<A>,
         context: &KernelContext<A>,
         kind: PeerWarning,
-        lease_of: impl Fn(&A::Network) -> Option<Ipv4Network>,
+        lease_of: impl Fn(&A::Network) -> Option<LeaseId>,
     ) {
         if context.nexthops == NexthopSupport::Unavailable {
             return;
@@ -126,7 +126,7 @@ impl PeerWarnings {
     }
 
     /// Records a warning about `subnet`; whether it differs from the last one of its kind.
-    fn first(&mut self, subnet: Ipv4Network, kind: PeerWarning, reason: &str) -> bool {
+    fn first(&mut self, subnet: LeaseId, kind: PeerWarning, reason: &str) -> bool {
         let fingerprint = logtext::fingerprint(reason);
         self.last.insert((subnet, kind), fingerprint) != Some(fingerprint)
     }

@@ -5,11 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 use crate::config::NetworkConfig;
-use crate::lease::{Lease, LeaseSet};
+use crate::lease::{Lease, LeaseId, LeaseSet};
 use crate::model::{self, Family, KernelContext, KernelState};
 use crate::reconcile::desired::{LeaseFamily, PeerPart};
 use crate::reconcile::{self, ThisHost};
@@ -77,18 +76,18 @@ impl PartCheck {
     }
 }
 
-/// One family's assessment: each lease's part (by the lease's IPv4 subnet, which names it),
-/// and the entries on the device no lease explains.
+/// One family's assessment: each lease's part (by what names the lease), and the entries on
+/// the device no lease explains.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FamilyChecks {
-    pub parts: BTreeMap<Ipv4Network, PartCheck>,
+    pub parts: BTreeMap<LeaseId, PartCheck>,
     /// Entries on the device (and direct routes) that no lease explains.
     pub unexplained: usize,
 }
 
 impl FamilyChecks {
-    /// How the part of the lease of IPv4 subnet `subnet` fared.
-    pub fn part(&self, subnet: Ipv4Network) -> PartCheck {
+    /// How the part of the lease `subnet` fared.
+    pub fn part(&self, subnet: LeaseId) -> PartCheck {
         self.parts.get(&subnet).cloned().unwrap_or(PartCheck::Absent)
     }
 
@@ -113,14 +112,14 @@ pub fn check_family<A: LeaseFamily>(
     actual: &KernelState<A>,
     context: &KernelContext<A>,
 ) -> FamilyChecks {
-    let set = LeaseSet { leases: leases.iter().map(|l| (l.subnet, l.clone())).collect(), ..Default::default() };
+    let set = LeaseSet { leases: leases.iter().map(|l| (l.id(), l.clone())).collect(), ..Default::default() };
     let (desired, skipped) = reconcile::desired_state(config, us, &set, context);
     let direct: BTreeSet<A::Network> = desired.direct_routes.iter().map(|r| r.subnet).collect();
-    let mut skipped: BTreeMap<Ipv4Network, String> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+    let mut skipped: BTreeMap<LeaseId, String> = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
     let parts = leases
         .iter()
         .map(|lease| {
-            let check = match (skipped.remove(&lease.subnet), A::part(lease)) {
+            let check = match (skipped.remove(&lease.id()), A::part(lease)) {
                 (Some(reason), _) => PartCheck::Skipped(reason),
                 (None, Ok(Some(part))) if Some(part.subnet) == us.subnet => PartCheck::Own,
                 (None, Ok(Some(part))) => {
@@ -129,7 +128,7 @@ pub fn check_family<A: LeaseFamily>(
                 }
                 (None, _) => PartCheck::Absent,
             };
-            (lease.subnet, check)
+            (lease.id(), check)
         })
         .collect();
     let unexplained = reconcile::plan(&desired, actual).remove.entry_count();

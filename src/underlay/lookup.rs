@@ -1,17 +1,20 @@
 //! Reading the kernel for the underlay choice: [`find`] dumps what the rules need and applies
 //! them; [`by_index`] re-reads the interface in use when the flags no longer match.
 
+use std::net::Ipv4Addr;
+
 use super::ipv6::kept_ipv6;
-use super::{choose, usable_addresses, HostView, Ipv6View, Underlay, UnderlayChoice, UnderlayError};
+use super::{choose, usable_addresses, Families, HostView, Ipv6View, Underlay, UnderlayChoice, UnderlayError};
 use crate::netlink::{Kernel, NetlinkError};
 
 /// Reads links and addresses (and the routes the choice needs) and chooses the underlay, with
-/// its IPv6 addresses when `ipv6` (the network config enables IPv6); a flag that gave nothing
+/// its IPv6 addresses when `families` has IPv6 (the network config enables IPv6); a flag that gave nothing
 /// before the one that did is logged as a warning.
 ///
 /// # Errors
 /// The kernel could not be read, or [`choose`] found no underlay.
-pub async fn find(kernel: &Kernel, choice: &UnderlayChoice, ipv6: bool) -> Result<Underlay, UnderlayError> {
+pub async fn find(kernel: &Kernel, choice: &UnderlayChoice, families: Families) -> Result<Underlay, UnderlayError> {
+    let ipv6 = families.has_ipv6();
     let mut host = HostView { links: kernel.ipv4_links().await?, ..HostView::default() };
     if let Some(destination) = choice.can_reach {
         host.can_reach = Some((destination, kernel.route_get(destination).await?));
@@ -47,14 +50,13 @@ pub async fn find(kernel: &Kernel, choice: &UnderlayChoice, ipv6: bool) -> Resul
 pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Underlay>, NetlinkError> {
     let links = kernel.ipv4_links().await?;
     let Some(link) = links.iter().find(|link| link.index == underlay.index) else { return Ok(None) };
-    let ip = match link.addresses.contains(&underlay.ip) {
-        true => underlay.ip,
-        false => match usable_addresses(&link.addresses).first() {
-            Some(ip) => *ip,
+    let (ip, public_ip) = match underlay.ip {
+        Some(ip) => match kept_ipv4(underlay, ip, &link.addresses) {
+            Some((ip, public_ip)) => (Some(ip), Some(public_ip)),
             None => return Ok(None),
         },
+        None => (None, None),
     };
-    let public_ip = if underlay.public_ip == underlay.ip { ip } else { underlay.public_ip };
     let (ipv6, public_ipv6) = match underlay.ipv6 {
         Some(_) => match kept_ipv6(underlay, &kernel.ipv6_addresses().await?) {
             Some((ipv6, public_ipv6)) => (Some(ipv6), Some(public_ipv6)),
@@ -66,4 +68,16 @@ pub async fn by_index(kernel: &Kernel, underlay: &Underlay) -> Result<Option<Und
         None => (None, None),
     };
     Ok(Some(Underlay { name: link.name.clone(), index: link.index, ip, mtu: link.mtu, public_ip, ipv6, public_ipv6 }))
+}
+
+/// The IPv4 addresses `underlay` (whose local one is `ip`) has on an interface holding
+/// `addresses` now: `ip` while it is there, else the first usable one; the public one follows
+/// the local one unless a flag set it apart. `None` without a usable address.
+fn kept_ipv4(underlay: &Underlay, ip: Ipv4Addr, addresses: &[Ipv4Addr]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let now = match addresses.contains(&ip) {
+        true => ip,
+        false => *usable_addresses(addresses).first()?,
+    };
+    let public_ip = underlay.public_ip.filter(|public_ip| *public_ip != ip).unwrap_or(now);
+    Some((now, public_ip))
 }

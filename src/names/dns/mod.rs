@@ -70,13 +70,13 @@ pub async fn serve(
     let follower = follow_names(registry, options.domain.clone(), cache_tx);
     let server = async move {
         loop {
-            let address = bridge_address(own.borrow_and_update().subnet);
+            let address = bridge_address(ipv4_subnet(&own.borrow_and_update()));
             let forwarder = Forwarder::new(options.resolv_conf.clone());
             let handler = server::Handler { cache: cache_rx.clone(), forwarder, metrics: Arc::clone(&metrics) };
             let _server = server::listen(address, handler)?;
             tracing::info!(%address, port = DNS_PORT, domain = %options.domain, "serving DNS for container names on docker0's address");
             // Until our subnet changes (a new lease): the server goes with its sockets.
-            while bridge_address(own.borrow_and_update().subnet) == address {
+            while bridge_address(ipv4_subnet(&own.borrow_and_update())) == address {
                 if own.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
@@ -87,6 +87,12 @@ pub async fn serve(
         () = follower => unreachable!("the names follower never returns"),
         result = server => result,
     }
+}
+
+/// Our lease's IPv4 subnet, which names work in: the daemon refuses `--names` under an
+/// IPv6-only config (`DaemonError::NamesNeedIpv4`), and every other config's lease has one.
+pub fn ipv4_subnet(own: &Lease) -> Ipv4Network {
+    own.subnet.expect("--names runs only where our lease has an IPv4 subnet")
 }
 
 /// Keeps `cache` equal to the records under the domain's prefix: list, then watch from the
