@@ -35,7 +35,9 @@ fn regex(patterns: &[&str]) -> UnderlayChoice {
 
 /// (interface, local address, PublicIP) or the error's text.
 fn pick(choice: &UnderlayChoice, host: &HostView) -> Result<(String, Ipv4Addr, Ipv4Addr), String> {
-    choose(choice, host).map(|c| (c.underlay.name, c.underlay.ip, c.underlay.public_ip)).map_err(|e| e.to_string())
+    choose(choice, host)
+        .map(|c| (c.underlay.name, c.underlay.ip.unwrap(), c.underlay.public_ip.unwrap()))
+        .map_err(|e| e.to_string())
 }
 
 fn ok(name: &str, local: &str, public: &str) -> Result<(String, Ipv4Addr, Ipv4Addr), String> {
@@ -68,7 +70,7 @@ fn iface_by_name_uses_its_first_usable_address() {
 #[test]
 fn repeated_iface_is_tried_in_order_and_misses_are_reported() {
     let chosen = choose(&iface(&["nope0", "10.1.2.3", "lo", "eth2", "eth1", "eth0"]), &host()).unwrap();
-    assert_eq!((chosen.underlay.name.as_str(), chosen.underlay.ip), ("eth1", ip("172.16.0.11")));
+    assert_eq!((chosen.underlay.name.as_str(), chosen.underlay.ip), ("eth1", Some(ip("172.16.0.11"))));
     let skipped: Vec<String> = chosen.skipped.iter().map(Miss::to_string).collect();
     assert_eq!(
         skipped,
@@ -235,7 +237,7 @@ type Picked6 = Result<(String, Ipv4Addr, Option<Ipv6Addr>, Option<Ipv6Addr>), St
 fn pick6(choice: &UnderlayChoice, host: &HostView) -> Picked6 {
     let chosen = choose(choice, host).map_err(|e| e.to_string())?;
     let u = chosen.underlay;
-    Ok((u.name, u.ip, u.ipv6, u.public_ipv6))
+    Ok((u.name, u.ip.unwrap(), u.ipv6, u.public_ipv6))
 }
 
 fn ok6(name: &str, local: &str, ipv6: &str, public_ipv6: &str) -> Picked6 {
