@@ -144,38 +144,49 @@ fn docker_opts_refuses_what_the_script_would_write_broken_and_keeps_the_old_file
     }
 }
 
+/// How long a weftd gets to write subnet.env.
+const WEFTD_START: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A lab whose network config is `config`, with one host running weftd.
+fn lab_with_weftd(config: &str) -> (lab::Lab, lab::Weftd) {
+    let mut lab = lab::Lab::new();
+    lab.put_network_config(config);
+    let n = lab.add_host();
+    let daemon = lab.start_weftd(n, &[]);
+    (lab, daemon)
+}
+
+/// What `weftd docker-opts -f <subnet> -d <out> <args>` writes; panics if it fails.
+fn written(subnet: &Path, out: &Path, args: &[&str]) -> String {
+    let run = docker_opts(subnet, out, args, &[]);
+    assert!(run.status.success(), "{args:?}: {}", String::from_utf8_lossy(&run.stderr));
+    std::fs::read_to_string(out).unwrap()
+}
+
 /// A dual-stack weftd writes subnet.env; `weftd docker-opts --ipv6` turns it into the options a
 /// dual-stack docker needs, in the script's order, byte for byte; without `--ipv6` the output is
 /// the IPv4 one.
 #[test]
 fn docker_opts_ipv6_from_a_dual_stack_weftd_subnet_file() {
-    let mut lab = lab::Lab::new();
-    lab.put_network_config(
-        r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#,
-    );
-    let n = lab.add_host();
-    let _daemon = lab.start_weftd(n, &[]);
-    let env = lab.wait_subnet_env(n, std::time::Duration::from_secs(20));
+    let (lab, _daemon) =
+        lab_with_weftd(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#);
+    let env = lab.wait_subnet_env(1, WEFTD_START);
     let (bip, v6, mtu) = (&env["FLANNEL_SUBNET"], &env["FLANNEL_IPV6_SUBNET"], &env["FLANNEL_MTU"]);
     let scratch = Scratch::new();
     let out = scratch.path("docker_opts.env");
-    let subnet_file = &lab.host(n).subnet_file;
-    let run = docker_opts(subnet_file, &out, &["--ipv6"], &[]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let subnet_file = &lab.host(1).subnet_file;
     let expected = format!(
         "DOCKER_OPT_BIP=\"--bip={bip}\"\nDOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6={v6}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\n\
          DOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
          DOCKER_OPTS=\" --bip={bip} --fixed-cidr-v6={v6} --ip-masq=true --ipv6 --mtu={mtu}\"\n"
     );
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+    assert_eq!(written(subnet_file, &out, &["--ipv6"]), expected);
     assert!(v6.starts_with("fd00:5:") && v6.ends_with("::1/64"), "{v6}");
-    let run = docker_opts(subnet_file, &out, &[], &[]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let ipv4_only = format!(
         "DOCKER_OPT_BIP=\"--bip={bip}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
          DOCKER_OPTS=\" --bip={bip} --ip-masq=true --mtu={mtu}\"\n"
     );
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), ipv4_only);
+    assert_eq!(written(subnet_file, &out, &[]), ipv4_only);
 }
 
 /// An IPv6-only weftd (`"EnableIPv4": false`) writes subnet.env without FLANNEL_SUBNET;
@@ -183,24 +194,20 @@ fn docker_opts_ipv6_from_a_dual_stack_weftd_subnet_file() {
 /// what the script writes for such a file; without `--ipv6`, and with `--names`, it refuses.
 #[test]
 fn docker_opts_ipv6_from_an_ipv6_only_weftd_subnet_file() {
-    let mut lab = lab::Lab::new();
-    lab.put_network_config(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#);
-    let n = lab.add_host();
-    let _daemon = lab.start_weftd(n, &[]);
-    let env = lab.wait_ipv6_subnet_env(n, std::time::Duration::from_secs(20));
+    let (lab, _daemon) =
+        lab_with_weftd(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#);
+    let env = lab.wait_ipv6_subnet_env(1, WEFTD_START);
     assert!(!env.contains_key("FLANNEL_SUBNET"), "{env:?}");
     let (v6, mtu) = (&env["FLANNEL_IPV6_SUBNET"], &env["FLANNEL_MTU"]);
     let scratch = Scratch::new();
     let out = scratch.path("docker_opts.env");
-    let subnet_file = &lab.host(n).subnet_file;
-    let run = docker_opts(subnet_file, &out, &["--ipv6"], &[]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let subnet_file = &lab.host(1).subnet_file;
     let expected = format!(
         "DOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6={v6}\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\n\
          DOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu={mtu}\"\n\
          DOCKER_OPTS=\" --fixed-cidr-v6={v6} --ip-masq=true --ipv6 --mtu={mtu}\"\n"
     );
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+    assert_eq!(written(subnet_file, &out, &["--ipv6"]), expected);
     for (args, message) in
         [(&["--ipv6", "--names"][..], "--names: the subnet file"), (&[][..], "pass --ipv6 for an IPv6-only network")]
     {
