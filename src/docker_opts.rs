@@ -312,9 +312,10 @@ fn render(variables: &ShellVariables, request: &DockerOptsRequest) -> Result<Str
 /// Reads the subnet file and writes the docker environment file atomically.
 ///
 /// # Errors
-/// [`DockerOptsError`] when the subnet file cannot be read or lacks a valid FLANNEL_SUBNET, when
-/// a value would come out broken (see the module docs), or when the output cannot be written;
-/// the old output is then left as it was.
+/// [`DockerOptsError`] when the subnet file cannot be read or lacks a valid FLANNEL_SUBNET (an
+/// IPv6-only file may, with `--ipv6` and without `--names`), when a value would come out broken
+/// (see the module docs), or when the output cannot be written; the old output is then left as
+/// it was.
 pub fn write_docker_opts(request: &DockerOptsRequest) -> Result<(), DockerOptsError> {
     check_names(request)?;
     let path = &request.subnet_file;
