@@ -401,6 +401,9 @@ fn an_ipv6_only_value_is_flanneld_s_byte_for_byte() {
     let attrs = LeaseAttrs::vxlan_ipv6_only("fd18::b".parse().unwrap(), 1, "c6:d2:32:6f:8f:46".parse().unwrap());
     assert_eq!(attrs.to_json(), FLANNEL_IPV6_ONLY);
     assert_eq!(LeaseAttrs::from_json(FLANNEL_IPV6_ONLY).unwrap(), attrs);
+    // Re-advertising a new PublicIPv6 keeps the VNI (there is no IPv4 part to take it from).
+    let moved = attrs.clone().with_ipv6("fd18::c".parse().unwrap(), "c6:d2:32:6f:8f:46".parse().unwrap());
+    assert_eq!(moved.to_json(), FLANNEL_IPV6_ONLY.replace("fd18::b", "fd18::c"));
     // `"BackendData":null` is no BackendData either.
     let null = FLANNEL_IPV6_ONLY.replace(r#""BackendType":"vxlan","#, r#""BackendType":"vxlan","BackendData":null,"#);
     assert_eq!(LeaseAttrs::from_json(&null).unwrap(), attrs);
