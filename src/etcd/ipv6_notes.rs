@@ -62,7 +62,7 @@ impl Ipv6Notes {
     pub(super) fn seen(&mut self, key: &str, lease: &Lease) {
         if self.v6.is_none() && lease.ipv6_subnet.is_some() && !self.said_dual {
             self.said_dual = true;
-            tracing::info!(%key, "the cluster has dual-stack or IPv6-only peers; this host runs IPv4 only (no EnableIPv6 in the network config) and programs their IPv4 entries only");
+            tracing::info!(%key, "the cluster has dual-stack peers; this host runs IPv4 only (no EnableIPv6 in the network config) and programs their IPv4 entries only");
         }
         let Some(problem) = ipv6_problem(lease, self.v6.as_ref()) else { return self.forget(key) };
         let fingerprint = logtext::fingerprint(&problem);

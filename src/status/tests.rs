@@ -231,6 +231,52 @@ fn an_ipv4_only_peer_and_a_broken_ipv6_part_keep_their_ipv4_checks() {
     assert!(text.contains("(skipped: its IPv6 part is unusable"), "{text}");
 }
 
+/// Host `n`'s IPv6-only lease: `dual_lease(n)`'s IPv6 part alone, PublicIP 0.0.0.0.
+fn ipv6_only_lease(n: u8) -> Lease {
+    let dual = dual_lease(n);
+    let data = dual.attrs.backend_v6_data.clone().unwrap();
+    let attrs = LeaseAttrs::vxlan_ipv6_only(dual.attrs.public_ipv6.unwrap(), 1, data.vtep_mac);
+    Lease { subnet: None, attrs, ..dual }
+}
+
+fn ipv6_only_observed(ipv6_kernel: Option<KernelState<Ipv6Addr>>) -> Observed {
+    let mut observed = dual_observed(ipv6_kernel);
+    observed.config = NetworkConfig::parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#).unwrap();
+    observed.leases = vec![ipv6_only_lease(1), ipv6_only_lease(2)];
+    (observed.public_ip, observed.public_ipv6) = (None, Some("fd18::11".parse().unwrap()));
+    (observed.kernel, observed.device) = (None, None);
+    observed.underlay = Ok(Underlay { ip: None, public_ip: None, public_ipv6: observed.public_ipv6, ..underlay() });
+    observed
+}
+
+/// An IPv6-only host finds its lease by PublicIPv6, and its report is the IPv6 side alone:
+/// no IPv4 table, no flannel.1 (whose absence is no fault), no IPv4 fields in the JSON.
+#[test]
+fn an_ipv6_only_report_is_the_ipv6_side_alone() {
+    let status = assess(&ipv6_only_observed(Some(correct_ipv6_kernel())));
+    assert!(status.healthy, "{status:#?}");
+    assert_eq!((status.network, status.device.as_deref(), status.own_subnet), (None, None, None));
+    assert!(status.leases[0].this_host && !status.leases[1].this_host);
+    let v6 = status.ipv6.as_ref().unwrap();
+    assert_eq!((v6.own_subnet, v6.peers, v6.peers_ok), (Some("fd00:5:0:1::/64".parse().unwrap()), 1, 1));
+    let text = render(&status);
+    assert!(text.starts_with("network    IPv6 only (EnableIPv4 false, vxlan VNI 1)\n"), "{text}");
+    assert!(text.contains("this host  fd18::11 -> fd00:5:0:1::/64\n"), "{text}");
+    assert!(text.contains("peers      ipv6 1 of 1 ok, 0 skipped\n"), "{text}");
+    assert!(!text.contains("SUBNET             PUBLIC IP") && !text.contains("flannel.1"), "no IPv4 table:\n{text}");
+    let row = text.lines().find(|l| l.starts_with("fd00:5:0:2::/64")).unwrap();
+    assert!(row.contains("fd18::12") && row.split_whitespace().filter(|w| *w == "ok").count() == 3, "{row}");
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!((&json["network"], &json["leases"][1]["subnet"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+    assert_eq!(json["leases"][1]["ipv6"]["route"], "ok");
+    // A missing route is named; without our lease the host is not healthy.
+    let status = assess(&ipv6_only_observed(Some(KernelState::default())));
+    assert!(!status.healthy && status.leases[1].ipv6.as_ref().unwrap().route == Check::Missing);
+    let mut observed = ipv6_only_observed(Some(correct_ipv6_kernel()));
+    observed.public_ipv6 = Some("fd18::99".parse().unwrap());
+    assert!(!assess(&observed).healthy, "no lease carries our PublicIPv6");
+}
+
 #[test]
 fn ipv6_device_drift_is_reported() {
     let mut observed = dual_observed(Some(correct_ipv6_kernel()));
