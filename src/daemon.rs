@@ -255,7 +255,8 @@ async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Opti
 }
 
 /// The underlay the daemon builds on: the early one when the config is IPv4 only (where
-/// `--public-ipv6` is ignored with a warning, as IPv6 is), else looked up again by the same
+/// `--public-ipv6` is ignored with a warning, as IPv6 is, and `--public-ip` likewise when the
+/// config is IPv6 only), else looked up again by the same
 /// rules with the IPv6 side.
 async fn final_underlay(
     kernel: &Kernel,
@@ -267,6 +268,9 @@ async fn final_underlay(
         if let Some(public_ipv6) = choice.public_ipv6 {
             tracing::warn!(%public_ipv6, "--public-ipv6 is ignored: the network config does not enable IPv6 (EnableIPv6)");
         }
+    }
+    if let (None, Some(public_ip)) = (config.ipv4, choice.public_ip) {
+        tracing::warn!(%public_ip, "--public-ip is ignored: the network config is IPv6 only (EnableIPv4 is false)");
     }
     let underlay = match early {
         Some(underlay) if config.ipv6.is_none() => underlay,
