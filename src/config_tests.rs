@@ -6,6 +6,11 @@ fn parse(text: &str) -> NetworkConfig {
     NetworkConfig::parse(text).unwrap()
 }
 
+/// The IPv4 side of a config that has one.
+fn v4(config: &NetworkConfig) -> Ipv4Config {
+    config.ipv4.expect("an IPv4 config")
+}
+
 fn error(text: &str) -> String {
     NetworkConfig::parse(text).unwrap_err().to_string()
 }
@@ -13,10 +18,10 @@ fn error(text: &str) -> String {
 #[test]
 fn defaults_for_a_slash_16() {
     let cfg = parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
-    assert_eq!(cfg.network.to_string(), "10.5.0.0/16");
-    assert_eq!(cfg.subnet_len, 24);
-    assert_eq!(cfg.subnet_min, Ipv4Addr::new(10, 5, 1, 0));
-    assert_eq!(cfg.subnet_max, Ipv4Addr::new(10, 5, 255, 0));
+    assert_eq!(v4(&cfg).network.to_string(), "10.5.0.0/16");
+    assert_eq!(v4(&cfg).subnet_len, 24);
+    assert_eq!(v4(&cfg).subnet_min, Ipv4Addr::new(10, 5, 1, 0));
+    assert_eq!(v4(&cfg).subnet_max, Ipv4Addr::new(10, 5, 255, 0));
     assert_eq!(cfg.backend, VxlanConfig { vni: 1, port: 8472, mtu: None, gbp: false, learning: false, direct_routing: false });
 }
 
@@ -46,6 +51,20 @@ fn ipv6_defaults_follow_flannel() {
     assert!(parse(r#"{"Network":"10.5.0.0/16","EnableIPv4":true}"#).ipv6.is_none());
 }
 
+/// flannel's IPv6-only config: no IPv4 side at all, so "Network" and its fields are not read
+/// (a stale or invalid one is ignored, as flanneld ignores it).
+#[test]
+fn an_ipv6_only_config_has_no_ipv4_side() {
+    let only = parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#);
+    assert!(only.is_ipv6_only());
+    assert_eq!(only.ipv4, None);
+    assert_eq!(only.ipv6.map(|v6| (v6.network.to_string(), v6.subnet_len)), Some(("fd00:5::/48".into(), 64)));
+    let stale = parse(r#"{"EnableIPv4":false,"Network":"bogus","SubnetLen":99,"EnableIPv6":true,"IPv6Network":"fd00::/48"}"#);
+    assert_eq!(stale.ipv4, None);
+    assert!(error(r#"{"EnableIPv4":false,"EnableIPv6":true}"#).contains("\"IPv6Network\" is required"));
+    assert!(!parse(r#"{"Network":"10.5.0.0/16"}"#).is_ipv6_only());
+}
+
 #[test]
 fn every_ipv6_error_names_its_field_and_rule() {
     let cases = [
@@ -69,7 +88,7 @@ fn every_ipv6_error_names_its_field_and_rule() {
             r#""EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:2::""#,
             "\"IPv6SubnetMin\" must not be above IPv6SubnetMax",
         ),
-        (r#""EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48""#, "\"EnableIPv4\" is false"),
+        (r#""EnableIPv4":false"#, "\"EnableIPv4\" and \"EnableIPv6\" are both false"),
         (r#""EnableIPv4":0"#, "\"EnableIPv4\" must be true or false"),
     ];
     for (fields, expected) in cases {
@@ -81,10 +100,13 @@ fn every_ipv6_error_names_its_field_and_rule() {
 
 #[test]
 fn small_networks_get_quarter_subnets() {
-    assert_eq!(parse(r#"{"Network":"10.5.0.0/22"}"#).subnet_len, 24);
-    assert_eq!(parse(r#"{"Network":"10.5.0.0/23"}"#).subnet_len, 25);
+    assert_eq!(v4(&parse(r#"{"Network":"10.5.0.0/22"}"#)).subnet_len, 24);
+    assert_eq!(v4(&parse(r#"{"Network":"10.5.0.0/23"}"#)).subnet_len, 25);
     let cfg = parse(r#"{"Network":"10.5.0.0/28"}"#);
-    assert_eq!((cfg.subnet_len, cfg.subnet_min, cfg.subnet_max), (30, Ipv4Addr::new(10, 5, 0, 4), Ipv4Addr::new(10, 5, 0, 12)));
+    assert_eq!(
+        (v4(&cfg).subnet_len, v4(&cfg).subnet_min, v4(&cfg).subnet_max),
+        (30, Ipv4Addr::new(10, 5, 0, 4), Ipv4Addr::new(10, 5, 0, 12))
+    );
 }
 
 #[test]
@@ -93,7 +115,7 @@ fn keys_are_case_insensitive_and_unknown_keys_ignored() {
         r#"{"network":"10.6.0.0/16","SUBNETLEN":26,"extra":1,
             "backend":{"type":"VXLAN","vni":7,"port":4789,"mtu":1400,"GBP":true,"directrouting":true}}"#,
     );
-    assert_eq!(cfg.subnet_len, 26);
+    assert_eq!(v4(&cfg).subnet_len, 26);
     assert_eq!(cfg.backend.vni, 7);
     assert_eq!(cfg.backend.port, 4789);
     assert_eq!(cfg.backend.mtu, Some(1400));
@@ -103,8 +125,8 @@ fn keys_are_case_insensitive_and_unknown_keys_ignored() {
 #[test]
 fn explicit_subnet_range_and_canonical_network() {
     let cfg = parse(r#"{"Network":"10.5.3.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.20.0"}"#);
-    assert_eq!(cfg.network.to_string(), "10.5.0.0/16");
-    assert_eq!((cfg.subnet_min, cfg.subnet_max), (Ipv4Addr::new(10, 5, 10, 0), Ipv4Addr::new(10, 5, 20, 0)));
+    assert_eq!(v4(&cfg).network.to_string(), "10.5.0.0/16");
+    assert_eq!((v4(&cfg).subnet_min, v4(&cfg).subnet_max), (Ipv4Addr::new(10, 5, 10, 0), Ipv4Addr::new(10, 5, 20, 0)));
 }
 
 #[test]

@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn changed_invalid_and_deleted_configs_are_told_apart() {
         assert!(
-            matches!(drift(Some(r#"{"Network":"10.6.0.0/16","Backend":{"Type":"vxlan"}}"#)), ConfigDrift::Changed(c) if c.network.to_string() == "10.6.0.0/16")
+            matches!(drift(Some(r#"{"Network":"10.6.0.0/16","Backend":{"Type":"vxlan"}}"#)), ConfigDrift::Changed(c) if c.ipv4.is_some_and(|v4| v4.network.to_string() == "10.6.0.0/16"))
         );
         assert!(matches!(drift(Some("not json")), ConfigDrift::Invalid(_)));
         assert_eq!(drift(None), ConfigDrift::Deleted);

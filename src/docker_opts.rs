@@ -9,19 +9,22 @@
 //!
 //! Where the script would write something docker must not use, weftd refuses instead and leaves
 //! the old output untouched: an unreadable subnet file or one without FLANNEL_SUBNET (docker would
-//! start with a default bridge), values the script's word splitting breaks into junk lines (white
+//! start with a default bridge; an IPv6-only network's file is fine with `--ipv6`), values the script's word splitting breaks into junk lines (white
 //! space, `*?[`, backslashes, echo options), and names for which the output depends on which `sh`
 //! runs the script (a combined key or file path containing `DOCKER_OPT_`).
 //!
 //! mk-docker-opts.sh knows nothing of IPv6 (up to flannel v0.28). With `--ipv6`, weftd adds
 //! docker's IPv6 options for the default bridge as two more `DOCKER_OPT_` variables, written
-//! exactly as the script writes them when they are in its environment.
+//! exactly as the script writes them when they are in its environment. An IPv6-only network's
+//! subnet file (`"EnableIPv4": false`: no FLANNEL_SUBNET) then gives what the script gives without
+//! FLANNEL_SUBNET: no `--bip`, docker's default IPv4 bridge beside the overlay's IPv6 subnet.
 //!
 //! With `--names` (names across hosts), weftd adds the options that give containers weftd's DNS
 //! server: `--dns=<docker0 address>` (FLANNEL_SUBNET's address, where weftd answers) and
 //! `--dns-search=<domain>`, as two more `DOCKER_OPT_` variables, written the same way.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -71,6 +74,16 @@ pub enum DockerOptsError {
          weftd writes it), or drop --ipv6"
     )]
     NoIpv6Subnet { path: PathBuf },
+    #[error(
+        "the subnet file {path} has FLANNEL_IPV6_SUBNET but no FLANNEL_SUBNET (an IPv6-only network), so without \
+         --ipv6 docker would get no overlay address at all; pass --ipv6 for an IPv6-only network"
+    )]
+    Ipv6OnlyWithoutIpv6 { path: PathBuf },
+    #[error(
+        "--names: the subnet file {path} has no FLANNEL_SUBNET (an IPv6-only network); containers ask weftd's DNS \
+         server at docker0's overlay IPv4 address, which an IPv6-only network does not give docker; drop --names"
+    )]
+    NamesWithoutIpv4 { path: PathBuf },
     #[error("cannot write the docker options file: {0}")]
     Write(#[from] AtomicWriteError),
 }
@@ -151,10 +164,13 @@ fn assign_options(variables: &mut ShellVariables, request: &DockerOptsRequest) -
         value,
         expected,
     };
-    let subnet = set("FLANNEL_SUBNET").ok_or_else(|| DockerOptsError::Missing { path: path.clone(), key: "FLANNEL_SUBNET" })?;
-    let gateway = match subnet.parse::<Ipv4Network>() {
-        Ok(network) if subnet.contains('/') => network.ip(),
-        _ => return Err(invalid("FLANNEL_SUBNET", subnet, "an IPv4 CIDR like 10.5.72.1/24")),
+    let subnet = set("FLANNEL_SUBNET");
+    let gateway = match &subnet {
+        Some(s) => Some(bridge_gateway(s).ok_or_else(|| invalid("FLANNEL_SUBNET", s.clone(), "an IPv4 CIDR like 10.5.72.1/24"))?),
+        None => {
+            check_ipv6_only(variables, request)?;
+            None
+        }
     };
     let mtu = set("FLANNEL_MTU");
     if let Some(mtu) = mtu.as_ref().filter(|m| !m.bytes().all(|b| b.is_ascii_digit())) {
@@ -168,23 +184,57 @@ fn assign_options(variables: &mut ShellVariables, request: &DockerOptsRequest) -
         Some("false") => Some("--ip-masq=true"),
         Some(other) => return Err(invalid("FLANNEL_IPMASQ", other.to_string(), "true or false")),
     };
-    variables.insert("DOCKER_OPT_BIP".into(), format!("--bip={subnet}"));
+    if let Some(subnet) = subnet {
+        variables.insert("DOCKER_OPT_BIP".into(), format!("--bip={subnet}"));
+    }
     if let Some(mtu) = mtu {
         variables.insert("DOCKER_OPT_MTU".into(), format!("--mtu={mtu}"));
     }
     if let Some(flag) = docker_ip_masq {
         variables.insert("DOCKER_OPT_IPMASQ".into(), flag.into());
     }
+    assign_opt_ins(variables, request, gateway)
+}
+
+/// FLANNEL_SUBNET's address (`10.5.72.1/24` -> 10.5.72.1, docker0's), if it is an IPv4 CIDR.
+fn bridge_gateway(subnet: &str) -> Option<Ipv4Addr> {
+    subnet.parse::<Ipv4Network>().ok().filter(|_| subnet.contains('/')).map(|network| network.ip())
+}
+
+/// A subnet file without FLANNEL_SUBNET: fine only as an IPv6-only network's (FLANNEL_IPV6_SUBNET
+/// set) with `--ipv6` and without `--names`; otherwise the reason docker would be left without.
+fn check_ipv6_only(variables: &ShellVariables, request: &DockerOptsRequest) -> Result<(), DockerOptsError> {
+    let path = request.subnet_file.clone();
+    if variables.get("FLANNEL_IPV6_SUBNET").is_none_or(|v| v.is_empty()) {
+        return Err(DockerOptsError::Missing { path, key: "FLANNEL_SUBNET" });
+    }
+    if request.names_domain.is_some() {
+        return Err(DockerOptsError::NamesWithoutIpv4 { path });
+    }
+    if !request.ipv6 {
+        return Err(DockerOptsError::Ipv6OnlyWithoutIpv6 { path });
+    }
+    Ok(())
+}
+
+/// weft's opt-in options: `--allow-direct-routing`, `--ipv6`, and `--names` (its resolver at
+/// docker0's address `gateway`, which only an IPv6-only network lacks, and those refuse `--names`).
+fn assign_opt_ins(
+    variables: &mut ShellVariables,
+    request: &DockerOptsRequest,
+    gateway: Option<Ipv4Addr>,
+) -> Result<(), DockerOptsError> {
     if request.allow_direct_routing {
         variables.insert(ALLOW_DIRECT_ROUTING.0.into(), ALLOW_DIRECT_ROUTING.1.into());
     }
     if request.ipv6 {
-        let subnet = ipv6_subnet(variables, path)?;
+        let subnet = ipv6_subnet(variables, &request.subnet_file)?;
         variables.insert(IPV6.0.into(), IPV6.1.into());
         variables.insert(FIXED_CIDR_V6.0.into(), format!("{}{subnet}", FIXED_CIDR_V6.1));
     }
     if let Some(domain) = &request.names_domain {
         // FLANNEL_SUBNET's address is docker0's (`--bip`), where weftd's DNS server listens.
+        let gateway = gateway.ok_or_else(|| DockerOptsError::NamesWithoutIpv4 { path: request.subnet_file.clone() })?;
         variables.insert(DNS.0.into(), format!("{}{gateway}", DNS.1));
         variables.insert(DNS_SEARCH.0.into(), format!("{}{domain}", DNS_SEARCH.1));
     }
@@ -262,9 +312,10 @@ fn render(variables: &ShellVariables, request: &DockerOptsRequest) -> Result<Str
 /// Reads the subnet file and writes the docker environment file atomically.
 ///
 /// # Errors
-/// [`DockerOptsError`] when the subnet file cannot be read or lacks a valid FLANNEL_SUBNET, when
-/// a value would come out broken (see the module docs), or when the output cannot be written;
-/// the old output is then left as it was.
+/// [`DockerOptsError`] when the subnet file cannot be read or lacks a valid FLANNEL_SUBNET (an
+/// IPv6-only file may, with `--ipv6` and without `--names`), when a value would come out broken
+/// (see the module docs), or when the output cannot be written; the old output is then left as
+/// it was.
 pub fn write_docker_opts(request: &DockerOptsRequest) -> Result<(), DockerOptsError> {
     check_names(request)?;
     let path = &request.subnet_file;

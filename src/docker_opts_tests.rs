@@ -153,6 +153,43 @@ fn ipv6_without_or_with_a_bad_ipv6_subnet_is_refused() {
     assert!(output(&ipv6, &[("FLANNEL_IPV6_SUBNET", "fd00:9::1/64")], SUBNET_FILE).unwrap().contains("=fd00:9::1/64"));
 }
 
+/// `"EnableIPv4": false`: weftd writes only the IPv6 lines.
+const IPV6_ONLY_FILE: &str =
+    "FLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+
+#[test]
+fn an_ipv6_only_subnet_file_gives_no_bip_with_ipv6() {
+    let ipv6 = DockerOptsRequest { ipv6: true, ..request() };
+    assert_eq!(
+        output(&ipv6, &[], IPV6_ONLY_FILE).unwrap(),
+        "DOCKER_OPT_FIXED_CIDR_V6=\"--fixed-cidr-v6=fd00:1:0:4a::1/64\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=true\"\n\
+         DOCKER_OPT_IPV6=\"--ipv6\"\nDOCKER_OPT_MTU=\"--mtu=1430\"\n\
+         DOCKER_OPTS=\" --fixed-cidr-v6=fd00:1:0:4a::1/64 --ip-masq=true --ipv6 --mtu=1430\"\n"
+    );
+    // A FLANNEL_SUBNET from the environment counts, as when the script sources the file over it.
+    let with_env = output(&ipv6, &[("FLANNEL_SUBNET", "10.1.74.1/24")], IPV6_ONLY_FILE).unwrap();
+    assert!(with_env.starts_with("DOCKER_OPT_BIP=\"--bip=10.1.74.1/24\"\n"), "{with_env}");
+}
+
+#[test]
+fn an_ipv6_only_subnet_file_without_ipv6_or_with_names_is_refused() {
+    let error = output(&request(), &[], IPV6_ONLY_FILE).unwrap_err();
+    assert!(matches!(error, DockerOptsError::Ipv6OnlyWithoutIpv6 { .. }), "{error}");
+    assert!(error.to_string().contains("pass --ipv6 for an IPv6-only network"), "{error}");
+    for ipv6 in [false, true] {
+        let names = DockerOptsRequest { ipv6, names_domain: Some("weft.local".parse().unwrap()), ..request() };
+        let error = output(&names, &[], IPV6_ONLY_FILE).unwrap_err();
+        assert!(matches!(error, DockerOptsError::NamesWithoutIpv4 { .. }), "{error}");
+        assert!(error.to_string().starts_with("--names: the subnet file /run/flannel/subnet.env has no FLANNEL_SUBNET"));
+    }
+    // Neither subnet: the file is not weftd's at all, whatever the flags.
+    let neither = IPV6_ONLY_FILE.replace("FLANNEL_IPV6_SUBNET=fd00:1:0:4a::1/64\n", "FLANNEL_IPV6_SUBNET=\n");
+    for ipv6 in [false, true] {
+        let error = output(&DockerOptsRequest { ipv6, ..request() }, &[], &neither).unwrap_err();
+        assert!(matches!(error, DockerOptsError::Missing { key: "FLANNEL_SUBNET", .. }), "{error}");
+    }
+}
+
 #[test]
 fn values_the_script_would_break_are_refused() {
     for value in ["--a --b", "--label=x\ty", "--x=*", "--dns=[::1]", "a\\b", "-n", "-ne", "-E"] {

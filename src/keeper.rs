@@ -236,7 +236,7 @@ mod tests {
     fn own() -> Lease {
         Lease {
             ipv6_subnet: None,
-            subnet: "10.5.2.0/24".parse().unwrap(),
+            subnet: Some("10.5.2.0/24".parse().unwrap()),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 2])),
             etcd_lease: Some(EtcdLeaseId(9)),
             mod_revision: 10,
@@ -251,12 +251,12 @@ mod tests {
         assert_eq!(own_key(&mine, &empty_old), OwnKey::Held);
         let empty_new = LeaseSet { revision: Some(11), ..Default::default() };
         assert_eq!(own_key(&mine, &empty_new), OwnKey::Lost);
-        let with_us = LeaseSet { revision: Some(11), leases: [(mine.subnet, mine.clone())].into(), ..Default::default() };
+        let with_us = LeaseSet { revision: Some(11), leases: [(mine.id(), mine.clone())].into(), ..Default::default() };
         assert_eq!(own_key(&mine, &with_us), OwnKey::Held);
         // Another host acquired the subnet after ours expired: a new key on its etcd lease.
         let mut acquired = Lease { etcd_lease: Some(EtcdLeaseId(77)), mod_revision: 12, create_revision: 12, ..mine.clone() };
         acquired.attrs.public_ip = Ipv4Addr::new(198, 18, 0, 99);
-        let taken = LeaseSet { revision: Some(12), leases: [(mine.subnet, acquired)].into(), ..Default::default() };
+        let taken = LeaseSet { revision: Some(12), leases: [(mine.id(), acquired)].into(), ..Default::default() };
         assert_eq!(own_key(&mine, &taken), OwnKey::Lost);
     }
 
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn own_key_is_our_dual_stack_key_not_any_key_naming_our_ipv4_subnet() {
         let mine = Lease { ipv6_subnet: Some("fd00:5:0:2::/64".parse().unwrap()), ..own() };
-        let held = |key: Lease| LeaseSet { revision: Some(11), leases: [(mine.subnet, key)].into(), ..Default::default() };
+        let held = |key: Lease| LeaseSet { revision: Some(11), leases: [(mine.id(), key)].into(), ..Default::default() };
         assert_eq!(own_key(&mine, &held(mine.clone())), OwnKey::Held);
         for other in [Some("fd00:5:0:3::/64".parse().unwrap()), None] {
             let key = Lease { ipv6_subnet: other, mod_revision: 11, ..mine.clone() };
@@ -298,7 +298,7 @@ mod tests {
         ];
         for (etcd_lease, create_revision, attrs, expected) in cases {
             let key = Lease { etcd_lease, create_revision, mod_revision: 13, attrs, ..mine.clone() };
-            let set = LeaseSet { revision: Some(13), leases: [(mine.subnet, key.clone())].into(), ..Default::default() };
+            let set = LeaseSet { revision: Some(13), leases: [(mine.id(), key.clone())].into(), ..Default::default() };
             assert_eq!(own_key(&mine, &set), expected, "readable {key:?}");
             if expected == OwnKey::Held {
                 continue; // an unreadable key never holds our lease
@@ -307,8 +307,8 @@ mod tests {
             let unreadable = UnreadableKey { mod_revision: 13, etcd_lease, create_revision };
             let set = LeaseSet {
                 revision: Some(13),
-                leases: [(mine.subnet, mine.clone())].into(),
-                unreadable: [(mine.subnet, unreadable)].into(),
+                leases: [(mine.id(), mine.clone())].into(),
+                unreadable: [(mine.id(), unreadable)].into(),
                 ..Default::default()
             };
             assert_eq!(own_key(&mine, &set), expected, "unreadable {unreadable:?}");

@@ -169,12 +169,12 @@ mod tests {
         let leases = thirds
             .into_iter()
             .map(|third| {
-                let subnet: Ipv4Network = format!("10.5.{third}.0/24").parse().unwrap();
+                let subnet: ipnetwork::Ipv4Network = format!("10.5.{third}.0/24").parse().unwrap();
                 let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, third), 1, MacAddr([2, 0, 0, 0, 0, third]));
                 (
-                    subnet,
+                    LeaseId::Ipv4(subnet),
                     Lease {
-                        subnet,
+                        subnet: Some(subnet),
                         ipv6_subnet: None,
                         attrs,
                         etcd_lease: Some(crate::lease::EtcdLeaseId(1)),
@@ -187,7 +187,7 @@ mod tests {
         LeaseSet { revision: Some(1), leases, ..Default::default() }
     }
 
-    fn own() -> Ipv4Network {
+    fn own() -> LeaseId {
         "10.5.1.0/24".parse().unwrap()
     }
 
@@ -197,7 +197,7 @@ mod tests {
         let mut after = set([1, 3, 4, 9]);
         after.leases.values_mut().for_each(|l| l.attrs.public_ip = Ipv4Addr::new(198, 18, 1, 1));
         after.leases.get_mut(&"10.5.9.0/24".parse().unwrap()).unwrap().attrs.public_ip = Ipv4Addr::new(198, 18, 0, 9);
-        let changes: Vec<_> = peer_changes(&before, &after, own()).map(|(c, l)| (c, l.subnet.to_string())).collect();
+        let changes: Vec<_> = peer_changes(&before, &after, own()).map(|(c, l)| (c, l.id().to_string())).collect();
         assert_eq!(
             changes,
             [

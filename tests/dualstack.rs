@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+use lab::dualstack::{has, list, Ipv6Tables};
 use lab::{poll, Host, Lab, Weftd};
 use serde_json::Value;
 
@@ -68,65 +69,16 @@ fn lease_of(lab: &Lab, n: usize) -> Lease {
     leases(lab).into_iter().find(|l| l.public_ip == ip).unwrap_or_else(|| panic!("host {n} has no dual-stack lease"))
 }
 
-/// What `ip -6 neigh`, `bridge fdb` and `ip -6 route` show on flannel-v6.1.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Tables {
-    neighbours: BTreeSet<(String, String)>,
-    fdb: BTreeSet<(String, String)>,
-    /// (subnet, gateway, onlink)
-    routes: BTreeSet<(String, String, bool)>,
-}
-
-fn text(entry: &Value, key: &str) -> String {
-    entry[key].as_str().unwrap_or_default().to_string()
-}
-
-fn has(entry: &Value, key: &str, flag: &str) -> bool {
-    match &entry[key] {
-        Value::Array(flags) => flags.iter().any(|f| f.as_str().is_some_and(|f| f.eq_ignore_ascii_case(flag))),
-        Value::String(s) => s.eq_ignore_ascii_case(flag),
-        _ => false,
-    }
-}
-
-fn list(value: Value) -> Vec<Value> {
-    value.as_array().cloned().unwrap_or_default()
-}
-
-/// flannel-v6.1's permanent neighbours, its `self permanent` FDB entries and its routes.
-fn kernel_tables(host: &Host) -> Tables {
-    let mut tables = Tables::default();
-    for n in list(host.ip_json(&["-6", "neigh", "show", "dev", DEVICE])).iter().filter(|n| has(n, "state", "PERMANENT")) {
-        tables.neighbours.insert((text(n, "dst"), text(n, "lladdr")));
-    }
-    for f in list(host.bridge_json(&["fdb", "show", "dev", DEVICE])).iter().filter(|f| has(f, "flags", "self")) {
-        assert!(has(f, "state", "permanent"), "FDB entries weftd writes are permanent: {f}");
-        tables.fdb.insert((text(f, "mac"), text(f, "dst")));
-    }
-    for r in list(host.ip_json(&["-6", "route", "show", "dev", DEVICE])).iter().filter(|r| !text(r, "gateway").is_empty()) {
-        tables.routes.insert((text(r, "dst"), text(r, "gateway"), has(r, "flags", "onlink")));
-    }
-    tables
-}
-
-/// The IPv6 tables design.md §4 gives host `n`, from the leases in etcd: per other lease, the
-/// neighbour `<v6 network address> → v6 VtepMAC`, FDB `v6 VtepMAC → PublicIPv6`, and the route
-/// `<v6 subnet> via <v6 network address> onlink`.
-fn expected_tables(lab: &Lab, n: usize) -> Tables {
+/// The IPv6 tables design.md §4 gives host `n`, from the leases in etcd (every other lease's).
+fn expected_tables(lab: &Lab, n: usize) -> Ipv6Tables {
     let own = lab.host(n).underlay_ip.to_string();
-    let mut tables = Tables::default();
-    for lease in leases(lab).into_iter().filter(|l| l.public_ip != own) {
-        let vtep = lease.ipv6_subnet.split('/').next().unwrap().to_string();
-        tables.neighbours.insert((vtep.clone(), lease.v6_mac.clone()));
-        tables.fdb.insert((lease.v6_mac, lease.public_ipv6));
-        tables.routes.insert((lease.ipv6_subnet, vtep, true));
-    }
-    tables
+    let peers: Vec<Lease> = leases(lab).into_iter().filter(|l| l.public_ip != own).collect();
+    Ipv6Tables::of_peers(peers.iter().map(|l| (l.ipv6_subnet.as_str(), l.public_ipv6.as_str(), l.v6_mac.as_str())))
 }
 
 fn wait_tables_match(lab: &Lab, n: usize) {
     poll(&format!("host {n}'s {DEVICE} tables to match the leases"), CONVERGE, || {
-        let (actual, expected) = (kernel_tables(lab.host(n)), expected_tables(lab, n));
+        let (actual, expected) = (lab.host(n).ipv6_tables(), expected_tables(lab, n));
         (actual == expected && !expected.routes.is_empty()).then_some(())
     });
 }
@@ -160,7 +112,7 @@ fn three_dual_stack_hosts_started_together_reach_each_other_over_both_families()
         wait_tables_match(&lab, n);
         let host = lab.host(n);
         let lease = lease_of(&lab, n);
-        let tables = kernel_tables(host);
+        let tables = host.ipv6_tables();
         assert_eq!((tables.neighbours.len(), tables.fdb.len(), tables.routes.len()), (2, 2, 2), "host {n}: {tables:?}");
         for (subnet, _, _) in &tables.routes {
             let id = route_nexthop_id(host, subnet);
@@ -181,12 +133,7 @@ fn three_dual_stack_hosts_started_together_reach_each_other_over_both_families()
         assert!(has(&link, "flags", "UP"));
 
         let vtep = lease.ipv6_subnet.replace("/64", "");
-        let addresses = host.ip_json(&["-6", "addr", "show", "dev", DEVICE, "scope", "global"]);
-        let global: Vec<(String, u64)> = list(addresses[0]["addr_info"].clone())
-            .iter()
-            .filter(|a| a.get("local").is_some()) // this ip prints lifetimes as entries of their own
-            .map(|a| (text(a, "local"), a["prefixlen"].as_u64().unwrap_or_default()))
-            .collect();
+        let global = host.global_ipv6_addresses(DEVICE);
         assert_eq!(global, [(vtep, 128)], "the lease's IPv6 network address as a /128");
         assert_eq!(host.sysctl(&format!("net/ipv6/conf/{DEVICE}/accept_ra")).as_deref(), Some("0"));
     }
@@ -197,7 +144,7 @@ fn hand_deleted_ipv6_route_neighbour_fdb_nexthop_and_device_are_restored() {
     let (lab, _daemons) = cluster(2);
     wait_tables_match(&lab, 1);
     let host = lab.host(1).clone();
-    let tables = kernel_tables(&host);
+    let tables = host.ipv6_tables();
     let (route, _, _) = tables.routes.first().unwrap().clone();
     let (vtep, _) = tables.neighbours.first().unwrap().clone();
     let (mac, dst) = tables.fdb.first().unwrap().clone();
@@ -240,7 +187,7 @@ fn a_departed_peers_ipv6_entries_go_and_the_ipv6_mac_survives_restarts() {
     lab.etcd_del(&departed.key);
     for n in 1..=2 {
         wait_tables_match(&lab, n);
-        assert_eq!(kernel_tables(lab.host(n)).routes.len(), 1, "host {n}: only host 2's IPv6 route is left");
+        assert_eq!(lab.host(n).ipv6_tables().routes.len(), 1, "host {n}: only host 2's IPv6 route is left");
         let nexthops = list(lab.host(n).ip_json(&["nexthop", "show", "dev", DEVICE]));
         assert_eq!(nexthops.len(), 1, "host {n}: the departed peer's nexthop goes too: {nexthops:?}");
     }
@@ -313,7 +260,7 @@ fn a_readdressed_ipv6_underlay_moves_the_ipv6_vtep_and_the_lease_and_peers_follo
     host.wait_link(DEVICE, "flannel-v6.1's local to follow eth0", CONVERGE, |l| info(l) == new);
     poll("host 1's lease to advertise its new PublicIPv6", CONVERGE, || (lease_of(&lab, 1).public_ipv6 == new).then_some(()));
     wait_tables_match(&lab, 2);
-    assert!(kernel_tables(lab.host(2)).fdb.iter().any(|(_, dst)| dst == new), "host 2 sends host 1's IPv6 frames to {new}");
+    assert!(lab.host(2).ipv6_tables().fdb.iter().any(|(_, dst)| dst == new), "host 2 sends host 1's IPv6 frames to {new}");
     let peer = container_ipv6(&lab, 1);
     poll("container 2 to ping container 1 over IPv6", CONVERGE, || lab.container_ping(2, peer).then_some(()));
 }

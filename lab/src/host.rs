@@ -58,8 +58,14 @@ impl Lab {
     /// Host N's subnet.env once weftd has written it (it writes the file whole, through a
     /// rename); panics after `timeout`.
     pub fn wait_subnet_env(&self, n: usize, timeout: Duration) -> BTreeMap<String, String> {
-        poll(&format!("host {n}'s subnet.env"), timeout, || {
-            self.host(n).subnet_env().filter(|env| env.contains_key("FLANNEL_SUBNET") && env.contains_key("FLANNEL_MTU"))
+        self.wait_subnet_env_with(n, "FLANNEL_SUBNET", timeout)
+    }
+
+    /// Host N's subnet.env once it has `subnet_key` (FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET)
+    /// and FLANNEL_MTU; panics after `timeout`.
+    pub(crate) fn wait_subnet_env_with(&self, n: usize, subnet_key: &str, timeout: Duration) -> BTreeMap<String, String> {
+        poll(&format!("host {n}'s subnet.env with {subnet_key}"), timeout, || {
+            self.host(n).subnet_env().filter(|env| env.contains_key(subnet_key) && env.contains_key("FLANNEL_MTU"))
         })
     }
 
@@ -72,31 +78,44 @@ impl Lab {
     /// container its ::2 and a default route via the bridge. Returns the container's IPv4
     /// address. Panics if subnet.env is missing or incomplete.
     pub fn attach_container(&mut self, n: usize) -> Ipv4Addr {
-        assert!(!self.containers.contains_key(&n), "host {n} already has a container");
-        let host = self.host(n).clone();
-        let env = host.subnet_env().unwrap_or_else(|| panic!("host {n} has no subnet file at {}", host.subnet_file.display()));
+        let (host, env) = self.container_host_env(n);
         let field = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("subnet.env lacks {k}: {env:?}"));
         let subnet = field("FLANNEL_SUBNET");
-        let mtu = field("FLANNEL_MTU");
         let (gateway, prefix) = parse_cidr(&subnet);
         let addr = nth_address(gateway, prefix, 2);
 
-        let ns = format!("{}c{n}", self.id);
-        self.add_netns(&ns);
-        let port = format!("vethc{n}");
-        ip(&host.ns, &["link", "add", "cbr0", "type", "bridge"]);
+        let ns = self.wire_container(&host, &field("FLANNEL_MTU"));
         ip(&host.ns, &["addr", "add", &subnet, "dev", "cbr0"]);
-        ip(&host.ns, &["link", "set", "cbr0", "mtu", &mtu, "up"]);
-        ip(&host.ns, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-        ip(&host.ns, &["link", "set", &port, "mtu", &mtu, "master", "cbr0", "up"]);
-        ip(&ns, &["link", "set", "eth0", "mtu", &mtu, "up"]);
         ip(&ns, &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"]);
         ip(&ns, &["route", "add", "default", "via", &gateway.to_string()]);
-        wait_wire_ready(&host.ns, &port, &ns, "eth0");
         let ipv6 = env.get("FLANNEL_IPV6_SUBNET").map(|subnet| attach_ipv6(&host.ns, &ns, subnet));
 
         self.containers.insert(n, Container { n, ns, ip: addr, gateway, ipv6 });
         addr
+    }
+
+    /// Host N (which has no container yet) and its subnet.env; panics if there is none.
+    pub(crate) fn container_host_env(&self, n: usize) -> (Host, BTreeMap<String, String>) {
+        assert!(!self.containers.contains_key(&n), "host {n} already has a container");
+        let host = self.host(n).clone();
+        let env = host.subnet_env().unwrap_or_else(|| panic!("host {n} has no subnet file at {}", host.subnet_file.display()));
+        (host, env)
+    }
+
+    /// Namespace `<id>cN` with its `eth0` on bridge `cbr0` in `host` (created here), both ends
+    /// and the bridge at `mtu` and up, and neither end addressed yet; the namespace's name.
+    pub(crate) fn wire_container(&mut self, host: &Host, mtu: &str) -> String {
+        let n = host.n;
+        let ns = format!("{}c{n}", self.id);
+        self.add_netns(&ns);
+        let port = format!("vethc{n}");
+        ip(&host.ns, &["link", "add", "cbr0", "type", "bridge"]);
+        ip(&host.ns, &["link", "set", "cbr0", "mtu", mtu, "up"]);
+        ip(&host.ns, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&host.ns, &["link", "set", &port, "mtu", mtu, "master", "cbr0", "up"]);
+        ip(&ns, &["link", "set", "eth0", "mtu", mtu, "up"]);
+        wait_wire_ready(&host.ns, &port, &ns, "eth0");
+        ns
     }
 
     /// The container attached to host N; panics if there is none.
@@ -166,10 +185,12 @@ impl Host {
 pub struct Container {
     pub n: usize,
     pub ns: String,
+    /// The container's IPv4 address; `0.0.0.0` on an IPv6-only host (see `ipv6_only`).
     pub ip: Ipv4Addr,
-    /// The bridge address (the first address of the host's subnet).
+    /// The bridge address (the first address of the host's subnet); `0.0.0.0` on an IPv6-only host.
     pub gateway: Ipv4Addr,
-    /// The container's IPv6 address (`::2` of the host's IPv6 subnet) when the host is dual-stack.
+    /// The container's IPv6 address (`::2` of the host's IPv6 subnet) when the host is dual-stack
+    /// or IPv6-only.
     pub ipv6: Option<Ipv6Addr>,
 }
 
@@ -203,7 +224,7 @@ pub fn nth_address(addr: Ipv4Addr, prefix: u8, k: u32) -> Ipv4Addr {
 /// Gives container namespace `ns` the address `::2` of the host's IPv6 subnet (`subnet` as
 /// FLANNEL_IPV6_SUBNET writes it, the bridge's own `::1/64`), the bridge `cbr0` in `host_ns`
 /// that address, and a default route via it. Returns the container's IPv6 address.
-fn attach_ipv6(host_ns: &str, ns: &str, subnet: &str) -> Ipv6Addr {
+pub(crate) fn attach_ipv6(host_ns: &str, ns: &str, subnet: &str) -> Ipv6Addr {
     let (gateway, prefix) = subnet.split_once('/').unwrap_or_else(|| panic!("FLANNEL_IPV6_SUBNET {subnet:?} has no prefix"));
     let gateway: Ipv6Addr = gateway.parse().unwrap_or_else(|_| panic!("FLANNEL_IPV6_SUBNET {subnet:?} is not IPv6"));
     let addr = Ipv6Addr::from(u128::from(gateway) + 1);

@@ -24,6 +24,7 @@ pub mod etcd_wipe;
 pub mod firewall;
 pub mod hostile;
 pub mod http;
+pub mod ipv6_only;
 pub mod links;
 pub mod names;
 

@@ -292,7 +292,7 @@ mod tests {
             assert_eq!(free, Some("fd00:5:0:3::/64".parse().unwrap()));
         }
         let attrs = LeaseAttrs::vxlan(std::net::Ipv4Addr::new(198, 18, 0, 1), 1, crate::lease::MacAddr([2, 0, 0, 0, 0, 1]));
-        let (subnet, ipv6_subnet) = ("10.5.1.0/24".parse().unwrap(), Some("fd00:5:0:1::/64".parse().unwrap()));
+        let (subnet, ipv6_subnet) = (Some("10.5.1.0/24".parse().unwrap()), Some("fd00:5:0:1::/64".parse().unwrap()));
         let ours = Lease { subnet, ipv6_subnet, attrs, etcd_lease: None, mod_revision: 1, create_revision: 1 };
         assert_eq!(
             choose_ipv6(&config, &Claim::Existing(ours), &claims, None).unwrap(),

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::etcd::listing::tests::{lease, listed};
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseId};
 
 #[test]
 fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
@@ -10,32 +10,32 @@ fn relisting_keeps_the_last_good_value_of_a_key_that_became_malformed() {
     let gone = lease("10.5.3.0/24", 13);
     let set = LeaseSet {
         revision: Some(5),
-        leases: [(good.subnet, good.clone()), (gone.subnet, gone.clone())].into(),
+        leases: [(good.id(), good.clone()), (gone.id(), gone.clone())].into(),
         ..Default::default()
     };
     let fresh = lease("10.5.4.0/24", 14);
-    let broken = |subnet: Option<Ipv4Network>| MalformedLease {
+    let broken = |id: Option<LeaseId>| MalformedLease {
         key: "k".into(),
-        subnet,
+        id,
         ipv6_subnet: None,
         etcd_lease: None,
         mod_revision: 8,
         create_revision: 8,
         error: "not json".into(),
     };
-    let never_read: Ipv4Network = "10.5.5.0/24".parse().unwrap();
+    let never_read: LeaseId = "10.5.5.0/24".parse().unwrap();
     let listing = LeaseListing {
         revision: 9,
         leases: vec![fresh.clone()],
-        malformed: vec![broken(Some(good.subnet)), broken(Some(never_read)), broken(None)],
-        holders: [good.subnet, fresh.subnet, never_read].map(|s| (s, listed(&crate::lease::subnet_key(s), 1))).into(),
+        malformed: vec![broken(Some(good.id())), broken(Some(never_read)), broken(None)],
+        holders: [good.id(), fresh.id(), never_read].map(|s| (s, listed(&crate::lease::lease_key(s, None), 1))).into(),
         ..Default::default()
     };
     let set = replace_with_listing(&set, listing);
     assert_eq!(set.revision, Some(9));
-    assert_eq!(set.leases.keys().copied().collect::<Vec<_>>(), vec![good.subnet, fresh.subnet]);
+    assert_eq!(set.leases.keys().copied().collect::<Vec<_>>(), vec![good.id(), fresh.id()]);
     // Both unreadable keys are known as such, with no last good value needed.
-    assert_eq!(set.unreadable.keys().copied().collect::<Vec<_>>(), vec![good.subnet, never_read]);
+    assert_eq!(set.unreadable.keys().copied().collect::<Vec<_>>(), vec![good.id(), never_read]);
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn a_listed_dual_stack_key_is_its_lease_s_own_name_and_not_recorded_apart() {
     // A key whose name is not the one flannel writes for the lease it holds.
     listing.add(listed("10.5.4.0-24", 1), Ok(plain_holds_dual.clone()));
     let set = replace_with_listing(&LeaseSet::default(), listing);
-    assert_eq!(set.keys.keys().copied().collect::<Vec<_>>(), vec![plain_holds_dual.subnet], "only the name that differs");
-    assert_eq!(set.key_of(dual.subnet), Some("10.5.3.0-24&fd00:6:0:3::-64".to_string()));
-    assert_eq!(set.key_of(plain_holds_dual.subnet), Some("10.5.4.0-24".to_string()));
+    assert_eq!(set.keys.keys().copied().collect::<Vec<_>>(), vec![plain_holds_dual.id()], "only the name that differs");
+    assert_eq!(set.key_of(dual.id()), Some("10.5.3.0-24&fd00:6:0:3::-64".to_string()));
+    assert_eq!(set.key_of(plain_holds_dual.id()), Some("10.5.4.0-24".to_string()));
 }

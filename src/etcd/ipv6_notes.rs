@@ -117,7 +117,7 @@ mod tests {
     fn dual(key_v6: &str) -> Lease {
         let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, 1]))
             .with_ipv6(Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, 12), MacAddr([2, 0, 0, 0, 0, 2]));
-        let subnet = "10.5.3.0/24".parse().unwrap();
+        let subnet = Some("10.5.3.0/24".parse().unwrap());
         Lease { subnet, ipv6_subnet: Some(key_v6.parse().unwrap()), attrs, etcd_lease: None, mod_revision: 1, create_revision: 1 }
     }
 

@@ -18,7 +18,7 @@ fn a_page_too_large_is_read_again_halved_down_to_one_key() {
 pub(in crate::etcd) fn lease(subnet: &str, last: u8) -> Lease {
     Lease {
         ipv6_subnet: None,
-        subnet: subnet.parse().unwrap(),
+        subnet: Some(subnet.parse().unwrap()),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, last), 1, MacAddr([2, 0, 0, 0, 0, last])),
         etcd_lease: Some(EtcdLeaseId(1)),
         mod_revision: 1,
@@ -46,8 +46,8 @@ fn of_two_keys_naming_one_subnet_the_one_created_first_holds_it_in_any_listing_o
         reversed.add(listed(created_first.0, 3), Ok(created_first.1.clone()));
         for listing in [listing, reversed] {
             assert_eq!(listing.leases, std::slice::from_ref(&first));
-            assert_eq!(listing.holders[&first.subnet].name(), created_first.0);
-            assert_eq!(listing.aliases, [(format!("/coreos.com/network/subnets/{}", then.0), first.subnet)]);
+            assert_eq!(listing.holders[&first.id()].name(), created_first.0);
+            assert_eq!(listing.aliases, [(format!("/coreos.com/network/subnets/{}", then.0), first.id())]);
             let error = &listing.malformed[0].error;
             assert_eq!(
                 *error,
@@ -56,11 +56,32 @@ fn of_two_keys_naming_one_subnet_the_one_created_first_holds_it_in_any_listing_o
                     created_first.0
                 )
             );
-            assert_eq!(
-                (listing.malformed.len(), listing.malformed[0].subnet),
-                (1, None),
-                "the skipped key marks nothing unreadable"
-            );
+            assert_eq!((listing.malformed.len(), listing.malformed[0].id), (1, None), "the skipped key marks nothing unreadable");
         }
     }
+}
+
+/// flanneld's IPv6-only key (`0.0.0.0-0&…`) and weft's (the IPv6 part alone) name one lease:
+/// the key etcd created first holds it, the other is skipped naming it, and neither names the
+/// IPv4 subnet 0.0.0.0/0.
+#[test]
+fn flanneld_s_and_weft_s_ipv6_only_keys_for_one_subnet_are_one_lease() {
+    let attrs = LeaseAttrs::vxlan_ipv6_only("fd18::9".parse().unwrap(), 1, MacAddr([2, 0, 0, 0, 0, 9]));
+    let subnet: ipnetwork::Ipv6Network = "fd00:5:0:9::/64".parse().unwrap();
+    let at = |create_revision| Lease {
+        subnet: None,
+        ipv6_subnet: Some(subnet),
+        attrs: attrs.clone(),
+        create_revision,
+        ..lease("10.5.9.0/24", 9)
+    };
+    let mut listing = LeaseListing::default();
+    listing.add(listed("0.0.0.0-0&fd00:5:0:9::-64", 4), Ok(at(4)));
+    listing.add(listed("fd00:5:0:9::-64", 6), Ok(at(6)));
+    assert_eq!(listing.leases, [at(4)]);
+    assert_eq!(listing.holders[&LeaseId::Ipv6(subnet)].name(), "0.0.0.0-0&fd00:5:0:9::-64");
+    assert!(listing.occupied().is_empty(), "no IPv4 subnet is taken");
+    assert!(listing.malformed[0]
+        .error
+        .contains("it names subnet fd00:5:0:9::/64, which the key 0.0.0.0-0&fd00:5:0:9::-64 held first"));
 }

@@ -135,7 +135,7 @@ fn wanted_rules_follow_the_flags_and_need_our_subnet_only_for_masquerade_and_raw
 #[test]
 fn our_subnet_of_each_family_comes_from_our_lease_with_host_bits_cleared() {
     let mut lease = Lease {
-        subnet: v4("10.5.72.0/24"),
+        subnet: Some(v4("10.5.72.0/24")),
         ipv6_subnet: None,
         attrs: crate::lease::LeaseAttrs::vxlan("198.18.0.11".parse().unwrap(), 1, crate::lease::MacAddr([2, 0, 0, 0, 0, 1])),
         etcd_lease: None,

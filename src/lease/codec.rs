@@ -172,10 +172,10 @@ impl LeaseAttrs {
         }
     }
 
-    /// These attributes with a dual-stack part: the public IPv6 and the IPv6 device's MAC, under
-    /// the same 16-bit VNI.
+    /// These attributes with an IPv6 part: the public IPv6 and the IPv6 device's MAC, under the
+    /// same 16-bit VNI (the IPv4 part's, or an IPv6-only value's own).
     pub fn with_ipv6(self, public_ipv6: Ipv6Addr, vtep_mac: MacAddr) -> Self {
-        let vni = self.backend_data.as_ref().map_or(0, |data| data.vni);
+        let vni = self.backend_data.as_ref().or(self.backend_v6_data.as_ref()).map_or(0, |data| data.vni);
         let backend_v6_data = Some(VxlanData { vni, vtep_mac });
         Self { public_ipv6: Some(public_ipv6), backend_v6_data, ..self }
     }

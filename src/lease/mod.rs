@@ -74,6 +74,19 @@ impl LeaseId {
     }
 }
 
+impl std::str::FromStr for LeaseId {
+    type Err = ipnetwork::IpNetworkError;
+
+    /// A CIDR: `10.5.52.0/24` names an IPv4 (or dual-stack) lease, `fd00:5:0:34::/64` an
+    /// IPv6-only one.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text.parse()? {
+            ipnetwork::IpNetwork::V4(subnet) => Self::Ipv4(subnet),
+            ipnetwork::IpNetwork::V6(subnet) => Self::Ipv6(subnet),
+        })
+    }
+}
+
 impl From<Ipv4Network> for LeaseId {
     fn from(subnet: Ipv4Network) -> Self {
         Self::Ipv4(subnet)

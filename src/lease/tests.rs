@@ -1,10 +1,27 @@
 //! Unit tests of the lease codec, the key grammar, the lease set and subnet choice.
 
 use std::collections::BTreeSet;
+
+use ipnetwork::Ipv6Network;
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::config::NetworkConfig;
+use crate::config::{Ipv4Config, NetworkConfig};
+
+/// The IPv4 side of the config `json`.
+fn ipv4_config(json: &str) -> Ipv4Config {
+    NetworkConfig::parse(json).unwrap().ipv4.unwrap()
+}
+
+/// The VtepMAC of a value's IPv4 part.
+fn mac(attrs: &LeaseAttrs) -> MacAddr {
+    attrs.backend_data.as_ref().unwrap().vtep_mac
+}
+
+/// Sets the VtepMAC of a value's IPv4 part.
+fn set_mac(attrs: &mut LeaseAttrs, mac: MacAddr) {
+    attrs.backend_data.as_mut().unwrap().vtep_mac = mac;
+}
 
 /// A lease value as flanneld v0.26 writes it.
 const FLANNEL_SAMPLE: &str = r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
@@ -14,7 +31,7 @@ fn a_lease_set_keeps_when_a_mac_was_first_advertised_until_it_changes_or_goes() 
     let subnet: Ipv4Network = "10.5.2.0/24".parse().unwrap();
     let at = |mod_revision: i64, mac_last: u8| Lease {
         ipv6_subnet: None,
-        subnet,
+        subnet: Some(subnet),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 12), 1, MacAddr([2, 0, 0, 0, 0, mac_last])),
         etcd_lease: Some(EtcdLeaseId(1)),
         mod_revision,
@@ -24,10 +41,10 @@ fn a_lease_set_keeps_when_a_mac_was_first_advertised_until_it_changes_or_goes() 
     assert_eq!(set.mac_since(&at(4, 2)), 4, "unknown: the lease's last write");
     set.put("10.5.2.0-24".into(), at(5, 2));
     set.put("10.5.2.0-24".into(), at(8, 2));
-    assert_eq!(set.mac_since(&set.leases[&subnet]), 5, "rewritten with the same MAC");
+    assert_eq!(set.mac_since(&set.leases[&LeaseId::Ipv4(subnet)]), 5, "rewritten with the same MAC");
     set.put("10.5.2.0-24".into(), at(9, 3));
-    assert_eq!(set.mac_since(&set.leases[&subnet]), 9, "a new MAC counts from its write");
-    set.remove(subnet);
+    assert_eq!(set.mac_since(&set.leases[&LeaseId::Ipv4(subnet)]), 9, "a new MAC counts from its write");
+    set.remove(LeaseId::Ipv4(subnet));
     assert!(set.mac_since.is_empty() && set.keys.is_empty() && set.leases.is_empty());
 }
 
@@ -41,11 +58,11 @@ fn encodes_exactly_like_flanneld() {
 fn decodes_flanneld_values_leniently() {
     let attrs = LeaseAttrs::from_json(FLANNEL_SAMPLE).unwrap();
     assert_eq!(attrs.public_ip, Ipv4Addr::new(192, 168, 64, 3));
-    assert_eq!(attrs.backend_data.vtep_mac.to_string(), "c6:d2:32:6f:8f:44");
+    assert_eq!(mac(&attrs).to_string(), "c6:d2:32:6f:8f:44");
     let older = r#"{"publicip":"10.0.0.9","backendtype":"vxlan","backenddata":{"vtepMAC":"C6:D2:32:6F:8F:44"},"x":1}"#;
     let attrs = LeaseAttrs::from_json(older).unwrap();
-    assert_eq!(attrs.backend_data.vni, 0);
-    assert_eq!(attrs.backend_data.vtep_mac, "c6:d2:32:6f:8f:44".parse().unwrap());
+    assert_eq!(attrs.backend_data.as_ref().unwrap().vni, 0);
+    assert_eq!(mac(&attrs), "c6:d2:32:6f:8f:44".parse().unwrap());
 }
 
 #[test]
@@ -58,7 +75,7 @@ fn rejects_malformed_values() {
         r#"{"PublicIP":"10.0.0.1","BackendData":{"VtepMAC":"c6:d2:32:6f:8f"}}"#,
         r#"{"PublicIP":"10.0.0.1","BackendData":{"VtepMAC":"zz:d2:32:6f:8f:44"}}"#,
     ] {
-        assert!(LeaseAttrs::from_json(bad).is_err(), "accepted {bad}");
+        assert!(ipv4_lease_value(bad).is_err(), "accepted {bad}");
     }
 }
 
@@ -171,14 +188,23 @@ const IPV6_PART_DROPPED: [(&str, &str); 1] = [(
     "ok 10.0.0.1 vxlan 0 c6:d2:32:6f:8f:44",
 )];
 
+/// A value as the key `10.5.3.0-24` holds it: read, and its IPv4 part usable.
+fn ipv4_lease_value(input: &str) -> Result<LeaseAttrs, LeaseError> {
+    let attrs = LeaseAttrs::from_json(input)?;
+    let lease = Lease { subnet: Some("10.5.3.0/24".parse().unwrap()), ..lease_for("10.5.3.0/24", [10, 0, 0, 1]) };
+    let lease = Lease { attrs, ..lease };
+    lease.check_main_part().map(|()| lease.attrs)
+}
+
 #[test]
 fn decodes_every_value_as_go_does() {
     for (input, go) in GO_DECODINGS {
         let dropped = IPV6_PART_DROPPED.iter().find(|(i, _)| i == input);
-        let ours = match LeaseAttrs::from_json(input) {
+        let ours = match ipv4_lease_value(input) {
             Ok(a) => {
                 assert_eq!(a.ipv6_error.is_some(), dropped.is_some(), "decoding {input}: {:?}", a.ipv6_error);
-                format!("ok {} {} {} {}", a.public_ip, a.backend_type, a.backend_data.vni, a.backend_data.vtep_mac)
+                let data = a.backend_data.as_ref().expect("an IPv4 value");
+                format!("ok {} {} {} {}", a.public_ip, a.backend_type, data.vni, data.vtep_mac)
             }
             Err(_) => "err".to_string(),
         };
@@ -230,7 +256,7 @@ fn reads_the_keys_flanneld_reads_in_flannels_form() {
         ("10.5.3.1-24", "10.5.3.1/24", "alias of 10.5.3.0/24"),
     ];
     for (key, flanneld, weft) in cases {
-        let ours = match parse_subnet_key(key) {
+        let ours = match parse_lease_id(key) {
             Ok(subnet) => subnet.to_string(),
             Err(LeaseError::AliasKey { subnet, .. }) => format!("alias of {subnet}"),
             Err(_) => "nil".to_string(),
@@ -243,10 +269,10 @@ fn reads_the_keys_flanneld_reads_in_flannels_form() {
 fn subnet_key_round_trip() {
     let subnet: Ipv4Network = "10.5.52.0/24".parse().unwrap();
     assert_eq!(subnet_key(subnet), "10.5.52.0-24");
-    assert_eq!(parse_subnet_key("10.5.52.0-24").unwrap(), subnet);
-    assert_eq!(parse_subnet_key("10.5.52.0-24&fd00::-64").unwrap(), subnet);
+    assert_eq!(parse_lease_id("10.5.52.0-24").unwrap(), LeaseId::Ipv4(subnet));
+    assert_eq!(parse_lease_id("10.5.52.0-24&fd00::-64").unwrap(), LeaseId::Ipv4(subnet));
     for bad in ["10.5.52.0", "10.5.52.1-24", "10.5.52.0-33", "x-24", "10.5.52.0-", "10.5.52.0-+24", "10.5.52.0-24&x"] {
-        assert!(parse_subnet_key(bad).is_err(), "accepted {bad}");
+        assert!(parse_lease_id(bad).is_err(), "accepted {bad}");
     }
 }
 
@@ -267,7 +293,7 @@ fn mac_parsing() {
 
 #[test]
 fn picks_only_free_subnets_in_range() {
-    let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.13.0"}"#).unwrap();
+    let config = ipv4_config(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.13.0"}"#);
     let all: Vec<_> = candidate_subnets(&config).map(|s| s.to_string()).collect();
     assert_eq!(all, ["10.5.10.0/24", "10.5.11.0/24", "10.5.12.0/24", "10.5.13.0/24"]);
     let mut taken = BTreeSet::new();
@@ -281,7 +307,7 @@ fn picks_only_free_subnets_in_range() {
 
 #[test]
 fn subnet_fits_checks_size_and_range() {
-    let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
+    let config = ipv4_config(r#"{"Network":"10.5.0.0/16"}"#);
     assert!(subnet_fits(&config, "10.5.1.0/24".parse().unwrap()));
     assert!(!subnet_fits(&config, "10.5.0.0/24".parse().unwrap()));
     assert!(!subnet_fits(&config, "10.5.1.0/25".parse().unwrap()));
@@ -291,7 +317,7 @@ fn subnet_fits_checks_size_and_range() {
 fn lease_for(subnet: &str, public_ip: [u8; 4]) -> Lease {
     Lease {
         ipv6_subnet: None,
-        subnet: subnet.parse().unwrap(),
+        subnet: Some(subnet.parse().unwrap()),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, MacAddr([2, 0, 0, 0, 0, 1])),
         etcd_lease: None,
         mod_revision: 3,
@@ -301,20 +327,23 @@ fn lease_for(subnet: &str, public_ip: [u8; 4]) -> Lease {
 
 #[test]
 fn claim_prefers_own_lease_then_previous_subnet_then_random() {
-    let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
+    let config = ipv4_config(r#"{"Network":"10.5.0.0/16"}"#);
     let mut me = lease_for("10.5.1.0/24", [198, 18, 0, 11]).attrs;
-    me.backend_data.vtep_mac = MacAddr([2, 0, 0, 0, 0, 0x11]); // not the other leases' MAC
+    set_mac(&mut me, MacAddr([2, 0, 0, 0, 0, 0x11])); // not the other leases' MAC
     let mine = lease_for("10.5.9.0/24", [198, 18, 0, 11]);
     let other = lease_for("10.5.7.0/24", [198, 18, 0, 12]);
-    let occupied: BTreeSet<_> = [mine.subnet, other.subnet].into();
+    let occupied: BTreeSet<_> = [mine.subnet.unwrap(), other.subnet.unwrap()].into();
     let previous = Some("10.5.3.0/24".parse().unwrap());
     let leases = [other.clone(), mine.clone()];
     assert_eq!(choose_claim(&config, &me, &leases, &occupied, previous), Some(Claim::Existing(mine)));
     let leases = [other.clone()];
-    assert_eq!(choose_claim(&config, &me, &leases, &occupied, previous), Some(Claim::Free("10.5.3.0/24".parse().unwrap())));
-    let taken_previous = Some(other.subnet);
+    assert_eq!(
+        choose_claim(&config, &me, &leases, &occupied, previous),
+        Some(Claim::Free(LeaseId::Ipv4("10.5.3.0/24".parse().unwrap())))
+    );
+    let taken_previous = other.subnet;
     match choose_claim(&config, &me, &leases, &occupied, taken_previous) {
-        Some(Claim::Free(s)) => assert!(!occupied.contains(&s) && subnet_fits(&config, s)),
+        Some(Claim::Free(LeaseId::Ipv4(s))) => assert!(!occupied.contains(&s) && subnet_fits(&config, s)),
         other => panic!("expected a free subnet, got {other:?}"),
     }
 }
@@ -323,7 +352,7 @@ fn claim_prefers_own_lease_then_previous_subnet_then_random() {
 fn a_free_subnet_never_overlaps_a_lease_of_another_length() {
     // SubnetLen went from 24 to 25: the /24 a host still holds covers both /25s.
     let json = r#"{"Network":"10.5.0.0/16","SubnetLen":25,"SubnetMin":"10.5.3.0","SubnetMax":"10.5.4.0"}"#;
-    let config = NetworkConfig::parse(json).unwrap();
+    let config = ipv4_config(json);
     let taken: BTreeSet<Ipv4Network> = ["10.5.3.0/24".parse().unwrap()].into();
     for _ in 0..20 {
         assert_eq!(pick_free_subnet(&config, &taken), Some("10.5.4.0/25".parse().unwrap()));
@@ -332,30 +361,124 @@ fn a_free_subnet_never_overlaps_a_lease_of_another_length() {
     assert_eq!(pick_free_subnet(&config, &covering), None, "a wider lease covers every candidate");
     let me = lease_for("10.5.1.0/24", [198, 18, 0, 11]).attrs;
     let previous = Some("10.5.3.128/25".parse().unwrap());
-    assert_eq!(choose_claim(&config, &me, &[], &taken, previous), Some(Claim::Free("10.5.4.0/25".parse().unwrap())));
+    assert_eq!(
+        choose_claim(&config, &me, &[], &taken, previous),
+        Some(Claim::Free(LeaseId::Ipv4("10.5.4.0/25".parse().unwrap())))
+    );
 }
 
 #[test]
 fn claim_takes_back_an_older_value_of_our_own_lease_on_the_previous_subnet() {
-    let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
+    let config = ipv4_config(r#"{"Network":"10.5.0.0/16"}"#);
     let mut older = lease_for("10.5.9.0/24", [198, 18, 0, 11]);
-    older.attrs.backend_data.vtep_mac = MacAddr([2, 0, 0, 0, 0, 9]);
+    set_mac(&mut older.attrs, MacAddr([2, 0, 0, 0, 0, 9]));
     let mut me = lease_for("10.5.1.0/24", [198, 18, 0, 71]).attrs;
-    me.backend_data.vtep_mac = older.attrs.backend_data.vtep_mac;
-    let occupied: BTreeSet<_> = [older.subnet].into();
+    set_mac(&mut me, mac(&older.attrs));
+    let occupied: BTreeSet<_> = [older.subnet.unwrap()].into();
     let leases = [older.clone()];
-    assert_eq!(choose_claim(&config, &me, &leases, &occupied, Some(older.subnet)), Some(Claim::Existing(older.clone())));
+    assert_eq!(choose_claim(&config, &me, &leases, &occupied, older.subnet), Some(Claim::Existing(older.clone())));
     // Another host's lease there (another MAC) is not ours to take, previous or not.
-    me.backend_data.vtep_mac = MacAddr([2, 0, 0, 0, 0, 7]);
-    let claim = choose_claim(&config, &me, &leases, &occupied, Some(older.subnet));
-    assert!(matches!(claim, Some(Claim::Free(s)) if s != older.subnet), "{claim:?}");
+    set_mac(&mut me, MacAddr([2, 0, 0, 0, 0, 7]));
+    let claim = choose_claim(&config, &me, &leases, &occupied, older.subnet);
+    assert!(matches!(claim, Some(Claim::Free(s)) if Some(s) != older.subnet.map(LeaseId::Ipv4)), "{claim:?}");
 }
 
 #[test]
 fn claim_ignores_own_lease_from_another_network_and_reports_exhaustion() {
-    let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/28"}"#).unwrap();
+    let config = ipv4_config(r#"{"Network":"10.5.0.0/28"}"#);
     let me = lease_for("10.5.1.0/24", [198, 18, 0, 11]).attrs;
     let stale = lease_for("10.9.0.0/24", [198, 18, 0, 11]);
     let occupied: BTreeSet<_> = candidate_subnets(&config).collect();
     assert_eq!(choose_claim(&config, &me, &[stale], &occupied, None), None);
+}
+
+/// flanneld v0.20.2's value with `"EnableIPv4": false` (backend/vxlan newSubnetAttrs): a zero
+/// `ip.IP4` PublicIP, no BackendData (`omitempty`), the IPv6 part.
+const FLANNEL_IPV6_ONLY: &str = r#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd18::b","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}"#;
+
+#[test]
+fn an_ipv6_only_value_is_flanneld_s_byte_for_byte() {
+    let attrs = LeaseAttrs::vxlan_ipv6_only("fd18::b".parse().unwrap(), 1, "c6:d2:32:6f:8f:46".parse().unwrap());
+    assert_eq!(attrs.to_json(), FLANNEL_IPV6_ONLY);
+    assert_eq!(LeaseAttrs::from_json(FLANNEL_IPV6_ONLY).unwrap(), attrs);
+    // Re-advertising a new PublicIPv6 keeps the VNI (there is no IPv4 part to take it from).
+    let moved = attrs.clone().with_ipv6("fd18::c".parse().unwrap(), "c6:d2:32:6f:8f:46".parse().unwrap());
+    assert_eq!(moved.to_json(), FLANNEL_IPV6_ONLY.replace("fd18::b", "fd18::c"));
+    // `"BackendData":null` is no BackendData either.
+    let null = FLANNEL_IPV6_ONLY.replace(r#""BackendType":"vxlan","#, r#""BackendType":"vxlan","BackendData":null,"#);
+    assert_eq!(LeaseAttrs::from_json(&null).unwrap(), attrs);
+}
+
+#[test]
+fn ipv6_only_keys_are_the_ipv6_part_alone_or_flanneld_s_zero_ipv4_part() {
+    let subnet: Ipv6Network = "fd00:5:0:34::/64".parse().unwrap();
+    assert_eq!(lease_key(LeaseId::Ipv6(subnet), Some(subnet)), "fd00:5:0:34::-64");
+    for key in ["fd00:5:0:34::-64", "0.0.0.0-0&fd00:5:0:34::-64"] {
+        assert_eq!(parse_lease_key(key), Ok((None, Some(subnet))), "{key}");
+        assert_eq!(parse_lease_id(key), Ok(LeaseId::Ipv6(subnet)), "{key}");
+    }
+    // Host bits are kept, to be refused by name later, as for a dual-stack key's IPv6 part.
+    assert_eq!(parse_lease_key("fd00:5:0:34::9-64"), Ok((None, Some("fd00:5:0:34::9/64".parse().unwrap()))));
+    // Only as weft writes it: compressed, lower case, no leading zeros, a valid length.
+    for bad in ["FD00:5:0:34::-64", "fd00:5:0:34:0:0:0:0-64", "fd00:5:0:34::-064", "fd00:5:0:34::-129", "fd00::5::-64", "::-"] {
+        assert!(matches!(parse_lease_key(bad), Err(LeaseError::BadKey(_))), "accepted {bad}");
+    }
+    // 0.0.0.0/0 alone is no IPv6-only key: it stays an IPv4 key no config hands out.
+    assert_eq!(parse_lease_key("0.0.0.0-0"), Ok((Some("0.0.0.0/0".parse().unwrap()), None)));
+}
+
+#[test]
+fn a_lease_s_naming_part_must_be_usable() {
+    let ipv6_only = |attrs: LeaseAttrs| Lease {
+        subnet: None,
+        ipv6_subnet: Some("fd00:5:0:34::/64".parse().unwrap()),
+        attrs,
+        ..lease_for("10.5.3.0/24", [10, 0, 0, 1])
+    };
+    let attrs = LeaseAttrs::from_json(FLANNEL_IPV6_ONLY).unwrap();
+    assert_eq!(ipv6_only(attrs.clone()).check_main_part(), Ok(()));
+    let cases = [
+        (LeaseAttrs { backend_v6_data: None, ..attrs.clone() }, "no BackendV6Data"),
+        (LeaseAttrs { public_ipv6: None, ..attrs.clone() }, "no PublicIPv6"),
+        (LeaseAttrs { ipv6_error: Some("PublicIPv6 \"x\" is not an IP address".into()), ..attrs.clone() }, "not an IP address"),
+    ];
+    for (attrs, rule) in cases {
+        let error = ipv6_only(attrs).check_main_part().unwrap_err().to_string();
+        assert!(error.contains(rule), "{error}");
+    }
+    // An IPv4 key needs BackendData: an IPv6-only value under it is no IPv4 lease.
+    let under_ipv4_key = Lease { attrs, ..lease_for("10.5.3.0/24", [10, 0, 0, 1]) };
+    assert!(under_ipv4_key.check_main_part().unwrap_err().to_string().contains("no BackendData"));
+}
+
+fn ipv6_only_lease(subnet: &str, public_ipv6: &str, mac_last: u8) -> Lease {
+    let attrs = LeaseAttrs::vxlan_ipv6_only(public_ipv6.parse().unwrap(), 1, MacAddr([2, 0, 0, 0, 6, mac_last]));
+    Lease { subnet: None, ipv6_subnet: Some(subnet.parse().unwrap()), attrs, ..lease_for("10.5.3.0/24", [10, 0, 0, 1]) }
+}
+
+#[test]
+fn an_ipv6_only_claim_prefers_our_lease_then_previous_subnet_then_random() {
+    let config = NetworkConfig::parse(
+        r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48","IPv6SubnetMin":"fd00:5:0:1::","IPv6SubnetMax":"fd00:5:0:4::"}"#,
+    )
+    .unwrap();
+    let v6 = config.ipv6.unwrap();
+    let me = ipv6_only_lease("fd00:5:0:9::/64", "fd18::b", 0x11).attrs;
+    let mine = ipv6_only_lease("fd00:5:0:2::/64", "fd18::b", 0x11);
+    let other = ipv6_only_lease("fd00:5:0:3::/64", "fd18::c", 0x12);
+    let taken: BTreeSet<Ipv6Network> = [mine.ipv6_subnet.unwrap(), other.ipv6_subnet.unwrap()].into();
+    let previous: Ipv6Network = "fd00:5:0:4::/64".parse().unwrap();
+    let leases = [other.clone(), mine.clone()];
+    assert_eq!(choose_ipv6_only_claim(&v6, &me, &leases, &taken, Some(previous)), Some(Claim::Existing(mine.clone())));
+    // Our dual-stack lease from before IPv4 was turned off is ours too (it loses its IPv4 part).
+    let dual = Lease { subnet: Some("10.5.7.0/24".parse().unwrap()), ..mine.clone() };
+    assert_eq!(choose_ipv6_only_claim(&v6, &me, std::slice::from_ref(&dual), &taken, None), Some(Claim::Existing(dual)));
+    let leases = [other.clone()];
+    let free = |claim| matches!(claim, Some(Claim::Free(LeaseId::Ipv6(s))) if !taken.contains(&s) && ipv6_subnet_fits(&v6, s));
+    assert_eq!(choose_ipv6_only_claim(&v6, &me, &leases, &taken, Some(previous)), Some(Claim::Free(LeaseId::Ipv6(previous))));
+    for _ in 0..20 {
+        assert!(free(choose_ipv6_only_claim(&v6, &me, &leases, &taken, other.ipv6_subnet)));
+    }
+    let all: BTreeSet<Ipv6Network> = (1..=4).map(|n| format!("fd00:5:0:{n}::/64").parse().unwrap()).collect();
+    assert_eq!(choose_ipv6_only_claim(&v6, &me, &leases, &all, None), None, "every IPv6 subnet is taken");
 }

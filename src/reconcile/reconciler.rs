@@ -166,7 +166,8 @@ impl Reconciler {
         }
         let underlay = self.underlay.current();
         let ipv6 = self.ipv6.as_ref().and_then(|v6| Some((underlay.public_ipv6?, v6.mac)));
-        advertise(&self.attrs, underlay.public_ip, ipv6, own);
+        // An IPv6-only lease keeps PublicIP 0.0.0.0, whatever IPv4 address the interface has.
+        advertise(&self.attrs, self.config.ipv4.and(underlay.public_ip), ipv6, own);
         true
     }
 

@@ -9,7 +9,7 @@ use ipnetwork::Ipv4Network;
 use super::desired::{desired_state, SkippedPeer, ThisHost};
 use super::plan::{plan, Plan};
 use crate::config::NetworkConfig;
-use crate::lease::{Lease, LeaseAttrs, LeaseSet};
+use crate::lease::{Lease, LeaseAttrs, LeaseId, LeaseSet};
 use crate::model::{
     ArpEntry, DirectRoute, FdbEntry, KernelContext, KernelState, MacAddr, MainTable, Nexthop, NexthopSupport, RouteEntry,
 };
@@ -25,7 +25,7 @@ fn mac(last: u8) -> MacAddr {
 fn lease(subnet: &str, public_ip: [u8; 4], mac_last: u8) -> Lease {
     Lease {
         ipv6_subnet: None,
-        subnet: subnet.parse().unwrap(),
+        subnet: Some(subnet.parse().unwrap()),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::from(public_ip), 1, mac(mac_last)),
         etcd_lease: Some(crate::lease::EtcdLeaseId(7)),
         mod_revision: 1,
@@ -39,7 +39,7 @@ fn lease_at(subnet: &str, public_ip: [u8; 4], mac_last: u8, (created, modified):
 }
 
 fn lease_set(leases: Vec<Lease>) -> LeaseSet {
-    LeaseSet { revision: Some(1), leases: leases.into_iter().map(|l| (l.subnet, l)).collect(), ..Default::default() }
+    LeaseSet { revision: Some(1), leases: leases.into_iter().map(|l| (l.id(), l)).collect(), ..Default::default() }
 }
 
 const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
@@ -155,8 +155,7 @@ fn only_subnets_the_allocator_could_hand_out_are_programmed() {
     let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.99.0"}"#).unwrap();
     let unknown = [198, 18, 0, 99];
     // The bad leases are all older than the good one: their age buys them nothing.
-    let misaligned =
-        Lease { subnet: Ipv4Network::new(Ipv4Addr::new(10, 5, 7, 1), 24).unwrap(), ..lease("10.5.7.0/24", unknown, 15) };
+    let misaligned = Lease { subnet: Ipv4Network::new(Ipv4Addr::new(10, 5, 7, 1), 24).ok(), ..lease("10.5.7.0/24", unknown, 15) };
     let mut leases = vec![
         lease_at("10.5.2.2/32", unknown, 10, (1, 1)),
         lease_at("10.5.2.2/31", unknown, 11, (2, 2)),
@@ -263,9 +262,10 @@ fn nonsense_destinations_are_skipped() {
 
 #[test]
 fn a_skipped_peer_is_named_by_its_key_as_written() {
-    let peer = |subnet: Ipv4Network| SkippedPeer { subnet, reason: String::new() }.key();
+    let peer = |subnet: LeaseId| SkippedPeer { subnet, reason: String::new() }.key();
     assert_eq!(peer("10.5.2.2/32".parse().unwrap()), "10.5.2.2-32");
-    assert_eq!(peer(Ipv4Network::new(Ipv4Addr::new(10, 5, 7, 1), 24).unwrap()), "10.5.7.1-24");
+    assert_eq!(peer(LeaseId::Ipv4(Ipv4Network::new(Ipv4Addr::new(10, 5, 7, 1), 24).unwrap())), "10.5.7.1-24");
+    assert_eq!(peer("fd00:5:0:9::5/64".parse().unwrap()), "fd00:5:0:9::5-64", "an IPv6-only lease's key");
 }
 
 #[test]

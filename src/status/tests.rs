@@ -7,7 +7,7 @@ use crate::model::{ArpEntry, DirectRoute, FdbEntry, MainTable, RouteEntry};
 fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
     Lease {
         ipv6_subnet: None,
-        subnet: subnet.parse().unwrap(),
+        subnet: Some(subnet.parse().unwrap()),
         attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, MacAddr([2, 0, 0, 0, 0, mac])),
         etcd_lease: Some(EtcdLeaseId(7)),
         mod_revision: 1,
@@ -18,7 +18,8 @@ fn lease(subnet: &str, ip: [u8; 4], mac: u8) -> Lease {
 fn observed(kernel: Option<KernelState>) -> Observed {
     Observed {
         config: NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap(),
-        public_ip: Ipv4Addr::new(198, 18, 0, 11),
+        public_ip: Some(Ipv4Addr::new(198, 18, 0, 11)),
+        public_ipv6: None,
         leases: vec![lease("10.5.1.0/24", [198, 18, 0, 11], 1), lease("10.5.2.0/24", [198, 18, 0, 12], 2)],
         ttls: [(EtcdLeaseId(7), Some(3600))].into(),
         malformed: vec![],
@@ -87,7 +88,8 @@ fn a_direct_peer_needs_its_direct_route_and_no_vxlan_entries() {
 #[test]
 fn device_drift_is_reported_while_it_lasts() {
     let mut observed = observed(Some(correct_kernel()));
-    let wanted = device::desired_device(&observed.config, &underlay(), MacAddr([2, 0, 0, 0, 0, 1]));
+    let wanted =
+        device::desired_device(&observed.config, &underlay(), Ipv4Addr::new(198, 18, 0, 11), MacAddr([2, 0, 0, 0, 0, 1]));
     observed.device = Some(wanted.clone());
     assert!(assess(&observed).healthy, "the device as the lease asks");
     observed.device =
