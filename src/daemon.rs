@@ -237,14 +237,17 @@ fn start_http(tasks: &mut Tasks, options: &mut DaemonOptions) -> Result<(Health,
 
 /// The underlay as IPv4 alone chooses it, before etcd is reached, so a wrong flag fails at
 /// once. `None` when that found nothing but the flags do match once IPv6 addresses are looked
-/// at (an IPv6 `--iface`, an `--iface-regex` for IPv6 addresses, `--public-ipv6`): only the
-/// config can say whether they will be, and [`final_underlay`] reports the failure if not.
+/// at (an IPv6 `--iface`, an `--iface-regex` for IPv6 addresses, `--public-ipv6`), or by IPv6
+/// alone (a host without IPv4): only the config can say whether they will be, and
+/// [`final_underlay`] reports the failure if not.
 async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Option<Underlay>, UnderlayError> {
     let error = match underlay::find(kernel, choice, Families::Ipv4).await {
         Ok(underlay) => return Ok(Some(underlay)),
         Err(e) => e,
     };
-    if choice.may_need_ipv6() && underlay::find(kernel, choice, Families::DualStack).await.is_ok() {
+    if (choice.may_need_ipv6() && underlay::find(kernel, choice, Families::DualStack).await.is_ok())
+        || underlay::find(kernel, choice, Families::Ipv6).await.is_ok()
+    {
         tracing::debug!(%error, "no IPv4-only underlay; the network config decides whether IPv6 addresses count");
         return Ok(None);
     }
@@ -252,7 +255,8 @@ async fn early_underlay(kernel: &Kernel, choice: &UnderlayChoice) -> Result<Opti
 }
 
 /// The underlay the daemon builds on: the early one when the config is IPv4 only (where
-/// `--public-ipv6` is ignored with a warning, as IPv6 is), else looked up again by the same
+/// `--public-ipv6` is ignored with a warning, as IPv6 is, and `--public-ip` likewise when the
+/// config is IPv6 only), else looked up again by the same
 /// rules with the IPv6 side.
 async fn final_underlay(
     kernel: &Kernel,
@@ -264,6 +268,9 @@ async fn final_underlay(
         if let Some(public_ipv6) = choice.public_ipv6 {
             tracing::warn!(%public_ipv6, "--public-ipv6 is ignored: the network config does not enable IPv6 (EnableIPv6)");
         }
+    }
+    if let (None, Some(public_ip)) = (config.ipv4, choice.public_ip) {
+        tracing::warn!(%public_ip, "--public-ip is ignored: the network config is IPv6 only (EnableIPv4 is false)");
     }
     let underlay = match early {
         Some(underlay) if config.ipv6.is_none() => underlay,

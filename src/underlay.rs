@@ -15,24 +15,26 @@
 //! - the lease's PublicIP is `--public-ip` when given, else the chosen address.
 //!
 //! When the network config enables IPv6, the same interface also gives the IPv6 addresses (the
-//! rules are in the `ipv6` submodule).
+//! rules are in the `ipv6` submodule); when it is IPv6 only, IPv6 addresses and the IPv6 default
+//! route alone choose (the `ipv6_only` submodule).
 //!
 //! [`choose`] is the pure rule set; [`find`] reads the kernel and applies it.
 
+mod error;
 mod ipv6;
+mod ipv6_only;
 mod lookup;
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nix::errno::Errno;
-use thiserror::Error;
 
+pub use self::error::{Available, Miss, UnderlayError};
 pub use self::ipv6::Ipv6View;
-use self::ipv6::{holding_ipv6, listed_ipv6, matching_ipv6, same_default_route, with_ipv6, Listed};
+use self::ipv6::{ipv6_holder, matching_ipv6, pattern_ipv6, same_default_route, with_ipv6};
 pub use self::lookup::{by_index, find};
 use crate::config::NetworkConfig;
-use crate::netlink::{Ipv4Link, Ipv6Address, NetlinkError, RouteHop};
+use crate::netlink::{Ipv4Link, RouteHop};
 
 /// Which address families the underlay carries: the network config's (`EnableIPv4`,
 /// `EnableIPv6`).
@@ -128,106 +130,11 @@ pub struct HostView {
     pub ipv6: Option<Ipv6View>,
 }
 
-/// Why one flag (or the default route) gave no underlay; the next flag is tried.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum Miss {
-    #[error("--iface={value}: no interface has the IPv4 address {value}")]
-    NoSuchAddress { value: String },
-    #[error("--iface={value}: an IPv6 address, and the network config does not enable IPv6 (EnableIPv6)")]
-    Ipv6Address { value: String },
-    #[error("--iface={value}: no interface has the IPv6 address {value}")]
-    NoSuchIpv6Address { value: String },
-    #[error("--iface={value}: no interface is named {value:?}")]
-    NoSuchName { value: String },
-    #[error("{via}: interface {name} has no usable IPv4 address (global or link-local)")]
-    NoAddress { via: String, name: String },
-    #[error(
-        "{via}: interface {name} has no usable IPv6 address (global, not refused by duplicate address \
-         detection), and the network config enables IPv6"
-    )]
-    NoIpv6Address { via: String, name: String },
-    #[error("{via}: interface {name} reports an MTU of 0")]
-    NoMtu { via: String, name: String },
-    #[error("--iface-regex={pattern}: matches no interface's {families} address or name")]
-    NoPatternMatch { pattern: String, families: &'static str },
-    #[error("--iface-can-reach={destination}: the kernel has no route to it ({errno})")]
-    NoRoute { destination: Ipv4Addr, errno: Errno },
-    #[error("{via}: the route has no single output interface (multipath or unreachable)")]
-    RouteWithoutInterface { via: String },
-    #[error("{via}: the route's output interface (index {index}) no longer exists")]
-    RouteInterfaceGone { via: String, index: u32 },
-}
-
-/// The interfaces an error offers instead, as flanneld lists them: `eth0:[192.168.78.11]`,
-/// and when the config enables IPv6, the usable IPv6 addresses after the IPv4 ones, best first:
-/// `eth0:[192.168.78.11 fd18::11 fe80::1]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Available(pub Vec<(String, Vec<Ipv4Addr>, Vec<Ipv6Address>)>);
-
-impl Available {
-    fn of(host: &HostView) -> Self {
-        let ipv6 = |index| host.ipv6.as_ref().map(|v6| listed_ipv6(&v6.addresses, index)).unwrap_or_default();
-        Self(host.links.iter().map(|l| (l.name.clone(), usable_addresses(&l.addresses), ipv6(l.index))).collect())
+impl HostView {
+    /// The IPv6 view when the network config is IPv6 only: then nothing of IPv4 counts.
+    fn ipv6_only(&self) -> Option<&Ipv6View> {
+        self.ipv6.as_ref().filter(|v6| v6.only)
     }
-}
-
-impl fmt::Display for Available {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, addresses, ipv6)) in self.0.iter().enumerate() {
-            let addresses: Vec<String> =
-                addresses.iter().map(Ipv4Addr::to_string).chain(ipv6.iter().map(|a| Listed(*a).to_string())).collect();
-            write!(f, "{}{name}:[{}]", if i == 0 { "" } else { ", " }, addresses.join(" "))?;
-        }
-        Ok(())
-    }
-}
-
-/// Why no underlay could be chosen.
-#[derive(Debug, Error)]
-pub enum UnderlayError {
-    #[error("cannot read this host's interfaces and routes: {0}")]
-    Kernel(#[from] NetlinkError),
-    #[error(
-        "no interface matches --iface/--iface-regex/--iface-can-reach ({}); available interfaces: {available}; \
-         give an interface name or one of its IPv4 addresses with --iface, or a pattern for either with --iface-regex",
-        join(misses)
-    )]
-    NoMatch { misses: Vec<Miss>, available: Available },
-    #[error(
-        "--public-ip={public_ip}: no interface has this address, so it cannot tell which interface to use \
-         (available interfaces: {available}); if peers reach this host at an address it does not hold (NAT), \
-         keep --public-ip and choose the interface with --iface=<name or address>"
-    )]
-    PublicIpNotLocal { public_ip: Ipv4Addr, available: Available },
-    #[error(
-        "--public-ipv6={public_ipv6}: no interface has this address, so it cannot tell which interface to use \
-         (available interfaces: {available}); if peers reach this host at an address it does not hold (NAT), \
-         keep --public-ipv6 and choose the interface with --iface=<name or address>"
-    )]
-    PublicIpv6NotLocal { public_ipv6: Ipv6Addr, available: Available },
-    #[error(
-        "there is no IPv4 default route to take the underlay from (available interfaces: {available}); \
-         choose one with --iface=<name or address>, --iface-regex or --iface-can-reach, or add a default route"
-    )]
-    NoDefaultRoute { available: Available },
-    #[error(
-        "the network config enables IPv6, and there is no IPv6 default route to take its underlay address from \
-         (the IPv4 default route leaves by {ipv4_iface}; available interfaces: {available}); add an IPv6 default \
-         route by {ipv4_iface}, or choose the interface with --iface=<name or address>"
-    )]
-    NoIpv6DefaultRoute { ipv4_iface: String, available: Available },
-    #[error(
-        "the IPv4 default route leaves by {ipv4_iface} but the IPv6 default route by {ipv6_iface}: both families \
-         must use one underlay interface (available interfaces: {available}); choose it with \
-         --iface=<name or address>, or make both default routes leave by the same interface"
-    )]
-    DefaultRoutesDiffer { ipv4_iface: String, ipv6_iface: String, available: Available },
-    #[error("{miss} (available interfaces: {available}); choose another with --iface=<name or address>")]
-    Unusable { miss: Miss, available: Available },
-}
-
-fn join(misses: &[Miss]) -> String {
-    misses.iter().map(Miss::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// An underlay and the flags tried before it that gave none (worth a log line each).
@@ -249,7 +156,10 @@ pub fn choose(choice: &UnderlayChoice, host: &HostView) -> Result<Chosen, Underl
         let mut misses = Vec::new();
         match by_flags(choice, host, &mut misses) {
             Some(found) => (found, misses),
-            None => return Err(UnderlayError::NoMatch { misses, available: Available::of(host) }),
+            None => {
+                let family = if host.ipv6_only().is_some() { "IPv6" } else { "IPv4" };
+                return Err(UnderlayError::NoMatch { misses, available: Available::of(host), family });
+            }
         }
     } else {
         (by_default(choice, host)?, Vec::new())
@@ -259,20 +169,21 @@ pub fn choose(choice: &UnderlayChoice, host: &HostView) -> Result<Chosen, Underl
     let underlay = Underlay {
         name: link.name.clone(),
         index: link.index,
-        ip: Some(ip),
+        ip,
         mtu: link.mtu,
-        public_ip: Some(choice.public_ip.unwrap_or(ip)),
+        public_ip: ip.map(|ip| choice.public_ip.unwrap_or(ip)),
         ipv6,
         public_ipv6,
     };
     Ok(Chosen { underlay, skipped })
 }
 
-/// An interface and the addresses a flag chose on it; `ipv6` is `None` until the IPv6 side is
-/// settled, and stays so when the config does not enable IPv6.
+/// An interface and the addresses a flag chose on it; `ip` is `None` when the config is IPv6
+/// only; `ipv6` is `None` until the IPv6 side is settled, and stays so when the config does not
+/// enable IPv6.
 struct Found<'a> {
     link: &'a Ipv4Link,
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
 }
 
@@ -280,9 +191,9 @@ struct Found<'a> {
 /// underlay; each one that does not leaves its miss in `misses`.
 fn by_flags<'a>(choice: &UnderlayChoice, host: &'a HostView, misses: &mut Vec<Miss>) -> Option<Found<'a>> {
     // Lazy: a flag is only looked at when every flag before it missed.
-    let attempts = (choice.ifaces.iter().map(|value| by_iface(value, host)))
-        .chain(choice.iface_regex.iter().map(|pattern| by_pattern(pattern, host)))
-        .chain(host.can_reach.iter().map(|(destination, route)| by_route(*destination, route, &host.links)));
+    let attempts = (choice.ifaces.iter().map(|value| by_iface(value, choice, host)))
+        .chain(choice.iface_regex.iter().map(|pattern| by_pattern(pattern, choice, host)))
+        .chain(can_reach_attempts(choice, host));
     for (attempt, via) in attempts.zip(vias(choice)) {
         match attempt.and_then(|found| with_ipv6(found, choice, host, &via)) {
             Ok(found) => return Some(found),
@@ -290,6 +201,16 @@ fn by_flags<'a>(choice: &UnderlayChoice, host: &'a HostView, misses: &mut Vec<Mi
         }
     }
     None
+}
+
+/// `--iface-can-reach`'s attempt, as `ip route get` answered it; an IPv4 destination is a miss
+/// when the config is IPv6 only (the route was not asked for).
+fn can_reach_attempts<'a>(choice: &UnderlayChoice, host: &'a HostView) -> impl Iterator<Item = Result<Found<'a>, Miss>> {
+    let ipv6_only = host.ipv6_only().is_some();
+    let routed = host.can_reach.iter().filter(move |_| !ipv6_only);
+    let routed = routed.map(|(destination, route)| by_route(*destination, route, &host.links));
+    let refused = choice.can_reach.filter(|_| ipv6_only).map(|destination| Err(Miss::CanReachNeedsIpv4 { destination }));
+    routed.chain(refused)
 }
 
 /// How each attempt of [`by_flags`] is named in its misses, in the same order.
@@ -302,15 +223,16 @@ fn vias(choice: &UnderlayChoice) -> impl Iterator<Item = String> + '_ {
 /// One `--iface`: an IPv4 address selects itself on whichever interface holds it (any address,
 /// as flanneld compares against all of them); so does an IPv6 address when the config enables
 /// IPv6; anything else is an interface name.
-fn by_iface<'a>(value: &str, host: &'a HostView) -> Result<Found<'a>, Miss> {
+fn by_iface<'a>(value: &str, choice: &UnderlayChoice, host: &'a HostView) -> Result<Found<'a>, Miss> {
+    if host.ipv6_only().is_some() {
+        return ipv6_only::by_iface(value, choice, host);
+    }
     let (links, via) = (&host.links, format!("--iface={value}"));
     let ip = match value.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
         Ok(IpAddr::V4(ip)) => ip,
         Ok(IpAddr::V6(ip)) => {
             let v6 = host.ipv6.as_ref().ok_or_else(|| Miss::Ipv6Address { value: value.to_string() })?;
-            let index = holding_ipv6(&v6.addresses, ip);
-            let link = links.iter().find(|l| Some(l.index) == index);
-            let link = link.ok_or_else(|| Miss::NoSuchIpv6Address { value: value.to_string() })?;
+            let link = ipv6_holder(links, v6, ip).ok_or_else(|| Miss::NoSuchIpv6Address { value: value.to_string() })?;
             return first_usable(link, &via).map(|found| Found { ipv6: Some(ip), ..found });
         }
         Err(_) => {
@@ -319,26 +241,25 @@ fn by_iface<'a>(value: &str, host: &'a HostView) -> Result<Found<'a>, Miss> {
         }
     };
     let link = holding(links, ip).ok_or_else(|| Miss::NoSuchAddress { value: value.to_string() })?;
-    with_mtu(link, ip, &via)
+    with_mtu(link, Some(ip), &via)
 }
 
 /// One `--iface-regex`: IPv4 addresses first, across every interface, then (with IPv6) IPv6
 /// addresses, then names. Like flanneld, the first interface whose name matches is final even
 /// when it has no usable address.
-fn by_pattern<'a>(pattern: &regex::Regex, host: &'a HostView) -> Result<Found<'a>, Miss> {
+fn by_pattern<'a>(pattern: &regex::Regex, choice: &UnderlayChoice, host: &'a HostView) -> Result<Found<'a>, Miss> {
+    if host.ipv6_only().is_some() {
+        return ipv6_only::by_pattern(pattern, choice, host);
+    }
     let (links, via) = (&host.links, format!("--iface-regex={}", pattern.as_str()));
     let by_address = links.iter().find_map(|link| {
         usable_addresses(&link.addresses).into_iter().find(|ip| pattern.is_match(&ip.to_string())).map(|ip| (link, ip))
     });
     if let Some((link, ip)) = by_address {
         let ipv6 = host.ipv6.as_ref().and_then(|v6| matching_ipv6(pattern, &v6.addresses, link.index));
-        return with_mtu(link, ip, &via).map(|found| Found { ipv6, ..found });
+        return with_mtu(link, Some(ip), &via).map(|found| Found { ipv6, ..found });
     }
-    let by_ipv6 = host
-        .ipv6
-        .as_ref()
-        .and_then(|v6| links.iter().find_map(|link| matching_ipv6(pattern, &v6.addresses, link.index).map(|ip| (link, ip))));
-    if let Some((link, ipv6)) = by_ipv6 {
+    if let Some((link, ipv6)) = host.ipv6.as_ref().and_then(|v6| pattern_ipv6(pattern, links, v6)) {
         return first_usable(link, &via).map(|found| Found { ipv6: Some(ipv6), ..found });
     }
     let families = if host.ipv6.is_some() { "IPv4 or IPv6" } else { "IPv4" };
@@ -355,7 +276,7 @@ fn by_route<'a>(destination: Ipv4Addr, route: &Result<RouteHop, Errno>, links: &
     let hop = route.as_ref().map_err(|&errno| Miss::NoRoute { destination, errno })?;
     let link = route_link(hop, links, &via)?;
     match hop.source {
-        Some(source) => with_mtu(link, source, &via),
+        Some(source) => with_mtu(link, Some(source), &via),
         None => first_usable(link, &via),
     }
 }
@@ -364,17 +285,19 @@ fn by_route<'a>(destination: Ipv4Addr, route: &Result<RouteHop, Errno>, links: &
 /// `--public-ipv6`, else the default route's, which with IPv6 must be the IPv6 default route's
 /// too.
 fn by_default<'a>(choice: &UnderlayChoice, host: &'a HostView) -> Result<Found<'a>, UnderlayError> {
+    if let Some(v6) = host.ipv6_only() {
+        return ipv6_only::by_default(choice, host, v6);
+    }
     let available = || Available::of(host);
     let unusable = |miss| UnderlayError::Unusable { miss, available: available() };
     if let Some(public_ip) = choice.public_ip {
         let link = holding(&host.links, public_ip)
             .ok_or_else(|| UnderlayError::PublicIpNotLocal { public_ip, available: available() })?;
         let via = format!("--public-ip={public_ip}");
-        return with_mtu(link, public_ip, &via).and_then(|found| with_ipv6(found, choice, host, &via)).map_err(unusable);
+        return with_mtu(link, Some(public_ip), &via).and_then(|found| with_ipv6(found, choice, host, &via)).map_err(unusable);
     }
     if let (Some(v6), Some(public_ipv6)) = (&host.ipv6, choice.public_ipv6) {
-        let index = holding_ipv6(&v6.addresses, public_ipv6);
-        let link = host.links.iter().find(|l| Some(l.index) == index);
+        let link = ipv6_holder(&host.links, v6, public_ipv6);
         let link = link.ok_or_else(|| UnderlayError::PublicIpv6NotLocal { public_ipv6, available: available() })?;
         let found = first_usable(link, &format!("--public-ipv6={public_ipv6}")).map_err(unusable)?;
         return Ok(Found { ipv6: Some(public_ipv6), ..found });
@@ -401,11 +324,11 @@ fn first_usable<'a>(link: &'a Ipv4Link, via: &str) -> Result<Found<'a>, Miss> {
         .first()
         .copied()
         .ok_or_else(|| Miss::NoAddress { via: via.to_string(), name: link.name.clone() })?;
-    with_mtu(link, ip, via)
+    with_mtu(link, Some(ip), via)
 }
 
 /// flanneld refuses an interface whose MTU it cannot tell (0), since the VXLAN MTU derives from it.
-fn with_mtu<'a>(link: &'a Ipv4Link, ip: Ipv4Addr, via: &str) -> Result<Found<'a>, Miss> {
+fn with_mtu<'a>(link: &'a Ipv4Link, ip: Option<Ipv4Addr>, via: &str) -> Result<Found<'a>, Miss> {
     if link.mtu == 0 {
         return Err(Miss::NoMtu { via: via.to_string(), name: link.name.clone() });
     }

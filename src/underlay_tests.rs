@@ -1,17 +1,18 @@
 //! Unit tests of the underlay choice: flanneld's rules, one case each.
 
 use super::*;
+use crate::netlink::Ipv6Address;
 
-fn ip(s: &str) -> Ipv4Addr {
+pub(super) fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn link(index: u32, name: &str, addresses: &[&str]) -> Ipv4Link {
+pub(super) fn link(index: u32, name: &str, addresses: &[&str]) -> Ipv4Link {
     Ipv4Link { name: name.to_string(), index, mtu: 1500, addresses: addresses.iter().map(|a| ip(a)).collect() }
 }
 
 /// lo, eth0 with two addresses (as in issue 12), eth1 with a link-local one first.
-fn host() -> HostView {
+pub(super) fn host() -> HostView {
     HostView {
         links: vec![
             link(1, "lo", &["127.0.0.1"]),
@@ -25,23 +26,23 @@ fn host() -> HostView {
     }
 }
 
-fn iface(values: &[&str]) -> UnderlayChoice {
+pub(super) fn iface(values: &[&str]) -> UnderlayChoice {
     UnderlayChoice { ifaces: values.iter().map(|v| v.to_string()).collect(), ..UnderlayChoice::default() }
 }
 
-fn regex(patterns: &[&str]) -> UnderlayChoice {
+pub(super) fn regex(patterns: &[&str]) -> UnderlayChoice {
     UnderlayChoice { iface_regex: patterns.iter().map(|p| regex::Regex::new(p).unwrap()).collect(), ..UnderlayChoice::default() }
 }
 
 /// (interface, local address, PublicIP) or the error's text.
-fn pick(choice: &UnderlayChoice, host: &HostView) -> Result<(String, Ipv4Addr, Ipv4Addr), String> {
-    choose(choice, host)
-        .map(|c| (c.underlay.name, c.underlay.ip.unwrap(), c.underlay.public_ip.unwrap()))
-        .map_err(|e| e.to_string())
+type Picked = Result<(String, Option<Ipv4Addr>, Option<Ipv4Addr>), String>;
+
+fn pick(choice: &UnderlayChoice, host: &HostView) -> Picked {
+    choose(choice, host).map(|c| (c.underlay.name, c.underlay.ip, c.underlay.public_ip)).map_err(|e| e.to_string())
 }
 
-fn ok(name: &str, local: &str, public: &str) -> Result<(String, Ipv4Addr, Ipv4Addr), String> {
-    Ok((name.to_string(), ip(local), ip(public)))
+fn ok(name: &str, local: &str, public: &str) -> Picked {
+    Ok((name.to_string(), Some(ip(local)), Some(ip(public))))
 }
 
 #[test]
@@ -200,17 +201,17 @@ fn an_interface_with_mtu_zero_is_skipped() {
 
 use crate::netlink::Ipv6AddressFlags;
 
-const PERMANENT: Ipv6AddressFlags = Ipv6AddressFlags { permanent: true, ..NONE };
-const NONE: Ipv6AddressFlags =
+pub(super) const PERMANENT: Ipv6AddressFlags = Ipv6AddressFlags { permanent: true, ..NONE };
+pub(super) const NONE: Ipv6AddressFlags =
     Ipv6AddressFlags { permanent: false, deprecated: false, tentative: false, temporary: false, dad_failed: false };
 
-fn v6(index: u32, address: &str, flags: Ipv6AddressFlags) -> Ipv6Address {
+pub(super) fn v6(index: u32, address: &str, flags: Ipv6AddressFlags) -> Ipv6Address {
     Ipv6Address { index, ip: address.parse().unwrap(), flags }
 }
 
 /// [`host`] plus eth3 (IPv4 and only a link-local IPv6 address) and eth4 (no IPv6), every link's IPv6 addresses
 /// (eth0's in an order its ranking must change), and both default routes by eth0.
-fn host6() -> HostView {
+pub(super) fn host6() -> HostView {
     let mut host = host();
     host.links.push(link(5, "eth3", &["172.17.0.11"]));
     host.links.push(link(6, "eth4", &["172.18.0.11"]));
@@ -227,24 +228,24 @@ fn host6() -> HostView {
         v6(4, "fd20::11", PERMANENT),
         v6(5, "fe80::5", PERMANENT),
     ];
-    host.ipv6 = Some(Ipv6View { addresses, default_route: Some(RouteHop { interface: Some(2), source: None }) });
+    host.ipv6 = Some(Ipv6View { addresses, default_route: Some(RouteHop { interface: Some(2), source: None }), only: false });
     host
 }
 
 /// (interface, IPv4 local, IPv6 local, PublicIPv6) or the error's text.
-type Picked6 = Result<(String, Ipv4Addr, Option<Ipv6Addr>, Option<Ipv6Addr>), String>;
+type Picked6 = Result<(String, Option<Ipv4Addr>, Option<Ipv6Addr>, Option<Ipv6Addr>), String>;
 
 fn pick6(choice: &UnderlayChoice, host: &HostView) -> Picked6 {
     let chosen = choose(choice, host).map_err(|e| e.to_string())?;
     let u = chosen.underlay;
-    Ok((u.name, u.ip.unwrap(), u.ipv6, u.public_ipv6))
+    Ok((u.name, u.ip, u.ipv6, u.public_ipv6))
 }
 
 fn ok6(name: &str, local: &str, ipv6: &str, public_ipv6: &str) -> Picked6 {
-    Ok((name.to_string(), ip(local), Some(ipv6.parse().unwrap()), Some(public_ipv6.parse().unwrap())))
+    Ok((name.to_string(), Some(ip(local)), Some(ipv6.parse().unwrap()), Some(public_ipv6.parse().unwrap())))
 }
 
-fn with(mut choice: UnderlayChoice, public_ip: Option<&str>, public_ipv6: Option<&str>) -> UnderlayChoice {
+pub(super) fn with(mut choice: UnderlayChoice, public_ip: Option<&str>, public_ipv6: Option<&str>) -> UnderlayChoice {
     choice.public_ip = public_ip.map(ip);
     choice.public_ipv6 = public_ipv6.map(|a| a.parse().unwrap());
     choice
@@ -302,8 +303,16 @@ fn ipv6_choices_by_flanneld_rules_and_better() {
         ("IPv6 missing", iface(&["eth4"]), host6(), Err("--iface=eth4: interface eth4 has no usable IPv6 address".into())),
         ("regex, nothing", regex(&["^fd99:"]), host6(), Err("--iface-regex=^fd99:: matches no interface's IPv4 or IPv6 address or name".into())),
     ];
+    check(cases, pick6);
+}
+
+/// Runs each case through `pick`: an error must contain the expected text, anything else equal it.
+pub(super) fn check<T: PartialEq + std::fmt::Debug>(
+    cases: Vec<(&str, UnderlayChoice, HostView, Result<T, String>)>,
+    pick: impl Fn(&UnderlayChoice, &HostView) -> Result<T, String>,
+) {
     for (case, choice, host, expected) in cases {
-        match (pick6(&choice, &host), expected) {
+        match (pick(&choice, &host), expected) {
             (Err(error), Err(expected)) => assert!(error.contains(&expected), "{case}: {error}"),
             (got, expected) => assert_eq!(got, expected, "{case}"),
         }
@@ -317,7 +326,7 @@ fn an_ipv4_only_config_never_looks_at_ipv6() {
     let error = pick6(&iface(&["fd18::11"]), &host()).unwrap_err();
     assert!(error.contains("--iface=fd18::11: an IPv6 address, and the network config does not enable IPv6"), "{error}");
     let choice = with(UnderlayChoice::default(), None, Some("fd18::11"));
-    assert_eq!(pick6(&choice, &host()), Ok(("eth0".into(), ip("192.168.78.11"), None, None)));
+    assert_eq!(pick6(&choice, &host()), Ok(("eth0".into(), Some(ip("192.168.78.11")), None, None)));
 }
 
 #[test]

@@ -75,8 +75,9 @@ pub fn listed_ipv6(addresses: &[Ipv6Address], index: u32) -> Vec<Ipv6Address> {
 
 /// The interface that holds `ip` among any of its IPv6 addresses (an exact match counts
 /// whatever the address's flags, as flanneld's `GetInterfaceByIP6`), first in the kernel's order.
-pub fn holding_ipv6(addresses: &[Ipv6Address], ip: Ipv6Addr) -> Option<u32> {
-    addresses.iter().find(|a| a.ip == ip).map(|a| a.index)
+pub(super) fn ipv6_holder<'a>(links: &'a [Ipv4Link], v6: &Ipv6View, ip: Ipv6Addr) -> Option<&'a Ipv4Link> {
+    let index = v6.addresses.iter().find(|a| a.ip == ip).map(|a| a.index)?;
+    links.iter().find(|l| l.index == index)
 }
 
 /// One address as an error lists it: `fd18::11`, with the flags that ranked it low in brackets.
@@ -101,6 +102,9 @@ pub struct Ipv6View {
     pub addresses: Vec<Ipv6Address>,
     /// The main table's first IPv6 default route, when one was looked for and found.
     pub default_route: Option<RouteHop>,
+    /// The network config is IPv6 only (`"EnableIPv4": false`): IPv4 addresses, the IPv4
+    /// default route and `--iface-can-reach` (an IPv4 destination) do not count.
+    pub only: bool,
 }
 
 /// Settles the IPv6 side of `found` when the config enables IPv6 and the flag did not: the
@@ -113,6 +117,12 @@ pub(super) fn with_ipv6<'a>(found: Found<'a>, choice: &UnderlayChoice, host: &Ho
         Some(address) => Ok(Found { ipv6: Some(address.ip), ..found }),
         None => Err(Miss::NoIpv6Address { via: via.to_string(), name: found.link.name.clone() }),
     }
+}
+
+/// The first interface, in the kernel's order, with a usable IPv6 address `pattern` matches,
+/// and its best such address.
+pub(super) fn pattern_ipv6<'a>(pattern: &regex::Regex, links: &'a [Ipv4Link], v6: &Ipv6View) -> Option<(&'a Ipv4Link, Ipv6Addr)> {
+    links.iter().find_map(|link| matching_ipv6(pattern, &v6.addresses, link.index).map(|ip| (link, ip)))
 }
 
 /// The best usable IPv6 address of link `index` that `pattern` matches.
