@@ -12,7 +12,7 @@ use serde_json::Value;
 const IPV4_ONLY: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const DUAL: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
 const CONVERGE: Duration = Duration::from_secs(20);
-const DUAL_PEERS: &str = "the cluster has dual-stack or IPv6-only peers";
+const DUAL_PEERS: &str = "the cluster has dual-stack peers";
 
 /// The VTEP address (`10.5.3.0`) of the subnet a lease key names (`10.5.3.0-24&…`).
 fn vtep(key: &str) -> Ipv4Addr {
