@@ -37,6 +37,8 @@ pub enum LeaseError {
 
 mod claim;
 mod codec;
+#[cfg(test)]
+mod ipv6_only_tests;
 mod key;
 #[cfg(test)]
 mod tests;
