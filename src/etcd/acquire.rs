@@ -42,6 +42,7 @@ impl Registry {
                     let subnet = existing.subnet.filter(|_| config.ipv4.is_some());
                     self.take_over(existing, (subnet, ipv6_subnet), attrs, ttl).await?
                 }
+                Claim::Extend { lease, subnet } => self.take_over(lease, (Some(*subnet), ipv6_subnet), attrs, ttl).await?,
                 Claim::Free(id) => self.create(id.ipv4(), ipv6_subnet, attrs, ttl).await?,
             };
             match won {
@@ -93,8 +94,9 @@ impl Registry {
 
     /// Rewrites an existing lease with our attributes and `subnets` (IPv4, IPv6: a lease from
     /// before IPv6 was turned on gains an IPv6 subnet, keeping its IPv4 one; one from before
-    /// IPv4 was turned off loses its IPv4 part; its key then changes, so the old key is
-    /// deleted in the same transaction), if nobody changed it since we read it. A reservation
+    /// IPv4 was turned off loses its IPv4 part, one from before it was turned back on gains
+    /// one; its key then changes, so the old key is deleted in the same transaction), if nobody
+    /// changed it since we read it and no key names an IPv4 subnet it gains. A reservation
     /// stays a reservation (no etcd lease, never expires).
     async fn take_over(
         &self,
@@ -105,13 +107,17 @@ impl Registry {
     ) -> Result<Option<Lease>, RegistryError> {
         let old_key = self.keys.lease_of(existing);
         let etcd_lease = if existing.is_reservation() { None } else { Some(self.grant(ttl).await?) };
-        let condition = Compare::mod_revision(old_key.clone(), CompareOp::Equal, existing.mod_revision);
+        let mut conditions = vec![Compare::mod_revision(old_key.clone(), CompareOp::Equal, existing.mod_revision)];
+        if let (None, Some(gained)) = (existing.subnet, subnet) {
+            // As `create`: no other key may name an IPv4 subnet we gain.
+            conditions.push(Compare::version(self.keys.lease(LeaseId::Ipv4(gained)), CompareOp::Equal, 0).with_prefix());
+        }
         let lease = Lease { subnet, ipv6_subnet, attrs: attrs.clone(), etcd_lease, mod_revision: 0, ..existing.clone() };
         let moved = self.keys.lease_of(&lease) != old_key;
         // A new key is a new key: its create revision is the transaction's.
         let lease = if moved { Lease { create_revision: 0, ..lease } } else { lease };
         let delete_old = if moved { vec![TxnOp::delete(old_key, None)] } else { Vec::new() };
-        let taken = self.put_if(vec![condition], delete_old, lease).await?;
+        let taken = self.put_if(conditions, delete_old, lease).await?;
         if let (Some(_), Some(EtcdLeaseId(old))) = (&taken, existing.etcd_lease) {
             // The key now hangs on the new etcd lease; the old one would idle until it expires.
             if let Err(error) = self.call("revoke old lease", |c| async move { c.lease_client().revoke(old).await }).await {
@@ -205,13 +211,17 @@ fn choose(
         let claim = lease::choose_ipv6_only_claim(v6, attrs, &listing.leases, &taken, previous.ipv6_subnet)
             .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })?;
         let ipv6_subnet = match &claim {
-            Claim::Existing(lease) => lease.ipv6_subnet,
             Claim::Free(id) => id.ipv6(),
+            existing => existing.existing().and_then(|lease| lease.ipv6_subnet),
         };
         return Ok((claim, ipv6_subnet));
     };
     let claim = lease::choose_claim(v4, attrs, &listing.leases, &listing.occupied(), previous.subnet)
         .ok_or(RegistryError::OutOfSubnets { min: v4.subnet_min, max: v4.subnet_max })?;
+    let claim = match &config.ipv6 {
+        Some(v6) => lease::extending_ipv6_only(claim, v6, attrs, &listing.leases),
+        None => claim,
+    };
     let ipv6_subnet = choose_ipv6(config, &claim, &claims, previous.ipv6_subnet)?;
     Ok((claim, ipv6_subnet))
 }
@@ -229,9 +239,9 @@ fn choose_ipv6(
     previous: Option<Ipv6Network>,
 ) -> Result<Option<Ipv6Network>, RegistryError> {
     let Some(v6) = &config.ipv6 else { return Ok(None) };
-    let (current, holder) = match claim {
-        Claim::Existing(lease) => (lease.ipv6_subnet, Some(lease.id())),
-        Claim::Free(_) => (None, None),
+    let (current, holder) = match claim.existing() {
+        Some(lease) => (lease.ipv6_subnet, Some(lease.id())),
+        None => (None, None),
     };
     let taken: BTreeSet<Ipv6Network> =
         claims.iter().filter(|c| holder.is_none() || c.holds != holder).map(|c| c.subnet).collect();

@@ -113,6 +113,19 @@ pub enum Claim {
     /// A free subnet to create a new lease for: an IPv4 subnet, or under an IPv6-only config
     /// an IPv6 one.
     Free(LeaseId),
+    /// Our IPv6-only lease, from before IPv4 was turned on: it gains the free IPv4 `subnet`
+    /// and keeps its IPv6 one.
+    Extend { lease: Lease, subnet: Ipv4Network },
+}
+
+impl Claim {
+    /// The lease claimed as it is, if any (taken over or extended).
+    pub fn existing(&self) -> Option<&Lease> {
+        match self {
+            Claim::Existing(lease) | Claim::Extend { lease, .. } => Some(lease),
+            Claim::Free(_) => None,
+        }
+    }
 }
 
 /// Chooses our lease: an existing one with our PublicIP (`ours.public_ip`), else the lease on
@@ -140,6 +153,19 @@ pub fn choose_claim(
         return Some(Claim::Free(LeaseId::Ipv4(subnet)));
     }
     pick_free_subnet(config, occupied).map(|subnet| Claim::Free(LeaseId::Ipv4(subnet)))
+}
+
+/// Under a dual-stack config (`v6`), a free IPv4 `claim` becomes [`Claim::Extend`] when one of
+/// `leases` is our IPv6-only lease (our PublicIPv6, an IPv6 subnet `v6` hands out): turning
+/// IPv4 back on keeps each host's IPv6 subnet, as turning IPv6 on keeps its IPv4 one.
+pub fn extending_ipv6_only(claim: Claim, v6: &Ipv6Config, ours: &LeaseAttrs, leases: &[Lease]) -> Claim {
+    let Claim::Free(LeaseId::Ipv4(subnet)) = claim else { return claim };
+    let fits = |l: &&Lease| l.subnet.is_none() && l.ipv6_subnet.is_some_and(|s| ipv6_subnet_fits(v6, s));
+    let ours_v6 = |l: &&Lease| ours.public_ipv6.is_some() && l.attrs.public_ipv6 == ours.public_ipv6;
+    match leases.iter().filter(fits).find(ours_v6) {
+        Some(lease) => Claim::Extend { lease: lease.clone(), subnet },
+        None => claim,
+    }
 }
 
 /// Chooses our lease under an IPv6-only config, in the same order as [`choose_claim`]: a lease

@@ -108,3 +108,25 @@ fn an_ipv6_only_claim_prefers_our_lease_then_previous_subnet_then_random() {
     let all: BTreeSet<Ipv6Network> = (1..=4).map(|n| format!("fd00:5:0:{n}::/64").parse().unwrap()).collect();
     assert_eq!(choose_ipv6_only_claim(&v6, &me, &leases, &all, None), None, "every IPv6 subnet is taken");
 }
+
+/// Turning IPv4 back on: a free IPv4 claim extends our IPv6-only lease (found by PublicIPv6)
+/// rather than leaving it to name our IPv6 subnet while we lease another; no other lease is
+/// extended, and a claim that is not free is left as it is.
+#[test]
+fn turning_ipv4_on_extends_our_ipv6_only_lease() {
+    let config = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#).unwrap();
+    let v6 = config.ipv6.unwrap();
+    let mine = ipv6_only_lease("fd00:5:0:2::/64", "fd18::b", 0x11);
+    let other = ipv6_only_lease("fd00:5:0:3::/64", "fd18::c", 0x12);
+    let me = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 11), 1, MacAddr([2, 0, 0, 0, 0, 0x11]))
+        .with_ipv6("fd18::b".parse().unwrap(), MacAddr([2, 0, 0, 0, 6, 0x11]));
+    let free = Claim::Free("10.5.9.0/24".parse().unwrap());
+    let subnet = "10.5.9.0/24".parse().unwrap();
+    let leases = [other.clone(), mine.clone()];
+    assert_eq!(extending_ipv6_only(free.clone(), &v6, &me, &leases), Claim::Extend { lease: mine.clone(), subnet });
+    assert_eq!(extending_ipv6_only(free.clone(), &v6, &me, std::slice::from_ref(&other)), free, "not ours: a fresh lease");
+    let existing = Claim::Existing(base());
+    assert_eq!(extending_ipv6_only(existing.clone(), &v6, &me, &leases), existing);
+    let no_ipv6 = LeaseAttrs::vxlan(Ipv4Addr::new(198, 18, 0, 11), 1, MacAddr([2, 0, 0, 0, 0, 0x11]));
+    assert_eq!(extending_ipv6_only(free.clone(), &v6, &no_ipv6, &leases), free);
+}

@@ -44,8 +44,8 @@ mod key;
 mod tests;
 
 pub use claim::{
-    candidate_subnets, choose_claim, choose_ipv6_only_claim, choose_ipv6_subnet, ipv6_subnet_fits, pick_free_subnet, subnet_fits,
-    Claim,
+    candidate_subnets, choose_claim, choose_ipv6_only_claim, choose_ipv6_subnet, extending_ipv6_only, ipv6_subnet_fits,
+    pick_free_subnet, subnet_fits, Claim,
 };
 pub use codec::{LeaseAttrs, VxlanData};
 pub use key::{lease_key, parse_lease_id, parse_lease_key, subnet_key};
