@@ -1,7 +1,8 @@
 //! IPv4 turned off (and on again) host by host with real weftd and etcd on the lab's underlay:
 //! each host restarted under `"EnableIPv4": false` keeps its IPv6 subnet (its dual-stack key
 //! loses its IPv4 part in one transaction) while its peers, still dual-stack, keep reaching it
-//! over IPv6; and `weftd status` on an IPv6-only host, healthy and then not.
+//! over IPv6; `weftd status` on an IPv6-only host, healthy and then not; and IPv4 turned back
+//! on, which should keep every IPv6 subnet the same way (ignored: weftd does not yet).
 
 use std::time::Duration;
 
@@ -167,4 +168,33 @@ fn weftd_status_on_an_ipv6_only_host_is_healthy_and_names_its_peers() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("MISSING") && text.contains("ipv6 0 of 1 ok") && text.ends_with("NOT healthy\n"), "{text}");
+}
+
+/// IPv4 on again, the roll-out in reverse: each host restarted dual-stack should keep its
+/// IPv6 subnet, its key `fd00:5:0:9::-64` becoming `10.5.3.0-24&fd00:5:0:9::-64` in one
+/// transaction, while its IPv6-only peers keep reaching it.
+#[test]
+#[ignore = "weftd bug (v6only 6f051bf): the restarted host keeps its IPv6-only key and draws another IPv6 subnet; its IPv6-only peers skip the new lease (its VtepMAC belongs to the old key) until the old key's etcd lease expires"]
+fn turning_ipv4_back_on_keeps_every_ipv6_subnet() {
+    let mut lab = Lab::new();
+    lab.put_network_config(IPV6_ONLY);
+    let (a, b) = (lab.add_host(), lab.add_host());
+    let mut daemon_a = lab.start_weftd(a, &[]);
+    let _daemon_b = lab.start_weftd(b, &[]);
+    let only_a = wait_lease(&lab, a, false);
+    for n in [a, b] {
+        lab.wait_ipv6_subnet_env(n, CONVERGE);
+        lab.attach_container_ipv6_only(n);
+    }
+    wait_container_ping6(&lab, b, a);
+
+    lab.put_network_config(DUAL);
+    daemon_a.wait_log("network config in etcd changed", CONVERGE);
+    daemon_a.terminate();
+    let _daemon_a = lab.start_weftd(a, &[]);
+    let dual_a = wait_lease(&lab, a, true);
+    assert_eq!(dual_a.ipv6_subnet, only_a.ipv6_subnet, "the IPv6 subnet is kept: {:?}", lab.lease_keys());
+    lab.assert_moved_in_one_transaction(&only_a.key, &dual_a.key);
+    poll("host b's IPv6 entries for host a", CONVERGE, || (lab.host(b).ipv6_tables() == dual_a.ipv6_tables()).then_some(()));
+    wait_container_ping6(&lab, b, a);
 }
