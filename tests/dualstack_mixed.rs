@@ -19,20 +19,6 @@ fn vtep(key: &str) -> Ipv4Addr {
     key.split('-').next().unwrap().parse().unwrap()
 }
 
-/// The revision etcd created `key` at.
-fn create_revision(lab: &Lab, key: &str) -> i64 {
-    let out = lab.etcdctl(&["get", "-w", "json", "--", key]);
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["kvs"][0]["create_revision"].as_i64().unwrap_or_else(|| panic!("{key}: {doc}"))
-}
-
-/// Whether `key` existed at `revision` (`etcdctl get --rev`).
-fn existed_at(lab: &Lab, key: &str, revision: i64) -> bool {
-    let out = lab.etcdctl(&["get", "-w", "json", &format!("--rev={revision}"), "--", key]);
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["kvs"].as_array().is_some_and(|kvs| !kvs.is_empty())
-}
-
 /// The README's roll-out: the config turns IPv6 on, running hosts only say a restart applies
 /// it, each host restarted keeps its IPv4 subnet (its key gains an IPv6 part, the old key
 /// deleted in the same transaction) while the others, still IPv4-only, keep reaching it. Then
@@ -52,9 +38,7 @@ fn turning_ipv6_on_then_off_host_by_host_keeps_every_ipv4_subnet() {
     daemon_a.terminate();
     daemon_a = lab.start_weftd(a, &[]);
     let a_dual = lab.wait_lease_key_of(a, CONVERGE, |k| k.starts_with(&format!("{a_key}&fd00:5:")));
-    let revision = create_revision(&lab, &format!("{SUBNETS}{a_dual}"));
-    let old = format!("{SUBNETS}{a_key}");
-    assert!(existed_at(&lab, &old, revision - 1) && !existed_at(&lab, &old, revision), "old key deleted in the same transaction");
+    lab.assert_moved_in_one_transaction(&a_key, &a_dual);
     assert_eq!(lab.lease_keys().len(), 2, "{:?}", lab.lease_keys());
     // The restarted daemon rewrites the IPv4-only file it finds once its first pass has run.
     poll("host a's subnet.env to gain FLANNEL_IPV6_SUBNET", CONVERGE, || {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use lab::dualstack::{Ipv6Tables, DEVICE6, SUBNETS};
 use lab::ipv6_only::ipv6_only_lease_value;
+use lab::lease_moves::ipv6_only_subnet_env;
 use lab::{poll, Lab, Weftd};
 use serde_json::Value;
 
@@ -111,14 +112,6 @@ fn wait_container_ping(lab: &Lab, from: usize, to: usize) {
     poll(&format!("container {from} to ping container {to} at {dst}"), CONVERGE, || lab.container_ping(from, dst).then_some(()));
 }
 
-/// What subnet.env must hold for the lease `subnet` (`fd00:5:0:9::/64`) at `mtu`: flanneld's
-/// lines for the IPv6 family alone, in its order.
-fn expected_subnet_env(subnet: &str, mtu: u64) -> String {
-    let (network, len) = subnet.split_once('/').unwrap();
-    let bridge = Ipv6Addr::from(u128::from(network.parse::<Ipv6Addr>().unwrap()) + 1);
-    format!("FLANNEL_IPV6_NETWORK=fd00:5::/48\nFLANNEL_IPV6_SUBNET={bridge}/{len}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\n")
-}
-
 fn subnet_env_text(lab: &Lab, n: usize) -> String {
     std::fs::read_to_string(&lab.host(n).subnet_file).unwrap_or_else(|e| panic!("host {n}'s subnet.env: {e}"))
 }
@@ -136,7 +129,7 @@ fn check_host(lab: &Lab, n: usize) {
     assert_eq!(Some(lease.key.clone()), lab.own_ipv6_only_key(n), "host {n}: the key is the IPv6 part alone");
     assert!(lease.key.starts_with("fd00:5:0:") && lease.key.ends_with("::-64"), "host {n}: {}", lease.key);
     assert_eq!(lab.etcd_get(&format!("{SUBNETS}{}", lease.key)), Some(ipv6_only_lease_value(host.underlay_ipv6, mac)));
-    assert_eq!(subnet_env_text(lab, n), expected_subnet_env(&lease.subnet, mtu), "host {n}'s subnet.env");
+    assert_eq!(subnet_env_text(lab, n), ipv6_only_subnet_env(&lease.subnet, mtu), "host {n}'s subnet.env");
 
     let vtep = lease.subnet.replace("/64", "");
     assert_eq!(host.global_ipv6_addresses(DEVICE6), [(vtep, 128)], "host {n}: the lease's network address as a /128");

@@ -9,20 +9,11 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn status(lab: &Lab, n: usize, extra: &[&str]) -> Output {
-    status_via(lab, n, &lab.etcd_endpoint(), extra)
-}
-
-fn status_via(lab: &Lab, n: usize, endpoint: &str, extra: &[&str]) -> Output {
-    let bin = lab::weftd_bin();
-    let mut args = vec![bin.to_str().unwrap(), "status", "--etcd-endpoints", endpoint, "--iface", "eth0"];
-    args.extend_from_slice(extra);
-    lab.host(n).exec(&args)
+    lab.weftd_status(n, extra)
 }
 
 fn json_status(lab: &Lab, n: usize) -> (i32, Value) {
-    let out = status(lab, n, &["--json"]);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"));
-    (out.status.code().unwrap(), json)
+    lab.weftd_status_json(n)
 }
 
 #[test]
@@ -70,7 +61,7 @@ fn status_reports_every_lease_and_each_peer_s_kernel_entries() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!((out.status.code(), stderr.lines().count()), (Some(2), 1), "{stderr}");
     assert!(stderr.contains("no network config at /nothing/here/config"), "{stderr}");
-    let out = status_via(&lab, hosts[0], "http://198.18.0.250:2379", &[]);
+    let out = lab.weftd_status_via(hosts[0], "http://198.18.0.250:2379", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with("weftd status: cannot reach etcd at http://198.18.0.250:2379"), "{stderr}");

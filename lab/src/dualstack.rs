@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{poll, Host, Lab};
+use crate::{Host, Lab};
 
 /// The lease keys' prefix in the lab's etcd.
 pub const SUBNETS: &str = "/coreos.com/network/subnets/";
@@ -27,10 +27,7 @@ impl Lab {
 
     /// Waits until some lease key names host `n`'s PublicIP and `ok` accepts its name; the name.
     pub fn wait_lease_key_of(&self, n: usize, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
-        let ip = format!(r#""PublicIP":"{}""#, self.host(n).underlay_ip);
-        poll(&format!("a lease key of host {n} as wanted"), timeout, || {
-            self.lease_keys().into_iter().find(|(key, value)| value.contains(&ip) && ok(key)).map(|(key, _)| key)
-        })
+        self.wait_lease_key_with(&format!(r#""PublicIP":"{}""#, self.host(n).underlay_ip), timeout, ok)
     }
 }
 

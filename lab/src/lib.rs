@@ -25,6 +25,7 @@ pub mod firewall;
 pub mod hostile;
 pub mod http;
 pub mod ipv6_only;
+pub mod lease_moves;
 pub mod links;
 pub mod names;
 
