@@ -181,6 +181,7 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
     let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
 
+    remove_disabled_devices(&kernel, &config).await?;
     let ipv4_device = ipv4_device(&kernel, &config, &underlay).await?;
     let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, ipv4_device.as_ref().map(|(_, device)| device.mac)).await?;
     let previous = Previous {
@@ -358,6 +359,25 @@ fn start_names_tasks(
 /// Whether etcd answers a trivial request now: the probe behind `/healthz`.
 async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
+}
+
+/// Removes the VXLAN device of a family the config does not enable, left by a run before that
+/// family was turned off (`flannel.<VNI>` under an IPv6-only config, `flannel-v6.<VNI>` under an
+/// IPv4-only one): it carries only stale state, such as the address of a subnet no longer ours
+/// and routes to peers' former subnets. `ip link del`.
+///
+/// # Errors
+/// The kernel refused to show or delete the device.
+async fn remove_disabled_devices(kernel: &Kernel, config: &NetworkConfig) -> Result<(), DaemonError> {
+    let vni = config.backend.vni;
+    let disabled = [(config.ipv4.is_none(), model::device_name(vni)), (config.ipv6.is_none(), model::ipv6_device_name(vni))];
+    for (_, name) in disabled.into_iter().filter(|(off, _)| *off) {
+        // Only a VXLAN device: a link of another kind by that name is not ours.
+        let Some(device) = kernel.vxlan_device(&name).await?.filter(|device| device.spec.is_some()) else { continue };
+        kernel.delete_link(device.index).await?;
+        tracing::info!(device = %name, "removed the VXLAN device of an address family the network config no longer enables");
+    }
+    Ok(())
 }
 
 /// The IPv4 device, `flannel.<VNI>`, created or adopted before our lease is acquired (the

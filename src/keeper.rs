@@ -169,7 +169,7 @@ impl LeaseKeeper {
             match self.registry.rewrite(current, attrs).await {
                 Ok(Some(lease)) => {
                     outage.recovered();
-                    tracing::info!(subnet = %lease.id(), public_ip = %attrs.public_ip, vtep_mac = attrs.backend_data.as_ref().map(|data| tracing::field::display(data.vtep_mac)), "lease re-advertised");
+                    log_readvertised(&lease);
                     own.send_replace(lease);
                     return None;
                 }
@@ -182,6 +182,21 @@ impl LeaseKeeper {
             tokio::time::sleep(outage.backoff()).await;
         }
     }
+}
+
+/// Logs what our lease now advertises: each part it has (an IPv6-only lease has no IPv4 one).
+fn log_readvertised(lease: &Lease) {
+    let attrs = &lease.attrs;
+    let ipv4 = attrs.backend_data.as_ref().map(|data| (attrs.public_ip, data.vtep_mac));
+    let ipv6 = attrs.public_ipv6.zip(attrs.backend_v6_data.as_ref().map(|data| data.vtep_mac));
+    tracing::info!(
+        subnet = %lease.id(),
+        public_ip = ipv4.map(|(ip, _)| tracing::field::display(ip)),
+        vtep_mac = ipv4.map(|(_, mac)| tracing::field::display(mac)),
+        public_ipv6 = ipv6.map(|(ip, _)| tracing::field::display(ip)),
+        ipv6_vtep_mac = ipv6.map(|(_, mac)| tracing::field::display(mac)),
+        "lease re-advertised"
+    );
 }
 
 /// What our lease's key holds, as far as the lease keeper is concerned.

@@ -67,6 +67,7 @@ fn turning_ipv6_on_then_off_host_by_host_keeps_every_ipv4_subnet() {
     lab.wait_lease_key_of(a, CONVERGE, |k| k == a_key);
     assert!(!lab.lease_keys().contains_key(&a_dual), "{:?}", lab.lease_keys());
     poll("host a to reach host b's VTEP over IPv4", CONVERGE, || lab.host(a).ping(vtep(&b_key)).then_some(()));
+    assert!(lab.host(a).link_details("flannel-v6.1").is_none(), "flannel-v6.1 left from the dual-stack run is removed");
 }
 
 /// An IPv4-only host meeting peers with broken IPv6 parts (a misaligned IPv6 subnet in the

@@ -2,7 +2,7 @@
 //! each host restarted under `"EnableIPv4": false` keeps its IPv6 subnet (its dual-stack key
 //! loses its IPv4 part in one transaction) while its peers, still dual-stack, keep reaching it
 //! over IPv6; `weftd status` on an IPv6-only host, healthy and then not; and IPv4 turned back
-//! on, which should keep every IPv6 subnet the same way (ignored: weftd does not yet).
+//! on, which keeps every IPv6 subnet the same way.
 
 use std::time::Duration;
 
@@ -71,7 +71,8 @@ fn wait_container_ping6(lab: &Lab, from: usize, to: usize) {
 /// Restarts host N's weftd under the IPv6-only config written before, and checks its move:
 /// the key is `before`'s IPv6 part alone (the old key deleted in the same transaction), the
 /// value flanneld's IPv6-only bytes with the same MAC, subnet.env the IPv6 lines alone with the
-/// same FLANNEL_IPV6_SUBNET. The restarted daemon.
+/// same FLANNEL_IPV6_SUBNET, and flannel.1 (with its old subnet's address and the peers' old
+/// IPv4 entries) gone. The restarted daemon.
 fn restart_ipv6_only(lab: &Lab, n: usize, daemon: &mut Weftd, before: &Seen) -> Weftd {
     daemon.wait_log("network config in etcd changed", CONVERGE);
     let env_before = lab.host(n).subnet_env().unwrap();
@@ -89,6 +90,7 @@ fn restart_ipv6_only(lab: &Lab, n: usize, daemon: &mut Weftd, before: &Seen) -> 
     poll(&format!("host {n}'s subnet.env to hold the IPv6 lines alone"), CONVERGE, || {
         std::fs::read_to_string(&host.subnet_file).ok().filter(|text| *text == want)
     });
+    assert!(host.link_details("flannel.1").is_none(), "host {n}: flannel.1 left from the dual-stack run is removed");
     restarted
 }
 
@@ -174,7 +176,6 @@ fn weftd_status_on_an_ipv6_only_host_is_healthy_and_names_its_peers() {
 /// IPv6 subnet, its key `fd00:5:0:9::-64` becoming `10.5.3.0-24&fd00:5:0:9::-64` in one
 /// transaction, while its IPv6-only peers keep reaching it.
 #[test]
-#[ignore = "weftd bug (v6only 6f051bf): the restarted host keeps its IPv6-only key and draws another IPv6 subnet; its IPv6-only peers skip the new lease (its VtepMAC belongs to the old key) until the old key's etcd lease expires"]
 fn turning_ipv4_back_on_keeps_every_ipv6_subnet() {
     let mut lab = Lab::new();
     lab.put_network_config(IPV6_ONLY);

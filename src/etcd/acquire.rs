@@ -51,6 +51,7 @@ impl Registry {
                     Some(first) => {
                         let (ipv6_subnet, holder) = (lease.ipv6_subnet.map(|s| s.to_string()), first.key);
                         tracing::info!(ipv6_subnet, %holder, "another key named our IPv6 subnet first; choosing another");
+                        self.give_up_ipv6_only(&lease).await?;
                     }
                 },
                 None => tracing::debug!(?claim, "lost a race for a subnet; choosing again"),
@@ -70,6 +71,28 @@ impl Registry {
         let Some(subnet) = ours.ipv6_subnet else { return Ok(None) };
         let claims = self.list_leases().await?.ipv6_claims();
         Ok(first_ipv6_claim(&claims, subnet, (ours.create_revision, &ours.key_name())).cloned())
+    }
+
+    /// Deletes the key of our IPv6-only `lease` if nobody changed it since we wrote it: its key
+    /// is the IPv6 subnet another key named first, so it holds nothing we keep (a dual-stack key
+    /// instead moves with its new IPv6 subnet). A reservation is the operator's and stays.
+    async fn give_up_ipv6_only(&self, lease: &Lease) -> Result<(), RegistryError> {
+        if lease.subnet.is_some() || lease.is_reservation() {
+            return Ok(());
+        }
+        let key = self.keys.lease_of(lease);
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(key.clone(), CompareOp::Equal, lease.mod_revision)])
+            .and_then(vec![TxnOp::delete(key, None)]);
+        let floor = self.store.floor();
+        let response = self
+            .call("give up a contested IPv6-only key", |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
+        self.store.response(response.header(), floor);
+        Ok(())
     }
 
     /// Creates a lease only if no key names its IPv4 subnet (`version == 0` over every key
@@ -208,7 +231,9 @@ fn choose(
         // A config has at least one family (`NetworkConfig::parse`).
         let v6 = config.ipv6.as_ref().expect("an IPv6-only config has IPv6");
         let taken = claims.iter().map(|c| c.subnet).collect();
-        let claim = lease::choose_ipv6_only_claim(v6, attrs, &listing.leases, &taken, previous.ipv6_subnet)
+        // A lease whose IPv6 subnet another key named first is no lease to take over.
+        let uncontested: Vec<&Lease> = listing.leases.iter().filter(|l| !lost_ipv6_contest(&claims, l)).collect();
+        let claim = lease::choose_ipv6_only_claim(v6, attrs, &uncontested, &taken, previous.ipv6_subnet)
             .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })?;
         let ipv6_subnet = match &claim {
             Claim::Free(id) => id.ipv6(),
@@ -248,6 +273,13 @@ fn choose_ipv6(
     lease::choose_ipv6_subnet(v6, &taken, current, previous)
         .map(Some)
         .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })
+}
+
+/// Whether an IPv6-only `lease`'s subnet is named by another key that ranks before it.
+fn lost_ipv6_contest(claims: &[Ipv6Claim], lease: &Lease) -> bool {
+    let Some(subnet) = lease.ipv6_subnet.filter(|_| lease.subnet.is_none()) else { return false };
+    let key = claims.iter().find(|c| c.holds == Some(lease.id())).map_or_else(|| lease.key_name(), |c| c.key.clone());
+    first_ipv6_claim(claims, subnet, (lease.create_revision, &key)).is_some()
 }
 
 /// The first-ranked of the keys other than ours (ranked `ours`: create revision, key name)

@@ -1,20 +1,20 @@
-//! What the lease follower says about peers' IPv6 parts: once, on an IPv4-only host, that the
+//! What the lease follower of an IPv4-only host says about peers' IPv6 parts: once, that the
 //! cluster has dual-stack peers; and once per key whose IPv6 part no host can use. Neither costs
 //! a peer its IPv4 part, which weft programs either way (flanneld v0.20.2 drops or panics on
-//! such a lease instead).
+//! such a lease instead). A host with IPv6 on says nothing here: its IPv6 pass names every part
+//! it skips, by the same rules and more (the config's IPv6 range).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::config::Ipv6Config;
-use crate::lease::{self, Lease};
+use crate::lease::Lease;
 use crate::log_within;
 use crate::logtext::{self, LogBudget};
 
-/// Why `lease`'s IPv6 part is unusable, in words naming the rule; `None` when it has a usable
-/// one, or none at all. `v6` (this host's IPv6 config, if dual-stack) adds the rule that the
-/// subnet is one the IPv6 allocator could have handed out.
-pub fn ipv6_problem(lease: &Lease, v6: Option<&Ipv6Config>) -> Option<String> {
+/// Why `lease`'s IPv6 part is unusable by any host, in words naming the rule; `None` when it
+/// has a usable one, or none at all.
+pub fn ipv6_problem(lease: &Lease) -> Option<String> {
     let attrs = &lease.attrs;
     if let Some(error) = &attrs.ipv6_error {
         return Some(format!("its PublicIPv6 or BackendV6Data cannot be read: {error}"));
@@ -26,25 +26,16 @@ pub fn ipv6_problem(lease: &Lease, v6: Option<&Ipv6Config>) -> Option<String> {
     if attrs.public_ipv6.is_none() || attrs.backend_v6_data.is_none() {
         return Some("its key names an IPv6 subnet but its value lacks PublicIPv6 or BackendV6Data".into());
     }
-    if subnet.ip() != subnet.network() {
-        return Some(format!(
-            "its key's IPv6 subnet {subnet} has host bits set (flannel writes {}/{})",
-            subnet.network(),
-            subnet.prefix()
-        ));
-    }
-    let v6 = v6.filter(|v6| !lease::ipv6_subnet_fits(v6, subnet))?;
-    Some(format!(
-        "its IPv6 subnet {subnet} is not a /{} between IPv6SubnetMin {} and IPv6SubnetMax {}",
-        v6.subnet_len, v6.subnet_min, v6.subnet_max
-    ))
+    (subnet.ip() != subnet.network()).then(|| {
+        format!("its key's IPv6 subnet {subnet} has host bits set (flannel writes {}/{})", subnet.network(), subnet.prefix())
+    })
 }
 
 /// The follower's notes about IPv6 parts: each said once (again when a key's problem changes).
 #[derive(Debug)]
 pub(super) struct Ipv6Notes {
-    /// This host's IPv6 config; `None` on an IPv4-only host.
-    v6: Option<Ipv6Config>,
+    /// Whether this host runs an IPv6 pass (its config enables IPv6): then nothing is said here.
+    ipv6_host: bool,
     /// Whether the IPv4-only host said it met dual-stack peers.
     said_dual: bool,
     /// A fingerprint of the key and of the problem last warned about, per key.
@@ -55,27 +46,23 @@ pub(super) struct Ipv6Notes {
 impl Ipv6Notes {
     pub(super) fn new(v6: Option<Ipv6Config>) -> Self {
         let budget = LogBudget::new("peers' IPv6 parts skipped", "their IPv4 entries stay; `weftd status` lists the peers");
-        Ipv6Notes { v6, said_dual: false, last: HashMap::new(), budget }
+        Ipv6Notes { ipv6_host: v6.is_some(), said_dual: false, last: HashMap::new(), budget }
     }
 
     /// A lease read from the key named `key` (listed, or put since).
     pub(super) fn seen(&mut self, key: &str, lease: &Lease) {
-        if self.v6.is_none() && lease.ipv6_subnet.is_some() && !self.said_dual {
+        if !self.ipv6_host && lease.ipv6_subnet.is_some() && !self.said_dual {
             self.said_dual = true;
             tracing::info!(%key, "the cluster has dual-stack peers; this host runs IPv4 only (no EnableIPv6 in the network config) and programs their IPv4 entries only");
         }
-        let Some(problem) = ipv6_problem(lease, self.v6.as_ref()) else { return self.forget(key) };
+        // A host with IPv6 on has an IPv6 pass, which names every part it skips (once);
+        // only an IPv4-only host, which has none, says here what it leaves out.
+        let problem = ipv6_problem(lease).filter(|_| !self.ipv6_host);
+        let Some(problem) = problem else { return self.forget(key) };
         let fingerprint = logtext::fingerprint(&problem);
         if self.last.insert(logtext::fingerprint(key), fingerprint) != Some(fingerprint) {
             let (subnet, problem) = (lease.id(), logtext::clip(&problem));
-            match lease.subnet {
-                Some(_) => {
-                    log_within!(self.budget, warn, %key, %subnet, %problem, "skipping a peer's IPv6 part; its IPv4 part is used; fix the key or value")
-                }
-                None => {
-                    log_within!(self.budget, warn, %key, %subnet, %problem, "skipping an IPv6-only peer; fix the key or value")
-                }
-            }
+            log_within!(self.budget, warn, %key, %subnet, %problem, "skipping a peer's IPv6 part; its IPv4 part is used; fix the key or value");
         }
     }
 
@@ -111,7 +98,6 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::config::NetworkConfig;
     use crate::lease::{LeaseAttrs, MacAddr};
 
     fn dual(key_v6: &str) -> Lease {
@@ -123,12 +109,7 @@ mod tests {
 
     #[test]
     fn each_broken_ipv6_part_names_its_rule() {
-        let config = NetworkConfig::parse(
-            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","IPv6SubnetMax":"fd00:5:0:9::"}"#,
-        )
-        .unwrap();
-        let v6 = config.ipv6.as_ref();
-        assert_eq!(ipv6_problem(&dual("fd00:5:0:3::/64"), v6), None);
+        assert_eq!(ipv6_problem(&dual("fd00:5:0:3::/64")), None);
         let unread = Lease {
             attrs: LeaseAttrs { ipv6_error: Some("bad".into()), ..dual("fd00:5:0:3::/64").attrs },
             ..dual("fd00:5:0:3::/64")
@@ -141,15 +122,12 @@ mod tests {
             (no_data, "lacks PublicIPv6 or BackendV6Data"),
             (no_subnet, "BackendV6Data but its key no IPv6 subnet"),
             (dual("fd00:5:0:3::7/64"), "host bits set (flannel writes fd00:5:0:3::/64)"),
-            (dual("fd00:5:0:10::/64"), "not a /64 between IPv6SubnetMin fd00:5:0:1:: and IPv6SubnetMax fd00:5:0:9::"),
-            (dual("fd00:5:0:3::/80"), "not a /64"),
         ];
         for (lease, rule) in cases {
-            let problem = ipv6_problem(&lease, v6).unwrap_or_default();
+            let problem = ipv6_problem(&lease).unwrap_or_default();
             assert!(problem.contains(rule), "{lease:?}: {problem}");
         }
-        // An IPv4-only host cannot tell the range; the form it can.
-        assert_eq!(ipv6_problem(&dual("fd00:5:0:10::/64"), None), None);
-        assert!(ipv6_problem(&dual("fd00:5:0:3::7/64"), None).is_some());
+        // An IPv4-only host cannot tell the IPv6 range (it has no IPv6 config).
+        assert_eq!(ipv6_problem(&dual("fd00:5:0:10::/64")), None);
     }
 }

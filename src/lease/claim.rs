@@ -128,6 +128,14 @@ impl Claim {
     }
 }
 
+/// Of the leases carrying our public address, the one on our `previous` subnet (the lease we
+/// held), else the first: another key carrying our address (stale, or copied) never takes a
+/// restarted host off its own subnet.
+fn ours_first<'l>(carrying_ours: impl Iterator<Item = &'l Lease>, on_previous: impl Fn(&Lease) -> bool) -> Option<&'l Lease> {
+    let candidates: Vec<&Lease> = carrying_ours.collect();
+    candidates.iter().find(|l| on_previous(l)).or(candidates.first()).copied()
+}
+
 /// Chooses our lease: an existing one with our PublicIP (`ours.public_ip`), else the lease on
 /// the `previous` subnet if it carries our VtepMAC (an older value of our own lease: from
 /// before the underlay was readdressed, restored from a backup), else the `previous` subnet (from
@@ -142,7 +150,7 @@ pub fn choose_claim(
     previous: Option<Ipv4Network>,
 ) -> Option<Claim> {
     let fits = |l: &&Lease| l.subnet.is_some_and(|s| config.network.contains(s.network()) && s.prefix() == config.subnet_len);
-    let by_ip = leases.iter().filter(fits).find(|l| l.attrs.public_ip == ours.public_ip);
+    let by_ip = ours_first(leases.iter().filter(fits).filter(|l| l.attrs.public_ip == ours.public_ip), |l| l.subnet == previous);
     let mac = |attrs: &LeaseAttrs| attrs.backend_data.as_ref().map(|data| data.vtep_mac);
     let by_mac = || leases.iter().filter(fits).find(|l| l.subnet == previous && mac(&l.attrs) == mac(ours));
     if let Some(lease) = by_ip.or_else(by_mac) {
@@ -177,14 +185,16 @@ pub fn extending_ipv6_only(claim: Claim, v6: &Ipv6Config, ours: &LeaseAttrs, lea
 pub fn choose_ipv6_only_claim(
     v6: &Ipv6Config,
     ours: &LeaseAttrs,
-    leases: &[Lease],
+    leases: &[&Lease],
     taken: &BTreeSet<Ipv6Network>,
     previous: Option<Ipv6Network>,
 ) -> Option<Claim> {
     let fits = |l: &&Lease| l.ipv6_subnet.is_some_and(|s| ipv6_subnet_fits(v6, s));
-    let by_ip = leases.iter().filter(fits).find(|l| ours.public_ipv6.is_some() && l.attrs.public_ipv6 == ours.public_ipv6);
+    let with_our_ip =
+        leases.iter().copied().filter(fits).filter(|l| ours.public_ipv6.is_some() && l.attrs.public_ipv6 == ours.public_ipv6);
+    let by_ip = ours_first(with_our_ip, |l| l.ipv6_subnet == previous);
     let mac = |attrs: &LeaseAttrs| attrs.backend_v6_data.as_ref().map(|data| data.vtep_mac);
-    let by_mac = || leases.iter().filter(fits).find(|l| l.ipv6_subnet == previous && mac(&l.attrs) == mac(ours));
+    let by_mac = || leases.iter().copied().filter(fits).find(|l| l.ipv6_subnet == previous && mac(&l.attrs) == mac(ours));
     if let Some(lease) = by_ip.or_else(by_mac) {
         return Some(Claim::Existing(lease.clone()));
     }

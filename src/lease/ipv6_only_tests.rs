@@ -94,12 +94,16 @@ fn an_ipv6_only_claim_prefers_our_lease_then_previous_subnet_then_random() {
     let other = ipv6_only_lease("fd00:5:0:3::/64", "fd18::c", 0x12);
     let taken: BTreeSet<Ipv6Network> = [mine.ipv6_subnet.unwrap(), other.ipv6_subnet.unwrap()].into();
     let previous: Ipv6Network = "fd00:5:0:4::/64".parse().unwrap();
-    let leases = [other.clone(), mine.clone()];
+    let leases = [&other, &mine];
     assert_eq!(choose_ipv6_only_claim(&v6, &me, &leases, &taken, Some(previous)), Some(Claim::Existing(mine.clone())));
+    // Another key carrying our PublicIPv6 (stale, or copied) never takes us off our own subnet.
+    let copy = ipv6_only_lease("fd00:5:0:1::/64", "fd18::b", 0x13);
+    let with_copy = [&copy, &other, &mine];
+    assert_eq!(choose_ipv6_only_claim(&v6, &me, &with_copy, &taken, mine.ipv6_subnet), Some(Claim::Existing(mine.clone())));
     // Our dual-stack lease from before IPv4 was turned off is ours too (it loses its IPv4 part).
     let dual = Lease { subnet: Some("10.5.7.0/24".parse().unwrap()), ..mine.clone() };
-    assert_eq!(choose_ipv6_only_claim(&v6, &me, std::slice::from_ref(&dual), &taken, None), Some(Claim::Existing(dual)));
-    let leases = [other.clone()];
+    assert_eq!(choose_ipv6_only_claim(&v6, &me, &[&dual], &taken, None), Some(Claim::Existing(dual)));
+    let leases = [&other];
     let free = |claim| matches!(claim, Some(Claim::Free(LeaseId::Ipv6(s))) if !taken.contains(&s) && ipv6_subnet_fits(&v6, s));
     assert_eq!(choose_ipv6_only_claim(&v6, &me, &leases, &taken, Some(previous)), Some(Claim::Free(LeaseId::Ipv6(previous))));
     for _ in 0..20 {

@@ -21,7 +21,7 @@ pub const BACKEND_VXLAN: &str = "vxlan";
 /// Why a lease key or value could not be read.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LeaseError {
-    #[error("lease key {0:?} is not one flanneld reads (<ip>-<prefix length 0-31>, optionally &<ipv6>-<length>, e.g. 10.5.52.0-24); delete it")]
+    #[error("lease key {0:?} is neither one flanneld reads (<ip>-<prefix length 0-31>, optionally &<ipv6>-<length>, e.g. 10.5.52.0-24) nor weft's IPv6-only key (<ipv6, compressed, lower case>-<length>, e.g. fd00:5:0:34::-64); delete it")]
     BadKey(String),
     #[error("lease key {key:?} is not how flannel writes the key of subnet {subnet} ({canonical:?}); it is ignored so it cannot alias that subnet's lease; delete it")]
     AliasKey { key: String, subnet: Ipv4Network, canonical: String },

@@ -333,7 +333,12 @@ fn claim_prefers_own_lease_then_previous_subnet_then_random() {
     let occupied: BTreeSet<_> = [mine.subnet.unwrap(), other.subnet.unwrap()].into();
     let previous = Some("10.5.3.0/24".parse().unwrap());
     let leases = [other.clone(), mine.clone()];
-    assert_eq!(choose_claim(&config, &me, &leases, &occupied, previous), Some(Claim::Existing(mine)));
+    assert_eq!(choose_claim(&config, &me, &leases, &occupied, previous), Some(Claim::Existing(mine.clone())));
+    // Another key carrying our PublicIP (stale, or copied) never takes us off our own subnet.
+    let copy = lease_for("10.5.2.0/24", [198, 18, 0, 11]);
+    let with_copy = [copy.clone(), other.clone(), mine.clone()];
+    assert_eq!(choose_claim(&config, &me, &with_copy, &occupied, mine.subnet), Some(Claim::Existing(mine.clone())));
+    assert_eq!(choose_claim(&config, &me, &with_copy, &occupied, copy.subnet), Some(Claim::Existing(copy)));
     let leases = [other.clone()];
     assert_eq!(
         choose_claim(&config, &me, &leases, &occupied, previous),
