@@ -50,11 +50,30 @@ impl DriftNotices {
     }
 }
 
-/// Whether `config` differs from `loaded` in turning IPv6 on or off, and in nothing else a
-/// restart would renumber: the change an operator rolls out host by host.
-pub fn ipv6_toggled(loaded: &NetworkConfig, config: &NetworkConfig) -> bool {
-    let same_ipv4 = (config.ipv4, config.backend.vni) == (loaded.ipv4, loaded.backend.vni);
-    same_ipv4 && config.ipv4.is_some() && config.ipv6.is_some() != loaded.ipv6.is_some()
+/// An address family a new config turns on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Toggle {
+    /// `"IPv4"` or `"IPv6"`.
+    pub family: &'static str,
+    pub on: bool,
+}
+
+/// The family `config` turns on or off against `loaded`, if it differs in that and in nothing
+/// else a restart would renumber (the other family and the VNI stay): the change an operator
+/// rolls out host by host, each host keeping its subnet of the other family.
+pub fn family_toggled(loaded: &NetworkConfig, config: &NetworkConfig) -> Option<Toggle> {
+    if config.backend.vni != loaded.backend.vni {
+        return None;
+    }
+    match (config.ipv4 == loaded.ipv4, config.ipv6 == loaded.ipv6) {
+        (true, false) if config.ipv4.is_some() && config.ipv6.is_some() != loaded.ipv6.is_some() => {
+            Some(Toggle { family: "IPv6", on: config.ipv6.is_some() })
+        }
+        (false, true) if config.ipv6.is_some() && config.ipv4.is_some() != loaded.ipv4.is_some() => {
+            Some(Toggle { family: "IPv4", on: config.ipv4.is_some() })
+        }
+        _ => None,
+    }
 }
 
 /// Follows `<prefix>/config` for as long as the daemon runs, logging each new difference from
@@ -80,13 +99,17 @@ pub async fn follow(registry: Registry, loaded: NetworkConfig) {
 fn log(loaded: &NetworkConfig, drift: &ConfigDrift) {
     match drift {
         ConfigDrift::Same => {}
-        ConfigDrift::Changed(config) if ipv6_toggled(loaded, config) => tracing::warn!(
-            network = config.ipv4.map(|v4| v4.network.to_string()),
-            ipv6_network = config.ipv6.map(|v6| v6.network.to_string()),
-            "network config in etcd turns IPv6 {}; weftd keeps running with the config it started with: restart the hosts one at a time, each keeps its IPv4 subnet and its key {} an IPv6 subnet",
-            if config.ipv6.is_some() { "on" } else { "off" },
-            if config.ipv6.is_some() { "gains" } else { "loses" },
-        ),
+        ConfigDrift::Changed(config) if family_toggled(loaded, config).is_some() => {
+            let Toggle { family, on } = family_toggled(loaded, config).expect("matched");
+            let kept = if family == "IPv6" { "IPv4" } else { "IPv6" };
+            tracing::warn!(
+                network = config.ipv4.map(|v4| v4.network.to_string()),
+                ipv6_network = config.ipv6.map(|v6| v6.network.to_string()),
+                "network config in etcd turns {family} {}; weftd keeps running with the config it started with: restart the hosts one at a time, each keeps its {kept} subnet and its key {} an {family} subnet",
+                if on { "on" } else { "off" },
+                if on { "gains" } else { "loses" },
+            )
+        }
         ConfigDrift::Changed(config) => tracing::warn!(
             network = config.ipv4.map(|v4| v4.network.to_string()),
             subnet_len = config.ipv4.map(|v4| v4.subnet_len),
@@ -129,13 +152,24 @@ mod tests {
     }
 
     #[test]
-    fn turning_ipv6_on_or_off_is_told_from_renumbering() {
-        let loaded = NetworkConfig::parse(LOADED).unwrap();
-        let dual = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#).unwrap();
-        let other = NetworkConfig::parse(r#"{"Network":"10.6.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#).unwrap();
-        assert!(ipv6_toggled(&loaded, &dual) && ipv6_toggled(&dual, &loaded));
-        assert!(!ipv6_toggled(&loaded, &other), "a new Network renumbers every host");
-        assert!(!ipv6_toggled(&loaded, &loaded));
+    fn turning_a_family_on_or_off_is_told_from_renumbering() {
+        let parse = |text: &str| NetworkConfig::parse(text).unwrap();
+        let loaded = parse(LOADED);
+        let dual = parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#);
+        let other = parse(r#"{"Network":"10.6.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#);
+        let ipv6_only = parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48"}"#);
+        let toggle = |family, on| Some(Toggle { family, on });
+        assert_eq!(
+            (family_toggled(&loaded, &dual), family_toggled(&dual, &loaded)),
+            (toggle("IPv6", true), toggle("IPv6", false))
+        );
+        assert_eq!(
+            (family_toggled(&dual, &ipv6_only), family_toggled(&ipv6_only, &dual)),
+            (toggle("IPv4", false), toggle("IPv4", true))
+        );
+        assert_eq!(family_toggled(&loaded, &other), None, "a new Network renumbers every host");
+        assert_eq!(family_toggled(&loaded, &ipv6_only), None, "both families change: every host renumbers");
+        assert_eq!(family_toggled(&loaded, &loaded), None);
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn wait_container_ping6(lab: &Lab, from: usize, to: usize) {
 /// same FLANNEL_IPV6_SUBNET, and flannel.1 (with its old subnet's address and the peers' old
 /// IPv4 entries) gone. The restarted daemon.
 fn restart_ipv6_only(lab: &Lab, n: usize, daemon: &mut Weftd, before: &Seen) -> Weftd {
-    daemon.wait_log("network config in etcd changed", CONVERGE);
+    daemon.wait_log("network config in etcd turns IPv4 off", CONVERGE);
     let env_before = lab.host(n).subnet_env().unwrap();
     daemon.terminate();
     let restarted = lab.start_weftd(n, &[]);
@@ -190,7 +190,7 @@ fn turning_ipv4_back_on_keeps_every_ipv6_subnet() {
     wait_container_ping6(&lab, b, a);
 
     lab.put_network_config(DUAL);
-    daemon_a.wait_log("network config in etcd changed", CONVERGE);
+    daemon_a.wait_log("network config in etcd turns IPv4 on", CONVERGE);
     daemon_a.terminate();
     let _daemon_a = lab.start_weftd(a, &[]);
     let dual_a = wait_lease(&lab, a, true);
