@@ -18,7 +18,8 @@ use super::nexthop::{self, NexthopRequest};
 use super::route::{family_route, route_destination, route_gateway, route_nexthop_id, route_oif, route_table, MAIN_TABLE};
 use super::{Kernel, NetlinkError};
 use crate::model::{
-    nexthop_id, vtep_address, DirectRoute, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry, Subnet,
+    nexthop_id, set_of, vtep_address, DirectRoute, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry,
+    Subnet,
 };
 
 impl Kernel {
@@ -69,8 +70,8 @@ impl Kernel {
                 MainRoute::Other { destination, has_gateway } => others.push((destination, has_gateway)),
             }
         }
-        // Built at once from sorted entries (full tree nodes), as `dump` builds the others.
-        let (routes, direct_routes) = (routes.into_iter().collect(), direct_routes.into_iter().collect());
+        // Built at once (full tree nodes), as `dump` builds the others.
+        let (routes, direct_routes) = (set_of(routes), set_of(direct_routes));
         let state = KernelState { arp, fdb, nexthops, routes, direct_routes };
         Ok((state, KernelContext { main_table: MainTable::new(others), nexthops: nexthop_support }))
     }
@@ -103,7 +104,7 @@ impl Kernel {
             .await;
         match result {
             // Built at once (full tree nodes), as `dump` builds its sets.
-            Ok(()) => Ok((ours.into_iter().collect(), NexthopSupport::Available { taken })),
+            Ok(()) => Ok((set_of(ours), NexthopSupport::Available { taken })),
             Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
                 self.without_nexthops(&e);
                 Ok((BTreeSet::new(), NexthopSupport::Unavailable))

@@ -13,6 +13,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::sys::{AsyncSocketExt, TokioSocket};
 
 use super::{request_error, Kernel, NetlinkError};
+use crate::model::set_of;
 
 /// Receive buffer for the raw socket: the kernel fills up to 32 KiB per read of a dump.
 const RECEIVE_BUFFER: usize = 64 * 1024;
@@ -39,8 +40,8 @@ impl Kernel {
         request: RouteNetlinkMessage,
         entry: impl Fn(RouteNetlinkMessage) -> Option<E>,
     ) -> Result<BTreeSet<E>, NetlinkError> {
-        // Gathered, then built into a set at once: that fills every tree node, where inserting
-        // in the kernel's order left them partly empty (peak RSS at thousands of peers).
+        // Gathered, then built into a set at once (`set_of`): inserting in the kernel's order
+        // left tree nodes partly empty (peak RSS at thousands of peers).
         let mut entries = Vec::new();
         self.exchange(op, NetlinkPayload::from(request), NLM_F_DUMP, |bytes| {
             // A message rtnetlink cannot parse (some route of another program's, say) is
@@ -52,7 +53,7 @@ impl Kernel {
             }
         })
         .await?;
-        Ok(entries.into_iter().collect())
+        Ok(set_of(entries))
     }
 
     /// Sends a request on the raw socket and hands each reply, as the bytes of one netlink
