@@ -16,7 +16,7 @@ mod kernel;
 mod mac;
 pub mod names;
 
-pub use entries::{ArpEntry, DirectRoute, FdbEntry, KernelState, Nexthop, RouteEntry};
+pub use entries::{set_of, ArpEntry, DirectRoute, FdbEntry, KernelState, Nexthop, RouteEntry};
 pub use family::{Family, Subnet, IPV6_NEXTHOP_IDS};
 pub use kernel::{KernelContext, MainTable, NexthopSupport};
 pub use mac::MacAddr;

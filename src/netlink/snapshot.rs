@@ -18,7 +18,8 @@ use super::nexthop::{self, NexthopRequest};
 use super::route::{family_route, route_destination, route_gateway, route_nexthop_id, route_oif, route_table, MAIN_TABLE};
 use super::{Kernel, NetlinkError};
 use crate::model::{
-    nexthop_id, vtep_address, DirectRoute, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry, Subnet,
+    nexthop_id, set_of, vtep_address, DirectRoute, KernelContext, KernelState, MainTable, Nexthop, NexthopSupport, RouteEntry,
+    Subnet,
 };
 
 impl Kernel {
@@ -61,19 +62,17 @@ impl Kernel {
                 _ => None,
             })
             .await?;
-        let mut state = KernelState { arp, fdb, nexthops, ..KernelState::default() };
-        let mut others = Vec::new();
+        let (mut routes, mut direct_routes, mut others) = (Vec::new(), Vec::new(), Vec::new());
         for route in main_routes {
             match route {
-                MainRoute::Vxlan(entry) => {
-                    state.routes.insert(entry);
-                }
-                MainRoute::Direct(entry) => {
-                    state.direct_routes.insert(entry);
-                }
+                MainRoute::Vxlan(entry) => routes.push(entry),
+                MainRoute::Direct(entry) => direct_routes.push(entry),
                 MainRoute::Other { destination, has_gateway } => others.push((destination, has_gateway)),
             }
         }
+        // Built at once (full tree nodes), as `dump` builds the others.
+        let (routes, direct_routes) = (set_of(routes), set_of(direct_routes));
+        let state = KernelState { arp, fdb, nexthops, routes, direct_routes };
         Ok((state, KernelContext { main_table: MainTable::new(others), nexthops: nexthop_support }))
     }
 
@@ -85,9 +84,9 @@ impl Kernel {
         index: u32,
         network: A::Network,
     ) -> Result<(BTreeSet<Nexthop<A>>, NexthopSupport), NetlinkError> {
-        let (mut ours, mut taken) = (BTreeSet::new(), BTreeSet::new());
+        let (mut ours, mut taken) = (Vec::new(), BTreeSet::new());
         if !self.nexthops.load(Ordering::Relaxed) {
-            return Ok((ours, NexthopSupport::Unavailable));
+            return Ok((BTreeSet::new(), NexthopSupport::Unavailable));
         }
         let dump = NetlinkPayload::InnerMessage(NexthopRequest::Dump);
         let result = self
@@ -96,13 +95,16 @@ impl Kernel {
                 let gateway = A::nexthop_of_network(nexthop.id, nexthop.gateway, network);
                 match gateway.filter(|_| nexthop.device == Some(index)) {
                     // A gateway other than the one the id names (or none) is rewritten.
-                    Some(gateway) => ours.insert(Nexthop { id: nexthop.id, gateway }),
-                    None => taken.insert(nexthop.id),
-                };
+                    Some(gateway) => ours.push(Nexthop { id: nexthop.id, gateway }),
+                    None => {
+                        taken.insert(nexthop.id);
+                    }
+                }
             })
             .await;
         match result {
-            Ok(()) => Ok((ours, NexthopSupport::Available { taken })),
+            // Built at once (full tree nodes), as `dump` builds its sets.
+            Ok(()) => Ok((set_of(ours), NexthopSupport::Available { taken })),
             Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
                 self.without_nexthops(&e);
                 Ok((BTreeSet::new(), NexthopSupport::Unavailable))

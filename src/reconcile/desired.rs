@@ -9,7 +9,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::config::NetworkConfig;
 use crate::lease::{lease_key, Lease, LeaseId, LeaseSet, BACKEND_VXLAN};
 use crate::model::{
-    vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, Nexthop, RouteEntry, Subnet,
+    set_of, vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, Nexthop, RouteEntry,
+    Subnet,
 };
 
 /// A peer lease we cannot program, and why; logged once by the caller.
@@ -186,6 +187,8 @@ pub fn desired_state<A: LeaseFamily>(
         state.nexthops.extend(nexthop);
         state.routes.push(RouteEntry { subnet: part.subnet, gateway: vtep, onlink: true, nexthop: nexthop.map(|n| n.id) });
     }
+    // The claims' tables go before the sets are built: 0.5 MB at 5,000 peers, at the peak.
+    drop(held);
     (state.into_state(), skipped)
 }
 
@@ -211,11 +214,11 @@ impl<A: Family> Entries<A> {
     /// dual-stack peers took 1.5 MB that way, against 1.1 MB for the same state read back).
     fn into_state(self) -> KernelState<A> {
         KernelState {
-            arp: self.arp.into_iter().collect(),
-            fdb: self.fdb.into_iter().collect(),
-            nexthops: self.nexthops.into_iter().collect(),
-            routes: self.routes.into_iter().collect(),
-            direct_routes: self.direct_routes.into_iter().collect(),
+            arp: set_of(self.arp),
+            fdb: set_of(self.fdb),
+            nexthops: set_of(self.nexthops),
+            routes: set_of(self.routes),
+            direct_routes: set_of(self.direct_routes),
         }
     }
 }
