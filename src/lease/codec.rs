@@ -1,6 +1,5 @@
 //! Lease values: flanneld's JSON as Go's `encoding/json` reads it, and as flanneld writes it.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
@@ -111,9 +110,8 @@ pub struct LeaseAttrs {
     /// JSON when the host is not dual-stack, as flanneld writes it.
     #[serde(rename = "PublicIPv6")]
     pub public_ipv6: Option<Ipv6Addr>,
-    /// `vxlan` borrowed, not allocated: a lease set holds thousands of them.
     #[serde(rename = "BackendType")]
-    pub backend_type: Cow<'static, str>,
+    pub backend_type: BackendType,
     /// The IPv4 VXLAN device's VNI and MAC (`flannel.<VNI>`); left out of the JSON for an
     /// IPv6-only lease, as flanneld leaves it out (its `omitempty`).
     #[serde(rename = "BackendData", skip_serializing_if = "Option::is_none")]
@@ -125,7 +123,47 @@ pub struct LeaseAttrs {
     /// Why a peer's IPv6 part (`PublicIPv6`, `BackendV6Data`) could not be read: it is then
     /// left out and its IPv4 part still programmed. Never written to etcd.
     #[serde(skip)]
-    pub ipv6_error: Option<String>,
+    pub ipv6_error: Option<Box<str>>,
+}
+
+/// A lease's `BackendType`: `vxlan` with nothing allocated (a lease set holds thousands of
+/// them, and a `Cow` would take 8 bytes more each), any other text as read (flanneld compares
+/// exactly: `VXLAN` is another backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendType {
+    Vxlan,
+    Other(Box<str>),
+}
+
+impl BackendType {
+    /// The text as the lease writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Vxlan => BACKEND_VXLAN,
+            Self::Other(text) => text,
+        }
+    }
+}
+
+impl From<&str> for BackendType {
+    fn from(text: &str) -> Self {
+        match text == BACKEND_VXLAN {
+            true => Self::Vxlan,
+            false => Self::Other(text.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for BackendType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// The vxlan backend's part of a lease: where to send frames for this host's VTEP.
@@ -151,7 +189,7 @@ impl LeaseAttrs {
         Self {
             public_ip,
             public_ipv6: None,
-            backend_type: Cow::Borrowed(BACKEND_VXLAN),
+            backend_type: BackendType::Vxlan,
             backend_data: Some(VxlanData { vni, vtep_mac }),
             backend_v6_data: None,
             ipv6_error: None,
@@ -165,7 +203,7 @@ impl LeaseAttrs {
         Self {
             public_ip: Ipv4Addr::UNSPECIFIED,
             public_ipv6: Some(public_ipv6),
-            backend_type: Cow::Borrowed(BACKEND_VXLAN),
+            backend_type: BackendType::Vxlan,
             backend_data: None,
             backend_v6_data: Some(VxlanData { vni, vtep_mac }),
             ipv6_error: None,
@@ -219,10 +257,7 @@ impl LeaseAttrs {
     }
 
     fn vxlan_parts(public_ip: Ipv4Addr, backend_type: String, backend_data: Option<VxlanData>) -> Self {
-        let backend_type = match backend_type == BACKEND_VXLAN {
-            true => Cow::Borrowed(BACKEND_VXLAN),
-            false => Cow::Owned(backend_type),
-        };
+        let backend_type = BackendType::from(backend_type.as_str());
         Self { public_ip, public_ipv6: None, backend_type, backend_data, backend_v6_data: None, ipv6_error: None }
     }
 
@@ -234,7 +269,7 @@ impl LeaseAttrs {
     ) -> Self {
         match (public_ipv6, v6_data) {
             (Ok(public_ipv6), Ok(backend_v6_data)) => Self { public_ipv6, backend_v6_data, ..self },
-            (Err(e), _) | (_, Err(e)) => Self { ipv6_error: Some(e.to_string()), ..self },
+            (Err(e), _) | (_, Err(e)) => Self { ipv6_error: Some(e.to_string().into()), ..self },
         }
     }
 }

@@ -47,7 +47,7 @@ pub use claim::{
     candidate_subnets, choose_claim, choose_ipv6_only_claim, choose_ipv6_subnet, extending_ipv6_only, ipv6_subnet_fits,
     pick_free_subnet, subnet_fits, Claim,
 };
-pub use codec::{LeaseAttrs, VxlanData};
+pub use codec::{BackendType, LeaseAttrs, VxlanData};
 pub use key::{lease_key, parse_lease_id, parse_lease_key, subnet_key};
 
 /// What names a lease among the others: its IPv4 subnet (IPv4-only and dual-stack leases), or
@@ -142,7 +142,7 @@ impl Lease {
             LeaseId::Ipv4(_) if attrs.backend_data.is_none() => Err(LeaseError::BadValue("it has no BackendData".into())),
             LeaseId::Ipv4(_) => Ok(()),
             LeaseId::Ipv6(_) => match (&attrs.ipv6_error, attrs.public_ipv6, &attrs.backend_v6_data) {
-                (Some(problem), _, _) => Err(LeaseError::BadValue(problem.clone())),
+                (Some(problem), _, _) => Err(LeaseError::BadValue(problem.to_string())),
                 (None, None, _) => Err(LeaseError::BadValue("its key is IPv6 only but it has no PublicIPv6".into())),
                 (None, _, None) => Err(LeaseError::BadValue("its key is IPv6 only but it has no BackendV6Data".into())),
                 (None, Some(_), Some(_)) => Ok(()),

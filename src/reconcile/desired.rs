@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::NetworkConfig;
-use crate::lease::{lease_key, Lease, LeaseId, LeaseSet, BACKEND_VXLAN};
+use crate::lease::{lease_key, BackendType, Lease, LeaseId, LeaseSet};
 use crate::model::{
     set_of, vtep_address, ArpEntry, DirectRoute, Family, FdbEntry, KernelContext, KernelState, MacAddr, Nexthop, RouteEntry,
     Subnet,
@@ -166,9 +166,10 @@ pub fn desired_state<A: LeaseFamily>(
     let mut state = Entries::default();
     let mut skipped = Vec::new();
     let Some(allocation) = A::allocation(config) else { return (KernelState::default(), skipped) };
-    let mut held = Held::with_capacity(leases.leases.len());
-    for lease in by_establishment(leases, us) {
-        let part = match checked_part(config, &allocation, us, lease).and_then(|p| held.claim(lease, p)) {
+    let peers = by_establishment(leases, us);
+    let mut held = Held::with_capacity(peers.len());
+    for (at, lease) in peers.iter().copied().enumerate() {
+        let part = match checked_part(config, &allocation, us, lease).and_then(|p| held.claim(&peers, at, p)) {
             Ok(Some(part)) => part,
             Ok(None) => continue,
             Err(reason) => {
@@ -231,8 +232,8 @@ fn checked_part<A: LeaseFamily>(
     lease: &Lease,
 ) -> Result<Option<PeerPart<A>>, String> {
     // flanneld compares exactly: it ignores "VXLAN".
-    if lease.attrs.backend_type != BACKEND_VXLAN {
-        return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type));
+    if lease.attrs.backend_type != BackendType::Vxlan {
+        return Err(format!("backend type {:?} is not vxlan", lease.attrs.backend_type.as_str()));
     }
     let Some(part) = A::part(lease)? else { return Ok(None) };
     check_peer(config, allocation, us, &part).map_err(|reason| match A::FIELDS.0 {
@@ -323,8 +324,10 @@ fn check_destination<A: LeaseFamily>(config: &NetworkConfig, us: &ThisHost<A>, i
 /// a key's name, and two keys can name one), and each nexthop id (an IPv6 id is a fold of the
 /// gateway, and two gateways can fold to one).
 struct Held<A: Family> {
-    macs: HashMap<MacAddr, LeaseId>,
-    subnets: HashMap<A::Network, LeaseId>,
+    /// Owners by their place in the peers' establishment order: a `u32` where a `LeaseId`
+    /// would take 18 bytes, at thousands of entries per table.
+    macs: HashMap<MacAddr, u32>,
+    subnets: HashMap<A::Network, u32>,
     nexthop_ids: HashMap<u32, A>,
 }
 
@@ -337,26 +340,22 @@ impl<A: Family> Held<A> {
         }
     }
 
-    /// Gives `lease` its part's VtepMAC and subnet unless an established lease holds either.
-    fn claim(&mut self, lease: &Lease, part: Option<PeerPart<A>>) -> Result<Option<PeerPart<A>>, String> {
+    /// Gives `peers[at]` its part's VtepMAC and subnet unless an established lease (one before
+    /// it in `peers`) holds either.
+    fn claim(&mut self, peers: &[&Lease], at: usize, part: Option<PeerPart<A>>) -> Result<Option<PeerPart<A>>, String> {
         let Some(part) = part else { return Ok(None) };
         let family = if A::HOST_PREFIX == 32 { String::new() } else { "IPv6 ".to_string() };
-        if let Some(owner) = self.macs.get(&part.vtep_mac) {
-            return Err(format!(
-                "its {family}VtepMAC {} belongs to the established lease {}",
-                part.vtep_mac,
-                lease_key(*owner, None)
-            ));
+        let owner = |at: &u32| lease_key(peers[*at as usize].id(), None);
+        if let Some(owner) = self.macs.get(&part.vtep_mac).map(owner) {
+            return Err(format!("its {family}VtepMAC {} belongs to the established lease {owner}", part.vtep_mac));
         }
-        if let Some(owner) = self.subnets.get(&part.subnet) {
-            return Err(format!(
-                "its {family}subnet {} belongs to the established lease {}",
-                part.subnet,
-                lease_key(*owner, None)
-            ));
+        if let Some(owner) = self.subnets.get(&part.subnet).map(owner) {
+            return Err(format!("its {family}subnet {} belongs to the established lease {owner}", part.subnet));
         }
-        self.macs.insert(part.vtep_mac, lease.id());
-        self.subnets.insert(part.subnet, lease.id());
+        // Fewer than 2^32 leases: a listing of that many is far past any etcd response limit.
+        let at = at as u32;
+        self.macs.insert(part.vtep_mac, at);
+        self.subnets.insert(part.subnet, at);
         Ok(Some(part))
     }
 
