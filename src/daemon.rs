@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use crate::device;
 use crate::etcd::{outage, EtcdOptions, Previous, Registry, RegistryError};
 use crate::ipmasq;
 use crate::keeper::{acquire, LeaseKeeper};
-use crate::lease::{Lease, LeaseAttrs, LeaseSet, MacAddr};
+use crate::lease::{Lease, LeaseAttrs, LeaseSet};
 use crate::model;
 use crate::names::dns::{self, DnsError, DnsOptions};
 use crate::names::docker;
@@ -31,7 +30,7 @@ use crate::observe::health::{self, Health};
 use crate::observe::http::{self, HttpError};
 use crate::observe::metrics::Metrics;
 use crate::reconcile::readiness::Readiness;
-use crate::reconcile::reconciler::{Ipv6Device, Reconciler};
+use crate::reconcile::reconciler::Reconciler;
 use crate::reconcile::record::PassRecord;
 use crate::reconcile::underlay::UnderlayFollower;
 use crate::reconcile::warnings::PeerWarnings;
@@ -181,9 +180,10 @@ async fn serve(mut options: DaemonOptions) -> Result<(), DaemonError> {
     tasks.spawn_forever("config watch", crate::config_watch::follow(registry.clone(), config.clone()));
     let underlay = final_underlay(&kernel, &options.underlay, &config, early).await?;
 
-    remove_disabled_devices(&kernel, &config).await?;
-    let ipv4_device = ipv4_device(&kernel, &config, &underlay).await?;
-    let (attrs, ipv6) = lease_attrs(&kernel, &config, &underlay, ipv4_device.as_ref().map(|(_, device)| device.mac)).await?;
+    devices::remove_disabled(&kernel, &config).await?;
+    let ipv4_device = devices::ipv4_device(&kernel, &config, &underlay).await?;
+    let (attrs, ipv6) =
+        devices::lease_attrs(&kernel, &config, &underlay, ipv4_device.as_ref().map(|(_, device)| device.mac)).await?;
     let previous = Previous {
         subnet: subnet_env::read_previous_subnet(&options.subnet_file),
         ipv6_subnet: subnet_env::read_previous_ipv6_subnet(&options.subnet_file),
@@ -361,81 +361,6 @@ async fn etcd_answers(registry: Registry) -> bool {
     registry.ping().await.is_ok()
 }
 
-/// Removes the VXLAN device of a family the config does not enable, left by a run before that
-/// family was turned off (`flannel.<VNI>` under an IPv6-only config, `flannel-v6.<VNI>` under an
-/// IPv4-only one): it carries only stale state, such as the address of a subnet no longer ours
-/// and routes to peers' former subnets. `ip link del`.
-///
-/// # Errors
-/// The kernel refused to show or delete the device.
-async fn remove_disabled_devices(kernel: &Kernel, config: &NetworkConfig) -> Result<(), DaemonError> {
-    let vni = config.backend.vni;
-    let disabled = [(config.ipv4.is_none(), model::device_name(vni)), (config.ipv6.is_none(), model::ipv6_device_name(vni))];
-    for (_, name) in disabled.into_iter().filter(|(off, _)| *off) {
-        // Only a VXLAN device: a link of another kind by that name is not ours.
-        let Some(device) = kernel.vxlan_device(&name).await?.filter(|device| device.spec.is_some()) else { continue };
-        kernel.delete_link(device.index).await?;
-        tracing::info!(device = %name, "removed the VXLAN device of an address family the network config no longer enables");
-    }
-    Ok(())
-}
-
-/// The IPv4 device, `flannel.<VNI>`, created or adopted before our lease is acquired (the
-/// lease advertises its MAC); `None` under an IPv6-only config.
-///
-/// # Errors
-/// The kernel refused to show or set up the device.
-async fn ipv4_device(
-    kernel: &Kernel,
-    config: &NetworkConfig,
-    underlay: &Underlay,
-) -> Result<Option<(netlink::VxlanSpec, netlink::VxlanDevice)>, DaemonError> {
-    // A config with IPv4 gets an underlay with an IPv4 address (`underlay::find`).
-    let (Some(_), Some(local), Some(public_ip)) = (config.ipv4, underlay.ip, underlay.public_ip) else { return Ok(None) };
-    let vni = config.backend.vni;
-    let mac = vtep_mac(kernel, &model::device_name(vni), public_ip, vni).await?;
-    let spec = device::desired_device(config, underlay, local, mac);
-    let device = device::ensure(kernel, &spec).await?;
-    Ok(Some((spec, device)))
-}
-
-/// What our lease says: PublicIP and the IPv4 device's MAC `ipv4_mac`, and under a config with
-/// IPv6 the PublicIPv6 and the IPv6 device's MAC (also returned, for the reconciler, which
-/// creates or adopts that device in its first pass); IPv6 only, flanneld's IPv6-only value.
-///
-/// # Errors
-/// The underlay has no IPv6 address to advertise; the kernel refused to show the IPv6 device.
-async fn lease_attrs(
-    kernel: &Kernel,
-    config: &NetworkConfig,
-    underlay: &Underlay,
-    ipv4_mac: Option<MacAddr>,
-) -> Result<(LeaseAttrs, Option<Ipv6Device>), DaemonError> {
-    let vni = config.backend.vni;
-    let ipv4 = underlay.public_ip.zip(ipv4_mac).map(|(public_ip, mac)| LeaseAttrs::vxlan(public_ip, vni, mac));
-    if config.ipv6.is_none() {
-        return Ok((ipv4.expect("a config without IPv6 has IPv4, and its device"), None));
-    }
-    // Every lease written under a dual-stack config carries both parts: flanneld v0.20.2
-    // peers panic on a lease without its IPv6 part.
-    let public_ipv6 = underlay.public_ipv6.ok_or_else(|| DaemonError::NoPublicIpv6 { iface: underlay.name.clone() })?;
-    let mac = vtep_mac(kernel, &model::ipv6_device_name(vni), public_ipv6, vni).await?;
-    let attrs = match ipv4 {
-        Some(attrs) => attrs.with_ipv6(public_ipv6, mac),
-        None => LeaseAttrs::vxlan_ipv6_only(public_ipv6, vni, mac),
-    };
-    Ok((attrs, Some(Ipv6Device::new(mac))))
-}
-
-/// The VTEP MAC our lease advertises for the VXLAN device `name` (`flannel.<VNI>` or
-/// `flannel-v6.<VNI>`): the one the device left by an earlier run has (peers may still point
-/// at it), else one derived from the device family's public address and the VNI, stable
-/// across restarts.
-async fn vtep_mac(kernel: &Kernel, name: &str, public_ip: impl Into<IpAddr>, vni: u32) -> Result<MacAddr, NetlinkError> {
-    let existing = kernel.vxlan_device(name).await?;
-    Ok(existing.and_then(|d| d.spec).map_or_else(|| model::derived_mac(public_ip, vni), |spec| spec.mac))
-}
-
 /// Reads `<prefix>/config`, waiting (one try a second) while it is absent. An invalid config
 /// is an error: the operator must fix it, and guessing would split the cluster.
 async fn wait_for_config(registry: &Registry) -> Result<NetworkConfig, DaemonError> {
@@ -455,6 +380,8 @@ async fn wait_for_config(registry: &Registry) -> Result<NetworkConfig, DaemonErr
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+mod devices;
 
 #[cfg(test)]
 #[path = "daemon_tests.rs"]

@@ -84,15 +84,20 @@ impl Registry {
         let txn = Txn::new()
             .when(vec![Compare::mod_revision(key.clone(), CompareOp::Equal, lease.mod_revision)])
             .and_then(vec![TxnOp::delete(key, None)]);
+        self.txn("give up a contested IPv6-only key", txn).await.map(drop)
+    }
+
+    /// Runs `txn` (`what` names it in errors), noting the store that answered.
+    async fn txn(&self, what: &'static str, txn: Txn) -> Result<etcd_client::TxnResponse, RegistryError> {
         let floor = self.store.floor();
         let response = self
-            .call("give up a contested IPv6-only key", |c| {
+            .call(what, |c| {
                 let txn = txn.clone();
                 async move { c.kv_client().txn(txn).await }
             })
             .await?;
         self.store.response(response.header(), floor);
-        Ok(())
+        Ok(response)
     }
 
     /// Creates a lease only if no key names its IPv4 subnet (`version == 0` over every key
@@ -178,15 +183,7 @@ impl Registry {
     ) -> Result<Option<Lease>, RegistryError> {
         let options = lease.etcd_lease.map(|id| PutOptions::new().with_lease(id.0));
         before.push(TxnOp::put(self.keys.lease_of(&lease), lease.attrs.to_json(), options));
-        let txn = Txn::new().when(conditions).and_then(before);
-        let floor = self.store.floor();
-        let response = self
-            .call("lease transaction", |c| {
-                let txn = txn.clone();
-                async move { c.kv_client().txn(txn).await }
-            })
-            .await?;
-        self.store.response(response.header(), floor);
+        let response = self.txn("lease transaction", Txn::new().when(conditions).and_then(before)).await?;
         if !response.succeeded() {
             return Ok(None);
         }
