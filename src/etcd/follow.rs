@@ -185,8 +185,9 @@ impl Registry {
             set.revision = Some(revision);
             set.changed_at = Some(std::time::Instant::now());
             let events = response.events();
+            let puts = self.puts_by_lease(events);
             for (at, event) in events.iter().enumerate() {
-                if !self.moved(set, event, &events[at + 1..], reports) {
+                if !self.moved(set, at, event, &puts, reports) {
                     relist |= self.apply(set, event, reports, aliases);
                 }
             }
@@ -199,26 +200,52 @@ impl Registry {
         !relist
     }
 
-    /// Whether `event` deletes the key holding a subnet that a put among the `later` events of
-    /// the same response names under another key: a key that moved in one transaction (IPv6
-    /// turned on or off: `10.5.3.0-24` became `10.5.3.0-24&fd00:5:0:3::-64`). Then the lease
-    /// stays, and the put replaces it in place: the peer's entries never go, its VtepMAC keeps
-    /// its seniority, and the log tells a change, not a departure and an arrival.
-    fn moved(&self, set: &mut LeaseSet, event: &etcd_client::Event, later: &[etcd_client::Event], reports: &mut Reports) -> bool {
-        let subnet_of = |event: &etcd_client::Event| {
-            let name = self.keys.lease_name(std::str::from_utf8(event.kv()?.key()).ok()?)?;
-            Some((name.to_string(), lease::parse_lease_id(name).ok()?))
-        };
-        let Some((from, subnet)) = subnet_of(event).filter(|_| event.event_type() == EventType::Delete) else { return false };
-        let put_again =
-            later.iter().filter(|e| e.event_type() == EventType::Put).filter_map(subnet_of).find(|(_, s)| *s == subnet);
-        let Some((to, _)) = put_again.filter(|(to, _)| *to != from && set.key_of(subnet).as_deref() == Some(from.as_str()))
+    /// The lease key name and lease of `event`, if it is a lease key at all.
+    fn lease_of_event(&self, event: &etcd_client::Event) -> Option<(String, LeaseId)> {
+        let name = self.keys.lease_name(std::str::from_utf8(event.kv()?.key()).ok()?)?;
+        Some((name.to_string(), lease::parse_lease_id(name).ok()?))
+    }
+
+    /// Per lease, the puts of one watch response that name it: their place and key name, in
+    /// order; empty without a delete. Read once per response, so a burst of thousands of events
+    /// is not read again for each delete in it.
+    fn puts_by_lease(&self, events: &[etcd_client::Event]) -> HashMap<LeaseId, Vec<(usize, String)>> {
+        let mut puts: HashMap<LeaseId, Vec<(usize, String)>> = HashMap::new();
+        if !events.iter().any(|e| e.event_type() == EventType::Delete) {
+            return puts; // nothing can have moved: most responses
+        }
+        let put_leases = events.iter().enumerate().filter(|(_, e)| e.event_type() == EventType::Put);
+        for (at, (name, id)) in put_leases.filter_map(|(at, e)| Some((at, self.lease_of_event(e)?))) {
+            puts.entry(id).or_default().push((at, name));
+        }
+        puts
+    }
+
+    /// Whether `event` (the `at`th of its response) deletes the key holding a subnet that a
+    /// later put of the same response (`puts`) names under another key: a key that moved in one
+    /// transaction (IPv6 turned on or off: `10.5.3.0-24` became `10.5.3.0-24&fd00:5:0:3::-64`).
+    /// Then the lease stays, and the put replaces it in place: the peer's entries never go, its
+    /// VtepMAC keeps its seniority, and the log tells a change, not a departure and an arrival.
+    fn moved(
+        &self,
+        set: &mut LeaseSet,
+        at: usize,
+        event: &etcd_client::Event,
+        puts: &HashMap<LeaseId, Vec<(usize, String)>>,
+        reports: &mut Reports,
+    ) -> bool {
+        if event.event_type() != EventType::Delete {
+            return false;
+        }
+        let Some((from, subnet)) = self.lease_of_event(event) else { return false };
+        let put_again = puts.get(&subnet).and_then(|puts| puts.iter().find(|(put_at, _)| *put_at > at));
+        let Some((_, to)) = put_again.filter(|(_, to)| *to != from && set.key_of(subnet).as_deref() == Some(from.as_str()))
         else {
             return false;
         };
         reports.malformed.forget(event.kv().map_or(&[][..], |kv| kv.key()));
         reports.ipv6.forget(&from);
-        set.record_key(subnet, to);
+        set.record_key(subnet, to.clone());
         true
     }
 
