@@ -228,9 +228,15 @@ fn choose(
         // A config has at least one family (`NetworkConfig::parse`).
         let v6 = config.ipv6.as_ref().expect("an IPv6-only config has IPv6");
         let taken = claims.iter().map(|c| c.subnet).collect();
-        // A lease whose IPv6 subnet another key named first is no lease to take over.
-        let uncontested: Vec<&Lease> = listing.leases.iter().filter(|l| !lost_ipv6_contest(&claims, l)).collect();
-        let claim = lease::choose_ipv6_only_claim(v6, attrs, &uncontested, &taken, previous.ipv6_subnet)
+        // Only leases that could be ours are candidates (our PublicIPv6, or our previous IPv6
+        // subnet), and of those none whose IPv6 subnet another key named first: the contest
+        // check scans every key, so it runs for a handful of leases, not thousands.
+        let could_be_ours = |l: &&Lease| {
+            l.attrs.public_ipv6 == attrs.public_ipv6 || (l.ipv6_subnet.is_some() && l.ipv6_subnet == previous.ipv6_subnet)
+        };
+        let candidates: Vec<&Lease> =
+            listing.leases.iter().filter(could_be_ours).filter(|l| !lost_ipv6_contest(&claims, l)).collect();
+        let claim = lease::choose_ipv6_only_claim(v6, attrs, &candidates, &taken, previous.ipv6_subnet)
             .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })?;
         let ipv6_subnet = match &claim {
             Claim::Free(id) => id.ipv6(),

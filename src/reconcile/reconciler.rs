@@ -125,7 +125,7 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let ipv4 = match self.follow_underlay(own).await {
             false => None,
-            true if self.spec.is_some() => self.reconcile_ipv4(own, leases).await.map(Some),
+            true if self.config.ipv4.is_some() => self.reconcile_ipv4(own, leases).await.map(Some),
             true => Some(None), // IPv6 only: no IPv4 part
         };
         let Some(ipv4) = ipv4 else {
