@@ -108,6 +108,9 @@ fn an_old_lease_copying_a_peers_ipv6_vtep_mac_does_not_take_it() {
 
     // The old lease keeps its IPv4 MAC and copies the newer one's IPv6 MAC.
     lab.etcd_put(&old, &peer_value("198.18.0.203", "fd18::cb", "02:cc:00:00:00:03", "02:dd:00:00:01:04"));
+    // The copy was seen (skipped, naming the key), not merely not yet read.
+    let old_name = old.trim_start_matches(SUBNETS);
+    poll("a warning naming the copier", CONVERGE, || (daemon.warnings_naming(old_name) > 0).then_some(()));
     wait_passes(&daemon, 3);
     let fdb = v6_fdb(&host);
     assert!(
@@ -124,13 +127,15 @@ fn an_old_lease_copying_a_peers_ipv6_vtep_mac_does_not_take_it() {
 /// When the address comes back the lease and flannel-v6.1 follow it.
 #[test]
 fn losing_the_underlays_global_ipv6_never_advertises_link_local_and_keeps_ipv4_running() {
-    let (lab, _daemon) = one_host(&[]);
+    let (lab, daemon) = one_host(&[]);
     let host = lab.host(1).clone();
     let global = host.underlay_ipv6.to_string();
     let public_ipv6 = || lab.own_dual_stack_lease(1).and_then(|v| v["PublicIPv6"].as_str().map(str::to_string));
     poll("our lease with its PublicIPv6", CONVERGE, || (public_ipv6()? == global).then_some(()));
 
     host.del_ipv6("eth0", &format!("{global}/64"));
+    // weftd noticed the loss (and keeps the interface, and the last PublicIPv6, meanwhile).
+    daemon.wait_log("the underlay no longer matches how it was chosen", CONVERGE);
     lab.etcd_put(
         &format!("{SUBNETS}10.5.205.0-24&fd00:5:0:aa05::-64"),
         &peer_value("198.18.0.205", "fd18::cd", "02:ee:00:00:00:05", "02:ee:00:00:01:05"),

@@ -105,6 +105,8 @@ fn an_uppercase_ipv6_only_key_is_warned_about_with_the_ipv6_only_form() {
     let key = "FD00:5:0:55::-64";
     lab.etcd_put(&format!("{SUBNETS}{key}"), &ipv6_only_lease_value("fd18::55".parse().unwrap(), "0e:11:22:33:44:55"));
     settle(&daemon);
+    let routes = v6_routes(lab.host(1));
+    assert!(routes.iter().all(|r| !r.starts_with("fd00:5:0:55:")), "an unreadable key programmed: {routes:?}");
     let log = daemon.log();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains(key)).collect();
     assert_eq!(warnings.len(), 1, "{log}");
@@ -159,6 +161,7 @@ fn a_restart_keeps_our_subnet_when_another_key_carries_our_public_ipv6() {
     assert!(out.status.success(), "{out:?}");
     daemon.wait_log(&format!("key={other}"), CONVERGE);
     settle(&daemon);
+    let ours = lab.etcd_get(&format!("{SUBNETS}{key}")).expect("our key");
     assert!(!v6_routes(lab.host(1)).contains("fd00:5:0:1::/64"), "a lease with our PublicIPv6 routed into the tunnel");
     daemon.terminate();
     let restarted = lab.start_weftd(1, RESYNC);
@@ -170,7 +173,9 @@ fn a_restart_keeps_our_subnet_when_another_key_carries_our_public_ipv6() {
         "subnet.env names our old subnet; keys {:?}",
         lab.lease_keys().keys().collect::<Vec<_>>()
     );
-    assert!(lab.etcd_get(&format!("{SUBNETS}{key}")).is_some(), "our key is still there: {:?}", lab.lease_keys());
+    // Neither key was rewritten: the other one was not taken over, ours was kept as it was.
+    assert_eq!(lab.etcd_get(&format!("{SUBNETS}{other}")), Some(value), "the other key was taken over");
+    assert_eq!(lab.etcd_get(&format!("{SUBNETS}{key}")), Some(ours), "our key: {:?}", lab.lease_keys());
 }
 
 /// Our key overwritten and written back: the "lease re-advertised" line names what an

@@ -132,15 +132,21 @@ fn hosts_without_ipv4_take_their_underlay_from_ipv6_alone() {
         lab.start_weftd_picking_iface(a, &[&etcd], &[]),
         lab.start_weftd_picking_iface(b, &[&etcd, &b_ipv6, "--public-ip=203.0.113.9"], &[]),
     ];
+    let mut vteps = Vec::new();
     for n in [a, b] {
         let host = lab.host(n);
         let found = poll(&format!("host {n}'s IPv6-only lease"), CONVERGE, || lease_of(&lab, host.underlay_ipv6));
         let (key, value) = found;
+        // flannel-v6.1 carries the subnet's network address: `fd00:5:0:9::-64` → fd00:5:0:9::.
+        vteps.push(key.split('-').next().unwrap().parse::<Ipv6Addr>().unwrap());
         assert!(!key.contains('&') && key.starts_with("fd00:5:"), "host {n}: the key is the IPv6 part alone: {key}");
         assert_eq!(value["PublicIP"], "0.0.0.0", "host {n}: {value}");
         let local = poll(&format!("host {n}'s flannel-v6.1"), CONVERGE, || vxlan_local(host));
         assert_eq!(local, host.underlay_ipv6.to_string(), "host {n}: flannel-v6.1's local address");
     }
+    // Over the overlay, with no IPv4 anywhere: each host reaches the other's VTEP address.
+    poll("host a to ping host b's VTEP over flannel-v6.1", CONVERGE, || lab.host(a).ping(vteps[1]).then_some(()));
+    poll("host b to ping host a's VTEP over flannel-v6.1", CONVERGE, || lab.host(b).ping(vteps[0]).then_some(()));
     let log = lab.log_tail(&format!("weftd-h{b}.log"), 200);
     let warnings = log.matches("--public-ip is ignored: the network config is IPv6 only").count();
     assert_eq!(warnings, 1, "host {b} warns once that --public-ip is ignored:\n{log}");

@@ -196,15 +196,23 @@ fn check_link_env(lab: &Lab, b: usize, docker_a: &Dockerd, docker_b: &Dockerd, i
 /// The DNS server of host B's weftd (on its docker0 address) answers db's address and port,
 /// to a container on host B, from the records host A's weftd published.
 fn check_dns_on_b(docker_b: &Dockerd, gateway_b: &str, ip: &str) {
-    let queries: [(&[&str], &str); 2] = [(&["db.weft.local"], ip), (&["-type=srv", "_6379._tcp.db.weft.local"], "6379")];
-    for (query, want) in queries {
+    // The SRV answer's data, `6379 <id>.db.weft.local`: the query name alone (echoed by
+    // nslookup on NXDOMAIN too) also holds "6379".
+    let srv_data = |text: &str| {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words.windows(2).any(|w| w[0] == "6379" && w[1].trim_end_matches('.').ends_with(".db.weft.local"))
+    };
+    let address = |text: &str| text.contains(ip);
+    let queries: [(&[&str], &dyn Fn(&str) -> bool); 2] =
+        [(&["db.weft.local"], &address), (&["-type=srv", "_6379._tcp.db.weft.local"], &srv_data)];
+    for (query, answers) in queries {
         let mut args = vec!["timeout", "4", "nslookup"];
         args.extend_from_slice(query);
         args.push(gateway_b);
         let answer = poll(&format!("nslookup {query:?} from a container on host B"), CONVERGE, || {
             let out = docker_b.exec("app", &args);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.contains(want).then_some(text)
+            answers(&text).then_some(text)
         });
         println!("{}", answer.trim());
     }
