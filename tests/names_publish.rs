@@ -203,7 +203,8 @@ fn check_dns_on_b(docker_b: &Dockerd, gateway_b: &str, ip: &str) {
         words.windows(2).any(|w| w[0] == "6379" && w[1].trim_end_matches('.').ends_with(".db.weft.local"))
     };
     let address = |text: &str| text.contains(ip);
-    let queries: [(&[&str], &dyn Fn(&str) -> bool); 2] =
+    type Answers<'a> = &'a dyn Fn(&str) -> bool;
+    let queries: [(&[&str], Answers); 2] =
         [(&["db.weft.local"], &address), (&["-type=srv", "_6379._tcp.db.weft.local"], &srv_data)];
     for (query, answers) in queries {
         let mut args = vec!["timeout", "4", "nslookup"];

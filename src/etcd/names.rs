@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use etcd_client::{GetOptions, PutOptions};
+use etcd_client::PutOptions;
 
-use super::keys::prefix_end;
-use super::listing::MAX_RESPONSE_BYTES;
 use super::{Registry, RegistryError};
 use crate::lease::EtcdLeaseId;
 
@@ -26,20 +24,7 @@ impl Registry {
     /// # Errors
     /// Any etcd failure.
     pub async fn list_names(&self, prefix: &str) -> Result<Vec<NameKey>, RegistryError> {
-        let options = GetOptions::new().with_range(prefix_end(prefix));
-        let response = self
-            .call("list names", |c| {
-                let (prefix, options) = (prefix.to_string(), options.clone());
-                // Others' records share the prefix: read up to the limit every listing has.
-                async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(prefix, Some(options)).await }
-            })
-            .await?;
-        let keys = response.kvs().iter().map(|kv| NameKey {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            value: String::from_utf8_lossy(kv.value()).into_owned(),
-            etcd_lease: EtcdLeaseId::attached(kv.lease()),
-        });
-        Ok(keys.collect())
+        Ok(self.list_prefix(prefix).await?.keys)
     }
 
     /// Writes one record on `etcd_lease` (`etcdctl put --lease <id> <key> <value>`).

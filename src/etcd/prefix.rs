@@ -7,13 +7,14 @@ use tokio::sync::watch;
 
 use super::keys::prefix_end;
 use super::listing::MAX_RESPONSE_BYTES;
-use super::{Registry, RegistryError};
+use super::{NameKey, Registry, RegistryError};
+use crate::lease::EtcdLeaseId;
 
 /// Every key under a prefix at one revision, values as text (invalid UTF-8 replaced).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrefixListing {
     pub revision: i64,
-    pub kvs: Vec<(String, String)>,
+    pub keys: Vec<NameKey>,
 }
 
 /// One change under a watched prefix.
@@ -65,14 +66,20 @@ impl Registry {
         let response = self
             .call("list prefix", |c| {
                 let (key, options) = (prefix.to_string(), options.clone());
+                // Others' keys share the prefix: read up to the limit every listing has.
                 async move { c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES).get(key, Some(options)).await }
             })
             .await?;
         self.store.response(response.header(), floor);
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let key = |kv: &etcd_client::KeyValue| NameKey {
+            key: text(kv.key()),
+            value: text(kv.value()),
+            etcd_lease: EtcdLeaseId::attached(kv.lease()),
+        };
         Ok(PrefixListing {
             revision: response.header().map(|h| h.revision()).unwrap_or_default(),
-            kvs: response.kvs().iter().map(|kv| (text(kv.key()), text(kv.value()))).collect(),
+            keys: response.kvs().iter().map(key).collect(),
         })
     }
 

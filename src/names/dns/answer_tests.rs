@@ -1,12 +1,13 @@
 use super::*;
-use crate::etcd::PrefixChange;
+use crate::etcd::{NameKey, PrefixChange};
 
 const ID_A: &str = "0123456789ab";
 const ID_B: &str = "ba9876543210";
 
 fn cache(kvs: &[(&str, &str)]) -> NameCache {
-    let kvs: Vec<(String, String)> = kvs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let (cache, skipped) = NameCache::listed("weft.local".parse().unwrap(), &kvs);
+    let keys: Vec<NameKey> =
+        kvs.iter().map(|(k, v)| NameKey { key: k.to_string(), value: v.to_string(), etcd_lease: None }).collect();
+    let (cache, skipped) = NameCache::listed("weft.local".parse().unwrap(), &keys);
     assert_eq!(skipped, 0);
     cache
 }

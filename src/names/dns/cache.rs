@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::etcd::PrefixChange;
+use crate::etcd::{NameKey, PrefixChange};
 use crate::names::skydns::{Domain, RecordId, SkyRecord};
 
 /// Every readable record of the domain, by name (a DNS label) and record id.
@@ -23,11 +23,11 @@ impl NameCache {
         &self.domain
     }
 
-    /// The cache holding exactly the listed keys (`kvs`: every key under the domain prefix).
+    /// The cache holding exactly the listed keys (`keys`: every key under the domain prefix).
     /// Returns it and how many keys were skipped (not weft's layout, or an unreadable value).
-    pub fn listed(domain: Domain, kvs: &[(String, String)]) -> (Self, usize) {
+    pub fn listed(domain: Domain, keys: &[NameKey]) -> (Self, usize) {
         let mut cache = Self::new(domain);
-        let skipped = kvs.iter().filter(|(key, value)| !cache.put(key, value)).count();
+        let skipped = keys.iter().filter(|k| !cache.put(&k.key, &k.value)).count();
         (cache, skipped)
     }
 

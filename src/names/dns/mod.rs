@@ -118,7 +118,7 @@ async fn follow_once(
     let prefix = domain.prefix();
     let listing = registry.list_prefix(&prefix).await?;
     outage.recovered();
-    let (listed, skipped) = NameCache::listed(domain.clone(), &listing.kvs);
+    let (listed, skipped) = NameCache::listed(domain.clone(), &listing.keys);
     tracing::debug!(names = listed.len(), skipped, revision = listing.revision, %prefix, "names listed; watching");
     cache.send_replace(Arc::new(listed));
     let mut watch = registry.watch_prefix(&prefix, listing.revision).await?;
