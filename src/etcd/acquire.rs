@@ -166,8 +166,12 @@ impl Registry {
         self.put_if(vec![condition], Vec::new(), Lease { attrs: attrs.clone(), mod_revision: 0, ..lease.clone() }).await
     }
 
-    /// Grants an etcd lease of `ttl` (whole seconds, at least one).
-    pub(super) async fn grant(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
+    /// Grants an etcd lease of `ttl` (whole seconds, at least one): our subnet lease's, or the
+    /// names' own, which the names publisher keeps alive (`etcdctl lease grant <seconds>`).
+    ///
+    /// # Errors
+    /// Any etcd failure.
+    pub async fn grant(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
         let seconds = ttl.as_secs().max(1) as i64;
         let id = self.call("grant lease", |c| async move { c.lease_client().grant(seconds, None).await }).await?.id();
         Ok(EtcdLeaseId(id))

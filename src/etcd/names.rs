@@ -54,15 +54,6 @@ impl Registry {
         .map(|_| ())
     }
 
-    /// Grants the names' own etcd lease of `ttl` (whole seconds, at least one), which the
-    /// publisher keeps alive (`etcdctl lease grant <seconds>`).
-    ///
-    /// # Errors
-    /// Any etcd failure.
-    pub async fn grant_names_lease(&self, ttl: Duration) -> Result<EtcdLeaseId, RegistryError> {
-        self.grant(ttl).await
-    }
-
     /// Whether `etcd_lease` is alive and was granted for `ttl` (whole seconds), so a restarted
     /// publisher with the same `--names-lease-ttl` may keep renewing it
     /// (`etcdctl lease timetolive <id>`).

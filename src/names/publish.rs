@@ -218,7 +218,7 @@ impl Publisher {
         let ours: Vec<&NameKey> = listed.iter().filter(|k| is_ours(&self.domain, state.lease, k)).collect();
         let changes = changes(&wanted.records, &ours, state.lease);
         if !changes.put.is_empty() && state.lease.is_none() {
-            state.lease = Some(self.registry.grant_names_lease(self.lease_ttl).await?);
+            state.lease = Some(self.registry.grant(self.lease_ttl).await?);
         }
         let lease = state.lease.unwrap_or(EtcdLeaseId(0));
         for key in &changes.delete {
