@@ -105,9 +105,7 @@ pub fn changes(wanted: &BTreeMap<String, String>, ours: &[&NameKey], lease: Opti
     let held: BTreeMap<&str, &NameKey> = ours.iter().map(|k| (k.key.as_str(), *k)).collect();
     let put = wanted
         .iter()
-        .filter(|(key, value)| {
-            held.get(key.as_str()).is_none_or(|k| &k.value != *value || lease.is_none() || k.etcd_lease != lease)
-        })
+        .filter(|(key, value)| held.get(key.as_str()).is_none_or(|k| &k.value != *value || k.etcd_lease != lease))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     let delete = held.keys().filter(|key| !wanted.contains_key(**key)).map(|key| key.to_string()).collect();
