@@ -57,12 +57,6 @@ fn has_v4_route(host: &Host, subnet: &str) -> bool {
     !rows(host.ip_json(&["-4", "route", "show", subnet, "dev", "flannel.1"])).is_empty()
 }
 
-/// Waits for `more` further reconcile passes in `daemon`'s log.
-fn wait_passes(daemon: &Weftd, more: usize) {
-    let passes = daemon.log().matches("reconcile pass").count();
-    poll("more reconcile passes", CONVERGE, || (daemon.log().matches("reconcile pass").count() >= passes + more).then_some(()));
-}
-
 /// design.md §6: a peer's subnet must not overlap "another lease". IPv4 subnets are unique per
 /// key, IPv6 subnets are not: two keys may name one IPv6 subnet. Both are programmed today, so
 /// one IPv6 VTEP address gets two neighbours/FDB entries and the neighbour is whichever was
@@ -79,7 +73,7 @@ fn two_peer_keys_naming_one_ipv6_subnet_program_only_the_established_one() {
     });
     lab.etcd_put(&format!("{SUBNETS}{later}"), &peer_value("198.18.0.202", "fd18::ca", "02:bb:00:00:00:02", "02:bb:00:00:01:02"));
     poll("the later key's IPv4 route (its IPv4 part is fine)", CONVERGE, || has_v4_route(&host, "10.5.202.0/24").then_some(()));
-    wait_passes(&daemon, 3);
+    daemon.wait_passes(3, CONVERGE);
 
     let fdb = v6_fdb(&host);
     assert!(!fdb.iter().any(|(mac, _)| mac == "02:bb:00:00:01:02"), "the later key's IPv6 FDB entry is programmed: {fdb:?}");
@@ -111,7 +105,7 @@ fn an_old_lease_copying_a_peers_ipv6_vtep_mac_does_not_take_it() {
     // The copy was seen (skipped, naming the key), not merely not yet read.
     let old_name = old.trim_start_matches(SUBNETS);
     poll("a warning naming the copier", CONVERGE, || (daemon.warnings_naming(old_name) > 0).then_some(()));
-    wait_passes(&daemon, 3);
+    daemon.wait_passes(3, CONVERGE);
     let fdb = v6_fdb(&host);
     assert!(
         fdb.contains(&("02:dd:00:00:01:04".to_string(), "fd18::cc".to_string())),

@@ -111,8 +111,7 @@ fn a_peers_broken_ipv6_part_never_costs_its_ipv4_entries() {
         poll(&format!("a warning naming {key}"), CONVERGE, || (daemon_a.warnings_naming(key) > 0).then_some(()));
     }
     // Several passes later: still one each, naming the rule.
-    let passes = daemon_a.log().matches("reconcile pass").count();
-    poll("more passes", CONVERGE, || (daemon_a.log().matches("reconcile pass").count() > passes + 3).then_some(()));
+    daemon_a.wait_passes(4, CONVERGE);
     let log = daemon_a.log();
     assert_eq!((daemon_a.warnings_naming(&misaligned), daemon_a.warnings_naming(unreadable)), (1, 1), "{log}");
     assert!(log.contains("has host bits set") && log.contains("cannot be read"), "{log}");

@@ -105,10 +105,7 @@ fn leases_the_allocator_could_not_have_made_or_that_steal_a_vtep_are_refused_onc
     // Three more passes (resync every second): a warning repeated, or an entry added late,
     // would show by then.
     for daemon in &daemons {
-        let passes = daemon.log().matches("reconcile pass").count();
-        poll("three more reconcile passes", CONVERGE, || {
-            (daemon.log().matches("reconcile pass").count() >= passes + 3).then_some(())
-        });
+        daemon.wait_passes(3, CONVERGE);
     }
 
     let stats: Vec<_> = pings.into_iter().map(|p| p.finish()).collect();

@@ -57,10 +57,9 @@ fn v4_flannel_routes(host: &Host) -> Vec<Value> {
     rows(host.ip_json(&["-4", "route", "show", "table", "all", "dev", "flannel.1"]))
 }
 
-/// Waits until `daemon` has run three more reconcile passes (each a full look at the leases).
+/// Waits until `daemon` has run four more reconcile passes (each a full look at the leases).
 fn settle(daemon: &Weftd) {
-    let passes = daemon.log().matches("reconcile pass").count();
-    poll("three more reconcile passes", CONVERGE, || (daemon.log().matches("reconcile pass").count() > passes + 3).then_some(()));
+    daemon.wait_passes(4, CONVERGE);
 }
 
 fn count(log: &str, needle: &str) -> usize {

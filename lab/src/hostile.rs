@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::{Host, Weftd};
+use crate::{poll, Host, Weftd};
 
 impl Host {
     /// Every route, neighbour, FDB entry and nexthop on `flannel.1`, one line each as `ip -j -4 route` (every table),
@@ -27,6 +27,15 @@ impl Host {
 }
 
 impl Weftd {
+    /// Waits (up to `timeout`) until the log shows `more` reconcile passes beyond those so far:
+    /// each a whole look at the leases, so what a pass would do has been done.
+    pub fn wait_passes(&self, more: usize, timeout: std::time::Duration) {
+        let passes = self.log().matches("reconcile pass").count();
+        poll(&format!("{more} more reconcile passes"), timeout, || {
+            (self.log().matches("reconcile pass").count() >= passes + more).then_some(())
+        });
+    }
+
     /// How many warnings name the lease key `name` (`10.5.3.2-32`), as a `key=` field or at
     /// the end of a full key path: WARN lines, and the DEBUG lines of skipped leases weftd's
     /// warning budget held back (past 8 of a kind a minute; the lab logs at debug level).
