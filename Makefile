@@ -7,9 +7,10 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
-# iptables brings ip6tables too (the IPv6 rules and tests/ip6tables.rs); dnsmasq-base is the
-# "outside" resolver of tests/names_dns.rs.
-DEB_PACKAGES := etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl dnsmasq-base
+# libc6-dev has libc.a, which weftd is linked with (.cargo/config.toml). iptables brings
+# ip6tables too (the IPv6 rules and tests/ip6tables.rs); dnsmasq-base is the "outside" resolver
+# of tests/names_dns.rs.
+DEB_PACKAGES := libc6-dev etcd-server etcd-client iproute2 iptables iputils-ping protobuf-compiler libprotobuf-dev ruby docker.io busybox-static openssl dnsmasq-base
 # Integration tests each run etcd and several daemons; more threads mostly adds contention.
 TEST_THREADS ?= 2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -59,4 +60,4 @@ BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
 bench: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
 	$(CARGO) build --release --bins --examples
-	WEFTD_BIN=target/release/weftd target/release/examples/bench
+	$(CARGO) run --release --example bench

@@ -1,10 +1,11 @@
 //! Link options for the weftd binary.
 //!
 //! `-z pack-relative-relocs` writes the position-independent binary's ~20,000 relative
-//! relocations as a compact bitmap (DT_RELR, glibc 2.36+) instead of 24-byte RELA records:
-//! the dynamic loader reads every record at start, so the records were ~480 kB of weftd's
-//! resident memory for as long as it runs (BENCHMARKS.md, "Dual-stack memory, stop 14").
-//! The relocations themselves, and so the relocation model (PIE), are unchanged.
+//! relocations as a compact bitmap (DT_RELR) instead of 24-byte RELA records: the start-up
+//! code (glibc's, linked in statically: `.cargo/config.toml`) reads every record, so the
+//! records were ~480 kB of weftd's resident memory for as long as it runs (BENCHMARKS.md,
+//! "Dual-stack memory, stop 14"). The relocations themselves, and so the relocation model
+//! (PIE), are unchanged.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -24,7 +24,7 @@ if [ -z "$(etcdctl get /coreos.com/network/config --print-value-only)" ]; then
   etcdctl put /coreos.com/network/config '{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}'
 fi
 
-install -m 0755 /vagrant/target/release/weftd /usr/local/bin/weftd
+install -m 0755 /vagrant/target/x86_64-unknown-linux-gnu/release/weftd /usr/local/bin/weftd
 install -d /etc/weft /etc/systemd/system/docker.service.d
 cat > /etc/weft/weftd.env <<ENV
 FLANNELD_ETCD_ENDPOINTS=http://${WEFT_ETCD_IP}:2379

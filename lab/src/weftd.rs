@@ -122,9 +122,9 @@ impl Drop for Weftd {
     }
 }
 
-/// The weftd binary: `$WEFTD_BIN` at run time, else `target/<profile>/weftd`, the grandparent
-/// of the running test (`target/<profile>/deps/<test>`) or example
-/// (`target/<profile>/examples/<example>`). `CARGO_BIN_EXE_weftd` is not read: it is only set
+/// The weftd binary: `$WEFTD_BIN` at run time, else `target/<host tuple>/<profile>/weftd`
+/// (`.cargo/config.toml`), the grandparent of the running test (`…/<profile>/deps/<test>`) or
+/// example (`…/<profile>/examples/<example>`). `CARGO_BIN_EXE_weftd` is not read: it is only set
 /// when cargo compiles an integration test, and this crate is compiled once for all of them.
 pub fn weftd_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("WEFTD_BIN") {
