@@ -69,7 +69,7 @@ impl Registry {
     /// before it listed, while the earlier may not see it and need not.
     async fn ipv6_contested(&self, ours: &Lease) -> Result<Option<Ipv6Claim>, RegistryError> {
         let Some(subnet) = ours.ipv6_subnet else { return Ok(None) };
-        let claims = self.list_leases().await?.ipv6_claims();
+        let claims = self.list_ipv6_claims().await?;
         Ok(first_ipv6_claim(&claims, subnet, (ours.create_revision, &ours.key_name())).cloned())
     }
 

@@ -200,9 +200,40 @@ impl Registry {
     /// # Errors
     /// Any etcd failure; [`RegistryError::LeaseTooLarge`] when one key alone is over the limit.
     pub async fn list_leases(&self) -> Result<LeaseListing, RegistryError> {
+        let mut listing = LeaseListing::default();
+        let revision = self.read_lease_pages(false, |kv| self.add_to_listing(&mut listing, kv)).await?;
+        listing.revision = revision;
+        Ok(listing)
+    }
+
+    /// Every key under the subnets prefix that names an IPv6 subnet, read without the values
+    /// (`etcdctl get --prefix --keys-only`): what [`LeaseListing::ipv6_claims`] gives, for a
+    /// fraction of the bytes and none of the JSON. Of keys naming one lease, the one etcd
+    /// created first (then the lower key) holds it, as in a full listing.
+    ///
+    /// # Errors
+    /// As [`Registry::list_leases`].
+    pub async fn list_ipv6_claims(&self) -> Result<Vec<Ipv6Claim>, RegistryError> {
+        let mut claims = Vec::new();
+        self.read_lease_pages(true, |kv| claims.extend(self.ipv6_claim_of(kv))).await?;
+        mark_holders(&mut claims);
+        Ok(claims)
+    }
+
+    /// The IPv6 claim of one listed key, if it is a lease key naming an IPv6 subnet.
+    fn ipv6_claim_of(&self, kv: &KeyValue) -> Option<Ipv6Claim> {
+        let key = String::from_utf8_lossy(kv.key());
+        ipv6_claim(self.keys.lease_name(&key)?, kv.create_revision())
+    }
+
+    /// Reads every key under the subnets prefix (with its value unless `keys_only`) as one
+    /// consistent snapshot, page by page, handing each to `each`; returns the snapshot's
+    /// revision. Pages keep thousands of leases from sitting in memory twice over (raw
+    /// response and decoded leases); a page over [`MAX_RESPONSE_BYTES`] is read again with
+    /// half as many keys.
+    async fn read_lease_pages(&self, keys_only: bool, mut each: impl FnMut(&KeyValue)) -> Result<i64, RegistryError> {
         let prefix = self.keys.subnets();
         let end = prefix_end(&prefix);
-        let mut listing = LeaseListing::default();
         // The revision of the first page read, once one was.
         let mut snapshot = None;
         let mut from = prefix.into_bytes();
@@ -211,6 +242,9 @@ impl Registry {
         loop {
             // Every page after the first reads at the first page's revision: one snapshot.
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+            if keys_only {
+                options = options.with_keys_only();
+            }
             if let Some(revision) = snapshot {
                 options = options.with_revision(revision);
             }
@@ -232,14 +266,13 @@ impl Registry {
                 other => other?,
             };
             if snapshot.is_none() {
-                listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
-                snapshot = Some(listing.revision);
+                snapshot = Some(response.header().map(|h| h.revision()).unwrap_or_default());
                 self.store.response(response.header(), floor);
             }
-            response.kvs().iter().for_each(|kv| self.add_to_listing(&mut listing, kv));
+            response.kvs().iter().for_each(&mut each);
             match response.kvs().last() {
                 Some(last) if response.more() => from = [last.key(), &[0]].concat(),
-                _ => return Ok(listing),
+                _ => return Ok(snapshot.unwrap_or_default()),
             }
         }
     }
@@ -276,6 +309,30 @@ impl Registry {
             lease.check_main_part().map(|()| lease)
         });
         Some(lease.map_err(|e| malformed(Some((subnet, ipv6_subnet)), e)))
+    }
+}
+
+/// The claim of the lease key `name` (`10.5.52.0-24&fd00:5:0:34::-64`) on its IPv6 subnet, if
+/// it is readable and names one; `holds` the lease the key names.
+fn ipv6_claim(name: &str, create_revision: i64) -> Option<Ipv6Claim> {
+    let (subnet, ipv6_subnet) = lease::parse_lease_key(name).ok()?;
+    let holds = subnet.map(LeaseId::Ipv4).or(ipv6_subnet.map(LeaseId::Ipv6));
+    ipv6_subnet.map(|ipv6| Ipv6Claim { subnet: ipv6, key: name.to_string(), holds, create_revision })
+}
+
+/// Leaves `holds` only on the key that holds its lease: of keys naming one lease, the one etcd
+/// created first, then the lower key ([`Ipv6Claim::rank`]); the others are aliases (`None`).
+fn mark_holders(claims: &mut [Ipv6Claim]) {
+    let mut holders: BTreeMap<LeaseId, usize> = BTreeMap::new();
+    for at in 0..claims.len() {
+        let Some(id) = claims[at].holds else { continue };
+        let holder = *holders.entry(id).or_insert(at);
+        if claims[at].rank() < claims[holder].rank() {
+            claims[holder].holds = None;
+            holders.insert(id, at);
+        } else if holder != at {
+            claims[at].holds = None;
+        }
     }
 }
 

@@ -85,3 +85,48 @@ fn flanneld_s_and_weft_s_ipv6_only_keys_for_one_subnet_are_one_lease() {
         .error
         .contains("it names subnet fd00:5:0:9::/64, which the key 0.0.0.0-0&fd00:5:0:9::-64 held first"));
 }
+
+/// The claims [`Registry::list_ipv6_claims`] builds from keys alone, for `keys` (name, create
+/// revision) in listing order.
+fn claims_from_keys(keys: &[(&str, i64)]) -> Vec<Ipv6Claim> {
+    let mut claims: Vec<Ipv6Claim> = keys.iter().filter_map(|&(name, created)| ipv6_claim(name, created)).collect();
+    mark_holders(&mut claims);
+    claims.sort_by(|a, b| a.key.cmp(&b.key));
+    claims
+}
+
+#[test]
+fn keys_alone_give_the_ipv6_claims_a_full_listing_gives() {
+    let dual = |subnet: &str, ipv6: &str, created: i64| Lease {
+        ipv6_subnet: Some(ipv6.parse().unwrap()),
+        create_revision: created,
+        ..lease(subnet, created as u8)
+    };
+    // Two keys naming 10.5.2.0/24 (the later one an alias), one dual-stack lease alone, and
+    // an IPv4-only key, in key order and the other way round.
+    let keys = [
+        ("10.5.2.0-24&fd00::-64", 9, dual("10.5.2.0/24", "fd00::/64", 9)),
+        ("10.5.2.0-24&fd00:0:0:1::-64", 3, dual("10.5.2.0/24", "fd00:0:0:1::/64", 3)),
+        ("10.5.3.0-24&fd00:0:0:2::-64", 5, dual("10.5.3.0/24", "fd00:0:0:2::/64", 5)),
+        ("10.5.4.0-24", 7, lease("10.5.4.0/24", 7)),
+    ];
+    for reversed in [false, true] {
+        let mut ordered: Vec<_> = keys.iter().collect();
+        if reversed {
+            ordered.reverse();
+        }
+        let mut listing = LeaseListing::default();
+        for (name, created, lease) in &ordered {
+            listing.add(listed(name, *created), Ok(lease.clone()));
+        }
+        let mut full = listing.ipv6_claims();
+        full.sort_by(|a, b| a.key.cmp(&b.key));
+        let names: Vec<(&str, i64)> = ordered.iter().map(|(name, created, _)| (*name, *created)).collect();
+        assert_eq!(claims_from_keys(&names), full);
+        let holders: Vec<_> = full.iter().map(|c| (c.key.as_str(), c.holds.is_some())).collect();
+        assert_eq!(
+            holders,
+            [("10.5.2.0-24&fd00:0:0:1::-64", true), ("10.5.2.0-24&fd00::-64", false), ("10.5.3.0-24&fd00:0:0:2::-64", true)]
+        );
+    }
+}
