@@ -237,7 +237,7 @@ impl Registry {
         // The revision of the first page read, once one was.
         let mut snapshot = None;
         let mut from = prefix.into_bytes();
-        let mut page = LIST_PAGE;
+        let mut page = if keys_only { KEYS_ONLY_PAGE } else { LIST_PAGE };
         let floor = self.store.floor();
         loop {
             // Every page after the first reads at the first page's revision: one snapshot.
@@ -338,6 +338,10 @@ fn mark_holders(claims: &mut [Ipv6Claim]) {
 
 /// Keys per request when listing leases; fewer when a page comes back too large.
 const LIST_PAGE: i64 = 500;
+
+/// Keys per request when listing lease keys without values: a key is under 100 bytes, so
+/// 10,000 of them are a response of about 1 MB, and 5,000 leases one round trip, not ten.
+const KEYS_ONLY_PAGE: i64 = 10_000;
 
 /// The largest etcd response weftd decodes, in bytes: the most one listing page or watch
 /// response may hold in memory. flanneld's client takes up to 2 GiB; etcd's own limit on a
