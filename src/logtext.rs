@@ -1,6 +1,7 @@
 //! Bounded log text: anyone who can write under the etcd prefix chooses keys and values, so
 //! text taken from them is cut before it reaches a log line or a long-lived set, and the
 //! warnings their writes cause are budgeted, so their number does not grow with the writes.
+//! And an error with its sources as the one line a command prints.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -120,9 +121,44 @@ macro_rules! log_within {
     };
 }
 
+/// `error` and its sources on one line, `outer: inner: innermost`, leaving out a source whose
+/// text the line already holds: many of weft's errors quote their source's text in their own.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("cannot reach etcd: {0}")]
+        Quoting(#[source] Inner),
+        #[error("cannot reach etcd")]
+        Plain(#[source] Inner),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("etcd get config failed: dns error")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_line_names_each_source_once() {
+        let inner = || Inner(std::io::Error::other("no such host"));
+        assert_eq!(error_line(&Outer::Quoting(inner())), "cannot reach etcd: etcd get config failed: dns error: no such host");
+        assert_eq!(error_line(&Outer::Plain(inner())), "cannot reach etcd: etcd get config failed: dns error: no such host");
+    }
 
     #[test]
     fn short_text_is_logged_whole() {

@@ -351,7 +351,7 @@ fn show_status(flags: Flags, json: bool) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("weftd status: {e:#}");
+            eprintln!("weftd status: {}", weft::logtext::error_line(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -368,7 +368,7 @@ fn show_link_env(flags: Flags, link: LinkEnvFlags) -> ExitCode {
         Ok(runtime.block_on(link_env::read(&registry, &domain, &link.name, &alias, &link.recipient))?)
     });
     let Err(e) = result.map(|env| print!("{env}")) else { return ExitCode::SUCCESS };
-    eprintln!("weftd link-env: {e:#}");
+    eprintln!("weftd link-env: {}", weft::logtext::error_line(e.as_ref()));
     ExitCode::FAILURE
 }
 
@@ -428,8 +428,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("weftd: {e:#}");
+            let line = weft::logtext::error_line(e.as_ref());
+            tracing::error!("{line}");
+            eprintln!("weftd: {line}");
             ExitCode::FAILURE
         }
     }

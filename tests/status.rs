@@ -65,6 +65,10 @@ fn status_reports_every_lease_and_each_peer_s_kernel_entries() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with("weftd status: cannot reach etcd at http://198.18.0.250:2379"), "{stderr}");
+    // Each cause once: the etcd error is not repeated after the text that quotes it.
+    let causes: Vec<&str> = stderr.trim_end().split(": ").collect();
+    let once: std::collections::BTreeSet<&str> = causes.iter().copied().collect();
+    assert_eq!(once.len(), causes.len(), "{stderr}");
 }
 
 const DUAL_STACK: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
