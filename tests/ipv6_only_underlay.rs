@@ -23,8 +23,8 @@ const ETCD_IPV6: &str = "fd18::2";
 
 /// A TCP relay in etcd member 0's namespace from `[fd18::2]:2379` to the member's loopback
 /// listener (the lab's etcd listens on IPv4 only), so that hosts without IPv4 reach it; stopped
-/// on Drop. A byte relay, not `etcd grpc-proxy`: that one answers with cluster id 0, which weftd
-/// takes for a replaced store.
+/// on Drop. A byte relay, not `etcd grpc-proxy`, so that only IPv6 is new here
+/// (tests/etcd_grpc_proxy.rs runs weftd behind the proxy).
 struct Ipv6Etcd {
     stop: Arc<AtomicBool>,
     listener: Option<JoinHandle<()>>,

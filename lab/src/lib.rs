@@ -22,6 +22,7 @@ pub mod drift;
 pub mod dualstack;
 pub mod etcd_wipe;
 pub mod firewall;
+pub mod grpc_proxy;
 pub mod hostile;
 pub mod http;
 pub mod ipv6_only;

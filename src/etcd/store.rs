@@ -41,7 +41,7 @@ impl StoreView {
         let replaced = self
             .cluster_changed(cluster_id)
             .or_else(|| (revision < floor).then_some(StoreReplaced::Backwards { seen: floor, now: revision }));
-        self.cluster_id = Some(cluster_id);
+        self.cluster_id = Some(cluster_id).filter(|&id| id != UNTOLD).or(self.cluster_id);
         self.revision = if replaced.is_some() { revision } else { self.revision.max(revision) };
         replaced
     }
@@ -50,16 +50,27 @@ impl StoreView {
     /// that lags may carry an older header revision), and its newest event raises the revision.
     pub fn observe_watch(&mut self, cluster_id: u64, newest_event: Option<i64>) -> Option<StoreReplaced> {
         let replaced = self.cluster_changed(cluster_id);
-        self.cluster_id = Some(cluster_id);
+        self.cluster_id = Some(cluster_id).filter(|&id| id != UNTOLD).or(self.cluster_id);
         let newest = newest_event.unwrap_or_default();
         self.revision = if replaced.is_some() { newest } else { self.revision.max(newest) };
         replaced
     }
 
     fn cluster_changed(&self, now: u64) -> Option<StoreReplaced> {
+        if now == UNTOLD {
+            return None;
+        }
         self.cluster_id.filter(|was| *was != now).map(|was| StoreReplaced::Cluster { was, now })
     }
 }
+
+/// The cluster id of a header that does not say which cluster answered. etcd's grpc-proxy
+/// makes up some watch responses itself with an empty header: the "created" response of a
+/// watcher that joins a watch the proxy already shares, and the "canceled" response of one
+/// that leaves (etcd's `proxy/grpcproxy`, "todo: fill in ClusterId"). Taken for another
+/// cluster, each would have weftd list everything and rewrite its lease, whose new watches
+/// bring more such responses.
+const UNTOLD: u64 = 0;
 
 /// A [`StoreView`] shared by a registry's clones, and a count of the replacements it saw,
 /// which the lease keeper watches.
@@ -161,6 +172,17 @@ mod tests {
         assert_eq!(view.observe_response(8, 50, view.floor()), Some(StoreReplaced::Cluster { was: 7, now: 8 }));
         assert_eq!(view.observe_watch(9, Some(60)), Some(StoreReplaced::Cluster { was: 8, now: 9 }));
         assert_eq!(view.floor(), 60);
+    }
+
+    #[test]
+    fn a_header_naming_no_cluster_is_not_another_cluster() {
+        let mut view = StoreView::default();
+        view.observe_response(7, 10, 0);
+        // grpc-proxy's own "created" response for a watcher joining a shared watch.
+        assert_eq!(view.observe_watch(UNTOLD, None), None);
+        assert_eq!(view.observe_response(UNTOLD, 11, view.floor()), None);
+        // The cluster seen before is still the one compared with.
+        assert_eq!(view.observe_watch(8, Some(12)), Some(StoreReplaced::Cluster { was: 7, now: 8 }));
     }
 
     #[test]
