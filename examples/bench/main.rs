@@ -1,5 +1,6 @@
-//! Benchmarks of issue 6 (`make bench`, needs root): convergence, propagation latency, scale
-//! (IPv4-only peers, and `scale6`: dual-stack peers, issue 15), idle cost and datapath
+//! Benchmarks of issue 6 (`make bench`, needs root): convergence, propagation latency (and
+//! `propagation6`: dual-stack hosts and peers, issue 15), scale (IPv4-only peers, and `scale6`:
+//! dual-stack peers), idle cost and datapath
 //! throughput, and of issue 16: names across hosts (a container's name resolvable on another
 //! host, DNS answer latency, memory with 5,000 names), measured on the namespace lab (the `lab`
 //! crate).
@@ -46,11 +47,11 @@ use datapath::bench_datapath;
 use idle::bench_idle;
 use lab::{weftd_bin, Lab};
 use names::bench_names;
-use propagation::bench_propagation;
+use propagation::{bench_propagation, bench_propagation6};
 use report::{Report, Settings};
 use scale::{bench_scale, bench_scale6};
 
-const SECTIONS: [&str; 7] = ["convergence", "propagation", "scale", "scale6", "idle", "datapath", "names"];
+const SECTIONS: [&str; 8] = ["convergence", "propagation", "propagation6", "scale", "scale6", "idle", "datapath", "names"];
 const SUBNETS_PREFIX: &str = "/coreos.com/network/subnets/";
 /// The small network of the convergence and datapath labs (what `make demo` uses).
 const SMALL_NETWORK: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -150,6 +151,7 @@ fn run_section(section: &str) {
     match section {
         "convergence" => bench_convergence(&settings, &report),
         "propagation" => bench_propagation(&settings, &report),
+        "propagation6" => bench_propagation6(&settings, &report),
         "scale" => bench_scale(&settings, &report),
         "scale6" => bench_scale6(&settings, &report),
         "idle" => bench_idle(&settings, &report),

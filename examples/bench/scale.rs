@@ -20,7 +20,7 @@ use lab::proc_status_kib as proc_status_kb;
 pub(crate) struct Mode {
     /// The section's name, which starts its figures and CSV files.
     name: &'static str,
-    dual: bool,
+    pub(crate) dual: bool,
 }
 
 pub(crate) const IPV4_ONLY: Mode = Mode { name: "scale", dual: false };
@@ -32,7 +32,7 @@ const QUIET: Duration = Duration::from_secs(10);
 
 impl Mode {
     /// Kernel entries per peer: route, neighbour and FDB per family.
-    fn parts(self) -> usize {
+    pub(crate) fn parts(self) -> usize {
         if self.dual {
             6
         } else {
