@@ -1,6 +1,7 @@
 //! `weftd`: command-line flags (flanneld's, in Go style, with `FLANNELD_*` variables) and start-up.
 
 mod flanneld_flags;
+mod libc_setup;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -305,27 +306,6 @@ fn init_logging(verbosity: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-/// Blocks from this size up get pages of their own from glibc, returned when freed.
-const MMAP_THRESHOLD: i32 = 64 * 1024;
-
-/// glibc's malloc, set for a daemon whose peak is a pass over thousands of peers.
-///
-/// weftd runs on one thread; the others are short-lived helpers (iptables). glibc would give
-/// each its own malloc arena, which measured 0.6 MB of peak RSS at 5,000 peers (make bench,
-/// scale: 10.2 MB -> 9.4 MB).
-///
-/// A pass's large blocks (entry lists, sort buffers, etcd pages) are mapped and unmapped whole
-/// at a fixed threshold: glibc's rises to each freed mapped block's size (up to 32 MB), so they
-/// came from the heap and left resident holes (BENCHMARKS.md, "Dual-stack memory, stop 14").
-fn tune_malloc() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
-        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
-}
-
 /// `weftd status`: exit 0 healthy, 1 unhealthy, 2 unable to tell.
 fn show_status(flags: Flags, json: bool) -> ExitCode {
     let names = flags.names.then(|| flags.names_domain.clone());
@@ -383,7 +363,8 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
+    libc_setup::tune_malloc();
+    libc_setup::resolve_names_with_files_and_dns();
     let screened = match flanneld_flags::screen(std::env::args().collect(), |key| std::env::var(key).ok()) {
         Ok(screened) => screened,
         Err(refused) => {

@@ -3,6 +3,7 @@
 use std::process::Output;
 use std::time::Duration;
 
+use lab::dns::NetnsResolvConf;
 use lab::{poll, Lab};
 use serde_json::Value;
 
@@ -142,4 +143,22 @@ fn status_shows_both_families_of_a_dual_stack_cluster() {
     );
     let table = String::from_utf8(status(&lab, hosts[0], &[]).stdout).unwrap();
     assert!(table.contains("ipv6 0 of 1 ok") && table.contains("MISSING"), "{table}");
+}
+
+/// A static weftd looks host names up in /etc/hosts and DNS alone, whatever nsswitch.conf
+/// names: other NSS modules would come from the host's glibc, not the one weftd was linked
+/// with. Here nsswitch.conf names only a module that does not exist, which glibc's own
+/// reading would follow and find nothing.
+#[test]
+fn an_etcd_endpoint_named_in_etc_hosts_is_found_whatever_nsswitch_conf_names() {
+    let mut lab = Lab::new();
+    lab.put_network_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+    let n = lab.add_host();
+    let hosts = format!("{} etcd.weft.test\n", lab.etcd_ip());
+    let files = [("hosts", hosts.as_str()), ("nsswitch.conf", "hosts: weftnosuchmodule\n")];
+    let _etc = NetnsResolvConf::write_files(&lab.host(n).ns, &files);
+    let out = lab.weftd_status_via(n, "http://etcd.weft.test:2379", &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("10.5.0.0/16"), "the config was read through etcd.weft.test: {stdout}{stderr}");
+    assert!(!stderr.contains("cannot reach etcd"), "{stderr}");
 }

@@ -12,8 +12,9 @@ use crate::netns::netns_exec;
 use crate::process::{output, poll, stdout_of};
 use crate::Lab;
 
-/// `/etc/netns/<ns>/resolv.conf`, which `ip netns exec <ns>` mounts over `/etc/resolv.conf`
-/// for what it runs (weftd included); the directory is removed on Drop.
+/// Files of `/etc/netns/<ns>/`, which `ip netns exec <ns>` mounts over their twins in `/etc`
+/// for what it runs (weftd included): `resolv.conf`, `hosts`, `nsswitch.conf`. The directory
+/// is removed on Drop.
 pub struct NetnsResolvConf {
     dir: PathBuf,
 }
@@ -21,11 +22,18 @@ pub struct NetnsResolvConf {
 impl NetnsResolvConf {
     /// Writes `text` as the resolv.conf of namespace `ns`; panics if the directory exists.
     pub fn write(ns: &str, text: &str) -> Self {
+        Self::write_files(ns, &[("resolv.conf", text)])
+    }
+
+    /// Writes each (file name, text) into `/etc/netns/<ns>/`; panics if the directory exists.
+    pub fn write_files(ns: &str, files: &[(&str, &str)]) -> Self {
         let dir = PathBuf::from("/etc/netns").join(ns);
         fs::create_dir_all(dir.parent().expect("has a parent")).expect("create /etc/netns");
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let guard = Self { dir };
-        fs::write(guard.dir.join("resolv.conf"), text).expect("write resolv.conf");
+        for (name, text) in files {
+            fs::write(guard.dir.join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        }
         guard
     }
 }
