@@ -52,8 +52,8 @@ clean:
 	$(CARGO) clean
 
 ## bench: benchmarks of issues 6, 15 and 16 (root, a few minutes): builds release, prints one line
-## per figure, writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,scale,scale6,idle,
-## datapath,names runs a subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K,
+## per figure, writes CSVs and PNGs to bench-results/. BENCH=convergence,propagation,propagation6,scale,
+## scale6,idle,datapath,names runs a subset (default all); BENCH_OUT, BENCH_TRIALS, BENCH_PUTS, BENCH_SCALE_K,
 ## BENCH_NAMES, ... see examples/bench/main.rs.
 BENCH_DEB_PACKAGES := iperf3 python3-matplotlib ethtool
 .PHONY: bench

@@ -9,6 +9,14 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // RUSTFLAGS (or CARGO_ENCODED_RUSTFLAGS) replace .cargo/config.toml's flags, and `cargo
+    // install --git` never reads it: the build then links dynamically, and the packed
+    // relocations need glibc 2.36 or later where weftd runs.
+    let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    let gnu = std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
+    if gnu && !features.split(',').any(|f| f == "crt-static") {
+        println!("cargo:warning=weftd is linked dynamically (RUSTFLAGS replaced .cargo/config.toml's -C target-feature=+crt-static): it needs glibc 2.36 or later where it runs");
+    }
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }

@@ -23,7 +23,7 @@ async fn a_task_that_fails_ends_the_daemon_with_its_error() {
     tasks.spawn("server", async move { Err::<(), _>(failure) });
     let error = tasks.first_end().await;
     assert!(matches!(&error, DaemonError::TaskFailed { task: "server", source } if matches!(**source, DaemonError::Http(_))));
-    let chain = format!("{:#}", anyhow::Error::from(error));
+    let chain = crate::logtext::error_line(&error);
     assert!(chain.contains("server") && chain.contains("refused"), "{chain}");
 }
 

@@ -122,16 +122,19 @@ macro_rules! log_within {
 }
 
 /// `error` and its sources on one line, `outer: inner: innermost`, leaving out a source whose
-/// text the line already holds: many of weft's errors quote their source's text in their own.
+/// text its parent's already holds: many of weft's errors quote their source's text in their
+/// own.
 pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
+    let mut parent = line.clone();
     let mut source = error.source();
     while let Some(cause) = source {
         let text = cause.to_string();
-        if !line.contains(&text) {
+        if !parent.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }
+        parent = text;
         source = cause.source();
     }
     line
@@ -158,6 +161,9 @@ mod tests {
         let inner = || Inner(std::io::Error::other("no such host"));
         assert_eq!(error_line(&Outer::Quoting(inner())), "cannot reach etcd: etcd get config failed: dns error: no such host");
         assert_eq!(error_line(&Outer::Plain(inner())), "cannot reach etcd: etcd get config failed: dns error: no such host");
+        // Only the parent's text counts: a cause that happens to appear further up stays.
+        let deep = Outer::Plain(Inner(std::io::Error::other("reach")));
+        assert_eq!(error_line(&deep), "cannot reach etcd: etcd get config failed: dns error: reach");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! weftd behind `etcd grpc-proxy`, as some clusters run etcd: leases, watches and renewals go
-//! through the proxy, and nothing is written again. The proxy can also share one etcd watch
+//! weftd behind `etcd grpc-proxy`, as some clusters run etcd, end to end: leases, watches and
+//! renewals go through the proxy, the overlay works, and nothing is written again. The proxy can also share one etcd watch
 //! among clients and answer a joining client "created" itself, in a header that names no
 //! cluster (cluster id 0); weftd does not take that for a replaced store (`etcd::store`'s unit
 //! tests). In this lab the proxy did not share weftd's watches (its

@@ -23,6 +23,8 @@ const METRICS_PORT: u16 = 9400;
 /// Per put: (etcd put RPC ms, per host the ms each entry was added, per host delete-all ms).
 type PutSample = (f64, Vec<Vec<Option<f64>>>, Vec<Option<f64>>);
 
+/// propagation (`BENCH=propagation`): IPv4-only hosts, each put adds a route, ARP and FDB
+/// entry on flannel.1 of every host.
 pub(crate) fn bench_propagation(s: &Settings, report: &Report) {
     bench_propagation_mode(s, report, IPV4_ONLY);
 }

@@ -20,6 +20,7 @@ use lab::proc_status_kib as proc_status_kb;
 pub(crate) struct Mode {
     /// The section's name, which starts its figures and CSV files.
     name: &'static str,
+    /// Dual-stack hosts and peers: both devices' entries are timed.
     pub(crate) dual: bool,
 }
 

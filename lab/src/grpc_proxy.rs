@@ -29,7 +29,9 @@ impl Lab {
     /// Starts `etcdctl watch --prefix <prefix>` through the proxy at `url` (log
     /// `<dir>/grpc-proxy-watch.log`; stopped with the lab), and waits until it sees a write
     /// under `<prefix>grpc-proxy-probe/`, a key no lease reader takes for a lease. The proxy
-    /// then shares that watch with every client that later watches the same keys.
+    /// may share that watch with clients that later watch the same keys (etcd's
+    /// `proxy/grpcproxy` decides by revisions; its `etcd_grpc_proxy_watchers_coalescing_total`
+    /// tells whether it did).
     pub fn watch_through_proxy(&self, url: &str, prefix: &str) {
         let cmd = self.etcdctl_command(&[url.to_string()], true, &["watch", "--prefix", prefix]);
         self.spawn_logged(cmd, "grpc-proxy-watch.log", false);

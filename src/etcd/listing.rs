@@ -208,22 +208,18 @@ impl Registry {
 
     /// Every key under the subnets prefix that names an IPv6 subnet, read without the values
     /// (`etcdctl get --prefix --keys-only`): what [`LeaseListing::ipv6_claims`] gives, for a
-    /// fraction of the bytes and none of the JSON. Of keys naming one lease, the one etcd
-    /// created first (then the lower key) holds it, as in a full listing.
+    /// fraction of the bytes and none of the JSON.
     ///
     /// # Errors
     /// As [`Registry::list_leases`].
     pub async fn list_ipv6_claims(&self) -> Result<Vec<Ipv6Claim>, RegistryError> {
-        let mut claims = Vec::new();
-        self.read_lease_pages(true, |kv| claims.extend(self.ipv6_claim_of(kv))).await?;
-        mark_holders(&mut claims);
-        Ok(claims)
-    }
-
-    /// The IPv6 claim of one listed key, if it is a lease key naming an IPv6 subnet.
-    fn ipv6_claim_of(&self, kv: &KeyValue) -> Option<Ipv6Claim> {
-        let key = String::from_utf8_lossy(kv.key());
-        ipv6_claim(self.keys.lease_name(&key)?, kv.create_revision())
+        let mut keys = Vec::new();
+        self.read_lease_pages(true, |kv| {
+            let key = String::from_utf8_lossy(kv.key());
+            keys.extend(self.keys.lease_name(&key).map(|name| (name.to_string(), kv.create_revision())));
+        })
+        .await?;
+        Ok(ipv6_claims_of_keys(keys))
     }
 
     /// Reads every key under the subnets prefix (with its value unless `keys_only`) as one
@@ -312,28 +308,30 @@ impl Registry {
     }
 }
 
-/// The claim of the lease key `name` (`10.5.52.0-24&fd00:5:0:34::-64`) on its IPv6 subnet, if
-/// it is readable and names one; `holds` the lease the key names.
-fn ipv6_claim(name: &str, create_revision: i64) -> Option<Ipv6Claim> {
-    let (subnet, ipv6_subnet) = lease::parse_lease_key(name).ok()?;
-    let holds = subnet.map(LeaseId::Ipv4).or(ipv6_subnet.map(LeaseId::Ipv6));
-    ipv6_subnet.map(|ipv6| Ipv6Claim { subnet: ipv6, key: name.to_string(), holds, create_revision })
-}
-
-/// Leaves `holds` only on the key that holds its lease: of keys naming one lease, the one etcd
-/// created first, then the lower key ([`Ipv6Claim::rank`]); the others are aliases (`None`).
-fn mark_holders(claims: &mut [Ipv6Claim]) {
-    let mut holders: BTreeMap<LeaseId, usize> = BTreeMap::new();
-    for at in 0..claims.len() {
-        let Some(id) = claims[at].holds else { continue };
-        let holder = *holders.entry(id).or_insert(at);
-        if claims[at].rank() < claims[holder].rank() {
-            claims[holder].holds = None;
-            holders.insert(id, at);
-        } else if holder != at {
-            claims[at].holds = None;
-        }
+/// The IPv6 claims of lease keys given as (name, create revision), as a full listing makes
+/// them: of keys naming one lease (an IPv4-only key and a dual-stack key for the same IPv4
+/// subnet, say), the one etcd created first, then the lower key, holds it; the others are
+/// aliases (`holds: None`). Unreadable keys claim nothing.
+fn ipv6_claims_of_keys(keys: Vec<(String, i64)>) -> Vec<Ipv6Claim> {
+    let named: Vec<(LeaseId, Option<Ipv6Network>, String, i64)> = keys
+        .into_iter()
+        .filter_map(|(name, created)| {
+            let (subnet, ipv6_subnet) = lease::parse_lease_key(&name).ok()?;
+            Some((subnet.map(LeaseId::Ipv4).or(ipv6_subnet.map(LeaseId::Ipv6))?, ipv6_subnet, name, created))
+        })
+        .collect();
+    let mut holders: BTreeMap<LeaseId, (i64, &str)> = BTreeMap::new();
+    for (id, _, name, created) in &named {
+        let rank = (*created, name.as_str());
+        holders.entry(*id).and_modify(|held| *held = (*held).min(rank)).or_insert(rank);
     }
+    named
+        .iter()
+        .filter_map(|(id, ipv6_subnet, name, created)| {
+            let holds = (holders[id] == (*created, name.as_str())).then_some(*id);
+            Some(Ipv6Claim { subnet: (*ipv6_subnet)?, key: name.clone(), holds, create_revision: *created })
+        })
+        .collect()
 }
 
 /// Keys per request when listing leases; fewer when a page comes back too large.

@@ -87,10 +87,9 @@ fn flanneld_s_and_weft_s_ipv6_only_keys_for_one_subnet_are_one_lease() {
 }
 
 /// The claims [`Registry::list_ipv6_claims`] builds from keys alone, for `keys` (name, create
-/// revision) in listing order.
+/// revision) in listing order, sorted by key.
 fn claims_from_keys(keys: &[(&str, i64)]) -> Vec<Ipv6Claim> {
-    let mut claims: Vec<Ipv6Claim> = keys.iter().filter_map(|&(name, created)| ipv6_claim(name, created)).collect();
-    mark_holders(&mut claims);
+    let mut claims = ipv6_claims_of_keys(keys.iter().map(|&(name, created)| (name.to_string(), created)).collect());
     claims.sort_by(|a, b| a.key.cmp(&b.key));
     claims
 }
@@ -103,12 +102,14 @@ fn keys_alone_give_the_ipv6_claims_a_full_listing_gives() {
         ..lease(subnet, created as u8)
     };
     // Two keys naming 10.5.2.0/24 (the later one an alias), one dual-stack lease alone, and
-    // an IPv4-only key, in key order and the other way round.
+    // an IPv4-only key for 10.5.4.0/24 that a later dual-stack key names too (that one an
+    // alias), in key order and the other way round.
     let keys = [
         ("10.5.2.0-24&fd00::-64", 9, dual("10.5.2.0/24", "fd00::/64", 9)),
         ("10.5.2.0-24&fd00:0:0:1::-64", 3, dual("10.5.2.0/24", "fd00:0:0:1::/64", 3)),
         ("10.5.3.0-24&fd00:0:0:2::-64", 5, dual("10.5.3.0/24", "fd00:0:0:2::/64", 5)),
         ("10.5.4.0-24", 7, lease("10.5.4.0/24", 7)),
+        ("10.5.4.0-24&fd00:0:0:4::-64", 11, dual("10.5.4.0/24", "fd00:0:0:4::/64", 11)),
     ];
     for reversed in [false, true] {
         let mut ordered: Vec<_> = keys.iter().collect();
@@ -126,7 +127,12 @@ fn keys_alone_give_the_ipv6_claims_a_full_listing_gives() {
         let holders: Vec<_> = full.iter().map(|c| (c.key.as_str(), c.holds.is_some())).collect();
         assert_eq!(
             holders,
-            [("10.5.2.0-24&fd00:0:0:1::-64", true), ("10.5.2.0-24&fd00::-64", false), ("10.5.3.0-24&fd00:0:0:2::-64", true)]
+            [
+                ("10.5.2.0-24&fd00:0:0:1::-64", true),
+                ("10.5.2.0-24&fd00::-64", false),
+                ("10.5.3.0-24&fd00:0:0:2::-64", true),
+                ("10.5.4.0-24&fd00:0:0:4::-64", false)
+            ]
         );
     }
 }
