@@ -9,7 +9,7 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{Ipv6Claim, LeaseListing, Registry, RegistryError};
-use crate::config::NetworkConfig;
+use crate::config::{Ipv6Config, NetworkConfig};
 use crate::lease::{self, Claim, EtcdLeaseId, Lease, LeaseAttrs, LeaseId};
 
 /// The subnets a host held before (its last subnet.env, or the lease it lost), asked for again.
@@ -227,50 +227,58 @@ fn choose(
     listing: &LeaseListing,
     previous: Previous,
 ) -> Result<(Claim, Option<Ipv6Network>), RegistryError> {
-    let claims = listing.ipv6_claims();
     let Some(v4) = &config.ipv4 else {
         // A config has at least one family (`NetworkConfig::parse`).
         let v6 = config.ipv6.as_ref().expect("an IPv6-only config has IPv6");
-        let taken = claims.iter().map(|c| c.subnet).collect();
-        // Only leases that could be ours are candidates (our PublicIPv6, or our previous IPv6
-        // subnet), and of those none whose IPv6 subnet another key named first: the contest
-        // check scans every key, so it runs for a handful of leases, not thousands.
-        let could_be_ours = |l: &&Lease| {
-            l.attrs.public_ipv6 == attrs.public_ipv6 || (l.ipv6_subnet.is_some() && l.ipv6_subnet == previous.ipv6_subnet)
-        };
-        let candidates: Vec<&Lease> =
-            listing.leases.iter().filter(could_be_ours).filter(|l| !lost_ipv6_contest(&claims, l)).collect();
-        let claim = lease::choose_ipv6_only_claim(v6, attrs, &candidates, &taken, previous.ipv6_subnet)
-            .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })?;
-        let ipv6_subnet = match &claim {
-            Claim::Free(id) => id.ipv6(),
-            existing => existing.existing().and_then(|lease| lease.ipv6_subnet),
-        };
-        return Ok((claim, ipv6_subnet));
+        return choose_ipv6_only(v6, attrs, listing, previous);
     };
     let claim = lease::choose_claim(v4, attrs, &listing.leases, &listing.occupied(), previous.subnet)
         .ok_or(RegistryError::OutOfSubnets { min: v4.subnet_min, max: v4.subnet_max })?;
-    let claim = match &config.ipv6 {
-        Some(v6) => lease::extending_ipv6_only(claim, v6, attrs, &listing.leases),
-        None => claim,
+    let Some(v6) = &config.ipv6 else { return Ok((claim, None)) };
+    let claim = lease::extending_ipv6_only(claim, v6, attrs, &listing.leases);
+    let ipv6_subnet = choose_ipv6(v6, &claim, &listing.ipv6_claims(), previous.ipv6_subnet)?;
+    Ok((claim, Some(ipv6_subnet)))
+}
+
+/// [`choose`] under an IPv6-only config: [`lease::choose_ipv6_only_claim`] among every IPv6
+/// subnet a key names.
+fn choose_ipv6_only(
+    v6: &Ipv6Config,
+    attrs: &LeaseAttrs,
+    listing: &LeaseListing,
+    previous: Previous,
+) -> Result<(Claim, Option<Ipv6Network>), RegistryError> {
+    let claims = listing.ipv6_claims();
+    let taken = claims.iter().map(|c| c.subnet).collect();
+    // Only leases that could be ours are candidates (our PublicIPv6, or our previous IPv6
+    // subnet), and of those none whose IPv6 subnet another key named first: the contest check
+    // scans every key, so it runs for a handful of leases, not thousands.
+    let could_be_ours = |l: &&Lease| {
+        l.attrs.public_ipv6 == attrs.public_ipv6 || (l.ipv6_subnet.is_some() && l.ipv6_subnet == previous.ipv6_subnet)
     };
-    let ipv6_subnet = choose_ipv6(config, &claim, &claims, previous.ipv6_subnet)?;
+    let candidates: Vec<&Lease> =
+        listing.leases.iter().filter(could_be_ours).filter(|l| !lost_ipv6_contest(&claims, l)).collect();
+    let claim = lease::choose_ipv6_only_claim(v6, attrs, &candidates, &taken, previous.ipv6_subnet)
+        .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })?;
+    let ipv6_subnet = match &claim {
+        Claim::Free(id) => id.ipv6(),
+        existing => existing.existing().and_then(|lease| lease.ipv6_subnet),
+    };
     Ok((claim, ipv6_subnet))
 }
 
 /// Our lease's IPv6 subnet under a dual-stack config ([`lease::choose_ipv6_subnet`]), keeping
-/// the one the claimed lease already has; `None` for IPv4 only. Every IPv6 subnet a key
-/// names is taken, readable or not, but the claimed lease's own.
+/// the one the claimed lease already has. Every IPv6 subnet a key names is taken, readable or
+/// not, but the claimed lease's own.
 ///
 /// # Errors
 /// [`RegistryError::OutOfIpv6Subnets`] when every IPv6 subnet is leased.
 fn choose_ipv6(
-    config: &NetworkConfig,
+    v6: &Ipv6Config,
     claim: &Claim,
     claims: &[Ipv6Claim],
     previous: Option<Ipv6Network>,
-) -> Result<Option<Ipv6Network>, RegistryError> {
-    let Some(v6) = &config.ipv6 else { return Ok(None) };
+) -> Result<Ipv6Network, RegistryError> {
     let (current, holder) = match claim.existing() {
         Some(lease) => (lease.ipv6_subnet, Some(lease.id())),
         None => (None, None),
@@ -278,7 +286,6 @@ fn choose_ipv6(
     let taken: BTreeSet<Ipv6Network> =
         claims.iter().filter(|c| holder.is_none() || c.holds != holder).map(|c| c.subnet).collect();
     lease::choose_ipv6_subnet(v6, &taken, current, previous)
-        .map(Some)
         .ok_or(RegistryError::OutOfIpv6Subnets { min: v6.subnet_min, max: v6.subnet_max })
 }
 
@@ -334,18 +341,16 @@ mod tests {
             r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","IPv6SubnetMin":"fd00:5:0:1::","IPv6SubnetMax":"fd00:5:0:3::"}"#,
         )
         .unwrap();
+        let v6 = config.ipv6.unwrap();
         let held = |v6: &str, v4: &str| Ipv6Claim { holds: Some(v4.parse().unwrap()), ..claim(v6, v4, 1) };
         let claims = [held("fd00:5:0:1::/64", "10.5.1.0/24"), claim("fd00:5:0:2::5/64", "alias", 2)];
         for _ in 0..20 {
-            let free = choose_ipv6(&config, &Claim::Free("10.5.9.0/24".parse().unwrap()), &claims, None).unwrap();
-            assert_eq!(free, Some("fd00:5:0:3::/64".parse().unwrap()));
+            let free = choose_ipv6(&v6, &Claim::Free("10.5.9.0/24".parse().unwrap()), &claims, None).unwrap();
+            assert_eq!(free, "fd00:5:0:3::/64".parse().unwrap());
         }
         let attrs = LeaseAttrs::vxlan(std::net::Ipv4Addr::new(198, 18, 0, 1), 1, crate::lease::MacAddr([2, 0, 0, 0, 0, 1]));
         let (subnet, ipv6_subnet) = (Some("10.5.1.0/24".parse().unwrap()), Some("fd00:5:0:1::/64".parse().unwrap()));
         let ours = Lease { subnet, ipv6_subnet, attrs, etcd_lease: None, mod_revision: 1, create_revision: 1 };
-        assert_eq!(
-            choose_ipv6(&config, &Claim::Existing(ours), &claims, None).unwrap(),
-            Some("fd00:5:0:1::/64".parse().unwrap())
-        );
+        assert_eq!(choose_ipv6(&v6, &Claim::Existing(ours), &claims, None).unwrap(), "fd00:5:0:1::/64".parse().unwrap());
     }
 }
